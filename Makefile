@@ -1,0 +1,25 @@
+# kiln: the two entry points are `make demo` and `make test`; both install what is missing first.
+SWIFT ?= swift
+KILN := .build/debug/kiln
+SAMPLES := examples/hello-spring examples/hello-jdk
+
+.PHONY: setup samples build demo test clean
+
+setup:            ## install CRIU 4.2.1 (built from Debian's source), runc, iptables, Java packages
+	@./scripts/setup.sh
+
+samples: setup   ## compile the Java samples with javac against Debian's jars
+	@for sample in $(SAMPLES); do $$sample/build.sh; done
+
+build: setup
+	$(SWIFT) build
+
+demo: samples build   ## bake the Spring sample, restore it, print cold start vs restore
+	@./scripts/demo.sh
+
+test: samples     ## run every test (unit and integration; integration needs root)
+	$(SWIFT) build --build-tests
+	$(SWIFT) test
+
+clean:
+	rm -rf .build $(addsuffix /build,$(SAMPLES))

@@ -1,0 +1,43 @@
+#ifndef CKILN_SHIMS_H
+#define CKILN_SHIMS_H
+
+#include <sys/types.h>
+
+/// Creates a TCP socket that lives in the network namespace at `netns_path` (e.g. /proc/PID/ns/net),
+/// leaving the calling thread in the namespace it started in. setns(2) on CLONE_NEWNET affects
+/// only the calling thread, and socket(2) binds the new socket to the caller's namespace for life,
+/// so the socket can then be connected and used from any thread. Returns the fd, or -1 with errno.
+int kiln_socket_in_netns(const char *netns_path, int domain);
+
+/// Creates a new network namespace with `lo` up and pins it by bind-mounting it on `pin_path`
+/// (an existing empty file), like `ip netns add`. The calling thread returns to its own namespace.
+/// Returns 0, or -1 with errno.
+int kiln_create_netns(const char *pin_path);
+
+/// Brings `lo` up inside the network namespace at `netns_path`. Returns 0, or -1 with errno.
+int kiln_netns_lo_up(const char *netns_path);
+
+/// Sets the hostname inside the UTS namespace at `uts_path` (e.g. /proc/PID/ns/uts).
+/// Returns 0, or -1 with errno.
+int kiln_set_hostname_in(const char *uts_path, const char *hostname);
+
+/// prctl(PR_SET_CHILD_SUBREAPER, on). Returns 0, or -1 with errno.
+int kiln_set_child_subreaper(int on);
+
+/// prctl(PR_SET_MEMORY_MERGE, on): KSM for every mapping of this process and, from Linux 6.7,
+/// of what it forks and execs. Returns 0, or -1 with errno.
+int kiln_set_memory_merge(int on);
+
+/// The POSIX_SPAWN_SETSID flag (a glibc extension the Glibc module does not import).
+short kiln_posix_spawn_setsid_flag(void);
+
+/// The effective capability mask of the calling process (from capget(2)), lower and upper words.
+int kiln_effective_caps(unsigned long long *mask);
+
+/// pipe2(fds, O_CLOEXEC). Returns 0, or -1 with errno.
+int kiln_pipe_cloexec(int fds[2]);
+
+/// Whether `path` is a pinned namespace (an nsfs mount). Returns 1, 0, or -1 with errno.
+int kiln_is_nsfs(const char *path);
+
+#endif

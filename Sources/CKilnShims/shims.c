@@ -1,0 +1,120 @@
+#define _GNU_SOURCE
+#include "CKilnShims.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <sched.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/vfs.h>
+#include <linux/capability.h>
+#include <unistd.h>
+
+#ifndef PR_SET_MEMORY_MERGE
+#define PR_SET_MEMORY_MERGE 67
+#endif
+
+/* Enters the namespace at `path`, returning an fd for the one the thread was in (to go back). */
+static int enter_ns(const char *path, int nstype, const char *self_path) {
+    int self = open(self_path, O_RDONLY | O_CLOEXEC);
+    if (self < 0) return -1;
+    int target = open(path, O_RDONLY | O_CLOEXEC);
+    if (target < 0) { int e = errno; close(self); errno = e; return -1; }
+    if (setns(target, nstype) != 0) { int e = errno; close(target); close(self); errno = e; return -1; }
+    close(target);
+    return self;
+}
+
+/* Returns to the namespace saved by enter_ns. Failing here would leave a pooled thread in a
+ * foreign namespace, which is worse than crashing: abort loudly instead. */
+static void leave_ns(int self, int nstype) {
+    int e = errno;
+    if (setns(self, nstype) != 0) abort();
+    close(self);
+    errno = e;
+}
+
+static int lo_up_here(void) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+    int rc = ioctl(fd, SIOCGIFFLAGS, &ifr);
+    if (rc == 0 && !(ifr.ifr_flags & IFF_UP)) {
+        ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+        rc = ioctl(fd, SIOCSIFFLAGS, &ifr);
+    }
+    int e = errno;
+    close(fd);
+    errno = e;
+    return rc;
+}
+
+int kiln_socket_in_netns(const char *netns_path, int domain) {
+    int self = enter_ns(netns_path, CLONE_NEWNET, "/proc/thread-self/ns/net");
+    if (self < 0) return -1;
+    int fd = socket(domain, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    leave_ns(self, CLONE_NEWNET);
+    return fd;
+}
+
+int kiln_create_netns(const char *pin_path) {
+    int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (self < 0) return -1;
+    int rc = unshare(CLONE_NEWNET);
+    if (rc == 0) {
+        rc = lo_up_here();
+        if (rc == 0) rc = mount("/proc/thread-self/ns/net", pin_path, "none", MS_BIND, NULL);
+        leave_ns(self, CLONE_NEWNET);
+    } else {
+        int e = errno; close(self); errno = e;
+    }
+    return rc;
+}
+
+int kiln_netns_lo_up(const char *netns_path) {
+    int self = enter_ns(netns_path, CLONE_NEWNET, "/proc/thread-self/ns/net");
+    if (self < 0) return -1;
+    int rc = lo_up_here();
+    leave_ns(self, CLONE_NEWNET);
+    return rc;
+}
+
+int kiln_set_hostname_in(const char *uts_path, const char *hostname) {
+    int self = enter_ns(uts_path, CLONE_NEWUTS, "/proc/thread-self/ns/uts");
+    if (self < 0) return -1;
+    int rc = sethostname(hostname, strlen(hostname));
+    leave_ns(self, CLONE_NEWUTS);
+    return rc;
+}
+
+int kiln_set_child_subreaper(int on) { return prctl(PR_SET_CHILD_SUBREAPER, on ? 1 : 0, 0, 0, 0); }
+
+int kiln_set_memory_merge(int on) { return prctl(PR_SET_MEMORY_MERGE, on ? 1 : 0, 0, 0, 0); }
+
+short kiln_posix_spawn_setsid_flag(void) { return POSIX_SPAWN_SETSID; }
+
+int kiln_effective_caps(unsigned long long *mask) {
+    struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof data);
+    if (syscall(SYS_capget, &hdr, data) != 0) return -1;
+    *mask = ((unsigned long long)data[1].effective << 32) | data[0].effective;
+    return 0;
+}
+
+int kiln_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+int kiln_is_nsfs(const char *path) {
+    struct statfs info;
+    if (statfs(path, &info) != 0) return -1;
+    return info.f_type == 0x6e736673 /* NSFS_MAGIC */;
+}

@@ -1,0 +1,93 @@
+import Foundation
+
+/// What `kiln bake` is asked to do.
+public struct BakeRequest: Sendable {
+    public var name: String
+    public var sandbox: SandboxSpec
+    public var readiness: ReadinessCheck
+    public var warmup: [WarmupStep]
+    /// Run a full GC in a JVM before the dump (smaller snapshot, less to restore).
+    public var compact: Bool
+    /// Replace an existing snapshot of the same name.
+    public var replace: Bool
+
+    public init(name: String, sandbox: SandboxSpec, readiness: ReadinessCheck, warmup: [WarmupStep] = [], compact: Bool = true, replace: Bool = false) {
+        self.name = name
+        self.sandbox = sandbox
+        self.readiness = readiness
+        self.warmup = warmup
+        self.compact = compact
+        self.replace = replace
+    }
+
+    /// Checks the request against the host before anything is started: a valid name, a port in
+    /// range, a readiness path, and a command the sandbox will be able to see and execute.
+    public func validate() throws {
+        try SnapshotStore.validate(name: name)
+        guard (1...65535).contains(sandbox.port) else {
+            throw KilnError(.invalidArgument, "port \(sandbox.port) is out of range", hint: "pass the port the service listens on, 1-65535, e.g. --port 8080")
+        }
+        guard readiness.path.hasPrefix("/") else {
+            throw KilnError(.invalidArgument, "readiness path '\(readiness.path)' must start with '/'", hint: "e.g. --ready /health")
+        }
+        guard readiness.timeoutSeconds > 0 else {
+            throw KilnError(.invalidArgument, "the readiness timeout must be positive", hint: "e.g. --ready-timeout 60")
+        }
+        if let app = sandbox.appDirectory {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: app, isDirectory: &isDirectory), isDirectory.boolValue else {
+                throw KilnError(.invalidArgument, "the app directory '\(app)' does not exist", hint: "pass --app DIR with the directory holding your service (default: the current directory)")
+            }
+        }
+        _ = try CommandResolver(sandbox: sandbox).resolve()
+    }
+}
+
+/// Finds the file a sandbox would execute for its command, on the host, and checks the sandbox
+/// can see it: a command that is not there should fail before a container starts, saying why.
+struct CommandResolver {
+    var sandbox: SandboxSpec
+
+    /// The host paths visible inside the sandbox (for a host root: /usr and the app directory).
+    var visibleRoots: [String] {
+        switch sandbox.rootFilesystem {
+        case .host: ["/usr", "/bin", "/sbin", "/lib", "/lib64"] + (sandbox.appDirectory.map { [$0] } ?? [])
+        case .directory: ["/"]
+        }
+    }
+
+    /// The host path of the executable.
+    func resolve() throws -> String {
+        guard let program = sandbox.command.first, !program.isEmpty else {
+            throw KilnError(.invalidArgument, "no command given", hint: "put the service's command after '--', e.g. kiln bake hello --port 8080 --ready /health -- java -jar app.jar")
+        }
+        let prefix: String
+        if case .directory(let root) = sandbox.rootFilesystem { prefix = root } else { prefix = "" }
+        if program.contains("/") {
+            let path = program.hasPrefix("/") ? program : (sandbox.workingDirectory as NSString).appendingPathComponent(program)
+            let standardized = (path as NSString).standardizingPath
+            guard FileManager.default.fileExists(atPath: prefix + standardized) else {
+                throw KilnError(
+                    .commandNotFound, "command '\(program)' not found (looked for \(prefix + standardized))",
+                    hint: "check the path; relative paths are taken from the working directory \(sandbox.workingDirectory)")
+            }
+            guard FileManager.default.isExecutableFile(atPath: prefix + standardized) else {
+                throw KilnError(.commandNotFound, "command '\(program)' is not executable", hint: "chmod +x \(prefix + standardized)")
+            }
+            guard visibleRoots.contains(where: { standardized == $0 || standardized.hasPrefix($0 + "/") }) else {
+                throw KilnError(
+                    .commandNotFound, "command '\(standardized)' is outside the sandbox, which sees only \(visibleRoots.joined(separator: ", "))",
+                    hint: "pass --app with the directory that holds it (it is mounted read-only at the same path)")
+            }
+            return standardized
+        }
+        let searchPath = sandbox.processEnvironment["PATH"] ?? "/usr/bin:/bin"
+        for directory in searchPath.split(separator: ":") {
+            let candidate = "\(directory)/\(program)"
+            if FileManager.default.isExecutableFile(atPath: prefix + candidate) { return candidate }
+        }
+        throw KilnError(
+            .commandNotFound, "command '\(program)' not found on the sandbox's PATH (\(searchPath))",
+            hint: "install it, or give its path (e.g. ./bin/\(program) inside the app directory)")
+    }
+}

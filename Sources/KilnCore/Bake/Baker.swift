@@ -1,0 +1,175 @@
+import Foundation
+import Logging
+
+/// Progress of a bake, for a user watching a long step.
+public enum BakeEvent: Sendable {
+    case starting(command: [String])
+    case ready(coldStartMs: Double)
+    case warmingUp(WarmupStep)
+    case warmedUp(ms: Double, requests: Int)
+    case compacting
+    case compacted(ms: Double, didRun: Bool, note: String)
+    case checkpointing
+    case checkpointed(ms: Double)
+    case storing
+}
+
+extension Kiln {
+    /// Cold-starts a service in a sandbox, waits until it answers, warms it up, compacts a JVM,
+    /// checkpoints it and stores the verified snapshot.
+    ///
+    /// Whatever happens, the container, its network namespace, cgroup and scratch directories
+    /// are gone when this returns; only the snapshot (on success) or a log (on failure) remains.
+    public func bake(_ request: BakeRequest, progress: @Sendable (BakeEvent) -> Void = { _ in }) async throws -> SnapshotManifest {
+        let action = "baking snapshot '\(request.name)'"
+        do {
+            try request.validate()
+            if store.exists(request.name), !request.replace {
+                throw KilnError(.snapshotExists, "a snapshot named '\(request.name)' already exists", hint: "pass --replace to bake it again, or choose another name")
+            }
+            let id = makeInstanceID(for: request.name) + "-bake"
+            let directory = "\(paths.bakes)/\(id)"
+            let instance = sandboxInstance(id: id, directory: directory)
+            let staging = try store.makeStagingDirectory(for: request.name)
+            var shimPid: Int32?
+            do {
+                let manifest = try await bake(request, instance: instance, directory: directory, staging: staging, shimPid: &shimPid, progress: progress)
+                await tearDown(instance, directory: directory, shimPid: shimPid)
+                return manifest
+            } catch {
+                // Keep the service's output where the error says it is; drop everything else.
+                let kept = "\(paths.logs)/\(id).log"
+                try? FileManager.default.moveItem(atPath: "\(directory)/console.log", toPath: kept)
+                await tearDown(instance, directory: directory, shimPid: shimPid)
+                try? FileManager.default.removeItem(atPath: staging)
+                throw error
+            }
+        } catch let error as KilnError {
+            throw error.during(action)
+        }
+    }
+
+    private func bake(
+        _ request: BakeRequest, instance: SandboxInstance, directory: String, staging: String, shimPid: inout Int32?,
+        progress: @Sendable (BakeEvent) -> Void
+    ) async throws -> SnapshotManifest {
+        let sandbox = request.sandbox
+        try FileManager.default.createDirectory(atPath: "\(directory)/work", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let consoleLog = "\(directory)/console.log"
+        let keptLog = "\(paths.logs)/\(instance.id).log"
+        try NetworkNamespace.create(at: instance.networkNamespacePath)
+        try SandboxBundle.create(spec: sandbox, instance: instance)
+        let endpoint = ServiceEndpoint(networkNamespacePath: instance.networkNamespacePath, port: sandbox.port)
+
+        progress(.starting(command: sandbox.command))
+        let started = ContinuousClock.now
+        let container = try await runtime.start(instance, logPath: consoleLog)
+        shimPid = container.shimPid
+        let probe = ReadinessProbe(
+            endpoint: endpoint, path: request.readiness.path, pid: container.pid,
+            timeout: .milliseconds(Int(request.readiness.timeoutSeconds * 1000)), interval: .milliseconds(25))
+        let outcome = await probe.wait()
+        let lastLines = ProcessInspector.lastLines(ofFile: consoleLog, count: 15)
+        switch outcome {
+        case .ready:
+            break
+        case .exited:
+            if lastLines.contains(where: { $0.contains("Address already in use") || $0.contains("BindException") }) {
+                throw KilnError(
+                    .portInUse, "the service could not listen on port \(sandbox.port): it is already in use inside the sandbox",
+                    hint: "something else in the command binds \(sandbox.port); make the service listen on $PORT and pass a free --port",
+                    details: lastLines, logPath: keptLog)
+            }
+            throw KilnError(
+                .serviceExited, "the service exited before it answered \(request.readiness.path); its last output:",
+                hint: "run the command by hand to see it start (it sees /usr and \(sandbox.appDirectory ?? "its root") read-only, a tmpfs /tmp, and PORT=\(sandbox.port))",
+                details: lastLines, logPath: keptLog)
+        case .timedOut(let lastSeen):
+            let listening = ProcessInspector.listeningPorts(of: container.pid)
+            let hint: String
+            if !listening.isEmpty, !listening.contains(sandbox.port) {
+                hint = "the service listens on \(listening.map(String.init).joined(separator: ", ")), not \(sandbox.port): pass --port \(listening[0]) or make it listen on $PORT"
+            } else {
+                hint = "check that \(request.readiness.path) answers 2xx once the service is up, or allow more time with --ready-timeout"
+            }
+            throw KilnError(
+                .serviceNeverReady,
+                "the service was not ready after \(Int(request.readiness.timeoutSeconds)) s (GET \(request.readiness.path) on port \(sandbox.port): \(lastSeen)); its last output:",
+                hint: hint, details: lastLines, logPath: keptLog)
+        }
+        var timings = BakeTimings(coldStartMs: started.duration(to: .now).milliseconds)
+        progress(.ready(coldStartMs: timings.coldStartMs))
+
+        let warmupStart = ContinuousClock.now
+        var requests = 0
+        for step in request.warmup {
+            progress(.warmingUp(step))
+            for _ in 0..<step.count {
+                let reply: HTTPReply
+                do {
+                    reply = try await InstanceHTTPClient.send(.GET, step.path, to: endpoint, timeout: .seconds(30))
+                } catch {
+                    throw KilnError(.warmupFailed, "warmup request GET \(step.path) failed: \(error)", details: ProcessInspector.lastLines(ofFile: consoleLog, count: 15), logPath: keptLog)
+                }
+                guard (200..<400).contains(reply.status) else {
+                    throw KilnError(
+                        .warmupFailed, "warmup request GET \(step.path) answered HTTP \(reply.status)",
+                        hint: "warm up with paths that succeed; the reply was: \(reply.bodyText.prefix(200))")
+                }
+                requests += 1
+            }
+        }
+        timings.warmupMs = warmupStart.duration(to: .now).milliseconds
+        if !request.warmup.isEmpty { progress(.warmedUp(ms: timings.warmupMs, requests: requests)) }
+
+        var compacted = false
+        if request.compact {
+            progress(.compacting)
+            let compactStart = ContinuousClock.now
+            let result = await JVMCompactor(runtime: runtime, logger: logger).compact(containerID: instance.id, cgroupPath: instance.cgroupPath)
+            timings.compactMs = compactStart.duration(to: .now).milliseconds
+            compacted = result.didRun
+            progress(.compacted(ms: timings.compactMs, didRun: result.didRun, note: result.note))
+        }
+
+        progress(.checkpointing)
+        let checkpointStart = ContinuousClock.now
+        do {
+            try await runtime.checkpoint(id: instance.id, imageDirectory: "\(staging)/images", workDirectory: "\(directory)/work")
+        } catch var error as KilnError {
+            // Keep CRIU's log for the user: the bake directory is about to be removed.
+            if let log = error.logPath, log.hasPrefix(directory) {
+                let kept = "\(paths.logs)/\(instance.id)-dump.log"
+                try? FileManager.default.moveItem(atPath: log, toPath: kept)
+                error.logPath = kept
+            }
+            throw error
+        }
+        timings.checkpointMs = checkpointStart.duration(to: .now).milliseconds
+        progress(.checkpointed(ms: timings.checkpointMs))
+
+        progress(.storing)
+        let host = HostFacts(kernel: HostFacts.kernelRelease(), criuVersion: criu.version.description, runtime: "runc \(runtime.version())")
+        return try store.commit(staging: staging) { files in
+            SnapshotManifest(
+                name: request.name, createdAt: Date(), sandbox: sandbox, readiness: request.readiness, warmup: request.warmup,
+                host: host, timings: timings, compacted: compacted, files: files)
+        }
+    }
+}
+
+extension HostFacts {
+    /// `uname -r`.
+    public static func kernelRelease() -> String {
+        var name = utsname()
+        uname(&name)
+        return withUnsafeBytes(of: &name.release) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+    }
+}
+
+extension Duration {
+    /// The duration in (fractional) milliseconds.
+    public var milliseconds: Double {
+        Double(components.seconds) * 1000 + Double(components.attoseconds) / 1e15
+    }
+}

@@ -1,0 +1,106 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Polls a service's readiness path until it answers 2xx, its process dies, or time runs out.
+public struct ReadinessProbe: Sendable {
+    /// Why the service did not become ready.
+    public enum Outcome: Sendable, Equatable {
+        case ready
+        /// The container's init process is gone.
+        case exited
+        /// Time ran out; the last thing seen (a status, "connection refused", ...).
+        case timedOut(lastSeen: String)
+    }
+
+    public var endpoint: ServiceEndpoint
+    public var path: String
+    /// Host pid of the container's init, watched so a crash ends the wait at once.
+    public var pid: Int32
+    public var timeout: Duration
+    /// Pause between attempts; restores poll tightly, cold starts need not.
+    public var interval: Duration
+
+    public init(endpoint: ServiceEndpoint, path: String, pid: Int32, timeout: Duration, interval: Duration = .milliseconds(20)) {
+        self.endpoint = endpoint
+        self.path = path
+        self.pid = pid
+        self.timeout = timeout
+        self.interval = interval
+    }
+
+    public func wait() async -> Outcome {
+        let deadline = ContinuousClock.now + timeout
+        var lastSeen = "no attempt yet"
+        while true {
+            do {
+                let reply = try await InstanceHTTPClient.send(.GET, path, to: endpoint, timeout: .seconds(5))
+                if (200..<300).contains(reply.status) { return .ready }
+                lastSeen = "HTTP \(reply.status)"
+            } catch {
+                lastSeen = "\(error)"
+            }
+            if !ProcessInspector.isAlive(pid) { return .exited }
+            if ContinuousClock.now >= deadline { return .timedOut(lastSeen: lastSeen) }
+            try? await Task.sleep(for: interval)
+        }
+    }
+}
+
+/// Facts about host processes read from /proc.
+public enum ProcessInspector {
+    /// Whether `pid` exists and is not a zombie.
+    public static func isAlive(_ pid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")")
+        else { return false }
+        let state = stat[stat.index(close, offsetBy: 2)...].first
+        return state != "Z" && state != "X"
+    }
+
+    /// TCP ports in LISTEN state in the network namespace of `pid`.
+    public static func listeningPorts(of pid: Int32) -> [Int] {
+        var ports = Set<Int>()
+        for table in ["tcp", "tcp6"] {
+            guard let text = try? String(contentsOfFile: "/proc/\(pid)/net/\(table)", encoding: .utf8) else { continue }
+            for line in text.split(separator: "\n").dropFirst() {
+                let fields = line.split(separator: " ")
+                guard fields.count > 3, fields[3] == "0A", let port = fields[1].split(separator: ":").last.flatMap({ Int($0, radix: 16) }) else { continue }
+                ports.insert(port)
+            }
+        }
+        return ports.sorted()
+    }
+
+    /// The executable of `pid` (resolved /proc/PID/exe), if readable.
+    public static func executable(of pid: Int32) -> String? {
+        try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")
+    }
+
+    /// `pid` as seen inside its own pid namespace (last field of NSpid).
+    public static func namespacePid(of pid: Int32) -> Int32? {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("NSpid:") })
+        else { return nil }
+        return line.split(whereSeparator: { $0 == " " || $0 == "\t" }).last.flatMap { Int32($0) }
+    }
+
+    /// Every pid in the pids-controller cgroup at `cgroupPath` (cgroup v1 or v2).
+    public static func pids(inCgroup cgroupPath: String) -> [Int32] {
+        for base in ["/sys/fs/cgroup/pids", "/sys/fs/cgroup/memory", "/sys/fs/cgroup"] {
+            if let text = try? String(contentsOfFile: "\(base)\(cgroupPath)/cgroup.procs", encoding: .utf8) {
+                return text.split(separator: "\n").compactMap { Int32($0) }
+            }
+        }
+        return []
+    }
+
+    /// The last `count` lines of a log file.
+    public static func lastLines(ofFile path: String, count: Int) -> [String] {
+        guard let data = FileManager.default.contents(atPath: path) else { return [] }
+        let text = String(decoding: data.suffix(64 * 1024), as: UTF8.self)
+        return text.split(separator: "\n", omittingEmptySubsequences: true).suffix(count).map(String.init)
+    }
+}

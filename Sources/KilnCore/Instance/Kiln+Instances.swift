@@ -1,0 +1,151 @@
+import CKilnShims
+import Foundation
+
+/// Timing of one restored copy.
+public struct RestoredInstance: Sendable {
+    public var record: InstanceRecord
+}
+
+extension Kiln {
+    func instanceDirectory(_ id: String) -> String { "\(paths.instances)/\(id)" }
+
+    /// Loads a snapshot and verifies every image file against its manifest.
+    /// Returns the manifest and how long verification took (ms).
+    public func loadVerified(_ name: String) throws -> (SnapshotManifest, Double) {
+        let manifest = try store.load(name)
+        let start = ContinuousClock.now
+        try store.verify(manifest)
+        return (manifest, start.duration(to: .now).milliseconds)
+    }
+
+    /// Restores `count` copies of a verified snapshot one after another, each in its own
+    /// namespaces with its own hostname (its instance id), and waits for each to answer.
+    /// If one fails, the copies already running are left running and the error is thrown.
+    public func restore(_ manifest: SnapshotManifest, count: Int, readinessTimeout: Duration = .seconds(30),
+                        progress: @Sendable (InstanceRecord) -> Void = { _ in }) async throws -> [InstanceRecord] {
+        guard count >= 1, count <= 256 else {
+            throw KilnError(.invalidArgument, "cannot restore \(count) copies", hint: "pass --count between 1 and 256")
+        }
+        var records: [InstanceRecord] = []
+        for _ in 0..<count {
+            let record = try await restoreOne(manifest, readinessTimeout: readinessTimeout)
+            progress(record)
+            records.append(record)
+        }
+        return records
+    }
+
+    /// Restores one copy; on failure nothing of it is left behind (the CRIU log is kept).
+    public func restoreOne(_ manifest: SnapshotManifest, readinessTimeout: Duration = .seconds(30)) async throws -> InstanceRecord {
+        let id = makeInstanceID(for: manifest.name)
+        let directory = instanceDirectory(id)
+        let instance = sandboxInstance(id: id, directory: directory)
+        let action = "restoring snapshot '\(manifest.name)' as \(id)"
+        var shimPid: Int32?
+        do {
+            let start = ContinuousClock.now
+            try FileManager.default.createDirectory(atPath: "\(directory)/work", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try NetworkNamespace.create(at: instance.networkNamespacePath)
+            try SandboxBundle.create(spec: manifest.sandbox, instance: instance)
+            let logPath = "\(directory)/console.log"
+            let container = try await runtime.restore(
+                instance, imageDirectory: store.imageDirectory(of: manifest.name), workDirectory: "\(directory)/work", logPath: logPath)
+            shimPid = container.shimPid
+            let restored = ContinuousClock.now
+            // CRIU brings back the UTS namespace as it was dumped; each copy gets its own name.
+            guard kiln_set_hostname_in("/proc/\(container.pid)/ns/uts", id) == 0 else {
+                throw KilnError.systemCall("sethostname", errno: errno, "instance \(id)")
+            }
+            let probe = ReadinessProbe(
+                endpoint: ServiceEndpoint(networkNamespacePath: instance.networkNamespacePath, port: manifest.sandbox.port),
+                path: manifest.readiness.path, pid: container.pid, timeout: readinessTimeout, interval: .milliseconds(2))
+            let outcome = await probe.wait()
+            guard outcome == .ready else {
+                throw KilnError(
+                    .restoreFailed, "the restored service did not answer \(manifest.readiness.path) (\(outcome))",
+                    details: ProcessInspector.lastLines(ofFile: logPath, count: 15), logPath: logPath)
+            }
+            let answered = ContinuousClock.now
+            let record = InstanceRecord(
+                id: id, snapshot: manifest.name, pid: container.pid, shimPid: container.shimPid, port: manifest.sandbox.port,
+                createdAt: Date(), networkNamespacePath: instance.networkNamespacePath, cgroupPath: instance.cgroupPath,
+                logPath: logPath, restoreMs: start.duration(to: restored).milliseconds, firstResponseMs: start.duration(to: answered).milliseconds)
+            try save(record)
+            return record
+        } catch {
+            var failure = (error as? KilnError) ?? KilnError(.restoreFailed, "\(error)")
+            if let log = failure.logPath, log.hasPrefix(directory) {
+                let kept = "\(paths.logs)/\(id)-\((log as NSString).lastPathComponent)"
+                try? FileManager.default.moveItem(atPath: log, toPath: kept)
+                failure.logPath = kept
+            }
+            await tearDown(instance, directory: directory, shimPid: shimPid)
+            throw failure.during(action)
+        }
+    }
+
+    func save(_ record: InstanceRecord) throws {
+        let data = try SnapshotManifest.encoder.encode(record)
+        try data.write(to: URL(fileURLWithPath: "\(instanceDirectory(record.id))/instance.json"), options: .atomic)
+    }
+
+    /// Every instance kiln has a record of.
+    public func instanceRecords() -> [InstanceRecord] {
+        let ids = (try? FileManager.default.contentsOfDirectory(atPath: paths.instances)) ?? []
+        return ids.sorted().compactMap { id in
+            guard let data = FileManager.default.contents(atPath: "\(instanceDirectory(id))/instance.json") else { return nil }
+            return try? SnapshotManifest.decoder.decode(InstanceRecord.self, from: data)
+        }
+    }
+
+    /// The record of one instance; a unique prefix of its id will do.
+    public func instance(_ idOrPrefix: String) throws -> InstanceRecord {
+        let records = instanceRecords()
+        if let exact = records.first(where: { $0.id == idOrPrefix }) { return exact }
+        let matches = records.filter { $0.id.hasPrefix(idOrPrefix) }
+        guard matches.count == 1 else {
+            throw KilnError(
+                .instanceNotFound,
+                matches.isEmpty ? "no instance '\(idOrPrefix)'" : "'\(idOrPrefix)' matches \(matches.count) instances: \(matches.map(\.id).joined(separator: ", "))",
+                hint: "'kiln ps' lists the running instances")
+        }
+        return matches[0]
+    }
+
+    /// `kiln ps`: each instance's state and memory.
+    public func status() async throws -> [InstanceStatus] {
+        let containers = Dictionary(try await runtime.list().map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        let now = Date()
+        return instanceRecords().map { record in
+            let state = containers[record.id]?.status ?? "gone"
+            let pids = ProcessInspector.pids(inCgroup: record.cgroupPath)
+            return InstanceStatus(
+                id: record.id, snapshot: record.snapshot, pid: record.pid, state: state, createdAt: record.createdAt,
+                ageSeconds: now.timeIntervalSince(record.createdAt), memory: MemoryUsage.of(pids: pids.isEmpty ? [record.pid] : pids),
+                restoreMs: record.restoreMs, firstResponseMs: record.firstResponseMs)
+        }
+    }
+
+    /// Stops an instance and removes everything it had: container, cgroup, netns, directory.
+    public func stop(_ record: InstanceRecord) async throws {
+        let instance = sandboxInstance(id: record.id, directory: instanceDirectory(record.id))
+        await tearDown(instance, directory: instanceDirectory(record.id), shimPid: record.shimPid)
+        if try await runtime.list().contains(where: { $0.id == record.id }) {
+            throw KilnError(.runtimeFailed, "instance \(record.id) is still known to runc after delete", hint: "see 'runc --root \(paths.runcRoot) list'")
+        }
+    }
+
+    /// Sends one HTTP request to an instance.
+    public func request(_ record: InstanceRecord, method: String = "GET", path: String, body: [UInt8]? = nil) async throws -> HTTPReply {
+        guard path.hasPrefix("/") else {
+            throw KilnError(.invalidArgument, "request path '\(path)' must start with '/'", hint: "e.g. kiln request \(record.id) /greet")
+        }
+        do {
+            var headers: [(String, String)] = []
+            if body != nil { headers.append(("Content-Type", "application/json")) }
+            return try await InstanceHTTPClient.send(.init(rawValue: method.uppercased()), path, to: record.endpoint, body: body, headers: headers)
+        } catch {
+            throw KilnError(.requestFailed, "\(method.uppercased()) \(path) to \(record.id) failed: \(error)", hint: "is it running? 'kiln ps' shows its state; its output is in \(record.logPath)")
+        }
+    }
+}

@@ -1,0 +1,96 @@
+import Foundation
+import Logging
+
+/// Where kiln keeps things on the host.
+public struct KilnPaths: Sendable, Equatable {
+    /// The snapshot store (snapshots are secrets: 0700).
+    public var store: String
+    /// Run-time state: runc's state, instance records and bundles, pinned network namespaces.
+    public var state: String
+
+    public init(store: String = "/var/lib/kiln", state: String = "/run/kiln") {
+        self.store = store
+        self.state = state
+    }
+
+    /// `$KILN_STORE` and `$KILN_STATE` override the defaults (tests use private ones).
+    public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> KilnPaths {
+        KilnPaths(store: environment["KILN_STORE"] ?? "/var/lib/kiln", state: environment["KILN_STATE"] ?? "/run/kiln")
+    }
+
+    public var runcRoot: String { "\(state)/runc" }
+    public var instances: String { "\(state)/instances" }
+    public var networkNamespaces: String { "\(state)/netns" }
+    /// Logs kept for a user to read after a failure.
+    public var logs: String { "\(state)/logs" }
+    /// Scratch space of bakes in progress.
+    public var bakes: String { "\(state)/bakes" }
+    /// The cgroup parent of every kiln container (under each v1 controller, or the v2 root).
+    public var cgroupParent: String { "/kiln" }
+}
+
+/// kiln's entry point for everything that touches containers: bake, restore, inspect, stop.
+///
+/// Opening one checks the host first (root, CRIU version, runc, the shim), so each command fails
+/// up front with a clear error rather than half-way through.
+public struct Kiln: Sendable {
+    public var paths: KilnPaths
+    public var store: SnapshotStore
+    public var runtime: Runc
+    public var criu: CRIU
+    public var logger: Logger
+
+    public static func open(paths: KilnPaths = .fromEnvironment(), logger: Logger = Logger(label: "kiln"), toDo action: String) throws -> Kiln {
+        try HostPrivileges.requireRoot(toDo: action)
+        let criu = try CRIU.locate()
+        let runcBinary = try Runc.locate()
+        let shim = try Runc.locateShim()
+        for directory in [paths.state, paths.runcRoot, paths.instances, paths.networkNamespaces, paths.logs, paths.bakes] {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        }
+        let runtime = Runc(
+            binary: runcBinary, stateRoot: paths.runcRoot, criuPath: criu.path, logDirectory: paths.logs, shimPath: shim, logger: logger)
+        let store = SnapshotStore(root: paths.store)
+        try store.prepare()
+        return Kiln(paths: paths, store: store, runtime: runtime, criu: criu, logger: logger)
+    }
+
+    /// A new container id: the snapshot name and 6 random hex digits, e.g. `hello-3fa9c1`.
+    func makeInstanceID(for name: String) -> String {
+        "\(name)-\(String(format: "%06x", UInt32.random(in: 0..<0x100_0000)))"
+    }
+
+    func sandboxInstance(id: String, directory: String) -> SandboxInstance {
+        SandboxInstance(
+            id: id, bundlePath: "\(directory)/bundle",
+            networkNamespacePath: "\(paths.networkNamespaces)/\(id)",
+            cgroupPath: "\(paths.cgroupParent)/\(id)")
+    }
+
+    /// Tears down whatever exists of a container: the container (and so its cgroup), its
+    /// network namespace and its directory. Safe to call on a half-made one.
+    func tearDown(_ instance: SandboxInstance, directory: String?, shimPid: Int32? = nil) async {
+        do {
+            try await runtime.delete(id: instance.id)
+        } catch {
+            logger.warning("could not delete container \(instance.id): \(error)")
+        }
+        NetworkNamespace.remove(at: instance.networkNamespacePath)
+        if let shimPid { ChildReaper.reap(shimPid) }
+        if let directory { try? FileManager.default.removeItem(atPath: directory) }
+    }
+}
+
+/// Reaps a `kiln-shim` this process spawned once it exits (it exits when its container does),
+/// so no zombie is left while a long-lived kiln (the gateway, a test run) goes on.
+enum ChildReaper {
+    static func reap(_ pid: Int32, timeout: Duration = .seconds(5)) {
+        let deadline = ContinuousClock.now + timeout
+        var status: Int32 = 0
+        while ContinuousClock.now < deadline {
+            let result = waitpid(pid, &status, WNOHANG)
+            if result == pid || (result < 0 && errno == ECHILD) { return }
+            usleep(5_000)
+        }
+    }
+}

@@ -1,0 +1,119 @@
+import CKilnShims
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Lays out an OCI bundle (config.json + root filesystem) for one container of a sandbox.
+public enum SandboxBundle {
+    /// Host `/etc` entries a JVM reads (Debian's JDK keeps its `conf/` there and `java` resolves
+    /// through /etc/alternatives). Only these are bound, never all of /etc (shadow, keys, ...).
+    static func hostEtcBinds() -> [String] {
+        let fileManager = FileManager.default
+        var binds = ["/etc/alternatives", "/etc/ssl"]
+        if let entries = try? fileManager.contentsOfDirectory(atPath: "/etc") {
+            binds += entries.filter { $0.hasPrefix("java-") }.sorted().map { "/etc/\($0)" }
+        }
+        // Binding a host path that is a symlink breaks CRIU's mount restore (mount-v2
+        // "Failed to move_mount"); keep only real directories.
+        return binds.filter { path in
+            var info = stat()
+            return lstat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
+        }
+    }
+
+    /// Creates `instance.bundlePath` with its config.json (and rootfs for a host root).
+    public static func create(spec: SandboxSpec, instance: SandboxInstance) throws {
+        let fileManager = FileManager.default
+        let bundle = instance.bundlePath
+        do {
+            try fileManager.createDirectory(atPath: bundle, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            let rootPath: String
+            var binds: [String] = []
+            switch spec.rootFilesystem {
+            case .directory(let path):
+                rootPath = path
+            case .host:
+                rootPath = "\(bundle)/rootfs"
+                binds = ["/usr"] + hostEtcBinds()
+                try layOutHostRoot(at: rootPath, hostname: instance.id, binds: binds)
+            }
+            let config = OCIConfig(spec: spec, instance: instance, rootPath: rootPath, binds: binds)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            try encoder.encode(config).write(to: URL(fileURLWithPath: "\(bundle)/config.json"))
+        } catch let error as KilnError {
+            throw error
+        } catch {
+            throw KilnError(.systemCall, "could not lay out the sandbox bundle at \(bundle): \(error)")
+        }
+    }
+
+    /// An empty root whose /bin, /lib, ... are symlinks into /usr (as on the host, where they are
+    /// symlinks too and so cannot be bind-mounted), plus a minimal generated /etc.
+    static func layOutHostRoot(at root: String, hostname: String, binds: [String]) throws {
+        let fileManager = FileManager.default
+        for directory in ["usr", "proc", "dev", "sys", "tmp", "etc", "run", "var/tmp"] {
+            try fileManager.createDirectory(atPath: "\(root)/\(directory)", withIntermediateDirectories: true)
+        }
+        for name in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
+            guard let target = try? fileManager.destinationOfSymbolicLink(atPath: "/\(name)") else { continue }
+            try fileManager.createSymbolicLink(atPath: "\(root)/\(name)", withDestinationPath: target)
+        }
+        for path in binds where path.hasPrefix("/etc/") {
+            try fileManager.createDirectory(atPath: root + path, withIntermediateDirectories: true)
+        }
+        if let zone = try? fileManager.destinationOfSymbolicLink(atPath: "/etc/localtime") {
+            try fileManager.createSymbolicLink(atPath: "\(root)/etc/localtime", withDestinationPath: zone)
+        }
+        let files = [
+            "passwd": "root:x:0:0:root:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+            "group": "root:x:0:\nnogroup:x:65534:\n",
+            "hosts": "127.0.0.1\tlocalhost \(hostname)\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+            "hostname": "\(hostname)\n",
+            "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
+            "resolv.conf": "",
+        ]
+        for (name, content) in files {
+            try content.write(toFile: "\(root)/etc/\(name)", atomically: false, encoding: .utf8)
+        }
+    }
+
+    /// Removes the bundle directory (best effort: it is only kiln's own scratch space).
+    public static func remove(_ instance: SandboxInstance) {
+        try? FileManager.default.removeItem(atPath: instance.bundlePath)
+    }
+}
+
+/// A network namespace pinned at a path, like `ip netns add`, with `lo` up.
+///
+/// kiln creates each container's network namespace itself and hands runc its path. runc then
+/// checkpoints it as external (no iptables dump, no network lock), and at restore each copy joins
+/// a fresh namespace kiln made for it, already with `lo` up.
+public enum NetworkNamespace {
+    public static func create(at path: String) throws {
+        let fileManager = FileManager.default
+        let directory = (path as NSString).deletingLastPathComponent
+        try? fileManager.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        guard fileManager.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]) else {
+            throw KilnError(.systemCall, "could not create the network namespace pin file \(path)")
+        }
+        guard kiln_create_netns(path) == 0 else {
+            let code = errno
+            try? fileManager.removeItem(atPath: path)
+            throw KilnError.systemCall("unshare(CLONE_NEWNET)", errno: code, "network namespace \(path)")
+        }
+    }
+
+    /// Unpins and deletes the namespace; the kernel frees it once no process is left in it.
+    public static func remove(at path: String) {
+        _ = umount2(path, Int32(MNT_DETACH))
+        unlink(path)
+    }
+
+    /// Whether `path` is a pinned namespace (an nsfs mount), as opposed to a leftover file.
+    public static func isPinned(_ path: String) -> Bool {
+        kiln_is_nsfs(path) == 1
+    }
+}

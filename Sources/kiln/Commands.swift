@@ -1,0 +1,282 @@
+import ArgumentParser
+import Foundation
+import KilnCore
+
+struct Doctor: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Check that this machine can checkpoint and restore, and say what to fix if not.")
+
+    @OptionGroup var common: CommonOptions
+
+    func run() async throws {
+        let checks = KilnCore.Doctor.run()
+        let failed = checks.contains { $0.status == .failed }
+        if common.json {
+            Output.printJSON(["ok": AnyEncodable(!failed), "checks": AnyEncodable(checks)])
+        } else {
+            print(Output.table(["CHECK", "STATUS", "DETAIL"], checks.map { [$0.name, $0.status.rawValue, $0.detail + ($0.fix.map { " -> fix: \($0)" } ?? "")] }))
+            print(failed ? "\nkiln cannot run here yet: fix the failed checks above." : "\nThis machine can bake and restore.")
+        }
+        if failed { throw ExitCode(3) }
+    }
+}
+
+struct Bake: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Cold-start a service in a sandbox, warm it up, and checkpoint it into a snapshot.",
+        usage: "kiln bake <name> --port <port> --ready <path> [--warmup COUNT:PATH ...] -- <command> [args...]")
+
+    @Argument(help: "Snapshot name (lowercase letters, digits, '-', '_').")
+    var name: String
+
+    @Option(help: "TCP port the service listens on (it also gets PORT in its environment).")
+    var port: Int
+
+    @Option(help: "Readiness path: the service is up once GET <path> answers 2xx.")
+    var ready: String = "/"
+
+    @Option(help: "Seconds to wait for readiness.")
+    var readyTimeout: Double = 60
+
+    @Option(help: "Warmup requests, COUNT:PATH (repeatable), replayed before the checkpoint.")
+    var warmup: [String] = []
+
+    @Option(help: "Directory bound read-only at the same path in the sandbox (default: current directory).")
+    var app: String?
+
+    @Option(help: "Use this directory as the (read-only) root filesystem instead of the host's /usr.")
+    var rootfs: String?
+
+    @Option(name: .customLong("env"), help: "Extra environment variable KEY=VALUE (repeatable).")
+    var environment: [String] = []
+
+    @Option(help: "Memory limit of the sandbox in MiB.")
+    var memory: Int = 1024
+
+    @Flag(help: "Do not run a full GC in the JVM before the checkpoint.")
+    var noCompact = false
+
+    @Flag(help: "Replace an existing snapshot of the same name.")
+    var replace = false
+
+    @OptionGroup var common: CommonOptions
+
+    @Argument(parsing: .postTerminator, help: "The service's command line.")
+    var command: [String] = []
+
+    func run() async throws {
+        try await reporting(common) {
+            let kiln = try common.openKiln(toDo: "bake a snapshot")
+            let current = FileManager.default.currentDirectoryPath
+            let appDirectory = app.map { URL(fileURLWithPath: $0, relativeTo: URL(fileURLWithPath: current)).standardizedFileURL.path }
+            var env: [String: String] = [:]
+            for entry in environment {
+                guard let equals = entry.firstIndex(of: "="), equals != entry.startIndex else {
+                    throw KilnError(.invalidArgument, "--env '\(entry)' is not KEY=VALUE", hint: "e.g. --env JAVA_OPTS=-Xmx256m")
+                }
+                env[String(entry[..<equals])] = String(entry[entry.index(after: equals)...])
+            }
+            let sandbox = SandboxSpec(
+                command: command, environment: env, workingDirectory: appDirectory ?? (rootfs == nil ? current : "/"),
+                appDirectory: rootfs == nil ? (appDirectory ?? current) : appDirectory,
+                rootFilesystem: rootfs.map { .directory(URL(fileURLWithPath: $0).standardizedFileURL.path) } ?? .host,
+                port: port, memoryLimitBytes: Int64(memory) << 20)
+            let request = BakeRequest(
+                name: name, sandbox: sandbox, readiness: ReadinessCheck(path: ready, timeoutSeconds: readyTimeout),
+                warmup: try warmup.map(WarmupStep.init(parsing:)), compact: !noCompact, replace: replace)
+            let manifest = try await kiln.bake(request) { event in
+                switch event {
+                case .starting(let command): Output.progress("starting \(command.joined(separator: " ")) in a sandbox...")
+                case .ready(let ms): Output.progress("ready after \(Output.ms(ms)) (cold start)")
+                case .warmingUp(let step): Output.progress("warming up: \(step.count) x GET \(step.path)")
+                case .warmedUp(let ms, let requests): Output.progress("warmed up: \(requests) requests in \(Output.ms(ms))")
+                case .compacting: Output.progress("compacting (full GC)...")
+                case .compacted(let ms, _, let note): Output.progress("compacted in \(Output.ms(ms)): \(note)")
+                case .checkpointing: Output.progress("checkpointing...")
+                case .checkpointed(let ms): Output.progress("checkpointed in \(Output.ms(ms))")
+                case .storing: Output.progress("storing and digesting the images...")
+                }
+            }
+            if common.json {
+                Output.printJSON(manifest)
+            } else {
+                print(Output.table(["SNAPSHOT", "COLD START", "WARMUP", "COMPACT", "CHECKPOINT", "SIZE"], [[
+                    manifest.name, Output.ms(manifest.timings.coldStartMs), Output.ms(manifest.timings.warmupMs),
+                    Output.ms(manifest.timings.compactMs), Output.ms(manifest.timings.checkpointMs), Output.bytes(manifest.sizeBytes),
+                ]]))
+            }
+        }
+    }
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Restore copies of a snapshot side by side and report each one's time to first response.")
+
+    @Argument(help: "Snapshot name.")
+    var name: String
+
+    @Option(help: "Number of copies to restore.")
+    var count: Int = 1
+
+    @OptionGroup var common: CommonOptions
+
+    struct Report: Encodable {
+        var snapshot: String
+        var verifyMs: Double
+        var instances: [InstanceRecord]
+    }
+
+    func run() async throws {
+        try await reporting(common) {
+            let kiln = try common.openKiln(toDo: "restore a snapshot")
+            let (manifest, verifyMs) = try kiln.loadVerified(name)
+            if !common.json { Output.progress("verified \(manifest.files.count) image files (\(Output.bytes(manifest.sizeBytes))) in \(Output.ms(verifyMs))") }
+            let records = try await kiln.restore(manifest, count: count)
+            if common.json {
+                Output.printJSON(Report(snapshot: name, verifyMs: verifyMs, instances: records))
+            } else {
+                print(Output.table(["INSTANCE", "PID", "RESTORE", "FIRST RESPONSE"], records.map { [$0.id, String($0.pid), Output.ms($0.restoreMs), Output.ms($0.firstResponseMs)] }))
+            }
+        }
+    }
+}
+
+struct PS: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ps", abstract: "List instances: id, snapshot, pid, state, age, memory.")
+
+    @OptionGroup var common: CommonOptions
+
+    func run() async throws {
+        try await reporting(common) {
+            let kiln = try common.openKiln(toDo: "list instances")
+            let rows = try await kiln.status()
+            if common.json {
+                Output.printJSON(["instances": rows])
+            } else {
+                print(Output.table(["INSTANCE", "SNAPSHOT", "PID", "STATE", "AGE", "RSS", "PSS", "SHARED"], rows.map {
+                    [$0.id, $0.snapshot, String($0.pid), $0.state, String(format: "%.0fs", $0.ageSeconds),
+                     Output.bytes($0.memory.rssBytes), Output.bytes($0.memory.pssBytes), Output.bytes($0.memory.sharedBytes)]
+                }))
+            }
+        }
+    }
+}
+
+struct Request: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Send one HTTP request to an instance and print the reply.")
+
+    @Argument(help: "Instance id (or a unique prefix).")
+    var instance: String
+
+    @Argument(help: "Path, e.g. /greet.")
+    var path: String
+
+    @Option(name: [.customShort("X"), .long], help: "HTTP method.")
+    var method: String = "GET"
+
+    @Option(name: [.customShort("d"), .long], help: "Request body (sent as application/json).")
+    var data: String?
+
+    @OptionGroup var common: CommonOptions
+
+    func run() async throws {
+        try await reporting(common) {
+            let kiln = try common.openKiln(toDo: "send a request")
+            let record = try kiln.instance(instance)
+            let reply = try await kiln.request(record, method: method, path: path, body: data.map { Array($0.utf8) })
+            if common.json {
+                Output.printJSON(["id": AnyEncodable(record.id), "status": AnyEncodable(reply.status), "body": AnyEncodable(reply.bodyText)])
+            } else {
+                print(reply.bodyText)
+                if !(200..<400).contains(reply.status) { FileHandle.standardError.write(Data("HTTP \(reply.status)\n".utf8)) }
+            }
+            if reply.status >= 400 { throw ExitCode(1) }
+        }
+    }
+}
+
+struct Stop: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Stop instances and remove everything they had.")
+
+    @Argument(help: "Instance ids (or unique prefixes).")
+    var instances: [String] = []
+
+    @Flag(help: "Stop every instance.")
+    var all = false
+
+    @OptionGroup var common: CommonOptions
+
+    func validate() throws {
+        if instances.isEmpty && !all { throw ValidationError("name the instances to stop, or pass --all") }
+    }
+
+    func run() async throws {
+        try await reporting(common) {
+            let kiln = try common.openKiln(toDo: "stop instances")
+            let records = all ? kiln.instanceRecords() : try instances.map { try kiln.instance($0) }
+            for record in records { try await kiln.stop(record) }
+            if common.json {
+                Output.printJSON(["stopped": records.map(\.id)])
+            } else {
+                for record in records { print("stopped \(record.id)") }
+            }
+        }
+    }
+}
+
+struct List: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ls", abstract: "List snapshots.")
+
+    @OptionGroup var common: CommonOptions
+
+    func run() async throws {
+        try await reporting(common) {
+            let kiln = try common.openKiln(toDo: "list snapshots")
+            let snapshots = try kiln.store.list()
+            if common.json {
+                Output.printJSON(["snapshots": snapshots])
+            } else {
+                let formatter = ISO8601DateFormatter()
+                print(Output.table(["SNAPSHOT", "CREATED", "SIZE", "PORT", "COLD START", "COMMAND"], snapshots.map {
+                    [$0.name, formatter.string(from: $0.createdAt), Output.bytes($0.sizeBytes), String($0.sandbox.port),
+                     Output.ms($0.timings.coldStartMs), $0.sandbox.command.joined(separator: " ")]
+                }))
+            }
+        }
+    }
+}
+
+struct Remove: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "rm", abstract: "Remove a snapshot.")
+
+    @Argument(help: "Snapshot name.")
+    var name: String
+
+    @Flag(help: "Also stop the instances restored from it.")
+    var force = false
+
+    @OptionGroup var common: CommonOptions
+
+    func run() async throws {
+        try await reporting(common) {
+            let kiln = try common.openKiln(toDo: "remove snapshot '\(name)'")
+            let running = kiln.instanceRecords().filter { $0.snapshot == name }
+            if !running.isEmpty {
+                guard force else {
+                    throw KilnError(
+                        .snapshotInUse, "snapshot '\(name)' has \(running.count) running instance(s): \(running.map(\.id).joined(separator: ", "))",
+                        hint: "stop them first ('kiln stop ...') or pass --force")
+                }
+                for record in running { try await kiln.stop(record) }
+            }
+            try kiln.store.remove(name)
+            if common.json { Output.printJSON(["removed": name]) } else { print("removed \(name)") }
+        }
+    }
+}
+
+/// Type-erases heterogeneous values for small JSON documents.
+struct AnyEncodable: Encodable {
+    let encodeValue: (Encoder) throws -> Void
+    init(_ value: some Encodable) { encodeValue = value.encode }
+    func encode(to encoder: Encoder) throws { try encodeValue(encoder) }
+}

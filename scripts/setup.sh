@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# kiln setup: installs what kiln, its tests and its samples need on Debian bookworm, as root.
+#
+# Idempotent and cached: every step checks first and skips what is already at the right version.
+# It never upgrades system packages: apt installs only missing packages (--no-upgrade), and the
+# sid source line added for CRIU is deb-src only (no binaries from sid can ever be installed).
+set -euo pipefail
+
+CRIU_VERSION=4.2.1
+CRIU_DEB_VERSION=4.2.1-1
+CRIU_ORIG_SHA256=29ec0ee09e296479fe7048c80980e8ef1d0684d0b0204c2b101dfea19f6725b9
+CRIU_PREFIX=${KILN_CRIU_PREFIX:-/usr/local}
+CACHE=${KILN_SETUP_CACHE:-/var/cache/kiln-setup}
+
+log() { printf '\033[1msetup:\033[0m %s\n' "$*" >&2; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "must run as root (CRIU and runc need it): try 'sudo make setup'"
+. /etc/os-release
+[ "${VERSION_CODENAME:-}" = bookworm ] || log "warning: tested on Debian bookworm, this is ${PRETTY_NAME:-unknown}"
+
+# Runtime: runc + iptables (runc's checkpoint locks the network with iptables-restore) + iproute2.
+# Sample service: Spring 4.3, Jetty 9.4, Jackson 2, H2, servlet-api from Debian (no Maven Central).
+# CRIU build dependencies, all from bookworm.
+PACKAGES=(
+  runc iptables iproute2 procps curl xz-utils ca-certificates dpkg-dev make gcc pkgconf
+  openjdk-17-jdk-headless
+  libspring-web-servlet-java libspring-web-java libspring-context-java libspring-beans-java
+  libspring-core-java libspring-jdbc-java libspring-transaction-java libspring-aop-java
+  libspring-expression-java
+  libjetty9-java libjackson2-databind-java libjackson2-core-java libjackson2-annotations-java
+  libservlet-api-java libh2-java
+  libbsd-dev libcap-dev libgnutls28-dev libnet1-dev libnftables-dev libnl-3-dev
+  libprotobuf-c-dev libprotobuf-dev protobuf-c-compiler protobuf-compiler python3-protobuf uuid-dev
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+SID_SRC=/etc/apt/sources.list.d/kiln-sid-src.list
+SID_PIN=/etc/apt/preferences.d/kiln-sid-pin
+add_sid_sources() {
+  if [ ! -f "$SID_SRC" ]; then
+    log "adding a deb-src line for sid (sources only: nothing is installed from it)"
+    echo 'deb-src http://deb.debian.org/debian sid main' > "$SID_SRC"
+    printf 'Package: *\nPin: release n=sid\nPin-Priority: 100\n\nPackage: *\nPin: release n=trixie\nPin-Priority: 100\n' > "$SID_PIN"
+    APT_UPDATED=0
+  fi
+}
+
+APT_UPDATED=0
+apt_update() { [ "$APT_UPDATED" = 1 ] || { log "apt-get update"; apt-get update -qq; APT_UPDATED=1; }; }
+
+if [ ${#missing[@]} -gt 0 ]; then
+  apt_update
+  log "installing ${#missing[@]} missing packages: ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --no-upgrade "${missing[@]}" >/dev/null
+else
+  log "Debian packages: all present"
+fi
+
+criu_ok() {
+  command -v criu >/dev/null 2>&1 && criu --version 2>/dev/null | grep -q "Version: ${CRIU_VERSION}\$"
+}
+
+if criu_ok; then
+  log "CRIU ${CRIU_VERSION}: present at $(command -v criu)"
+else
+  mkdir -p "$CACHE"
+  tarball="$CACHE/criu_${CRIU_VERSION}.orig.tar.xz"
+  if [ ! -f "$tarball" ] || ! echo "$CRIU_ORIG_SHA256  $tarball" | sha256sum -c --status; then
+    add_sid_sources
+    apt_update
+    log "fetching CRIU ${CRIU_DEB_VERSION} source from Debian"
+    rm -f "$tarball"
+    # The .debian.tar.xz has been seen to 404; the orig tarball is all the build needs.
+    (cd "$CACHE" && apt-get source --download-only -qq "criu=${CRIU_DEB_VERSION}" >/dev/null 2>&1 || true)
+    [ -f "$tarball" ] || die "could not download criu_${CRIU_VERSION}.orig.tar.xz from Debian's sid sources"
+  fi
+  echo "$CRIU_ORIG_SHA256  $tarball" | sha256sum -c --status \
+    || die "criu_${CRIU_VERSION}.orig.tar.xz does not match its expected sha256 ($CRIU_ORIG_SHA256)"
+  log "CRIU source verified (sha256 $CRIU_ORIG_SHA256)"
+  src="$CACHE/criu-${CRIU_VERSION}"
+  rm -rf "$src" && mkdir -p "$src"
+  tar -xJf "$tarball" -C "$src" --strip-components=1
+  log "building CRIU ${CRIU_VERSION} (RUNDIR=/dev/shm so the kernel-feature cache lives on tmpfs)"
+  make -C "$src" -j"$(nproc)" criu RUNDIR=/dev/shm >"$CACHE/criu-build.log" 2>&1 \
+    || { tail -30 "$CACHE/criu-build.log" >&2; die "CRIU build failed; full log: $CACHE/criu-build.log"; }
+  install -D -m 0755 "$src/criu/criu" "$CRIU_PREFIX/sbin/criu"
+  hash -r
+  criu_ok || die "installed CRIU does not report version ${CRIU_VERSION}"
+  log "CRIU ${CRIU_VERSION} installed at $CRIU_PREFIX/sbin/criu"
+fi
+
+log "done"
