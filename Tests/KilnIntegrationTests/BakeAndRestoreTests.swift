@@ -34,7 +34,7 @@ struct BakeAndRestoreTests {
         #expect(status.count == 2)
         #expect(status.allSatisfy { $0.state == "running" && $0.memory.rssBytes > 10 << 20 && $0.memory.pssBytes > 0 })
         for copy in copies { try await host.kiln.stop(copy) }
-        #expect(try await host.leftovers() == [])
+        try await expectNoLeftovers(host)
         }
     }
 
@@ -72,7 +72,7 @@ struct BakeAndRestoreTests {
         #expect(!seenBySecond.bodyText.contains("Kiln"))
 
         for copy in copies { try await host.kiln.stop(copy) }
-        #expect(try await host.leftovers() == [])
+        try await expectNoLeftovers(host)
         }
     }
 }

@@ -114,3 +114,9 @@ func withTestHost(_ body: (TestHost) async throws -> Void) async throws {
     }
     await host.cleanUp()
 }
+
+/// Records an issue for each thing kiln left behind.
+func expectNoLeftovers(_ host: TestHost, sourceLocation: SourceLocation = #_sourceLocation) async throws {
+    let leftovers = try await host.leftovers()
+    #expect(leftovers == [], "kiln left these behind", sourceLocation: sourceLocation)
+}

@@ -18,6 +18,7 @@ import org.springframework.web.servlet.DispatcherServlet;
 import javax.servlet.DispatcherType;
 import java.lang.management.ManagementFactory;
 import java.util.EnumSet;
+import java.util.logging.Handler;
 import java.util.logging.Level;
 import java.util.logging.Logger;
 
@@ -120,6 +121,12 @@ public final class Application {
             logger.setLevel(julLevel);
         }
         PAGE_NOT_FOUND.setLevel(julLevel.intValue() < Level.WARNING.intValue() ? julLevel : Level.SEVERE);
+        if (julLevel.intValue() < Level.INFO.intValue()) {
+            // The JDK's default console handler drops everything below INFO on its own.
+            for (Handler handler : Logger.getLogger("").getHandlers()) {
+                handler.setLevel(julLevel);
+            }
+        }
         // Jetty 9 logs through its own StdErrLog when slf4j is absent; it reads these properties.
         if (System.getProperty("org.eclipse.jetty.util.log.class") == null) {
             System.setProperty("org.eclipse.jetty.util.log.class", "org.eclipse.jetty.util.log.StdErrLog");

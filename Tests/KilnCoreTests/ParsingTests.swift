@@ -1,0 +1,81 @@
+import Foundation
+import Testing
+
+@testable import KilnCore
+
+@Suite("parsing what users and tools give kiln")
+struct ParsingTests {
+    @Test(arguments: [("200:/greet", 200, "/greet"), ("/health", 1, "/health"), ("5:/a:b", 5, "/a:b")])
+    func warmupStepsParse(text: String, count: Int, path: String) throws {
+        let step = try WarmupStep(parsing: text)
+        #expect(step.count == count)
+        #expect(step.path == path)
+    }
+
+    @Test(arguments: ["0:/greet", "x:/greet", "200:greet", "", "-1:/a"])
+    func badWarmupStepsAreRefusedWithTheSyntax(text: String) {
+        #expect(throws: KilnError.self) { try WarmupStep(parsing: text) }
+        let error = try? #require(throws: KilnError.self) { try WarmupStep(parsing: text) }
+        #expect(error?.hint?.contains("COUNT:PATH") == true)
+    }
+
+    @Test func criuVersionsParseAndCompare() throws {
+        let version = try #require(SemanticVersion(criuVersionOutput: "Version: 4.2.1\nGitID: v4.2.1\n"))
+        #expect(version == SemanticVersion(4, 2, 1))
+        #expect(version >= CRIU.minimumVersion)
+        #expect(try #require(SemanticVersion("3.17.1")) < CRIU.minimumVersion)
+        #expect(try #require(SemanticVersion("4.1.1")) < CRIU.minimumVersion)
+        #expect(SemanticVersion("1.1.5+ds1") == SemanticVersion(1, 1, 5))
+        #expect(SemanticVersion(criuVersionOutput: "criu: command not found") == nil)
+    }
+
+    @Test func criuLogErrorLinesAreExtracted() {
+        let log = """
+            (00.000100) Version: 4.2.1
+            (00.001000) Dumping task 1
+            (00.002000) Error (criu/sk-inet.c:199): inet: Connected TCP socket, consider using --tcp-established option.
+            (00.002100) Error (criu/cr-dump.c:1632): Dump files (pid: 1) failed with -1
+            (00.003000) Unlock network
+            """
+        let lines = FailureLog.criuErrorLines(in: log)
+        #expect(lines.count == 2)
+        #expect(lines[0].contains("--tcp-established"))
+        // No error line: the tail of the log is better than nothing.
+        #expect(FailureLog.criuErrorLines(in: "a\nb\nc", limit: 2) == ["b", "c"])
+    }
+
+    @Test func runcJSONLogErrorsAreExtracted() {
+        let log = """
+            {"level":"info","msg":"starting","time":"2026-01-01T00:00:00Z"}
+            {"level":"error","msg":"container does not exist","time":"2026-01-01T00:00:00Z"}
+            not json at all
+            """
+        #expect(FailureLog.runcErrorMessages(in: log) == ["container does not exist"])
+    }
+
+    @Test func smapsRollupIsSummed() {
+        let text = """
+            55d0c0a00000-7ffd6e1fe000 ---p 00000000 00:00 0                          [rollup]
+            Rss:               39124 kB
+            Pss:               31337 kB
+            Shared_Clean:       8000 kB
+            Shared_Dirty:       2000 kB
+            Private_Clean:      1000 kB
+            """
+        let usage = MemoryUsage.parse(smapsRollup: text)
+        #expect(usage.rssBytes == 39124 * 1024)
+        #expect(usage.pssBytes == 31337 * 1024)
+        #expect(usage.sharedBytes == 10000 * 1024)
+        #expect((usage + usage).rssBytes == 2 * 39124 * 1024)
+    }
+
+    @Test(arguments: ["hello", "a", "svc-2_b", "9lives"])
+    func goodSnapshotNames(name: String) throws {
+        try SnapshotStore.validate(name: name)
+    }
+
+    @Test(arguments: ["", "Hello", "../etc", "a/b", "-x", String(repeating: "a", count: 41), "sp ace", "é"])
+    func badSnapshotNamesAreRefused(name: String) {
+        #expect(throws: KilnError.self) { try SnapshotStore.validate(name: name) }
+    }
+}

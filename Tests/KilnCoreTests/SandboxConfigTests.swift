@@ -1,0 +1,84 @@
+import Foundation
+import Testing
+
+@testable import KilnCore
+
+@Suite("the sandbox kiln asks runc for")
+struct SandboxConfigTests {
+    let spec = SandboxSpec(
+        command: ["bin/app", "--flag"], environment: ["GREETING": "hi", "PORT": "1"], workingDirectory: "/srv/app",
+        appDirectory: "/srv/app", port: 8080, memoryLimitBytes: 256 << 20, pidsLimit: 100)
+    let instance = SandboxInstance(id: "app-abc123", bundlePath: "/tmp/b", networkNamespacePath: "/run/kiln/netns/app-abc123", cgroupPath: "/kiln/app-abc123")
+
+    func config() throws -> [String: Any] {
+        let data = try JSONEncoder().encode(OCIConfig(spec: spec, instance: instance, rootPath: "/tmp/b/rootfs", binds: ["/usr"]))
+        return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+    }
+
+    @Test func confinementIsNarrow() throws {
+        let config = try config()
+        let process = try #require(config["process"] as? [String: Any])
+        #expect(process["noNewPrivileges"] as? Bool == true)
+        let capabilities = try #require(process["capabilities"] as? [String: [String]])
+        for set in ["bounding", "effective", "permitted"] {
+            #expect(Set(capabilities[set] ?? ["missing"]) == ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"])
+        }
+        #expect((config["root"] as? [String: Any])?["readonly"] as? Bool == true)
+        let linux = try #require(config["linux"] as? [String: Any])
+        let namespaces = try #require(linux["namespaces"] as? [[String: String]])
+        #expect(Set(namespaces.compactMap { $0["type"] }) == ["pid", "ipc", "uts", "mount", "network"])
+        #expect(namespaces.first { $0["type"] == "network" }?["path"] == instance.networkNamespacePath)
+        let resources = try #require(linux["resources"] as? [String: [String: Int]])
+        #expect(resources["memory"]?["limit"] == 256 << 20)
+        #expect(resources["pids"]?["limit"] == 100)
+        #expect(linux["cgroupsPath"] as? String == "/kiln/app-abc123")
+        #expect((linux["maskedPaths"] as? [String])?.contains("/proc/kcore") == true)
+        #expect(config["hostname"] as? String == instance.id)
+    }
+
+    @Test func mountsAreReadOnlyExceptTmp() throws {
+        let mounts = try #require(try config()["mounts"] as? [[String: Any]])
+        let byDestination = Dictionary(uniqueKeysWithValues: mounts.map { ($0["destination"] as! String, $0) })
+        for bind in ["/usr", "/srv/app"] {
+            let options = try #require(byDestination[bind]?["options"] as? [String])
+            #expect(options.contains("ro"), "\(bind) must be read-only")
+            #expect(byDestination[bind]?["type"] as? String == "bind")
+        }
+        #expect(byDestination["/tmp"]?["type"] as? String == "tmpfs")
+    }
+
+    @Test func environmentCarriesPortAndJVMFlags() {
+        let env = spec.processEnvironment
+        #expect(env["PORT"] == "8080", "PORT comes from --port, not from the user's environment")
+        #expect(env["GREETING"] == "hi")
+        #expect(env["JAVA_TOOL_OPTIONS"] == "-XX:-UsePerfData")
+        var custom = spec
+        custom.environment["JAVA_TOOL_OPTIONS"] = "-Xmx64m"
+        #expect(custom.processEnvironment["JAVA_TOOL_OPTIONS"] == "-Xmx64m -XX:-UsePerfData")
+    }
+
+    @Test func hostRootHasSymlinksAndAMinimalEtc() throws {
+        let root = "/tmp/kiln-unit-root-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        try SandboxBundle.layOutHostRoot(at: root, hostname: "copy-1", binds: ["/usr", "/etc/alternatives"])
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: "\(root)/bin") == "usr/bin")
+        let hosts = try String(contentsOfFile: "\(root)/etc/hosts", encoding: .utf8)
+        #expect(hosts.contains("copy-1"))
+        #expect(FileManager.default.fileExists(atPath: "\(root)/etc/alternatives"))
+        #expect(!FileManager.default.fileExists(atPath: "\(root)/etc/shadow"))
+        #expect(SandboxBundle.hostEtcBinds().allSatisfy { $0.hasPrefix("/etc/") && $0 != "/etc" })
+    }
+
+    @Test func commandsOutsideTheSandboxAreRefused() throws {
+        var outside = spec
+        outside.command = ["/etc/passwd"]
+        #expect(throws: KilnError.self) { try CommandResolver(sandbox: outside).resolve() }
+        var onPath = spec
+        onPath.command = ["sh"]
+        #expect(try CommandResolver(sandbox: onPath).resolve().hasSuffix("/sh"))
+        var missing = spec
+        missing.command = ["definitely-not-a-command"]
+        let error = try #require(throws: KilnError.self) { try CommandResolver(sandbox: missing).resolve() }
+        #expect(error.code == .commandNotFound)
+    }
+}
