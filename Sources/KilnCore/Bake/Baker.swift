@@ -62,42 +62,9 @@ extension Kiln {
         let endpoint = ServiceEndpoint(networkNamespacePath: instance.networkNamespacePath, port: sandbox.port)
 
         progress(.starting(command: sandbox.command))
-        let started = ContinuousClock.now
-        let container = try await runtime.start(instance, logPath: consoleLog)
-        shimPid = container.shimPid
-        let probe = ReadinessProbe(
-            endpoint: endpoint, path: request.readiness.path, pid: container.pid,
-            timeout: .milliseconds(Int(request.readiness.timeoutSeconds * 1000)), interval: .milliseconds(25))
-        let outcome = await probe.wait()
-        let lastLines = ProcessInspector.lastLines(ofFile: consoleLog, count: 15)
-        switch outcome {
-        case .ready:
-            break
-        case .exited:
-            if lastLines.contains(where: { $0.contains("Address already in use") || $0.contains("BindException") }) {
-                throw KilnError(
-                    .portInUse, "the service could not listen on port \(sandbox.port): it is already in use inside the sandbox",
-                    hint: "something else in the command binds \(sandbox.port); make the service listen on $PORT and pass a free --port",
-                    details: lastLines, logPath: keptLog)
-            }
-            throw KilnError(
-                .serviceExited, "the service exited before it answered \(request.readiness.path); its last output:",
-                hint: "run the command by hand to see it start (it sees /usr and \(sandbox.appDirectory ?? "its root") read-only, a tmpfs /tmp, and PORT=\(sandbox.port))",
-                details: lastLines, logPath: keptLog)
-        case .timedOut(let lastSeen):
-            let listening = ProcessInspector.listeningPorts(of: container.pid)
-            let hint: String
-            if !listening.isEmpty, !listening.contains(sandbox.port) {
-                hint = "the service listens on \(listening.map(String.init).joined(separator: ", ")), not \(sandbox.port): pass --port \(listening[0]) or make it listen on $PORT"
-            } else {
-                hint = "check that \(request.readiness.path) answers 2xx once the service is up, or allow more time with --ready-timeout"
-            }
-            throw KilnError(
-                .serviceNeverReady,
-                "the service was not ready after \(Int(request.readiness.timeoutSeconds)) s (GET \(request.readiness.path) on port \(sandbox.port): \(lastSeen)); its last output:",
-                hint: hint, details: lastLines, logPath: keptLog)
-        }
-        var timings = BakeTimings(coldStartMs: started.duration(to: .now).milliseconds)
+        let (_, coldStartMs) = try await coldStart(
+            sandbox, instance: instance, readiness: request.readiness, logPath: consoleLog, keptLogPath: keptLog, shimPid: &shimPid)
+        var timings = BakeTimings(coldStartMs: coldStartMs)
         progress(.ready(coldStartMs: timings.coldStartMs))
 
         let warmupStart = ContinuousClock.now
@@ -154,6 +121,57 @@ extension Kiln {
             SnapshotManifest(
                 name: request.name, createdAt: Date(), sandbox: sandbox, readiness: request.readiness, warmup: request.warmup,
                 host: host, timings: timings, compacted: compacted, files: files)
+        }
+    }
+}
+
+extension Kiln {
+    /// Starts a sandbox from scratch and waits for its readiness path to answer 2xx.
+    /// Returns the container and the time from `runc run` to that first answer (ms).
+    ///
+    /// The failure errors say why the service never came up: it exited (quoting its output;
+    /// a port already in use is named as such), or it did not answer in time (naming the ports
+    /// it does listen on when that is the mistake).
+    func coldStart(
+        _ sandbox: SandboxSpec, instance: SandboxInstance, readiness: ReadinessCheck, logPath: String, keptLogPath: String,
+        shimPid: inout Int32?, pollInterval: Duration = .milliseconds(25)
+    ) async throws -> (ContainerProcess, Double) {
+        let endpoint = ServiceEndpoint(networkNamespacePath: instance.networkNamespacePath, port: sandbox.port)
+        let started = ContinuousClock.now
+        let container = try await runtime.start(instance, logPath: logPath)
+        shimPid = container.shimPid
+        let probe = ReadinessProbe(
+            endpoint: endpoint, path: readiness.path, pid: container.pid,
+            timeout: .milliseconds(Int(readiness.timeoutSeconds * 1000)), interval: pollInterval)
+        let outcome = await probe.wait()
+        let elapsed = started.duration(to: .now).milliseconds
+        let lastLines = ProcessInspector.lastLines(ofFile: logPath, count: 15)
+        switch outcome {
+        case .ready:
+            return (container, elapsed)
+        case .exited:
+            if lastLines.contains(where: { $0.contains("Address already in use") || $0.contains("BindException") }) {
+                throw KilnError(
+                    .portInUse, "the service could not listen on port \(sandbox.port): it is already in use inside the sandbox",
+                    hint: "something else in the command binds \(sandbox.port); make the service listen on $PORT and pass a free --port",
+                    details: lastLines, logPath: keptLogPath)
+            }
+            throw KilnError(
+                .serviceExited, "the service exited before it answered \(readiness.path); its last output:",
+                hint: "run the command by hand to see it start (it sees /usr and \(sandbox.appDirectory ?? "its root") read-only, a tmpfs /tmp, and PORT=\(sandbox.port))",
+                details: lastLines, logPath: keptLogPath)
+        case .timedOut(let lastSeen):
+            let listening = ProcessInspector.listeningPorts(of: container.pid)
+            let hint: String
+            if !listening.isEmpty, !listening.contains(sandbox.port) {
+                hint = "the service listens on \(listening.map(String.init).joined(separator: ", ")), not \(sandbox.port): pass --port \(listening[0]) or make it listen on $PORT"
+            } else {
+                hint = "check that \(readiness.path) answers 2xx once the service is up, or allow more time with --ready-timeout"
+            }
+            throw KilnError(
+                .serviceNeverReady,
+                "the service was not ready after \(Int(readiness.timeoutSeconds)) s (GET \(readiness.path) on port \(sandbox.port): \(lastSeen)); its last output:",
+                hint: hint, details: lastLines, logPath: keptLogPath)
         }
     }
 }

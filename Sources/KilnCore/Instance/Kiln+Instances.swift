@@ -36,7 +36,9 @@ extension Kiln {
     }
 
     /// Restores one copy; on failure nothing of it is left behind (the CRIU log is kept).
-    public func restoreOne(_ manifest: SnapshotManifest, readinessTimeout: Duration = .seconds(30)) async throws -> InstanceRecord {
+    public func restoreOne(
+        _ manifest: SnapshotManifest, readinessTimeout: Duration = .seconds(30), pollInterval: Duration = .milliseconds(2)
+    ) async throws -> InstanceRecord {
         let id = makeInstanceID(for: manifest.name)
         let directory = instanceDirectory(id)
         let instance = sandboxInstance(id: id, directory: directory)
@@ -58,7 +60,7 @@ extension Kiln {
             }
             let probe = ReadinessProbe(
                 endpoint: ServiceEndpoint(networkNamespacePath: instance.networkNamespacePath, port: manifest.sandbox.port),
-                path: manifest.readiness.path, pid: container.pid, timeout: readinessTimeout, interval: .milliseconds(2))
+                path: manifest.readiness.path, pid: container.pid, timeout: readinessTimeout, interval: pollInterval)
             let outcome = await probe.wait()
             guard outcome == .ready else {
                 throw KilnError(

@@ -24,7 +24,7 @@ import java.util.concurrent.atomic.AtomicLong;
  *
  * <p>Environment: PORT (default 8080); HELLO_FAIL=crash exits with status 3 at once,
  * HELLO_FAIL=never-ready serves but /health stays 503; HELLO_START_DELAY_MS delays binding the
- * port (a slow start without CPU use).
+ * port (a slow start without CPU use); SECURE_RANDOM_ALGORITHM picks the /random generator.
  */
 public final class HelloJdk {
 
@@ -32,7 +32,7 @@ public final class HelloJdk {
     private static final long START_NANOS = System.nanoTime();
     private static final AtomicLong REQUESTS = new AtomicLong();
     // Seeded at start-up like any application's token generator, so its state is in a snapshot.
-    private static final SecureRandom SECURE_RANDOM = new SecureRandom();
+    private static SecureRandom secureRandom;
 
     private HelloJdk() {
     }
@@ -58,7 +58,11 @@ public final class HelloJdk {
         }
         int port = intEnv("PORT", 8080);
         long delayMs = intEnv("HELLO_START_DELAY_MS", 0);
-        SECURE_RANDOM.nextBytes(new byte[16]);
+        // Default: NativePRNG, which mixes fresh /dev/urandom bytes into every call. "DRBG" or
+        // "SHA1PRNG" never reseed on their own, so restored clones of one snapshot repeat each other.
+        String algorithm = env("SECURE_RANDOM_ALGORITHM", "");
+        secureRandom = algorithm.isEmpty() ? new SecureRandom() : SecureRandom.getInstance(algorithm);
+        secureRandom.nextBytes(new byte[16]);
         if (delayMs > 0) {
             Thread.sleep(delayMs);
         }
@@ -116,9 +120,10 @@ public final class HelloJdk {
 
     private static void random(HttpExchange ex) throws IOException {
         byte[] bytes = new byte[16];
-        SECURE_RANDOM.nextBytes(bytes);
+        secureRandom.nextBytes(bytes);
         send(ex, 200, "{\"uuid\":" + quote(UUID.randomUUID().toString())
-                + ",\"secureRandom\":" + quote(HexFormat.of().formatHex(bytes)) + "}");
+                + ",\"secureRandom\":" + quote(HexFormat.of().formatHex(bytes))
+                + ",\"algorithm\":" + quote(secureRandom.getAlgorithm()) + "}");
     }
 
     // Read per request, never cached: restored copies of one snapshot get their hostnames later.

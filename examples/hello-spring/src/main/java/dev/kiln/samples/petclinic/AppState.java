@@ -1,5 +1,6 @@
 package dev.kiln.samples.petclinic;
 
+import java.security.NoSuchAlgorithmException;
 import java.security.SecureRandom;
 import java.util.concurrent.atomic.AtomicLong;
 
@@ -15,12 +16,19 @@ public class AppState {
     private final SecureRandom secureRandom;
     private volatile boolean ready;
 
-    public AppState(long startedAtMillis, long startNanos) {
+    /**
+     * @param secureRandomAlgorithm null for {@code new SecureRandom()} (NativePRNG on Linux, which
+     *        mixes fresh /dev/urandom bytes into every call), or a name such as "DRBG" or "SHA1PRNG":
+     *        generators that never reseed on their own, so restored clones repeat each other.
+     */
+    public AppState(long startedAtMillis, long startNanos, String secureRandomAlgorithm)
+            throws NoSuchAlgorithmException {
         this.startedAtMillis = startedAtMillis;
         this.startNanos = startNanos;
+        this.secureRandom = secureRandomAlgorithm == null
+                ? new SecureRandom() : SecureRandom.getInstance(secureRandomAlgorithm);
         // Seeded now, as applications do with their session-id or token generators, so its state is
         // part of any snapshot taken later: exactly what clone-uniqueness tests need to look at.
-        this.secureRandom = new SecureRandom();
         this.secureRandom.nextBytes(new byte[16]);
     }
 

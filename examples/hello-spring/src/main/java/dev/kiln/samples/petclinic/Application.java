@@ -41,7 +41,11 @@ public final class Application {
     }
 
     public static void main(String[] args) throws Exception {
-        AppState state = new AppState(System.currentTimeMillis(), System.nanoTime());
+        long startedAt = System.currentTimeMillis();
+        long startNanos = System.nanoTime();
+        String randomAlgorithm = System.getenv("SECURE_RANDOM_ALGORITHM");
+        AppState state = new AppState(startedAt, startNanos,
+                randomAlgorithm == null || randomAlgorithm.isEmpty() ? null : randomAlgorithm);
         configureLogging();
         int port = port();
 

@@ -74,6 +74,7 @@ public class SystemController {
         Map<String, Object> body = new LinkedHashMap<String, Object>();
         body.put("uuid", UUID.randomUUID().toString());
         body.put("secureRandom", hex(bytes));
+        body.put("algorithm", state.secureRandom().getAlgorithm());
         return body;
     }
 
