@@ -29,7 +29,7 @@ PACKAGES=(
   libspring-core-java libspring-jdbc-java libspring-transaction-java libspring-aop-java
   libspring-expression-java
   libjetty9-java libjackson2-databind-java libjackson2-core-java libjackson2-annotations-java
-  libservlet-api-java libh2-java
+  libservlet-api-java libh2-java libcommons-logging-java
   libbsd-dev libcap-dev libgnutls28-dev libnet1-dev libnftables-dev libnl-3-dev
   libprotobuf-c-dev libprotobuf-dev protobuf-c-compiler protobuf-compiler python3-protobuf uuid-dev
 )

@@ -25,6 +25,8 @@ public struct KilnPaths: Sendable, Equatable {
     public var logs: String { "\(state)/logs" }
     /// Scratch space of bakes in progress.
     public var bakes: String { "\(state)/bakes" }
+    /// The CRIU configuration runc passes to every checkpoint and restore.
+    public var criuConfig: String { "\(state)/criu-runc.conf" }
     /// The cgroup parent of every kiln container (under each v1 controller, or the v2 root).
     public var cgroupParent: String { "/kiln" }
 }
@@ -50,6 +52,7 @@ public struct Kiln: Sendable {
         }
         let runtime = Runc(
             binary: runcBinary, stateRoot: paths.runcRoot, criuPath: criu.path, logDirectory: paths.logs, shimPath: shim, logger: logger)
+        try CRIUConfiguration.write(to: paths.criuConfig)
         let store = SnapshotStore(root: paths.store)
         try store.prepare()
         return Kiln(paths: paths, store: store, runtime: runtime, criu: criu, logger: logger)
@@ -64,7 +67,7 @@ public struct Kiln: Sendable {
         SandboxInstance(
             id: id, bundlePath: "\(directory)/bundle",
             networkNamespacePath: "\(paths.networkNamespaces)/\(id)",
-            cgroupPath: "\(paths.cgroupParent)/\(id)")
+            cgroupPath: "\(paths.cgroupParent)/\(id)", criuConfigPath: paths.criuConfig)
     }
 
     /// Tears down whatever exists of a container: the container (and so its cgroup), its

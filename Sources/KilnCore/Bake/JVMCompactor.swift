@@ -1,11 +1,16 @@
 import Foundation
 import Logging
 
-/// Shrinks a JVM before its checkpoint: a full GC leaves only live objects in the heap, so the
-/// dump writes (and every restore reads) less memory.
+/// Shrinks a JVM before its checkpoint, so the dump writes (and every restore reads) less memory.
 ///
-/// kiln does not care what the JVM runs: it finds any `java` process in the container and asks it
-/// through the JDK's own `jcmd` (`GC.run`), executed inside the container so it can attach.
+/// kiln does not care what the JVM runs: it finds any `java` process in the container and talks
+/// to it through the JDK's own `jcmd`, executed inside the container so it can attach. In one
+/// attach (`jcmd PID -f /dev/stdin`) it:
+///   1. lowers the heap's free-ratio bounds (both are `manageable` flags), so that
+///   2. a full GC (`GC.run`) leaves only live objects and hands the free heap back to the OS
+///      (uncommitted pages are not dumped),
+///   3. returns free malloc memory to the OS (`System.trim_native_heap`, JDK 17.0.9+/21+), and
+///   4. puts the free-ratio bounds back, so the restored service grows its heap as it did before.
 struct JVMCompactor {
     var runtime: any ContainerRuntime
     var logger: Logger
@@ -15,6 +20,29 @@ struct JVMCompactor {
         var note: String
     }
 
+    /// HotSpot's defaults, used when the JVM's own values cannot be read.
+    static let defaultFreeRatios = (min: 40, max: 70)
+
+    /// The jcmd script; `original` are the free-ratio bounds to put back.
+    static func script(original: (min: Int, max: Int), trimNativeHeap: Bool) -> String {
+        var lines = ["VM.set_flag MinHeapFreeRatio 0", "VM.set_flag MaxHeapFreeRatio 10", "GC.run"]
+        if trimNativeHeap { lines.append("System.trim_native_heap") }
+        lines += ["VM.set_flag MaxHeapFreeRatio \(original.max)", "VM.set_flag MinHeapFreeRatio \(original.min)"]
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// Reads `MinHeapFreeRatio` and `MaxHeapFreeRatio` out of `jcmd PID VM.flags -all` output.
+    static func freeRatios(inFlags text: String) -> (min: Int, max: Int)? {
+        func value(_ name: String) -> Int? {
+            guard let line = text.split(separator: "\n").first(where: { $0.contains(" \(name) ") }),
+                  let equals = line.firstIndex(of: "=")
+            else { return nil }
+            return line[line.index(after: equals)...].split(separator: " ").first.flatMap { Int($0) }
+        }
+        guard let min = value("MinHeapFreeRatio"), let max = value("MaxHeapFreeRatio") else { return nil }
+        return (min, max)
+    }
+
     func compact(containerID: String, cgroupPath: String) async -> Result {
         let javaProcesses = ProcessInspector.pids(inCgroup: cgroupPath).compactMap { pid -> (Int32, String)? in
             guard let exe = ProcessInspector.executable(of: pid), (exe as NSString).lastPathComponent == "java" else { return nil }
@@ -22,21 +50,29 @@ struct JVMCompactor {
         }
         guard !javaProcesses.isEmpty else { return Result(didRun: false, note: "no JVM in the sandbox; nothing to compact") }
         var notes: [String] = []
+        var compacted = false
         for (pid, exe) in javaProcesses {
             let jcmd = ((exe as NSString).deletingLastPathComponent as NSString).appendingPathComponent("jcmd")
             guard FileManager.default.isExecutableFile(atPath: jcmd), let inner = ProcessInspector.namespacePid(of: pid) else {
-                notes.append("no jcmd beside \(exe) (a JRE without tools?): skipped GC")
+                notes.append("no jcmd beside \(exe) (a JRE without tools?): skipped")
                 continue
             }
+            let before = MemoryUsage.of(pids: [pid]).rssBytes
             do {
-                let output = try await runtime.exec(id: containerID, [jcmd, String(inner), "GC.run"])
-                logger.debug("jcmd GC.run: \(output.stdout)")
-                notes.append("full GC in pid \(inner)")
+                let flags = try await runtime.exec(id: containerID, [jcmd, String(inner), "VM.flags", "-all"], input: nil)
+                let original = Self.freeRatios(inFlags: flags.stdout) ?? Self.defaultFreeRatios
+                let help = try await runtime.exec(id: containerID, [jcmd, String(inner), "help"], input: nil)
+                let script = Self.script(original: original, trimNativeHeap: help.stdout.contains("System.trim_native_heap"))
+                let output = try await runtime.exec(id: containerID, [jcmd, String(inner), "-f", "/dev/stdin"], input: script)
+                logger.debug("jcmd compaction of pid \(inner): \(output.stdout)")
+                let after = MemoryUsage.of(pids: [pid]).rssBytes
+                notes.append("full GC, heap shrink and malloc trim in pid \(inner): RSS \(before >> 20) -> \(after >> 20) MiB")
+                compacted = true
             } catch {
-                logger.warning("full GC before checkpoint failed: \(error)")
-                notes.append("full GC failed (\(error)); checkpointing as is")
+                logger.warning("compacting the JVM before checkpoint failed: \(error)")
+                notes.append("compaction failed (\(error)); checkpointing as is")
             }
         }
-        return Result(didRun: notes.contains { $0.hasPrefix("full GC in") }, note: notes.joined(separator: "; "))
+        return Result(didRun: compacted, note: notes.joined(separator: "; "))
     }
 }

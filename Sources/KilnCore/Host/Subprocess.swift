@@ -139,9 +139,17 @@ public enum Subprocess {
     /// ``run(_:_:environment:stdin:)`` on a dedicated thread, so an async caller never blocks
     /// one of the few cooperative threads (there are 2 on a 2-core machine).
     public static func run(
-        _ executable: String, _ arguments: [String], environment: [String: String]? = nil
+        _ executable: String, _ arguments: [String], environment: [String: String]? = nil, input: String? = nil
     ) async throws -> CommandOutput {
-        try await onDedicatedThread { try run(executable, arguments, environment: environment, stdin: .null) }
+        try await onDedicatedThread {
+            guard let input else { return try run(executable, arguments, environment: environment, stdin: .null) }
+            // Small inputs only: the whole text must fit the pipe buffer (64 KiB) before the child reads.
+            let pipe = try Pipe.make()
+            defer { close(pipe.read) }
+            _ = input.utf8CString.withUnsafeBufferPointer { write(pipe.write, $0.baseAddress, $0.count - 1) }
+            close(pipe.write)
+            return try run(executable, arguments, environment: environment, stdin: .descriptor(pipe.read))
+        }
     }
 
     /// Reads two descriptors to end-of-file at once.

@@ -49,6 +49,7 @@ extension Kiln {
             try FileManager.default.createDirectory(atPath: "\(directory)/work", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             try NetworkNamespace.create(at: instance.networkNamespacePath)
             try SandboxBundle.create(spec: manifest.sandbox, instance: instance)
+            let prepared = ContinuousClock.now
             let logPath = "\(directory)/console.log"
             let container = try await runtime.restore(
                 instance, imageDirectory: store.imageDirectory(of: manifest.name), workDirectory: "\(directory)/work", logPath: logPath)
@@ -68,6 +69,7 @@ extension Kiln {
                     details: ProcessInspector.lastLines(ofFile: logPath, count: 15), logPath: logPath)
             }
             let answered = ContinuousClock.now
+            logger.debug("\(id): sandbox prepared in \(start.duration(to: prepared).milliseconds) ms, runc restore took \(prepared.duration(to: restored).milliseconds) ms, first response \(restored.duration(to: answered).milliseconds) ms later")
             let record = InstanceRecord(
                 id: id, snapshot: manifest.name, pid: container.pid, shimPid: container.shimPid, port: manifest.sandbox.port,
                 createdAt: Date(), networkNamespacePath: instance.networkNamespacePath, cgroupPath: instance.cgroupPath,

@@ -24,8 +24,8 @@ public protocol ContainerRuntime: Sendable {
     func checkpoint(id: String, imageDirectory: String, workDirectory: String) async throws
     /// Restores a checkpoint as a new container, detached, its output appended to `logPath`.
     func restore(_ instance: SandboxInstance, imageDirectory: String, workDirectory: String, logPath: String) async throws -> ContainerProcess
-    /// Runs a command inside a running container and returns what it printed.
-    func exec(id: String, _ command: [String]) async throws -> CommandOutput
+    /// Runs a command inside a running container, with `input` on its stdin, and returns what it printed.
+    func exec(id: String, _ command: [String], input: String?) async throws -> CommandOutput
     /// Kills and deletes a container; succeeds if it is already gone.
     func delete(id: String) async throws
     /// Every container the runtime knows.

@@ -51,6 +51,7 @@ struct OCIConfig: Codable {
     var hostname: String
     var mounts: [Mount]
     var linux: Linux
+    var annotations: [String: String]
 
     /// runc's default capability set (`runc spec`): nothing beyond these three.
     static let defaultCapabilities = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
@@ -110,5 +111,7 @@ struct OCIConfig: Codable {
             cgroupsPath: instance.cgroupPath,
             maskedPaths: Self.maskedPaths,
             readonlyPaths: Self.readonlyPaths)
+        // runc hands this file to CRIU for checkpoint and restore alike (see CRIUConfiguration).
+        annotations = instance.criuConfigPath.map { ["org.criu.config": $0] } ?? [:]
     }
 }

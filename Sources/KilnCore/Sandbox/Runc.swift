@@ -91,12 +91,12 @@ public struct Runc: ContainerRuntime {
         return shimPid
     }
 
-    private func runCaptured(_ verb: String, id: String, arguments: [String]) async throws -> CommandOutput {
+    private func runCaptured(_ verb: String, id: String, arguments: [String], input: String? = nil) async throws -> CommandOutput {
         let log = logFile(for: id, verb)
         try? FileManager.default.removeItem(atPath: log)
         let argv = globalArguments(log: log) + arguments
         logger.debug("runc \(argv.joined(separator: " "))")
-        let output = try await Subprocess.run(binary, argv)
+        let output = try await Subprocess.run(binary, argv, input: input)
         guard output.status.isSuccess else {
             var details = FailureLog.runcErrorMessages(inFile: log)
             if details.isEmpty { details = output.stderr.split(separator: "\n").suffix(8).map(String.init) }
@@ -163,8 +163,8 @@ public struct Runc: ContainerRuntime {
         return ContainerProcess(pid: try readPid(pidFile), shimPid: shimPid)
     }
 
-    public func exec(id: String, _ command: [String]) async throws -> CommandOutput {
-        try await runCaptured("exec", id: id, arguments: ["exec", id] + command)
+    public func exec(id: String, _ command: [String], input: String? = nil) async throws -> CommandOutput {
+        try await runCaptured("exec", id: id, arguments: ["exec", id] + command, input: input)
     }
 
     public func delete(id: String) async throws {

@@ -77,11 +77,14 @@ public struct SandboxInstance: Sendable {
     public var networkNamespacePath: String
     /// The cgroup path (relative to each controller's root).
     public var cgroupPath: String
+    /// A CRIU configuration file runc passes to every checkpoint and restore of this container.
+    public var criuConfigPath: String?
 
-    public init(id: String, bundlePath: String, networkNamespacePath: String, cgroupPath: String) {
+    public init(id: String, bundlePath: String, networkNamespacePath: String, cgroupPath: String, criuConfigPath: String? = nil) {
         self.id = id
         self.bundlePath = bundlePath
         self.networkNamespacePath = networkNamespacePath
         self.cgroupPath = cgroupPath
+        self.criuConfigPath = criuConfigPath
     }
 }

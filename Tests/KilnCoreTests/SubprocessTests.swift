@@ -1,0 +1,30 @@
+import Foundation
+import Testing
+
+@testable import KilnCore
+
+@Suite("subprocesses")
+struct SubprocessTests {
+    @Test func inputReachesTheChildAndBothStreamsAreCollected() async throws {
+        let output = try await Subprocess.run("/bin/sh", ["-c", "cat; echo oops >&2; exit 3"], input: "line 1\nline 2\n")
+        #expect(output.stdout == "line 1\nline 2\n")
+        #expect(output.stderr == "oops\n")
+        #expect(output.status == .exited(3))
+    }
+
+    @Test func largeOutputDoesNotDeadlock() async throws {
+        let output = try await Subprocess.run("/bin/sh", ["-c", "head -c 300000 /dev/zero; head -c 200000 /dev/zero >&2"])
+        #expect(output.stdout.utf8.count == 300_000)
+        #expect(output.stderr.utf8.count == 200_000)
+    }
+
+    @Test func signalsAreReported() async throws {
+        let output = try await Subprocess.run("/bin/sh", ["-c", "kill -9 $$"])
+        #expect(output.status == .signaled(9))
+    }
+
+    @Test func missingExecutableIsNamed() async {
+        let error = await #expect(throws: KilnError.self) { _ = try await Subprocess.run("/nonexistent/tool", []) }
+        #expect(error?.code == .commandNotFound)
+    }
+}
