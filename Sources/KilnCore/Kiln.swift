@@ -8,9 +8,13 @@ public struct KilnPaths: Sendable, Equatable {
     /// Run-time state: runc's state, instance records and bundles, pinned network namespaces.
     public var state: String
 
-    public init(store: String = "/var/lib/kiln", state: String = "/run/kiln") {
+    /// The cgroup parent of every kiln container (under each v1 controller, or the v2 root).
+    public var cgroupParent: String
+
+    public init(store: String = "/var/lib/kiln", state: String = "/run/kiln", cgroupParent: String = "/kiln") {
         self.store = store
         self.state = state
+        self.cgroupParent = cgroupParent
     }
 
     /// `$KILN_STORE` and `$KILN_STATE` override the defaults (tests use private ones).
@@ -27,8 +31,6 @@ public struct KilnPaths: Sendable, Equatable {
     public var bakes: String { "\(state)/bakes" }
     /// The CRIU configuration runc passes to every checkpoint and restore.
     public var criuConfig: String { "\(state)/criu-runc.conf" }
-    /// The cgroup parent of every kiln container (under each v1 controller, or the v2 root).
-    public var cgroupParent: String { "/kiln" }
 }
 
 /// kiln's entry point for everything that touches containers: bake, restore, inspect, stop.

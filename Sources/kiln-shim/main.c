@@ -1,7 +1,7 @@
 /*
  * kiln-shim: the per-container supervisor, in the role conmon plays for Podman.
  *
- *   kiln-shim LOGFILE RUNC [RUNC-ARGS...]      (fd 3: a pipe to kiln for runc's exit status)
+ *   kiln-shim [--merge] LOGFILE RUNC [RUNC-ARGS...]   (fd 3: a pipe to kiln for runc's exit status)
  *
  * A detached container outlives the kiln command that started it, yet CRIU insists its stdio are
  * pipes, and somebody must reap it when it dies. The shim, in its own session:
@@ -11,6 +11,9 @@
  *   3. writes "<status>\n" (runc's wait status) to fd 3 and closes it: kiln goes on from there;
  *   4. copies the container's output to LOGFILE until every writer is gone, reaps what is left,
  *      and exits.
+ * With --merge it first sets PR_SET_MEMORY_MERGE, which Linux 6.7+ passes on through fork and
+ * exec to runc, CRIU and the restored process: every anonymous page of the copy is a candidate
+ * for KSM, so copies of one snapshot end up sharing their identical pages.
  * It is C, not Swift, because it is on the restore path and must start in well under a millisecond.
  */
 #define _GNU_SOURCE
@@ -33,7 +36,16 @@ static void report(int status) {
     close(3);
 }
 
+#ifndef PR_SET_MEMORY_MERGE
+#define PR_SET_MEMORY_MERGE 67
+#endif
+
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "--merge") == 0) {
+        if (prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0) != 0) perror("kiln-shim: PR_SET_MEMORY_MERGE");
+        argv++;
+        argc--;
+    }
     if (argc < 3) {
         fprintf(stderr, "usage: kiln-shim LOGFILE RUNC [ARGS...] (started by kiln, not by hand)\n");
         return 2;

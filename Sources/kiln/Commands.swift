@@ -58,6 +58,9 @@ struct Bake: AsyncParsableCommand {
     @Flag(help: "Replace an existing snapshot of the same name.")
     var replace = false
 
+    @Flag(help: "Do not let copies share identical memory pages (KSM): for services that must not share pages with other tenants.")
+    var noShareMemory = false
+
     @OptionGroup var common: CommonOptions
 
     @Argument(parsing: .postTerminator, help: "The service's command line.")
@@ -82,7 +85,7 @@ struct Bake: AsyncParsableCommand {
                 port: port, memoryLimitBytes: Int64(memory) << 20)
             let request = BakeRequest(
                 name: name, sandbox: sandbox, readiness: ReadinessCheck(path: ready, timeoutSeconds: readyTimeout),
-                warmup: try warmup.map(WarmupStep.init(parsing:)), compact: !noCompact, replace: replace)
+                warmup: try warmup.map(WarmupStep.init(parsing:)), compact: !noCompact, replace: replace, shareMemory: !noShareMemory)
             let manifest = try await kiln.bake(request) { event in
                 switch event {
                 case .starting(let command): Output.progress("starting \(command.joined(separator: " ")) in a sandbox...")
@@ -117,6 +120,9 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Number of copies to restore.")
     var count: Int = 1
 
+    @Flag(inversion: .prefixedNo, help: "Share identical memory pages between copies through KSM (default: as the snapshot was baked).")
+    var shareMemory: Bool?
+
     @OptionGroup var common: CommonOptions
 
     struct Report: Encodable {
@@ -130,7 +136,7 @@ struct Run: AsyncParsableCommand {
             let kiln = try common.openKiln(toDo: "restore a snapshot")
             let (manifest, verifyMs) = try kiln.loadVerified(name)
             if !common.json { Output.progress("verified \(manifest.files.count) image files (\(Output.bytes(manifest.sizeBytes))) in \(Output.ms(verifyMs))") }
-            let records = try await kiln.restore(manifest, count: count)
+            let records = try await kiln.restore(manifest, count: count, shareMemory: shareMemory)
             if common.json {
                 Output.printJSON(Report(snapshot: name, verifyMs: verifyMs, instances: records))
             } else {
@@ -150,12 +156,18 @@ struct PS: AsyncParsableCommand {
             let kiln = try common.openKiln(toDo: "list instances")
             let rows = try await kiln.status()
             if common.json {
-                Output.printJSON(["instances": rows])
+                let totals = Dictionary(grouping: rows, by: \.snapshot).mapValues { group in group.reduce(MemoryUsage.zero) { $0 + $1.memory } }
+                Output.printJSON(["instances": AnyEncodable(rows), "totals": AnyEncodable(totals)])
             } else {
-                print(Output.table(["INSTANCE", "SNAPSHOT", "PID", "STATE", "AGE", "RSS", "PSS", "SHARED"], rows.map {
+                print(Output.table(["INSTANCE", "SNAPSHOT", "PID", "STATE", "AGE", "RSS", "PSS", "SHARED", "MERGED"], rows.map {
                     [$0.id, $0.snapshot, String($0.pid), $0.state, String(format: "%.0fs", $0.ageSeconds),
-                     Output.bytes($0.memory.rssBytes), Output.bytes($0.memory.pssBytes), Output.bytes($0.memory.sharedBytes)]
+                     Output.bytes($0.memory.rssBytes), Output.bytes($0.memory.pssBytes), Output.bytes($0.memory.sharedBytes),
+                     $0.sharesMemory ? Output.bytes($0.memory.mergedBytes) : "off"]
                 }))
+                for (snapshot, group) in Dictionary(grouping: rows, by: \.snapshot).sorted(by: { $0.key < $1.key }) where group.count > 1 {
+                    let total = group.reduce(MemoryUsage.zero) { $0 + $1.memory }
+                    print("total \(snapshot) (\(group.count) copies): RSS \(Output.bytes(total.rssBytes)), PSS \(Output.bytes(total.pssBytes))")
+                }
             }
         }
     }

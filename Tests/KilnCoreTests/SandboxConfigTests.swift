@@ -51,10 +51,13 @@ struct SandboxConfigTests {
         let env = spec.processEnvironment
         #expect(env["PORT"] == "8080", "PORT comes from --port, not from the user's environment")
         #expect(env["GREETING"] == "hi")
-        #expect(env["JAVA_TOOL_OPTIONS"] == "-XX:-UsePerfData")
+        #expect(env["JAVA_TOOL_OPTIONS"] == SandboxSpec.jvmOptions.joined(separator: " "))
         var custom = spec
-        custom.environment["JAVA_TOOL_OPTIONS"] = "-Xmx64m"
-        #expect(custom.processEnvironment["JAVA_TOOL_OPTIONS"] == "-Xmx64m -XX:-UsePerfData")
+        custom.environment["JAVA_TOOL_OPTIONS"] = "-Xmx64m -XX:+UsePerfData"
+        let options = custom.processEnvironment["JAVA_TOOL_OPTIONS"] ?? ""
+        #expect(options.hasPrefix("-Xmx64m -XX:+UsePerfData "))
+        #expect(!options.contains("-XX:-UsePerfData"), "the user's own choice of a flag wins")
+        #expect(options.contains("-XX:ArchiveRelocationMode=0"))
     }
 
     @Test func hostRootHasSymlinksAndAMinimalEtc() throws {

@@ -8,208 +8,210 @@ import Glibc
 
 /// Each error a user can hit: a clear message naming the problem and the fix, and nothing left
 /// behind afterwards.
-@Suite("errors a user will hit", .serialized, .enabled(if: isRoot, "needs root: the cases run real runc and CRIU"))
-struct ErrorCaseTests {
-    func expectKilnError(_ code: KilnError.Code, _ body: () async throws -> Void) async -> KilnError? {
-        do {
-            try await body()
-            Issue.record("expected a \(code.rawValue) error, got success")
-            return nil
-        } catch let error as KilnError {
-            #expect(error.code == code, "\(error)")
-            return error
-        } catch {
-            Issue.record("expected a KilnError, got \(error)")
-            return nil
+extension Integration {
+    @Suite("errors a user will hit", .serialized)
+    struct ErrorCaseTests {
+        func expectKilnError(_ code: KilnError.Code, _ body: () async throws -> Void) async -> KilnError? {
+            do {
+                try await body()
+                Issue.record("expected a \(code.rawValue) error, got success")
+                return nil
+            } catch let error as KilnError {
+                #expect(error.code == code, "\(error)")
+                return error
+            } catch {
+                Issue.record("expected a KilnError, got \(error)")
+                return nil
+            }
         }
-    }
 
-    @Test func notRootIsRefusedWithAHint() async throws {
-        try await withTestHost { host in
-            let output = try runKiln(["ls"], environment: host.environment, prefix: ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"])
+        @Test func notRootIsRefusedWithAHint() async throws {
+            try await withTestHost { host in
+                let output = try runKiln(["ls"], environment: host.environment, prefix: ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"])
+                #expect(output.status == .exited(3))
+                #expect(output.stderr.contains("must run as root"))
+                #expect(output.stderr.contains("sudo"))
+            }
+        }
+
+        @Test func missingCapabilityIsNamed() async throws {
+            try await withTestHost { host in
+                let output = try runKiln(["ls", "--json"], environment: host.environment, prefix: ["/usr/sbin/capsh", "--drop=cap_sys_admin", "--"])
+                // capsh runs its arguments through bash: pass the command as one -c string.
+                _ = output
+                let viaShell = try Subprocess.run(
+                    "/usr/sbin/capsh", ["--drop=cap_sys_admin", "--", "-c", "\(kilnBinary) ls --json"], environment: host.environment)
+                #expect(viaShell.status == .exited(3))
+                let document = try JSONSerialization.jsonObject(with: Data(viaShell.stdout.utf8)) as? [String: Any]
+                let error = document?["error"] as? [String: Any]
+                #expect(error?["code"] as? String == "missing-capability")
+                let message = error?["message"] as? String ?? ""
+                #expect(message.contains("CAP_SYS_ADMIN"))
+            }
+        }
+
+        @Test func criuMissingOrTooOldPointsAtMakeSetup() async throws {
+            var environment = ProcessInfo.processInfo.environment
+            environment["KILN_CRIU"] = "/nonexistent/criu"
+            let missing = await expectKilnError(.criuMissing) { _ = try CRIU.locate(environment: environment) }
+            #expect(missing?.hint?.contains("make setup") == true)
+
+            environment["KILN_CRIU"] = nil
+            environment["PATH"] = "/nonexistent"
+            // With no criu on PATH, kiln still looks in /usr/local/sbin, where make setup puts it;
+            // so simulate "too old" with a stand-in that reports Debian bookworm's 3.17.1.
+            let fake = "/tmp/kiln-fake-criu-\(getpid())"
+            try "#!/bin/sh\necho 'Version: 3.17.1'\n".write(toFile: fake, atomically: true, encoding: .utf8)
+            chmod(fake, 0o755)
+            defer { unlink(fake) }
+            environment["KILN_CRIU"] = fake
+            let old = await expectKilnError(.criuTooOld) { _ = try CRIU.locate(environment: environment) }
+            #expect(old?.message.contains("3.17.1") == true)
+            #expect(old?.hint?.contains("make setup") == true)
+
+            // The CLI says the same, with its own exit code.
+            var cli = environment
+            cli["PATH"] = ProcessInfo.processInfo.environment["PATH"]
+            let output = try runKiln(["run", "anything"], environment: cli)
             #expect(output.status == .exited(3))
-            #expect(output.stderr.contains("must run as root"))
-            #expect(output.stderr.contains("sudo"))
+            #expect(output.stderr.contains("too old"))
         }
-    }
 
-    @Test func missingCapabilityIsNamed() async throws {
-        try await withTestHost { host in
-            let output = try runKiln(["ls", "--json"], environment: host.environment, prefix: ["/usr/sbin/capsh", "--drop=cap_sys_admin", "--"])
-            // capsh runs its arguments through bash: pass the command as one -c string.
-            _ = output
-            let viaShell = try Subprocess.run(
-                "/usr/sbin/capsh", ["--drop=cap_sys_admin", "--", "-c", "\(kilnBinary) ls --json"], environment: host.environment)
-            #expect(viaShell.status == .exited(3))
-            let document = try JSONSerialization.jsonObject(with: Data(viaShell.stdout.utf8)) as? [String: Any]
-            let error = document?["error"] as? [String: Any]
-            #expect(error?["code"] as? String == "missing-capability")
-            let message = error?["message"] as? String ?? ""
-            #expect(message.contains("CAP_SYS_ADMIN"))
-        }
-    }
-
-    @Test func criuMissingOrTooOldPointsAtMakeSetup() async throws {
-        var environment = ProcessInfo.processInfo.environment
-        environment["KILN_CRIU"] = "/nonexistent/criu"
-        let missing = await expectKilnError(.criuMissing) { _ = try CRIU.locate(environment: environment) }
-        #expect(missing?.hint?.contains("make setup") == true)
-
-        environment["KILN_CRIU"] = nil
-        environment["PATH"] = "/nonexistent"
-        // With no criu on PATH, kiln still looks in /usr/local/sbin, where make setup puts it;
-        // so simulate "too old" with a stand-in that reports Debian bookworm's 3.17.1.
-        let fake = "/tmp/kiln-fake-criu-\(getpid())"
-        try "#!/bin/sh\necho 'Version: 3.17.1'\n".write(toFile: fake, atomically: true, encoding: .utf8)
-        chmod(fake, 0o755)
-        defer { unlink(fake) }
-        environment["KILN_CRIU"] = fake
-        let old = await expectKilnError(.criuTooOld) { _ = try CRIU.locate(environment: environment) }
-        #expect(old?.message.contains("3.17.1") == true)
-        #expect(old?.hint?.contains("make setup") == true)
-
-        // The CLI says the same, with its own exit code.
-        var cli = environment
-        cli["PATH"] = ProcessInfo.processInfo.environment["PATH"]
-        let output = try runKiln(["run", "anything"], environment: cli)
-        #expect(output.status == .exited(3))
-        #expect(output.stderr.contains("too old"))
-    }
-
-    @Test func commandNotFoundFailsBeforeAnythingStarts() async throws {
-        try await withTestHost { host in
-            for command in [["/nonexistent/bin/service"], ["no-such-command-kiln"], ["examples/nope/bin/nope"]] {
-                let error = await expectKilnError(.commandNotFound) {
-                    _ = try await host.kiln.bake(BakeRequest(name: "nocmd", sandbox: host.sandbox(command), readiness: ReadinessCheck(path: "/health")))
+        @Test func commandNotFoundFailsBeforeAnythingStarts() async throws {
+            try await withTestHost { host in
+                for command in [["/nonexistent/bin/service"], ["no-such-command-kiln"], ["examples/nope/bin/nope"]] {
+                    let error = await expectKilnError(.commandNotFound) {
+                        _ = try await host.kiln.bake(BakeRequest(name: "nocmd", sandbox: host.sandbox(command), readiness: ReadinessCheck(path: "/health")))
+                    }
+                    #expect(error?.message.contains(command[0]) == true)
                 }
-                #expect(error?.message.contains(command[0]) == true)
+                // A command outside what the sandbox sees is refused with the fix.
+                let outside = await expectKilnError(.commandNotFound) {
+                    _ = try await host.kiln.bake(BakeRequest(
+                        name: "outside", sandbox: host.sandbox([helloJdk], app: "\(packageRoot)/Sources"), readiness: ReadinessCheck(path: "/health")))
+                }
+                #expect(outside?.hint?.contains("--app") == true)
+                try await expectNoLeftovers(host)
             }
-            // A command outside what the sandbox sees is refused with the fix.
-            let outside = await expectKilnError(.commandNotFound) {
-                _ = try await host.kiln.bake(BakeRequest(
-                    name: "outside", sandbox: host.sandbox([helloJdk], app: "\(packageRoot)/Sources"), readiness: ReadinessCheck(path: "/health")))
-            }
-            #expect(outside?.hint?.contains("--app") == true)
-            try await expectNoLeftovers(host)
         }
-    }
 
-    @Test func serviceThatCrashesShowsItsLastOutput() async throws {
-        try await withTestHost { host in
-            let error = await expectKilnError(.serviceExited) {
-                _ = try await host.kiln.bake(BakeRequest(
-                    name: "crash", sandbox: host.sandbox([helloJdk], environment: ["HELLO_FAIL": "crash"]),
-                    readiness: ReadinessCheck(path: "/health", timeoutSeconds: 30)))
+        @Test func serviceThatCrashesShowsItsLastOutput() async throws {
+            try await withTestHost { host in
+                let error = await expectKilnError(.serviceExited) {
+                    _ = try await host.kiln.bake(BakeRequest(
+                        name: "crash", sandbox: host.sandbox([helloJdk], environment: ["HELLO_FAIL": "crash"]),
+                        readiness: ReadinessCheck(path: "/health", timeoutSeconds: 30)))
+                }
+                #expect(error?.details.contains { $0.contains("HELLO_FAIL=crash") } == true, "the crash message should be quoted: \(String(describing: error))")
+                #expect(error?.logPath.map { FileManager.default.fileExists(atPath: $0) } == true)
+                try await expectNoLeftovers(host)
             }
-            #expect(error?.details.contains { $0.contains("HELLO_FAIL=crash") } == true, "the crash message should be quoted: \(String(describing: error))")
-            #expect(error?.logPath.map { FileManager.default.fileExists(atPath: $0) } == true)
-            try await expectNoLeftovers(host)
         }
-    }
 
-    @Test func serviceNeverReadyTimesOutWithLogAndHint() async throws {
-        try await withTestHost { host in
-            let error = await expectKilnError(.serviceNeverReady) {
-                _ = try await host.kiln.bake(BakeRequest(
-                    name: "never", sandbox: host.sandbox([helloJdk], environment: ["HELLO_FAIL": "never-ready"]),
-                    readiness: ReadinessCheck(path: "/health", timeoutSeconds: 3)))
+        @Test func serviceNeverReadyTimesOutWithLogAndHint() async throws {
+            try await withTestHost { host in
+                let error = await expectKilnError(.serviceNeverReady) {
+                    _ = try await host.kiln.bake(BakeRequest(
+                        name: "never", sandbox: host.sandbox([helloJdk], environment: ["HELLO_FAIL": "never-ready"]),
+                        readiness: ReadinessCheck(path: "/health", timeoutSeconds: 3)))
+                }
+                #expect(error?.message.contains("HTTP 503") == true)
+                #expect(error?.details.isEmpty == false)
+                try await expectNoLeftovers(host)
+
+                // Listening on another port than --port: the hint names the port it listens on.
+                let wrongPort = await expectKilnError(.serviceNeverReady) {
+                    _ = try await host.kiln.bake(BakeRequest(
+                        name: "wrongport", sandbox: host.sandbox(["/bin/sh", "-c", "PORT=9191 exec \(helloJdk)"], port: 8080),
+                        readiness: ReadinessCheck(path: "/health", timeoutSeconds: 4)))
+                }
+                #expect(wrongPort?.hint?.contains("--port 9191") == true, "\(String(describing: wrongPort))")
+                try await expectNoLeftovers(host)
             }
-            #expect(error?.message.contains("HTTP 503") == true)
-            #expect(error?.details.isEmpty == false)
-            try await expectNoLeftovers(host)
+        }
 
-            // Listening on another port than --port: the hint names the port it listens on.
-            let wrongPort = await expectKilnError(.serviceNeverReady) {
-                _ = try await host.kiln.bake(BakeRequest(
-                    name: "wrongport", sandbox: host.sandbox(["/bin/sh", "-c", "PORT=9191 exec \(helloJdk)"], port: 8080),
-                    readiness: ReadinessCheck(path: "/health", timeoutSeconds: 4)))
+        @Test func portAlreadyInUseIsReportedAsSuch() async throws {
+            try await withTestHost { host in
+                // Something else in the sandbox holds the port before the service starts.
+                let squatter = #"python3 -c 'import socket,time; s=socket.socket(); s.bind(("0.0.0.0", 8080)); s.listen(); time.sleep(120)' & sleep 1; exec "$0""#
+                let error = await expectKilnError(.portInUse) {
+                    _ = try await host.kiln.bake(BakeRequest(
+                        name: "taken", sandbox: host.sandbox(["/bin/sh", "-c", squatter, helloJdk]),
+                        readiness: ReadinessCheck(path: "/health", timeoutSeconds: 30)))
+                }
+                #expect(error?.message.contains("8080") == true)
+                try await expectNoLeftovers(host)
             }
-            #expect(wrongPort?.hint?.contains("--port 9191") == true, "\(String(describing: wrongPort))")
-            try await expectNoLeftovers(host)
         }
-    }
 
-    @Test func portAlreadyInUseIsReportedAsSuch() async throws {
-        try await withTestHost { host in
-            // Something else in the sandbox holds the port before the service starts.
-            let squatter = #"python3 -c 'import socket,time; s=socket.socket(); s.bind(("0.0.0.0", 8080)); s.listen(); time.sleep(120)' & sleep 1; exec "$0""#
-            let error = await expectKilnError(.portInUse) {
+        @Test func missingAndCorruptSnapshotsAreRefusedNamingTheFile() async throws {
+            try await withTestHost { host in
+                let missing = await expectKilnError(.snapshotNotFound) { _ = try host.kiln.loadVerified("nope") }
+                #expect(missing?.hint?.contains("kiln bake") == true)
+
                 _ = try await host.kiln.bake(BakeRequest(
-                    name: "taken", sandbox: host.sandbox(["/bin/sh", "-c", squatter, helloJdk]),
-                    readiness: ReadinessCheck(path: "/health", timeoutSeconds: 30)))
+                    name: "victim", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"), compact: false))
+                let images = host.kiln.store.imageDirectory(of: "victim")
+                let manifest = try host.kiln.store.load("victim")
+                let pages = try #require(manifest.files.first { $0.path.hasPrefix("pages-") })
+                let handle = try #require(FileHandle(forUpdatingAtPath: "\(images)/\(pages.path)"))
+                try handle.seek(toOffset: UInt64(pages.size / 2))
+                let original = try #require(try handle.read(upToCount: 1)?.first)
+                try handle.seek(toOffset: UInt64(pages.size / 2))
+                try handle.write(contentsOf: [original ^ 0xff])
+                try handle.close()
+                let corrupt = await expectKilnError(.snapshotCorrupt) { _ = try host.kiln.loadVerified("victim") }
+                #expect(corrupt?.message.contains(pages.path) == true)
+
+                // The CLI refuses it too, before restoring anything.
+                let output = try runKiln(["run", "victim"], environment: host.environment)
+                #expect(output.status == .exited(1))
+                #expect(output.stderr.contains(pages.path))
+                #expect(host.kiln.instanceRecords().isEmpty)
+
+                // A manifest that is not JSON is corrupt, not a crash.
+                try "{ not json".write(toFile: "\(host.paths.store)/snapshots/victim/manifest.json", atomically: true, encoding: .utf8)
+                _ = await expectKilnError(.snapshotCorrupt) { _ = try host.kiln.loadVerified("victim") }
+                try await expectNoLeftovers(host)
             }
-            #expect(error?.message.contains("8080") == true)
-            try await expectNoLeftovers(host)
         }
-    }
 
-    @Test func missingAndCorruptSnapshotsAreRefusedNamingTheFile() async throws {
-        try await withTestHost { host in
-            let missing = await expectKilnError(.snapshotNotFound) { _ = try host.kiln.loadVerified("nope") }
-            #expect(missing?.hint?.contains("kiln bake") == true)
-
-            _ = try await host.kiln.bake(BakeRequest(
-                name: "victim", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"), compact: false))
-            let images = host.kiln.store.imageDirectory(of: "victim")
-            let manifest = try host.kiln.store.load("victim")
-            let pages = try #require(manifest.files.first { $0.path.hasPrefix("pages-") })
-            let handle = try #require(FileHandle(forUpdatingAtPath: "\(images)/\(pages.path)"))
-            try handle.seek(toOffset: UInt64(pages.size / 2))
-            let original = try #require(try handle.read(upToCount: 1)?.first)
-            try handle.seek(toOffset: UInt64(pages.size / 2))
-            try handle.write(contentsOf: [original ^ 0xff])
-            try handle.close()
-            let corrupt = await expectKilnError(.snapshotCorrupt) { _ = try host.kiln.loadVerified("victim") }
-            #expect(corrupt?.message.contains(pages.path) == true)
-
-            // The CLI refuses it too, before restoring anything.
-            let output = try runKiln(["run", "victim"], environment: host.environment)
-            #expect(output.status == .exited(1))
-            #expect(output.stderr.contains(pages.path))
-            #expect(host.kiln.instanceRecords().isEmpty)
-
-            // A manifest that is not JSON is corrupt, not a crash.
-            try "{ not json".write(toFile: "\(host.paths.store)/snapshots/victim/manifest.json", atomically: true, encoding: .utf8)
-            _ = await expectKilnError(.snapshotCorrupt) { _ = try host.kiln.loadVerified("victim") }
-            try await expectNoLeftovers(host)
+        @Test func checkpointFailureQuotesCRIUsLog() async throws {
+            try await withTestHost { host in
+                // A service holding an established TCP connection: CRIU refuses to dump it unless
+                // told to (--tcp-established), which kiln deliberately does not do.
+                let holder = #"exec python3 -c 'import http.server,os,socket; s=http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), http.server.SimpleHTTPRequestHandler); c=socket.create_connection(("127.0.0.1", s.server_port)); s.serve_forever()'"#
+                let error = await expectKilnError(.checkpointFailed) {
+                    _ = try await host.kiln.bake(BakeRequest(
+                        name: "holdsconn", sandbox: host.sandbox(["/bin/sh", "-c", holder]), readiness: ReadinessCheck(path: "/", timeoutSeconds: 30)))
+                }
+                #expect(error?.details.contains { $0.contains("Error") } == true, "CRIU's error lines should be quoted: \(String(describing: error))")
+                let log = try #require(error?.logPath)
+                #expect(FileManager.default.fileExists(atPath: log))
+                #expect(!host.kiln.store.exists("holdsconn"))
+                try await expectNoLeftovers(host)
+            }
         }
-    }
 
-    @Test func checkpointFailureQuotesCRIUsLog() async throws {
-        try await withTestHost { host in
-            // A service holding an established TCP connection: CRIU refuses to dump it unless
-            // told to (--tcp-established), which kiln deliberately does not do.
-            let holder = #"exec python3 -c 'import http.server,os,socket; s=http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), http.server.SimpleHTTPRequestHandler); c=socket.create_connection(("127.0.0.1", s.server_port)); s.serve_forever()'"#
-            let error = await expectKilnError(.checkpointFailed) {
+        @Test func restoreFailureQuotesCRIUsLogAndLeavesNothing() async throws {
+            try await withTestHost { host in
+                // The service keeps a file of its app directory open; changing that file after the
+                // bake makes CRIU refuse the restore (the file is not the one it checkpointed).
+                let app = "\(host.scratch)/app"
+                try FileManager.default.createDirectory(atPath: app, withIntermediateDirectories: true)
+                try String(repeating: "seed data\n", count: 100).write(toFile: "\(app)/data.txt", atomically: true, encoding: .utf8)
+                let server = #"exec python3 -c 'import http.server,os; f=open("data.txt"); http.server.HTTPServer(("0.0.0.0", int(os.environ["PORT"])), http.server.SimpleHTTPRequestHandler).serve_forever()'"#
                 _ = try await host.kiln.bake(BakeRequest(
-                    name: "holdsconn", sandbox: host.sandbox(["/bin/sh", "-c", holder]), readiness: ReadinessCheck(path: "/", timeoutSeconds: 30)))
+                    name: "openfile", sandbox: host.sandbox(["/bin/sh", "-c", server], app: app), readiness: ReadinessCheck(path: "/", timeoutSeconds: 30)))
+                try "changed\n".write(toFile: "\(app)/data.txt", atomically: false, encoding: .utf8)
+                let (manifest, _) = try host.kiln.loadVerified("openfile")
+                let error = await expectKilnError(.restoreFailed) { _ = try await host.kiln.restoreOne(manifest) }
+                #expect(error?.details.contains { $0.contains("data.txt") } == true, "\(String(describing: error))")
+                let log = try #require(error?.logPath)
+                #expect(FileManager.default.fileExists(atPath: log))
+                #expect(host.kiln.instanceRecords().isEmpty)
+                try await expectNoLeftovers(host)
             }
-            #expect(error?.details.contains { $0.contains("Error") } == true, "CRIU's error lines should be quoted: \(String(describing: error))")
-            let log = try #require(error?.logPath)
-            #expect(FileManager.default.fileExists(atPath: log))
-            #expect(!host.kiln.store.exists("holdsconn"))
-            try await expectNoLeftovers(host)
-        }
-    }
-
-    @Test func restoreFailureQuotesCRIUsLogAndLeavesNothing() async throws {
-        try await withTestHost { host in
-            // The service keeps a file of its app directory open; changing that file after the
-            // bake makes CRIU refuse the restore (the file is not the one it checkpointed).
-            let app = "\(host.scratch)/app"
-            try FileManager.default.createDirectory(atPath: app, withIntermediateDirectories: true)
-            try String(repeating: "seed data\n", count: 100).write(toFile: "\(app)/data.txt", atomically: true, encoding: .utf8)
-            let server = #"exec python3 -c 'import http.server,os; f=open("data.txt"); http.server.HTTPServer(("0.0.0.0", int(os.environ["PORT"])), http.server.SimpleHTTPRequestHandler).serve_forever()'"#
-            _ = try await host.kiln.bake(BakeRequest(
-                name: "openfile", sandbox: host.sandbox(["/bin/sh", "-c", server], app: app), readiness: ReadinessCheck(path: "/", timeoutSeconds: 30)))
-            try "changed\n".write(toFile: "\(app)/data.txt", atomically: false, encoding: .utf8)
-            let (manifest, _) = try host.kiln.loadVerified("openfile")
-            let error = await expectKilnError(.restoreFailed) { _ = try await host.kiln.restoreOne(manifest) }
-            #expect(error?.details.contains { $0.contains("data.txt") } == true, "\(String(describing: error))")
-            let log = try #require(error?.logPath)
-            #expect(FileManager.default.fileExists(atPath: log))
-            #expect(host.kiln.instanceRecords().isEmpty)
-            try await expectNoLeftovers(host)
         }
     }
 }

@@ -28,6 +28,14 @@ let kilnBinary: String = {
 let helloJdk = "\(packageRoot)/examples/hello-jdk/bin/hello-jdk"
 let helloSpring = "\(packageRoot)/examples/hello-spring/bin/hello-spring"
 
+/// The cgroup v1 hierarchies runc creates a container's cgroups in.
+let cgroupControllers = ["memory", "pids", "cpu", "cpuacct", "cpuset", "devices", "freezer", "blkio", "net_cls", "net_prio", "perf_event", "hugetlb", "rdma", "misc", "systemd"]
+
+/// Every integration suite nests in this one, so they run one at a time: they share two cores,
+/// and a timing-sensitive readiness wait should not compete with another test's JVM start.
+@Suite("integration", .serialized, .enabled(if: isRoot, "needs root: runc and CRIU create namespaces, cgroups and mounts"))
+struct Integration {}
+
 /// A private store and state directory for one test, removed (and checked for leaks) at the end.
 struct TestHost {
     let paths: KilnPaths
@@ -36,7 +44,8 @@ struct TestHost {
 
     init(_ name: String = #function) throws {
         let base = "/tmp/kiln-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        paths = KilnPaths(store: "\(base)/store", state: "\(base)/state")
+        // A cgroup parent of its own, so a leak check sees only this host's containers.
+        paths = KilnPaths(store: "\(base)/store", state: "\(base)/state", cgroupParent: "/kiln-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         scratch = base
         var logger = Logger(label: "kiln-test")
         logger.logLevel = .warning
@@ -64,7 +73,7 @@ struct TestHost {
         }
         let mounts = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
         for line in mounts.split(separator: "\n") where line.contains(scratch) { found.append("mount: \(line)") }
-        for controller in ["memory", "pids", "cpu", "freezer", "devices", "blkio", "cpuset", "cpuacct"] {
+        for controller in cgroupControllers {
             let parent = "/sys/fs/cgroup/\(controller)\(paths.cgroupParent)"
             for entry in (try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? [] {
                 var isDirectory: ObjCBool = false
@@ -94,6 +103,7 @@ struct TestHost {
     func cleanUp() async {
         for record in kiln.instanceRecords() { try? await kiln.stop(record) }
         try? FileManager.default.removeItem(atPath: scratch)
+        for controller in cgroupControllers { rmdir("/sys/fs/cgroup/\(controller)\(paths.cgroupParent)") }
     }
 }
 

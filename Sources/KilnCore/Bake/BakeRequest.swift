@@ -10,14 +10,20 @@ public struct BakeRequest: Sendable {
     public var compact: Bool
     /// Replace an existing snapshot of the same name.
     public var replace: Bool
+    /// Let copies share identical pages through KSM (see ``PageMerging``).
+    public var shareMemory: Bool
 
-    public init(name: String, sandbox: SandboxSpec, readiness: ReadinessCheck, warmup: [WarmupStep] = [], compact: Bool = true, replace: Bool = false) {
+    public init(
+        name: String, sandbox: SandboxSpec, readiness: ReadinessCheck, warmup: [WarmupStep] = [], compact: Bool = true,
+        replace: Bool = false, shareMemory: Bool = true
+    ) {
         self.name = name
         self.sandbox = sandbox
         self.readiness = readiness
         self.warmup = warmup
         self.compact = compact
         self.replace = replace
+        self.shareMemory = shareMemory
     }
 
     /// Checks the request against the host before anything is started: a valid name, a port in

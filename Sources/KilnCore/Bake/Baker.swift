@@ -120,7 +120,7 @@ extension Kiln {
         return try store.commit(staging: staging) { files in
             SnapshotManifest(
                 name: request.name, createdAt: Date(), sandbox: sandbox, readiness: request.readiness, warmup: request.warmup,
-                host: host, timings: timings, compacted: compacted, files: files)
+                host: host, timings: timings, compacted: compacted, shareMemory: request.shareMemory, files: files)
         }
     }
 }

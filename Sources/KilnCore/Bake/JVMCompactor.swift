@@ -25,7 +25,7 @@ struct JVMCompactor {
 
     /// The jcmd script; `original` are the free-ratio bounds to put back.
     static func script(original: (min: Int, max: Int), trimNativeHeap: Bool) -> String {
-        var lines = ["VM.set_flag MinHeapFreeRatio 0", "VM.set_flag MaxHeapFreeRatio 10", "GC.run"]
+        var lines = ["GC.heap_info", "VM.set_flag MinHeapFreeRatio 0", "VM.set_flag MaxHeapFreeRatio 10", "GC.run", "GC.heap_info"]
         if trimNativeHeap { lines.append("System.trim_native_heap") }
         lines += ["VM.set_flag MaxHeapFreeRatio \(original.max)", "VM.set_flag MinHeapFreeRatio \(original.min)"]
         return lines.joined(separator: "\n") + "\n"

@@ -21,14 +21,16 @@ extension Kiln {
     /// Restores `count` copies of a verified snapshot one after another, each in its own
     /// namespaces with its own hostname (its instance id), and waits for each to answer.
     /// If one fails, the copies already running are left running and the error is thrown.
-    public func restore(_ manifest: SnapshotManifest, count: Int, readinessTimeout: Duration = .seconds(30),
-                        progress: @Sendable (InstanceRecord) -> Void = { _ in }) async throws -> [InstanceRecord] {
+    public func restore(
+        _ manifest: SnapshotManifest, count: Int, readinessTimeout: Duration = .seconds(30), shareMemory: Bool? = nil,
+        progress: @Sendable (InstanceRecord) -> Void = { _ in }
+    ) async throws -> [InstanceRecord] {
         guard count >= 1, count <= 256 else {
             throw KilnError(.invalidArgument, "cannot restore \(count) copies", hint: "pass --count between 1 and 256")
         }
         var records: [InstanceRecord] = []
         for _ in 0..<count {
-            let record = try await restoreOne(manifest, readinessTimeout: readinessTimeout)
+            let record = try await restoreOne(manifest, readinessTimeout: readinessTimeout, shareMemory: shareMemory)
             progress(record)
             records.append(record)
         }
@@ -36,9 +38,13 @@ extension Kiln {
     }
 
     /// Restores one copy; on failure nothing of it is left behind (the CRIU log is kept).
+    /// `shareMemory` overrides the snapshot's own setting.
     public func restoreOne(
-        _ manifest: SnapshotManifest, readinessTimeout: Duration = .seconds(30), pollInterval: Duration = .milliseconds(2)
+        _ manifest: SnapshotManifest, readinessTimeout: Duration = .seconds(30), pollInterval: Duration = .milliseconds(2),
+        shareMemory: Bool? = nil
     ) async throws -> InstanceRecord {
+        let sharing = shareMemory ?? manifest.shareMemory
+        if sharing { try PageMerging.enable() }
         let id = makeInstanceID(for: manifest.name)
         let directory = instanceDirectory(id)
         let instance = sandboxInstance(id: id, directory: directory)
@@ -52,7 +58,8 @@ extension Kiln {
             let prepared = ContinuousClock.now
             let logPath = "\(directory)/console.log"
             let container = try await runtime.restore(
-                instance, imageDirectory: store.imageDirectory(of: manifest.name), workDirectory: "\(directory)/work", logPath: logPath)
+                instance, imageDirectory: store.imageDirectory(of: manifest.name), workDirectory: "\(directory)/work", logPath: logPath,
+                mergeMemory: sharing)
             shimPid = container.shimPid
             let restored = ContinuousClock.now
             // CRIU brings back the UTS namespace as it was dumped; each copy gets its own name.
@@ -73,7 +80,8 @@ extension Kiln {
             let record = InstanceRecord(
                 id: id, snapshot: manifest.name, pid: container.pid, shimPid: container.shimPid, port: manifest.sandbox.port,
                 createdAt: Date(), networkNamespacePath: instance.networkNamespacePath, cgroupPath: instance.cgroupPath,
-                logPath: logPath, restoreMs: start.duration(to: restored).milliseconds, firstResponseMs: start.duration(to: answered).milliseconds)
+                logPath: logPath, restoreMs: start.duration(to: restored).milliseconds, firstResponseMs: start.duration(to: answered).milliseconds,
+                sharesMemory: sharing)
             try save(record)
             return record
         } catch {
@@ -126,7 +134,7 @@ extension Kiln {
             return InstanceStatus(
                 id: record.id, snapshot: record.snapshot, pid: record.pid, state: state, createdAt: record.createdAt,
                 ageSeconds: now.timeIntervalSince(record.createdAt), memory: MemoryUsage.of(pids: pids.isEmpty ? [record.pid] : pids),
-                restoreMs: record.restoreMs, firstResponseMs: record.firstResponseMs)
+                restoreMs: record.restoreMs, firstResponseMs: record.firstResponseMs, sharesMemory: record.sharesMemory)
         }
     }
 

@@ -22,8 +22,11 @@ public protocol ContainerRuntime: Sendable {
     /// Checkpoints a running container into `imageDirectory`, stopping it; CRIU's log goes
     /// to `workDirectory`.
     func checkpoint(id: String, imageDirectory: String, workDirectory: String) async throws
-    /// Restores a checkpoint as a new container, detached, its output appended to `logPath`.
-    func restore(_ instance: SandboxInstance, imageDirectory: String, workDirectory: String, logPath: String) async throws -> ContainerProcess
+    /// Restores a checkpoint as a new container, detached, its output appended to `logPath`;
+    /// with `mergeMemory`, all its anonymous memory is offered to KSM.
+    func restore(
+        _ instance: SandboxInstance, imageDirectory: String, workDirectory: String, logPath: String, mergeMemory: Bool
+    ) async throws -> ContainerProcess
     /// Runs a command inside a running container, with `input` on its stdin, and returns what it printed.
     func exec(id: String, _ command: [String], input: String?) async throws -> CommandOutput
     /// Kills and deletes a container; succeeds if it is already gone.

@@ -62,10 +62,10 @@ public struct Runc: ContainerRuntime {
 
     /// Runs runc under a `kiln-shim` that owns the container's stdio and reaps it, and waits
     /// for runc itself to exit (the container goes on).
-    private func runSupervised(_ verb: String, id: String, arguments: [String], logPath: String) async throws -> Int32 {
+    private func runSupervised(_ verb: String, id: String, arguments: [String], logPath: String, mergeMemory: Bool) async throws -> Int32 {
         let log = logFile(for: id, verb)
         try? FileManager.default.removeItem(atPath: log)
-        let argv = [logPath, binary] + globalArguments(log: log) + arguments
+        let argv = (mergeMemory ? ["--merge"] : []) + [logPath, binary] + globalArguments(log: log) + arguments
         logger.debug("kiln-shim \(argv.joined(separator: " "))")
         let shim = self.shimPath
         let (shimPid, status) = try await onDedicatedThread { () throws -> (Int32, TerminationStatus) in
@@ -118,7 +118,7 @@ public struct Runc: ContainerRuntime {
         let shimPid = try await runSupervised(
             "run", id: instance.id,
             arguments: ["run", "--detach", "--no-new-keyring", "--bundle", instance.bundlePath, "--pid-file", pidFile, instance.id],
-            logPath: logPath)
+            logPath: logPath, mergeMemory: false)
         return ContainerProcess(pid: try readPid(pidFile), shimPid: shimPid)
     }
 
@@ -139,7 +139,9 @@ public struct Runc: ContainerRuntime {
         }
     }
 
-    public func restore(_ instance: SandboxInstance, imageDirectory: String, workDirectory: String, logPath: String) async throws -> ContainerProcess {
+    public func restore(
+        _ instance: SandboxInstance, imageDirectory: String, workDirectory: String, logPath: String, mergeMemory: Bool
+    ) async throws -> ContainerProcess {
         let pidFile = "\(instance.bundlePath)/init.pid"
         let shimPid: Int32
         do {
@@ -149,7 +151,7 @@ public struct Runc: ContainerRuntime {
                     "restore", "--detach", "--bundle", instance.bundlePath,
                     "--image-path", imageDirectory, "--work-path", workDirectory, "--pid-file", pidFile, instance.id,
                 ],
-                logPath: logPath)
+                logPath: logPath, mergeMemory: mergeMemory)
         } catch var error as KilnError {
             let criuLog = "\(workDirectory)/restore.log"
             error.code = .restoreFailed

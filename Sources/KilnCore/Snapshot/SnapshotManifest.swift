@@ -91,13 +91,16 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
     public var timings: BakeTimings
     /// Whether kiln ran a full GC in the JVM before the dump.
     public var compacted: Bool
+    /// Whether copies share identical memory pages through KSM (off for services that must not
+    /// share pages with other tenants: merging is a timing side channel).
+    public var shareMemory: Bool
     /// Total bytes of image files.
     public var sizeBytes: Int64
     public var files: [SnapshotFile]
 
     public init(
         name: String, createdAt: Date, sandbox: SandboxSpec, readiness: ReadinessCheck, warmup: [WarmupStep],
-        host: HostFacts, timings: BakeTimings, compacted: Bool, files: [SnapshotFile]
+        host: HostFacts, timings: BakeTimings, compacted: Bool, shareMemory: Bool = true, files: [SnapshotFile]
     ) {
         self.format = Self.currentFormat
         self.name = name
@@ -108,6 +111,7 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
         self.host = host
         self.timings = timings
         self.compacted = compacted
+        self.shareMemory = shareMemory
         self.files = files
         self.sizeBytes = files.reduce(0) { $0 + $1.size }
     }
