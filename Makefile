@@ -3,7 +3,7 @@ SWIFT ?= swift
 KILN := .build/debug/kiln
 SAMPLES := examples/hello-spring examples/hello-jdk
 
-.PHONY: setup samples build demo test clean
+.PHONY: setup samples build demo test bench-memory clean
 
 setup:            ## install CRIU 4.2.1 (built from Debian's source), runc, iptables, Java packages
 	@./scripts/setup.sh
@@ -20,6 +20,10 @@ demo: samples build   ## bake the Spring sample, restore it, print cold start vs
 test: samples     ## run every test (unit and integration; integration needs root)
 	$(SWIFT) build --build-tests
 	$(SWIFT) test
+
+bench-memory: samples build   ## 8 restored copies sharing pages vs cold starts; snapshot size with and without compaction
+	@./scripts/bake-sample.sh
+	$(KILN) bench memory hello --copies $${COPIES:-8}
 
 clean:
 	rm -rf .build $(addsuffix /build,$(SAMPLES))

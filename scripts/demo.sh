@@ -12,9 +12,7 @@ step "kiln doctor"
 $kiln doctor
 
 step "kiln bake hello (cold start, warm up, full GC, checkpoint)"
-$kiln bake hello --replace --port 8080 --ready /health \
-  --warmup 200:/greet --warmup 100:/owners/1 --warmup 50:/vets \
-  -- examples/hello-spring/bin/hello-spring
+./scripts/bake-sample.sh
 
 step "kiln run hello --count 3 (three copies side by side)"
 $kiln run hello --count 3

@@ -4,7 +4,7 @@ import KilnCore
 
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure kiln against the alternatives.", subcommands: [Startup.self])
+        abstract: "Measure kiln against the alternatives.", subcommands: [Startup.self, Memory.self, ServeBenchmark.self])
 
     struct Startup: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -41,6 +41,58 @@ struct Bench: AsyncParsableCommand {
                 ]))
                 print(String(format: "speed-up (median cold / median restore): %.1fx", result.speedup))
                 print("snapshot: \(Output.bytes(manifest.sizeBytes)), verified in \(Output.ms(verifyMs)) before the restores; \(result.notes)")
+            }
+        }
+    }
+}
+
+extension Bench {
+    struct Memory: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Memory of N restored copies (with KSM) against one cold-started instance, and snapshot size with and without compaction.")
+
+        @Argument(help: "Snapshot name.")
+        var name: String
+
+        @Option(help: "Copies to restore side by side.")
+        var copies: Int = 8
+
+        @Option(help: "Restores per snapshot variant for the restore-time comparison.")
+        var restoreRuns: Int = 3
+
+        @OptionGroup var common: CommonOptions
+
+        func run() async throws {
+            try await reporting(common) {
+                let kiln = try common.openKiln(toDo: "measure memory")
+                let (manifest, _) = try kiln.loadVerified(name)
+                let json = common.json
+                let report = try await kiln.benchmarkMemory(manifest, copies: copies, restoreRuns: restoreRuns) { line in
+                    if !json { Output.progress(line) }
+                }
+                if json {
+                    Output.printJSON(report)
+                    return
+                }
+                let mib = { (bytes: Int64) in String(format: "%.1f MiB", Double(bytes) / 1_048_576) }
+                print("")
+                print("Memory of '\(report.snapshot)': \(report.copies) restored copies sharing pages (KSM \(report.ksmTuning)) vs cold starts")
+                print(Output.table(["WHAT", "PSS", "RSS"], [
+                    ["1 cold-started instance (warmed up)", mib(report.coldInstance.pssBytes), mib(report.coldInstance.rssBytes)],
+                    ["\(report.copies) cold-started instances (estimate: \(report.copies) x 1)", mib(report.coldInstance.pssBytes * Int64(report.copies)), mib(report.coldInstance.rssBytes * Int64(report.copies))],
+                    ["\(report.copies) restored copies, right after restore", mib(report.restoredAtStart.pssBytes), mib(report.restoredAtStart.rssBytes)],
+                    ["\(report.copies) restored copies, merged (after \(Int(report.convergenceSeconds)) s)", mib(report.restoredSettled.pssBytes), mib(report.restoredSettled.rssBytes)],
+                ]))
+                print(String(format: "total PSS of %d copies = %.2fx one cold instance (target <= 2x), %.0f%% of %d cold instances; ksmd CPU %.1f s",
+                             report.copies, report.pssOverOneCold, report.pssOverAllCold * 100, report.copies, report.ksmdCPUSeconds))
+                print("")
+                print(Output.table(["SNAPSHOT", "COMPACTED", "SIZE", "CHECKPOINT", "RESTORE MEDIAN", "RESTORES"], report.variants.map {
+                    [$0.name, $0.compacted ? "yes" : "no", mib($0.sizeBytes), Output.ms($0.checkpointMs), Output.ms($0.restore.median),
+                     $0.restoreMs.map { String(format: "%.0f", $0) }.joined(separator: " ")]
+                }))
+                if let plain = report.variants.first(where: { !$0.compacted }), let compacted = report.variants.first(where: { $0.compacted }) {
+                    print(String(format: "compacted snapshot = %.0f%% of the plain dump (target <= 50%%)", 100 * Double(compacted.sizeBytes) / Double(plain.sizeBytes)))
+                }
             }
         }
     }

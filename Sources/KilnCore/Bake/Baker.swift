@@ -68,24 +68,7 @@ extension Kiln {
         progress(.ready(coldStartMs: timings.coldStartMs))
 
         let warmupStart = ContinuousClock.now
-        var requests = 0
-        for step in request.warmup {
-            progress(.warmingUp(step))
-            for _ in 0..<step.count {
-                let reply: HTTPReply
-                do {
-                    reply = try await InstanceHTTPClient.send(.GET, step.path, to: endpoint, timeout: .seconds(30))
-                } catch {
-                    throw KilnError(.warmupFailed, "warmup request GET \(step.path) failed: \(error)", details: ProcessInspector.lastLines(ofFile: consoleLog, count: 15), logPath: keptLog)
-                }
-                guard (200..<400).contains(reply.status) else {
-                    throw KilnError(
-                        .warmupFailed, "warmup request GET \(step.path) answered HTTP \(reply.status)",
-                        hint: "warm up with paths that succeed; the reply was: \(reply.bodyText.prefix(200))")
-                }
-                requests += 1
-            }
-        }
+        let requests = try await warmUp(endpoint, steps: request.warmup, logPath: consoleLog, keptLogPath: keptLog) { progress(.warmingUp($0)) }
         timings.warmupMs = warmupStart.duration(to: .now).milliseconds
         if !request.warmup.isEmpty { progress(.warmedUp(ms: timings.warmupMs, requests: requests)) }
 
@@ -173,6 +156,36 @@ extension Kiln {
                 "the service was not ready after \(Int(readiness.timeoutSeconds)) s (GET \(readiness.path) on port \(sandbox.port): \(lastSeen)); its last output:",
                 hint: hint, details: lastLines, logPath: keptLogPath)
         }
+    }
+}
+
+extension Kiln {
+    /// Replays warmup requests against a running service; any failure or non-2xx/3xx answer is
+    /// an error quoting the service's last output. Returns the number of requests sent.
+    func warmUp(
+        _ endpoint: ServiceEndpoint, steps: [WarmupStep], logPath: String, keptLogPath: String, starting: (WarmupStep) -> Void = { _ in }
+    ) async throws -> Int {
+        var requests = 0
+        for step in steps {
+            starting(step)
+            for _ in 0..<step.count {
+                let reply: HTTPReply
+                do {
+                    reply = try await InstanceHTTPClient.send(.GET, step.path, to: endpoint, timeout: .seconds(30))
+                } catch {
+                    throw KilnError(
+                        .warmupFailed, "warmup request GET \(step.path) failed: \(error)",
+                        details: ProcessInspector.lastLines(ofFile: logPath, count: 15), logPath: keptLogPath)
+                }
+                guard (200..<400).contains(reply.status) else {
+                    throw KilnError(
+                        .warmupFailed, "warmup request GET \(step.path) answered HTTP \(reply.status)",
+                        hint: "warm up with paths that succeed; the reply was: \(reply.bodyText.prefix(200))")
+                }
+                requests += 1
+            }
+        }
+        return requests
     }
 }
 

@@ -49,6 +49,12 @@ public enum InstanceHTTPClient {
         }
     }
 
+    /// Starts the event loop threads now, so the first request a restore times does not pay
+    /// for creating them.
+    public static func prepare() {
+        _ = MultiThreadedEventLoopGroup.singleton.next()
+    }
+
     /// Sends one request (`Connection: close`) and returns the whole reply.
     public static func send(
         _ method: HTTPMethod = .GET, _ path: String, to endpoint: ServiceEndpoint,

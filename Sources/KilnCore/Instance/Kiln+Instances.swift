@@ -45,6 +45,7 @@ extension Kiln {
     ) async throws -> InstanceRecord {
         let sharing = shareMemory ?? manifest.shareMemory
         if sharing { try PageMerging.enable() }
+        InstanceHTTPClient.prepare()
         let id = makeInstanceID(for: manifest.name)
         let directory = instanceDirectory(id)
         let instance = sandboxInstance(id: id, directory: directory)
