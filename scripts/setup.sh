@@ -23,7 +23,7 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 # Sample service: Spring 4.3, Jetty 9.4, Jackson 2, H2, servlet-api from Debian (no Maven Central).
 # CRIU build dependencies, all from bookworm.
 PACKAGES=(
-  runc iptables iproute2 procps curl xz-utils ca-certificates dpkg-dev make gcc pkgconf
+  runc iptables iproute2 procps curl xz-utils zstd ca-certificates dpkg-dev make gcc pkgconf
   openjdk-17-jdk-headless
   libspring-web-servlet-java libspring-web-java libspring-context-java libspring-beans-java
   libspring-core-java libspring-jdbc-java libspring-transaction-java libspring-aop-java

@@ -27,6 +27,10 @@ public struct KilnPaths: Sendable, Equatable {
     public var networkNamespaces: String { "\(state)/netns" }
     /// Logs kept for a user to read after a failure.
     public var logs: String { "\(state)/logs" }
+    /// Decompressed images of compressed snapshots, on tmpfs.
+    public var imageCache: String {
+        "/dev/shm/kiln-images" + (state == "/run/kiln" ? "" : state.replacingOccurrences(of: "/", with: "_"))
+    }
     /// Scratch space of bakes in progress.
     public var bakes: String { "\(state)/bakes" }
     /// The CRIU configuration runc passes to every checkpoint and restore.
@@ -58,6 +62,12 @@ public struct Kiln: Sendable {
         let store = SnapshotStore(root: paths.store)
         try store.prepare()
         return Kiln(paths: paths, store: store, runtime: runtime, criu: criu, logger: logger)
+    }
+
+    /// Removes a snapshot and any decompressed copy of it.
+    public func removeSnapshot(_ name: String) throws {
+        try store.remove(name)
+        ImageCache(root: paths.imageCache, store: store).evict(name)
     }
 
     /// A new container id: the snapshot name and 6 random hex digits, e.g. `hello-3fa9c1`.

@@ -61,6 +61,9 @@ struct Bake: AsyncParsableCommand {
     @Flag(help: "Do not let copies share identical memory pages (KSM): for services that must not share pages with other tenants.")
     var noShareMemory = false
 
+    @Flag(help: "Compress the memory images at rest (zstd); the first restore decompresses them into a tmpfs cache.")
+    var compress = false
+
     @OptionGroup var common: CommonOptions
 
     @Argument(parsing: .postTerminator, help: "The service's command line.")
@@ -85,7 +88,7 @@ struct Bake: AsyncParsableCommand {
                 port: port, memoryLimitBytes: Int64(memory) << 20)
             let request = BakeRequest(
                 name: name, sandbox: sandbox, readiness: ReadinessCheck(path: ready, timeoutSeconds: readyTimeout),
-                warmup: try warmup.map(WarmupStep.init(parsing:)), compact: !noCompact, replace: replace, shareMemory: !noShareMemory)
+                warmup: try warmup.map(WarmupStep.init(parsing:)), compact: !noCompact, replace: replace, shareMemory: !noShareMemory, compress: compress)
             let manifest = try await kiln.bake(request) { event in
                 switch event {
                 case .starting(let command): Output.progress("starting \(command.joined(separator: " ")) in a sandbox...")
@@ -280,7 +283,7 @@ struct Remove: AsyncParsableCommand {
                 }
                 for record in running { try await kiln.stop(record) }
             }
-            try kiln.store.remove(name)
+            try kiln.removeSnapshot(name)
             if common.json { Output.printJSON(["removed": name]) } else { print("removed \(name)") }
         }
     }

@@ -121,6 +121,33 @@ extension Integration {
             }
         }
 
+        /// A compressed snapshot is smaller at rest, restores (decompressing once into the tmpfs
+        /// cache, then from the cache) and answers; removing it drops the cache.
+        @Test func compressedSnapshotIsSmallerAndRestores() async throws {
+            try await withTestHost { host in
+                let compressed = try await host.kiln.bake(BakeRequest(
+                    name: "zst", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"), compress: true))
+                #expect(compressed.compression == "zstd")
+                #expect(compressed.files.contains { $0.path.hasPrefix("pages-") && $0.path.hasSuffix(".img.zst") })
+                #expect(!compressed.files.contains { $0.path.hasPrefix("pages-") && $0.path.hasSuffix(".img") })
+                let plain = try await host.kiln.bake(BakeRequest(
+                    name: "plain", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health")))
+                #expect(compressed.sizeBytes * 2 < plain.sizeBytes, "zstd should at least halve a JVM's pages: \(compressed.sizeBytes) vs \(plain.sizeBytes)")
+                let (verified, _) = try host.kiln.loadVerified("zst")
+                let copies = try await host.kiln.restore(verified, count: 2)
+                for copy in copies {
+                    #expect(try await host.kiln.request(copy, path: "/greet").status == 200)
+                    try await host.kiln.stop(copy)
+                }
+                let cached = (try? FileManager.default.contentsOfDirectory(atPath: host.paths.imageCache)) ?? []
+                #expect(cached.contains { $0.hasPrefix("zst-") })
+                try host.kiln.removeSnapshot("zst")
+                let afterRemove = (try? FileManager.default.contentsOfDirectory(atPath: host.paths.imageCache)) ?? []
+                #expect(!afterRemove.contains { $0.hasPrefix("zst-") })
+                try await expectNoLeftovers(host)
+            }
+        }
+
         /// A compacted snapshot (full GC, heap shrink, malloc trim before the dump) still restores
         /// and answers. How much smaller it is varies with the heap and malloc state at the dump,
         /// so the sizes are compared by `kiln bench memory`, not asserted here.

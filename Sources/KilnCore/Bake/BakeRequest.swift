@@ -12,10 +12,12 @@ public struct BakeRequest: Sendable {
     public var replace: Bool
     /// Let copies share identical pages through KSM (see ``PageMerging``).
     public var shareMemory: Bool
+    /// Compress the memory images at rest with zstd (see ``ImageCache``).
+    public var compress: Bool
 
     public init(
         name: String, sandbox: SandboxSpec, readiness: ReadinessCheck, warmup: [WarmupStep] = [], compact: Bool = true,
-        replace: Bool = false, shareMemory: Bool = true
+        replace: Bool = false, shareMemory: Bool = true, compress: Bool = false
     ) {
         self.name = name
         self.sandbox = sandbox
@@ -24,6 +26,7 @@ public struct BakeRequest: Sendable {
         self.compact = compact
         self.replace = replace
         self.shareMemory = shareMemory
+        self.compress = compress
     }
 
     /// Checks the request against the host before anything is started: a valid name, a port in

@@ -34,6 +34,8 @@ extension Kiln {
             var shimPid: Int32?
             do {
                 let manifest = try await bake(request, instance: instance, directory: directory, staging: staging, shimPid: &shimPid, progress: progress)
+                // A re-bake makes any decompressed copy of the old version stale.
+                ImageCache(root: paths.imageCache, store: store).evict(request.name)
                 await tearDown(instance, directory: directory, shimPid: shimPid)
                 return manifest
             } catch {
@@ -99,11 +101,13 @@ extension Kiln {
         progress(.checkpointed(ms: timings.checkpointMs))
 
         progress(.storing)
+        if request.compress { try await ImageCache.compress(imagesIn: "\(staging)/images") }
         let host = HostFacts(kernel: HostFacts.kernelRelease(), criuVersion: criu.version.description, runtime: "runc \(runtime.version())")
         return try store.commit(staging: staging) { files in
             SnapshotManifest(
                 name: request.name, createdAt: Date(), sandbox: sandbox, readiness: request.readiness, warmup: request.warmup,
-                host: host, timings: timings, compacted: compacted, shareMemory: request.shareMemory, files: files)
+                host: host, timings: timings, compacted: compacted, shareMemory: request.shareMemory,
+                compression: request.compress ? ImageCache.compression : nil, files: files)
         }
     }
 }

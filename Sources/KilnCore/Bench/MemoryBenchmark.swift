@@ -14,9 +14,11 @@ public struct MemoryBenchmarkReport: Codable, Sendable {
     public struct SnapshotVariant: Codable, Sendable {
         public var name: String
         public var compacted: Bool
+        public var compressed: Bool
         public var sizeBytes: Int64
         public var checkpointMs: Double
-        /// Restore to first response, per run (ms).
+        /// Restore to first response, per run (ms); for a compressed snapshot the first run
+        /// includes decompressing it into the tmpfs cache.
         public var restoreMs: [Double]
         public var restore: SampleSummary
     }
@@ -94,21 +96,21 @@ extension Kiln {
         for record in records { try await stop(record) }
 
         var variants: [MemoryBenchmarkReport.SnapshotVariant] = []
-        for compact in [false, true] {
-            let name = String("\(manifest.name)-mem-\(compact ? "compact" : "plain")".prefix(40))
+        for (compact, compress) in [(false, false), (true, false), (true, true)] {
+            let name = String("\(manifest.name)-mem-\(compact ? "compact" : "plain")\(compress ? "-zst" : "")".prefix(40))
             progress("baking \(name)...")
             let variant = try await bake(BakeRequest(
                 name: name, sandbox: manifest.sandbox, readiness: manifest.readiness, warmup: manifest.warmup, compact: compact,
-                replace: true, shareMemory: manifest.shareMemory))
+                replace: true, shareMemory: manifest.shareMemory, compress: compress))
             var restoreTimes: [Double] = []
             for _ in 0..<restoreRuns {
                 let record = try await restoreOne(variant, pollInterval: .milliseconds(5))
                 restoreTimes.append(record.firstResponseMs)
                 try await stop(record)
             }
-            try? store.remove(name)
+            try? removeSnapshot(name)
             variants.append(.init(
-                name: name, compacted: compact, sizeBytes: variant.sizeBytes, checkpointMs: variant.timings.checkpointMs,
+                name: name, compacted: compact, compressed: compress, sizeBytes: variant.sizeBytes, checkpointMs: variant.timings.checkpointMs,
                 restoreMs: restoreTimes, restore: SampleSummary(restoreTimes)))
             progress("\(name): \(variant.sizeBytes >> 20) MiB, restore median \(Int(SampleSummary(restoreTimes).median)) ms")
         }

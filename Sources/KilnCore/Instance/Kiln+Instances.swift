@@ -59,7 +59,7 @@ extension Kiln {
             let prepared = ContinuousClock.now
             let logPath = "\(directory)/console.log"
             let container = try await runtime.restore(
-                instance, imageDirectory: store.imageDirectory(of: manifest.name), workDirectory: "\(directory)/work", logPath: logPath,
+                instance, imageDirectory: try ImageCache(root: paths.imageCache, store: store).directory(for: manifest), workDirectory: "\(directory)/work", logPath: logPath,
                 mergeMemory: sharing)
             shimPid = container.shimPid
             let restored = ContinuousClock.now

@@ -94,13 +94,17 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
     /// Whether copies share identical memory pages through KSM (off for services that must not
     /// share pages with other tenants: merging is a timing side channel).
     public var shareMemory: Bool
+    /// How the memory images are compressed at rest ("zstd"), or nil. Compressed snapshots are
+    /// decompressed once into a tmpfs cache and restored from there (see ``ImageCache``).
+    public var compression: String?
     /// Total bytes of image files.
     public var sizeBytes: Int64
     public var files: [SnapshotFile]
 
     public init(
         name: String, createdAt: Date, sandbox: SandboxSpec, readiness: ReadinessCheck, warmup: [WarmupStep],
-        host: HostFacts, timings: BakeTimings, compacted: Bool, shareMemory: Bool = true, files: [SnapshotFile]
+        host: HostFacts, timings: BakeTimings, compacted: Bool, shareMemory: Bool = true, compression: String? = nil,
+        files: [SnapshotFile]
     ) {
         self.format = Self.currentFormat
         self.name = name
@@ -112,6 +116,7 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
         self.timings = timings
         self.compacted = compacted
         self.shareMemory = shareMemory
+        self.compression = compression
         self.files = files
         self.sizeBytes = files.reduce(0) { $0 + $1.size }
     }
