@@ -125,25 +125,10 @@ extension Kiln {
 
     /// PSS of one cold-started instance after the snapshot's warmup, read after 3 s of rest.
     func measureColdInstance(_ manifest: SnapshotManifest) async throws -> MemoryUsage {
-        let id = makeInstanceID(for: manifest.name) + "-cold"
-        let directory = "\(paths.bakes)/\(id)"
-        let instance = sandboxInstance(id: id, directory: directory)
-        var shimPid: Int32?
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-            try NetworkNamespace.create(at: instance.networkNamespacePath)
-            try SandboxBundle.create(spec: manifest.sandbox, instance: instance)
-            let log = "\(directory)/console.log"
-            _ = try await coldStart(manifest.sandbox, instance: instance, readiness: manifest.readiness, logPath: log, keptLogPath: log, shimPid: &shimPid)
-            let endpoint = ServiceEndpoint(networkNamespacePath: instance.networkNamespacePath, port: manifest.sandbox.port)
-            _ = try await warmUp(endpoint, steps: manifest.warmup, logPath: log, keptLogPath: log)
+        try await withColdInstance(manifest) { cold, _ in
+            _ = try await warmUp(cold.endpoint, steps: manifest.warmup, logPath: cold.logPath, keptLogPath: cold.logPath)
             try await Task.sleep(for: .seconds(3))
-            let usage = MemoryUsage.of(pids: ProcessInspector.pids(inCgroup: instance.cgroupPath))
-            await tearDown(instance, directory: directory, shimPid: shimPid)
-            return usage
-        } catch {
-            await tearDown(instance, directory: directory, shimPid: shimPid)
-            throw error
+            return MemoryUsage.of(pids: ProcessInspector.pids(inCgroup: cold.cgroupPath))
         }
     }
 

@@ -1,5 +1,12 @@
 import Foundation
 
+/// A cold-started instance lent to a benchmark by ``Kiln/withColdInstance(_:pollInterval:_:)``.
+struct ColdInstance: Sendable {
+    var endpoint: ServiceEndpoint
+    var cgroupPath: String
+    var logPath: String
+}
+
 /// Summary statistics of a set of samples (milliseconds).
 public struct SampleSummary: Codable, Sendable, Equatable {
     public var count: Int
@@ -42,6 +49,36 @@ public struct StartupComparison: Codable, Sendable {
 }
 
 extension Kiln {
+    /// Cold-starts the snapshot's service in a fresh sandbox of its own, waits for it to answer,
+    /// runs `body` with its endpoint and cold-start time (ms), and tears it all down again.
+    func withColdInstance<T: Sendable>(
+        _ manifest: SnapshotManifest, pollInterval: Duration = .milliseconds(25),
+        _ body: (_ instance: ColdInstance, _ coldStartMs: Double) async throws -> T
+    ) async throws -> T {
+        let id = makeInstanceID(for: manifest.name) + "-cold"
+        let directory = "\(paths.bakes)/\(id)"
+        let instance = sandboxInstance(id: id, directory: directory)
+        var shimPid: Int32?
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try NetworkNamespace.create(at: instance.networkNamespacePath)
+            try SandboxBundle.create(spec: manifest.sandbox, instance: instance)
+            let log = "\(directory)/console.log"
+            let (_, ms) = try await coldStart(
+                manifest.sandbox, instance: instance, readiness: manifest.readiness, logPath: log, keptLogPath: log,
+                shimPid: &shimPid, pollInterval: pollInterval)
+            let cold = ColdInstance(
+                endpoint: ServiceEndpoint(networkNamespacePath: instance.networkNamespacePath, port: manifest.sandbox.port),
+                cgroupPath: instance.cgroupPath, logPath: log)
+            let result = try await body(cold, ms)
+            await tearDown(instance, directory: directory, shimPid: shimPid)
+            return result
+        } catch {
+            await tearDown(instance, directory: directory, shimPid: shimPid)
+            throw error
+        }
+    }
+
     /// Measures `runs` cold starts and `runs` restores of a snapshot, interleaved (cold, restore,
     /// cold, ...) so drift on a noisy machine hits both alike. Both are timed to the first 2xx
     /// answer to the snapshot's readiness path, with the same client polling every 5 ms.
@@ -53,23 +90,7 @@ extension Kiln {
         var cold: [Double] = []
         var restored: [Double] = []
         for run in 1...runs {
-            let id = makeInstanceID(for: manifest.name) + "-cold"
-            let directory = "\(paths.bakes)/\(id)"
-            let instance = sandboxInstance(id: id, directory: directory)
-            var shimPid: Int32?
-            do {
-                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-                try NetworkNamespace.create(at: instance.networkNamespacePath)
-                try SandboxBundle.create(spec: manifest.sandbox, instance: instance)
-                let (_, ms) = try await coldStart(
-                    manifest.sandbox, instance: instance, readiness: manifest.readiness, logPath: "\(directory)/console.log",
-                    keptLogPath: "\(directory)/console.log", shimPid: &shimPid, pollInterval: .milliseconds(5))
-                cold.append(ms)
-            } catch {
-                await tearDown(instance, directory: directory, shimPid: shimPid)
-                throw error
-            }
-            await tearDown(instance, directory: directory, shimPid: shimPid)
+            cold.append(try await withColdInstance(manifest, pollInterval: .milliseconds(5)) { _, coldStartMs in coldStartMs })
             progress("run \(run)/\(runs): cold start \(String(format: "%.0f", cold.last!)) ms")
 
             let record = try await restoreOne(manifest, pollInterval: .milliseconds(5))
