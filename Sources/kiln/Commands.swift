@@ -295,3 +295,27 @@ struct AnyEncodable: Encodable {
     init(_ value: some Encodable) { encodeValue = value.encode }
     func encode(to encoder: Encoder) throws { try encodeValue(encoder) }
 }
+
+struct GC: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gc", abstract: "Remove what a crashed or killed kiln left behind (running instances and bakes in progress are kept).")
+
+    @OptionGroup var common: CommonOptions
+
+    func run() async throws {
+        try await reporting(common) {
+            let kiln = try common.openKiln(toDo: "collect garbage")
+            let report = try await kiln.collectGarbage()
+            if common.json {
+                Output.printJSON(report)
+            } else if report.isEmpty {
+                print("nothing to clean")
+            } else {
+                for (kind, items) in [("instance", report.instances), ("container", report.containers), ("network namespace", report.networkNamespaces),
+                                      ("directory", report.directories), ("cgroup", report.cgroups)] {
+                    for item in items { print("removed \(kind) \(item)") }
+                }
+            }
+        }
+    }
+}

@@ -215,3 +215,48 @@ extension Integration {
         }
     }
 }
+
+extension Integration {
+    /// kiln killed in the middle of its work leaves things behind; `kiln gc` removes them and
+    /// keeps what is still running.
+    @Suite("crashed kiln", .serialized)
+    struct CrashRecoveryTests {
+        @Test func gcCleansUpAfterAKilledBakeAndKeepsRunningInstances() async throws {
+            try await withTestHost { host in
+                // A running instance that gc must keep.
+                let manifest = try await host.kiln.bake(BakeRequest(name: "keeper", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health")))
+                let keeper = try await host.kiln.restoreOne(manifest)
+
+                // A bake killed with SIGKILL while it waits for a service that never gets ready.
+                let pid = try Subprocess.spawn(
+                    kilnBinary, ["bake", "doomed", "--port", "8080", "--ready", "/health", "--ready-timeout", "60", "--env", "HELLO_FAIL=never-ready",
+                                 "--app", packageRoot, "--", helloJdk],
+                    environment: host.environment, stdout: .null, stderr: .null)
+                let deadline = ContinuousClock.now + .seconds(30)
+                while ContinuousClock.now < deadline, try await host.kiln.runtime.list().count < 2 {
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+                try await Task.sleep(for: .seconds(1))
+                kill(pid, SIGKILL)
+                _ = Subprocess.wait(pid)
+                let before = try await host.leftovers()
+                #expect(before.contains { $0.contains("doomed") }, "the killed bake should have left its container behind: \(before)")
+
+                let report = try await host.kiln.collectGarbage()
+                #expect(report.containers.contains { $0.hasPrefix("doomed-") } || report.directories.contains { $0.contains("doomed-") })
+                #expect(!report.instances.contains(keeper.id))
+                let after = try await host.leftovers()
+                #expect(after.allSatisfy { !$0.contains("doomed") }, "gc left: \(after)")
+                #expect(try await host.kiln.request(keeper, path: "/health").status == 200, "gc must keep a running instance")
+
+                // An instance whose process died (killed behind kiln's back) is collected too.
+                kill(keeper.pid, SIGKILL)
+                try await Task.sleep(for: .milliseconds(500))
+                let second = try await host.kiln.collectGarbage()
+                #expect(second.instances == [keeper.id])
+                #expect(host.kiln.instanceRecords().isEmpty)
+                try await expectNoLeftovers(host)
+            }
+        }
+    }
+}

@@ -56,6 +56,7 @@ extension Kiln {
         progress: @Sendable (BakeEvent) -> Void
     ) async throws -> SnapshotManifest {
         let sandbox = request.sandbox
+        try makeScratchDirectory(directory)
         try FileManager.default.createDirectory(atPath: "\(directory)/work", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let consoleLog = "\(directory)/console.log"
         let keptLog = "\(paths.logs)/\(instance.id).log"

@@ -60,7 +60,7 @@ extension Kiln {
         let instance = sandboxInstance(id: id, directory: directory)
         var shimPid: Int32?
         do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try makeScratchDirectory(directory)
             try NetworkNamespace.create(at: instance.networkNamespacePath)
             try SandboxBundle.create(spec: manifest.sandbox, instance: instance)
             let log = "\(directory)/console.log"

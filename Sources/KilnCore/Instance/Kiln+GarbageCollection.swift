@@ -1,0 +1,108 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What `kiln gc` removed.
+public struct GarbageReport: Codable, Sendable, Equatable {
+    public var instances: [String] = []
+    public var containers: [String] = []
+    public var networkNamespaces: [String] = []
+    public var directories: [String] = []
+    public var cgroups: [String] = []
+
+    public var isEmpty: Bool { self == GarbageReport() }
+}
+
+/// Marks a scratch directory with the process that owns it, so a later kiln can tell a bake in
+/// progress from one a crashed kiln left behind. The start time guards against pid reuse.
+enum OwnerMark {
+    static let fileName = "owner"
+
+    static func write(into directory: String) throws {
+        try "\(getpid()) \(startTime(of: getpid()) ?? "?")".write(toFile: "\(directory)/\(fileName)", atomically: true, encoding: .utf8)
+    }
+
+    /// Whether the process that marked `directory` still runs (unmarked counts as dead).
+    static func ownerIsAlive(_ directory: String) -> Bool {
+        guard let text = try? String(contentsOfFile: "\(directory)/\(fileName)", encoding: .utf8) else { return false }
+        let fields = text.split(separator: " ").map(String.init)
+        guard fields.count == 2, let pid = Int32(fields[0]), ProcessInspector.isAlive(pid) else { return false }
+        return startTime(of: pid) == fields[1]
+    }
+
+    /// Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot.
+    static func startTime(of pid: Int32) -> String? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return nil }
+        let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
+        return fields.count > 19 ? String(fields[19]) : nil
+    }
+}
+
+extension Kiln {
+    /// Creates a private scratch directory marked as this process's.
+    func makeScratchDirectory(_ path: String) throws {
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try OwnerMark.write(into: path)
+    }
+
+    /// Removes what a crashed or killed kiln left behind: records of instances whose process is
+    /// gone, containers and network namespaces nothing owns, scratch directories of bakes whose
+    /// kiln is dead, half-written snapshots, and empty cgroups. Running instances and bakes in
+    /// progress (their kiln is alive) are left alone.
+    public func collectGarbage() async throws -> GarbageReport {
+        var report = GarbageReport()
+        let containers = try await runtime.list()
+        let running = Set(containers.filter { $0.status == "running" }.map(\.id))
+
+        var keep = Set<String>()
+        for record in instanceRecords() {
+            if running.contains(record.id), ProcessInspector.isAlive(record.pid) {
+                keep.insert(record.id)
+            } else {
+                await tearDown(sandboxInstance(id: record.id, directory: instanceDirectory(record.id)), directory: instanceDirectory(record.id))
+                report.instances.append(record.id)
+            }
+        }
+        // Instance directories without a readable record are half-made restores.
+        for id in (try? FileManager.default.contentsOfDirectory(atPath: paths.instances)) ?? [] where !keep.contains(id) && !report.instances.contains(id) {
+            await tearDown(sandboxInstance(id: id, directory: instanceDirectory(id)), directory: instanceDirectory(id))
+            report.directories.append(instanceDirectory(id))
+        }
+        var bakesInProgress = false
+        for id in (try? FileManager.default.contentsOfDirectory(atPath: paths.bakes)) ?? [] {
+            let directory = "\(paths.bakes)/\(id)"
+            if OwnerMark.ownerIsAlive(directory) {
+                keep.insert(id)
+                bakesInProgress = true
+            } else {
+                await tearDown(sandboxInstance(id: id, directory: directory), directory: directory)
+                report.directories.append(directory)
+            }
+        }
+        for container in try await runtime.list() where !keep.contains(container.id) {
+            try? await runtime.delete(id: container.id)
+            report.containers.append(container.id)
+        }
+        for pin in (try? FileManager.default.contentsOfDirectory(atPath: paths.networkNamespaces)) ?? [] where !keep.contains(pin) {
+            NetworkNamespace.remove(at: "\(paths.networkNamespaces)/\(pin)")
+            report.networkNamespaces.append(pin)
+        }
+        if !bakesInProgress {
+            let staging = "\(store.root)/staging"
+            for entry in (try? FileManager.default.contentsOfDirectory(atPath: staging)) ?? [] {
+                try? FileManager.default.removeItem(atPath: "\(staging)/\(entry)")
+                report.directories.append("\(staging)/\(entry)")
+            }
+        }
+        for controller in (try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? [] {
+            let parent = "/sys/fs/cgroup/\(controller)\(paths.cgroupParent)"
+            for entry in (try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? [] where !keep.contains(entry) {
+                // rmdir succeeds only on an empty cgroup, which is exactly the leftover kind.
+                if rmdir("\(parent)/\(entry)") == 0 { report.cgroups.append("\(controller)\(paths.cgroupParent)/\(entry)") }
+            }
+        }
+        return report
+    }
+}
