@@ -33,6 +33,7 @@ struct ParsingTests {
         let log = """
             (00.000100) Version: 4.2.1
             (00.001000) Dumping task 1
+            (00.001392) Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted
             (00.002000) Error (criu/sk-inet.c:199): inet: Connected TCP socket, consider using --tcp-established option.
             (00.002100) Error (criu/cr-dump.c:1632): Dump files (pid: 1) failed with -1
             (00.003000) Unlock network
@@ -48,6 +49,7 @@ struct ParsingTests {
         let log = """
             {"level":"info","msg":"starting","time":"2026-01-01T00:00:00Z"}
             {"level":"error","msg":"container does not exist","time":"2026-01-01T00:00:00Z"}
+            {"level":"error","msg":"log file: /run/kiln/bakes/x/work/dump.log","time":"2026-01-01T00:00:00Z"}
             not json at all
             """
         #expect(FailureLog.runcErrorMessages(in: log) == ["container does not exist"])

@@ -12,9 +12,15 @@ public enum FailureLog {
         return criuErrorLines(in: text, limit: limit)
     }
 
+    /// Error lines CRIU prints on every run here that say nothing about the failure: kiln does
+    /// not hold CAP_SYS_RESOURCE on every host, and CRIU only wanted to raise its own file limit.
+    static let harmless = ["rlimit: Can't setup RLIMIT_NOFILE"]
+
     public static func criuErrorLines(in text: String, limit: Int = 12) -> [String] {
         let lines = text.split(separator: "\n", omittingEmptySubsequences: true).map(String.init)
-        let errors = lines.filter { $0.contains("Error (") || $0.contains("Error:") }
+        let errors = lines.filter { line in
+            (line.contains("Error (") || line.contains("Error:")) && !harmless.contains { line.contains($0) }
+        }
         let chosen = errors.isEmpty ? Array(lines.suffix(limit)) : Array(errors.suffix(limit))
         return chosen.map { $0.trimmingCharacters(in: .whitespaces) }
     }
@@ -31,7 +37,9 @@ public enum FailureLog {
         let messages = text.split(separator: "\n").compactMap { line -> String? in
             guard let entry = try? decoder.decode(Entry.self, from: Data(line.utf8)),
                   let level = entry.level, level == "error" || level == "fatal",
-                  let message = entry.msg
+                  let message = entry.msg,
+                  // runc's pointer to CRIU's log names a scratch path kiln moves; kiln gives the real one.
+                  !message.hasPrefix("log file:")
             else { return nil }
             return message
         }

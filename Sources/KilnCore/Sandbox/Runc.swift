@@ -131,7 +131,8 @@ public struct Runc: ContainerRuntime {
             let criuLog = "\(workDirectory)/dump.log"
             if FileManager.default.fileExists(atPath: criuLog) {
                 error.code = .checkpointFailed
-                error.message = "CRIU could not checkpoint the service (\(error.message))"
+                error.message = "CRIU could not checkpoint the service (\(error.message)); from its log:"
+                error.hint = "the lines above say what CRIU could not dump; a service must not hold connections to peers outside its sandbox (or to itself) when it is checkpointed"
                 error.details = FailureLog.criuErrorLines(inFile: criuLog) + error.details
                 error.logPath = criuLog
             }
@@ -156,7 +157,8 @@ public struct Runc: ContainerRuntime {
             let criuLog = "\(workDirectory)/restore.log"
             error.code = .restoreFailed
             if FileManager.default.fileExists(atPath: criuLog) {
-                error.message = "CRIU could not restore the snapshot (\(error.message))"
+                error.message = "CRIU could not restore the snapshot (\(error.message)); from its log:"
+                error.hint = error.hint ?? "a restore needs the same files the service had open at the checkpoint (its app directory, /usr) unchanged; re-bake after changing them"
                 error.details = FailureLog.criuErrorLines(inFile: criuLog) + error.details
                 error.logPath = criuLog
             }
