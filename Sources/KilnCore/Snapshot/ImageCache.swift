@@ -55,7 +55,9 @@ public struct ImageCache: Sendable {
                     try FileManager.default.copyItem(atPath: from, toPath: to)
                 }
             }
-            FileManager.default.createFile(atPath: "\(staging)/.complete", contents: nil)
+            guard FileManager.default.createFile(atPath: "\(staging)/.complete", contents: nil) else {
+                throw KilnError(.restoreFailed, "could not mark \(staging) complete")
+            }
             try? FileManager.default.removeItem(atPath: target)
             try FileManager.default.moveItem(atPath: staging, toPath: target)
             return target
