@@ -49,10 +49,10 @@ struct ParsingTests {
         let log = """
             {"level":"info","msg":"starting","time":"2026-01-01T00:00:00Z"}
             {"level":"error","msg":"container does not exist","time":"2026-01-01T00:00:00Z"}
-            {"level":"error","msg":"log file: /run/kiln/bakes/x/work/dump.log","time":"2026-01-01T00:00:00Z"}
+            {"level":"error","msg":"criu failed: type NOTIFY errno 0\\nlog file: /run/kiln/bakes/x/work/dump.log","time":"2026-01-01T00:00:00Z"}
             not json at all
             """
-        #expect(FailureLog.runcErrorMessages(in: log) == ["container does not exist"])
+        #expect(FailureLog.runcErrorMessages(in: log) == ["container does not exist", "criu failed: type NOTIFY errno 0"])
     }
 
     @Test func smapsRollupIsSummed() {

@@ -65,7 +65,7 @@ extension Kiln {
         let endpoint = ServiceEndpoint(networkNamespacePath: instance.networkNamespacePath, port: sandbox.port)
 
         progress(.starting(command: sandbox.command))
-        let (_, coldStartMs) = try await coldStart(
+        let (container, coldStartMs) = try await coldStart(
             sandbox, instance: instance, readiness: request.readiness, logPath: consoleLog, keptLogPath: keptLog, shimPid: &shimPid)
         var timings = BakeTimings(coldStartMs: coldStartMs)
         progress(.ready(coldStartMs: timings.coldStartMs))
@@ -86,6 +86,12 @@ extension Kiln {
         }
 
         progress(.checkpointing)
+        // kiln's own readiness and warmup connections are closed, but the service may not have
+        // closed its end yet (CLOSE_WAIT); CRIU would refuse to dump such a socket. Give it a moment.
+        let quiet = ContinuousClock.now + .seconds(2)
+        while ProcessInspector.openConnections(of: container.pid) > 0, ContinuousClock.now < quiet {
+            try await Task.sleep(for: .milliseconds(10))
+        }
         let checkpointStart = ContinuousClock.now
         do {
             try await runtime.checkpoint(id: instance.id, imageDirectory: "\(staging)/images", workDirectory: "\(directory)/work")

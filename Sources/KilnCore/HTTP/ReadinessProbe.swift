@@ -74,6 +74,21 @@ public enum ProcessInspector {
         return ports.sorted()
     }
 
+    /// TCP sockets in the network namespace of `pid` that CRIU would refuse to dump without
+    /// `--tcp-established`: every state but LISTEN, TIME_WAIT and CLOSE (those belong to no
+    /// connection a process still holds).
+    public static func openConnections(of pid: Int32) -> Int {
+        var count = 0
+        for table in ["tcp", "tcp6"] {
+            guard let text = try? String(contentsOfFile: "/proc/\(pid)/net/\(table)", encoding: .utf8) else { continue }
+            for line in text.split(separator: "\n").dropFirst() {
+                let fields = line.split(separator: " ")
+                if fields.count > 3, !["0A", "06", "07"].contains(fields[3]) { count += 1 }
+            }
+        }
+        return count
+    }
+
     /// The executable of `pid` (resolved /proc/PID/exe), if readable.
     public static func executable(of pid: Int32) -> String? {
         try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")
