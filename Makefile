@@ -3,7 +3,7 @@ SWIFT ?= swift
 KILN := .build/debug/kiln
 SAMPLES := examples/hello-spring examples/hello-jdk
 
-.PHONY: setup samples build demo test bench-memory clean
+.PHONY: setup samples build demo test bench-memory bench-serve clean
 
 setup:            ## install CRIU 4.2.1 (built from Debian's source), runc, iptables, Java packages
 	@./scripts/setup.sh
@@ -24,6 +24,13 @@ test: samples     ## run every test (unit and integration; integration needs roo
 bench-memory: samples build   ## 8 restored copies sharing pages vs cold starts; snapshot size with and without compaction
 	@./scripts/bake-sample.sh
 	$(KILN) bench memory hello --copies $${COPIES:-8}
+
+# A release build: a debug build's gateway spends several times the CPU it would in production.
+bench-serve: samples build   ## gateway: first request at zero vs bare restore (20 trials); throughput through it vs direct
+	@./scripts/bake-sample.sh
+	$(SWIFT) build -c release --product kiln-shim
+	$(SWIFT) build -c release --product kiln
+	.build/release/kiln bench serve hello --trials $${TRIALS:-20}
 
 clean:
 	rm -rf .build $(addsuffix /build,$(SAMPLES))

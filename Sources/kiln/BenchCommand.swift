@@ -4,7 +4,7 @@ import KilnCore
 
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure kiln against the alternatives.", subcommands: [Startup.self, Memory.self])
+        abstract: "Measure kiln against the alternatives.", subcommands: [Startup.self, Memory.self, ServeBenchmark.self])
 
     struct Startup: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

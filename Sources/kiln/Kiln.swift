@@ -13,7 +13,7 @@ struct KilnCommand: AsyncParsableCommand {
             Every command takes --json and then prints one JSON document.
             """,
         subcommands: [
-            Doctor.self, Bake.self, Run.self, PS.self, Request.self, Stop.self, List.self, Remove.self, GC.self, Bench.self,
+            Doctor.self, Bake.self, Run.self, PS.self, Request.self, Stop.self, List.self, Remove.self, GC.self, Bench.self, Serve.self,
         ])
 }
 

@@ -1,0 +1,209 @@
+import Foundation
+import Logging
+
+/// Percentiles of a set of samples (milliseconds), nearest rank.
+public struct Percentiles: Codable, Sendable, Equatable {
+    public var count: Int
+    public var min: Double
+    public var p50: Double
+    public var p90: Double
+    public var p99: Double
+    public var max: Double
+
+    public init(_ samples: [Double]) {
+        let sorted = samples.sorted()
+        count = sorted.count
+        func rank(_ quantile: Double) -> Double {
+            guard !sorted.isEmpty else { return 0 }
+            return sorted[Swift.min(sorted.count - 1, Swift.max(0, Int((quantile * Double(sorted.count)).rounded(.up)) - 1))]
+        }
+        min = sorted.first ?? 0
+        max = sorted.last ?? 0
+        p50 = rank(0.5)
+        p90 = rank(0.9)
+        p99 = rank(0.99)
+    }
+}
+
+/// `kiln bench serve`: what the gateway costs, measured against going without it in one run.
+public struct ServeBenchmarkReport: Codable, Sendable {
+    /// One closed-loop load run.
+    public struct Throughput: Codable, Sendable {
+        public var requests: Int
+        public var failures: Int
+        public var seconds: Double
+        public var requestsPerSecond: Double
+        public var p50Ms: Double
+        public var p99Ms: Double
+    }
+
+    public var snapshot: String
+    /// The path of the first requests (the snapshot's readiness path, as a restore's own first
+    /// response is timed on it).
+    public var firstRequestPath: String
+    /// `restoreOne` from start to the first 2xx of the readiness path, per trial.
+    public var bareRestoreMs: [Double]
+    /// A request through the gateway to the function at zero instances, sent to answered.
+    public var firstRequestMs: [Double]
+    public var bareRestore: Percentiles
+    public var firstRequest: Percentiles
+    /// p50 of the first request at zero over p50 of the bare restore (target <= 3).
+    public var firstRequestOverRestore: Double
+    /// The path of the throughput runs.
+    public var loadPath: String
+    public var connections: Int
+    public var direct: [Throughput]
+    public var throughGateway: [Throughput]
+    /// 1 - (gateway requests/s) / (direct requests/s), over all rounds (target <= 0.15).
+    public var gatewayOverhead: Double
+    /// The same, as the median over rounds of each round's pair (less sensitive to one noisy run).
+    public var gatewayOverheadMedianOfRounds: Double
+    public var notes: String
+}
+
+extension Kiln {
+    /// Measures the gateway on one snapshot, in-process, on loopback:
+    ///
+    /// 1. `trials` times, interleaved: a bare `restoreOne` (timed to its first readiness 2xx)
+    ///    and a request through the gateway to the function at zero instances (timed from send
+    ///    to answer, on a new connection); the gateway is drained back to zero between trials.
+    /// 2. With one instance up, `rounds` alternating closed-loop runs of `seconds` each: the
+    ///    same load generator against the instance directly (a socket in its network namespace)
+    ///    and through the gateway (which forwards to that same instance).
+    ///
+    /// Every instance is stopped before this returns.
+    public func benchmarkGateway(
+        _ manifest: SnapshotManifest, trials: Int = 20, loadPath: String = "/greet", connections: Int = 8, seconds: Double = 3,
+        rounds: Int = 6, progress: @escaping @Sendable (String) -> Void = { _ in }
+    ) async throws -> ServeBenchmarkReport {
+        guard (1...200).contains(trials), (1...256).contains(connections), seconds > 0, (1...20).contains(rounds) else {
+            throw KilnError(.invalidArgument, "trials 1-200, connections 1-256, seconds > 0, rounds 1-20")
+        }
+        // Concurrency matches the load so the gateway queues nothing the instance would not.
+        let policy = ScalingPolicy(minInstances: 0, maxInstances: 1, concurrency: connections, keepAliveSeconds: 3600)
+        let configuration = GatewayConfiguration(
+            listen: ListenAddress(host: "127.0.0.1", port: 0), admin: ListenAddress(host: "127.0.0.1", port: 0),
+            defaultPolicy: policy, maintenanceInterval: .milliseconds(20))
+        let gateway = Gateway(
+            configuration: configuration, provider: KilnInstanceProvider(kiln: self), transport: PooledInstanceTransport(), logger: logger)
+        let server = GatewayServer(gateway: gateway, signals: [], logger: logger)
+
+        return try await withThrowingTaskGroup(of: ServeBenchmarkReport?.self) { group in
+            group.addTask {
+                try await server.run()
+                return nil
+            }
+            do {
+                let report = try await measure(
+                    manifest, gateway: gateway, port: await server.boundPorts().listen, trials: trials, loadPath: loadPath,
+                    connections: connections, seconds: seconds, rounds: rounds, progress: progress)
+                await server.shutdown()
+                try await group.waitForAll()
+                return report
+            } catch {
+                await server.shutdown()
+                try? await group.waitForAll()
+                throw error
+            }
+        }
+    }
+
+    private func measure(
+        _ manifest: SnapshotManifest, gateway: Gateway, port: Int, trials: Int, loadPath: String, connections: Int, seconds: Double,
+        rounds: Int, progress: @Sendable (String) -> Void
+    ) async throws -> ServeBenchmarkReport {
+        let function = manifest.name
+        let firstPath = manifest.readiness.path
+        // Not counted: the gateway verifies the snapshot before its first restore, once.
+        progress("first request (verifies the snapshot, not counted)...")
+        _ = try await firstRequest(port: port, path: "/\(function)\(firstPath)")
+        try await drainToZero(gateway, function)
+
+        var bare: [Double] = []
+        var first: [Double] = []
+        for trial in 1...trials {
+            let record = try await restoreOne(manifest, pollInterval: .milliseconds(2))
+            bare.append(record.firstResponseMs)
+            try await stop(record)
+            first.append(try await firstRequest(port: port, path: "/\(function)\(firstPath)"))
+            try await drainToZero(gateway, function)
+            progress(String(format: "trial %d/%d: bare restore %.0f ms, first request at zero %.0f ms", trial, trials, bare.last!, first.last!))
+        }
+
+        // Throughput: one instance, kept up.
+        _ = try await gateway.scale(function, ScalingPolicyUpdate(min: 1, max: 1))
+        let instance = try await waitForInstance(gateway, function)
+        let direct = LoadTarget.instance(instance.endpoint)
+        let viaGateway = LoadTarget.loopback(port: port)
+        // A restored JVM is JIT-warm, but its first seconds under load still differ (pages it
+        // writes are copied out of KSM's merged ones, caches refill): not counted.
+        progress("warming up both paths (3 s each, not counted)...")
+        _ = await LoadGenerator.run(direct, path: loadPath, connections: connections, duration: .seconds(3))
+        _ = await LoadGenerator.run(viaGateway, path: "/\(function)\(loadPath)", connections: connections, duration: .seconds(3))
+        var directRuns: [ServeBenchmarkReport.Throughput] = []
+        var gatewayRuns: [ServeBenchmarkReport.Throughput] = []
+        func summary(_ result: LoadGenerator.Result) -> ServeBenchmarkReport.Throughput {
+            ServeBenchmarkReport.Throughput(
+                requests: result.samples.count, failures: result.samples.count - result.ok, seconds: result.elapsed.seconds,
+                requestsPerSecond: result.requestsPerSecond, p50Ms: result.latencyMs(0.5), p99Ms: result.latencyMs(0.99))
+        }
+        for round in 1...rounds {
+            // Alternate which goes first, so drift on a busy machine hits both alike.
+            let order = round % 2 == 1 ? [false, true] : [true, false]
+            for throughGateway in order {
+                let result = throughGateway
+                    ? await LoadGenerator.run(viaGateway, path: "/\(function)\(loadPath)", connections: connections, duration: .seconds(seconds))
+                    : await LoadGenerator.run(direct, path: loadPath, connections: connections, duration: .seconds(seconds))
+                let run = summary(result)
+                if throughGateway { gatewayRuns.append(run) } else { directRuns.append(run) }
+                progress(String(format: "round %d/%d %@: %.0f req/s, p50 %.2f ms, p99 %.2f ms, %d failed", round, rounds,
+                                throughGateway ? "gateway" : "direct ", run.requestsPerSecond, run.p50Ms, run.p99Ms, run.failures))
+            }
+        }
+        let total = { (runs: [ServeBenchmarkReport.Throughput]) in Double(runs.reduce(0) { $0 + $1.requests }) / runs.reduce(0) { $0 + $1.seconds } }
+        let bareSummary = Percentiles(bare)
+        let firstSummary = Percentiles(first)
+        return ServeBenchmarkReport(
+            snapshot: function, firstRequestPath: firstPath, bareRestoreMs: bare, firstRequestMs: first, bareRestore: bareSummary,
+            firstRequest: firstSummary, firstRequestOverRestore: bareSummary.p50 > 0 ? firstSummary.p50 / bareSummary.p50 : 0,
+            loadPath: loadPath, connections: connections, direct: directRuns, throughGateway: gatewayRuns,
+            gatewayOverhead: 1 - total(gatewayRuns) / total(directRuns),
+            gatewayOverheadMedianOfRounds: 1 - Percentiles(zip(gatewayRuns, directRuns).map { $0.requestsPerSecond / $1.requestsPerSecond }).p50,
+            notes: "gateway, load generator and service share this machine's \(ProcessInfo.processInfo.activeProcessorCount) cores; keep-alive connections on both paths; per-instance concurrency = connections")
+    }
+
+    /// Sends one request on a new connection and returns how long the answer took (ms).
+    private func firstRequest(port: Int, path: String) async throws -> Double {
+        let client = KeepAliveClient(.loopback(port: port))
+        defer { client.close() }
+        let sent = ContinuousClock.now
+        let response = try await client.send(.get, path)
+        let elapsed = sent.duration(to: .now).milliseconds
+        guard response.status.code == 200 else {
+            throw KilnError(.requestFailed, "GET \(path) through the gateway answered \(response.status.code): \(response.bodyText)")
+        }
+        return elapsed
+    }
+
+    private func drainToZero(_ gateway: Gateway, _ function: String) async throws {
+        _ = try await gateway.drain(function)
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
+            let status = try await gateway.function(function)
+            if status.instances.isEmpty, status.stopping == 0, status.starting == 0 { return }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        throw KilnError(.runtimeFailed, "the gateway did not get '\(function)' back to zero instances within 30 s")
+    }
+
+    private func waitForInstance(_ gateway: Gateway, _ function: String) async throws -> InstanceRecord {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline {
+            if let summary = try await gateway.function(function).instances.first(where: { $0.state == "idle" }) {
+                return try instance(summary.id)
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw KilnError(.runtimeFailed, "no instance of '\(function)' came up within 60 s")
+    }
+}

@@ -1,0 +1,139 @@
+import Foundation
+import Logging
+import Synchronization
+
+/// Instances from kiln's snapshot store: a function is a snapshot; an instance is a restored
+/// copy (`Kiln.restoreOne`), or, when the restore fails, a cold start of the snapshot's command
+/// (`Kiln.startColdInstance`). Either way it is an ordinary kiln instance record, so `kiln ps`
+/// lists it and `kiln stop` could stop it.
+public final class KilnInstanceProvider: InstanceProvider {
+    public let kiln: Kiln
+    /// How long a restored copy may take to answer its readiness path.
+    public let readinessTimeout: Duration
+    /// Whether to cold-start the command when a restore fails.
+    public let coldStartFallback: Bool
+    private let manifests = Mutex<[String: SnapshotManifest]>([:])
+    private let logger: Logger
+
+    /// - Parameter logger: where verification and fallback are logged (default: kiln's own).
+    public init(kiln: Kiln, readinessTimeout: Duration = .seconds(30), coldStartFallback: Bool = true, logger: Logger? = nil) {
+        self.kiln = kiln
+        self.readinessTimeout = readinessTimeout
+        self.coldStartFallback = coldStartFallback
+        self.logger = logger ?? kiln.logger
+    }
+
+    public func functionExists(_ function: String) -> Bool {
+        // validate() first: a name is a path component in the store.
+        (try? SnapshotStore.validate(name: function)) != nil && kiln.store.exists(function)
+    }
+
+    public func functionNames() -> [String] {
+        ((try? kiln.store.list()) ?? []).map(\.name)
+    }
+
+    /// Loads the manifest and checks every image file's size and SHA-256 (on a thread of its
+    /// own: hashing hundreds of MB would otherwise hold one of the few threads that serve
+    /// requests).
+    public func prepare(_ function: String) async throws {
+        let kiln = self.kiln
+        let (manifest, verifyMs) = try await onDedicatedThread { try kiln.loadVerified(function) }
+        manifests.withLock { $0[function] = manifest }
+        logger.info(
+            "verified snapshot", metadata: ["function": "\(function)", "files": "\(manifest.files.count)", "bytes": "\(manifest.sizeBytes)", "verify_ms": "\(Int(verifyMs))"])
+    }
+
+    public func launch(_ function: String) async throws -> LaunchReport {
+        guard let manifest = manifests.withLock({ $0[function] }) else {
+            throw LaunchFailure(restoreError: "snapshot '\(function)' was not verified before its launch", coldStartError: nil)
+        }
+        let started = ContinuousClock.now
+        let restoreError: any Error
+        do {
+            let record = try await kiln.restoreOne(manifest, readinessTimeout: readinessTimeout)
+            return LaunchReport(instance: Self.instance(record, .restored), restoreDuration: started.duration(to: .now))
+        } catch {
+            restoreError = error
+        }
+        guard coldStartFallback else { throw LaunchFailure(restoreError: "\(restoreError)", coldStartError: nil) }
+        logger.warning("restore failed; cold-starting the function's command instead", metadata: ["function": "\(function)", "error": "\(restoreError)"])
+        let coldStarted = ContinuousClock.now
+        do {
+            let record = try await kiln.startColdInstance(manifest)
+            return LaunchReport(
+                instance: Self.instance(record, .coldStart), restoreFailure: "\(restoreError)", coldStartDuration: coldStarted.duration(to: .now))
+        } catch {
+            throw LaunchFailure(restoreError: "\(restoreError)", coldStartError: "\(error)")
+        }
+    }
+
+    public func isAlive(_ instance: GatewayInstance) -> Bool {
+        ProcessInspector.isAlive(instance.pid)
+    }
+
+    public func terminate(_ instance: GatewayInstance) async {
+        guard let record = instance.record else { return }
+        // An instance that died (kill -9) may still be exiting: runc cannot remove a cgroup that
+        // still holds a task, so give the shim a moment to reap it first.
+        let deadline = ContinuousClock.now + .seconds(2)
+        while !ProcessInspector.isAlive(record.pid), FileManager.default.fileExists(atPath: "/proc/\(record.pid)"), ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        do {
+            try await kiln.stop(record)
+        } catch {
+            logger.error("could not stop instance", metadata: ["instance": "\(instance.id)", "error": "\(error)"])
+        }
+        await removeLeftoverCgroups(record.cgroupPath)
+    }
+
+    /// Removes what runc left of an instance's cgroups (it gives up on a cgroup whose last task
+    /// is still exiting), retrying for a short while.
+    private func removeLeftoverCgroups(_ cgroupPath: String) async {
+        let roots = ((try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? []).map { "/sys/fs/cgroup/\($0)" } + ["/sys/fs/cgroup"]
+        for _ in 0..<20 {
+            let left = roots.map { "\($0)\(cgroupPath)" }.filter { FileManager.default.fileExists(atPath: $0) }
+            if left.isEmpty { return }
+            for directory in left { rmdir(directory) }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        logger.error("could not remove the cgroups of a stopped instance", metadata: ["cgroup": "\(cgroupPath)"])
+    }
+
+    static func instance(_ record: InstanceRecord, _ origin: GatewayInstance.Origin) -> GatewayInstance {
+        GatewayInstance(id: record.id, function: record.snapshot, endpoint: record.endpoint, pid: record.pid, origin: origin, record: record)
+    }
+}
+
+extension Kiln {
+    /// Starts a snapshot's command from scratch in a fresh sandbox, as `kiln bake` does before
+    /// its checkpoint, and records it as an instance (so `kiln ps` and `kiln stop` see it). The
+    /// gateway's fallback when a restore fails: seconds instead of milliseconds, but an answer.
+    /// On failure nothing of it is left behind but its output, kept in the logs directory.
+    public func startColdInstance(_ manifest: SnapshotManifest) async throws -> InstanceRecord {
+        let id = makeInstanceID(for: manifest.name)
+        let directory = instanceDirectory(id)
+        let instance = sandboxInstance(id: id, directory: directory)
+        let logPath = "\(directory)/console.log"
+        let keptLog = "\(paths.logs)/\(id)-console.log"
+        var shimPid: Int32?
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try NetworkNamespace.create(at: instance.networkNamespacePath)
+            try SandboxBundle.create(spec: manifest.sandbox, instance: instance)
+            let (container, coldStartMs) = try await coldStart(
+                manifest.sandbox, instance: instance, readiness: manifest.readiness, logPath: logPath, keptLogPath: keptLog, shimPid: &shimPid)
+            let record = InstanceRecord(
+                id: id, snapshot: manifest.name, pid: container.pid, shimPid: container.shimPid, port: manifest.sandbox.port,
+                createdAt: Date(), networkNamespacePath: instance.networkNamespacePath, cgroupPath: instance.cgroupPath,
+                logPath: logPath, restoreMs: coldStartMs, firstResponseMs: coldStartMs, sharesMemory: false)
+            try save(record)
+            return record
+        } catch {
+            try? FileManager.default.moveItem(atPath: logPath, toPath: keptLog)
+            await tearDown(instance, directory: directory, shimPid: shimPid)
+            let failure = (error as? KilnError) ?? KilnError(.serviceExited, "\(error)")
+            throw failure.during("cold-starting '\(manifest.name)' as \(id)")
+        }
+    }
+}
