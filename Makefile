@@ -18,6 +18,7 @@ demo: samples build   ## bake the Spring sample, restore it, print cold start vs
 	@./scripts/demo.sh
 
 test: samples     ## run every test (unit and integration; integration needs root)
+	/usr/bin/python3 -m unittest discover -s bench/tests
 	$(SWIFT) build --build-tests
 	$(SWIFT) test
 
@@ -31,6 +32,11 @@ bench-serve: samples build   ## gateway: first request at zero vs bare restore (
 	$(SWIFT) build -c release --product kiln-shim
 	$(SWIFT) build -c release --product kiln
 	.build/release/kiln bench serve hello --trials $${TRIALS:-20}
+
+.PHONY: bench
+bench: samples build   ## kiln vs cold JDK 17/25, AOT cache, AppCDS, bare CRIU, podman, docker (QUICK=1: ~5 min); bench/results/<time>/
+	@./bench/setup.sh
+	/usr/bin/python3 bench/run.py $(if $(filter 1 yes true,$(QUICK)),--quick)
 
 clean:
 	rm -rf .build $(addsuffix /build,$(SAMPLES))

@@ -56,7 +56,10 @@ apt_update() { [ "$APT_UPDATED" = 1 ] || { log "apt-get update"; apt-get update 
 if [ ${#missing[@]} -gt 0 ]; then
   apt_update
   log "installing ${#missing[@]} missing packages: ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --no-upgrade "${missing[@]}" >/dev/null
+  # --no-upgrade alone is not enough: apt's Upgrade-By-Source-Package policy would still upgrade
+  # installed siblings of a new package's source (e.g. login and passwd along with libsubid4).
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --no-upgrade \
+    -o APT::Get::Upgrade-By-Source-Package=false "${missing[@]}" >/dev/null
 else
   log "Debian packages: all present"
 fi
