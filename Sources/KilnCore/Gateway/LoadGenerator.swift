@@ -20,19 +20,7 @@ public enum LoadTarget: Sendable {
         case .loopback(let port):
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             guard fd >= 0 else { throw InstanceHTTPClient.Failure.connection("socket: \(errnoDescription(errno))") }
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = in_port_t(UInt16(port).bigEndian)
-            address.sin_addr.s_addr = in_addr_t(0x7f00_0001).bigEndian
-            let rc = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            guard rc == 0 else {
-                let code = errno
-                close(fd)
-                throw code == ECONNREFUSED ? InstanceHTTPClient.Failure.refused : InstanceHTTPClient.Failure.connection("connect to 127.0.0.1:\(port): \(errnoDescription(code))")
-            }
-            return fd
+            return try InstanceHTTPClient.connectLoopback(fd, port: port)
         }
     }
 }

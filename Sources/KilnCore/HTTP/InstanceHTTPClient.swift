@@ -106,9 +106,15 @@ public enum InstanceHTTPClient {
         guard fd >= 0 else {
             throw Failure.connection("cannot enter network namespace \(endpoint.networkNamespacePath): \(errnoDescription(errno))")
         }
+        return try connectLoopback(fd, port: endpoint.port)
+    }
+
+    /// Connects `fd` to 127.0.0.1:`port` (in whatever namespace the socket was made), closing it
+    /// on failure. Loopback connects complete or are refused at once.
+    static func connectLoopback(_ fd: Int32, port: Int) throws -> Int32 {
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(endpoint.port).bigEndian)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
         address.sin_addr.s_addr = in_addr_t(0x7f00_0001).bigEndian
         let rc = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
@@ -116,7 +122,7 @@ public enum InstanceHTTPClient {
         guard rc == 0 else {
             let code = errno
             close(fd)
-            throw code == ECONNREFUSED ? Failure.refused : Failure.connection("connect to 127.0.0.1:\(endpoint.port): \(errnoDescription(code))")
+            throw code == ECONNREFUSED ? Failure.refused : Failure.connection("connect to 127.0.0.1:\(port): \(errnoDescription(code))")
         }
         return fd
     }
