@@ -30,6 +30,9 @@ PACKAGES=(
   libspring-expression-java
   libjetty9-java libjackson2-databind-java libjackson2-core-java libjackson2-annotations-java
   libservlet-api-java libh2-java libcommons-logging-java
+  libhibernate-validator-java libgeronimo-validation-1.1-spec-java libjboss-logging-java libclassmate-java
+  libtomcat9-java libhikaricp-java libcaffeine-java libyaml-snake-java libslf4j-java liblogback-java
+  libdropwizard-metrics-java
   libbsd-dev libcap-dev libgnutls28-dev libnet1-dev libnftables-dev libnl-3-dev
   libprotobuf-c-dev libprotobuf-dev protobuf-c-compiler protobuf-compiler python3-protobuf uuid-dev
 )

@@ -80,9 +80,11 @@ class Harness:
                 "sandbox": ("methods 1-5 run the JVM on the host (no container); podman and docker in "
                             "their containers (bridge network, port published on 127.0.0.1); kiln in its "
                             "runc sandbox (own netns)"),
-                "jvm": ("the same command line everywhere: java -XX:MaxRAM=1g -XX:-UsePerfData -cp "
-                        "hello-spring.jar:<Debian jars> ...Application; MaxRAM=1g gives every JVM the heap "
-                        "sizing of a 1 GiB container (kiln's default sandbox; podman and docker get --memory 1g)"),
+                "jvm": ("the same command line everywhere: java -XX:MaxRAM=1g -XX:+UseSerialGC -XX:-UsePerfData "
+                        "-cp hello-spring.jar:<Debian jars> ...Application (plus --sun-misc-unsafe-memory-access=allow "
+                        "on JDK 25, as the sample's launcher adds): the JVM configuration HotSpot picks by itself in "
+                        "a 1 GiB container on 2 CPUs (SerialGC, 256 MiB max heap; kiln's default sandbox, and podman "
+                        "and docker get --memory 1g), pinned so the host JVMs get it too"),
                 "warmup": [f"{n} x GET {p}" for n, p in methods.WARMUP],
                 "first_requests": "GET /owners/1 .. /owners/50 right after the first /health 200",
                 "steady": (f"in the last round's instance of each method, after its first 50 requests: "

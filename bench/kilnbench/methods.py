@@ -66,10 +66,12 @@ class Context:
         self.env = {"PATH": self.path, "HOME": "/root", "LANG": "C.UTF-8"}
         self.own_pids = set()
 
-    # The JVM flags every method gets. MaxRAM=1g gives every JVM the heap sizing of a 1 GiB
-    # container (kiln's default sandbox --memory 1024): on 2 CPUs HotSpot then picks SerialGC and a
-    # 256 MiB max heap, whether it runs on the host or in a 1 GiB container.
-    COMMON_FLAGS = ["-XX:MaxRAM=1g", "-XX:-UsePerfData"]
+    # The JVM flags every method gets: the JVM configuration of a 1 GiB container (kiln's default
+    # sandbox --memory 1024; podman and docker get --memory 1g), pinned so that the host JVMs get
+    # it too. In a 1 GiB container HotSpot's ergonomics pick SerialGC (less than ~1.8 GB: not a
+    # "server class machine") and a 256 MiB max heap; on this 24 GiB host they would pick G1 and
+    # 6 GiB. MaxRAM=1g sets the heap sizing, UseSerialGC the collector (MaxRAM alone leaves G1).
+    COMMON_FLAGS = ["-XX:MaxRAM=1g", "-XX:+UseSerialGC", "-XX:-UsePerfData"]
 
     def command(self, java=None, extra_flags=()):
         java = java or self.java17
@@ -837,13 +839,20 @@ class Kiln(Method):
         found = {}
 
         def endpoint():
-            # The instance's netns is created (and named after it) before `runc restore`: poll
-            # inside it from then on, as the host-port methods poll their port from the start.
+            # The instance's netns is created (and named after it) in $KILN_STATE/netns before
+            # `runc restore`: poll inside it from then on, as the host-port methods poll their
+            # port from the start. Should that layout change, the path comes from kiln's JSON
+            # once `kiln run` has returned (the first 200 is then seen a little later).
             if "netns" not in found:
                 new = sorted(self._netns_entries() - before)
-                if not new:
+                if new:
+                    found["netns"] = os.path.join(self._netns_dir(), new[0])
+                elif popen.poll() == 0:
+                    out, err = popen.communicate()
+                    instance.extra["kiln_run_output"] = (out, err)
+                    found["netns"] = json.loads(out)["instances"][0]["networkNamespacePath"]
+                else:
                     return None
-                found["netns"] = os.path.join(self._netns_dir(), new[0])
             return client.Endpoint(8080, netns=found["netns"])
 
         instance = Instance(self, slot, start_ns, endpoint, lambda: popen.poll() in (None, 0))
@@ -872,7 +881,7 @@ class Kiln(Method):
     def after_ready(self, instance):
         if instance.popen is None:  # started by start_many: already known
             return
-        out, err = instance.popen.communicate(timeout=300)
+        out, err = instance.extra.pop("kiln_run_output", None) or instance.popen.communicate(timeout=300)
         if instance.popen.returncode != 0:
             raise RuntimeError(f"kiln run exited with {instance.popen.returncode}: {(out or err)[-1500:]}")
         report = json.loads(out)

@@ -305,12 +305,13 @@ def noise_markdown(results):
     cpus = (results.get("machine") or {}).get("cpus") or 0
     lines = [
         f"- 1-minute load average at the start of a run: min {min(loads):.2f}, median {stats.median(loads):.2f}, max {max(loads):.2f}." if loads else "",
-        f"- JVMs on the machine not started by the benchmark, at the start of a run: min {min(foreign)}, max {max(foreign)}"
-        + (" (other users' builds and tests ran alongside: figures carry their noise; interleaving spreads it over all methods)." if max(foreign) else " (the machine was otherwise quiet)."),
+        f"- JVMs on the machine not started by the benchmark, at the start of a run: min {min(foreign)}, max {max(foreign)}.",
         (f"- CPU used by processes the benchmark did not start, while a method was starting: median "
          f"{stats.median(others):.2f} cores, max {max(others):.2f} (of {cpus}); per method: "
          + ", ".join(f"{NUMBERS.get(mid, '?')}: {stats.median(v):.2f}" for mid, v in _others_by_method(samples).items())
-         + ".") if others else "",
+         + "." + (" Other users' builds and tests ran alongside: the figures carry their noise, and interleaving "
+                  "spreads it over every method." if stats.median(others) >= 0.1 else
+                  " The machine was otherwise quiet.")) if others else "",
         "- Per method, the spread of the time to first response is in the first table (IQR as % of the median) and every sample is in the plot and in results.json.",
     ]
     return "\n".join(l for l in lines if l)

@@ -7,6 +7,7 @@
 HELLO_SPRING_JAR_DIR=${HELLO_SPRING_JAR_DIR:-/usr/share/java}
 
 HELLO_SPRING_JARS=(
+  # Spring Framework 4.3
   "spring3-core.jar           libspring-core-java"
   "spring3-beans.jar          libspring-beans-java"
   "spring3-context.jar        libspring-context-java"
@@ -16,7 +17,7 @@ HELLO_SPRING_JARS=(
   "spring3-transaction.jar    libspring-transaction-java"
   "spring3-web.jar            libspring-web-java"
   "spring3-web.servlet.jar    libspring-web-servlet-java"
-  "commons-logging.jar        libcommons-logging-java"
+  # embedded Jetty 9.4
   "jetty9-server.jar          libjetty9-java"
   "jetty9-servlet.jar         libjetty9-java"
   "jetty9-security.jar        libjetty9-java"
@@ -24,10 +25,34 @@ HELLO_SPRING_JARS=(
   "jetty9-io.jar              libjetty9-java"
   "jetty9-util.jar            libjetty9-java"
   "servlet-api.jar            libservlet-api-java"
+  # JSON
   "jackson-core.jar           libjackson2-core-java"
   "jackson-databind.jar       libjackson2-databind-java"
   "jackson-annotations.jar    libjackson2-annotations-java"
+  # database, pool, cache
   "h2.jar                     libh2-java"
+  "HikariCP.jar               libhikaricp-java"
+  "caffeine.jar               libcaffeine-java"
+  # Bean Validation 1.1: Hibernate Validator, with Tomcat's EL for message interpolation
+  "hibernate-validator.jar    libhibernate-validator-java"
+  "geronimo-validation-1.1-spec.jar  libgeronimo-validation-1.1-spec-java"
+  "jboss-logging.jar          libjboss-logging-java"
+  "classmate.jar              libclassmate-java"
+  "tomcat9-el-api.jar         libtomcat9-java"
+  "tomcat9-jasper-el.jar      libtomcat9-java"
+  # configuration (application.yml)
+  "snakeyaml.jar              libyaml-snake-java"
+  # logging: SLF4J + Logback; commons-logging (Spring) and java.util.logging bridged to it
+  "slf4j-api.jar              libslf4j-java"
+  "jcl-over-slf4j.jar         libslf4j-java"
+  "jul-to-slf4j.jar           libslf4j-java"
+  "logback-classic.jar        liblogback-java"
+  "logback-core.jar           liblogback-java"
+  # metrics (GET /metrics): registry, JVM gauges, JSON, log-event counters
+  "metrics-core.jar           libdropwizard-metrics-java"
+  "metrics-jvm.jar            libdropwizard-metrics-java"
+  "metrics-json.jar           libdropwizard-metrics-java"
+  "metrics-logback.jar        libdropwizard-metrics-java"
 )
 
 # hello_spring_jar_classpath: prints the jars joined with ':' on stdout; on a missing jar prints

@@ -1,6 +1,9 @@
 package dev.kiln.samples.petclinic;
 
+import ch.qos.logback.classic.Level;
+import dev.kiln.samples.petclinic.config.CoreConfig;
 import dev.kiln.samples.petclinic.config.DataConfig;
+import dev.kiln.samples.petclinic.config.MetricsConfig;
 import dev.kiln.samples.petclinic.config.ProxyConfig;
 import dev.kiln.samples.petclinic.config.WebConfig;
 import dev.kiln.samples.petclinic.db.DatabaseInitializer;
@@ -11,16 +14,21 @@ import org.eclipse.jetty.servlet.FilterHolder;
 import org.eclipse.jetty.servlet.ServletContextHandler;
 import org.eclipse.jetty.servlet.ServletHolder;
 import org.eclipse.jetty.util.thread.QueuedThreadPool;
+import org.slf4j.LoggerFactory;
+import org.slf4j.bridge.SLF4JBridgeHandler;
+import org.springframework.beans.factory.config.YamlPropertiesFactoryBean;
 import org.springframework.context.annotation.AnnotationConfigApplicationContext;
+import org.springframework.core.env.PropertiesPropertySource;
+import org.springframework.core.io.ClassPathResource;
 import org.springframework.web.context.support.AnnotationConfigWebApplicationContext;
 import org.springframework.web.servlet.DispatcherServlet;
 
 import javax.servlet.DispatcherType;
 import java.lang.management.ManagementFactory;
 import java.util.EnumSet;
-import java.util.logging.Handler;
-import java.util.logging.Level;
-import java.util.logging.Logger;
+import java.util.HashMap;
+import java.util.Locale;
+import java.util.Map;
 
 /**
  * Petclinic REST service: Spring MVC on embedded Jetty over an in-memory H2 database.
@@ -29,15 +37,38 @@ import java.util.logging.Logger;
  * and services, refreshed (and the database seeded) before the server exists, and a web context
  * for the DispatcherServlet, refreshed while Jetty starts and before it opens its port. So the
  * port only accepts once everything is initialised.
+ *
+ * <p>Start-up does what a Spring Boot service's does, spelled out: Logback logging with
+ * java.util.logging and commons-logging routed to it, application.yml read into the environment,
+ * component scanning, a HikariCP pool, Hibernate Validator for request bodies and service
+ * methods, Caffeine caches warmed with reference data, Dropwizard metrics, Jackson configured
+ * through Spring's builder, and the database schema and seed data loaded in batched transactions.
  */
 public final class Application {
 
-    // java.util.logging holds loggers weakly; keep the configured ones alive.
-    private static final Logger[] QUIETED = {Logger.getLogger("org.springframework"), Logger.getLogger("org.h2")};
-    // Warns about every unmapped URL; probes and scanners would fill the log with it.
-    private static final Logger PAGE_NOT_FOUND = Logger.getLogger("org.springframework.web.servlet.PageNotFound");
+    /** LOG_LEVEL values: Logback's level names and java.util.logging's. */
+    private static final Map<String, String> LOG_LEVELS = new HashMap<String, String>();
+
+    static {
+        for (String level : new String[] {"OFF", "ERROR", "WARN", "INFO", "DEBUG", "TRACE", "ALL"}) {
+            LOG_LEVELS.put(level, level);
+        }
+        LOG_LEVELS.put("SEVERE", "ERROR");
+        LOG_LEVELS.put("WARNING", "WARN");
+        LOG_LEVELS.put("CONFIG", "DEBUG");
+        LOG_LEVELS.put("FINE", "DEBUG");
+        LOG_LEVELS.put("FINER", "TRACE");
+        LOG_LEVELS.put("FINEST", "TRACE");
+    }
 
     private Application() {
+    }
+
+    /** classpath:application.yml flattened to dotted keys ("petclinic.seed.owners"). */
+    private static PropertiesPropertySource applicationYaml() {
+        YamlPropertiesFactoryBean yaml = new YamlPropertiesFactoryBean();
+        yaml.setResources(new ClassPathResource("application.yml"));
+        return new PropertiesPropertySource("applicationConfig: [classpath:/application.yml]", yaml.getObject());
     }
 
     public static void main(String[] args) throws Exception {
@@ -46,20 +77,21 @@ public final class Application {
         String randomAlgorithm = System.getenv("SECURE_RANDOM_ALGORITHM");
         AppState state = new AppState(startedAt, startNanos,
                 randomAlgorithm == null || randomAlgorithm.isEmpty() ? null : randomAlgorithm);
-        configureLogging();
+        org.slf4j.Logger log = configureLogging();
         int port = port();
 
         AnnotationConfigApplicationContext root = new AnnotationConfigApplicationContext();
+        // application.yml ranks below system properties and environment variables, as in Spring Boot.
+        root.getEnvironment().getPropertySources().addLast(applicationYaml());
         root.getBeanFactory().registerSingleton("appState", state);
-        root.register(DataConfig.class, ProxyConfig.class);
-        root.scan("dev.kiln.samples.petclinic.repository", "dev.kiln.samples.petclinic.service",
-                "dev.kiln.samples.petclinic.db");
+        // Both contexts find their components by scanning the application package (see the
+        // @ComponentScan on CoreConfig and WebConfig).
+        root.register(CoreConfig.class, MetricsConfig.class, DataConfig.class, ProxyConfig.class);
         root.refresh();
 
         AnnotationConfigWebApplicationContext web = new AnnotationConfigWebApplicationContext();
         web.setParent(root);
         web.register(WebConfig.class);
-        web.scan("dev.kiln.samples.petclinic.web");
 
         DispatcherServlet dispatcher = new DispatcherServlet(web);
         // Unknown paths raise NoHandlerFoundException, which the API answers in JSON like any error.
@@ -86,9 +118,11 @@ public final class Application {
         state.markReady();
 
         DatabaseInitializer.SeedSummary seeded = root.getBean(DatabaseInitializer.class).summary();
-        System.out.println("hello-spring: started in " + state.millisSinceMain() + " ms (JVM up "
+        String started = "started in " + state.millisSinceMain() + " ms (JVM up "
                 + ManagementFactory.getRuntimeMXBean().getUptime() + " ms; seeded " + seeded + ") on "
-                + connector.getHost() + ":" + connector.getLocalPort() + ", java " + System.getProperty("java.version"));
+                + connector.getHost() + ":" + connector.getLocalPort() + ", java " + System.getProperty("java.version");
+        log.info("Started hello-spring: {}", started);
+        System.out.println("hello-spring: " + started);
         System.out.println("ready");
         server.join();
     }
@@ -109,37 +143,34 @@ public final class Application {
 
     /**
      * Framework INFO chatter goes nowhere by default, so stdout carries just the start-up line and
-     * "ready"; LOG_LEVEL=INFO (or FINE...) brings Spring's and Jetty's logs back on stderr.
+     * "ready"; LOG_LEVEL=INFO (or DEBUG, FINE...) brings Spring's, Jetty's and the libraries' logs
+     * back on stderr. Logback does the logging (see logback.xml); java.util.logging is routed to
+     * it, as Spring Boot does. Returns the application's logger, which starts Logback.
      */
-    private static void configureLogging() {
-        String level = System.getenv("LOG_LEVEL");
-        Level julLevel = Level.WARNING;
-        if (level != null && !level.isEmpty()) {
-            try {
-                julLevel = Level.parse(level.toUpperCase());
-            } catch (IllegalArgumentException e) {
-                System.err.println("hello-spring: ignoring unknown LOG_LEVEL '" + level + "'");
+    private static org.slf4j.Logger configureLogging() {
+        String requested = System.getenv("LOG_LEVEL");
+        String level = "WARN";
+        if (requested != null && !requested.isEmpty()) {
+            String known = LOG_LEVELS.get(requested.trim().toUpperCase(Locale.ROOT));
+            if (known == null) {
+                System.err.println("hello-spring: ignoring unknown LOG_LEVEL '" + requested + "'");
+            } else {
+                level = known;
             }
         }
-        for (Logger logger : QUIETED) {
-            logger.setLevel(julLevel);
-        }
-        PAGE_NOT_FOUND.setLevel(julLevel.intValue() < Level.WARNING.intValue() ? julLevel : Level.SEVERE);
-        if (julLevel.intValue() < Level.INFO.intValue()) {
-            // The JDK's default console handler drops everything below INFO on its own.
-            for (Handler handler : Logger.getLogger("").getHandlers()) {
-                handler.setLevel(julLevel);
-            }
-        }
-        // Jetty 9 logs through its own StdErrLog when slf4j is absent; it reads these properties.
-        if (System.getProperty("org.eclipse.jetty.util.log.class") == null) {
-            System.setProperty("org.eclipse.jetty.util.log.class", "org.eclipse.jetty.util.log.StdErrLog");
-        }
-        if (System.getProperty("org.eclipse.jetty.util.log.announce") == null) {
-            System.setProperty("org.eclipse.jetty.util.log.announce", "false");
-        }
-        if (System.getProperty("org.eclipse.jetty.LEVEL") == null) {
-            System.setProperty("org.eclipse.jetty.LEVEL", julLevel.intValue() <= Level.INFO.intValue() ? "INFO" : "WARN");
+        boolean verbose = !Level.toLevel(level).isGreaterOrEqual(Level.WARN);
+        setIfAbsent("petclinic.log.level", level);
+        setIfAbsent("petclinic.log.pageNotFound", verbose ? level : "ERROR");
+        // Jetty 9 logs through SLF4J when it is on the classpath; no "Logging initialized" line.
+        setIfAbsent("org.eclipse.jetty.util.log.announce", "false");
+        SLF4JBridgeHandler.removeHandlersForRootLogger();
+        SLF4JBridgeHandler.install();
+        return LoggerFactory.getLogger(Application.class);
+    }
+
+    private static void setIfAbsent(String key, String value) {
+        if (System.getProperty(key) == null) {
+            System.setProperty(key, value);
         }
     }
 }

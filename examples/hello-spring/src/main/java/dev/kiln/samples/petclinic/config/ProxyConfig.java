@@ -8,6 +8,7 @@ import org.springframework.cache.interceptor.CacheInterceptor;
 import org.springframework.cache.interceptor.CacheOperationSource;
 import org.springframework.context.annotation.Bean;
 import org.springframework.context.annotation.Role;
+import org.springframework.core.Ordered;
 import org.springframework.transaction.annotation.AnnotationTransactionAttributeSource;
 import org.springframework.transaction.interceptor.BeanFactoryTransactionAttributeSourceAdvisor;
 import org.springframework.transaction.interceptor.TransactionAttributeSource;
@@ -24,9 +25,14 @@ import org.springframework.transaction.interceptor.TransactionInterceptor;
  */
 public class ProxyConfig {
 
+    // First of the proxying post-processors, as AopConfigUtils registers it: the method-validation
+    // post-processor (CoreConfig) then adds its advisor to this proxy instead of wrapping it in a
+    // second one, whose proxy class would hide the @Transactional and @Cacheable annotations.
     @Bean
     public static InfrastructureAdvisorAutoProxyCreator autoProxyCreator() {
-        return new InfrastructureAdvisorAutoProxyCreator();
+        InfrastructureAdvisorAutoProxyCreator creator = new InfrastructureAdvisorAutoProxyCreator();
+        creator.setOrder(Ordered.HIGHEST_PRECEDENCE);
+        return creator;
     }
 
     @Bean

@@ -25,22 +25,23 @@ import java.util.List;
 @Component
 public class DatabaseInitializer implements SmartInitializingSingleton {
 
-    /** Owners per transaction: big enough for efficient batches, small enough to keep undo logs short. */
-    private static final int OWNERS_PER_TX = 500;
-
     private final DataSource dataSource;
     private final JdbcTemplate jdbc;
     private final TransactionTemplate tx;
     private final int ownerCount;
+    /** Owners per transaction: big enough for efficient batches, small enough to keep undo logs short. */
+    private final int ownersPerTx;
 
     private volatile SeedSummary summary;
 
     public DatabaseInitializer(DataSource dataSource, JdbcTemplate jdbc, TransactionTemplate tx,
-                               @Value("${petclinic.seed.owners:2000}") int ownerCount) {
+                               @Value("${petclinic.seed.owners}") int ownerCount,
+                               @Value("${petclinic.seed.batch:500}") int ownersPerTx) {
         this.dataSource = dataSource;
         this.jdbc = jdbc;
         this.tx = tx;
         this.ownerCount = ownerCount;
+        this.ownersPerTx = Math.max(1, ownersPerTx);
     }
 
     @Override
@@ -68,9 +69,9 @@ public class DatabaseInitializer implements SmartInitializingSingleton {
             }
         });
 
-        for (int from = 1; from <= ownerCount; from += OWNERS_PER_TX) {
+        for (int from = 1; from <= ownerCount; from += ownersPerTx) {
             final int first = from;
-            final int last = Math.min(ownerCount, from + OWNERS_PER_TX - 1);
+            final int last = Math.min(ownerCount, from + ownersPerTx - 1);
             tx.execute(new TransactionCallbackWithoutResult() {
                 @Override
                 protected void doInTransactionWithoutResult(TransactionStatus status) {

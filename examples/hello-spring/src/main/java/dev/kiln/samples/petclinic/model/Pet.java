@@ -1,6 +1,10 @@
 package dev.kiln.samples.petclinic.model;
 
 import com.fasterxml.jackson.annotation.JsonIgnore;
+import org.hibernate.validator.constraints.NotBlank;
+
+import javax.validation.constraints.NotNull;
+import javax.validation.constraints.Size;
 
 import java.time.LocalDate;
 import java.util.List;
@@ -9,8 +13,13 @@ import java.util.List;
 public class Pet {
 
     private Integer id;
+    @NotBlank
+    @Size(max = 30)
     private String name;
+    @NotNull(message = "is required (YYYY-MM-DD)")
     private LocalDate birthDate;
+    @NotBlank
+    @Size(max = 80)
     private String type;
     private Integer ownerId;
     private List<Visit> visits;

@@ -1,14 +1,21 @@
 package dev.kiln.samples.petclinic.model;
 
+import org.hibernate.validator.constraints.NotBlank;
+
+import javax.validation.constraints.Min;
+import javax.validation.constraints.Size;
 import java.time.LocalDate;
 
-/** A visit of a pet to a vet. */
+/** A visit of a pet to a vet; "date" (today) and "vetId" (any vet) may be left out when booking. */
 public class Visit {
 
     private Integer id;
     private Integer petId;
+    @Min(1)
     private Integer vetId;
     private LocalDate date;
+    @NotBlank
+    @Size(max = 255)
     private String description;
 
     public Integer getId() { return id; }

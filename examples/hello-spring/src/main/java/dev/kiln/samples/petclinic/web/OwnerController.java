@@ -13,6 +13,7 @@ import org.springframework.web.bind.annotation.RequestBody;
 import org.springframework.web.bind.annotation.RequestParam;
 import org.springframework.web.bind.annotation.RestController;
 
+import javax.validation.Valid;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -45,21 +46,24 @@ public class OwnerController {
         return clinic.findOwner(id);
     }
 
-    /** Creates an owner (and any pets in the body) in one transaction; 201 with the stored owner. */
+    /**
+     * Creates an owner (and any pets in the body) in one transaction; 201 with the stored owner.
+     * {@code @Valid}: a body that breaks the constraints on Owner (and its pets) answers 400.
+     */
     @PostMapping("/owners")
-    public ResponseEntity<Owner> createOwner(@RequestBody Owner owner) {
+    public ResponseEntity<Owner> createOwner(@Valid @RequestBody Owner owner) {
         return new ResponseEntity<Owner>(clinic.createOwner(owner), HttpStatus.CREATED);
     }
 
     @PostMapping("/owners/{ownerId}/pets")
-    public ResponseEntity<Pet> addPet(@PathVariable int ownerId, @RequestBody Pet pet) {
+    public ResponseEntity<Pet> addPet(@PathVariable int ownerId, @Valid @RequestBody Pet pet) {
         return new ResponseEntity<Pet>(clinic.addPet(ownerId, pet), HttpStatus.CREATED);
     }
 
     /** Books a visit; the body may omit "date" (today) and "vetId" (any vet). */
     @PostMapping("/owners/{ownerId}/pets/{petId}/visits")
     public ResponseEntity<Visit> addVisit(@PathVariable int ownerId, @PathVariable int petId,
-                                          @RequestBody Visit visit) {
+                                          @Valid @RequestBody Visit visit) {
         return new ResponseEntity<Visit>(clinic.addVisit(ownerId, petId, visit), HttpStatus.CREATED);
     }
 }

@@ -1,5 +1,6 @@
 package dev.kiln.samples.petclinic.web;
 
+import com.codahale.metrics.MetricRegistry;
 import dev.kiln.samples.petclinic.AppState;
 import dev.kiln.samples.petclinic.service.ClinicService;
 import org.springframework.http.HttpStatus;
@@ -30,10 +31,12 @@ public class SystemController {
 
     private final AppState state;
     private final ClinicService clinic;
+    private final MetricRegistry metrics;
 
-    public SystemController(AppState state, ClinicService clinic) {
+    public SystemController(AppState state, ClinicService clinic, MetricRegistry metrics) {
         this.state = state;
         this.clinic = clinic;
+        this.metrics = metrics;
     }
 
     /** UP only once the database is seeded and the server is listening (see Application). */
@@ -76,6 +79,15 @@ public class SystemController {
         body.put("secureRandom", hex(bytes));
         body.put("algorithm", state.secureRandom().getAlgorithm());
         return body;
+    }
+
+    /**
+     * The metric registry as JSON: {"version","gauges","counters","histograms","meters","timers"}.
+     * Gauges (JVM memory, GC, threads, the connection pool...) are read now, in this process.
+     */
+    @GetMapping("/metrics")
+    public MetricRegistry metrics() {
+        return metrics;
     }
 
     // Not InetAddress.getLocalHost() or the RuntimeMXBean name: the JDK caches both.
