@@ -1,7 +1,7 @@
 # kiln: the two entry points are `make demo` and `make test`; both install what is missing first.
 SWIFT ?= swift
 KILN := .build/debug/kiln
-SAMPLES := examples/hello-spring examples/hello-jdk
+SAMPLES := examples/hello-spring examples/hello-jdk examples/hostile
 
 .PHONY: setup samples build demo test bench-memory bench-serve clean
 

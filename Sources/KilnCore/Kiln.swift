@@ -47,6 +47,10 @@ public struct Kiln: Sendable {
     public var runtime: Runc
     public var criu: CRIU
     public var logger: Logger
+    /// Whether instances this value starts live only as long as this process: each is marked
+    /// with it, and once it is gone (killed, crashed) `kiln gc` and the next `kiln serve` stop
+    /// them. The gateway's instances are; `kiln run`'s outlive the command that made them.
+    public var ownsInstances = false
 
     public static func open(paths: KilnPaths = .fromEnvironment(), logger: Logger = Logger(label: "kiln"), toDo action: String) throws -> Kiln {
         try HostPrivileges.requireRoot(toDo: action)
@@ -82,14 +86,21 @@ public struct Kiln: Sendable {
             cgroupPath: "\(paths.cgroupParent)/\(id)", criuConfigPath: paths.criuConfig)
     }
 
-    /// Tears down whatever exists of a container: the container (and so its cgroup), its
-    /// network namespace and its directory. Safe to call on a half-made one.
+    /// Tears down whatever exists of a container: the container, any process still in its
+    /// cgroups (and the cgroups), its network namespace and its directory. Safe to call on a
+    /// half-made one, and on one whose runc or CRIU was killed half-way.
     func tearDown(_ instance: SandboxInstance, directory: String?, shimPid: Int32? = nil) async {
         do {
             try await runtime.delete(id: instance.id)
         } catch {
             logger.warning("could not delete container \(instance.id): \(error)")
         }
+        let left = await ContainerCgroups(path: instance.cgroupPath).killAndRemove()
+        if !left.isEmpty { logger.error("could not remove the cgroups of \(instance.id): \(left.joined(separator: ", "))") }
+        // A runc killed half-way leaves its mounts and a state directory without state.json.
+        let runcState = "\(paths.runcRoot)/\(instance.id)"
+        HostMounts.unmountAll(under: [runcState] + (directory.map { [$0] } ?? []))
+        if !FileManager.default.fileExists(atPath: "\(runcState)/state.json") { try? FileManager.default.removeItem(atPath: runcState) }
         NetworkNamespace.remove(at: instance.networkNamespacePath)
         if let shimPid { ChildReaper.reap(shimPid) }
         if let directory { try? FileManager.default.removeItem(atPath: directory) }

@@ -54,7 +54,17 @@ struct Serve: AsyncParsableCommand {
             var logger = Logger(label: "kiln.gateway") { StreamLogHandler.standardError(label: $0) }
             logger.logLevel = common.verbose ? .debug : .info
             // runc and CRIU calls are logged only with -v, as in every other command.
-            let kiln = try Kiln.open(logger: common.makeLogger(), toDo: "run the gateway")
+            var kiln = try Kiln.open(logger: common.makeLogger(), toDo: "run the gateway")
+            // The gateway's instances die with it; what an earlier, killed gateway left is removed
+            // before this one starts.
+            kiln.ownsInstances = true
+            let garbage = try await kiln.collectGarbage()
+            if !garbage.isEmpty {
+                logger.notice("removed what a previous kiln left behind", metadata: [
+                    "instances": "\(garbage.instances)", "containers": "\(garbage.containers)",
+                    "network_namespaces": "\(garbage.networkNamespaces.count)", "directories": "\(garbage.directories.count)",
+                    "cgroups": "\(garbage.cgroups.count)"])
+            }
             let configuration = try makeConfiguration()
             let gateway = Gateway(
                 configuration: configuration, provider: KilnInstanceProvider(

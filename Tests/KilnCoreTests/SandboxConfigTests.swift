@@ -36,6 +36,26 @@ struct SandboxConfigTests {
         #expect(config["hostname"] as? String == instance.id)
     }
 
+    @Test func seccompDeniesEscapeRoutesAndKeepsThreads() throws {
+        let linux = try #require(try config()["linux"] as? [String: Any])
+        let seccomp = try #require(linux["seccomp"] as? [String: Any])
+        #expect(seccomp["defaultAction"] as? String == "SCMP_ACT_ALLOW")
+        let rules = try #require(seccomp["syscalls"] as? [[String: Any]])
+        let denied = Set(rules.filter { $0["args"] == nil && $0["errnoRet"] as? Int == 1 }.flatMap { $0["names"] as? [String] ?? [] })
+        for name in ["mount", "init_module", "finit_module", "unshare", "setns", "ptrace", "bpf", "keyctl", "kexec_load", "open_by_handle_at"] {
+            #expect(denied.contains(name), "\(name) must be denied")
+        }
+        // Creating threads and processes must stay possible: clone is only refused with namespace flags.
+        #expect(!denied.contains("clone") && !denied.contains("fork") && !denied.contains("execve"))
+        let cloneRules = rules.filter { ($0["names"] as? [String]) == ["clone"] }
+        let newUser: UInt64 = 0x1000_0000
+        #expect(cloneRules.contains { rule in
+            let argument = (rule["args"] as? [[String: Any]])?.first
+            return (argument?["value"] as? NSNumber)?.uint64Value == newUser && argument?["op"] as? String == "SCMP_CMP_MASKED_EQ"
+        })
+        #expect(rules.contains { ($0["names"] as? [String]) == ["clone3"] && $0["errnoRet"] as? Int == 38 })
+    }
+
     @Test func mountsAreReadOnlyExceptTmp() throws {
         let mounts = try #require(try config()["mounts"] as? [[String: Any]])
         let byDestination = Dictionary(uniqueKeysWithValues: mounts.map { ($0["destination"] as! String, $0) })

@@ -28,3 +28,17 @@ struct SubprocessTests {
         #expect(error?.code == .commandNotFound)
     }
 }
+
+@Suite("host mounts")
+struct HostMountsTests {
+    @Test func mountinfoEscapesAreDecoded() {
+        #expect(HostMounts.decode("/tmp/with\\040space") == "/tmp/with space")
+        #expect(HostMounts.decode("/plain/path") == "/plain/path")
+        #expect(HostMounts.decode("/back\\134slash") == "/back\\slash")
+        #expect(HostMounts.decode("/trailing\\04") == "/trailing\\04", "a cut-off escape stays as it is")
+    }
+
+    @Test func theRootIsAlwaysAMountPoint() {
+        #expect(HostMounts.mountPoints().contains("/"))
+    }
+}

@@ -1,6 +1,10 @@
 import Foundation
 import Logging
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Progress of a bake, for a user watching a long step.
 public enum BakeEvent: Sendable {
     case starting(command: [String])
@@ -44,7 +48,7 @@ extension Kiln {
                 try? FileManager.default.moveItem(atPath: "\(directory)/console.log", toPath: kept)
                 await tearDown(instance, directory: directory, shimPid: shimPid)
                 try? FileManager.default.removeItem(atPath: staging)
-                throw error
+                throw StoreSpace(path: store.root).explain(error)
             }
         } catch let error as KilnError {
             throw error.during(action)
@@ -117,6 +121,35 @@ extension Kiln {
                 compression: request.compress ? ImageCache.compression : nil, files: files)
         }
     }
+}
+
+/// The free space of the snapshot store's filesystem, to tell "disk full" from other failures.
+struct StoreSpace {
+    var path: String
+
+    /// (free, total) bytes, if the filesystem can be asked.
+    var bytes: (free: Int64, total: Int64)? {
+        var stats = statvfs()
+        guard statvfs(path, &stats) == 0 else { return nil }
+        return (Int64(stats.f_bavail) * Int64(stats.f_frsize), Int64(stats.f_blocks) * Int64(stats.f_frsize))
+    }
+
+    /// `error` as a ``KilnError/Code/storeFull`` error when it came from the store's filesystem
+    /// filling up (CRIU's, zstd's or kiln's own writes), else unchanged. The failed snapshot's
+    /// files are gone by then, so the free space reported is what the store has without it.
+    func explain(_ error: any Error) -> any Error {
+        let original = error as? KilnError
+        let text = original.map { ([$0.message] + $0.details).joined(separator: "\n") } ?? "\(error)"
+        guard text.contains("No space left on device") || text.contains("ENOSPC") else { return error }
+        let space = bytes.map { " (\(Self.mib($0.free)) free of \(Self.mib($0.total)) once the partial snapshot was removed)" } ?? ""
+        return KilnError(
+            .storeFull, "the snapshot store \(path) ran out of space while the snapshot was written\(space)",
+            hint: "free space there ('kiln rm' old snapshots), bake with --compress (about a quarter of the size), or point KILN_STORE at a larger filesystem; a snapshot needs about the service's resident memory",
+            details: original?.details.filter { $0.contains("No space") || $0.contains("ENOSPC") }.prefix(3).map { $0 } ?? ["\(error)"],
+            logPath: original?.logPath)
+    }
+
+    static func mib(_ bytes: Int64) -> String { String(format: "%.1f MiB", Double(bytes) / 1_048_576) }
 }
 
 extension Kiln {

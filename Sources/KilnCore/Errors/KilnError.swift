@@ -21,6 +21,7 @@ public struct KilnError: Error, CustomStringConvertible, Sendable {
         case snapshotExists = "snapshot-exists"
         case snapshotCorrupt = "snapshot-corrupt"
         case snapshotInUse = "snapshot-in-use"
+        case storeFull = "store-full"
         case checkpointFailed = "checkpoint-failed"
         case restoreFailed = "restore-failed"
         case instanceNotFound = "instance-not-found"

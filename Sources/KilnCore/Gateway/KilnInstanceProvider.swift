@@ -84,20 +84,6 @@ public final class KilnInstanceProvider: InstanceProvider {
         } catch {
             logger.error("could not stop instance", metadata: ["instance": "\(instance.id)", "error": "\(error)"])
         }
-        await removeLeftoverCgroups(record.cgroupPath)
-    }
-
-    /// Removes what runc left of an instance's cgroups (it gives up on a cgroup whose last task
-    /// is still exiting), retrying for a short while.
-    private func removeLeftoverCgroups(_ cgroupPath: String) async {
-        let roots = ((try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? []).map { "/sys/fs/cgroup/\($0)" } + ["/sys/fs/cgroup"]
-        for _ in 0..<20 {
-            let left = roots.map { "\($0)\(cgroupPath)" }.filter { FileManager.default.fileExists(atPath: $0) }
-            if left.isEmpty { return }
-            for directory in left { rmdir(directory) }
-            try? await Task.sleep(for: .milliseconds(100))
-        }
-        logger.error("could not remove the cgroups of a stopped instance", metadata: ["cgroup": "\(cgroupPath)"])
     }
 
     static func instance(_ record: InstanceRecord, _ origin: GatewayInstance.Origin) -> GatewayInstance {
@@ -119,6 +105,7 @@ extension Kiln {
         var shimPid: Int32?
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            if ownsInstances { try OwnerMark.write(into: directory) }
             try NetworkNamespace.create(at: instance.networkNamespacePath)
             try SandboxBundle.create(spec: manifest.sandbox, instance: instance)
             let (container, coldStartMs) = try await coldStart(

@@ -24,6 +24,10 @@ enum OwnerMark {
         try "\(getpid()) \(startTime(of: getpid()) ?? "?")".write(toFile: "\(directory)/\(fileName)", atomically: true, encoding: .utf8)
     }
 
+    static func isMarked(_ directory: String) -> Bool {
+        FileManager.default.fileExists(atPath: "\(directory)/\(fileName)")
+    }
+
     /// Whether the process that marked `directory` still runs (unmarked counts as dead).
     static func ownerIsAlive(_ directory: String) -> Bool {
         guard let text = try? String(contentsOfFile: "\(directory)/\(fileName)", encoding: .utf8) else { return false }
@@ -48,9 +52,9 @@ extension Kiln {
     }
 
     /// Removes what a crashed or killed kiln left behind: records of instances whose process is
-    /// gone, containers and network namespaces nothing owns, scratch directories of bakes whose
-    /// kiln is dead, half-written snapshots, and empty cgroups. Running instances and bakes in
-    /// progress (their kiln is alive) are left alone.
+    /// gone, instances of a gateway that is gone, containers and network namespaces nothing
+    /// owns, scratch directories of bakes whose kiln is dead, half-written snapshots, and empty
+    /// cgroups. Running instances and bakes in progress (their kiln is alive) are left alone.
     public func collectGarbage() async throws -> GarbageReport {
         var report = GarbageReport()
         let containers = try await runtime.list()
@@ -58,7 +62,10 @@ extension Kiln {
 
         var keep = Set<String>()
         for record in instanceRecords() {
-            if running.contains(record.id), ProcessInspector.isAlive(record.pid) {
+            let directory = instanceDirectory(record.id)
+            // An instance a gateway owned dies with it: nothing would route to it any more.
+            let orphaned = OwnerMark.isMarked(directory) && !OwnerMark.ownerIsAlive(directory)
+            if running.contains(record.id), ProcessInspector.isAlive(record.pid), !orphaned {
                 keep.insert(record.id)
             } else {
                 await tearDown(sandboxInstance(id: record.id, directory: instanceDirectory(record.id)), directory: instanceDirectory(record.id))

@@ -54,6 +54,7 @@ extension Kiln {
         do {
             let start = ContinuousClock.now
             try FileManager.default.createDirectory(atPath: "\(directory)/work", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            if ownsInstances { try OwnerMark.write(into: directory) }
             try NetworkNamespace.create(at: instance.networkNamespacePath)
             try SandboxBundle.create(spec: manifest.sandbox, instance: instance)
             let prepared = ContinuousClock.now

@@ -43,6 +43,7 @@ struct OCIConfig: Codable {
         var cgroupsPath: String
         var maskedPaths: [String]
         var readonlyPaths: [String]
+        var seccomp: SeccompProfile
     }
 
     var ociVersion = "1.0.2"
@@ -110,7 +111,8 @@ struct OCIConfig: Codable {
             resources: .init(memory: .init(limit: spec.memoryLimitBytes), pids: .init(limit: spec.pidsLimit)),
             cgroupsPath: instance.cgroupPath,
             maskedPaths: Self.maskedPaths,
-            readonlyPaths: Self.readonlyPaths)
+            readonlyPaths: Self.readonlyPaths,
+            seccomp: .kiln)
         // runc hands this file to CRIU for checkpoint and restore alike (see CRIUConfiguration).
         annotations = instance.criuConfigPath.map { ["org.criu.config": $0] } ?? [:]
     }

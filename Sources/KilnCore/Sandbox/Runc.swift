@@ -54,6 +54,12 @@ public struct Runc: ContainerRuntime {
         throw KilnError(.runtimeMissing, "kiln-shim was not found beside \(executable) nor on PATH", hint: "build with 'swift build' (it builds kiln-shim beside kiln), or set KILN_SHIM")
     }
 
+    /// How long `runc run`, `restore` and `checkpoint` may take before kiln gives up on them.
+    public var operationTimeout: Duration = .seconds(60)
+
+    /// The status `runSupervised` reports for a runc it killed for taking too long.
+    private enum TimedOut { static let status = TerminationStatus.exited(-2) }
+
     private func logFile(for id: String, _ verb: String) -> String { "\(logDirectory)/runc-\(verb)-\(id).log" }
 
     private func globalArguments(log: String) -> [String] {
@@ -62,7 +68,13 @@ public struct Runc: ContainerRuntime {
 
     /// Runs runc under a `kiln-shim` that owns the container's stdio and reaps it, and waits
     /// for runc itself to exit (the container goes on).
-    private func runSupervised(_ verb: String, id: String, arguments: [String], logPath: String, mergeMemory: Bool) async throws -> Int32 {
+    ///
+    /// A runc that does not report within `timeout` is killed with everything its shim started
+    /// (one process group): a CRIU killed half-way through a restore leaves runc waiting forever
+    /// for tasks that will never be resumed.
+    private func runSupervised(
+        _ verb: String, id: String, arguments: [String], logPath: String, mergeMemory: Bool, timeout: Duration
+    ) async throws -> Int32 {
         let log = logFile(for: id, verb)
         try? FileManager.default.removeItem(atPath: log)
         let argv = (mergeMemory ? ["--merge"] : []) + [logPath, binary] + globalArguments(log: log) + arguments
@@ -79,12 +91,34 @@ public struct Runc: ContainerRuntime {
             }
             close(statusPipe.write)
             defer { close(statusPipe.read) }
+            let deadline = ContinuousClock.now + timeout
             var text = ""
             var byte: UInt8 = 0
-            while read(statusPipe.read, &byte, 1) == 1, byte != UInt8(ascii: "\n") { text.append(Character(UnicodeScalar(byte))) }
+            while true {
+                var ready = pollfd(fd: statusPipe.read, events: Int16(POLLIN), revents: 0)
+                let left = max(0, Int32(ContinuousClock.now.duration(to: deadline).milliseconds))
+                let polled = poll(&ready, 1, left)
+                if polled < 0, errno == EINTR { continue }
+                guard polled > 0 else {
+                    // The shim leads its own process group: runc, CRIU and the shim go together.
+                    kill(-pid, SIGKILL)
+                    return (pid, TimedOut.status)
+                }
+                guard read(statusPipe.read, &byte, 1) == 1, byte != UInt8(ascii: "\n") else { break }
+                text.append(Character(UnicodeScalar(byte)))
+            }
             return (pid, Int32(text).map(TerminationStatus.init(waitStatus:)) ?? .exited(-1))
         }
+        if status == TimedOut.status {
+            Thread.detachNewThread { ChildReaper.reap(shimPid, timeout: .seconds(60)) }
+            throw KilnError(
+                .runtimeFailed, "runc \(verb) did not finish within \(Int(timeout.milliseconds / 1000)) s and was killed",
+                details: FailureLog.runcErrorMessages(inFile: log), logPath: log)
+        }
         guard status.isSuccess else {
+            // The shim exits once the container's processes are gone too (the caller's tear-down
+            // kills any that runc left): reap it then, without holding up the error.
+            Thread.detachNewThread { ChildReaper.reap(shimPid, timeout: .seconds(60)) }
             throw KilnError(.runtimeFailed, "runc \(verb) \(status)", details: FailureLog.runcErrorMessages(inFile: log), logPath: log)
         }
         try? FileManager.default.removeItem(atPath: log)
@@ -118,7 +152,7 @@ public struct Runc: ContainerRuntime {
         let shimPid = try await runSupervised(
             "run", id: instance.id,
             arguments: ["run", "--detach", "--no-new-keyring", "--bundle", instance.bundlePath, "--pid-file", pidFile, instance.id],
-            logPath: logPath, mergeMemory: false)
+            logPath: logPath, mergeMemory: false, timeout: operationTimeout)
         return ContainerProcess(pid: try readPid(pidFile), shimPid: shimPid)
     }
 
@@ -152,7 +186,7 @@ public struct Runc: ContainerRuntime {
                     "restore", "--detach", "--bundle", instance.bundlePath,
                     "--image-path", imageDirectory, "--work-path", workDirectory, "--pid-file", pidFile, instance.id,
                 ],
-                logPath: logPath, mergeMemory: mergeMemory)
+                logPath: logPath, mergeMemory: mergeMemory, timeout: operationTimeout)
         } catch var error as KilnError {
             let criuLog = "\(workDirectory)/restore.log"
             error.code = .restoreFailed

@@ -23,7 +23,7 @@ import java.util.concurrent.atomic.AtomicLong;
  * Dependency-free HTTP service on the JDK's built-in server, for fast tests of the runtime.
  *
  * <p>Environment: PORT (default 8080); HELLO_FAIL=crash exits with status 3 at once,
- * HELLO_FAIL=never-ready serves but /health stays 503; HELLO_START_DELAY_MS delays binding the
+ * HELLO_FAIL=never-ready serves but /health stays 503; HELLO_FAIL=crash-on-greet dies on the first /greet; HELLO_START_DELAY_MS delays binding the
  * port (a slow start without CPU use); SECURE_RANDOM_ALGORITHM picks the /random generator.
  */
 public final class HelloJdk {
@@ -51,8 +51,11 @@ public final class HelloJdk {
             case "never-ready":
                 healthy = false;
                 break;
+            case "crash-on-greet":
+                healthy = true;
+                break;
             default:
-                System.err.println("hello-jdk: unknown HELLO_FAIL '" + fail + "' (known: crash, never-ready)");
+                System.err.println("hello-jdk: unknown HELLO_FAIL '" + fail + "' (known: crash, never-ready, crash-on-greet)");
                 System.exit(2);
                 return;
         }
@@ -72,7 +75,7 @@ public final class HelloJdk {
         server.createContext("/health", counted(healthy
                 ? ex -> send(ex, 200, "{\"status\":\"UP\"}")
                 : ex -> send(ex, 503, "{\"status\":\"DOWN\",\"reason\":\"HELLO_FAIL\"}")));
-        server.createContext("/greet", counted(HelloJdk::greet));
+        server.createContext("/greet", counted(fail.equals("crash-on-greet") ? HelloJdk::crash : HelloJdk::greet));
         server.createContext("/id", counted(HelloJdk::id));
         server.createContext("/random", counted(HelloJdk::random));
         // A small fixed pool: threads are created lazily, on the first requests.
@@ -100,6 +103,12 @@ public final class HelloJdk {
         } else {
             send(ex, 404, "{\"status\":404,\"error\":\"Not Found\",\"message\":" + quote("no route for " + path) + "}");
         }
+    }
+
+    /** HELLO_FAIL=crash-on-greet: the service dies on its first real request (e.g. during warmup). */
+    private static void crash(HttpExchange ex) {
+        System.err.println("hello-jdk: HELLO_FAIL=crash-on-greet: halting with status 4");
+        Runtime.getRuntime().halt(4);
     }
 
     private static void greet(HttpExchange ex) throws IOException {
