@@ -118,3 +118,9 @@ int kiln_is_nsfs(const char *path) {
     if (statfs(path, &info) != 0) return -1;
     return info.f_type == 0x6e736673 /* NSFS_MAGIC */;
 }
+
+int kiln_is_in_memory(const char *path) {
+    struct statfs info;
+    if (statfs(path, &info) != 0) return -1;
+    return info.f_type == 0x01021994 /* TMPFS_MAGIC */ || info.f_type == (typeof(info.f_type))0x858458f6 /* RAMFS_MAGIC */;
+}

@@ -27,7 +27,8 @@ public struct KilnPaths: Sendable, Equatable {
     public var networkNamespaces: String { "\(state)/netns" }
     /// Logs kept for a user to read after a failure.
     public var logs: String { "\(state)/logs" }
-    /// Decompressed images of compressed snapshots, on tmpfs.
+    /// Decompressed and decrypted images of compressed and encrypted snapshots, on tmpfs (also
+    /// where an encrypted bake's plain dump lives until it is encrypted).
     public var imageCache: String {
         "/dev/shm/kiln-images" + (state == "/run/kiln" ? "" : state.replacingOccurrences(of: "/", with: "_"))
     }
@@ -51,6 +52,9 @@ public struct Kiln: Sendable {
     /// with it, and once it is gone (killed, crashed) `kiln gc` and the next `kiln serve` stop
     /// them. The gateway's instances are; `kiln run`'s outlive the command that made them.
     public var ownsInstances = false
+    /// Keys to decrypt encrypted snapshots with (`--key`); each snapshot's manifest names the
+    /// one it needs.
+    public var keys = SnapshotKeyring()
 
     public static func open(paths: KilnPaths = .fromEnvironment(), logger: Logger = Logger(label: "kiln"), toDo action: String) throws -> Kiln {
         try HostPrivileges.requireRoot(toDo: action)
@@ -68,7 +72,7 @@ public struct Kiln: Sendable {
         return Kiln(paths: paths, store: store, runtime: runtime, criu: criu, logger: logger)
     }
 
-    /// Removes a snapshot and any decompressed copy of it.
+    /// Removes a snapshot and any decompressed or decrypted copy of it.
     public func removeSnapshot(_ name: String) throws {
         try store.remove(name)
         ImageCache(root: paths.imageCache, store: store).evict(name)

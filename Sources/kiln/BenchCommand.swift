@@ -16,11 +16,13 @@ struct Bench: AsyncParsableCommand {
         @Option(help: "Cold starts and restores to run (each).")
         var runs: Int = 5
 
+        @OptionGroup var keys: KeyOptions
+
         @OptionGroup var common: CommonOptions
 
         func run() async throws {
             try await reporting(common) {
-                let kiln = try common.openKiln(toDo: "measure start-up")
+                let kiln = try common.openKiln(toDo: "measure start-up", keys: keys)
                 let (manifest, verifyMs) = try kiln.loadVerified(name)
                 let json = common.json
                 let result = try await kiln.compareStartup(manifest, runs: runs) { line in
@@ -60,11 +62,13 @@ extension Bench {
         @Option(help: "Restores per snapshot variant for the restore-time comparison.")
         var restoreRuns: Int = 3
 
+        @OptionGroup var keys: KeyOptions
+
         @OptionGroup var common: CommonOptions
 
         func run() async throws {
             try await reporting(common) {
-                let kiln = try common.openKiln(toDo: "measure memory")
+                let kiln = try common.openKiln(toDo: "measure memory", keys: keys)
                 let (manifest, _) = try kiln.loadVerified(name)
                 let json = common.json
                 let report = try await kiln.benchmarkMemory(manifest, copies: copies, restoreRuns: restoreRuns) { line in

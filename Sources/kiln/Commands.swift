@@ -64,6 +64,12 @@ struct Bake: AsyncParsableCommand {
     @Flag(help: "Compress the memory images at rest (zstd); the first restore decompresses them into a tmpfs cache.")
     var compress = false
 
+    @Option(
+        help: ArgumentHelp(
+            "Encrypt every image file at rest (AES-256-GCM) with the key in KEYFILE: 32 random bytes or 64 hex digits, mode 0600 (kiln keygen KEYFILE). Restores then need --key KEYFILE.",
+            valueName: "KEYFILE"))
+    var encrypt: String?
+
     @OptionGroup var common: CommonOptions
 
     @Argument(parsing: .postTerminator, help: "The service's command line.")
@@ -71,6 +77,8 @@ struct Bake: AsyncParsableCommand {
 
     func run() async throws {
         try await reporting(common) {
+            // The key first: a bad key file should not cost a cold start.
+            let key = try encrypt.map { try SnapshotKey(contentsOf: $0) }
             let kiln = try common.openKiln(toDo: "bake a snapshot")
             let current = FileManager.default.currentDirectoryPath
             let appDirectory = app.map { URL(fileURLWithPath: $0, relativeTo: URL(fileURLWithPath: current)).standardizedFileURL.path }
@@ -88,7 +96,8 @@ struct Bake: AsyncParsableCommand {
                 port: port, memoryLimitBytes: Int64(memory) << 20)
             let request = BakeRequest(
                 name: name, sandbox: sandbox, readiness: ReadinessCheck(path: ready, timeoutSeconds: readyTimeout),
-                warmup: try warmup.map(WarmupStep.init(parsing:)), compact: !noCompact, replace: replace, shareMemory: !noShareMemory, compress: compress)
+                warmup: try warmup.map(WarmupStep.init(parsing:)), compact: !noCompact, replace: replace, shareMemory: !noShareMemory, compress: compress,
+                encryptionKey: key)
             let manifest = try await kiln.bake(request) { event in
                 switch event {
                 case .starting(let command): Output.progress("starting \(command.joined(separator: " ")) in a sandbox...")
@@ -100,6 +109,7 @@ struct Bake: AsyncParsableCommand {
                 case .checkpointing: Output.progress("checkpointing...")
                 case .checkpointed(let ms): Output.progress("checkpointed in \(Output.ms(ms))")
                 case .storing: Output.progress("storing and digesting the images...")
+                case .encrypting(let keyID): Output.progress("encrypting the images (\(SnapshotCipher.name), key \(keyID))...")
                 }
             }
             if common.json {
@@ -126,6 +136,8 @@ struct Run: AsyncParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Share identical memory pages between copies through KSM (default: as the snapshot was baked).")
     var shareMemory: Bool?
 
+    @OptionGroup var keys: KeyOptions
+
     @OptionGroup var common: CommonOptions
 
     struct Report: Encodable {
@@ -136,7 +148,7 @@ struct Run: AsyncParsableCommand {
 
     func run() async throws {
         try await reporting(common) {
-            let kiln = try common.openKiln(toDo: "restore a snapshot")
+            let kiln = try common.openKiln(toDo: "restore a snapshot", keys: keys)
             let (manifest, verifyMs) = try kiln.loadVerified(name)
             if !common.json { Output.progress("verified \(manifest.files.count) image files (\(Output.bytes(manifest.sizeBytes))) in \(Output.ms(verifyMs))") }
             let records = try await kiln.restore(manifest, count: count, shareMemory: shareMemory)
@@ -251,9 +263,9 @@ struct List: AsyncParsableCommand {
                 Output.printJSON(["snapshots": snapshots])
             } else {
                 let formatter = ISO8601DateFormatter()
-                print(Output.table(["SNAPSHOT", "CREATED", "SIZE", "PORT", "COLD START", "COMMAND"], snapshots.map {
+                print(Output.table(["SNAPSHOT", "CREATED", "SIZE", "PORT", "COLD START", "KEY", "COMMAND"], snapshots.map {
                     [$0.name, formatter.string(from: $0.createdAt), Output.bytes($0.sizeBytes), String($0.sandbox.port),
-                     Output.ms($0.timings.coldStartMs), $0.sandbox.command.joined(separator: " ")]
+                     Output.ms($0.timings.coldStartMs), $0.encryption?.keyID ?? "-", $0.sandbox.command.joined(separator: " ")]
                 }))
             }
         }
@@ -315,6 +327,28 @@ struct GC: AsyncParsableCommand {
                                       ("directory", report.directories), ("cgroup", report.cgroups)] {
                     for item in items { print("removed \(kind) \(item)") }
                 }
+            }
+        }
+    }
+}
+
+struct Keygen: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a new random snapshot key (64 hex digits, mode 0600) for kiln bake --encrypt; never overwrites a file.")
+
+    @Argument(help: "Where to write the key (must not exist).")
+    var path: String
+
+    @OptionGroup var common: CommonOptions
+
+    func run() async throws {
+        try await reporting(common) {
+            let key = try SnapshotKey.generate(at: path)
+            if common.json {
+                Output.printJSON(["path": key.source, "keyID": key.id])
+            } else {
+                print("wrote a new key to \(key.source) (key id \(key.id))")
+                Output.progress("keep a copy somewhere safe: snapshots baked with --encrypt \(key.source) cannot be restored without it")
             }
         }
     }

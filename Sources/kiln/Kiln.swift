@@ -14,6 +14,7 @@ struct KilnCommand: AsyncParsableCommand {
             """,
         subcommands: [
             Doctor.self, Bake.self, Run.self, PS.self, Request.self, Stop.self, List.self, Remove.self, GC.self, Bench.self, Serve.self,
+            Keygen.self,
         ])
 }
 
@@ -33,6 +34,28 @@ struct CommonOptions: ParsableArguments {
 
     func openKiln(toDo action: String) throws -> Kiln {
         try Kiln.open(logger: makeLogger(), toDo: action)
+    }
+}
+
+/// `--key` of the commands that restore.
+struct KeyOptions: ParsableArguments {
+    @Option(
+        name: .customLong("key"),
+        help: ArgumentHelp(
+            "Key file of an encrypted snapshot (repeatable; the snapshot's manifest names the key it needs). NAME=KEYFILE: for snapshot NAME only.",
+            valueName: "[NAME=]KEYFILE"))
+    var keyFiles: [String] = []
+
+    func keyring() throws -> SnapshotKeyring { try SnapshotKeyring(arguments: keyFiles) }
+}
+
+extension CommonOptions {
+    /// Opens kiln with the keys of `--key` (read first: a bad key file is a usage error).
+    func openKiln(toDo action: String, keys: KeyOptions) throws -> Kiln {
+        let keyring = try keys.keyring()
+        var kiln = try openKiln(toDo: action)
+        kiln.keys = keyring
+        return kiln
     }
 }
 
@@ -75,7 +98,7 @@ extension KilnError {
     /// 2 for usage errors, 3 for a host that is not ready, 1 for everything else.
     var exitCode: Int32 {
         switch code {
-        case .invalidArgument, .snapshotNotFound, .instanceNotFound, .snapshotExists, .commandNotFound: 2
+        case .invalidArgument, .snapshotNotFound, .instanceNotFound, .snapshotExists, .commandNotFound, .keyRequired, .keyMismatch: 2
         case .notRoot, .missingCapability, .criuMissing, .criuTooOld, .runtimeMissing: 3
         default: 1
         }

@@ -47,6 +47,8 @@ struct Serve: AsyncParsableCommand {
     @Flag(help: "When a restore fails, answer 503 instead of cold-starting the function's command.")
     var noColdStartFallback = false
 
+    @OptionGroup var keys: KeyOptions
+
     @OptionGroup var common: CommonOptions
 
     func run() async throws {
@@ -54,7 +56,9 @@ struct Serve: AsyncParsableCommand {
             var logger = Logger(label: "kiln.gateway") { StreamLogHandler.standardError(label: $0) }
             logger.logLevel = common.verbose ? .debug : .info
             // runc and CRIU calls are logged only with -v, as in every other command.
+            let keyring = try keys.keyring()
             var kiln = try Kiln.open(logger: common.makeLogger(), toDo: "run the gateway")
+            kiln.keys = keyring
             // The gateway's instances die with it; what an earlier, killed gateway left is removed
             // before this one starts.
             kiln.ownsInstances = true
@@ -136,11 +140,13 @@ extension Bench {
         @Option(help: "Throughput rounds (each: one direct run and one through the gateway, alternating which goes first).")
         var rounds = 6
 
+        @OptionGroup var keys: KeyOptions
+
         @OptionGroup var common: CommonOptions
 
         func run() async throws {
             try await reporting(common) {
-                let kiln = try common.openKiln(toDo: "measure the gateway")
+                let kiln = try common.openKiln(toDo: "measure the gateway", keys: keys)
                 let (manifest, _) = try kiln.loadVerified(name)
                 let json = common.json
                 let report = try await kiln.benchmarkGateway(

@@ -40,4 +40,8 @@ int kiln_pipe_cloexec(int fds[2]);
 /// Whether `path` is a pinned namespace (an nsfs mount). Returns 1, 0, or -1 with errno.
 int kiln_is_nsfs(const char *path);
 
+/// Whether `path` is on tmpfs or ramfs, i.e. in memory, never written to a disk (statfs(2)).
+/// Returns 1, 0, or -1 with errno.
+int kiln_is_in_memory(const char *path);
+
 #endif

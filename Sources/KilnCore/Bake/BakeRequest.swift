@@ -14,10 +14,12 @@ public struct BakeRequest: Sendable {
     public var shareMemory: Bool
     /// Compress the memory images at rest with zstd (see ``ImageCache``).
     public var compress: Bool
+    /// Encrypt every image file at rest with this key (after compressing; see ``SnapshotCipher``).
+    public var encryptionKey: SnapshotKey?
 
     public init(
         name: String, sandbox: SandboxSpec, readiness: ReadinessCheck, warmup: [WarmupStep] = [], compact: Bool = true,
-        replace: Bool = false, shareMemory: Bool = true, compress: Bool = false
+        replace: Bool = false, shareMemory: Bool = true, compress: Bool = false, encryptionKey: SnapshotKey? = nil
     ) {
         self.name = name
         self.sandbox = sandbox
@@ -27,6 +29,7 @@ public struct BakeRequest: Sendable {
         self.replace = replace
         self.shareMemory = shareMemory
         self.compress = compress
+        self.encryptionKey = encryptionKey
     }
 
     /// Checks the request against the host before anything is started: a valid name, a port in

@@ -15,6 +15,8 @@ public enum BakeEvent: Sendable {
     case compacted(ms: Double, didRun: Bool, note: String)
     case checkpointing
     case checkpointed(ms: Double)
+    /// Encrypting the images with the key of this id.
+    case encrypting(keyID: String)
     case storing
 }
 
@@ -38,7 +40,7 @@ extension Kiln {
             var shimPid: Int32?
             do {
                 let manifest = try await bake(request, instance: instance, directory: directory, staging: staging, shimPid: &shimPid, progress: progress)
-                // A re-bake makes any decompressed copy of the old version stale.
+                // A re-bake makes any unpacked copy of the old version stale.
                 ImageCache(root: paths.imageCache, store: store).evict(request.name)
                 await tearDown(instance, directory: directory, shimPid: shimPid)
                 return manifest
@@ -96,9 +98,21 @@ extension Kiln {
         while ProcessInspector.openConnections(of: container.pid) > 0, ContinuousClock.now < quiet {
             try await Task.sleep(for: .milliseconds(10))
         }
+        // An encrypted snapshot's plain images must never reach a disk: CRIU dumps them into
+        // tmpfs, and only their encrypted form is written to the store.
+        let dump = request.encryptionKey == nil ? "\(staging)/images" : "\(paths.imageCache)/.bake-\(instance.id)"
+        defer { if dump != "\(staging)/images" { try? FileManager.default.removeItem(atPath: dump) } }
+        if request.encryptionKey != nil {
+            try FileManager.default.createDirectory(atPath: dump, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            guard ImageCache.isInMemory(dump) else {
+                throw KilnError(
+                    .invalidArgument, "cannot bake an encrypted snapshot: \(paths.imageCache) is not on tmpfs",
+                    hint: "mount a tmpfs at /dev/shm (the plain dump must never reach a disk)")
+            }
+        }
         let checkpointStart = ContinuousClock.now
         do {
-            try await runtime.checkpoint(id: instance.id, imageDirectory: "\(staging)/images", workDirectory: "\(directory)/work")
+            try await runtime.checkpoint(id: instance.id, imageDirectory: dump, workDirectory: "\(directory)/work")
         } catch var error as KilnError {
             // Keep CRIU's log for the user: the bake directory is about to be removed.
             if let log = error.logPath, log.hasPrefix(directory) {
@@ -112,13 +126,32 @@ extension Kiln {
         progress(.checkpointed(ms: timings.checkpointMs))
 
         progress(.storing)
-        if request.compress { try await ImageCache.compress(imagesIn: "\(staging)/images") }
+        if request.compress { try await ImageCache.compress(imagesIn: dump) }
+        var encryption: SnapshotEncryption?
+        if let key = request.encryptionKey {
+            progress(.encrypting(keyID: key.id))
+            let bake = String(format: "%08x%08x", UInt32.random(in: 0...UInt32.max), UInt32.random(in: 0...UInt32.max))
+            let record = SnapshotEncryption(keyID: key.id, bakeID: bake)
+            try await onDedicatedThread {
+                for path in SnapshotStore.relativeFiles(under: dump) {
+                    let sealed = path + SnapshotCipher.suffix
+                    let target = "\(staging)/images/\(sealed)"
+                    try FileManager.default.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                    try SnapshotCipher.encrypt(
+                        "\(dump)/\(path)", to: target, binding: record.binding(snapshot: request.name, path: sealed), key: key,
+                        chunkSize: record.chunkSize)
+                    // Free the tmpfs as we go: the dump and its encrypted copy need not both fit.
+                    unlink("\(dump)/\(path)")
+                }
+            }
+            encryption = record
+        }
         let host = HostFacts(kernel: HostFacts.kernelRelease(), criuVersion: criu.version.description, runtime: "runc \(runtime.version())")
         return try store.commit(staging: staging) { files in
             SnapshotManifest(
                 name: request.name, createdAt: Date(), sandbox: sandbox, readiness: request.readiness, warmup: request.warmup,
                 host: host, timings: timings, compacted: compacted, shareMemory: request.shareMemory,
-                compression: request.compress ? ImageCache.compression : nil, files: files)
+                compression: request.compress ? ImageCache.compression : nil, encryption: encryption, files: files)
         }
     }
 }

@@ -96,12 +96,14 @@ extension Kiln {
         for record in records { try await stop(record) }
 
         var variants: [MemoryBenchmarkReport.SnapshotVariant] = []
+        // The variants hold the same process memory as the snapshot: encrypt them as it is.
+        let key = try keys.key(for: manifest)
         for (compact, compress) in [(false, false), (true, false), (true, true)] {
             let name = String("\(manifest.name)-mem-\(compact ? "compact" : "plain")\(compress ? "-zst" : "")".prefix(40))
             progress("baking \(name)...")
             let variant = try await bake(BakeRequest(
                 name: name, sandbox: manifest.sandbox, readiness: manifest.readiness, warmup: manifest.warmup, compact: compact,
-                replace: true, shareMemory: manifest.shareMemory, compress: compress))
+                replace: true, shareMemory: manifest.shareMemory, compress: compress, encryptionKey: key))
             var restoreTimes: [Double] = []
             for _ in 0..<restoreRuns {
                 let record = try await restoreOne(variant, pollInterval: .milliseconds(5))

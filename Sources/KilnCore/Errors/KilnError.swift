@@ -22,6 +22,10 @@ public struct KilnError: Error, CustomStringConvertible, Sendable {
         case snapshotCorrupt = "snapshot-corrupt"
         case snapshotInUse = "snapshot-in-use"
         case storeFull = "store-full"
+        /// An encrypted snapshot and no key for it.
+        case keyRequired = "key-required"
+        /// An encrypted snapshot and only keys with other ids.
+        case keyMismatch = "key-mismatch"
         case checkpointFailed = "checkpoint-failed"
         case restoreFailed = "restore-failed"
         case instanceNotFound = "instance-not-found"

@@ -88,6 +88,14 @@ extension Kiln {
                 report.directories.append(directory)
             }
         }
+        // Plain dumps of encrypted bakes (`.bake-<id>`) and half-made cache copies, in tmpfs.
+        let cache = ImageCache(root: paths.imageCache, store: store)
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: paths.imageCache)) ?? [] where entry.hasPrefix(".bake-") {
+            guard !keep.contains(String(entry.dropFirst(".bake-".count))) else { continue }
+            try? FileManager.default.removeItem(atPath: "\(paths.imageCache)/\(entry)")
+            report.directories.append("\(paths.imageCache)/\(entry)")
+        }
+        report.directories += cache.removeAbandonedStaging()
         for container in try await runtime.list() where !keep.contains(container.id) {
             try? await runtime.delete(id: container.id)
             report.containers.append(container.id)

@@ -11,8 +11,12 @@ extension Kiln {
 
     /// Loads a snapshot and verifies every image file against its manifest.
     /// Returns the manifest and how long verification took (ms).
+    ///
+    /// For an encrypted snapshot, the key it needs is looked up first (``keys``), so a missing
+    /// or wrong key fails at once, naming the key id, before any file is read.
     public func loadVerified(_ name: String) throws -> (SnapshotManifest, Double) {
         let manifest = try store.load(name)
+        _ = try keys.key(for: manifest)
         let start = ContinuousClock.now
         try store.verify(manifest)
         return (manifest, start.duration(to: .now).milliseconds)
@@ -57,11 +61,12 @@ extension Kiln {
             if ownsInstances { try OwnerMark.write(into: directory) }
             try NetworkNamespace.create(at: instance.networkNamespacePath)
             try SandboxBundle.create(spec: manifest.sandbox, instance: instance)
+            // Only the first restore of a compressed or encrypted snapshot unpacks it (into tmpfs).
+            let images = try ImageCache(root: paths.imageCache, store: store).directory(for: manifest, key: try keys.key(for: manifest))
             let prepared = ContinuousClock.now
             let logPath = "\(directory)/console.log"
             let container = try await runtime.restore(
-                instance, imageDirectory: try ImageCache(root: paths.imageCache, store: store).directory(for: manifest), workDirectory: "\(directory)/work", logPath: logPath,
-                mergeMemory: sharing)
+                instance, imageDirectory: images, workDirectory: "\(directory)/work", logPath: logPath, mergeMemory: sharing)
             shimPid = container.shimPid
             let restored = ContinuousClock.now
             // CRIU brings back the UTS namespace as it was dumped; each copy gets its own name.

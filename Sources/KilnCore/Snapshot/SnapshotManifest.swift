@@ -77,6 +77,31 @@ public struct HostFacts: Codable, Sendable, Equatable {
     }
 }
 
+/// How a snapshot's image files are encrypted at rest (see ``SnapshotCipher``). Never the key:
+/// only its id, so a restore can say which key it needs before decrypting anything.
+public struct SnapshotEncryption: Codable, Sendable, Equatable {
+    /// ``SnapshotCipher/name``: "aes-256-gcm".
+    public var cipher: String
+    /// Plaintext bytes per sealed chunk.
+    public var chunkSize: Int
+    /// ``SnapshotKey/id`` of the key the images were encrypted with.
+    public var keyID: String
+    /// Random id of this bake, bound into every file, so files of two bakes cannot be mixed.
+    public var bakeID: String
+
+    public init(cipher: String = SnapshotCipher.name, chunkSize: Int = SnapshotCipher.defaultChunkSize, keyID: String, bakeID: String) {
+        self.cipher = cipher
+        self.chunkSize = chunkSize
+        self.keyID = keyID
+        self.bakeID = bakeID
+    }
+
+    /// The binding of one image file of `snapshot` (see ``SnapshotCipher/Binding``).
+    func binding(snapshot: String, path: String) -> SnapshotCipher.Binding {
+        SnapshotCipher.Binding(snapshot: snapshot, bake: bakeID, path: path)
+    }
+}
+
 /// Everything kiln records about a snapshot, stored as `manifest.json` beside its images.
 public struct SnapshotManifest: Codable, Sendable, Equatable {
     public static let currentFormat = 1
@@ -97,6 +122,9 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
     /// How the memory images are compressed at rest ("zstd"), or nil. Compressed snapshots are
     /// decompressed once into a tmpfs cache and restored from there (see ``ImageCache``).
     public var compression: String?
+    /// How the image files are encrypted at rest, or nil. Encrypted snapshots are decrypted
+    /// (after verification, with the key the manifest names) into the same tmpfs cache.
+    public var encryption: SnapshotEncryption?
     /// Total bytes of image files.
     public var sizeBytes: Int64
     public var files: [SnapshotFile]
@@ -104,7 +132,7 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
     public init(
         name: String, createdAt: Date, sandbox: SandboxSpec, readiness: ReadinessCheck, warmup: [WarmupStep],
         host: HostFacts, timings: BakeTimings, compacted: Bool, shareMemory: Bool = true, compression: String? = nil,
-        files: [SnapshotFile]
+        encryption: SnapshotEncryption? = nil, files: [SnapshotFile]
     ) {
         self.format = Self.currentFormat
         self.name = name
@@ -117,6 +145,7 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
         self.compacted = compacted
         self.shareMemory = shareMemory
         self.compression = compression
+        self.encryption = encryption
         self.files = files
         self.sizeBytes = files.reduce(0) { $0 + $1.size }
     }
@@ -157,10 +186,22 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
         guard (1...65535).contains(manifest.sandbox.port) else { throw corrupt(source, "its port \(manifest.sandbox.port) is out of range") }
         guard !manifest.sandbox.command.isEmpty else { throw corrupt(source, "its command is empty") }
         guard !manifest.files.isEmpty else { throw corrupt(source, "it lists no image files") }
+        if let encryption = manifest.encryption {
+            guard encryption.cipher == SnapshotCipher.name else {
+                throw corrupt(source, "its images are encrypted with '\(encryption.cipher)', this kiln knows only \(SnapshotCipher.name)")
+            }
+            guard SnapshotCipher.chunkSizes.contains(encryption.chunkSize) else { throw corrupt(source, "its encryption chunk size \(encryption.chunkSize) is invalid") }
+            guard encryption.keyID.count == 16, encryption.keyID.allSatisfy(\.isHexDigit) else { throw corrupt(source, "its key id '\(encryption.keyID)' is invalid") }
+            guard !encryption.bakeID.isEmpty else { throw corrupt(source, "its encryption has no bake id") }
+        }
         for file in manifest.files {
             guard !file.path.isEmpty, !file.path.hasPrefix("/"), !file.path.split(separator: "/").contains(".."),
                   file.sha256.count == 64, file.sha256.allSatisfy(\.isHexDigit), file.size >= 0
             else { throw corrupt(source, "its file entry '\(file.path)' is invalid") }
+            // Every file of an encrypted snapshot is authenticated; a plain one slipped in would not be.
+            guard manifest.encryption == nil || file.path.hasSuffix(SnapshotCipher.suffix) else {
+                throw corrupt(source, "its file entry '\(file.path)' is not encrypted, though the snapshot is")
+            }
         }
         return manifest
     }
