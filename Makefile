@@ -3,7 +3,7 @@ SWIFT ?= swift
 KILN := .build/debug/kiln
 SAMPLES := examples/hello-spring examples/hello-jdk examples/hostile
 
-.PHONY: setup samples build demo test bench-memory bench-serve clean
+.PHONY: setup samples build demo test bench-memory bench-serve soak clean
 
 setup:            ## install CRIU 4.2.1 (built from Debian's source), runc, iptables, Java packages
 	@./scripts/setup.sh
@@ -32,6 +32,15 @@ bench-serve: samples build   ## gateway: first request at zero vs bare restore (
 	$(SWIFT) build -c release --product kiln-shim
 	$(SWIFT) build -c release --product kiln
 	.build/release/kiln bench serve hello --trials $${TRIALS:-20}
+
+# ~20 min: 1,000 restore/request/stop cycles (~8 min), then 10 min of gateway load with a random
+# instance killed every 5 s; exits non-zero on any failed request that had not reached a killed
+# instance, any failed cycle, or any leak. CYCLES=, LOAD_SECONDS= shorten it.
+soak: samples build   ## reliability: restore/stop cycles, then gateway load under random kill -9; failures and leaks
+	@./scripts/bake-sample.sh
+	$(SWIFT) build -c release --product kiln-shim
+	$(SWIFT) build -c release --product kiln
+	.build/release/kiln bench soak hello --cycles $${CYCLES:-1000} --load-seconds $${LOAD_SECONDS:-600}
 
 .PHONY: bench
 bench: samples build   ## kiln vs cold JDK 17/25, AOT cache, AppCDS, bare CRIU, podman, docker (QUICK=1: ~5 min); bench/results/<time>/

@@ -17,9 +17,13 @@ public struct KilnPaths: Sendable, Equatable {
         self.cgroupParent = cgroupParent
     }
 
-    /// `$KILN_STORE` and `$KILN_STATE` override the defaults (tests use private ones).
+    /// `$KILN_STORE`, `$KILN_STATE` and `$KILN_CGROUP_PARENT` override the defaults (tests use
+    /// private ones). A state directory other than the default gets a cgroup parent of its own,
+    /// so two kilns never count, collect or remove each other's cgroups.
     public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> KilnPaths {
-        KilnPaths(store: environment["KILN_STORE"] ?? "/var/lib/kiln", state: environment["KILN_STATE"] ?? "/run/kiln")
+        let state = environment["KILN_STATE"] ?? "/run/kiln"
+        let parent = environment["KILN_CGROUP_PARENT"] ?? (state == "/run/kiln" ? "/kiln" : "/kiln" + state.replacingOccurrences(of: "/", with: "_"))
+        return KilnPaths(store: environment["KILN_STORE"] ?? "/var/lib/kiln", state: state, cgroupParent: parent)
     }
 
     public var runcRoot: String { "\(state)/runc" }

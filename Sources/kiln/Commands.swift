@@ -64,6 +64,11 @@ struct Bake: AsyncParsableCommand {
     @Flag(help: "Compress the memory images at rest (zstd); the first restore decompresses them into a tmpfs cache.")
     var compress = false
 
+    @Option(help: ArgumentHelp(
+        "After each restore, POST {\"instance\",\"snapshot\",\"hostname\"} to PATH before the copy takes traffic (reseed generators, renew ids); a non-2xx answer fails the restore.",
+        valueName: "PATH"))
+    var onRestore: String?
+
     @Option(
         help: ArgumentHelp(
             "Encrypt every image file at rest (AES-256-GCM) with the key in KEYFILE: 32 random bytes or 64 hex digits, mode 0600 (kiln keygen KEYFILE). Restores then need --key KEYFILE.",
@@ -97,7 +102,7 @@ struct Bake: AsyncParsableCommand {
             let request = BakeRequest(
                 name: name, sandbox: sandbox, readiness: ReadinessCheck(path: ready, timeoutSeconds: readyTimeout),
                 warmup: try warmup.map(WarmupStep.init(parsing:)), compact: !noCompact, replace: replace, shareMemory: !noShareMemory, compress: compress,
-                encryptionKey: key)
+                encryptionKey: key, restoreHook: onRestore)
             let manifest = try await kiln.bake(request) { event in
                 switch event {
                 case .starting(let command): Output.progress("starting \(command.joined(separator: " ")) in a sandbox...")

@@ -30,6 +30,44 @@ extension Integration {
             }
         }
 
+        /// A generator that never reseeds itself (DRBG) hands every copy the same "random" bytes:
+        /// the snapshot holds its state. kiln's restore hook (`bake --on-restore`) tells each copy
+        /// it was restored, and who it is, before any request reaches it; the sample reseeds there.
+        @Test func restoreHookLetsCopiesReseedWhatNeverReseedsItself() async throws {
+            try await withTestHost { host in
+                func secureRandomOfTwoCopies(hook: String?) async throws -> (values: Set<String>, restoredAs: [String]) {
+                    let manifest = try await host.kiln.bake(BakeRequest(
+                        name: "drbg", sandbox: host.sandbox([helloJdk], environment: ["SECURE_RANDOM_ALGORITHM": "DRBG"]),
+                        readiness: ReadinessCheck(path: "/health"), warmup: [WarmupStep(count: 3, path: "/random")], compact: false,
+                        replace: true, restoreHook: hook))
+                    #expect(manifest.restoreHook == hook)
+                    var values: Set<String> = []
+                    var restoredAs: [String] = []
+                    for copy in try await host.kiln.restore(manifest, count: 2) {
+                        let random = try JSONSerialization.jsonObject(with: Data(try await host.kiln.request(copy, path: "/random").body)) as? [String: Any]
+                        values.insert(try #require(random?["secureRandom"] as? String))
+                        let id = try JSONSerialization.jsonObject(with: Data(try await host.kiln.request(copy, path: "/id").body)) as? [String: Any]
+                        restoredAs.append(id?["restoredAs"] as? String ?? "")
+                        try await host.kiln.stop(copy)
+                    }
+                    return (values, restoredAs)
+                }
+                let without = try await secureRandomOfTwoCopies(hook: nil)
+                #expect(without.values.count == 1, "without the hook, two copies of a DRBG snapshot repeat each other (the hazard this guards against)")
+                let with = try await secureRandomOfTwoCopies(hook: "/kiln/restored")
+                #expect(with.values.count == 2, "with the hook, each copy reseeds")
+                #expect(with.restoredAs.allSatisfy { $0.contains("\"instance\":\"drbg-") && $0.contains("\"snapshot\":\"drbg\"") }, "\(with.restoredAs)")
+
+                // A hook that does not answer 2xx fails the restore, and leaves nothing.
+                let broken = try await host.kiln.bake(BakeRequest(
+                    name: "nohook", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"), compact: false,
+                    restoreHook: "/no-such-hook"))
+                let error = try await #require(throws: KilnError.self) { _ = try await host.kiln.restoreOne(broken) }
+                #expect(error.code == .restoreFailed && error.message.contains("/no-such-hook") && error.message.contains("HTTP 4"), "\(error)")
+                try await expectNoLeftovers(host)
+            }
+        }
+
         /// One flipped byte in any image file is caught before anything is restored, naming the file.
         @Test func aFlippedByteInAnyImageFileIsCaught() async throws {
             try await withTestHost { host in

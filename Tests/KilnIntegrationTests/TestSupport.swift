@@ -56,6 +56,7 @@ struct TestHost {
         var env = ProcessInfo.processInfo.environment
         env["KILN_STORE"] = paths.store
         env["KILN_STATE"] = paths.state
+        env["KILN_CGROUP_PARENT"] = paths.cgroupParent
         return env
     }
 

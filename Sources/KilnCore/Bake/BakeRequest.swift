@@ -16,10 +16,14 @@ public struct BakeRequest: Sendable {
     public var compress: Bool
     /// Encrypt every image file at rest with this key (after compressing; see ``SnapshotCipher``).
     public var encryptionKey: SnapshotKey?
+    /// A path kiln POSTs to in every restored copy before it counts as ready (see
+    /// ``SnapshotManifest/restoreHook``).
+    public var restoreHook: String?
 
     public init(
         name: String, sandbox: SandboxSpec, readiness: ReadinessCheck, warmup: [WarmupStep] = [], compact: Bool = true,
-        replace: Bool = false, shareMemory: Bool = true, compress: Bool = false, encryptionKey: SnapshotKey? = nil
+        replace: Bool = false, shareMemory: Bool = true, compress: Bool = false, encryptionKey: SnapshotKey? = nil,
+        restoreHook: String? = nil
     ) {
         self.name = name
         self.sandbox = sandbox
@@ -29,6 +33,7 @@ public struct BakeRequest: Sendable {
         self.replace = replace
         self.shareMemory = shareMemory
         self.compress = compress
+        self.restoreHook = restoreHook
         self.encryptionKey = encryptionKey
     }
 
@@ -41,6 +46,9 @@ public struct BakeRequest: Sendable {
         }
         guard readiness.path.hasPrefix("/") else {
             throw KilnError(.invalidArgument, "readiness path '\(readiness.path)' must start with '/'", hint: "e.g. --ready /health")
+        }
+        if let hook = restoreHook, !hook.hasPrefix("/") || hook.contains(where: { $0.isWhitespace }) {
+            throw KilnError(.invalidArgument, "restore hook '\(hook)' must be a path starting with '/'", hint: "e.g. --on-restore /kiln/restored")
         }
         guard readiness.timeoutSeconds > 0 else {
             throw KilnError(.invalidArgument, "the readiness timeout must be positive", hint: "e.g. --ready-timeout 60")

@@ -151,7 +151,7 @@ extension Kiln {
             SnapshotManifest(
                 name: request.name, createdAt: Date(), sandbox: sandbox, readiness: request.readiness, warmup: request.warmup,
                 host: host, timings: timings, compacted: compacted, shareMemory: request.shareMemory,
-                compression: request.compress ? ImageCache.compression : nil, encryption: encryption, files: files)
+                compression: request.compress ? ImageCache.compression : nil, encryption: encryption, restoreHook: request.restoreHook, files: files)
         }
     }
 }

@@ -82,6 +82,7 @@ extension Kiln {
                     .restoreFailed, "the restored service did not answer \(manifest.readiness.path) (\(outcome))",
                     details: ProcessInspector.lastLines(ofFile: logPath, count: 15), logPath: logPath)
             }
+            if let hook = manifest.restoreHook { try await notifyRestored(hook, id: id, manifest: manifest, endpoint: probe.endpoint, logPath: logPath) }
             let answered = ContinuousClock.now
             logger.debug("\(id): sandbox prepared in \(start.duration(to: prepared).milliseconds) ms, runc restore took \(prepared.duration(to: restored).milliseconds) ms, first response \(restored.duration(to: answered).milliseconds) ms later")
             let record = InstanceRecord(
@@ -100,6 +101,23 @@ extension Kiln {
             }
             await tearDown(instance, directory: directory, shimPid: shimPid)
             throw failure.during(action)
+        }
+    }
+
+    /// Tells a restored copy who it is now, through its restore hook, before anything else
+    /// reaches it.
+    private func notifyRestored(_ hook: String, id: String, manifest: SnapshotManifest, endpoint: ServiceEndpoint, logPath: String) async throws {
+        let body = try JSONSerialization.data(withJSONObject: ["instance": id, "snapshot": manifest.name, "hostname": id], options: [.sortedKeys])
+        let reply: HTTPReply
+        do {
+            reply = try await InstanceHTTPClient.send(.POST, hook, to: endpoint, body: Array(body), headers: [("Content-Type", "application/json")])
+        } catch {
+            throw KilnError(.restoreFailed, "the restored service's restore hook POST \(hook) failed: \(error)", details: ProcessInspector.lastLines(ofFile: logPath, count: 15), logPath: logPath)
+        }
+        guard (200..<300).contains(reply.status) else {
+            throw KilnError(
+                .restoreFailed, "the restored service's restore hook POST \(hook) answered HTTP \(reply.status)",
+                hint: "the path given to 'kiln bake --on-restore' must answer POST with a 2xx", details: [reply.bodyText.prefix(300).description])
         }
     }
 

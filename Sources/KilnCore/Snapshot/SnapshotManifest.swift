@@ -125,6 +125,11 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
     /// How the image files are encrypted at rest, or nil. Encrypted snapshots are decrypted
     /// (after verification, with the key the manifest names) into the same tmpfs cache.
     public var encryption: SnapshotEncryption?
+    /// A path kiln POSTs to in every restored copy, once it answers its readiness path and
+    /// before anything else reaches it, with `{"instance", "snapshot", "hostname"}`: the
+    /// moment for the application to reseed generators, renew ids, drop cached clocks. A
+    /// non-2xx answer fails the restore.
+    public var restoreHook: String?
     /// Total bytes of image files.
     public var sizeBytes: Int64
     public var files: [SnapshotFile]
@@ -132,7 +137,7 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
     public init(
         name: String, createdAt: Date, sandbox: SandboxSpec, readiness: ReadinessCheck, warmup: [WarmupStep],
         host: HostFacts, timings: BakeTimings, compacted: Bool, shareMemory: Bool = true, compression: String? = nil,
-        encryption: SnapshotEncryption? = nil, files: [SnapshotFile]
+        encryption: SnapshotEncryption? = nil, restoreHook: String? = nil, files: [SnapshotFile]
     ) {
         self.format = Self.currentFormat
         self.name = name
@@ -146,6 +151,7 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
         self.shareMemory = shareMemory
         self.compression = compression
         self.encryption = encryption
+        self.restoreHook = restoreHook
         self.files = files
         self.sizeBytes = files.reduce(0) { $0 + $1.size }
     }

@@ -32,7 +32,9 @@ public final class HelloJdk {
     private static final long START_NANOS = System.nanoTime();
     private static final AtomicLong REQUESTS = new AtomicLong();
     // Seeded at start-up like any application's token generator, so its state is in a snapshot.
-    private static SecureRandom secureRandom;
+    private static volatile SecureRandom secureRandom;
+    // Set by kiln's restore hook (POST /kiln/restored, bake --on-restore): who this copy is now.
+    private static volatile String restoredAs = "";
 
     private HelloJdk() {
     }
@@ -78,6 +80,33 @@ public final class HelloJdk {
         server.createContext("/greet", counted(fail.equals("crash-on-greet") ? HelloJdk::crash : HelloJdk::greet));
         server.createContext("/id", counted(HelloJdk::id));
         server.createContext("/random", counted(HelloJdk::random));
+        // kiln's restore hook: a restored copy starts with its snapshot's generator state, so a
+        // generator that never reseeds by itself (DRBG, SHA1PRNG) is replaced by one seeded from
+        // /dev/urandom now.
+        server.createContext("/kiln/restored", ex -> {
+            String body = new String(ex.getRequestBody().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
+            if (!"POST".equals(ex.getRequestMethod())) {
+                send(ex, 405, "{\"status\":405}");
+                return;
+            }
+            try {
+                // A new generator is not enough: the JDK's seed source may hand out bytes it read
+                // before the checkpoint. Fresh bytes straight from the kernel make it differ.
+                SecureRandom fresh = algorithm.isEmpty() ? new SecureRandom() : SecureRandom.getInstance(algorithm);
+                byte[] seed = new byte[32];
+                try (java.io.FileInputStream urandom = new java.io.FileInputStream("/dev/urandom")) {
+                    if (urandom.read(seed) != seed.length) {
+                        throw new IOException("short read from /dev/urandom");
+                    }
+                }
+                fresh.setSeed(seed);
+                secureRandom = fresh;
+                restoredAs = body;
+                send(ex, 200, "{\"reseeded\":true}");
+            } catch (java.security.NoSuchAlgorithmException e) {
+                send(ex, 500, "{\"error\":" + quote(e.toString()) + "}");
+            }
+        });
         // A small fixed pool: threads are created lazily, on the first requests.
         ExecutorService pool = Executors.newFixedThreadPool(4);
         server.setExecutor(pool);
@@ -124,7 +153,8 @@ public final class HelloJdk {
                 + ",\"pid\":" + pid()
                 + ",\"startedAt\":" + quote(Instant.ofEpochMilli(STARTED_AT_MILLIS).toString())
                 + ",\"uptimeMs\":" + (now - STARTED_AT_MILLIS)
-                + ",\"requests\":" + REQUESTS.get() + "}");
+                + ",\"requests\":" + REQUESTS.get()
+                + ",\"restoredAs\":" + quote(restoredAs) + "}");
     }
 
     private static void random(HttpExchange ex) throws IOException {
