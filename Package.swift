@@ -56,7 +56,9 @@ let package = Package(
         .target(name: "CKilnShims"),
         .testTarget(
             name: "KilnCoreTests",
-            dependencies: ["KilnCore"]
+            dependencies: ["KilnCore"],
+            // The fuzz tests' seed corpus, read through #filePath (not a resource).
+            exclude: ["FuzzCorpus"]
         ),
         .testTarget(
             name: "KilnIntegrationTests",

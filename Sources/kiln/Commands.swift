@@ -49,8 +49,8 @@ struct Bake: AsyncParsableCommand {
     @Option(name: .customLong("env"), help: "Extra environment variable KEY=VALUE (repeatable).")
     var environment: [String] = []
 
-    @Option(help: "Memory limit of the sandbox in MiB.")
-    var memory: Int = 1024
+    @Option(help: "Memory limit of the sandbox: MiB, or a size with a unit (512m, 2g).")
+    var memory = "1024"
 
     @Flag(help: "Do not run a full GC in the JVM before the checkpoint.")
     var noCompact = false
@@ -87,18 +87,11 @@ struct Bake: AsyncParsableCommand {
             let kiln = try common.openKiln(toDo: "bake a snapshot")
             let current = FileManager.default.currentDirectoryPath
             let appDirectory = app.map { URL(fileURLWithPath: $0, relativeTo: URL(fileURLWithPath: current)).standardizedFileURL.path }
-            var env: [String: String] = [:]
-            for entry in environment {
-                guard let equals = entry.firstIndex(of: "="), equals != entry.startIndex else {
-                    throw KilnError(.invalidArgument, "--env '\(entry)' is not KEY=VALUE", hint: "e.g. --env JAVA_OPTS=-Xmx256m")
-                }
-                env[String(entry[..<equals])] = String(entry[entry.index(after: equals)...])
-            }
             let sandbox = SandboxSpec(
-                command: command, environment: env, workingDirectory: appDirectory ?? (rootfs == nil ? current : "/"),
+                command: command, environment: try SandboxSpec.environment(parsing: environment), workingDirectory: appDirectory ?? (rootfs == nil ? current : "/"),
                 appDirectory: rootfs == nil ? (appDirectory ?? current) : appDirectory,
                 rootFilesystem: rootfs.map { .directory(URL(fileURLWithPath: $0).standardizedFileURL.path) } ?? .host,
-                port: port, memoryLimitBytes: Int64(memory) << 20)
+                port: port, memoryLimitBytes: try SandboxSpec.memoryLimit(parsing: memory))
             let request = BakeRequest(
                 name: name, sandbox: sandbox, readiness: ReadinessCheck(path: ready, timeoutSeconds: readyTimeout),
                 warmup: try warmup.map(WarmupStep.init(parsing:)), compact: !noCompact, replace: replace, shareMemory: !noShareMemory, compress: compress,

@@ -97,22 +97,8 @@ struct Serve: AsyncParsableCommand {
         let policy = ScalingPolicy(
             minInstances: minInstances, maxInstances: maxInstances, concurrency: concurrency, keepAliveSeconds: keepAlive,
             queueLimit: queueLimit, queueTimeoutSeconds: queueTimeout)
-        var policies: [String: ScalingPolicy] = [:]
-        for entry in warm {
-            let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
-            guard let name = parts.first, !name.isEmpty, let count = parts.count == 2 ? Int(parts[1]) : 1 else {
-                throw KilnError(.invalidArgument, "--warm '\(entry)' is not NAME=N", hint: "e.g. --warm hello=2")
-            }
-            var warmed = policy
-            warmed.minInstances = count
-            warmed.maxInstances = Swift.max(policy.maxInstances, count)
-            policies[name] = warmed
-        }
-        let configuration = GatewayConfiguration(
-            listen: try ListenAddress(parsing: listen), admin: try ListenAddress(parsing: admin), defaultPolicy: policy, policies: policies,
-            requestTimeout: .milliseconds(Int(requestTimeout * 1000)))
-        try configuration.validate()
-        return configuration
+        return try GatewayConfiguration.parsing(
+            listen: listen, admin: admin, defaultPolicy: policy, warm: warm, requestTimeoutSeconds: requestTimeout)
     }
 }
 

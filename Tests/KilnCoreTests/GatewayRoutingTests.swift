@@ -19,18 +19,18 @@ struct GatewayRoutingTests {
         ("//hello/greet", "hello", "/greet"),
         ("/nope/x", "nope", "/x"),
     ])
-    func pathNamesTheFunction(target: String, function: String, path: String) {
-        let route = GatewayRoute.resolve(target: target, host: "localhost:8080", isFunction: known)
+    func pathNamesTheFunction(target: String, function: String, path: String) throws {
+        let route = try GatewayRoute.resolve(target: target, host: "localhost:8080", isFunction: known)
         #expect(route == GatewayRoute(function: function, path: path, strippedPrefix: "/\(function)"))
     }
 
-    @Test func hostNamesTheFunctionAndKeepsTheWholePath() {
-        let route = GatewayRoute.resolve(target: "/greet?x=1", host: "hello.fns.local:8080", isFunction: known)
+    @Test func hostNamesTheFunctionAndKeepsTheWholePath() throws {
+        let route = try GatewayRoute.resolve(target: "/greet?x=1", host: "hello.fns.local:8080", isFunction: known)
         #expect(route == GatewayRoute(function: "hello", path: "/greet?x=1", strippedPrefix: nil))
         // A Host that names no function falls back to the path.
-        let fallback = GatewayRoute.resolve(target: "/hello/greet", host: "www.example.test", isFunction: known)
-        #expect(fallback?.function == "hello")
-        #expect(fallback?.path == "/greet")
+        let fallback = try GatewayRoute.resolve(target: "/hello/greet", host: "www.example.test", isFunction: known)
+        #expect(fallback.function == "hello")
+        #expect(fallback.path == "/greet")
     }
 
     @Test(arguments: ["localhost:8080", "127.0.0.1:8080", "[::1]:8080", "localhost", "HELLO", "10.0.0.1"])
@@ -39,9 +39,40 @@ struct GatewayRoutingTests {
     }
 
     @Test func noFunctionInTheRequest() {
-        #expect(GatewayRoute.resolve(target: "/", host: nil, isFunction: known) == nil)
-        #expect(GatewayRoute.resolve(target: "", host: "localhost", isFunction: known) == nil)
-        #expect(GatewayRoute.resolve(target: "/?x=1", host: nil, isFunction: known) == nil)
+        #expect(throws: GatewayRouteRejection.noFunction) { try GatewayRoute.resolve(target: "/", host: nil, isFunction: known) }
+        #expect(throws: GatewayRouteRejection.noFunction) { try GatewayRoute.resolve(target: "", host: "localhost", isFunction: known) }
+        #expect(throws: GatewayRouteRejection.noFunction) { try GatewayRoute.resolve(target: "/?x=1", host: nil, isFunction: known) }
+    }
+
+    /// Dot segments a service could resolve above its root, however they are spelled, and
+    /// characters that would break the forwarded request line.
+    @Test(arguments: [
+        "/hello/../x", "/hello/..", "/hello/./x", "/../hello/x", "/hello/%2e%2e/x", "/hello/%2E./x", "/hello/..%2fx",
+        "/hello/a%2f..%2f..%2fb", "/hello/..%5cx", "/hello/..\\x", "/hello/..;jsessionid=1/x", "/hello/x/..?a=1",
+        "/hello/a b", "/hello/a\u{0}b", "/hello/a\r\nX-Injected: 1",
+    ])
+    func targetsThatCannotBeForwardedAreRejected(target: String) {
+        for host in [nil, "hello.fns.test"] {
+            let error = #expect(throws: GatewayRouteRejection.self) { try GatewayRoute.resolve(target: target, host: host, isFunction: known) }
+            guard case .invalidTarget(let problem) = error else {
+                Issue.record("\(target) gave \(String(describing: error)), not invalidTarget")
+                continue
+            }
+            #expect(problem.contains("'..'") || problem.contains("whitespace"))
+        }
+    }
+
+    @Test(arguments: ["/hello/..x/y", "/hello/.well-known/a", "/hello/x?path=../../etc", "/hello/a%2Fb", "/hello//x", "/hello/%zz"])
+    func targetsThatOnlyLookOddAreForwarded(target: String) throws {
+        let route = try GatewayRoute.resolve(target: target, host: nil, isFunction: known)
+        #expect(route.function == "hello")
+        #expect(target == "/hello" + route.path)
+    }
+
+    @Test func hostLabelsFoldOnlyASCIICase() {
+        #expect(GatewayRoute.functionLabel(ofHost: "HELLO.fns.test:8080") == "hello")
+        // U+212A KELVIN SIGN lower-cases to an ASCII "k" in Unicode; it must not name "kiln".
+        #expect(GatewayRoute.functionLabel(ofHost: "\u{212A}iln.fns.test") == nil)
     }
 
     @Test func namesThatCannotBeSnapshotsAreNotLookedUp() {
@@ -66,9 +97,14 @@ struct GatewayRoutingTests {
             let root = await gateway.handle(GatewayRequest(.get, "/"))
             #expect(root.status == .notFound)
             #expect(errorBody(root)["code"] == "function-not-found")
-            // Path traversal never reaches the store.
+            // Path traversal never reaches the store, nor an instance.
             let traversal = await gateway.handle(GatewayRequest(.get, "/../etc/passwd"))
-            #expect(traversal.status == .notFound)
+            #expect(traversal.status == .badRequest)
+            #expect(errorBody(traversal)["code"] == "invalid-path")
+            #expect(errorBody(traversal)["message"]?.contains("'..'") == true)
+            let escape = await gateway.handle(GatewayRequest(.get, "/hello/%2e%2e/other/x"))
+            #expect(escape.status == .badRequest)
+            #expect(provider.launches == 0)
         }
     }
 

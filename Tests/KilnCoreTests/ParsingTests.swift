@@ -19,6 +19,56 @@ struct ParsingTests {
         #expect(error?.hint?.contains("COUNT:PATH") == true)
     }
 
+    @Test(arguments: [("1024", Int64(1) << 30), ("512m", 512 << 20), ("2g", 2 << 30), ("1536MiB", 1536 << 20), (" 2 GiB ", 2 << 30), ("6144k", 6 << 20)])
+    func memoryLimitsParse(text: String, bytes: Int64) throws {
+        #expect(try SandboxSpec.memoryLimit(parsing: text) == bytes)
+    }
+
+    @Test(arguments: ["", "0", "5", "-1", "2.5g", "1t", "2 g b", "1759218604441656MB", "17592186044416g", "9223372036854775807", "0x400"])
+    func badMemoryLimitsAreRefused(text: String) {
+        let error = #expect(throws: KilnError.self) { try SandboxSpec.memoryLimit(parsing: text) }
+        #expect(error?.message.contains("'\(text)'") == true)
+    }
+
+    @Test func environmentEntriesParse() throws {
+        #expect(try SandboxSpec.environment(parsing: ["A=1", "B=", "C=x=y", "A=2"]) == ["A": "2", "B": "", "C": "x=y"])
+        for bad in ["=x", "NOEQUALS", "A\u{0}=b"] {
+            #expect(throws: KilnError.self) { try SandboxSpec.environment(parsing: ["OK=1", bad]) }
+        }
+    }
+
+    @Test func warmSettingsParse() throws {
+        #expect(try WarmSetting(parsing: "hello=2") == WarmSetting(function: "hello", count: 2))
+        #expect(try WarmSetting(parsing: "hello") == WarmSetting(function: "hello", count: 1))
+        for bad in ["Hello=2", "=2", "hello=0", "hello=257", "hello=x", "../x=1"] {
+            #expect(throws: KilnError.self) { try WarmSetting(parsing: bad) }
+        }
+    }
+
+    @Test func onlyLoopbackAddressesCountAsLoopback() throws {
+        for host in ["127.0.0.1:1", "127.255.0.9:1", "[::1]:1", "localhost:1", ":1"] {
+            #expect(try ListenAddress(parsing: host).isLoopback, "\(host)")
+        }
+        for host in ["127.0.0.1.example.com:1", "127.evil.test:1", "0.0.0.0:1", "[::]:1", "10.0.0.1:1", "127.1:1"] {
+            #expect(try !ListenAddress(parsing: host).isLoopback, "\(host)")
+        }
+        for bad in ["[[x]]:1", "a b:1", "host", "h:65536", "h/x:1"] {
+            #expect(throws: KilnError.self) { try ListenAddress(parsing: bad) }
+        }
+    }
+
+    @Test func waitsThatWouldTrapAreRefused() {
+        for seconds in [Double.infinity, .nan, 1e21, -1, 0] {
+            #expect(throws: KilnError.self) { try ReadinessCheck(path: "/health", timeoutSeconds: seconds).validate() }
+            #expect(throws: KilnError.self) { try ScalingPolicy(queueTimeoutSeconds: seconds).validate() }
+            #expect(throws: KilnError.self) {
+                try GatewayConfiguration.parsing(listen: ":8080", admin: ":8081", defaultPolicy: ScalingPolicy(), requestTimeoutSeconds: seconds)
+            }
+        }
+        #expect(throws: KilnError.self) { try ScalingPolicy(keepAliveSeconds: 1e21).validate() }
+        #expect(throws: KilnError.self) { try ScalingPolicy(concurrency: .max).validate() }
+    }
+
     @Test func criuVersionsParseAndCompare() throws {
         let version = try #require(SemanticVersion(criuVersionOutput: "Version: 4.2.1\nGitID: v4.2.1\n"))
         #expect(version == SemanticVersion(4, 2, 1))

@@ -341,6 +341,7 @@ struct SnapshotKeyTests {
         var manifest = encryptedManifest("svc", keyID: "0123456789abcdef")
         _ = try SnapshotManifest.decode(try manifest.encoded(), source: "m.json")
         manifest.files.append(SnapshotFile(path: "core-1.img", size: 1, sha256: String(repeating: "0", count: 64)))
+        manifest.sizeBytes += 1
         let error = try #require(throws: KilnError.self) { try SnapshotManifest.decode(try manifest.encoded(), source: "m.json") }
         #expect(error.message.contains("core-1.img"))
     }

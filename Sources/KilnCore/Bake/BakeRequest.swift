@@ -38,20 +38,22 @@ public struct BakeRequest: Sendable {
     }
 
     /// Checks the request against the host before anything is started: a valid name, a port in
-    /// range, a readiness path, and a command the sandbox will be able to see and execute.
+    /// range, a readiness path and timeout, warmup steps, a memory limit, and a command the
+    /// sandbox will be able to see and execute.
     public func validate() throws {
         try SnapshotStore.validate(name: name)
         guard (1...65535).contains(sandbox.port) else {
             throw KilnError(.invalidArgument, "port \(sandbox.port) is out of range", hint: "pass the port the service listens on, 1-65535, e.g. --port 8080")
         }
-        guard readiness.path.hasPrefix("/") else {
-            throw KilnError(.invalidArgument, "readiness path '\(readiness.path)' must start with '/'", hint: "e.g. --ready /health")
+        try readiness.validate()
+        for step in warmup {
+            do { try step.validate() } catch { throw KilnError(.invalidArgument, "warmup '\(step)' \(error.message)", hint: error.hint) }
         }
         if let hook = restoreHook, !hook.hasPrefix("/") || hook.contains(where: { $0.isWhitespace }) {
             throw KilnError(.invalidArgument, "restore hook '\(hook)' must be a path starting with '/'", hint: "e.g. --on-restore /kiln/restored")
         }
-        guard readiness.timeoutSeconds > 0 else {
-            throw KilnError(.invalidArgument, "the readiness timeout must be positive", hint: "e.g. --ready-timeout 60")
+        guard SandboxSpec.memoryLimitRange.contains(sandbox.memoryLimitBytes) else {
+            throw KilnError(.invalidArgument, "memory limit \(sandbox.memoryLimitBytes) bytes is out of range (6 MiB to 1 TiB)", hint: "e.g. --memory 1024")
         }
         if let app = sandbox.appDirectory {
             var isDirectory: ObjCBool = false

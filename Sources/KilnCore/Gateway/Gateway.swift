@@ -155,8 +155,16 @@ public final class Gateway: Service, Sendable {
     /// Answers one request: the service's response, or a JSON error the gateway made.
     public func handle(_ request: GatewayRequest) async -> GatewayResponse {
         let start = ContinuousClock.now
-        guard let route = GatewayRoute.resolve(target: request.head.path ?? "/", host: request.head.authority, isFunction: { self.pool(for: $0) != nil }) else {
-            return Self.error(.notFound, "function-not-found", "no function in the request path", hint: "call /<function>/<path>, e.g. /hello/greet")
+        let route: GatewayRoute
+        do throws(GatewayRouteRejection) {
+            route = try GatewayRoute.resolve(target: request.head.path ?? "/", host: request.head.authority, isFunction: { self.pool(for: $0) != nil })
+        } catch {
+            switch error {
+            case .noFunction:
+                return Self.error(.notFound, "function-not-found", "no function in the request path", hint: "call /<function>/<path>, e.g. /hello/greet")
+            case .invalidTarget(let problem):
+                return Self.error(.badRequest, "invalid-path", "the request path cannot be forwarded: \(problem)", hint: "resolve '.' and '..' before sending")
+            }
         }
         guard let pool = pool(for: route.function) else {
             metrics.unknownFunctionRequests.increment()

@@ -1,3 +1,5 @@
+import Foundation
+
 /// How one function's instances scale: the knobs of `kiln serve` and of the admin API's
 /// `PUT /functions/NAME/scale`. A value type, so a pool's policy can be swapped whole.
 public struct ScalingPolicy: Codable, Sendable, Equatable {
@@ -28,18 +30,32 @@ public struct ScalingPolicy: Codable, Sendable, Equatable {
         self.queueTimeoutSeconds = queueTimeoutSeconds
     }
 
+    /// Most instances per function.
+    public static let maximumInstances = 256
+    /// Most requests one instance may serve at once. The pool adds up the room of its instances
+    /// (up to ``maximumInstances`` times this), which must not overflow.
+    public static let maximumConcurrency = 10_000
+
     /// Rejects settings that cannot work, naming the one at fault.
     public func validate() throws {
         func invalid(_ message: String) -> KilnError {
             KilnError(.invalidArgument, message, hint: "e.g. min 0, max 4, concurrency 8, keep-alive 60 s")
         }
         guard minInstances >= 0 else { throw invalid("min instances must be 0 or more (got \(minInstances))") }
-        guard maxInstances >= 1, maxInstances <= 256 else { throw invalid("max instances must be 1-256 (got \(maxInstances))") }
+        guard (1...Self.maximumInstances).contains(maxInstances) else {
+            throw invalid("max instances must be 1-\(Self.maximumInstances) (got \(maxInstances))")
+        }
         guard minInstances <= maxInstances else { throw invalid("min instances (\(minInstances)) exceeds max instances (\(maxInstances))") }
-        guard concurrency >= 1 else { throw invalid("concurrency must be 1 or more (got \(concurrency))") }
-        guard keepAliveSeconds >= 0 else { throw invalid("keep-alive must not be negative") }
+        guard (1...Self.maximumConcurrency).contains(concurrency) else {
+            throw invalid("concurrency must be 1-\(Self.maximumConcurrency) (got \(concurrency))")
+        }
+        guard InputValidation.isSeconds(keepAliveSeconds, allowZero: true) else {
+            throw invalid("keep-alive must be 0 to a year in seconds (got \(keepAliveSeconds))")
+        }
         guard queueLimit >= 0 else { throw invalid("queue limit must not be negative") }
-        guard queueTimeoutSeconds > 0 else { throw invalid("queue timeout must be positive") }
+        guard InputValidation.isSeconds(queueTimeoutSeconds) else {
+            throw invalid("queue timeout must be positive and at most a year in seconds (got \(queueTimeoutSeconds))")
+        }
     }
 
     var keepAlive: Duration { .seconds(keepAliveSeconds) }
@@ -82,20 +98,29 @@ public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
         self.port = port
     }
 
-    /// Parses `127.0.0.1:8080`, `[::1]:8080` or `:8080` (loopback).
+    /// Parses `127.0.0.1:8080`, `[::1]:8080` or `:8080` (loopback). The host is a name or an
+    /// address (IPv6 in brackets): no whitespace, control characters, `/` or stray brackets.
     public init(parsing text: String) throws {
+        let invalid = KilnError(.invalidArgument, "'\(text)' is not HOST:PORT", hint: "e.g. --listen 127.0.0.1:8080 or --listen [::1]:8080")
         guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
-            throw KilnError(.invalidArgument, "'\(text)' is not HOST:PORT", hint: "e.g. --listen 127.0.0.1:8080")
+            throw invalid
         }
-        var host = String(text[..<colon])
-        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        self.init(host: host.isEmpty ? "127.0.0.1" : host, port: port)
+        var host = text[..<colon]
+        if host.hasPrefix("["), host.hasSuffix("]"), host.count >= 2 { host = host.dropFirst().dropLast() }
+        guard !host.utf8.contains(where: { InputValidation.isSpaceOrControl($0) || "[]/".utf8.contains($0) }) else { throw invalid }
+        self.init(host: host.isEmpty ? "127.0.0.1" : String(host), port: port)
     }
 
     /// Whether only this machine can reach it. The admin API has no authentication, so it must
-    /// listen on loopback.
+    /// listen on loopback: `localhost`, or an address literal in 127.0.0.0/8 or `::1`. (A name
+    /// that merely starts with `127.`, like `127.0.0.1.example.com`, can resolve anywhere.)
     public var isLoopback: Bool {
-        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+        if host == "localhost" { return true }
+        var v4 = in_addr()
+        if inet_pton(AF_INET, host, &v4) == 1 { return UInt32(bigEndian: v4.s_addr) >> 24 == 127 }
+        var v6 = in6_addr()
+        guard inet_pton(AF_INET6, host, &v6) == 1 else { return false }
+        return withUnsafeBytes(of: &v6) { $0.elementsEqual([UInt8](repeating: 0, count: 15) + [1]) }
     }
 
     public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
@@ -168,5 +193,60 @@ public struct GatewayConfiguration: Sendable {
             throw KilnError(.invalidArgument, "--listen and --admin are both \(listen)", hint: "give the admin API its own port")
         }
         guard maxAttempts >= 1 else { throw KilnError(.invalidArgument, "max attempts must be 1 or more") }
+        guard requestTimeout > .zero, requestTimeout <= .seconds(InputValidation.maximumSeconds) else {
+            throw KilnError(.invalidArgument, "the request timeout must be positive and at most a year (got \(requestTimeout))", hint: "e.g. --request-timeout 60")
+        }
     }
+
+    /// The configuration `kiln serve` is given on its command line, parsed and validated:
+    /// addresses as HOST:PORT, `--warm NAME=N` entries (a function kept at N warm instances; its
+    /// max raised to N if need be), seconds as the CLI takes them.
+    public static func parsing(
+        listen: String, admin: String, defaultPolicy: ScalingPolicy, warm: [String] = [], requestTimeoutSeconds: Double = 60
+    ) throws -> GatewayConfiguration {
+        var policies: [String: ScalingPolicy] = [:]
+        for entry in warm {
+            let setting = try WarmSetting(parsing: entry)
+            var warmed = defaultPolicy
+            warmed.minInstances = setting.count
+            warmed.maxInstances = Swift.max(defaultPolicy.maxInstances, setting.count)
+            policies[setting.function] = warmed
+        }
+        guard InputValidation.isSeconds(requestTimeoutSeconds) else {
+            throw KilnError(
+                .invalidArgument, "the request timeout must be positive and at most a year (got \(requestTimeoutSeconds) s)",
+                hint: "e.g. --request-timeout 60")
+        }
+        let configuration = GatewayConfiguration(
+            listen: try ListenAddress(parsing: listen), admin: try ListenAddress(parsing: admin), defaultPolicy: defaultPolicy,
+            policies: policies, requestTimeout: .seconds(requestTimeoutSeconds))
+        try configuration.validate()
+        return configuration
+    }
+}
+
+/// `--warm NAME=N`: keep N instances of a function running from the start (`NAME` alone: 1).
+public struct WarmSetting: Sendable, Equatable, CustomStringConvertible {
+    public var function: String
+    public var count: Int
+
+    public init(function: String, count: Int) {
+        self.function = function
+        self.count = count
+    }
+
+    public init(parsing text: String) throws {
+        let invalid = { (problem: String) in
+            KilnError(.invalidArgument, "--warm '\(text)' \(problem)", hint: "write it as NAME=N, e.g. --warm hello=2")
+        }
+        let (name, countText): (Substring, Substring) =
+            if let equals = text.firstIndex(of: "=") { (text[..<equals], text[text.index(after: equals)...]) } else { (text[...], "1") }
+        guard (try? SnapshotStore.validate(name: String(name))) != nil else { throw invalid("does not start with a snapshot name") }
+        guard let count = Int(countText), (1...ScalingPolicy.maximumInstances).contains(count) else {
+            throw invalid("needs a count of 1-\(ScalingPolicy.maximumInstances) instances")
+        }
+        self.init(function: String(name), count: count)
+    }
+
+    public var description: String { "\(function)=\(count)" }
 }

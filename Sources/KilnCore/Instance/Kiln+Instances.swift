@@ -126,12 +126,24 @@ extension Kiln {
         try data.write(to: URL(fileURLWithPath: "\(instanceDirectory(record.id))/instance.json"), options: .atomic)
     }
 
-    /// Every instance kiln has a record of.
+    /// Every instance kiln has a valid record of. A record that does not decode, or names an id
+    /// other than its directory's, is skipped (and logged): `kiln gc` removes its directory.
     public func instanceRecords() -> [InstanceRecord] {
         let ids = (try? FileManager.default.contentsOfDirectory(atPath: paths.instances)) ?? []
         return ids.sorted().compactMap { id in
-            guard let data = FileManager.default.contents(atPath: "\(instanceDirectory(id))/instance.json") else { return nil }
-            return try? SnapshotManifest.decoder.decode(InstanceRecord.self, from: data)
+            let path = "\(instanceDirectory(id))/instance.json"
+            guard let data = FileManager.default.contents(atPath: path) else { return nil }
+            do {
+                let record = try InstanceRecord.decode(data, source: path)
+                guard record.id == id else {
+                    logger.warning("skipping instance record that names another instance", metadata: ["path": "\(path)", "id": "\(record.id)"])
+                    return nil
+                }
+                return record
+            } catch {
+                logger.warning("skipping unusable instance record", metadata: ["error": "\(error)"])
+                return nil
+            }
         }
     }
 

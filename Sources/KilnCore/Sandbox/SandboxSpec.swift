@@ -1,3 +1,5 @@
+import Foundation
+
 /// Everything about a service's sandbox that stays the same across its cold start and every copy
 /// restored from its snapshot. Stored in the snapshot manifest: a restore must recreate the exact
 /// mounts the checkpointed process saw.
@@ -43,6 +45,63 @@ public struct SandboxSpec: Codable, Sendable, Equatable {
         self.memoryLimitBytes = memoryLimitBytes
         self.pidsLimit = pidsLimit
         self.tmpfsSizeBytes = tmpfsSizeBytes
+    }
+
+    /// Smallest and largest memory limit kiln accepts: below a few MiB nothing starts (Docker
+    /// refuses less than 6 MiB too); the upper bound only keeps MiB-to-bytes arithmetic sane.
+    public static let memoryLimitRange: ClosedRange<Int64> = (6 << 20)...(1 << 40)
+
+    /// Parses a memory limit: a number of MiB (`1024`, what `--memory` always took), or a number
+    /// with a unit, `k`, `m` or `g` (powers of 1024; `512m`, `2g`, `1536MiB`, `2 GiB` are fine).
+    public static func memoryLimit(parsing text: String) throws -> Int64 {
+        let invalid = KilnError(
+            .invalidArgument, "memory limit '\(text)' is not a size from 6 MiB to 1 TiB", hint: "give MiB or a unit, e.g. --memory 1024 or --memory 2g")
+        let trimmed = text.trimmingCharacters(in: .whitespaces).lowercased()
+        let digits = trimmed.prefix { $0.isASCII && $0.isNumber }
+        let unit = trimmed.dropFirst(digits.count).trimmingCharacters(in: .whitespaces)
+        let shift: Int64
+        switch unit {
+        case "k", "kb", "kib": shift = 10
+        case "", "m", "mb", "mib": shift = 20
+        case "g", "gb", "gib": shift = 30
+        default: throw invalid
+        }
+        // `<<` would silently drop the bits that overflow; the multiplication reports them.
+        guard let value = Int64(digits) else { throw invalid }
+        let (bytes, overflow) = value.multipliedReportingOverflow(by: 1 << shift)
+        guard !overflow, memoryLimitRange.contains(bytes) else { throw invalid }
+        return bytes
+    }
+
+    /// Parses `--env` entries, `KEY=VALUE` each (the value may be empty or hold `=`); a later
+    /// entry for the same key wins.
+    public static func environment(parsing entries: [String]) throws -> [String: String] {
+        var environment: [String: String] = [:]
+        for entry in entries {
+            guard let equals = entry.firstIndex(of: "="), equals != entry.startIndex, !entry.utf8.contains(0) else {
+                throw KilnError(.invalidArgument, "--env '\(entry)' is not KEY=VALUE", hint: "e.g. --env JAVA_OPTS=-Xmx256m")
+            }
+            environment[String(entry[..<equals])] = String(entry[entry.index(after: equals)...])
+        }
+        return environment
+    }
+
+    /// What is wrong with a spec read back from a snapshot manifest, or nil: what `kiln bake`
+    /// makes has absolute paths, limits in range and no NUL where `execve` would cut a string.
+    var problem: String? {
+        var paths = [("working directory", workingDirectory)]
+        if let appDirectory { paths.append(("app directory", appDirectory)) }
+        if case .directory(let root) = rootFilesystem { paths.append(("root filesystem", root)) }
+        for (what, path) in paths where !InputValidation.isCleanAbsolutePath(path) {
+            return "its \(what) '\(path)' is not a clean absolute path"
+        }
+        guard Self.memoryLimitRange.contains(memoryLimitBytes) else { return "its memory limit \(memoryLimitBytes) is out of range" }
+        guard pidsLimit > 0, tmpfsSizeBytes > 0 else { return "its pids limit or /tmp size is not positive" }
+        guard !command.contains(where: { $0.utf8.contains(0) }) else { return "its command holds a NUL character" }
+        for (key, value) in environment where key.isEmpty || key.contains("=") || key.utf8.contains(0) || value.utf8.contains(0) {
+            return "its environment variable '\(key)' is invalid"
+        }
+        return nil
     }
 
     /// JVM options kiln adds (through `JAVA_TOOL_OPTIONS`, so any JVM the command starts gets

@@ -9,6 +9,21 @@ public struct ReadinessCheck: Codable, Sendable, Equatable {
         self.path = path
         self.timeoutSeconds = timeoutSeconds
     }
+
+    /// Refuses a path that cannot go on a request line and a timeout that is not a usable wait
+    /// (NaN, infinite or longer than a year would trap when turned into a `Duration`).
+    public func validate() throws(KilnError) {
+        guard InputValidation.isRequestPath(path) else {
+            throw KilnError(
+                .invalidArgument, "readiness path '\(path)' must start with '/' and have no spaces or control characters",
+                hint: "e.g. --ready /health")
+        }
+        guard InputValidation.isSeconds(timeoutSeconds) else {
+            throw KilnError(
+                .invalidArgument, "the readiness timeout must be positive and at most a year (got \(timeoutSeconds) s)",
+                hint: "e.g. --ready-timeout 60")
+        }
+    }
 }
 
 /// Warmup traffic replayed before the checkpoint, so the snapshot holds a JIT-warm service:
@@ -22,17 +37,34 @@ public struct WarmupStep: Codable, Sendable, Equatable, CustomStringConvertible 
         self.path = path
     }
 
+    /// The most requests one step may replay.
+    public static let maximumCount = 1_000_000
+
     /// Parses `200:/greet` (or just `/greet`, once).
     public init(parsing text: String) throws {
-        let parts = text.split(separator: ":", maxSplits: 1).map(String.init)
-        let (countText, path) = parts.count == 2 && !parts[0].hasPrefix("/") ? (parts[0], parts[1]) : ("1", text)
-        guard let count = Int(countText), count > 0, count <= 1_000_000 else {
-            throw KilnError(.invalidArgument, "warmup '\(text)' has no valid request count", hint: "write it as COUNT:PATH, e.g. --warmup 200:/greet")
+        let (countText, path): (Substring, Substring) =
+            if !text.hasPrefix("/"), let colon = text.firstIndex(of: ":") {
+                (text[..<colon], text[text.index(after: colon)...])
+            } else {
+                ("1", text[...])
+            }
+        guard let count = Int(countText), (1...Self.maximumCount).contains(count) else {
+            throw KilnError(.invalidArgument, "warmup '\(text)' has no valid request count (1-\(Self.maximumCount))", hint: Self.syntax)
         }
-        guard path.hasPrefix("/") else {
-            throw KilnError(.invalidArgument, "warmup '\(text)' needs a path starting with '/'", hint: "write it as COUNT:PATH, e.g. --warmup 200:/greet")
+        self.init(count: count, path: String(path))
+        do { try validate() } catch { throw KilnError(.invalidArgument, "warmup '\(text)' \(error.message)", hint: Self.syntax) }
+    }
+
+    private static let syntax = "write it as COUNT:PATH, e.g. --warmup 200:/greet"
+
+    /// Refuses a count out of range and a path that cannot go on a request line.
+    func validate() throws(KilnError) {
+        guard (1...Self.maximumCount).contains(count) else {
+            throw KilnError(.invalidArgument, "has request count \(count), not 1-\(Self.maximumCount)", hint: Self.syntax)
         }
-        self.init(count: count, path: path)
+        guard InputValidation.isRequestPath(path) else {
+            throw KilnError(.invalidArgument, "needs a path starting with '/' without spaces or control characters", hint: Self.syntax)
+        }
     }
 
     public var description: String { "\(count):\(path)" }
@@ -189,9 +221,7 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
         guard manifest.format == currentFormat else {
             throw corrupt(source, "it has format \(manifest.format), this kiln reads format \(currentFormat)")
         }
-        guard (1...65535).contains(manifest.sandbox.port) else { throw corrupt(source, "its port \(manifest.sandbox.port) is out of range") }
-        guard !manifest.sandbox.command.isEmpty else { throw corrupt(source, "its command is empty") }
-        guard !manifest.files.isEmpty else { throw corrupt(source, "it lists no image files") }
+        if let problem = manifest.problem { throw corrupt(source, problem) }
         if let encryption = manifest.encryption {
             guard encryption.cipher == SnapshotCipher.name else {
                 throw corrupt(source, "its images are encrypted with '\(encryption.cipher)', this kiln knows only \(SnapshotCipher.name)")
@@ -199,17 +229,47 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
             guard SnapshotCipher.chunkSizes.contains(encryption.chunkSize) else { throw corrupt(source, "its encryption chunk size \(encryption.chunkSize) is invalid") }
             guard encryption.keyID.count == 16, encryption.keyID.allSatisfy(\.isHexDigit) else { throw corrupt(source, "its key id '\(encryption.keyID)' is invalid") }
             guard !encryption.bakeID.isEmpty else { throw corrupt(source, "its encryption has no bake id") }
-        }
-        for file in manifest.files {
-            guard !file.path.isEmpty, !file.path.hasPrefix("/"), !file.path.split(separator: "/").contains(".."),
-                  file.sha256.count == 64, file.sha256.allSatisfy(\.isHexDigit), file.size >= 0
-            else { throw corrupt(source, "its file entry '\(file.path)' is invalid") }
             // Every file of an encrypted snapshot is authenticated; a plain one slipped in would not be.
-            guard manifest.encryption == nil || file.path.hasSuffix(SnapshotCipher.suffix) else {
+            for file in manifest.files where !file.path.hasSuffix(SnapshotCipher.suffix) {
                 throw corrupt(source, "its file entry '\(file.path)' is not encrypted, though the snapshot is")
             }
         }
         return manifest
+    }
+
+    /// What is wrong with a decoded manifest, or nil: everything `kiln bake` writes passes, so
+    /// anything else is damage or tampering, named here before a restore acts on it (joins its
+    /// file paths to the image directory, puts its paths on request lines, makes its timeouts
+    /// `Duration`s).
+    var problem: String? {
+        do { try SnapshotStore.validate(name: name) } catch { return "its name '\(name)' is not a valid snapshot name" }
+        guard (1...65535).contains(sandbox.port) else { return "its port \(sandbox.port) is out of range" }
+        guard !sandbox.command.isEmpty else { return "its command is empty" }
+        if let problem = sandbox.problem { return problem }
+        do { try readiness.validate() } catch { return "its readiness check is invalid: \(error.message)" }
+        for step in warmup {
+            do { try step.validate() } catch { return "its warmup step '\(step)' \(error.message)" }
+        }
+        if let hook = restoreHook, !hook.hasPrefix("/") || hook.unicodeScalars.contains(where: { $0.properties.isWhitespace || $0.value < 0x20 }) {
+            return "its restore hook '\(hook)' is not a path"
+        }
+        guard compression == nil || compression == ImageCache.compression else {
+            return "its compression '\(compression ?? "")' is not '\(ImageCache.compression)'"
+        }
+        guard !files.isEmpty else { return "it lists no image files" }
+        var seen = Set<String>()
+        var total: Int64 = 0
+        for file in files {
+            guard InputValidation.isContainedRelativePath(file.path), file.size >= 0, file.sha256.utf8.count == 64,
+                  file.sha256.utf8.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) })
+            else { return "its file entry '\(file.path)' is invalid" }
+            guard seen.insert(file.path).inserted else { return "it lists '\(file.path)' twice" }
+            let (sum, overflow) = total.addingReportingOverflow(file.size)
+            guard !overflow else { return "its file sizes overflow" }
+            total = sum
+        }
+        guard sizeBytes == total else { return "its size \(sizeBytes) is not the sum of its files' sizes (\(total))" }
+        return nil
     }
 
     private static func corrupt(_ source: String, _ problem: String) -> KilnError {
