@@ -173,7 +173,8 @@ extension Kiln {
         progress: @escaping @Sendable (String) -> Void
     ) async throws -> SoakReport.Load {
         let function = manifest.name
-        let policy = ScalingPolicy(minInstances: 1, maxInstances: 3, concurrency: max(1, connections / 2), keepAliveSeconds: 30)
+        // Only the soaked function gets instances (scaled to 1-3 below), whatever else the store holds.
+        let policy = ScalingPolicy(minInstances: 0, maxInstances: 3, concurrency: max(1, connections / 2), keepAliveSeconds: 30)
         let configuration = GatewayConfiguration(
             listen: ListenAddress(host: "127.0.0.1", port: 0), admin: ListenAddress(host: "127.0.0.1", port: 0),
             defaultPolicy: policy, maintenanceInterval: .milliseconds(20))

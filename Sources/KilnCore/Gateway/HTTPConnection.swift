@@ -66,7 +66,12 @@ final class HTTPConnection: Sendable {
             promise.fail(Failure.timedOut)
             channel.close(promise: nil)
         }
-        channel.writeAndFlush(Exchange(request: request, promise: promise), promise: nil)
+        // A pooled connection can close (its instance killed) just before it is reused: then the
+        // write fails and no response will ever come, so the exchange fails at once instead of
+        // waiting out the timeout. Nothing was sent, so the caller may retry elsewhere.
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        written.futureResult.whenFailure { error in promise.fail(Failure.closedBeforeResponse("the request could not be written: \(error)")) }
+        channel.writeAndFlush(Exchange(request: request, promise: promise), promise: written)
         defer { timer.cancel() }
         return try await promise.futureResult.get()
     }
@@ -97,14 +102,18 @@ private final class ExchangeHandler: ChannelDuplexHandler {
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let exchange = unwrapOutboundIn(data)
         guard pending == nil else {
-            exchange.promise.fail(HTTPConnection.Failure.closedBeforeResponse("the connection is busy with another request"))
+            let failure = HTTPConnection.Failure.closedBeforeResponse("the connection is busy with another request")
+            exchange.promise.fail(failure)
+            promise?.fail(failure)
             return
         }
         let head: HTTPRequestHead
         do {
             head = try HTTPRequestHead(exchange.request.head)
         } catch {
-            exchange.promise.fail(HTTPConnection.Failure.closedBeforeResponse("cannot encode the request: \(error)"))
+            let failure = HTTPConnection.Failure.closedBeforeResponse("cannot encode the request: \(error)")
+            exchange.promise.fail(failure)
+            promise?.fail(failure)
             return
         }
         pending = exchange.promise

@@ -1,0 +1,39 @@
+import Foundation
+import HTTPTypes
+import NIOCore
+import NIOPosix
+import Testing
+
+@testable import KilnCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite("instance connections")
+struct HTTPConnectionTests {
+    /// A pooled connection whose instance was killed just before it is reused must fail at once,
+    /// as "nothing sent" (so the gateway may retry elsewhere), not wait out its timeout. Found by
+    /// the soak: one request in ~10,000 hung for the full 60 s.
+    @Test func aRequestOnAClosedConnectionFailsAtOnceAsNotSent() async throws {
+        var ends: [Int32] = [0, 0]
+        try #require(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &ends) == 0)
+        let connection = try await HTTPConnection.adopt(socket: ends[0], on: MultiThreadedEventLoopGroup.singleton.next())
+        close(ends[1])
+        let deadline = ContinuousClock.now + .seconds(5)
+        while connection.isActive, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(!connection.isActive, "the peer's close should be noticed")
+
+        let started = ContinuousClock.now
+        let request = ForwardedRequest(head: HTTPRequest(method: .get, scheme: nil, authority: "localhost", path: "/greet"), body: nil)
+        do {
+            _ = try await connection.execute(request, timeout: .seconds(30))
+            Issue.record("a request on a closed connection succeeded")
+        } catch HTTPConnection.Failure.closedBeforeResponse {
+            // Expected: nothing reached the server.
+        } catch {
+            Issue.record("expected closedBeforeResponse, got \(error)")
+        }
+        #expect(started.duration(to: .now) < .seconds(5), "it must fail at once, not at the timeout")
+    }
+}
