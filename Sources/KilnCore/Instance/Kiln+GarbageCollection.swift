@@ -117,6 +117,8 @@ extension Kiln {
                 // rmdir succeeds only on an empty cgroup, which is exactly the leftover kind.
                 if rmdir("\(parent)/\(entry)") == 0 { report.cgroups.append("\(controller)\(paths.cgroupParent)/\(entry)") }
             }
+            // The parent itself, once empty (runc makes it again for the next container).
+            rmdir(parent)
         }
         return report
     }
