@@ -38,7 +38,8 @@ public struct GatewayRoute: Sendable, Equatable {
     /// `hello` from `hello.fns.local:8080`; nil for a host of one label (`localhost`), an IP
     /// address, or a first label that cannot be a snapshot name.
     static func functionLabel(ofHost host: String) -> String? {
-        guard !host.hasPrefix("[") else { return nil }  // IPv6 literal
+        // One label (`localhost:8080`, the usual case) or an IPv6 literal: no function named.
+        guard host.utf8.contains(UInt8(ascii: ".")), !host.hasPrefix("[") else { return nil }
         let name = host.split(separator: ":", maxSplits: 1).first.map { $0.lowercased() } ?? ""
         let labels = name.split(separator: ".", omittingEmptySubsequences: false)
         guard labels.count >= 2, !labels.allSatisfy({ $0.allSatisfy(\.isNumber) }) else { return nil }
