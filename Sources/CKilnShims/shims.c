@@ -102,6 +102,10 @@ int kiln_set_memory_merge(int on) { return prctl(PR_SET_MEMORY_MERGE, on ? 1 : 0
 
 short kiln_posix_spawn_setsid_flag(void) { return POSIX_SPAWN_SETSID; }
 
+int kiln_posix_spawn_addclosefrom(void *actions, int from) {
+    return posix_spawn_file_actions_addclosefrom_np((posix_spawn_file_actions_t *)actions, from);
+}
+
 int kiln_effective_caps(unsigned long long *mask) {
     struct __user_cap_header_struct hdr = { _LINUX_CAPABILITY_VERSION_3, 0 };
     struct __user_cap_data_struct data[2];

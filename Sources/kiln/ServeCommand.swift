@@ -158,12 +158,18 @@ extension Bench {
                 print("Steady state, GET \(report.loadPath), \(report.connections) keep-alive connections, one instance:")
                 var rows: [[String]] = []
                 for (index, (direct, gateway)) in zip(report.direct, report.throughGateway).enumerated() {
-                    rows.append(["\(index + 1) direct", String(format: "%.0f", direct.requestsPerSecond), Output.ms(direct.p50Ms), Output.ms(direct.p99Ms), String(direct.failures)])
-                    rows.append(["\(index + 1) gateway", String(format: "%.0f", gateway.requestsPerSecond), Output.ms(gateway.p50Ms), Output.ms(gateway.p99Ms), String(gateway.failures)])
+                    for (label, run) in [("\(index + 1) direct", direct), ("\(index + 1) gateway", gateway)] {
+                        rows.append([
+                            label, String(format: "%.0f", run.requestsPerSecond), Output.ms(run.p50Ms), Output.ms(run.p99Ms), String(run.failures),
+                            String(format: "%.3f ms", run.kilnCpuMsPerRequest), String(format: "%.3f ms", run.instanceCpuMsPerRequest),
+                        ])
+                    }
                 }
-                print(Output.table(["ROUND", "REQ/S", "P50", "P99", "FAILED"], rows))
+                print(Output.table(["ROUND", "REQ/S", "P50", "P99", "FAILED", "KILN CPU/REQ", "INSTANCE CPU/REQ"], rows))
                 print(String(format: "gateway overhead: %.1f%% of direct throughput over all rounds, %.1f%% median of rounds (target <= 15%%)",
                              report.gatewayOverhead * 100, report.gatewayOverheadMedianOfRounds * 100))
+                print(String(format: "gateway CPU: %.3f ms per request (median over rounds); CPU-bound overhead it predicts: %.1f%%",
+                             report.gatewayCpuMsPerRequest, report.cpuBoundOverhead * 100))
                 print(report.notes)
             }
         }

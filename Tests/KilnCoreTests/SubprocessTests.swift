@@ -23,6 +23,16 @@ struct SubprocessTests {
         #expect(output.status == .signaled(9))
     }
 
+    /// A descriptor opened without close-on-exec (as SwiftNIO accepts connections) must not
+    /// reach a child: a long-lived one (kiln-shim) would keep a gateway client's socket open.
+    @Test func descriptorsBeyondTheStandardStreamsDoNotReachTheChild() async throws {
+        let leaky = open("/dev/null", O_RDONLY)
+        #expect(leaky > 2)
+        defer { close(leaky) }
+        let output = try await Subprocess.run("/bin/sh", ["-c", "test -e /proc/self/fd/\(leaky) && echo inherited || echo closed"])
+        #expect(output.stdout == "closed\n")
+    }
+
     @Test func missingExecutableIsNamed() async {
         let error = await #expect(throws: KilnError.self) { _ = try await Subprocess.run("/nonexistent/tool", []) }
         #expect(error?.code == .commandNotFound)

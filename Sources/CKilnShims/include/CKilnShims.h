@@ -31,6 +31,10 @@ int kiln_set_memory_merge(int on);
 /// The POSIX_SPAWN_SETSID flag (a glibc extension the Glibc module does not import).
 short kiln_posix_spawn_setsid_flag(void);
 
+/// posix_spawn_file_actions_addclosefrom_np (glibc 2.34+, not imported by the Glibc module):
+/// the child closes every descriptor from `from` on. `actions` is a posix_spawn_file_actions_t.
+int kiln_posix_spawn_addclosefrom(void *actions, int from);
+
 /// The effective capability mask of the calling process (from capget(2)), lower and upper words.
 int kiln_effective_caps(unsigned long long *mask);
 

@@ -136,15 +136,9 @@ extension Kiln {
 
     /// utime + stime of the ksmd kernel thread, in seconds.
     static func ksmdCPUSeconds() -> Double {
-        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] where Int(entry) != nil {
-            guard (try? String(contentsOfFile: "/proc/\(entry)/comm", encoding: .utf8))?.hasPrefix("ksmd") == true,
-                  let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
-                  let close = stat.lastIndex(of: ")")
-            else { continue }
-            let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
-            // After the command: state is field 3 of stat, utime 14 and stime 15 (1-based).
-            guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
-            return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = Int32(entry), (try? String(contentsOfFile: "/proc/\(entry)/comm", encoding: .utf8))?.hasPrefix("ksmd") == true else { continue }
+            return ProcessInspector.cpuSeconds(of: pid) ?? 0
         }
         return 0
     }

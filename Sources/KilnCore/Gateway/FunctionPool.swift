@@ -65,6 +65,8 @@ struct PoolEnvironment: Sendable {
 /// others or to its replacement). Launches and stops themselves run in the gateway's task group.
 public actor FunctionPool {
     public nonisolated let function: String
+    /// The function's metric handles (made once, per function).
+    nonisolated var metrics: FunctionMetrics { environment.metrics }
     private var policy: ScalingPolicy
     private let environment: PoolEnvironment
     private var logger: Logger
@@ -107,6 +109,27 @@ public actor FunctionPool {
     private var lastLaunchFailure: String?
     private var closed = false
     private var emptyWaiters: [CheckedContinuation<Void, Never>] = []
+    /// What ``publishGauges()`` recorded last (nil: nothing yet).
+    private var published: GaugeCounts?
+
+    private struct GaugeCounts: Equatable {
+        var queue: Int
+        var starting: Int
+        var stopping: Int
+        var idle = 0
+        var busy = 0
+        var draining = 0
+
+        subscript(state: GatewayMetrics.InstanceState) -> Int {
+            switch state {
+            case .starting: starting
+            case .idle: idle
+            case .busy: busy
+            case .draining: draining
+            case .stopping: stopping
+            }
+        }
+    }
 
     // Counters for the admin API.
     private var launches = 0
@@ -231,14 +254,20 @@ public actor FunctionPool {
     ///   running instances plus the room that the launches under way will bring.
     private func scale() {
         guard !closed else { return }
+        // Runs after every request: counted in place, without building arrays.
+        var usable = 0
+        var spare = 0
+        for slot in slots where !slot.retiring {
+            usable += 1
+            spare += max(0, policy.concurrency - slot.inFlight)
+        }
+        if waiters.isEmpty, usable + launching >= policy.minInstances { return }
         if let until = launchesBlockedUntil, now < until { return }
-        let usable = slots.filter { !$0.retiring }
-        let spare = usable.reduce(0) { $0 + max(0, policy.concurrency - $1.inFlight) }
-        let limit = usable.isEmpty || preparation != .prepared ? 1 : policy.maxInstances
+        let limit = usable == 0 || preparation != .prepared ? 1 : policy.maxInstances
         var wanted = 0
-        while usable.count + launching + wanted < limit {
+        while usable + launching + wanted < limit {
             let coming = (launching + wanted) * policy.concurrency
-            let belowMinimum = usable.count + launching + wanted < policy.minInstances
+            let belowMinimum = usable + launching + wanted < policy.minInstances
             guard waiters.count > spare + coming || belowMinimum else { break }
             wanted += 1
         }
@@ -391,15 +420,20 @@ public actor FunctionPool {
         for waiter in failed { waiter.continuation.resume(throwing: failure) }
     }
 
+    /// Records the queue length and the instances per state, those that changed only: this runs
+    /// after every request, and most requests change none of them.
     private func publishGauges() {
-        let metrics = environment.metrics
-        metrics.queueLength.record(waiters.count)
-        var counts: [GatewayMetrics.InstanceState: Int] = [.starting: launching, .stopping: terminating]
+        var counts = GaugeCounts(queue: waiters.count, starting: launching, stopping: terminating)
         for slot in slots {
-            let state: GatewayMetrics.InstanceState = slot.retiring ? .draining : slot.inFlight > 0 ? .busy : .idle
-            counts[state, default: 0] += 1
+            if slot.retiring { counts.draining += 1 } else if slot.inFlight > 0 { counts.busy += 1 } else { counts.idle += 1 }
         }
-        for state in GatewayMetrics.InstanceState.allCases { metrics.instances[state]?.record(counts[state] ?? 0) }
+        guard counts != published else { return }
+        let metrics = environment.metrics
+        if counts.queue != published?.queue { metrics.queueLength.record(counts.queue) }
+        for state in GatewayMetrics.InstanceState.allCases where counts[state] != published?[state] {
+            metrics.instances[state]?.record(counts[state])
+        }
+        published = counts
     }
 
     // MARK: Admin

@@ -172,7 +172,7 @@ public final class Gateway: Service, Sendable {
                 .notFound, "function-not-found", "no function named '\(route.function)'", function: route.function,
                 hint: "functions are snapshot names: 'kiln ls' lists them, 'kiln bake \(route.function) ...' makes one")
         }
-        let functionMetrics = metrics.function(route.function)
+        let functionMetrics = pool.metrics
         let forwarded = Self.forwardedRequest(request, route: route)
         let idempotent = request.head.method.isIdempotent
         var attempt = 0
@@ -238,21 +238,35 @@ public final class Gateway: Service, Sendable {
     public static let instanceHeader = HTTPField.Name("X-Kiln-Instance")!
 
     /// Headers that describe one connection, not the request (RFC 9110 7.6.1): never forwarded.
-    static let hopByHop: Set<String> = [
-        "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "content-length",
-    ]
+    /// (`content-length` too: the gateway sets its own, for the body it forwards or answers.)
+    static func isHopByHop(_ name: HTTPField.Name) -> Bool {
+        switch name.canonicalName {
+        case "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "content-length": true
+        default: false
+        }
+    }
+
+    static let forwardedHost = HTTPField.Name("X-Forwarded-Host")!
+    static let forwardedPrefix = HTTPField.Name("X-Forwarded-Prefix")!
+    static let forwardedProto = HTTPField.Name("X-Forwarded-Proto")!
 
     static func forwardedRequest(_ request: GatewayRequest, route: GatewayRoute) -> ForwardedRequest {
+        // Built with appends (a subscript set searches the fields for the name each time); the
+        // X-Forwarded-* a client sent are replaced, not added to.
         var fields = HTTPFields()
-        fields.reserveCapacity(request.head.headerFields.count + 3)
-        for field in request.head.headerFields where !hopByHop.contains(field.name.canonicalName) { fields.append(field) }
-        if let host = request.head.authority { fields[.init("X-Forwarded-Host")!] = host }
-        if let prefix = route.strippedPrefix { fields[.init("X-Forwarded-Prefix")!] = prefix }
-        fields[.init("X-Forwarded-Proto")!] = "http"
+        fields.reserveCapacity(request.head.headerFields.count + 4)
+        for field in request.head.headerFields where !isHopByHop(field.name) {
+            if field.name == forwardedProto || (field.name == forwardedHost && request.head.authority != nil)
+                || (field.name == forwardedPrefix && route.strippedPrefix != nil) { continue }
+            fields.append(field)
+        }
+        if let host = request.head.authority { fields.append(HTTPField(name: forwardedHost, value: host)) }
+        if let prefix = route.strippedPrefix { fields.append(HTTPField(name: forwardedPrefix, value: prefix)) }
+        fields.append(HTTPField(name: forwardedProto, value: "http"))
         let method = request.head.method
         // A POST, PUT or PATCH always says how long its body is, even when it is empty.
-        let body = request.body ?? ([.post, .put, .patch].contains(method) ? ByteBuffer() : nil)
-        if let body { fields[.contentLength] = String(body.readableBytes) }
+        let body = request.body ?? (method == .post || method == .put || method == .patch ? ByteBuffer() : nil)
+        if let body { fields.append(HTTPField(name: .contentLength, value: String(body.readableBytes))) }
         let head = HTTPRequest(method: method, scheme: nil, authority: request.head.authority ?? "localhost", path: route.path, headerFields: fields)
         return ForwardedRequest(head: head, body: body)
     }
@@ -261,10 +275,10 @@ public final class Gateway: Service, Sendable {
     /// A HEAD response keeps its Content-Length (it describes the GET body it did not send).
     static func prepareForClient(_ response: inout GatewayResponse, method: HTTPRequest.Method) {
         let keepLength = method == .head
-        response.head.headerFields = HTTPFields(response.head.headerFields.filter { field in
-            let name = field.name.canonicalName
-            return !hopByHop.contains(name) || (keepLength && name == "content-length")
-        })
+        let drop = { (field: HTTPField) in isHopByHop(field.name) && !(keepLength && field.name == .contentLength) }
+        // Most responses carry one such header at most (Content-Length): rebuild only if needed.
+        guard response.head.headerFields.contains(where: drop) else { return }
+        response.head.headerFields = HTTPFields(response.head.headerFields.filter { !drop($0) })
     }
 
     // MARK: Errors

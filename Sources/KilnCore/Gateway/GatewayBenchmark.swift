@@ -35,6 +35,12 @@ public struct ServeBenchmarkReport: Codable, Sendable {
         public var requestsPerSecond: Double
         public var p50Ms: Double
         public var p99Ms: Double
+        /// CPU time this process spent per request: the load generator's, plus the gateway's on
+        /// the gateway path. The difference between the two paths is what the gateway costs,
+        /// and unlike requests/s it hardly depends on what else the machine runs.
+        public var kilnCpuMsPerRequest: Double
+        /// CPU time the instance (its JVM, every thread) spent per request.
+        public var instanceCpuMsPerRequest: Double
     }
 
     public var snapshot: String
@@ -58,7 +64,17 @@ public struct ServeBenchmarkReport: Codable, Sendable {
     public var gatewayOverhead: Double
     /// The same, as the median over rounds of each round's pair (less sensitive to one noisy run).
     public var gatewayOverheadMedianOfRounds: Double
+    /// CPU the gateway adds per request (ms): median over rounds of this process's CPU per
+    /// request through the gateway minus that of the direct run of the same round.
+    public var gatewayCpuMsPerRequest: Double
+    /// The overhead the CPU figures predict when the machine's cores are the bottleneck (this
+    /// benchmark's case: service, load generator and gateway share them): 1 - (direct CPU per
+    /// request) / (gateway path CPU per request), medians over rounds. Less noisy than the
+    /// throughput ratio on a machine that others load.
+    public var cpuBoundOverhead: Double
     public var notes: String
+    /// How long both paths were loaded before the counted rounds (until the service was warm).
+    public var warmupSeconds: Double
 }
 
 extension Kiln {
@@ -135,32 +151,63 @@ extension Kiln {
         let instance = try await waitForInstance(gateway, function)
         let direct = LoadTarget.instance(instance.endpoint)
         let viaGateway = LoadTarget.loopback(port: port)
-        // A restored JVM is JIT-warm, but its first seconds under load still differ (pages it
-        // writes are copied out of KSM's merged ones, caches refill): not counted.
-        progress("warming up both paths (3 s each, not counted)...")
-        _ = await LoadGenerator.run(direct, path: loadPath, connections: connections, duration: .seconds(3))
-        _ = await LoadGenerator.run(viaGateway, path: "/\(function)\(loadPath)", connections: connections, duration: .seconds(3))
+        // A restored JVM is only as warm as the snapshot's warmup made it (a few hundred
+        // requests): under load it goes on compiling for tens of seconds, and its CPU per request
+        // falls several-fold (0.45 to 0.1 ms for /greet here). Rounds taken meanwhile compare a
+        // moving target, and a heavier service makes any gateway look cheaper. So: load both
+        // paths alternately until the service's CPU per request stops falling (no new low by
+        // 5% in the last five 3-s slices; CPU per request, unlike requests/s, hardly depends on
+        // what else loads the machine, though on a loaded one the JIT, starved, takes longer),
+        // 20 s at least and 90 s at most; not counted.
+        progress("warming up until the service's CPU per request stops falling (20-90 s, not counted)...")
+        let warmupStart = ContinuousClock.now
+        var warmupCost: [Double] = []
+        var warmupRates: [Double] = []
+        while true {
+            let before = ProcessInspector.cpuSeconds(of: instance.pid) ?? 0
+            let slice = await LoadGenerator.run(direct, path: loadPath, connections: connections, duration: .seconds(2))
+            let used = (ProcessInspector.cpuSeconds(of: instance.pid) ?? 0) - before
+            warmupCost.append(used * 1000 / Double(max(slice.samples.count, 1)))
+            warmupRates.append(slice.requestsPerSecond)
+            _ = await LoadGenerator.run(viaGateway, path: "/\(function)\(loadPath)", connections: connections, duration: .seconds(1))
+            let elapsed = warmupStart.duration(to: .now)
+            if elapsed >= .seconds(90) { break }
+            if elapsed >= .seconds(20), warmupCost.count >= 6, warmupCost.suffix(5).min()! > 0.95 * warmupCost.dropLast(5).min()! { break }
+        }
+        let warmupSeconds = warmupStart.duration(to: .now).seconds
+        progress(String(
+            format: "warmed up in %.0f s: the service's CPU per request went from %.3f to %.3f ms (direct: %.0f to %.0f req/s)", warmupSeconds,
+            warmupCost.first ?? 0, warmupCost.last ?? 0, warmupRates.first ?? 0, warmupRates.last ?? 0))
         var directRuns: [ServeBenchmarkReport.Throughput] = []
         var gatewayRuns: [ServeBenchmarkReport.Throughput] = []
-        func summary(_ result: LoadGenerator.Result) -> ServeBenchmarkReport.Throughput {
-            ServeBenchmarkReport.Throughput(
+        // One run, with the CPU time this process and the instance spent during it.
+        func run(_ target: LoadTarget, _ path: String) async -> ServeBenchmarkReport.Throughput {
+            let ownBefore = ProcessInspector.ownCPUTime()
+            let instanceBefore = ProcessInspector.cpuSeconds(of: instance.pid) ?? 0
+            let result = await LoadGenerator.run(target, path: path, connections: connections, duration: .seconds(seconds))
+            let ownMs = (ProcessInspector.ownCPUTime() - ownBefore).milliseconds
+            let instanceMs = ((ProcessInspector.cpuSeconds(of: instance.pid) ?? 0) - instanceBefore) * 1000
+            let requests = Double(max(result.samples.count, 1))
+            return ServeBenchmarkReport.Throughput(
                 requests: result.samples.count, failures: result.samples.count - result.ok, seconds: result.elapsed.seconds,
-                requestsPerSecond: result.requestsPerSecond, p50Ms: result.latencyMs(0.5), p99Ms: result.latencyMs(0.99))
+                requestsPerSecond: result.requestsPerSecond, p50Ms: result.latencyMs(0.5), p99Ms: result.latencyMs(0.99),
+                kilnCpuMsPerRequest: ownMs / requests, instanceCpuMsPerRequest: instanceMs / requests)
         }
         for round in 1...rounds {
             // Alternate which goes first, so drift on a busy machine hits both alike.
             let order = round % 2 == 1 ? [false, true] : [true, false]
             for throughGateway in order {
-                let result = throughGateway
-                    ? await LoadGenerator.run(viaGateway, path: "/\(function)\(loadPath)", connections: connections, duration: .seconds(seconds))
-                    : await LoadGenerator.run(direct, path: loadPath, connections: connections, duration: .seconds(seconds))
-                let run = summary(result)
-                if throughGateway { gatewayRuns.append(run) } else { directRuns.append(run) }
-                progress(String(format: "round %d/%d %@: %.0f req/s, p50 %.2f ms, p99 %.2f ms, %d failed", round, rounds,
-                                throughGateway ? "gateway" : "direct ", run.requestsPerSecond, run.p50Ms, run.p99Ms, run.failures))
+                let result = throughGateway ? await run(viaGateway, "/\(function)\(loadPath)") : await run(direct, loadPath)
+                if throughGateway { gatewayRuns.append(result) } else { directRuns.append(result) }
+                progress(String(
+                    format: "round %d/%d %@: %.0f req/s, p50 %.2f ms, p99 %.2f ms, %d failed; CPU per request: kiln %.3f ms, instance %.3f ms",
+                    round, rounds, throughGateway ? "gateway" : "direct ", result.requestsPerSecond, result.p50Ms, result.p99Ms, result.failures,
+                    result.kilnCpuMsPerRequest, result.instanceCpuMsPerRequest))
             }
         }
         let total = { (runs: [ServeBenchmarkReport.Throughput]) in Double(runs.reduce(0) { $0 + $1.requests }) / runs.reduce(0) { $0 + $1.seconds } }
+        let pairs = zip(gatewayRuns, directRuns)
+        let cpuPerRequest = { (run: ServeBenchmarkReport.Throughput) in run.kilnCpuMsPerRequest + run.instanceCpuMsPerRequest }
         let bareSummary = Percentiles(bare)
         let firstSummary = Percentiles(first)
         return ServeBenchmarkReport(
@@ -168,8 +215,11 @@ extension Kiln {
             firstRequest: firstSummary, firstRequestOverRestore: bareSummary.p50 > 0 ? firstSummary.p50 / bareSummary.p50 : 0,
             loadPath: loadPath, connections: connections, direct: directRuns, throughGateway: gatewayRuns,
             gatewayOverhead: 1 - total(gatewayRuns) / total(directRuns),
-            gatewayOverheadMedianOfRounds: 1 - Percentiles(zip(gatewayRuns, directRuns).map { $0.requestsPerSecond / $1.requestsPerSecond }).p50,
-            notes: "gateway, load generator and service share this machine's \(ProcessInfo.processInfo.activeProcessorCount) cores; keep-alive connections on both paths; per-instance concurrency = connections")
+            gatewayOverheadMedianOfRounds: 1 - Percentiles(pairs.map { $0.requestsPerSecond / $1.requestsPerSecond }).p50,
+            gatewayCpuMsPerRequest: Percentiles(pairs.map { $0.kilnCpuMsPerRequest - $1.kilnCpuMsPerRequest }).p50,
+            cpuBoundOverhead: 1 - Percentiles(pairs.map { cpuPerRequest($1) / cpuPerRequest($0) }).p50,
+            notes: "gateway, load generator and service share this machine's \(ProcessInfo.processInfo.activeProcessorCount) cores; keep-alive connections on both paths; per-instance concurrency = connections",
+            warmupSeconds: warmupSeconds)
     }
 
     /// Sends one request on a new connection and returns how long the answer took (ms).

@@ -6,11 +6,11 @@ import ServiceLifecycle
 import UnixSignals
 import Synchronization
 
-/// `kiln serve`: the ``Gateway`` behind two Hummingbird listeners, run as one ServiceGroup.
+/// `kiln serve`: the ``Gateway`` behind two listeners, run as one ServiceGroup.
 ///
-/// - the public listener forwards every request to a function (and nothing else: no admin
-///   route exists on it, whatever the path);
-/// - the admin listener serves the admin API and `/metrics`.
+/// - the public listener (``PublicListener``, plain SwiftNIO: the hot path) forwards every
+///   request to a function (and nothing else: no admin route exists on it, whatever the path);
+/// - the admin listener (Hummingbird) serves the admin API and `/metrics`.
 ///
 /// On SIGTERM or SIGINT (or ``shutdown()``) the group shuts down in reverse order: the public
 /// listener stops accepting and finishes the requests in flight (those waiting for a restore
@@ -34,11 +34,9 @@ public final class GatewayServer: Sendable {
         let configuration = gateway.configuration
         // Set below, once `self` exists; the listeners report their ports through it.
         let reporter = PortReporter()
-        let publicApp = Application(
-            responder: PublicResponder(gateway: gateway, maxBodyBytes: configuration.maxBodyBytes),
-            configuration: .init(address: .hostname(configuration.listen.host, port: configuration.listen.port), serverName: nil),
-            onServerRunning: { channel in reporter.report(listen: channel.localAddress?.port) },
-            logger: logger)
+        let publicListener = PublicListener(gateway: gateway, address: configuration.listen, logger: logger) { port in
+            reporter.report(listen: port)
+        }
         let adminApp = Application(
             router: AdminAPI.router(gateway: gateway),
             configuration: .init(address: .hostname(configuration.admin.host, port: configuration.admin.port), serverName: nil),
@@ -47,7 +45,7 @@ public final class GatewayServer: Sendable {
         group = ServiceGroup(
             configuration: .init(
                 // Shut down last to first: public listener, admin listener, then the gateway.
-                services: [.init(service: gateway), .init(service: adminApp), .init(service: publicApp)],
+                services: [.init(service: gateway), .init(service: adminApp), .init(service: publicListener)],
                 gracefulShutdownSignals: signals, logger: logger))
         reporter.server.withLock { $0 = self }
     }
@@ -105,27 +103,6 @@ private final class PortReporter: Sendable {
 
     func report(listen: Int? = nil, admin: Int? = nil) {
         server.withLock { $0 }?.record(listen: listen, admin: admin)
-    }
-}
-
-/// The public listener: every request goes to ``Gateway/handle(_:)``.
-struct PublicResponder: HTTPResponder {
-    typealias Context = BasicRequestContext
-
-    let gateway: Gateway
-    let maxBodyBytes: Int
-
-    func respond(to request: Request, context: Context) async throws -> Response {
-        var request = request
-        let body: ByteBuffer
-        do {
-            body = try await request.collectBody(upTo: maxBodyBytes)
-        } catch {
-            let reply = Gateway.error(.contentTooLarge, "body-too-large", "the request body exceeds \(maxBodyBytes) bytes")
-            return Response(status: reply.status, headers: reply.head.headerFields, body: .init(byteBuffer: reply.body))
-        }
-        let reply = await gateway.handle(GatewayRequest(head: request.head, body: body.readableBytes > 0 ? body : nil))
-        return Response(status: reply.status, headers: reply.head.headerFields, body: .init(byteBuffer: reply.body))
     }
 }
 

@@ -59,21 +59,31 @@ final class HTTPConnection: Sendable {
     var isActive: Bool { channel.isActive }
 
     /// Sends a request and reads its whole response, or fails with ``Failure``.
+    ///
+    /// Called from a task that runs on this connection's event loop (the gateway's requests
+    /// are), the exchange costs no thread hop at all: the request is written at once and the
+    /// continuation resumed from the read that completes the response.
     func execute(_ request: ForwardedRequest, timeout: Duration) async throws -> Reply {
-        let promise = channel.eventLoop.makePromise(of: Reply.self)
         let nanoseconds = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
-        let timer = channel.eventLoop.scheduleTask(in: .nanoseconds(nanoseconds)) { [channel] in
-            promise.fail(Failure.timedOut)
-            channel.close(promise: nil)
+        return try await withUnsafeThrowingContinuation { continuation in
+            let exchange = Exchange(request: request, deadline: .now() + .nanoseconds(nanoseconds), continuation: continuation)
+            let channel = channel
+            if channel.eventLoop.inEventLoop {
+                Self.start(exchange, on: channel)
+            } else {
+                channel.eventLoop.execute { Self.start(exchange, on: channel) }
+            }
         }
-        // A pooled connection can close (its instance killed) just before it is reused: then the
-        // write fails and no response will ever come, so the exchange fails at once instead of
-        // waiting out the timeout. Nothing was sent, so the caller may retry elsewhere.
-        let written = channel.eventLoop.makePromise(of: Void.self)
-        written.futureResult.whenFailure { error in promise.fail(Failure.closedBeforeResponse("the request could not be written: \(error)")) }
-        channel.writeAndFlush(Exchange(request: request, promise: promise), promise: written)
-        defer { timer.cancel() }
-        return try await promise.futureResult.get()
+    }
+
+    /// On the channel's loop: a write to a closed channel would never reach the handler (and
+    /// so never answer), hence the check first.
+    private static func start(_ exchange: Exchange, on channel: any Channel) {
+        guard channel.isActive else {
+            exchange.continuation.resume(throwing: Failure.closedBeforeResponse("the connection is closed"))
+            return
+        }
+        channel.writeAndFlush(exchange, promise: nil)
     }
 
     func close() {
@@ -81,10 +91,12 @@ final class HTTPConnection: Sendable {
     }
 }
 
-/// A request and the promise of its response, written into the pipeline as one message.
+/// A request, when it must be answered by, and who waits for the answer: written into the
+/// pipeline as one message. The handler resumes `continuation` exactly once.
 private struct Exchange: Sendable {
     var request: ForwardedRequest
-    var promise: EventLoopPromise<HTTPConnection.Reply>
+    var deadline: NIODeadline
+    var continuation: UnsafeContinuation<HTTPConnection.Reply, any Error>
 }
 
 /// Writes an ``Exchange``'s request as NIOHTTP1 parts and completes its promise with the
@@ -94,7 +106,12 @@ private final class ExchangeHandler: ChannelDuplexHandler {
     typealias OutboundIn = Exchange
     typealias OutboundOut = HTTPClientRequestPart
 
-    private var pending: EventLoopPromise<HTTPConnection.Reply>?
+    private var pending: UnsafeContinuation<HTTPConnection.Reply, any Error>?
+    private var deadline = NIODeadline.distantFuture
+    /// At most one per connection, armed for the deadline of the exchange under way and moved
+    /// on lazily when it fires early: scheduling and cancelling a timer per request would cost
+    /// more than the rest of this handler.
+    private var timer: Scheduled<Void>?
     private var requestKeepsAlive = true
     private var head: HTTPResponseHead?
     private var body: ByteBuffer?
@@ -102,21 +119,19 @@ private final class ExchangeHandler: ChannelDuplexHandler {
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let exchange = unwrapOutboundIn(data)
         guard pending == nil else {
-            let failure = HTTPConnection.Failure.closedBeforeResponse("the connection is busy with another request")
-            exchange.promise.fail(failure)
-            promise?.fail(failure)
+            exchange.continuation.resume(throwing: HTTPConnection.Failure.closedBeforeResponse("the connection is busy with another request"))
             return
         }
         let head: HTTPRequestHead
         do {
             head = try HTTPRequestHead(exchange.request.head)
         } catch {
-            let failure = HTTPConnection.Failure.closedBeforeResponse("cannot encode the request: \(error)")
-            exchange.promise.fail(failure)
-            promise?.fail(failure)
+            exchange.continuation.resume(throwing: HTTPConnection.Failure.closedBeforeResponse("cannot encode the request: \(error)"))
             return
         }
-        pending = exchange.promise
+        pending = exchange.continuation
+        deadline = exchange.deadline
+        if timer == nil { arm(context: context) }
         requestKeepsAlive = head.isKeepAlive
         self.head = nil
         body = nil
@@ -127,6 +142,27 @@ private final class ExchangeHandler: ChannelDuplexHandler {
         context.write(wrapOutboundOut(.end(nil)), promise: promise)
     }
 
+    private func arm(context: ChannelHandlerContext) {
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(deadline: deadline) {
+            let (handler, context) = bound.value
+            handler.timer = nil
+            guard handler.pending != nil else { return }
+            if NIODeadline.now() < handler.deadline {
+                handler.arm(context: context)
+            } else {
+                handler.finish(.failure(HTTPConnection.Failure.timedOut))
+                context.close(promise: nil)
+            }
+        }
+    }
+
+    private func finish(_ result: Result<HTTPConnection.Reply, any Error>) {
+        guard let continuation = pending else { return }
+        pending = nil
+        continuation.resume(with: result)
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
@@ -134,20 +170,30 @@ private final class ExchangeHandler: ChannelDuplexHandler {
         case .body(var chunk):
             if body == nil { body = chunk } else { body!.writeBuffer(&chunk) }
         case .end:
-            guard let promise = pending, let head else { return }
-            pending = nil
+            guard pending != nil, let head else { return }
+            let body = self.body ?? ByteBuffer()
+            self.head = nil
+            self.body = nil
             do {
-                let response = try HTTPResponse(head)
-                let reply = HTTPConnection.Reply(
-                    response: GatewayResponse(head: response, body: body ?? ByteBuffer()), reusable: head.isKeepAlive && requestKeepsAlive)
-                promise.succeed(reply)
+                let response = try Self.response(head)
+                finish(.success(HTTPConnection.Reply(response: GatewayResponse(head: response, body: body), reusable: head.isKeepAlive && requestKeepsAlive)))
             } catch {
-                promise.fail(HTTPConnection.Failure.truncated("malformed response: \(error)"))
+                finish(.failure(HTTPConnection.Failure.truncated("malformed response: \(error)")))
                 context.close(promise: nil)
             }
-            self.head = nil
-            body = nil
         }
+    }
+
+    /// The response head in HTTPTypes' terms. (NIOHTTPTypesHTTP1's conversion lowercases every
+    /// header name to look for a `Host`, which a response has no use for; this runs per request.)
+    private static func response(_ head: HTTPResponseHead) throws -> HTTPResponse {
+        guard head.status.code <= 999 else { throw HTTP1TypeConversionError.invalidStatusCode }
+        var fields = HTTPFields()
+        fields.reserveCapacity(head.headers.count)
+        for (name, value) in head.headers {
+            if let name = HTTPField.Name(name) { fields.append(HTTPField(name: name, value: value)) }
+        }
+        return HTTPResponse(status: .init(code: Int(head.status.code), reasonPhrase: head.status.reasonPhrase), headerFields: fields)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -157,12 +203,12 @@ private final class ExchangeHandler: ChannelDuplexHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         fail(reason: "the connection closed")
+        timer?.cancel()
+        timer = nil
         context.fireChannelInactive()
     }
 
     private func fail(reason: String) {
-        guard let promise = pending else { return }
-        pending = nil
-        promise.fail(head == nil ? HTTPConnection.Failure.closedBeforeResponse(reason) : HTTPConnection.Failure.truncated(reason))
+        finish(.failure(head == nil ? HTTPConnection.Failure.closedBeforeResponse(reason) : HTTPConnection.Failure.truncated(reason)))
     }
 }

@@ -24,6 +24,7 @@ public final class PooledInstanceTransport: InstanceTransport {
     public let maxIdleTime: Duration
     private let idle = Mutex<[String: [Idle]]>([:])
     private let group: any EventLoopGroup
+    private let executors: EventLoopExecutor.Table
     private let connect: @Sendable (GatewayInstance) throws -> NIOBSDSocket.Handle
 
     /// - Parameter connect: makes a connected socket to an instance; by default inside its
@@ -36,17 +37,21 @@ public final class PooledInstanceTransport: InstanceTransport {
         self.maxIdlePerInstance = maxIdlePerInstance
         self.maxIdleTime = maxIdleTime
         self.group = group
+        executors = EventLoopExecutor.Table(group)
         self.connect = connect ?? { try InstanceHTTPClient.connectedSocket(to: $0.endpoint) }
     }
 
     public func send(_ request: ForwardedRequest, to instance: GatewayInstance, timeout: Duration) async throws -> GatewayResponse {
+        // The caller's loop when it runs on one (the public listener's requests do): the
+        // exchange then stays on that thread from the client's bytes to the instance and back.
+        let loop = executors.current?.eventLoop
         let connection: HTTPConnection
-        if let reused = checkOut(instance.id) {
+        if let reused = checkOut(instance.id, preferring: loop) {
             connection = reused
         } else {
             do {
                 let socket = try connect(instance)
-                connection = try await HTTPConnection.adopt(socket: socket, on: group.next())
+                connection = try await HTTPConnection.adopt(socket: socket, on: loop ?? group.next())
             } catch {
                 throw TransportFailure.notSent("\(error)")
             }
@@ -72,15 +77,26 @@ public final class PooledInstanceTransport: InstanceTransport {
         }
     }
 
-    /// The most recently used live idle connection (the warmest), dropping dead or stale ones.
-    private func checkOut(_ id: String) -> HTTPConnection? {
+    /// The most recently used live idle connection on `loop` (the warmest), else on any loop
+    /// when `loop` is nil; dead or stale ones are dropped on the way.
+    private func checkOut(_ id: String, preferring loop: (any EventLoop)?) -> HTTPConnection? {
         let now = ContinuousClock.now
         var discarded: [HTTPConnection] = []
         defer { for connection in discarded { connection.close() } }
         return idle.withLock { table -> HTTPConnection? in
-            while let last = table[id]?.popLast() {
-                if last.connection.isActive, last.since.duration(to: now) < maxIdleTime { return last.connection }
-                discarded.append(last.connection)
+            guard var entries = table[id] else { return nil }
+            defer { table[id] = entries }
+            var index = entries.endIndex
+            while index > entries.startIndex {
+                index -= 1
+                let entry = entries[index]
+                guard entry.connection.isActive, entry.since.duration(to: now) < maxIdleTime else {
+                    discarded.append(entries.remove(at: index).connection)
+                    continue
+                }
+                if loop == nil || entry.connection.channel.eventLoop === loop! {
+                    return entries.remove(at: index).connection
+                }
             }
             return nil
         }

@@ -60,6 +60,24 @@ public enum ProcessInspector {
         return state != "Z" && state != "X"
     }
 
+    /// CPU time (user + system, every thread) `pid` has used, in seconds; nil once it is gone.
+    /// `/proc/PID/stat` counts in clock ticks (10 ms here).
+    public static func cpuSeconds(of pid: Int32) -> Double? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return nil }
+        let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
+        // After the command: state is field 3 of stat, utime 14 and stime 15 (1-based).
+        guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    /// CPU time (user + system, every thread) this process has used so far
+    /// (`CLOCK_PROCESS_CPUTIME_ID`: nanosecond resolution, unlike `/proc/self/stat`).
+    public static func ownCPUTime() -> Duration {
+        var now = timespec()
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now)
+        return .seconds(now.tv_sec) + .nanoseconds(now.tv_nsec)
+    }
+
     /// TCP ports in LISTEN state in the network namespace of `pid`.
     public static func listeningPorts(of pid: Int32) -> [Int] {
         var ports = Set<Int>()

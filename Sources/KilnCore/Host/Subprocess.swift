@@ -39,8 +39,9 @@ public struct CommandOutput: Sendable {
 /// Spawning and reaping child processes with `posix_spawn`.
 ///
 /// kiln needs exact control of a child's file descriptors (runc hands its stdio to the container,
-/// and CRIU later insists those are pipes), so it does not use Foundation's `Process`. Every
-/// descriptor kiln opens is close-on-exec; only the ones mapped onto 0, 1 and 2 reach a child.
+/// and CRIU later insists those are pipes), so it does not use Foundation's `Process`. Only the
+/// descriptors mapped onto 0, 1 and 2 (and `extraDescriptors`) reach a child: every other one is
+/// closed in the child, close-on-exec or not.
 public enum Subprocess {
     /// Where a child's standard stream comes from.
     public enum Stream: Sendable {
@@ -68,6 +69,11 @@ public enum Subprocess {
         for (source, target) in extraDescriptors {
             posix_spawn_file_actions_adddup2(&actions, source, target)
         }
+        // Nothing else reaches the child, whether kiln opened it close-on-exec or not: SwiftNIO
+        // accepts connections without FD_CLOEXEC, and a gateway client's socket inherited by a
+        // `kiln-shim` (which lives as long as its instance) would stay open after the gateway
+        // closed it, the client never seeing the end of its response.
+        kiln_posix_spawn_addclosefrom(&actions, (extraDescriptors.map(\.target) + [2]).max()! + 1)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
