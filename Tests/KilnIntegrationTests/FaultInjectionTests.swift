@@ -19,8 +19,7 @@ struct ProcessAssassin {
     }
 
     func parent(of pid: Int32) -> Int32? {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return nil }
-        return stat[stat.index(close, offsetBy: 2)...].split(separator: " ").dropFirst().first.flatMap { Int32($0) }
+        ProcessInspector.statFields(of: pid).flatMap { $0.count > 1 ? Int32($0[1]) : nil }
     }
 
     func find() -> Int32? {

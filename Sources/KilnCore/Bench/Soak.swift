@@ -95,9 +95,7 @@ extension Kiln {
         resources.mounts = HostMounts.mountPoints().filter { $0.hasPrefix(paths.state + "/") }.count
         let me = getpid()
         for entry in (try? fileManager.contentsOfDirectory(atPath: "/proc")) ?? [] {
-            guard let pid = Int32(entry), let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-                  let close = stat.lastIndex(of: ")") else { continue }
-            let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
+            guard let pid = Int32(entry), let fields = ProcessInspector.statFields(of: pid) else { continue }
             if fields.first == "Z" {
                 if fields.count > 1, Int32(fields[1]) == me { resources.zombies += 1 }
                 continue

@@ -51,20 +51,26 @@ public struct ReadinessProbe: Sendable {
 
 /// Facts about host processes read from /proc.
 public enum ProcessInspector {
+    /// The fields of `/proc/PID/stat` after the command (which may hold spaces and parentheses):
+    /// `[0]` is the state (field 3 of stat), `[1]` the parent pid, `[19]` the start time; nil once
+    /// the process is gone.
+    public static func statFields(of pid: Int32) -> [Substring]? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")"),
+              let start = stat.index(close, offsetBy: 2, limitedBy: stat.endIndex)
+        else { return nil }
+        return stat[start...].split(separator: " ")
+    }
+
     /// Whether `pid` exists and is not a zombie.
     public static func isAlive(_ pid: Int32) -> Bool {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")")
-        else { return false }
-        let state = stat[stat.index(close, offsetBy: 2)...].first
+        guard let state = statFields(of: pid)?.first else { return false }
         return state != "Z" && state != "X"
     }
 
     /// CPU time (user + system, every thread) `pid` has used, in seconds; nil once it is gone.
     /// `/proc/PID/stat` counts in clock ticks (10 ms here).
     public static func cpuSeconds(of pid: Int32) -> Double? {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return nil }
-        let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
+        guard let fields = statFields(of: pid) else { return nil }
         // After the command: state is field 3 of stat, utime 14 and stime 15 (1-based).
         guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
         return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))

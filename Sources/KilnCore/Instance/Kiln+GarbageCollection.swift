@@ -38,8 +38,7 @@ enum OwnerMark {
 
     /// Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot.
     static func startTime(of pid: Int32) -> String? {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return nil }
-        let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
+        guard let fields = ProcessInspector.statFields(of: pid) else { return nil }
         return fields.count > 19 ? String(fields[19]) : nil
     }
 }
