@@ -130,6 +130,11 @@ extension Bench {
 
         @OptionGroup var common: CommonOptions
 
+        func validate() throws {
+            // Before `Duration` sees it: it traps on infinity and NaN.
+            guard (0.1...3600).contains(killEvery) else { throw ValidationError("--kill-every takes 0.1 to 3600 seconds, not \(killEvery)") }
+        }
+
         func run() async throws {
             try await reporting(common) {
                 let kiln = try common.openKiln(toDo: "soak-test", keys: keys)

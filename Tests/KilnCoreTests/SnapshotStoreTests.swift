@@ -114,3 +114,29 @@ struct SnapshotStoreTests {
         #expect(error.hint?.contains("kiln bake") == true)
     }
 }
+
+@Suite("small input checks")
+struct SmallInputCheckTests {
+    @Test func evictingASnapshotsCacheLeavesOtherSnapshotsWithTheSamePrefix() {
+        #expect(ImageCache.entry("hello-9f3a0c1d2e", isVersionOf: "hello"))
+        // `hello-2`'s entry, and a name that only starts the same.
+        #expect(!ImageCache.entry("hello-2-9f3a0c1d2e", isVersionOf: "hello"))
+        #expect(!ImageCache.entry("hello-world-1", isVersionOf: "hello"))
+        #expect(!ImageCache.entry("hello-", isVersionOf: "hello"))
+        #expect(!ImageCache.entry(".staging-hello-12-34", isVersionOf: "hello"))
+        #expect(ImageCache.entry("hello-2-9f3a0c1d2e", isVersionOf: "hello-2"))
+    }
+
+    @Test func aPortInTheEnvironmentMustMatchThePortOption() throws {
+        func request(_ environment: [String: String]) -> BakeRequest {
+            BakeRequest(
+                name: "svc", sandbox: SandboxSpec(command: ["/bin/sh"], environment: environment, workingDirectory: "/", appDirectory: nil, port: 8080),
+                readiness: ReadinessCheck(path: "/health"))
+        }
+        let error = #expect(throws: KilnError.self) { try request(["PORT": "9090"]).validate() }
+        #expect(error?.message.contains("PORT=9090 conflicts with --port 8080") == true)
+        #expect(error?.hint?.contains("--port 9090") == true)
+        try request(["PORT": "8080"]).validate()
+        try request([:]).validate()
+    }
+}

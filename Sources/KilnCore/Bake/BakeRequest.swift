@@ -45,6 +45,13 @@ public struct BakeRequest: Sendable {
         guard (1...65535).contains(sandbox.port) else {
             throw KilnError(.invalidArgument, "port \(sandbox.port) is out of range", hint: "pass the port the service listens on, 1-65535, e.g. --port 8080")
         }
+        if let given = sandbox.environment["PORT"], given != String(sandbox.port) {
+            // The sandbox's PORT is always --port's (the readiness check and every restore dial
+            // that port); a different one from --env would be silently overridden.
+            throw KilnError(
+                .invalidArgument, "--env PORT=\(given) conflicts with --port \(sandbox.port)",
+                hint: "kiln sets PORT from --port: drop --env PORT, or pass --port \(given)")
+        }
         try readiness.validate()
         for step in warmup {
             do { try step.validate() } catch { throw KilnError(.invalidArgument, "warmup '\(step)' \(error.message)", hint: error.hint) }

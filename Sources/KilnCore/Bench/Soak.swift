@@ -115,8 +115,13 @@ extension Kiln {
         _ manifest: SnapshotManifest, cycles: Int = 1000, loadSeconds: Double = 600, connections: Int = 8, killInterval: Duration = .seconds(5),
         requestPath: String = "/greet", progress: @escaping @Sendable (String) -> Void = { _ in }
     ) async throws -> SoakReport {
-        guard cycles >= 0, loadSeconds >= 0, (1...256).contains(connections) else {
-            throw KilnError(.invalidArgument, "cycles >= 0, load seconds >= 0, connections 1-256")
+        // Closed ranges also refuse NaN and infinity, which `Duration` would trap on.
+        guard (0...1_000_000).contains(cycles), (0...604_800).contains(loadSeconds), (1...256).contains(connections),
+            (.milliseconds(100)...(.seconds(3600))).contains(killInterval)
+        else {
+            throw KilnError(
+                .invalidArgument, "bench soak takes cycles 0-1000000, load seconds 0-604800 (a week), connections 1-256 and a kill interval of 0.1-3600 s",
+                hint: "e.g. kiln bench soak hello --cycles 100 --load-seconds 60")
         }
         let atStart = await hostResources()
         progress("at start: \(atStart)")

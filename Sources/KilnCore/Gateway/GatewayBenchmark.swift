@@ -92,8 +92,10 @@ extension Kiln {
         _ manifest: SnapshotManifest, trials: Int = 20, loadPath: String = "/greet", connections: Int = 8, seconds: Double = 3,
         rounds: Int = 6, progress: @escaping @Sendable (String) -> Void = { _ in }
     ) async throws -> ServeBenchmarkReport {
-        guard (1...200).contains(trials), (1...256).contains(connections), seconds > 0, (1...20).contains(rounds) else {
-            throw KilnError(.invalidArgument, "trials 1-200, connections 1-256, seconds > 0, rounds 1-20")
+        guard (1...200).contains(trials), (1...256).contains(connections), (0.1...3600).contains(seconds), (1...20).contains(rounds) else {
+            throw KilnError(
+                .invalidArgument, "bench serve takes trials 1-200, connections 1-256, seconds 0.1-3600 and rounds 1-20",
+                hint: "e.g. kiln bench serve hello --trials 20 --seconds 3")
         }
         // Concurrency matches the load so the gateway queues nothing the instance would not.
         let policy = ScalingPolicy(minInstances: 0, maxInstances: 1, concurrency: connections, keepAliveSeconds: 3600)

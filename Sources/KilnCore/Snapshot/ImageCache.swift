@@ -153,9 +153,18 @@ public struct ImageCache: Sendable {
 
     /// Drops every cached copy of a snapshot (after it is removed or re-baked).
     public func evict(_ name: String) {
-        for entry in (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? [] where entry.hasPrefix("\(name)-") {
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? [] where Self.entry(entry, isVersionOf: name) {
             try? FileManager.default.removeItem(atPath: "\(root)/\(entry)")
         }
+    }
+
+    /// Whether a cache entry (`<name>-<hex version>`) holds a version of snapshot `name`. A
+    /// prefix test alone would also take `hello-2-<version>` for a version of `hello`: names may
+    /// hold '-' and digits, versions are hex digits only.
+    static func entry(_ entry: String, isVersionOf name: String) -> Bool {
+        guard entry.hasPrefix("\(name)-") else { return false }
+        let version = entry.utf8.dropFirst(name.utf8.count + 1)
+        return !version.isEmpty && version.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) }
     }
 
     /// Identifies one baked version of a snapshot: a digest of its files' digests.
