@@ -155,6 +155,9 @@ struct PrivateDocker: Sendable {
         let arguments = [
             "--data-root", "\(base)/data", "--exec-root", execRoot, "--pidfile", "\(execRoot)/dockerd.pid",
             "-H", "unix://\(execRoot)/docker.sock", "--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false",
+            // dockerd starts a containerd of its own under the exec root, unless a system one
+            // answers at /run/containerd: then these keep its containers apart from others'.
+            "--containerd-namespace", "kiln-test-\(getpid())", "--containerd-plugins-namespace", "kiln-test-\(getpid())-plugins",
         ]
         var environment = ProcessInfo.processInfo.environment
         environment["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin"
