@@ -3,7 +3,7 @@ SWIFT ?= swift
 KILN := .build/debug/kiln
 SAMPLES := examples/hello-spring examples/hello-jdk examples/hostile
 
-.PHONY: setup samples build demo test bench-memory bench-serve soak clean
+.PHONY: setup samples build demo test bench-memory bench-serve soak docker-image clean
 
 setup:            ## install CRIU 4.2.1 (built from Debian's source), runc, iptables, Java packages
 	@./scripts/setup.sh
@@ -41,6 +41,10 @@ soak: samples build   ## reliability: restore/stop cycles, then gateway load und
 	$(SWIFT) build -c release --product kiln-shim
 	$(SWIFT) build -c release --product kiln
 	.build/release/kiln bench soak hello --cycles $${CYCLES:-1000} --load-seconds $${LOAD_SECONDS:-600}
+
+# Needs a running dockerd (DOCKER_HOST picks it); prints the tag, kiln:<git describe>. TAG= overrides it.
+docker-image: samples   ## Docker image kiln:<version> (FROM scratch: kiln, CRIU 4.2.1, runc, JDK 17, the Spring sample)
+	@./scripts/docker-image.sh $(if $(TAG),--tag $(TAG))
 
 .PHONY: bench
 bench: samples build   ## kiln vs cold JDK 17/25, AOT cache, AppCDS, bare CRIU, podman, docker (QUICK=1: ~5 min); bench/results/<time>/

@@ -35,6 +35,9 @@ PACKAGES=(
   libdropwizard-metrics-java
   libbsd-dev libcap-dev libgnutls28-dev libnet1-dev libnftables-dev libnl-3-dev
   libprotobuf-c-dev libprotobuf-dev protobuf-c-compiler protobuf-compiler python3-protobuf uuid-dev
+  # kiln's Docker image (scripts/docker-image.sh, DockerImageTests): Debian's docker.io 20.10,
+  # which brings containerd and tini (the image's PID 1). No daemon is started (see below).
+  docker.io
 )
 
 missing=()
@@ -61,8 +64,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${#missing[@]} missing packages: ${missing[*]}"
   # --no-upgrade alone is not enough: apt's Upgrade-By-Source-Package policy would still upgrade
   # installed siblings of a new package's source (e.g. login and passwd along with libsubid4).
+  # Keep maintainer scripts (docker.io's, containerd's) from starting a system daemon: policy-rc.d
+  # exit 101 means "not allowed". The Docker test starts its own dockerd with private directories.
+  # An existing policy-rc.d is left as it is.
+  created_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod 0755 /usr/sbin/policy-rc.d
+    created_policy=1
+  fi
+  trap '[ -z "$created_policy" ] || rm -f /usr/sbin/policy-rc.d' EXIT
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends --no-upgrade \
     -o APT::Get::Upgrade-By-Source-Package=false "${missing[@]}" >/dev/null
+  [ -z "$created_policy" ] || rm -f /usr/sbin/policy-rc.d
+  trap - EXIT
 else
   log "Debian packages: all present"
 fi

@@ -12,10 +12,15 @@ import Glibc
 /// cgroups and mounts of each sandbox. The service inside never gets any of these.
 public enum HostPrivileges {
     /// Capabilities kiln checks for by name (bit numbers from linux/capability.h).
+    ///
+    /// `CAP_CHECKPOINT_RESTORE` is not among them although CRIU uses what it grants (`ns_last_pid`,
+    /// `clone3` with a set pid, `/proc/PID/map_files`): the kernel grants all of that to
+    /// `CAP_SYS_ADMIN` as well (`checkpoint_restore_ns_capable`), which kiln requires anyway. So a
+    /// container runtime that cannot grant it (Docker 20.10, Debian bookworm's: `--cap-add
+    /// CHECKPOINT_RESTORE` is "unknown capability") can still run kiln.
     static let required: [(name: String, bit: Int)] = [
         ("CAP_DAC_OVERRIDE", 1), ("CAP_KILL", 5), ("CAP_SETUID", 7), ("CAP_NET_ADMIN", 12),
         ("CAP_SYS_CHROOT", 18), ("CAP_SYS_PTRACE", 19), ("CAP_SYS_ADMIN", 21),
-        ("CAP_CHECKPOINT_RESTORE", 40),
     ]
 
     /// The capabilities kiln needs that the calling process does not have.
@@ -36,7 +41,7 @@ public enum HostPrivileges {
         guard missing.isEmpty else {
             throw KilnError(
                 .missingCapability, "kiln runs as root but without \(missing.joined(separator: ", ")), which it needs to \(action)",
-                hint: "run kiln with its full capability set (not under 'capsh --drop' or a restricted container); inside Docker use --privileged or the flags in the README's 'Privileges' section")
+                hint: "run kiln with its full capability set (not under 'capsh --drop' or a restricted container); inside Docker use --privileged or the flags in the README's 'In Docker' section")
         }
     }
 }
