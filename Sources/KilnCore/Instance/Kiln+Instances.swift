@@ -48,7 +48,16 @@ extension Kiln {
         shareMemory: Bool? = nil
     ) async throws -> InstanceRecord {
         let sharing = shareMemory ?? manifest.shareMemory
-        if sharing { try PageMerging.enable() }
+        if sharing {
+            // Copies are marked mergeable by kiln-shim whatever happens here; without ksmd they
+            // just share nothing until it runs. Refusing the restore for that (kiln in a container,
+            // where /sys is read-only, cannot start ksmd) would trade a memory saving for an outage.
+            do {
+                try PageMerging.enable()
+            } catch let error as KilnError {
+                logger.warning("copies will not share memory until ksmd runs", metadata: ["reason": "\(error.message)", "fix": "\(error.hint ?? "")"])
+            }
+        }
         InstanceHTTPClient.prepare()
         let id = makeInstanceID(for: manifest.name)
         let directory = instanceDirectory(id)

@@ -80,7 +80,9 @@ public enum PageMerging {
         do {
             try String(value).write(toFile: "\(sysfs)/\(name)", atomically: false, encoding: .utf8)
         } catch {
-            throw KilnError(.systemCall, "could not set \(sysfs)/\(name) to \(value): \(error)", hint: "kiln needs root to start ksmd")
+            throw KilnError(
+                .systemCall, "could not set \(sysfs)/\(name) to \(value): \(error)",
+                hint: "kiln needs root and a writable /sys to start ksmd (in a container: 'echo 1 > \(sysfs)/run' on the host)")
         }
     }
 }
