@@ -49,11 +49,13 @@ extension Kiln {
                 try makeScratchDirectory(directory)
                 if let reference = request.image {
                     progress(.importingImage(reference))
-                    let image = try await importImage(reference, bakeID: id)
+                    var configured = request.sandbox
+                    let image = try await importImage(reference, bakeID: id) { image in
+                        configured = try image.config.sandbox(applyingTo: configured, rootfs: imageRoot(bakeID: id), reference: reference.description)
+                    }
                     imported = image
                     progress(.importedImage(image))
-                    request.sandbox = try image.image.config.sandbox(
-                        applyingTo: request.sandbox, rootfs: imageRoot(bakeID: id), reference: reference.description)
+                    request.sandbox = configured
                     try request.validate()
                 }
                 staging = try store.makeStagingDirectory(for: request.name)
@@ -88,13 +90,15 @@ extension Kiln {
 
     /// Copies and unpacks the image of a bake into ``imageRoot(bakeID:)``; the copy of the image
     /// in the store's staging area is gone when this returns, whatever happens.
-    private func importImage(_ reference: ImageReference, bakeID: String) async throws -> ImportedImage {
+    private func importImage(
+        _ reference: ImageReference, bakeID: String, check: (OCILayout.Image) throws -> Void
+    ) async throws -> ImportedImage {
         let importer = try ImageImporter.locate(logger: logger)
         try store.prepare()
         let work = "\(store.stagingDirectory)/image-\(bakeID)"
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         defer { try? FileManager.default.removeItem(atPath: work) }
-        return try await importer.importImage(reference, work: work, rootfs: imageRoot(bakeID: bakeID))
+        return try await importer.importImage(reference, work: work, rootfs: imageRoot(bakeID: bakeID), check: check)
     }
 
     private func bake(

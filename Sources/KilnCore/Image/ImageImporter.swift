@@ -1,10 +1,6 @@
 import Foundation
 import Logging
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// An image brought onto the machine for a bake: where it came from, its identity, its
 /// configuration, and how long getting it took.
 public struct ImportedImage: Sendable, Equatable {
@@ -45,10 +41,12 @@ public struct ImageImporter: Sendable {
     /// The tag kiln gives the image in its work layout.
     static let workTag = "kiln"
 
-    /// Copies `reference` into `work/layout`, checks it is for this machine, and unpacks its
-    /// root filesystem to `rootfs` (which must not exist; its parent must be on the same
-    /// filesystem as `work`). `work` is left for the caller to remove.
-    public func importImage(_ reference: ImageReference, work: String, rootfs: String) async throws -> ImportedImage {
+    /// Copies `reference` into `work/layout`, checks it is for this machine, lets `check` refuse
+    /// its configuration (before the unpacking, the slow part), and unpacks its root filesystem
+    /// to `rootfs`, which must not exist. `work` is left for the caller to remove.
+    public func importImage(
+        _ reference: ImageReference, work: String, rootfs: String, check: (OCILayout.Image) throws -> Void = { _ in }
+    ) async throws -> ImportedImage {
         if case .ociLayout(let path, _) = reference, !FileManager.default.fileExists(atPath: "\(path)/oci-layout") {
             throw KilnError(
                 .imageNotFound, "there is no OCI image layout at \(path) (no oci-layout file)",
@@ -66,10 +64,12 @@ public struct ImageImporter: Sendable {
 
         let image = try OCILayout(path: layout).image(tag: Self.workTag)
         try image.config.checkPlatform(reference: reference.description)
+        try check(image)
 
         let unpackStart = ContinuousClock.now
-        let bundle = "\(work)/bundle"
-        let unpackArguments = ["unpack", "--image", "\(layout):\(Self.workTag)", bundle]
+        // `raw unpack`: the root filesystem only. (`umoci unpack` also writes a runtime config,
+        // and fails on what kiln decides itself, e.g. a user name missing from /etc/passwd.)
+        let unpackArguments = ["raw", "unpack", "--image", "\(layout):\(Self.workTag)", rootfs]
         logger.debug("image: \(umoci) \(unpackArguments.joined(separator: " "))")
         let unpacked = try await Subprocess.run(umoci, unpackArguments)
         guard unpacked.status.isSuccess else {
@@ -79,11 +79,8 @@ public struct ImageImporter: Sendable {
         }
         // The mount points kiln's sandbox needs, in case the image lacks them (runc would make them
         // at every start otherwise, in a root that is meant to stay as unpacked).
-        for directory in ["proc", "dev", "sys", "tmp"] where !FileManager.default.fileExists(atPath: "\(bundle)/rootfs/\(directory)") {
-            try? FileManager.default.createDirectory(atPath: "\(bundle)/rootfs/\(directory)", withIntermediateDirectories: false)
-        }
-        guard rename("\(bundle)/rootfs", rootfs) == 0 else {
-            throw KilnError.systemCall("rename", errno: errno, "the unpacked root filesystem to \(rootfs)")
+        for directory in ["proc", "dev", "sys", "tmp"] where !FileManager.default.fileExists(atPath: "\(rootfs)/\(directory)") {
+            try? FileManager.default.createDirectory(atPath: "\(rootfs)/\(directory)", withIntermediateDirectories: false)
         }
         return ImportedImage(reference: reference, image: image, copyMs: copyMs, unpackMs: unpackStart.duration(to: .now).milliseconds)
     }

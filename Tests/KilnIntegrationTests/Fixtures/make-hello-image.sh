@@ -50,4 +50,5 @@ umoci config --image "$work/layout:1" --os linux --architecture amd64 \
   --config.env PATH=/usr/lib/jvm/kiln-jre/bin:/usr/bin:/bin --config.env HELLO_IMAGE_GREETING=from-the-image \
   --config.workingdir /srv/hello --config.exposedports 8080/tcp
 umoci gc --layout "$work/layout"
-mv "$work/layout" "$out"
+# Another run may have built it meanwhile: then its copy stays.
+mv -T "$work/layout" "$out" 2>/dev/null || [ -f "$out/oci-layout" ]
