@@ -56,7 +56,12 @@ public struct ImageImporter: Sendable {
         let copyStart = ContinuousClock.now
         // --insecure-policy: the sources are the machine's own stores, nothing is pulled, so there
         // is no signature to check (and no policy.json is needed).
-        let copyArguments = ["--insecure-policy", "copy", "--quiet", reference.skopeoSource, "oci:\(layout):\(Self.workTag)"]
+        var copyArguments = ["--insecure-policy", "copy", "--quiet"]
+        // skopeo's docker-daemon transport does not read DOCKER_HOST itself.
+        if case .docker = reference, let host = ProcessInfo.processInfo.environment["DOCKER_HOST"], !host.isEmpty {
+            copyArguments += ["--src-daemon-host", host]
+        }
+        copyArguments += [reference.skopeoSource, "oci:\(layout):\(Self.workTag)"]
         logger.debug("image: \(skopeo) \(copyArguments.joined(separator: " "))")
         let copied = try await Subprocess.run(skopeo, copyArguments)
         guard copied.status.isSuccess else { throw Self.explainCopyFailure(reference, stderr: copied.stderr) }
