@@ -2,7 +2,8 @@
 # Builds an OCI image layout holding examples/hello-jdk on a small JVM runtime of its own, for
 # the `kiln bake --image` tests (no registry is reachable, so the test makes its image).
 #   make-hello-image.sh OUT_DIR     OUT_DIR/ gets an OCI layout with tag "1"; done if it exists
-# The layer: a jlink'ed runtime (java.base, jdk.httpserver, and jdk.jcmd for kiln's compaction) in /usr/lib/jvm/kiln-jre, the
+# The layer: a jlink'ed runtime (java.base, jdk.httpserver, and jdk.jcmd for kiln's compaction;
+# with its class-data archive, like the host's JDK) in /usr/lib/jvm/kiln-jre, the
 # glibc/zlib libraries it loads (found with ldd) at their usual paths, the merged-/usr symlinks,
 # and hello-jdk's classes in /srv/hello. The config: Entrypoint (java with its flags), Cmd (the
 # main class), Env, WorkingDir and one exposed port, like an image a Dockerfile would make.
@@ -25,8 +26,8 @@ rootfs="$work/bundle/rootfs"
 
 mkdir -p "$rootfs/usr/lib/jvm" "$rootfs/usr/bin" "$rootfs/usr/lib64" "$rootfs/srv/hello" "$rootfs/etc" "$rootfs/tmp"
 for link in bin lib lib64; do ln -s "usr/$link" "$rootfs/$link"; done
-jlink --add-modules java.base,jdk.httpserver,jdk.unsupported,jdk.jcmd --strip-debug --no-header-files --no-man-pages \
-  --output "$rootfs/usr/lib/jvm/kiln-jre"
+jlink --add-modules java.base,jdk.httpserver,jdk.unsupported,jdk.jcmd --strip-debug --no-header-files --no-man-pages --generate-cds-archive \
+  --output "$rootfs/usr/lib/jvm/kiln-jre" >"$work/jlink.log" 2>&1 || { cat "$work/jlink.log" >&2; exit 1; }
 jre="$rootfs/usr/lib/jvm/kiln-jre"
 # Every shared library the runtime's binaries load, and the dynamic loader, at their host paths
 # (canonical /usr paths: /lib is a symlink into /usr on Debian, as in the image).
