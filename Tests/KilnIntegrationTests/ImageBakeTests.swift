@@ -89,6 +89,13 @@ extension Integration {
                 #expect(listedImage?["manifestDigest"] as? String == image.manifestDigest)
                 #expect(try runKiln(["ls"], environment: host.environment).stdout.contains("oci:\(layout):1@\(image.manifestDigest.prefix(19))"))
 
+                // `kiln gc` collects a root no snapshot refers to, and keeps the one in use.
+                let orphan = "\(host.paths.store)/rootfs/gone-123456-bake"
+                try FileManager.default.createDirectory(atPath: orphan, withIntermediateDirectories: false)
+                let report = try await host.kiln.collectGarbage()
+                #expect(report.directories == [orphan])
+                #expect(FileManager.default.fileExists(atPath: "\(root)/etc/kiln-test-image"))
+
                 try await host.kiln.stop(copy)
                 try host.kiln.removeSnapshot("img")
                 #expect(!FileManager.default.fileExists(atPath: root), "kiln rm removes the image root")
@@ -104,10 +111,8 @@ extension Integration {
             try await withTestHost { host in
                 let storage = "\(host.scratch)/containers"
                 let specifier = "[vfs@\(storage)/root+\(storage)/run]"
-                defer {
-                    // vfs makes no mounts; the store's files go with the test's scratch directory.
-                    _ = try? Subprocess.run("/usr/bin/podman", ["--root", "\(storage)/root", "--runroot", "\(storage)/run", "--storage-driver", "vfs", "system", "reset", "--force"])
-                }
+                // A vfs store makes no mounts: it is plain files in the test's scratch directory,
+                // removed with it (no `podman system reset`, which may touch host-wide state).
                 let copied = try await Subprocess.run("/usr/bin/skopeo", ["--insecure-policy", "copy", "--quiet", "oci:\(layout):1", "containers-storage:\(specifier)localhost/kiln-hello:1"])
                 #expect(copied.status.isSuccess, "\(copied.stderr)")
                 let listed = try await Subprocess.run("/usr/bin/podman", ["--root", "\(storage)/root", "--runroot", "\(storage)/run", "--storage-driver", "vfs", "images", "--format", "{{.Repository}}:{{.Tag}}"])
