@@ -63,7 +63,9 @@ let package = Package(
         ),
         .testTarget(
             name: "KilnIntegrationTests",
-            dependencies: ["KilnCore"]
+            dependencies: ["KilnCore"],
+            // The script that builds the --image tests' OCI image, run through #filePath.
+            exclude: ["Fixtures"]
         ),
     ]
 )

@@ -19,11 +19,13 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 . /etc/os-release
 [ "${VERSION_CODENAME:-}" = bookworm ] || log "warning: tested on Debian bookworm, this is ${PRETTY_NAME:-unknown}"
 
-# Runtime: runc + iptables (runc's checkpoint locks the network with iptables-restore) + iproute2.
+# Runtime: runc + iptables (runc's checkpoint locks the network with iptables-restore) + iproute2;
+# skopeo and umoci for `kiln bake --image` (copying an image out of a local store, unpacking it).
 # Sample service: Spring 4.3, Jetty 9.4, Jackson 2, H2, servlet-api from Debian (no Maven Central).
 # CRIU build dependencies, all from bookworm.
 PACKAGES=(
   runc iptables iproute2 procps curl xz-utils zstd ca-certificates dpkg-dev make gcc pkgconf
+  skopeo umoci
   openjdk-17-jdk-headless
   libspring-web-servlet-java libspring-web-java libspring-context-java libspring-beans-java
   libspring-core-java libspring-jdbc-java libspring-transaction-java libspring-aop-java

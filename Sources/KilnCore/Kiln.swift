@@ -78,8 +78,10 @@ public struct Kiln: Sendable {
 
     /// Removes a snapshot and any decompressed or decrypted copy of it.
     public func removeSnapshot(_ name: String) throws {
+        let imageRoot = (try? store.load(name)).flatMap { store.imageRoot(of: $0) }
         try store.remove(name)
         ImageCache(root: paths.imageCache, store: store).evict(name)
+        if let imageRoot { store.removeImageRoot(imageRoot) }
     }
 
     /// A new container id: the snapshot name and 6 random hex digits, e.g. `hello-3fa9c1`.

@@ -23,13 +23,16 @@ struct Doctor: AsyncParsableCommand {
 struct Bake: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Cold-start a service in a sandbox, warm it up, and checkpoint it into a snapshot.",
-        usage: "kiln bake <name> --port <port> --ready <path> [--warmup COUNT:PATH ...] -- <command> [args...]")
+        usage: """
+            kiln bake <name> --port <port> --ready <path> [--warmup COUNT:PATH ...] -- <command> [args...]
+              kiln bake <name> --image <ref> [--port <port>] --ready <path> [...] [-- <args replacing the image's CMD>]
+            """)
 
     @Argument(help: "Snapshot name (lowercase letters, digits, '-', '_').")
     var name: String
 
-    @Option(help: "TCP port the service listens on (it also gets PORT in its environment).")
-    var port: Int
+    @Option(help: "TCP port the service listens on (it also gets PORT in its environment); with --image, default: the port the image exposes.")
+    var port: Int?
 
     @Option(help: "Readiness path: the service is up once GET <path> answers 2xx.")
     var ready: String = "/"
@@ -45,6 +48,11 @@ struct Bake: AsyncParsableCommand {
 
     @Option(help: "Use this directory as the (read-only) root filesystem instead of the host's /usr.")
     var rootfs: String?
+
+    @Option(help: ArgumentHelp(
+        "Bake from a container image: its root filesystem (read-only), Entrypoint, Cmd (replaced by a command after --), Env, WorkingDir, User and exposed port. REF: oci:DIR[:TAG] (an OCI layout), podman:NAME[:TAG] (containers-storage), docker:NAME[:TAG] (the Docker daemon).",
+        valueName: "REF"))
+    var image: String?
 
     @Option(name: .customLong("env"), help: "Extra environment variable KEY=VALUE (repeatable).")
     var environment: [String] = []
@@ -84,20 +92,34 @@ struct Bake: AsyncParsableCommand {
         try await reporting(common) {
             // The key first: a bad key file should not cost a cold start.
             let key = try encrypt.map { try SnapshotKey(contentsOf: $0) }
-            let kiln = try common.openKiln(toDo: "bake a snapshot")
             let current = FileManager.default.currentDirectoryPath
+            let reference = try image.map { try ImageReference(parsing: $0, relativeTo: current) }
+            if reference != nil, rootfs != nil {
+                throw KilnError(.invalidArgument, "--image and --rootfs both give a root filesystem", hint: "pass only one of them")
+            }
+            guard reference != nil || port != nil else {
+                throw KilnError(.invalidArgument, "no --port given", hint: "pass the port the service listens on, e.g. --port 8080")
+            }
+            let kiln = try common.openKiln(toDo: "bake a snapshot")
             let appDirectory = app.map { URL(fileURLWithPath: $0, relativeTo: URL(fileURLWithPath: current)).standardizedFileURL.path }
+            // With --image, the image's configuration fills in the root, working directory and
+            // (port 0) the port: see BakeRequest.image.
+            let ownRoot = rootfs != nil || reference != nil
             let sandbox = SandboxSpec(
-                command: command, environment: try SandboxSpec.environment(parsing: environment), workingDirectory: appDirectory ?? (rootfs == nil ? current : "/"),
-                appDirectory: rootfs == nil ? (appDirectory ?? current) : appDirectory,
+                command: command, environment: try SandboxSpec.environment(parsing: environment), workingDirectory: appDirectory ?? (ownRoot ? "/" : current),
+                appDirectory: ownRoot ? appDirectory : (appDirectory ?? current),
                 rootFilesystem: rootfs.map { .directory(URL(fileURLWithPath: $0).standardizedFileURL.path) } ?? .host,
-                port: port, memoryLimitBytes: try SandboxSpec.memoryLimit(parsing: memory))
+                port: port ?? 0, memoryLimitBytes: try SandboxSpec.memoryLimit(parsing: memory))
             let request = BakeRequest(
                 name: name, sandbox: sandbox, readiness: ReadinessCheck(path: ready, timeoutSeconds: readyTimeout),
                 warmup: try warmup.map(WarmupStep.init(parsing:)), compact: !noCompact, replace: replace, shareMemory: !noShareMemory, compress: compress,
-                encryptionKey: key, restoreHook: onRestore)
+                encryptionKey: key, restoreHook: onRestore, image: reference)
             let manifest = try await kiln.bake(request) { event in
                 switch event {
+                case .importingImage(let reference): Output.progress("copying and unpacking image \(reference)...")
+                case .importedImage(let image):
+                    Output.progress(
+                        "image \(image.reference) (\(image.image.manifestDigest.prefix(19))): copied in \(Output.ms(image.copyMs)), unpacked in \(Output.ms(image.unpackMs))")
                 case .starting(let command): Output.progress("starting \(command.joined(separator: " ")) in a sandbox...")
                 case .ready(let ms): Output.progress("ready after \(Output.ms(ms)) (cold start)")
                 case .warmingUp(let step): Output.progress("warming up: \(step.count) x GET \(step.path)")
@@ -261,9 +283,10 @@ struct List: AsyncParsableCommand {
                 Output.printJSON(["snapshots": snapshots])
             } else {
                 let formatter = ISO8601DateFormatter()
-                print(Output.table(["SNAPSHOT", "CREATED", "SIZE", "PORT", "COLD START", "KEY", "COMMAND"], snapshots.map {
+                print(Output.table(["SNAPSHOT", "CREATED", "SIZE", "PORT", "COLD START", "KEY", "IMAGE", "COMMAND"], snapshots.map {
                     [$0.name, formatter.string(from: $0.createdAt), Output.bytes($0.sizeBytes), String($0.sandbox.port),
-                     Output.ms($0.timings.coldStartMs), $0.encryption?.keyID ?? "-", $0.sandbox.command.joined(separator: " ")]
+                     Output.ms($0.timings.coldStartMs), $0.encryption?.keyID ?? "-",
+                     $0.image.map { "\($0.reference)@\($0.manifestDigest.prefix(19))" } ?? "-", $0.sandbox.command.joined(separator: " ")]
                 }))
             }
         }

@@ -98,8 +98,8 @@ extension KilnError {
     /// 2 for usage errors, 3 for a host that is not ready, 1 for everything else.
     var exitCode: Int32 {
         switch code {
-        case .invalidArgument, .snapshotNotFound, .instanceNotFound, .snapshotExists, .commandNotFound, .keyRequired, .keyMismatch: 2
-        case .notRoot, .missingCapability, .criuMissing, .criuTooOld, .runtimeMissing: 3
+        case .invalidArgument, .snapshotNotFound, .instanceNotFound, .snapshotExists, .commandNotFound, .keyRequired, .keyMismatch, .imageNotFound: 2
+        case .notRoot, .missingCapability, .criuMissing, .criuTooOld, .runtimeMissing, .toolMissing: 3
         default: 1
         }
     }

@@ -19,11 +19,17 @@ public struct BakeRequest: Sendable {
     /// A path kiln POSTs to in every restored copy before it counts as ready (see
     /// ``SnapshotManifest/restoreHook``).
     public var restoreHook: String?
+    /// Bake from this container image (`kiln bake --image`). Its root filesystem becomes the
+    /// sandbox's root, and its configuration fills in ``sandbox``: `sandbox.command` (possibly
+    /// empty) replaces the image's `Cmd` after its `Entrypoint`, `sandbox.environment` is laid
+    /// over its `Env`, a `sandbox.port` of 0 takes its one exposed port, and the working
+    /// directory and user are the image's (see ``ImageConfig/sandbox(applyingTo:rootfs:reference:)``).
+    public var image: ImageReference?
 
     public init(
         name: String, sandbox: SandboxSpec, readiness: ReadinessCheck, warmup: [WarmupStep] = [], compact: Bool = true,
         replace: Bool = false, shareMemory: Bool = true, compress: Bool = false, encryptionKey: SnapshotKey? = nil,
-        restoreHook: String? = nil
+        restoreHook: String? = nil, image: ImageReference? = nil
     ) {
         self.name = name
         self.sandbox = sandbox
@@ -35,6 +41,7 @@ public struct BakeRequest: Sendable {
         self.compress = compress
         self.restoreHook = restoreHook
         self.encryptionKey = encryptionKey
+        self.image = image
     }
 
     /// Checks the request against the host before anything is started: a valid name, a port in
@@ -67,6 +74,13 @@ public struct BakeRequest: Sendable {
             guard FileManager.default.fileExists(atPath: app, isDirectory: &isDirectory), isDirectory.boolValue else {
                 throw KilnError(.invalidArgument, "the app directory '\(app)' does not exist", hint: "pass --app DIR with the directory holding your service (default: the current directory)")
             }
+        }
+        // CRIU reads and restores the resource limits of the service's tasks with prlimit(),
+        // which another user's process allows only with CAP_SYS_RESOURCE: refuse before a cold start.
+        if let user = sandbox.user, !HostPrivileges.hasCapability(bit: 24) {
+            throw KilnError(
+                .missingCapability, "the service would run as uid \(user.uid), and kiln lacks CAP_SYS_RESOURCE, without which CRIU cannot read a non-root process's resource limits to checkpoint it",
+                hint: "run kiln with its full capability set, or run the service as root inside its sandbox (USER 0 in the image; it still gets no privileges)")
         }
         _ = try CommandResolver(sandbox: sandbox).resolve()
     }
@@ -103,7 +117,7 @@ struct CommandResolver {
             guard FileManager.default.isExecutableFile(atPath: prefix + standardized) else {
                 throw KilnError(.commandNotFound, "command '\(program)' is not executable", hint: "chmod +x \(prefix + standardized)")
             }
-            guard visibleRoots.contains(where: { standardized == $0 || standardized.hasPrefix($0 + "/") }) else {
+            guard visibleRoots.contains(where: { $0 == "/" || standardized == $0 || standardized.hasPrefix($0 + "/") }) else {
                 throw KilnError(
                     .commandNotFound, "command '\(standardized)' is outside the sandbox, which sees only \(visibleRoots.joined(separator: ", "))",
                     hint: "pass --app with the directory that holds it (it is mounted read-only at the same path)")

@@ -7,6 +7,9 @@ import Glibc
 
 /// Progress of a bake, for a user watching a long step.
 public enum BakeEvent: Sendable {
+    /// Copying and unpacking the image of `kiln bake --image`.
+    case importingImage(ImageReference)
+    case importedImage(ImportedImage)
     case starting(command: [String])
     case ready(coldStartMs: Double)
     case warmingUp(WarmupStep)
@@ -29,27 +32,52 @@ extension Kiln {
     public func bake(_ request: BakeRequest, progress: @Sendable (BakeEvent) -> Void = { _ in }) async throws -> SnapshotManifest {
         let action = "baking snapshot '\(request.name)'"
         do {
-            try request.validate()
+            if request.image == nil { try request.validate() } else { try SnapshotStore.validate(name: request.name) }
             if store.exists(request.name), !request.replace {
                 throw KilnError(.snapshotExists, "a snapshot named '\(request.name)' already exists", hint: "pass --replace to bake it again, or choose another name")
             }
             let id = makeInstanceID(for: request.name) + "-bake"
             let directory = "\(paths.bakes)/\(id)"
             let instance = sandboxInstance(id: id, directory: directory)
-            let staging = try store.makeStagingDirectory(for: request.name)
+            let previous = try? store.load(request.name)
+            var request = request
+            var imported: ImportedImage?
             var shimPid: Int32?
+            var staging: String?
             do {
-                let manifest = try await bake(request, instance: instance, directory: directory, staging: staging, shimPid: &shimPid, progress: progress)
+                // Marked as this bake's before anything else: `kiln gc` keeps what a live bake owns.
+                try makeScratchDirectory(directory)
+                if let reference = request.image {
+                    progress(.importingImage(reference))
+                    var configured = request.sandbox
+                    let image = try await importImage(reference, bakeID: id) { image in
+                        configured = try image.config.sandbox(applyingTo: configured, rootfs: imageRoot(bakeID: id), reference: reference.description)
+                    }
+                    imported = image
+                    progress(.importedImage(image))
+                    request.sandbox = configured
+                    try request.validate()
+                }
+                staging = try store.makeStagingDirectory(for: request.name)
+                let manifest = try await bake(
+                    request, imported: imported, instance: instance, directory: directory, staging: staging!, shimPid: &shimPid, progress: progress)
                 // A re-bake makes any unpacked copy of the old version stale.
                 ImageCache(root: paths.imageCache, store: store).evict(request.name)
                 await tearDown(instance, directory: directory, shimPid: shimPid)
+                // The old version's image root goes too, unless copies restored from it still run
+                // in it (then `kiln gc` removes it once they are gone).
+                if let previous, let root = store.imageRoot(of: previous), root != store.imageRoot(of: manifest),
+                   !instanceRecords().contains(where: { $0.snapshot == request.name }) {
+                    store.removeImageRoot(root)
+                }
                 return manifest
             } catch {
                 // Keep the service's output where the error says it is; drop everything else.
                 let kept = "\(paths.logs)/\(id).log"
                 try? FileManager.default.moveItem(atPath: "\(directory)/console.log", toPath: kept)
                 await tearDown(instance, directory: directory, shimPid: shimPid)
-                try? FileManager.default.removeItem(atPath: staging)
+                if let staging { try? FileManager.default.removeItem(atPath: staging) }
+                if request.image != nil { store.removeImageRoot(imageRoot(bakeID: id)) }
                 throw StoreSpace(path: store.root).explain(error)
             }
         } catch let error as KilnError {
@@ -57,12 +85,27 @@ extension Kiln {
         }
     }
 
+    /// Where the image root filesystem of bake `bakeID` lives, for as long as its snapshot does.
+    func imageRoot(bakeID: String) -> String { "\(store.rootfsDirectory)/\(bakeID)" }
+
+    /// Copies and unpacks the image of a bake into ``imageRoot(bakeID:)``; the copy of the image
+    /// in the store's staging area is gone when this returns, whatever happens.
+    private func importImage(
+        _ reference: ImageReference, bakeID: String, check: (OCILayout.Image) throws -> Void
+    ) async throws -> ImportedImage {
+        let importer = try ImageImporter.locate(logger: logger)
+        try store.prepare()
+        let work = "\(store.stagingDirectory)/image-\(bakeID)"
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        return try await importer.importImage(reference, work: work, rootfs: imageRoot(bakeID: bakeID), check: check)
+    }
+
     private func bake(
-        _ request: BakeRequest, instance: SandboxInstance, directory: String, staging: String, shimPid: inout Int32?,
+        _ request: BakeRequest, imported: ImportedImage?, instance: SandboxInstance, directory: String, staging: String, shimPid: inout Int32?,
         progress: @Sendable (BakeEvent) -> Void
     ) async throws -> SnapshotManifest {
         let sandbox = request.sandbox
-        try makeScratchDirectory(directory)
         try FileManager.default.createDirectory(atPath: "\(directory)/work", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let consoleLog = "\(directory)/console.log"
         let keptLog = "\(paths.logs)/\(instance.id).log"
@@ -151,7 +194,13 @@ extension Kiln {
             SnapshotManifest(
                 name: request.name, createdAt: Date(), sandbox: sandbox, readiness: request.readiness, warmup: request.warmup,
                 host: host, timings: timings, compacted: compacted, shareMemory: request.shareMemory,
-                compression: request.compress ? ImageCache.compression : nil, encryption: encryption, restoreHook: request.restoreHook, files: files)
+                compression: request.compress ? ImageCache.compression : nil, encryption: encryption, restoreHook: request.restoreHook,
+                image: imported.map {
+                    SnapshotImage(
+                        reference: $0.reference.description, manifestDigest: $0.image.manifestDigest, configDigest: $0.image.configDigest,
+                        architecture: $0.image.config.architecture, copyMs: $0.copyMs, unpackMs: $0.unpackMs)
+                },
+                files: files)
         }
     }
 }

@@ -57,7 +57,8 @@ struct JVMCompactor {
         var compacted = false
         for (pid, exe) in javaProcesses {
             let jcmd = ((exe as NSString).deletingLastPathComponent as NSString).appendingPathComponent("jcmd")
-            guard FileManager.default.isExecutableFile(atPath: jcmd), let inner = ProcessInspector.namespacePid(of: pid) else {
+            // Looked up through the process's own root: a service from an image has a JDK the host does not.
+            guard FileManager.default.isExecutableFile(atPath: "/proc/\(pid)/root\(jcmd)"), let inner = ProcessInspector.namespacePid(of: pid) else {
                 notes.append("no jcmd beside \(exe) (a JRE without tools?): skipped")
                 continue
             }

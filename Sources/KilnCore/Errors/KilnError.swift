@@ -32,6 +32,14 @@ public struct KilnError: Error, CustomStringConvertible, Sendable {
         case runtimeFailed = "runtime-failed"
         case requestFailed = "request-failed"
         case systemCall = "system-call"
+        /// `--image` names an image that is not there (no such layout, tag or stored image).
+        case imageNotFound = "image-not-found"
+        /// An image kiln cannot run: another architecture, a user name instead of a uid, a
+        /// damaged layout.
+        case imageUnsupported = "image-unsupported"
+        /// A tool kiln drives for this command is not installed or not reachable (skopeo,
+        /// umoci, the Docker daemon).
+        case toolMissing = "tool-missing"
     }
 
     /// The kind of failure.

@@ -30,6 +30,12 @@ public enum HostPrivileges {
         return required.filter { mask & (1 << UInt64($0.bit)) == 0 }.map(\.name)
     }
 
+    /// Whether the calling process has capability `bit` in its effective set.
+    public static func hasCapability(bit: Int) -> Bool {
+        var mask: UInt64 = 0
+        return kiln_effective_caps(&mask) == 0 && mask & (1 << UInt64(bit)) != 0
+    }
+
     /// Throws unless kiln runs as root with the capabilities CRIU and runc need.
     public static func requireRoot(toDo action: String) throws {
         guard geteuid() == 0 else {

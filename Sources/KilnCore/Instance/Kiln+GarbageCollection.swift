@@ -87,6 +87,19 @@ extension Kiln {
                 report.directories.append(directory)
             }
         }
+        // Image root filesystems no snapshot refers to (a replaced version, a bake that was
+        // killed), unless a live bake is unpacking it or a running copy still has it as its root.
+        let referenced = Set(((try? store.list()) ?? []).compactMap { store.imageRoot(of: $0) })
+        let inUse = Set(keep.compactMap { id in
+            (try? Data(contentsOf: URL(fileURLWithPath: "\(instanceDirectory(id))/bundle/config.json")))
+                .flatMap { try? JSONDecoder().decode(OCIConfig.self, from: $0).root.path }
+        })
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: store.rootfsDirectory)) ?? [] where !keep.contains(entry) {
+            let path = "\(store.rootfsDirectory)/\(entry)"
+            guard !referenced.contains(path), !inUse.contains(path) else { continue }
+            store.removeImageRoot(path)
+            report.directories.append(path)
+        }
         // Plain dumps of encrypted bakes (`.bake-<id>`) and half-made cache copies, in tmpfs.
         let cache = ImageCache(root: paths.imageCache, store: store)
         for entry in (try? FileManager.default.contentsOfDirectory(atPath: paths.imageCache)) ?? [] where entry.hasPrefix(".bake-") {

@@ -7,7 +7,7 @@ import Glibc
 /// The subset of the OCI runtime spec (config.json) kiln writes for runc.
 struct OCIConfig: Codable {
     struct Process: Codable {
-        struct User: Codable { var uid: Int; var gid: Int }
+        struct User: Codable { var uid: UInt32; var gid: UInt32 }
         struct Capabilities: Codable {
             var bounding: [String]
             var effective: [String]
@@ -79,7 +79,7 @@ struct OCIConfig: Codable {
     init(spec: SandboxSpec, instance: SandboxInstance, rootPath: String, binds: [String]) {
         let env = spec.processEnvironment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
         process = Process(
-            args: spec.command, env: env, cwd: spec.workingDirectory,
+            user: Process.User(uid: spec.user?.uid ?? 0, gid: spec.user?.gid ?? 0), args: spec.command, env: env, cwd: spec.workingDirectory,
             capabilities: .init(
                 bounding: Self.defaultCapabilities, effective: Self.defaultCapabilities,
                 permitted: Self.defaultCapabilities),

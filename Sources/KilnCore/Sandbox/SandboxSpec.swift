@@ -30,11 +30,14 @@ public struct SandboxSpec: Codable, Sendable, Equatable {
     public var pidsLimit: Int64
     /// Size of the tmpfs mounted on /tmp.
     public var tmpfsSizeBytes: Int64
+    /// Who the service runs as; nil is root (uid 0 in its own sandbox, without privileges).
+    /// Set from an image's numeric `User` (see ``ImageConfig/sandboxUser(reference:)``).
+    public var user: SandboxUser?
 
     public init(
         command: [String], environment: [String: String] = [:], workingDirectory: String,
         appDirectory: String?, rootFilesystem: RootFilesystem = .host, port: Int,
-        memoryLimitBytes: Int64 = 1 << 30, pidsLimit: Int64 = 1024, tmpfsSizeBytes: Int64 = 64 << 20
+        memoryLimitBytes: Int64 = 1 << 30, pidsLimit: Int64 = 1024, tmpfsSizeBytes: Int64 = 64 << 20, user: SandboxUser? = nil
     ) {
         self.command = command
         self.environment = environment
@@ -45,6 +48,7 @@ public struct SandboxSpec: Codable, Sendable, Equatable {
         self.memoryLimitBytes = memoryLimitBytes
         self.pidsLimit = pidsLimit
         self.tmpfsSizeBytes = tmpfsSizeBytes
+        self.user = user
     }
 
     /// Smallest and largest memory limit kiln accepts: below a few MiB nothing starts (Docker
@@ -135,6 +139,17 @@ public struct SandboxSpec: Codable, Sendable, Equatable {
             return !user.contains { $0.contains(name) }
         }).joined(separator: " ")
         return env
+    }
+}
+
+/// A uid and gid a sandboxed service runs as.
+public struct SandboxUser: Codable, Sendable, Equatable {
+    public var uid: UInt32
+    public var gid: UInt32
+
+    public init(uid: UInt32, gid: UInt32) {
+        self.uid = uid
+        self.gid = gid
     }
 }
 

@@ -7,6 +7,10 @@ import Glibc
 
 /// SHA-256 of files, streamed in large chunks.
 enum FileDigest {
+    static func sha256(_ data: Data) -> String {
+        SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+    }
+
     static func sha256(ofFile path: String) throws -> String {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw KilnError.systemCall("open", errno: errno, path) }

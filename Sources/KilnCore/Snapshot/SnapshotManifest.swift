@@ -134,6 +134,32 @@ public struct SnapshotEncryption: Codable, Sendable, Equatable {
     }
 }
 
+/// The container image a snapshot was baked from (`kiln bake --image`). Its unpacked root
+/// filesystem is the sandbox's root (``SandboxSpec/rootFilesystem``), kept in the store for as
+/// long as the snapshot exists: every restore needs the files the checkpointed process had open.
+public struct SnapshotImage: Codable, Sendable, Equatable {
+    /// As given to `--image` (`oci:/path:tag`, `podman:name:tag`, `docker:name:tag`).
+    public var reference: String
+    /// Digest of the image manifest as kiln copied it (skopeo may convert a Docker manifest to
+    /// OCI's format, which changes this digest; ``configDigest`` does not change).
+    public var manifestDigest: String
+    /// Digest of the image configuration: Docker's and Podman's image id.
+    public var configDigest: String
+    public var architecture: String
+    /// Time to copy the image out of its store and to unpack its layers (ms).
+    public var copyMs: Double
+    public var unpackMs: Double
+
+    public init(reference: String, manifestDigest: String, configDigest: String, architecture: String, copyMs: Double, unpackMs: Double) {
+        self.reference = reference
+        self.manifestDigest = manifestDigest
+        self.configDigest = configDigest
+        self.architecture = architecture
+        self.copyMs = copyMs
+        self.unpackMs = unpackMs
+    }
+}
+
 /// Everything kiln records about a snapshot, stored as `manifest.json` beside its images.
 public struct SnapshotManifest: Codable, Sendable, Equatable {
     public static let currentFormat = 1
@@ -162,6 +188,8 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
     /// moment for the application to reseed generators, renew ids, drop cached clocks. A
     /// non-2xx answer fails the restore.
     public var restoreHook: String?
+    /// The container image the snapshot was baked from, or nil (host root or `--rootfs`).
+    public var image: SnapshotImage?
     /// Total bytes of image files.
     public var sizeBytes: Int64
     public var files: [SnapshotFile]
@@ -169,7 +197,7 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
     public init(
         name: String, createdAt: Date, sandbox: SandboxSpec, readiness: ReadinessCheck, warmup: [WarmupStep],
         host: HostFacts, timings: BakeTimings, compacted: Bool, shareMemory: Bool = true, compression: String? = nil,
-        encryption: SnapshotEncryption? = nil, restoreHook: String? = nil, files: [SnapshotFile]
+        encryption: SnapshotEncryption? = nil, restoreHook: String? = nil, image: SnapshotImage? = nil, files: [SnapshotFile]
     ) {
         self.format = Self.currentFormat
         self.name = name
@@ -184,6 +212,7 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
         self.compression = compression
         self.encryption = encryption
         self.restoreHook = restoreHook
+        self.image = image
         self.files = files
         self.sizeBytes = files.reduce(0) { $0 + $1.size }
     }
@@ -252,6 +281,10 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
         }
         if let hook = restoreHook, !hook.hasPrefix("/") || hook.unicodeScalars.contains(where: { $0.properties.isWhitespace || $0.value < 0x20 }) {
             return "its restore hook '\(hook)' is not a path"
+        }
+        if let image {
+            guard OCILayout.isDigest(image.manifestDigest), OCILayout.isDigest(image.configDigest) else { return "its image digests are invalid" }
+            guard case .directory = sandbox.rootFilesystem else { return "it was baked from an image but has no root filesystem of its own" }
         }
         guard compression == nil || compression == ImageCache.compression else {
             return "its compression '\(compression ?? "")' is not '\(ImageCache.compression)'"

@@ -26,6 +26,9 @@ public struct SnapshotStore: SnapshotStoring {
 
     var snapshotsDirectory: String { "\(root)/snapshots" }
     var stagingDirectory: String { "\(root)/staging" }
+    /// Unpacked root filesystems of snapshots baked from images, one directory per bake (named
+    /// by its bake id), referenced by the snapshot's manifest.
+    public var rootfsDirectory: String { "\(root)/rootfs" }
 
     public func directory(of name: String) -> String { "\(snapshotsDirectory)/\(name)" }
     public func imageDirectory(of name: String) -> String { "\(directory(of: name))/images" }
@@ -43,7 +46,7 @@ public struct SnapshotStore: SnapshotStoring {
 
     /// Creates the store's directories, private to root.
     public func prepare() throws {
-        for directory in [root, snapshotsDirectory, stagingDirectory] {
+        for directory in [root, snapshotsDirectory, stagingDirectory, rootfsDirectory] {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             chmod(directory, 0o700)
         }
@@ -157,6 +160,21 @@ public struct SnapshotStore: SnapshotStoring {
             throw KilnError(.snapshotNotFound, "no snapshot named '\(name)' in \(snapshotsDirectory)", hint: "'kiln ls' lists the snapshots there are")
         }
         try FileManager.default.removeItem(atPath: directory(of: name))
+    }
+
+    /// The image root filesystem `manifest` runs in, if it has one in this store: only a direct
+    /// child of ``rootfsDirectory`` counts, whatever a damaged manifest says.
+    public func imageRoot(of manifest: SnapshotManifest) -> String? {
+        guard manifest.image != nil, case .directory(let path) = manifest.sandbox.rootFilesystem,
+              (path as NSString).deletingLastPathComponent == rootfsDirectory, InputValidation.isCleanAbsolutePath(path)
+        else { return nil }
+        return path
+    }
+
+    /// Removes an unpacked image root filesystem (a directory under ``rootfsDirectory``).
+    public func removeImageRoot(_ path: String) {
+        guard (path as NSString).deletingLastPathComponent == rootfsDirectory else { return }
+        try? FileManager.default.removeItem(atPath: path)
     }
 
     /// Removes staging directories a crashed bake left behind.

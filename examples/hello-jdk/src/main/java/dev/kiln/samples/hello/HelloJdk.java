@@ -80,6 +80,7 @@ public final class HelloJdk {
         server.createContext("/greet", counted(fail.equals("crash-on-greet") ? HelloJdk::crash : HelloJdk::greet));
         server.createContext("/id", counted(HelloJdk::id));
         server.createContext("/random", counted(HelloJdk::random));
+        server.createContext("/runtime", counted(HelloJdk::runtime));
         // kiln's restore hook: a restored copy starts with its snapshot's generator state, so a
         // generator that never reseeds by itself (DRBG, SHA1PRNG) is replaced by one seeded from
         // /dev/urandom now.
@@ -128,7 +129,7 @@ public final class HelloJdk {
     private static void route(HttpExchange ex) throws IOException {
         String path = ex.getRequestURI().getPath();
         if (path.equals("/")) {
-            send(ex, 200, "{\"app\":\"hello-jdk\",\"endpoints\":[\"/health\",\"/greet\",\"/id\",\"/random\"]}");
+            send(ex, 200, "{\"app\":\"hello-jdk\",\"endpoints\":[\"/health\",\"/greet\",\"/id\",\"/random\",\"/runtime\"]}");
         } else {
             send(ex, 404, "{\"status\":404,\"error\":\"Not Found\",\"message\":" + quote("no route for " + path) + "}");
         }
@@ -155,6 +156,15 @@ public final class HelloJdk {
                 + ",\"uptimeMs\":" + (now - STARTED_AT_MILLIS)
                 + ",\"requests\":" + REQUESTS.get()
                 + ",\"restoredAs\":" + quote(restoredAs) + "}");
+    }
+
+    /** What the process runs in: its working directory, Java home and one variable (?env=NAME). */
+    private static void runtime(HttpExchange ex) throws IOException {
+        String name = queryParam(ex, "env");
+        String value = name == null ? null : System.getenv(name);
+        send(ex, 200, "{\"cwd\":" + quote(System.getProperty("user.dir"))
+                + ",\"javaHome\":" + quote(System.getProperty("java.home"))
+                + ",\"env\":" + (value == null ? "null" : quote(value)) + "}");
     }
 
     private static void random(HttpExchange ex) throws IOException {
