@@ -56,7 +56,7 @@ public struct BakeRequest: Sendable {
             // The sandbox's PORT is always --port's (the readiness check and every restore dial
             // that port); a different one from --env would be silently overridden.
             throw KilnError(
-                .invalidArgument, "--env PORT=\(given) conflicts with --port \(sandbox.port)",
+                .invalidArgument, "PORT=\(given) in the service's environment (--env, or the image's Env) conflicts with --port \(sandbox.port)",
                 hint: "kiln sets PORT from --port: drop --env PORT, or pass --port \(given)")
         }
         try readiness.validate()
