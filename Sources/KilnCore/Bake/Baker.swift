@@ -35,7 +35,8 @@ extension Kiln {
             }
             let id = makeInstanceID(for: request.name) + "-bake"
             let directory = "\(paths.bakes)/\(id)"
-            let instance = sandboxInstance(id: id, directory: directory)
+            var instance = sandboxInstance(id: id, directory: directory)
+            instance.criuConfigPath = paths.criuDumpConfig
             let staging = try store.makeStagingDirectory(for: request.name)
             var shimPid: Int32?
             do {
@@ -151,7 +152,8 @@ extension Kiln {
             SnapshotManifest(
                 name: request.name, createdAt: Date(), sandbox: sandbox, readiness: request.readiness, warmup: request.warmup,
                 host: host, timings: timings, compacted: compacted, shareMemory: request.shareMemory,
-                compression: request.compress ? ImageCache.compression : nil, encryption: encryption, restoreHook: request.restoreHook, files: files)
+                compression: request.compress ? ImageCache.compression : nil, encryption: encryption, restoreHook: request.restoreHook,
+                cgroupsInImages: true, files: files)
         }
     }
 }

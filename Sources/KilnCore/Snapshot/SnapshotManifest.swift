@@ -162,6 +162,10 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
     /// moment for the application to reseed generators, renew ids, drop cached clocks. A
     /// non-2xx answer fails the restore.
     public var restoreHook: String?
+    /// Whether CRIU recorded the cgroup controllers in the images (bakes since `kiln export`
+    /// exists; nil in older manifests). Only such images restore where CRIU manages cgroups
+    /// itself, as in `podman container restore`.
+    public var cgroupsInImages: Bool?
     /// Total bytes of image files.
     public var sizeBytes: Int64
     public var files: [SnapshotFile]
@@ -169,7 +173,7 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
     public init(
         name: String, createdAt: Date, sandbox: SandboxSpec, readiness: ReadinessCheck, warmup: [WarmupStep],
         host: HostFacts, timings: BakeTimings, compacted: Bool, shareMemory: Bool = true, compression: String? = nil,
-        encryption: SnapshotEncryption? = nil, restoreHook: String? = nil, files: [SnapshotFile]
+        encryption: SnapshotEncryption? = nil, restoreHook: String? = nil, cgroupsInImages: Bool? = nil, files: [SnapshotFile]
     ) {
         self.format = Self.currentFormat
         self.name = name
@@ -184,6 +188,7 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
         self.compression = compression
         self.encryption = encryption
         self.restoreHook = restoreHook
+        self.cgroupsInImages = cgroupsInImages
         self.files = files
         self.sizeBytes = files.reduce(0) { $0 + $1.size }
     }
