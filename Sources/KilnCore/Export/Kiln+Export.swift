@@ -205,16 +205,6 @@ extension Kiln {
         } catch {
             throw KilnError(.invalidArgument, "\(archive): its \(PodmanArchive.specDump) is not an OCI runtime config: \(error)")
         }
-        // kiln joins every restored copy to a network namespace of its own, handed to CRIU as
-        // the external one the images refer to. A container whose namespace CRIU dumped
-        // (podman run --network none) would come back in a namespace kiln cannot reach.
-        let network = spec.linux?.namespaces?.first { $0.type == "network" }
-        guard network?.path != nil else {
-            throw KilnError(
-                .invalidArgument, "\(archive): the container's network namespace is in the checkpoint (it ran with --network none or without a network namespace of its own), and kiln restores into network namespaces it makes itself",
-                hint: "checkpoint a container on a Podman network (the default bridge)")
-        }
-
         let source: String
         var manifest: SnapshotManifest
         let host = HostFacts(kernel: HostFacts.kernelRelease(), criuVersion: criu.version.description, runtime: "runc \(runtime.version())")
@@ -228,6 +218,15 @@ extension Kiln {
             manifest = own
         } else {
             source = "podman"
+            // kiln joins every restored copy to a network namespace of its own, handed to CRIU as
+            // the external one the images refer to. A container whose namespace CRIU dumped
+            // (podman run --network none) would come back in a namespace kiln cannot reach.
+            let network = spec.linux?.namespaces?.first { $0.type == "network" }
+            guard network?.path != nil else {
+                throw KilnError(
+                    .invalidArgument, "\(archive): the container's network namespace is in the checkpoint (it ran with --network none or without a network namespace of its own), and kiln restores into network namespaces it makes itself",
+                    hint: "checkpoint a container on a Podman network (the default bridge)")
+            }
             guard let port else {
                 throw KilnError(.invalidArgument, "a Podman archive does not say which port the service listens on", hint: "pass --port PORT")
             }
@@ -277,9 +276,9 @@ extension Kiln {
                 throw KilnError(.invalidArgument, "\(archive): its bind mount at '\(mount.destination)' has no usable source")
             }
             if PodmanArchive.generatedBinds.contains(mount.destination) || hostPath.contains("/userdata/") {
-                var isDirectory = ObjCBool(mount.destination == "/dev/shm" || mount.destination == "/run/secrets")
-                _ = FileManager.default.fileExists(atPath: hostPath, isDirectory: &isDirectory)
-                binds.append(.init(destination: mount.destination, source: nil, readOnly: readOnly, isDirectory: isDirectory.boolValue))
+                // Gone with the container by now: the kind follows from where Podman binds it.
+                let isDirectory = PodmanArchive.generatedDirectories.contains(mount.destination)
+                binds.append(.init(destination: mount.destination, source: nil, readOnly: readOnly, isDirectory: isDirectory))
                 continue
             }
             var isDirectory: ObjCBool = false

@@ -34,6 +34,7 @@ public enum PodmanArchive {
     static let generatedBinds: Set<String> = [
         "/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/etc/passwd", "/etc/group", "/run/.containerenv", "/dev/shm", "/run/secrets",
     ]
+    static let generatedDirectories: Set<String> = ["/dev/shm", "/run/secrets"]
 
     /// The image a kiln archive's container is made from: empty (one empty layer), so its ID
     /// (the SHA-256 of its config) is the same everywhere and `config.dump` can name it; the
