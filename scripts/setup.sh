@@ -25,6 +25,7 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 PACKAGES=(
   runc iptables iproute2 procps curl xz-utils zstd ca-certificates dpkg-dev make gcc pkgconf
   openjdk-17-jdk-headless
+  podman  # the export/import interop tests restore with Podman (pulls conmon, containernetworking-plugins)
   libspring-web-servlet-java libspring-web-java libspring-context-java libspring-beans-java
   libspring-core-java libspring-jdbc-java libspring-transaction-java libspring-aop-java
   libspring-expression-java

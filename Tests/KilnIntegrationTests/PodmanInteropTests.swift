@@ -117,6 +117,47 @@ let isoDecoder: JSONDecoder = {
     return decoder
 }()
 
+extension Integration {
+    @Suite("export and import", .serialized)
+    struct ExportImportTests {
+        /// An encrypted, compressed snapshot exports only with its key, into plain images (what
+        /// Podman's CRIU reads); kiln imports its own archive back with the same sandbox, and
+        /// restores it.
+        @Test func encryptedSnapshotExportsWithItsKeyAndComesBack() async throws {
+            try await withTestHost { host in
+                let keyPath = "\(host.scratch)/snapshot.key"
+                let key = try SnapshotKey.generate(at: keyPath)
+                let manifest = try await host.kiln.bake(BakeRequest(
+                    name: "sealed", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"),
+                    warmup: [WarmupStep(count: 5, path: "/greet")], compress: true, encryptionKey: key))
+                let archive = "\(host.scratch)/sealed.tar.zst"
+                let refused = try runKiln(["export", "sealed", "-o", archive], environment: host.environment)
+                #expect(refused.status == .exited(2) && refused.stderr.contains(key.id), "\(refused.stderr)")
+                #expect(!FileManager.default.fileExists(atPath: archive))
+
+                let exported = try runKiln(["export", "sealed", "-o", archive, "--key", keyPath], environment: host.environment)
+                #expect(exported.status == .exited(0), "\(exported.stderr)")
+                let listing = try await Subprocess.run("tar", ["--zstd", "-tf", archive])
+                #expect(listing.stdout.contains("checkpoint/pages-1.img\n"), "plain images: \(listing.stdout)")
+                #expect(!listing.stdout.contains(".enc") && !listing.stdout.contains(".zst"))
+
+                let imported = try runKiln(["import", archive, "--name", "unsealed", "--json"], environment: host.environment)
+                #expect(imported.status == .exited(0), "\(imported.stderr)")
+                let report = try isoDecoder.decode(ImportReport.self, from: Data(imported.stdout.utf8))
+                #expect(report.source == "kiln")
+                #expect(report.manifest.sandbox == manifest.sandbox)
+                #expect(report.manifest.encryption == nil && report.manifest.compression == nil)
+                let (restored, _) = try host.kiln.loadVerified("unsealed")
+                let record = try await host.kiln.restoreOne(restored)
+                let reply = try await host.kiln.request(record, path: "/greet")
+                #expect(reply.status == 200)
+                try await host.kiln.stop(record)
+                try await expectNoLeftovers(host)
+            }
+        }
+    }
+}
+
 /// GETs `path` until it answers 200 (30 s at most).
 func waitForOK(_ endpoint: ServiceEndpoint, path: String) async throws -> HTTPReply {
     InstanceHTTPClient.prepare()
