@@ -47,6 +47,8 @@ extension Kiln {
             let scratch = "\(paths.bakes)/export-\(name)-\(UInt32.random(in: 0...UInt32.max))"
             try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             defer { try? FileManager.default.removeItem(atPath: scratch) }
+            // Marked like a bake's scratch, so `kiln gc` leaves it alone while this kiln runs.
+            try OwnerMark.write(into: scratch)
             try writeDumps(of: manifest, into: scratch)
             try FileManager.default.createSymbolicLink(atPath: "\(scratch)/\(PodmanArchive.checkpointDirectory)", withDestinationPath: images)
 
@@ -165,6 +167,12 @@ extension Kiln {
             guard FileManager.default.isReadableFile(atPath: archive) else {
                 throw KilnError(.invalidArgument, "cannot read \(archive)", hint: "give the path of a 'podman container checkpoint --export' or 'kiln export' archive")
             }
+            // An import in progress counts as a bake for `kiln gc`, which then keeps the store's
+            // staging directory (where the snapshot is written) alone.
+            let mark = "\(paths.bakes)/import-\(name)-\(UInt32.random(in: 0...UInt32.max))"
+            try FileManager.default.createDirectory(atPath: mark, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            defer { try? FileManager.default.removeItem(atPath: mark) }
+            try OwnerMark.write(into: mark)
             let staging = try store.makeStagingDirectory(for: name)
             do {
                 let report = try await importArchive(archive, name: name, port: port, readiness: readiness, rootfs: rootfs, staging: staging)
