@@ -27,6 +27,7 @@ PACKAGES=(
   runc iptables iproute2 procps curl xz-utils zstd ca-certificates dpkg-dev make gcc pkgconf
   skopeo umoci
   openjdk-17-jdk-headless
+  podman  # the export/import interop tests restore with Podman (pulls conmon, containernetworking-plugins)
   libspring-web-servlet-java libspring-web-java libspring-context-java libspring-beans-java
   libspring-core-java libspring-jdbc-java libspring-transaction-java libspring-aop-java
   libspring-expression-java

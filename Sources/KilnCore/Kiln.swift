@@ -40,6 +40,8 @@ public struct KilnPaths: Sendable, Equatable {
     public var bakes: String { "\(state)/bakes" }
     /// The CRIU configuration runc passes to every checkpoint and restore.
     public var criuConfig: String { "\(state)/criu-runc.conf" }
+    /// The CRIU configuration of a bake's checkpoint (``CRIUConfiguration/dumpContents``).
+    public var criuDumpConfig: String { "\(state)/criu-runc-dump.conf" }
 }
 
 /// kiln's entry point for everything that touches containers: bake, restore, inspect, stop.
@@ -71,6 +73,7 @@ public struct Kiln: Sendable {
         let runtime = Runc(
             binary: runcBinary, stateRoot: paths.runcRoot, criuPath: criu.path, logDirectory: paths.logs, shimPath: shim, logger: logger)
         try CRIUConfiguration.write(to: paths.criuConfig)
+        try CRIUConfiguration.write(to: paths.criuDumpConfig, contents: CRIUConfiguration.dumpContents)
         let store = SnapshotStore(root: paths.store)
         try store.prepare()
         return Kiln(paths: paths, store: store, runtime: runtime, criu: criu, logger: logger)

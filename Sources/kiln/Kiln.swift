@@ -14,7 +14,7 @@ struct KilnCommand: AsyncParsableCommand {
             """,
         subcommands: [
             Doctor.self, Bake.self, Run.self, PS.self, Request.self, Stop.self, List.self, Remove.self, GC.self, Bench.self, Serve.self,
-            Keygen.self,
+            Keygen.self, Export.self, Import.self,
         ])
 }
 

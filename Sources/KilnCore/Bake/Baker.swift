@@ -38,7 +38,8 @@ extension Kiln {
             }
             let id = makeInstanceID(for: request.name) + "-bake"
             let directory = "\(paths.bakes)/\(id)"
-            let instance = sandboxInstance(id: id, directory: directory)
+            var instance = sandboxInstance(id: id, directory: directory)
+            instance.criuConfigPath = paths.criuDumpConfig
             let previous = try? store.load(request.name)
             var request = request
             var imported: ImportedImage?
@@ -200,7 +201,7 @@ extension Kiln {
                         reference: $0.reference.description, manifestDigest: $0.image.manifestDigest, configDigest: $0.image.configDigest,
                         architecture: $0.image.config.architecture, copyMs: $0.copyMs, unpackMs: $0.unpackMs)
                 },
-                files: files)
+                cgroupsInImages: true, files: files)
         }
     }
 }

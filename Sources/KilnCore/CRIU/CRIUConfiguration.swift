@@ -21,8 +21,21 @@ public enum CRIUConfiguration {
 
         """
 
+    /// What a bake's checkpoint gets: the same network lock, but cgroups managed as CRIU does by
+    /// default, so the images record the cgroup controllers. A restore that lets CRIU manage
+    /// cgroups (Podman's, which passes no CRIU options) fails on images dumped with
+    /// `manage-cgroups=ignore` ("cg: Can't move 1 into unified//...: No such file or directory"),
+    /// and kiln's own restores ignore them either way.
+    public static let dumpContents = """
+        # Written by kiln; runc passes it to CRIU when a bake checkpoints its service.
+        # See criu-runc.conf: the same, but the images record the cgroup controllers, so the
+        # snapshot also restores where CRIU manages cgroups (podman container restore --import).
+        network-lock skip
+
+        """
+
     /// Writes the file if it is missing or different.
-    public static func write(to path: String) throws {
+    public static func write(to path: String, contents: String = contents) throws {
         if FileManager.default.contents(atPath: path) == Data(contents.utf8) { return }
         do {
             try Data(contents.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)

@@ -76,7 +76,7 @@ struct OCIConfig: Codable {
 
     /// The config for one container of `spec`; `rootPath` is the root filesystem and `binds`
     /// the extra read-only bind mounts the root filesystem layout asks for.
-    init(spec: SandboxSpec, instance: SandboxInstance, rootPath: String, binds: [String]) {
+    init(spec: SandboxSpec, instance: SandboxInstance, rootPath: String, binds: [String], extraMounts: [Mount] = []) {
         let env = spec.processEnvironment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
         process = Process(
             user: Process.User(uid: spec.user?.uid ?? 0, gid: spec.user?.gid ?? 0), args: spec.command, env: env, cwd: spec.workingDirectory,
@@ -102,7 +102,7 @@ struct OCIConfig: Codable {
         if let app = spec.appDirectory {
             mounts.append(.init(destination: app, type: "bind", source: app, options: ["rbind", "ro", "nosuid", "nodev"]))
         }
-        self.mounts = mounts
+        self.mounts = mounts + extraMounts
         linux = Linux(
             namespaces: [
                 .init(type: "pid"), .init(type: "ipc"), .init(type: "uts"), .init(type: "mount"),

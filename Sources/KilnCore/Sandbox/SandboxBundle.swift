@@ -37,9 +37,10 @@ public enum SandboxBundle {
             case .host:
                 rootPath = "\(bundle)/rootfs"
                 binds = ["/usr"] + hostEtcBinds()
-                try layOutHostRoot(at: rootPath, hostname: instance.id, binds: binds)
+                try layOutHostRoot(at: rootPath, hostname: instance.id, binds: binds, mode: spec.rootMode)
             }
-            let config = OCIConfig(spec: spec, instance: instance, rootPath: rootPath, binds: binds)
+            let extra = try extraBinds(spec, instance: instance, root: rootPath, kilnBinds: binds)
+            let config = OCIConfig(spec: spec, instance: instance, rootPath: rootPath, binds: binds, extraMounts: extra)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             try encoder.encode(config).write(to: URL(fileURLWithPath: "\(bundle)/config.json"))
@@ -50,10 +51,57 @@ public enum SandboxBundle {
         }
     }
 
+    /// The mounts for ``SandboxSpec/binds``: host paths as they are; for each bind without a
+    /// source a fresh file or directory in the bundle (the copy's hostname in `/etc/hostname`,
+    /// its hosts file in `/etc/hosts`, empty otherwise). Destinations kiln binds anyway are
+    /// skipped; in a generated root, their mount points are made here.
+    static func extraBinds(_ spec: SandboxSpec, instance: SandboxInstance, root: String, kilnBinds: [String]) throws -> [OCIConfig.Mount] {
+        let fileManager = FileManager.default
+        let generatedRoot = spec.rootFilesystem == .host
+        var mounts: [OCIConfig.Mount] = []
+        for (index, bind) in (spec.binds ?? []).enumerated() where !kilnBinds.contains(bind.destination) && bind.destination != spec.appDirectory {
+            let source: String
+            if let given = bind.source {
+                source = given
+            } else {
+                source = "\(instance.bundlePath)/binds/\(index)"
+                try fileManager.createDirectory(atPath: "\(instance.bundlePath)/binds", withIntermediateDirectories: true)
+                if bind.isDirectory {
+                    try fileManager.createDirectory(atPath: source, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o1777])
+                } else {
+                    let content = switch bind.destination {
+                    case "/etc/hostname": "\(instance.id)\n"
+                    case "/etc/hosts": hostsFile(hostname: instance.id)
+                    default: ""
+                    }
+                    try content.write(toFile: source, atomically: false, encoding: .utf8)
+                }
+            }
+            if generatedRoot {
+                let target = root + bind.destination
+                try fileManager.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                if bind.isDirectory {
+                    try fileManager.createDirectory(atPath: target, withIntermediateDirectories: true)
+                } else if !fileManager.fileExists(atPath: target) {
+                    _ = fileManager.createFile(atPath: target, contents: nil)
+                }
+            }
+            mounts.append(.init(
+                destination: bind.destination, type: "bind", source: source,
+                options: ["rbind", "nosuid", "nodev"] + (bind.readOnly ? ["ro"] : [])))
+        }
+        return mounts
+    }
+
+    static func hostsFile(hostname: String) -> String {
+        "127.0.0.1\tlocalhost \(hostname)\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    }
+
     /// An empty root whose /bin, /lib, ... are symlinks into /usr (as on the host, where they are
     /// symlinks too and so cannot be bind-mounted), plus a minimal generated /etc.
-    static func layOutHostRoot(at root: String, hostname: String, binds: [String]) throws {
+    static func layOutHostRoot(at root: String, hostname: String, binds: [String], mode: Int? = nil) throws {
         let fileManager = FileManager.default
+        defer { chmod(root, mode_t(mode ?? 0o755)) }
         for directory in ["usr", "proc", "dev", "sys", "tmp", "etc", "run", "var/tmp"] {
             try fileManager.createDirectory(atPath: "\(root)/\(directory)", withIntermediateDirectories: true)
         }
@@ -70,7 +118,7 @@ public enum SandboxBundle {
         let files = [
             "passwd": "root:x:0:0:root:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
             "group": "root:x:0:\nnogroup:x:65534:\n",
-            "hosts": "127.0.0.1\tlocalhost \(hostname)\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+            "hosts": hostsFile(hostname: hostname),
             "hostname": "\(hostname)\n",
             "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
             "resolv.conf": "",

@@ -33,12 +33,44 @@ public struct SandboxSpec: Codable, Sendable, Equatable {
     /// Who the service runs as; nil is root (uid 0 in its own sandbox, without privileges).
     /// Set from an image's numeric `User` (see ``ImageConfig/sandboxUser(reference:)``).
     public var user: SandboxUser?
+    /// Permission bits of the generated root directory (``RootFilesystem/host``). CRIU checks
+    /// the root's mode at restore ("File . has bad mode"), so it must be what the checkpointed
+    /// process had: 0555 since `kiln export` exists, which is what Podman's overlay root has;
+    /// nil (older manifests) means 0755.
+    public var rootMode: Int?
+    /// More bind mounts the checkpointed process had (a snapshot imported from a Podman
+    /// archive); nil for kiln's own bakes.
+    public var binds: [Bind]?
+
+    /// A bind mount at ``destination``. With a ``source``, that host path (it must be there at
+    /// every restore); without one, kiln makes an empty file or directory per copy, standing in
+    /// for what another runtime generated per container (`/etc/hostname`, `/run/.containerenv`).
+    public struct Bind: Codable, Sendable, Equatable {
+        public var destination: String
+        public var source: String?
+        public var readOnly: Bool
+        public var isDirectory: Bool
+
+        public init(destination: String, source: String?, readOnly: Bool, isDirectory: Bool) {
+            self.destination = destination
+            self.source = source
+            self.readOnly = readOnly
+            self.isDirectory = isDirectory
+        }
+    }
+
+    /// The root mode of new bakes: Podman's, so its restores accept kiln's snapshots (and kiln
+    /// Podman's).
+    public static let portableRootMode = 0o555
 
     public init(
         command: [String], environment: [String: String] = [:], workingDirectory: String,
         appDirectory: String?, rootFilesystem: RootFilesystem = .host, port: Int,
-        memoryLimitBytes: Int64 = 1 << 30, pidsLimit: Int64 = 1024, tmpfsSizeBytes: Int64 = 64 << 20, user: SandboxUser? = nil
+        memoryLimitBytes: Int64 = 1 << 30, pidsLimit: Int64 = 1024, tmpfsSizeBytes: Int64 = 64 << 20, user: SandboxUser? = nil,
+        rootMode: Int? = SandboxSpec.portableRootMode, binds: [Bind]? = nil
     ) {
+        self.rootMode = rootMode
+        self.binds = binds
         self.command = command
         self.environment = environment
         self.workingDirectory = workingDirectory
@@ -102,6 +134,12 @@ public struct SandboxSpec: Codable, Sendable, Equatable {
         guard Self.memoryLimitRange.contains(memoryLimitBytes) else { return "its memory limit \(memoryLimitBytes) is out of range" }
         guard pidsLimit > 0, tmpfsSizeBytes > 0 else { return "its pids limit or /tmp size is not positive" }
         guard !command.contains(where: { $0.utf8.contains(0) }) else { return "its command holds a NUL character" }
+        if let rootMode, !(0...0o7777).contains(rootMode) { return "its root mode \(rootMode) is not a permission mode" }
+        for bind in binds ?? [] {
+            guard InputValidation.isCleanAbsolutePath(bind.destination), bind.destination != "/",
+                  bind.source.map(InputValidation.isCleanAbsolutePath) ?? true
+            else { return "its bind mount '\(bind.destination)' is not between clean absolute paths" }
+        }
         for (key, value) in environment where key.isEmpty || key.contains("=") || key.utf8.contains(0) || value.utf8.contains(0) {
             return "its environment variable '\(key)' is invalid"
         }

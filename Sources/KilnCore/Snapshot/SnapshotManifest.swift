@@ -190,6 +190,10 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
     public var restoreHook: String?
     /// The container image the snapshot was baked from, or nil (host root or `--rootfs`).
     public var image: SnapshotImage?
+    /// Whether CRIU recorded the cgroup controllers in the images (bakes since `kiln export`
+    /// exists; nil in older manifests). Only such images restore where CRIU manages cgroups
+    /// itself, as in `podman container restore`.
+    public var cgroupsInImages: Bool?
     /// Total bytes of image files.
     public var sizeBytes: Int64
     public var files: [SnapshotFile]
@@ -197,7 +201,8 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
     public init(
         name: String, createdAt: Date, sandbox: SandboxSpec, readiness: ReadinessCheck, warmup: [WarmupStep],
         host: HostFacts, timings: BakeTimings, compacted: Bool, shareMemory: Bool = true, compression: String? = nil,
-        encryption: SnapshotEncryption? = nil, restoreHook: String? = nil, image: SnapshotImage? = nil, files: [SnapshotFile]
+        encryption: SnapshotEncryption? = nil, restoreHook: String? = nil, image: SnapshotImage? = nil, cgroupsInImages: Bool? = nil,
+        files: [SnapshotFile]
     ) {
         self.format = Self.currentFormat
         self.name = name
@@ -213,6 +218,7 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
         self.encryption = encryption
         self.restoreHook = restoreHook
         self.image = image
+        self.cgroupsInImages = cgroupsInImages
         self.files = files
         self.sizeBytes = files.reduce(0) { $0 + $1.size }
     }
