@@ -164,7 +164,9 @@ extension Integration {
                     let error = (try? JSONSerialization.jsonObject(with: Data(output.stdout.utf8)) as? [String: Any])?["error"] as? [String: Any]
                     #expect(output.status == .exited(item.exit), "\(item.arguments): \(output.stdout)")
                     #expect(error?["code"] as? String == item.code, "\(item.arguments): \(output.stdout)")
-                    #expect((error?["message"] as? String ?? "").contains(item.says), "\(item.arguments): \(output.stdout)")
+                    // Bound first: inside #expect, `as? String ?? ""` expands into a check that never fails.
+                    let message = error?["message"] as? String ?? ""
+                    #expect(message.contains(item.says), "\(item.arguments): \(output.stdout)")
                     let hint = error?["hint"] as? String ?? ""
                     #expect(hint.count > 10, "\(item.arguments) has no hint")
                 }

@@ -16,96 +16,78 @@ extension Integration {
     @Suite("podman interop", .serialized, .enabled(if: podmanAvailable, "needs podman (make setup installs it)"))
     struct PodmanInteropTests {
         @Test func podmanRestoresAKilnExport() async throws {
-            try await withTestHost { host in
-                let podman = try PodmanHost(scratch: host.scratch)
-                do {
-                    let manifest = try await host.kiln.bake(BakeRequest(
-                        name: "hello", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"),
-                        warmup: [WarmupStep(count: 20, path: "/greet")]))
-                    let archive = "\(host.scratch)/hello.tar.zst"
-                    let export = try runKiln(["export", "hello", "-o", archive, "--json"], environment: host.environment)
-                    #expect(export.status == .exited(0), "\(export.stderr)")
-                    let report = try JSONDecoder().decode(ExportReport.self, from: Data(export.stdout.utf8))
-                    var info = stat()
-                    #expect(stat(archive, &info) == 0 && info.st_mode & 0o777 == 0o600, "the archive holds process memory: 0600")
-                    let listing = try await Subprocess.run("tar", ["--zstd", "-tvf", archive])
-                    for member in ["config.dump", "spec.dump", "rootfs-diff.tar", "checkpoint/inventory.img", "checkpoint/pages-1.img"] {
-                        #expect(listing.stdout.contains(member), "\(member) missing from \(listing.stdout)")
-                    }
-                    #expect(!listing.stdout.split(separator: "\n").contains { $0.hasPrefix("-") && !$0.hasPrefix("-rw-------") }, "every member 0600")
-                    // Exporting again without --replace is refused, the archive untouched.
-                    let again = try runKiln(["export", "hello", "-o", archive], environment: host.environment)
-                    #expect(again.status == .exited(2) && again.stderr.contains("--replace"), "\(again.stderr)")
-
-                    try podman.check(["load", "-i", report.baseImage])
-                    let start = ContinuousClock.now
-                    try podman.check(["container", "restore", "--import", archive, "--name", "kiln-export"])
-                    let pid = try podman.pid(of: "kiln-export")
-                    let reply = try await waitForOK(ServiceEndpoint(networkNamespacePath: "/proc/\(pid)/ns/net", port: 8080), path: "/greet")
-                    let podmanMs = start.duration(to: .now).milliseconds
-                    #expect(reply.status == 200)
-                    #expect(reply.bodyText.contains("hello-jdk"), "\(reply.bodyText)")
-                    try podman.check(["rm", "-f", "-t", "0", "kiln-export"])
-
-                    // The same snapshot restored by kiln, for the comparison.
-                    let record = try await host.kiln.restoreOne(manifest)
-                    try await host.kiln.stop(record)
-                    print("kiln export: \(Int(report.milliseconds)) ms, \(report.archiveBytes) bytes; podman restore --import to first 200: \(Int(podmanMs)) ms; kiln restore to first 200: \(Int(record.firstResponseMs)) ms")
-                } catch {
-                    podman.cleanUp()
-                    throw error
+            try await withPodman { host, podman in
+                let manifest = try await host.kiln.bake(BakeRequest(
+                    name: "hello", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"),
+                    warmup: [WarmupStep(count: 20, path: "/greet")]))
+                let archive = "\(host.scratch)/hello.tar.zst"
+                let export = try runKiln(["export", "hello", "-o", archive, "--json"], environment: host.environment)
+                #expect(export.status == .exited(0), "\(export.stderr)")
+                let report = try JSONDecoder().decode(ExportReport.self, from: Data(export.stdout.utf8))
+                var info = stat()
+                #expect(stat(archive, &info) == 0 && info.st_mode & 0o777 == 0o600, "the archive holds process memory: 0600")
+                let listing = try await Subprocess.run("tar", ["--zstd", "-tvf", archive])
+                for member in ["config.dump", "spec.dump", "rootfs-diff.tar", "checkpoint/inventory.img", "checkpoint/pages-1.img"] {
+                    #expect(listing.stdout.contains(member), "\(member) missing from \(listing.stdout)")
                 }
-                podman.cleanUp()
-                #expect(podman.leftovers() == [])
-                try await expectNoLeftovers(host)
+                #expect(!listing.stdout.split(separator: "\n").contains { $0.hasPrefix("-") && !$0.hasPrefix("-rw-------") }, "every member 0600")
+                // Exporting again without --replace is refused, the archive untouched.
+                let again = try runKiln(["export", "hello", "-o", archive], environment: host.environment)
+                #expect(again.status == .exited(2) && again.stderr.contains("--replace"), "\(again.stderr)")
+
+                try podman.check(["load", "-i", report.baseImage])
+                let start = ContinuousClock.now
+                try podman.check(["container", "restore", "--import", archive, "--name", "kiln-export"])
+                let pid = try podman.pid(of: "kiln-export")
+                let reply = try await waitForOK(ServiceEndpoint(networkNamespacePath: "/proc/\(pid)/ns/net", port: 8080), path: "/greet")
+                let podmanMs = start.duration(to: .now).milliseconds
+                #expect(reply.status == 200)
+                #expect(reply.bodyText.contains("hello-jdk"), "\(reply.bodyText)")
+                try podman.check(["rm", "-f", "-t", "0", "kiln-export"])
+
+                // The same snapshot restored by kiln, for the comparison.
+                let record = try await host.kiln.restoreOne(manifest)
+                try await host.kiln.stop(record)
+                print("kiln export: \(Int(report.milliseconds)) ms, \(report.archiveBytes) bytes; podman restore --import to first 200: \(Int(podmanMs)) ms; kiln restore to first 200: \(Int(record.firstResponseMs)) ms")
             }
         }
 
         @Test func kilnRestoresAPodmanCheckpoint() async throws {
-            try await withTestHost { host in
-                let podman = try PodmanHost(scratch: host.scratch)
-                do {
-                    let image = try podman.importHostRoot()
-                    try podman.check([
-                        "run", "-d", "--name", "source", "--memory", "1g",
-                        // This VM's root lacks CAP_SYS_RESOURCE: keep the limits under the host's hard ones.
-                        "--ulimit", "nofile=16384:16384", "--ulimit", "nproc=16384:16384",
-                        "-e", "PORT=8080", "-v", "/usr:/usr:ro", "-v", "\(packageRoot):\(packageRoot):ro", image, helloJdk,
-                    ])
-                    let pid = try podman.pid(of: "source")
-                    _ = try await waitForOK(ServiceEndpoint(networkNamespacePath: "/proc/\(pid)/ns/net", port: 8080), path: "/health")
-                    let archive = "\(host.scratch)/podman.tar.zst"
-                    try podman.check(["container", "checkpoint", "--export", archive, "source"])
-                    try podman.check(["rm", "-f", "-t", "0", "source"])
+            try await withPodman { host, podman in
+                let image = try podman.importHostRoot()
+                try podman.check([
+                    "run", "-d", "--name", "source", "--memory", "1g",
+                    // This VM's root lacks CAP_SYS_RESOURCE: keep the limits under the host's hard ones.
+                    "--ulimit", "nofile=16384:16384", "--ulimit", "nproc=16384:16384",
+                    "-e", "PORT=8080", "-v", "/usr:/usr:ro", "-v", "\(packageRoot):\(packageRoot):ro", image, helloJdk,
+                ])
+                let pid = try podman.pid(of: "source")
+                _ = try await waitForOK(ServiceEndpoint(networkNamespacePath: "/proc/\(pid)/ns/net", port: 8080), path: "/health")
+                let archive = "\(host.scratch)/podman.tar.zst"
+                try podman.check(["container", "checkpoint", "--export", archive, "source"])
+                try podman.check(["rm", "-f", "-t", "0", "source"])
 
-                    // Without the port and readiness path Podman's archive lacks: refused, saying which.
-                    let bare = try runKiln(["import", archive, "--name", "frompodman"], environment: host.environment)
-                    #expect(bare.status == .exited(2) && bare.stderr.contains("--port"), "\(bare.stderr)")
+                // Without the port and readiness path Podman's archive lacks: refused, saying which.
+                let bare = try runKiln(["import", archive, "--name", "frompodman"], environment: host.environment)
+                #expect(bare.status == .exited(2) && bare.stderr.contains("--port"), "\(bare.stderr)")
 
-                    let imported = try runKiln(
-                        ["import", archive, "--name", "frompodman", "--port", "8080", "--ready", "/health", "--json"], environment: host.environment)
-                    #expect(imported.status == .exited(0), "\(imported.stderr)")
-                    let report = try isoDecoder.decode(ImportReport.self, from: Data(imported.stdout.utf8))
-                    #expect(report.source == "podman")
+                let imported = try runKiln(
+                    ["import", archive, "--name", "frompodman", "--port", "8080", "--ready", "/health", "--json"], environment: host.environment)
+                #expect(imported.status == .exited(0), "\(imported.stderr)")
+                let report = try isoDecoder.decode(ImportReport.self, from: Data(imported.stdout.utf8))
+                #expect(report.source == "podman")
 
-                    let (manifest, _) = try host.kiln.loadVerified("frompodman")
-                    #expect(manifest.files.contains { $0.path == "pages-1.img" })
-                    let records = try await host.kiln.restore(manifest, count: 2)
-                    for record in records {
-                        let reply = try await host.kiln.request(record, path: "/greet")
-                        #expect(reply.status == 200, "\(reply.bodyText)")
-                        let id = try await host.kiln.request(record, path: "/id")
-                        #expect(id.bodyText.contains(record.id), "each copy has its own hostname: \(id.bodyText)")
-                    }
-                    for record in records { try await host.kiln.stop(record) }
-                    print("kiln import: \(Int(report.milliseconds)) ms; kiln restores to first 200: \(records.map { Int($0.firstResponseMs) }) ms")
-                } catch {
-                    podman.cleanUp()
-                    throw error
+                let (manifest, _) = try host.kiln.loadVerified("frompodman")
+                #expect(manifest.files.contains { $0.path == "pages-1.img" })
+                let records = try await host.kiln.restore(manifest, count: 2)
+                for record in records {
+                    let reply = try await host.kiln.request(record, path: "/greet")
+                    #expect(reply.status == 200, "\(reply.bodyText)")
+                    let id = try await host.kiln.request(record, path: "/id")
+                    #expect(id.bodyText.contains(record.id), "each copy has its own hostname: \(id.bodyText)")
                 }
-                podman.cleanUp()
-                #expect(podman.leftovers() == [])
-                try await expectNoLeftovers(host)
+                for record in records { try await host.kiln.stop(record) }
+                print("kiln import: \(Int(report.milliseconds)) ms; kiln restores to first 200: \(records.map { Int($0.firstResponseMs) }) ms")
             }
         }
     }
@@ -171,6 +153,23 @@ func waitForOK(_ endpoint: ServiceEndpoint, path: String) async throws -> HTTPRe
 
 /// A private Podman (its own storage and run-time directories, cgroupfs, runc, CRIU 4.2.1 first
 /// on PATH) and everything needed to leave the host as it was.
+/// A test host with a private Podman beside it; both are checked for leftovers at the end, and
+/// Podman's are removed whether the body passes or throws.
+func withPodman(_ body: (TestHost, PodmanHost) async throws -> Void) async throws {
+    try await withTestHost { host in
+        let podman = try PodmanHost(scratch: host.scratch)
+        do {
+            try await body(host, podman)
+        } catch {
+            podman.cleanUp()
+            throw error
+        }
+        podman.cleanUp()
+        #expect(podman.leftovers() == [])
+        try await expectNoLeftovers(host)
+    }
+}
+
 struct PodmanHost {
     let root: String
     let runRoot: String
