@@ -96,6 +96,15 @@ extension Integration {
                 #expect(report.directories == [orphan])
                 #expect(FileManager.default.fileExists(atPath: "\(root)/etc/kiln-test-image"))
 
+                // The root is checked with the snapshot's files: a change refuses the restore.
+                #expect(image.rootListingSHA256?.count == 64)
+                let planted = "\(root)/srv/hello/planted"
+                try "x".write(toFile: planted, atomically: false, encoding: .utf8)
+                let tampered = #expect(throws: KilnError.self) { try host.kiln.loadVerified("img") }
+                #expect(tampered?.code == .snapshotCorrupt && tampered?.message.contains("image root filesystem") == true, "\(String(describing: tampered))")
+                try FileManager.default.removeItem(atPath: planted)
+                _ = try host.kiln.loadVerified("img")
+
                 try await host.kiln.stop(copy)
                 try host.kiln.removeSnapshot("img")
                 #expect(!FileManager.default.fileExists(atPath: root), "kiln rm removes the image root")

@@ -191,16 +191,20 @@ extension Kiln {
             encryption = record
         }
         let host = HostFacts(kernel: HostFacts.kernelRelease(), criuVersion: criu.version.description, runtime: "runc \(runtime.version())")
+        let image = try imported.map {
+            // The service saw this root read-only: it is as unpacked.
+            guard case .directory(let root) = sandbox.rootFilesystem else { throw KilnError(.runtimeFailed, "an image bake without its root") }
+            return SnapshotImage(
+                reference: $0.reference.description, manifestDigest: $0.image.manifestDigest, configDigest: $0.image.configDigest,
+                architecture: $0.image.config.architecture, copyMs: $0.copyMs, unpackMs: $0.unpackMs,
+                rootListingSHA256: try FileDigest.listingSHA256(of: root))
+        }
         return try store.commit(staging: staging) { files in
             SnapshotManifest(
                 name: request.name, createdAt: Date(), sandbox: sandbox, readiness: request.readiness, warmup: request.warmup,
                 host: host, timings: timings, compacted: compacted, shareMemory: request.shareMemory,
                 compression: request.compress ? ImageCache.compression : nil, encryption: encryption, restoreHook: request.restoreHook,
-                image: imported.map {
-                    SnapshotImage(
-                        reference: $0.reference.description, manifestDigest: $0.image.manifestDigest, configDigest: $0.image.configDigest,
-                        architecture: $0.image.config.architecture, copyMs: $0.copyMs, unpackMs: $0.unpackMs)
-                },
+                image: image,
                 cgroupsInImages: true, files: files)
         }
     }

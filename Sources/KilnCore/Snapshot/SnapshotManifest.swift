@@ -149,8 +149,17 @@ public struct SnapshotImage: Codable, Sendable, Equatable {
     /// Time to copy the image out of its store and to unpack its layers (ms).
     public var copyMs: Double
     public var unpackMs: Double
+    /// SHA-256 of the unpacked root's listing (``FileDigest/listingSHA256(of:)``): every entry's
+    /// path, type, mode, owner, size, mtime and link target. Checked with the snapshot's files
+    /// before each restore: a root that lost or changed a file would otherwise fail the restore
+    /// somewhere inside CRIU, or run changed code. nil in manifests from before it was recorded.
+    public var rootListingSHA256: String?
 
-    public init(reference: String, manifestDigest: String, configDigest: String, architecture: String, copyMs: Double, unpackMs: Double) {
+    public init(
+        reference: String, manifestDigest: String, configDigest: String, architecture: String, copyMs: Double, unpackMs: Double,
+        rootListingSHA256: String? = nil
+    ) {
+        self.rootListingSHA256 = rootListingSHA256
         self.reference = reference
         self.manifestDigest = manifestDigest
         self.configDigest = configDigest

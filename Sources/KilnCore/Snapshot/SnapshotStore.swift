@@ -89,6 +89,11 @@ public struct SnapshotStore: SnapshotStoring {
                 .snapshotCorrupt, "snapshot '\(manifest.name)' failed verification: \(problem); refusing to restore it",
                 hint: "bake it again (kiln bake \(manifest.name) ...); if you did not change it, treat the store at \(root) as tampered with")
         }
+        if let expected = manifest.image?.rootListingSHA256, let root = imageRoot(of: manifest) {
+            guard (try? FileDigest.listingSHA256(of: root)) == expected else {
+                throw corrupt("its image root filesystem \(root) is not as baked (an entry was added, removed or changed)")
+            }
+        }
         let present = Set(Self.relativeFiles(under: images))
         let listed = Set(manifest.files.map(\.path))
         if let extra = present.subtracting(listed).sorted().first {
