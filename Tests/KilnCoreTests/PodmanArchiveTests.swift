@@ -75,4 +75,22 @@ import Testing
         manifest.sandbox.rootFilesystem = .directory("/srv/root")
         #expect(throws: KilnError.self) { try Kiln.checkExportable(manifest) }
     }
+
+    /// An archive is someone else's input: host directories only read-only, no host directory
+    /// as the root from kiln's own archive.
+    @Test func archivesGetNoWritableHostDirectories() throws {
+        var sandbox = SandboxSpec(
+            command: ["/bin/sh"], workingDirectory: "/", appDirectory: nil, port: 8080,
+            binds: [.init(destination: "/data", source: "/usr/share", readOnly: true, isDirectory: true)])
+        try Kiln.checkHostExposure(sandbox, source: "podman", archive: "a.tar")
+        sandbox.binds!.append(.init(destination: "/host", source: "/", readOnly: false, isDirectory: true))
+        let writable = #expect(throws: KilnError.self) { try Kiln.checkHostExposure(sandbox, source: "podman", archive: "a.tar") }
+        #expect(writable?.message.contains("binds the host's / writable at /host") == true)
+        #expect(writable?.hint?.contains("-v /:/host:ro") == true)
+        // Podman's generated files (no host source) stay writable per copy.
+        sandbox.binds = [.init(destination: "/etc/hosts", source: nil, readOnly: false, isDirectory: false)]
+        try Kiln.checkHostExposure(sandbox, source: "podman", archive: "a.tar")
+        sandbox.rootFilesystem = .directory("/")
+        #expect(throws: KilnError.self) { try Kiln.checkHostExposure(sandbox, source: "kiln", archive: "a.tar") }
+    }
 }

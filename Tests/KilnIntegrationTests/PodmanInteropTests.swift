@@ -76,6 +76,7 @@ extension Integration {
                 #expect(imported.status == .exited(0), "\(imported.stderr)")
                 let report = try isoDecoder.decode(ImportReport.self, from: Data(imported.stdout.utf8))
                 #expect(report.source == "podman")
+                #expect(report.hostPaths.contains(packageRoot), "the import names the host paths copies see: \(report.hostPaths)")
 
                 let (manifest, _) = try host.kiln.loadVerified("frompodman")
                 #expect(manifest.files.contains { $0.path == "pages-1.img" })

@@ -23,6 +23,9 @@ public struct ImportReport: Codable, Sendable {
     public var source: String
     public var manifest: SnapshotManifest
     public var milliseconds: Double
+    /// Host paths every restored copy sees, all read-only (beyond kiln's own `/usr` and `/etc`
+    /// entries): the archive asked for them, so the user should know.
+    public var hostPaths: [String]
 }
 
 extension Kiln {
@@ -177,7 +180,10 @@ extension Kiln {
             do {
                 let report = try await importArchive(archive, name: name, port: port, readiness: readiness, rootfs: rootfs, staging: staging)
                 ImageCache(root: paths.imageCache, store: store).evict(name)
-                return ImportReport(source: report.source, manifest: report.manifest, milliseconds: start.duration(to: .now).milliseconds)
+                let sandbox = report.manifest.sandbox
+                let hostPaths = (sandbox.appDirectory.map { [$0] } ?? []) + (sandbox.binds ?? []).compactMap(\.source)
+                return ImportReport(
+                    source: report.source, manifest: report.manifest, milliseconds: start.duration(to: .now).milliseconds, hostPaths: hostPaths)
             } catch {
                 try? FileManager.default.removeItem(atPath: staging)
                 throw StoreSpace(path: store.root).explain(error)
@@ -246,6 +252,7 @@ extension Kiln {
                 name: name, createdAt: Date(), sandbox: sandbox, readiness: readiness, warmup: [], host: host, timings: BakeTimings(),
                 compacted: false, cgroupsInImages: true, files: [])
         }
+        try Self.checkHostExposure(manifest.sandbox, source: source, archive: archive)
         try manifest.readiness.validate()
         guard (1...65535).contains(manifest.sandbox.port) else {
             throw KilnError(.invalidArgument, "port \(manifest.sandbox.port) is out of range", hint: "pass --port 1-65535")
@@ -265,6 +272,23 @@ extension Kiln {
             return finished
         }
         return (source, committed)
+    }
+
+    /// An archive is input from elsewhere, and what it asks to see of this host is honoured at
+    /// every restore: host directories are bound read-only only (a writable one would hand the
+    /// function that directory of the host), and a root filesystem comes only from `--rootfs`
+    /// (`kiln export` never writes one into kiln's own archive).
+    static func checkHostExposure(_ sandbox: SandboxSpec, source: String, archive: String) throws {
+        if let writable = sandbox.binds?.first(where: { $0.source != nil && !$0.readOnly }) {
+            throw KilnError(
+                .invalidArgument, "\(archive) binds the host's \(writable.source!) writable at \(writable.destination); kiln imports host directories read-only only",
+                hint: "checkpoint the container with that volume mounted read-only (-v \(writable.source!):\(writable.destination):ro), or put what it needs in its image")
+        }
+        if source == "kiln", case .directory(let root) = sandbox.rootFilesystem {
+            throw KilnError(
+                .invalidArgument, "\(archive) asks for the host directory \(root) as the root filesystem, which kiln export never writes",
+                hint: "import archives that 'kiln export' or 'podman container checkpoint --export' wrote")
+        }
     }
 
     /// The sandbox a Podman container ran in, as kiln can recreate it.
