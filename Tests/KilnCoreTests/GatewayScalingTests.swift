@@ -93,10 +93,13 @@ struct GatewayScalingTests {
     @Test func fullQueueIs503AtOnce() async throws {
         let gate = Gate()
         let transport = FakeTransport()
-        transport.behaviour.withLock { $0 = { _, _ in await gate.wait(); return nil } }
+        // Only the first request is held (it keeps the one slot busy): a later one that reached
+        // the instance after all must not block the test.
+        transport.behaviour.withLock { $0 = { _, request in if request.head.path == "/first" { await gate.wait() }; return nil } }
         try await withFakeGateway(policy: ScalingPolicy(maxInstances: 1, concurrency: 1, queueLimit: 2), transport: transport) { gateway, _, _ in
             // From zero even the first request waits (for the restore): get one in flight first.
             let first = Task { await gateway.handle(GatewayRequest(.get, "/hello/first")) }
+            defer { gate.open() }
             #expect(await eventually { (try? await gateway.function("hello"))?.instances.first?.inFlight == 1 })
             let held = Task { await concurrently(gateway, count: 2) { GatewayRequest(.get, "/hello/x") } }
             #expect(await eventually { (try? await gateway.function("hello"))?.queueLength == 2 })

@@ -160,7 +160,9 @@ func withFakeGateway(
 }
 
 /// Polls `condition` until it holds or `timeout` passes.
-func eventually(timeout: Duration = .seconds(5), _ condition: () async -> Bool) async -> Bool {
+/// Generous by default: it returns as soon as the condition holds, and on a 2-core machine
+/// running the integration tests beside these, a fake restore can wait seconds for a thread.
+func eventually(timeout: Duration = .seconds(30), _ condition: () async -> Bool) async -> Bool {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
         if await condition() { return true }
