@@ -104,4 +104,33 @@ struct SandboxConfigTests {
         let error = try #require(throws: KilnError.self) { try CommandResolver(sandbox: missing).resolve() }
         #expect(error.code == .commandNotFound)
     }
+
+    /// In a root of its own (an image), a command's symlinks resolve inside that root, as they
+    /// will for the process: Debian's `/usr/bin/java -> /etc/alternatives/java -> /usr/lib/jvm/...`
+    /// must not be looked up on the host.
+    @Test func commandsInAnImageRootResolveTheirLinksInThatRoot() throws {
+        let root = "/tmp/kiln-unit-root-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let fileManager = FileManager.default
+        for directory in ["usr/bin", "etc/alternatives", "opt/only-in-image/bin"] {
+            try fileManager.createDirectory(atPath: "\(root)/\(directory)", withIntermediateDirectories: true)
+        }
+        let java = "\(root)/opt/only-in-image/bin/java"
+        #expect(fileManager.createFile(atPath: java, contents: Data("#!/bin/sh\n".utf8), attributes: [.posixPermissions: 0o755]))
+        try fileManager.createSymbolicLink(atPath: "\(root)/etc/alternatives/java", withDestinationPath: "/opt/only-in-image/bin/java")
+        try fileManager.createSymbolicLink(atPath: "\(root)/usr/bin/java", withDestinationPath: "/etc/alternatives/java")
+        // `..` stops at the root; an absolute link to a host-only file stays inside.
+        try fileManager.createSymbolicLink(atPath: "\(root)/usr/bin/escape", withDestinationPath: "../../../../../../opt/only-in-image/bin/java")
+        try fileManager.createSymbolicLink(atPath: "\(root)/usr/bin/hostsh", withDestinationPath: "/bin/sh")
+        #expect(CommandResolver.resolve("/usr/bin/java", in: root) == java)
+        #expect(CommandResolver.resolve("/usr/bin/escape", in: root) == java)
+        #expect(CommandResolver.resolve("/usr/bin/hostsh", in: root) == "\(root)/bin/sh")
+
+        var image = SandboxSpec(command: ["java"], workingDirectory: "/", appDirectory: nil, rootFilesystem: .directory(root), port: 8080)
+        #expect(try CommandResolver(sandbox: image).resolve() == "/usr/bin/java")
+        image.command = ["/usr/bin/hostsh"]
+        let error = try #require(throws: KilnError.self) { try CommandResolver(sandbox: image).resolve() }
+        #expect(error.code == .commandNotFound, "the host's /bin/sh is not in the image")
+    }
 }
+

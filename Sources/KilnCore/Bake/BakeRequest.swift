@@ -104,18 +104,22 @@ struct CommandResolver {
         guard let program = sandbox.command.first, !program.isEmpty else {
             throw KilnError(.invalidArgument, "no command given", hint: "put the service's command after '--', e.g. kiln bake hello --port 8080 --ready /health -- java -jar app.jar")
         }
-        let prefix: String
-        if case .directory(let root) = sandbox.rootFilesystem { prefix = root } else { prefix = "" }
+        let root: String?
+        if case .directory(let path) = sandbox.rootFilesystem { root = path } else { root = nil }
+        // Where the sandbox's `path` is on the host: inside a root of its own, with its symlinks
+        // resolved in that root (`/usr/bin/java -> /etc/alternatives/java` must not be looked
+        // up on the host, which may have no Java at all).
+        let onHost = { (path: String) in root.map { Self.resolve(path, in: $0) } ?? path }
         if program.contains("/") {
             let path = program.hasPrefix("/") ? program : (sandbox.workingDirectory as NSString).appendingPathComponent(program)
             let standardized = (path as NSString).standardizingPath
-            guard FileManager.default.fileExists(atPath: prefix + standardized) else {
+            guard FileManager.default.fileExists(atPath: onHost(standardized)) else {
                 throw KilnError(
-                    .commandNotFound, "command '\(program)' not found (looked for \(prefix + standardized))",
+                    .commandNotFound, "command '\(program)' not found (looked for \(onHost(standardized)))",
                     hint: "check the path; relative paths are taken from the working directory \(sandbox.workingDirectory)")
             }
-            guard FileManager.default.isExecutableFile(atPath: prefix + standardized) else {
-                throw KilnError(.commandNotFound, "command '\(program)' is not executable", hint: "chmod +x \(prefix + standardized)")
+            guard FileManager.default.isExecutableFile(atPath: onHost(standardized)) else {
+                throw KilnError(.commandNotFound, "command '\(program)' is not executable", hint: "chmod +x \(onHost(standardized))")
             }
             guard visibleRoots.contains(where: { $0 == "/" || standardized == $0 || standardized.hasPrefix($0 + "/") }) else {
                 throw KilnError(
@@ -127,10 +131,41 @@ struct CommandResolver {
         let searchPath = sandbox.processEnvironment["PATH"] ?? "/usr/bin:/bin"
         for directory in searchPath.split(separator: ":") {
             let candidate = "\(directory)/\(program)"
-            if FileManager.default.isExecutableFile(atPath: prefix + candidate) { return candidate }
+            if FileManager.default.isExecutableFile(atPath: onHost(candidate)) { return candidate }
         }
         throw KilnError(
             .commandNotFound, "command '\(program)' not found on the sandbox's PATH (\(searchPath))",
             hint: "install it, or give its path (e.g. ./bin/\(program) inside the app directory)")
     }
 }
+
+extension CommandResolver {
+    /// The host path of `path` as a process chrooted to `root` would open it: every symlink on
+    /// the way is followed inside `root` (an absolute target starts again at `root`, `..` stops
+    /// at it), so nothing resolves to the host's own files. Gives up after 40 links, as the
+    /// kernel does, returning the path as it stands.
+    static func resolve(_ path: String, in root: String) -> String {
+        var pending = path.split(separator: "/").map(String.init)
+        var resolved: [String] = []
+        var links = 0
+        while !pending.isEmpty {
+            let component = pending.removeFirst()
+            if component == "." || component.isEmpty { continue }
+            if component == ".." {
+                _ = resolved.popLast()
+                continue
+            }
+            let candidate = root + "/" + (resolved + [component]).joined(separator: "/")
+            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: candidate) else {
+                resolved.append(component)
+                continue
+            }
+            links += 1
+            if links > 40 { return root + "/" + (resolved + [component] + pending).joined(separator: "/") }
+            if target.hasPrefix("/") { resolved = [] }
+            pending = target.split(separator: "/").map(String.init) + pending
+        }
+        return root + "/" + resolved.joined(separator: "/")
+    }
+}
+
