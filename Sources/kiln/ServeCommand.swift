@@ -170,6 +170,12 @@ extension Bench {
                              report.gatewayOverhead * 100, report.gatewayOverheadMedianOfRounds * 100))
                 print(String(format: "gateway CPU: %.3f ms per request (median over rounds); CPU-bound overhead it predicts: %.1f%%",
                              report.gatewayCpuMsPerRequest, report.cpuBoundOverhead * 100))
+                if let wrk = report.externalClient {
+                    print(String(
+                        format: "with an external client (%@, its own process): %.0f-%.0f req/s through the gateway vs %.0f-%.0f direct: overhead %.1f%% median of rounds (target <= 15%%)",
+                        wrk.client, wrk.throughGateway.min() ?? 0, wrk.throughGateway.max() ?? 0, wrk.direct.min() ?? 0, wrk.direct.max() ?? 0,
+                        wrk.overheadMedianOfRounds * 100))
+                }
                 print(report.notes)
             }
         }

@@ -130,4 +130,20 @@ struct ParsingTests {
     func badSnapshotNamesAreRefused(name: String) {
         #expect(throws: KilnError.self) { try SnapshotStore.validate(name: name) }
     }
+
+    @Test func wrkReportsItsThroughput() {
+        let report = """
+            Running 3s test @ http://127.0.0.1:8080/greet
+              1 threads and 8 connections
+              Thread Stats   Avg      Stdev     Max   +/- Stdev
+                Latency     1.10ms    1.31ms  21.22ms   93.81%
+                Req/Sec     8.12k   502.34     8.93k    73.33%
+              24312 requests in 3.00s, 3.62MB read
+            Requests/sec:   8102.47
+            Transfer/sec:      1.21MB
+            """
+        #expect(Kiln.wrkRequestsPerSecond(report) == 8102.47)
+        #expect(Kiln.wrkRequestsPerSecond("unable to connect to 127.0.0.1:8080 Connection refused") == nil)
+    }
 }
+

@@ -75,6 +75,19 @@ public struct ServeBenchmarkReport: Codable, Sendable {
     public var notes: String
     /// How long both paths were loaded before the counted rounds (until the service was warm).
     public var warmupSeconds: Double
+    /// The same comparison with a lean client in its own process (nil when `wrk` is missing).
+    public var externalClient: ExternalClientRounds?
+
+    /// Throughput rounds driven by Debian's `wrk` instead of the in-process load generator, which
+    /// costs more CPU per request than the gateway and shares its event loops, and so flatters
+    /// the ratio. The direct runs enter the instance's network namespace (`nsenter --net`).
+    public struct ExternalClientRounds: Codable, Sendable {
+        public var client: String
+        public var direct: [Double]
+        public var throughGateway: [Double]
+        /// 1 - gateway/direct requests per second, median of rounds.
+        public var overheadMedianOfRounds: Double
+    }
 }
 
 extension Kiln {
@@ -207,6 +220,9 @@ extension Kiln {
                     result.kilnCpuMsPerRequest, result.instanceCpuMsPerRequest))
             }
         }
+        let external = await externalClientRounds(
+            gatewayURL: "http://127.0.0.1:\(port)/\(function)\(loadPath)", instance: instance, path: loadPath, connections: connections,
+            seconds: seconds, rounds: rounds, progress: progress)
         let total = { (runs: [ServeBenchmarkReport.Throughput]) in Double(runs.reduce(0) { $0 + $1.requests }) / runs.reduce(0) { $0 + $1.seconds } }
         let pairs = zip(gatewayRuns, directRuns)
         let cpuPerRequest = { (run: ServeBenchmarkReport.Throughput) in run.kilnCpuMsPerRequest + run.instanceCpuMsPerRequest }
@@ -221,7 +237,53 @@ extension Kiln {
             gatewayCpuMsPerRequest: Percentiles(pairs.map { $0.kilnCpuMsPerRequest - $1.kilnCpuMsPerRequest }).p50,
             cpuBoundOverhead: 1 - Percentiles(pairs.map { cpuPerRequest($1) / cpuPerRequest($0) }).p50,
             notes: "gateway, load generator and service share this machine's \(ProcessInfo.processInfo.activeProcessorCount) cores; keep-alive connections on both paths; per-instance concurrency = connections",
-            warmupSeconds: warmupSeconds)
+            warmupSeconds: warmupSeconds, externalClient: external)
+    }
+
+    /// Alternating `wrk` runs through the gateway and straight into the instance; nil (said in
+    /// the progress) when wrk or nsenter is not installed or a run fails.
+    private func externalClientRounds(
+        gatewayURL: String, instance: InstanceRecord, path: String, connections: Int, seconds: Double, rounds: Int,
+        progress: @Sendable (String) -> Void
+    ) async -> ServeBenchmarkReport.ExternalClientRounds? {
+        let wrk = "/usr/bin/wrk"
+        let nsenter = "/usr/bin/nsenter"
+        guard FileManager.default.isExecutableFile(atPath: wrk), FileManager.default.isExecutableFile(atPath: nsenter) else {
+            progress("external client: not measured (no \(wrk); apt-get install wrk)")
+            return nil
+        }
+        let arguments = ["-t1", "-c\(connections)", "-d\(max(1, Int(seconds.rounded())))s"]
+        func run(_ executable: String, _ arguments: [String]) async -> Double? {
+            guard let output = try? await Subprocess.run(executable, arguments), output.status.isSuccess else { return nil }
+            return Self.wrkRequestsPerSecond(output.stdout)
+        }
+        var direct: [Double] = []
+        var throughGateway: [Double] = []
+        for round in 1...rounds {
+            for viaGateway in round % 2 == 1 ? [false, true] : [true, false] {
+                let rate = viaGateway
+                    ? await run(wrk, arguments + [gatewayURL])
+                    : await run(nsenter, ["--net=\(instance.networkNamespacePath)", wrk] + arguments + ["http://127.0.0.1:\(instance.port)\(path)"])
+                guard let rate else {
+                    progress("external client: a wrk run failed; not counted")
+                    return nil
+                }
+                if viaGateway { throughGateway.append(rate) } else { direct.append(rate) }
+                progress(String(format: "wrk round %d/%d %@: %.0f req/s", round, rounds, viaGateway ? "gateway" : "direct ", rate))
+            }
+        }
+        return ServeBenchmarkReport.ExternalClientRounds(
+            client: "wrk \(arguments.joined(separator: " "))", direct: direct, throughGateway: throughGateway,
+            overheadMedianOfRounds: 1 - Percentiles(zip(throughGateway, direct).map { $0 / $1 }).p50)
+    }
+
+    /// The `Requests/sec:` figure of wrk's report.
+    static func wrkRequestsPerSecond(_ output: String) -> Double? {
+        for line in output.split(separator: "\n") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            if fields.count == 2, fields[0] == "Requests/sec:" { return Double(fields[1]) }
+        }
+        return nil
     }
 
     /// Sends one request on a new connection and returns how long the answer took (ms).
