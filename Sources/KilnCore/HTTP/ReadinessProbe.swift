@@ -61,10 +61,17 @@ public enum ProcessInspector {
         return stat[start...].split(separator: " ")
     }
 
-    /// Whether `pid` exists and is not a zombie.
+    /// Whether `pid` exists and is neither a zombie nor on its way to being one.
+    ///
+    /// A JVM killed with SIGKILL takes a while to become a zombie (every thread must exit), and
+    /// its sockets close during that time: a gateway that sees a connection reset and asks here
+    /// must hear "dead", not "alive but unreachable". The kernel marks an exiting task with
+    /// PF_EXITING (0x4) in its flags (field 9 of stat) before it closes any file.
     public static func isAlive(_ pid: Int32) -> Bool {
-        guard let state = statFields(of: pid)?.first else { return false }
-        return state != "Z" && state != "X"
+        guard let fields = statFields(of: pid), let state = fields.first else { return false }
+        if state == "Z" || state == "X" { return false }
+        if fields.count > 6, let flags = UInt(fields[6]), flags & 0x4 != 0 { return false }
+        return true
     }
 
     /// CPU time (user + system, every thread) `pid` has used, in seconds; nil once it is gone.
