@@ -47,7 +47,7 @@ public enum PodmanArchive {
         /// An empty tar: two 512-byte zero blocks.
         static let layer = [UInt8](repeating: 0, count: 1024)
 
-        static var layerDigest: String { SHA256.hash(data: layer).hex }
+        static var layerDigest: String { SHA256.hash(data: layer).hexDigits }
 
         /// The image config; its SHA-256 is the image id.
         static var config: [UInt8] {
@@ -55,7 +55,7 @@ public enum PodmanArchive {
         }
 
         /// The image id (hex, no algorithm prefix) that `config.dump` names.
-        public static var id: String { SHA256.hash(data: config).hex }
+        public static var id: String { SHA256.hash(data: config).hexDigits }
 
         /// The image as a `docker-archive` tar for `podman load -i FILE`.
         public static func archive() -> [UInt8] {
@@ -166,8 +166,4 @@ struct TarWriter {
     mutating func finish() -> [UInt8] {
         bytes + [UInt8](repeating: 0, count: 1024)
     }
-}
-
-extension SHA256.Digest {
-    var hex: String { map { String(format: "%02x", $0) }.joined() }
 }

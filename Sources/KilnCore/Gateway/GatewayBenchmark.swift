@@ -246,10 +246,9 @@ extension Kiln {
         gatewayURL: String, instance: InstanceRecord, path: String, connections: Int, seconds: Double, rounds: Int,
         progress: @Sendable (String) -> Void
     ) async -> ServeBenchmarkReport.ExternalClientRounds? {
-        let wrk = "/usr/bin/wrk"
-        let nsenter = "/usr/bin/nsenter"
-        guard FileManager.default.isExecutableFile(atPath: wrk), FileManager.default.isExecutableFile(atPath: nsenter) else {
-            progress("external client: not measured (no \(wrk); apt-get install wrk)")
+        let searchPath = (ProcessInfo.processInfo.environment["PATH"] ?? "") + ":/usr/bin:/bin"
+        guard let wrk = ExecutableSearch.find("wrk", in: searchPath), let nsenter = ExecutableSearch.find("nsenter", in: searchPath) else {
+            progress("external client: not measured (no wrk or nsenter on PATH; apt-get install wrk)")
             return nil
         }
         let arguments = ["-t1", "-c\(connections)", "-d\(max(1, Int(seconds.rounded())))s"]

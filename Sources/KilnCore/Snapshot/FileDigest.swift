@@ -8,7 +8,7 @@ import Glibc
 /// SHA-256 of files, streamed in large chunks.
 enum FileDigest {
     static func sha256(_ data: Data) -> String {
-        SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+        SHA256.hash(data: data).hexDigits
     }
 
     static func sha256(ofFile path: String) throws -> String {
@@ -28,7 +28,7 @@ enum FileDigest {
             if count == 0 { break }
             hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
         }
-        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        return hasher.finalize().hexDigits
     }
 
     /// SHA-256 of a directory tree's listing, not its contents: for every entry below `root`
@@ -52,6 +52,11 @@ enum FileDigest {
             if type == S_IFLNK { line += "\u{0}" + ((try? FileManager.default.destinationOfSymbolicLink(atPath: "\(root)/\(path)")) ?? "") }
             hasher.update(data: Data((line + "\n").utf8))
         }
-        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        return hasher.finalize().hexDigits
     }
+}
+
+extension Sequence<UInt8> {
+    /// Two lowercase hex digits per byte: how kiln writes digests, key ids and keys.
+    var hexDigits: String { map { String(format: "%02x", $0) }.joined() }
 }

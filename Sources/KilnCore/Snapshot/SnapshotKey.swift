@@ -87,7 +87,7 @@ public struct SnapshotKey: @unchecked Sendable {
     /// baked with it unrestorable.
     public static func generate(at path: String) throws -> SnapshotKey {
         let key = SymmetricKey(size: .bits256)
-        let hex = key.withUnsafeBytes { $0.map { String(format: "%02x", $0) }.joined() } + "\n"
+        let hex = key.withUnsafeBytes { $0.hexDigits } + "\n"
         // O_EXCL: fails if the path exists (a symlink included), so nothing is ever replaced.
         let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else {
@@ -114,7 +114,7 @@ public struct SnapshotKey: @unchecked Sendable {
         var hasher = SHA256()
         hasher.update(data: Array("kiln snapshot key id v1".utf8) + [0])
         key.withUnsafeBytes { hasher.update(bufferPointer: $0) }
-        return hasher.finalize().prefix(8).map { String(format: "%02x", $0) }.joined()
+        return hasher.finalize().prefix(8).hexDigits
     }
 
     static func bytes(fromHex text: some Collection<UInt8>) -> [UInt8]? {
