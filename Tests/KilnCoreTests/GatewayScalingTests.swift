@@ -72,6 +72,10 @@ struct GatewayScalingTests {
         // timed out in the queue on a starved machine), waiting for it must not block the test.
         transport.behaviour.withLock { $0 = { _, request in if request.head.path == "/one" { await gate.wait() }; return nil } }
         try await withFakeGateway(policy: ScalingPolicy(maxInstances: 1, concurrency: 1, queueTimeoutSeconds: 0.3), transport: transport) { gateway, _, _ in
+            // The instance first: from zero, the held request itself would wait for the restore
+            // under the same 0.3 s queue timeout, and on a loaded machine time out before it.
+            _ = try await gateway.scale("hello", ScalingPolicyUpdate(min: 1))
+            try #require(await eventually { (try? await gateway.function("hello"))?.instances.count == 1 })
             let held = Task { await gateway.handle(GatewayRequest(.get, "/hello/one")) }
             defer { gate.open() }
             // A precondition, not the claim: on a loaded 2-core machine the restore can take a while.
