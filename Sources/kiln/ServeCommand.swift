@@ -44,6 +44,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Keep instances of a function warm from the start, NAME=N (repeatable).")
     var warm: [String] = []
 
+    @Option(help: "Threads forwarding requests (default: a quarter of the cores, at least 1; the instances need the rest).")
+    var threads: Int?
+
     @Flag(help: "When a restore fails, answer 503 instead of cold-starting the function's command.")
     var noColdStartFallback = false
 
@@ -98,7 +101,7 @@ struct Serve: AsyncParsableCommand {
             minInstances: minInstances, maxInstances: maxInstances, concurrency: concurrency, keepAliveSeconds: keepAlive,
             queueLimit: queueLimit, queueTimeoutSeconds: queueTimeout)
         return try GatewayConfiguration.parsing(
-            listen: listen, admin: admin, defaultPolicy: policy, warm: warm, requestTimeoutSeconds: requestTimeout)
+            listen: listen, admin: admin, defaultPolicy: policy, warm: warm, requestTimeoutSeconds: requestTimeout, listenerThreads: threads)
     }
 }
 

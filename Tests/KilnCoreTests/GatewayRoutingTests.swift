@@ -118,19 +118,20 @@ struct GatewayRoutingTests {
             #expect(response.status == .ok)
             #expect(response.head.headerFields[Gateway.instanceHeader] == "hello-1")
             let sent = try #require(transport.requests.first?.request)
-            #expect(sent.head.method == .post)
-            #expect(sent.head.path == "/owners?x=1")
-            #expect(sent.head.headerFields[.init("X-Custom")!] == "yes")
-            #expect(sent.head.headerFields[.connection] == nil, "hop-by-hop headers are not forwarded")
-            #expect(sent.head.headerFields[.contentLength] == "7")
-            #expect(sent.head.headerFields[.init("X-Forwarded-Prefix")!] == "/hello")
-            #expect(sent.head.headerFields[.init("X-Forwarded-Host")!] == "gw.test:8080")
+            #expect(sent.head.method == .POST)
+            #expect(sent.head.uri == "/owners?x=1")
+            #expect(sent.head.headers["X-Custom"] == ["yes"])
+            #expect(sent.head.headers["connection"].isEmpty, "hop-by-hop headers are not forwarded")
+            #expect(sent.head.headers["content-length"] == ["7"])
+            #expect(sent.head.headers["X-Forwarded-Prefix"] == ["/hello"])
+            #expect(sent.head.headers["X-Forwarded-Host"] == ["gw.test:8080"])
+            #expect(sent.head.headers["Host"] == ["gw.test:8080"])
             #expect(sent.body.map { String(buffer: $0) } == #"{"a":1}"#)
 
             // Host routing: the whole path goes to the function.
             let viaHost = await gateway.handle(GatewayRequest(.get, "/greet", host: "hello.fns.test"))
             #expect(viaHost.status == .ok)
-            #expect(transport.requests.last?.request.head.path == "/greet")
+            #expect(transport.requests.last?.request.head.uri == "/greet")
         }
     }
 }

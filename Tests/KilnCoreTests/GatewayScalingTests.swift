@@ -29,7 +29,7 @@ struct GatewayScalingTests {
             // the status: if no instance existed then, none existed when they were read.)
             while true {
                 let launches = provider.launches
-                let status = try await gateway.function("hello")
+                let status = try gateway.function("hello")
                 guard status.instances.isEmpty else { break }
                 #expect(launches <= 1)
                 try await Task.sleep(for: .milliseconds(2))
@@ -38,7 +38,7 @@ struct GatewayScalingTests {
             #expect(responses.allSatisfy { $0.status == .ok })
             #expect(provider.launches == 3, "queued requests scale up to max instances, no further")
             #expect(transport.peakInFlight <= 3 * 2, "never more in flight than instances x concurrency")
-            let status = try await gateway.function("hello")
+            let status = try gateway.function("hello")
             #expect(status.instances.count == 3)
             #expect(status.instances.allSatisfy { $0.inFlight == 0 })
         }
@@ -50,8 +50,8 @@ struct GatewayScalingTests {
         transport.behaviour.withLock { $0 = { _, _ in await gate.wait(); return nil } }
         try await withFakeGateway(policy: ScalingPolicy(maxInstances: 1, concurrency: 3), transport: transport) { gateway, _, _ in
             let task = Task { await concurrently(gateway, count: 7) { GatewayRequest(.get, "/hello/greet") } }
-            #expect(await eventually { (try? await gateway.function("hello"))?.queueLength == 4 })
-            let status = try await gateway.function("hello")
+            #expect(await eventually { (try? gateway.function("hello"))?.queueLength == 4 })
+            let status = try gateway.function("hello")
             #expect(status.instances.first?.inFlight == 3)
             // Leased means sent soon after: wait for the three sends, then check none more came.
             #expect(await eventually { transport.peakInFlight == 3 })
@@ -70,16 +70,16 @@ struct GatewayScalingTests {
         let transport = FakeTransport()
         // Only the first request is held: were the second one to reach the instance (the first
         // timed out in the queue on a starved machine), waiting for it must not block the test.
-        transport.behaviour.withLock { $0 = { _, request in if request.head.path == "/one" { await gate.wait() }; return nil } }
+        transport.behaviour.withLock { $0 = { _, request in if request.head.uri == "/one" { await gate.wait() }; return nil } }
         try await withFakeGateway(policy: ScalingPolicy(maxInstances: 1, concurrency: 1, queueTimeoutSeconds: 0.3), transport: transport) { gateway, _, _ in
             // The instance first: from zero, the held request itself would wait for the restore
             // under the same 0.3 s queue timeout, and on a loaded machine time out before it.
-            _ = try await gateway.scale("hello", ScalingPolicyUpdate(min: 1))
-            try #require(await eventually { (try? await gateway.function("hello"))?.instances.count == 1 })
+            _ = try gateway.scale("hello", ScalingPolicyUpdate(min: 1))
+            try #require(await eventually { (try? gateway.function("hello"))?.instances.count == 1 })
             let held = Task { await gateway.handle(GatewayRequest(.get, "/hello/one")) }
             defer { gate.open() }
             // A precondition, not the claim: on a loaded 2-core machine the restore can take a while.
-            try #require(await eventually(timeout: .seconds(60)) { (try? await gateway.function("hello"))?.instances.first?.inFlight == 1 })
+            try #require(await eventually(timeout: .seconds(60)) { (try? gateway.function("hello"))?.instances.first?.inFlight == 1 })
             let started = ContinuousClock.now
             let late = await gateway.handle(GatewayRequest(.get, "/hello/two"))
             let waited = started.duration(to: .now)
@@ -99,14 +99,14 @@ struct GatewayScalingTests {
         let transport = FakeTransport()
         // Only the first request is held (it keeps the one slot busy): a later one that reached
         // the instance after all must not block the test.
-        transport.behaviour.withLock { $0 = { _, request in if request.head.path == "/first" { await gate.wait() }; return nil } }
+        transport.behaviour.withLock { $0 = { _, request in if request.head.uri == "/first" { await gate.wait() }; return nil } }
         try await withFakeGateway(policy: ScalingPolicy(maxInstances: 1, concurrency: 1, queueLimit: 2), transport: transport) { gateway, _, _ in
             // From zero even the first request waits (for the restore): get one in flight first.
             let first = Task { await gateway.handle(GatewayRequest(.get, "/hello/first")) }
             defer { gate.open() }
-            #expect(await eventually { (try? await gateway.function("hello"))?.instances.first?.inFlight == 1 })
+            #expect(await eventually { (try? gateway.function("hello"))?.instances.first?.inFlight == 1 })
             let held = Task { await concurrently(gateway, count: 2) { GatewayRequest(.get, "/hello/x") } }
-            #expect(await eventually { (try? await gateway.function("hello"))?.queueLength == 2 })
+            #expect(await eventually { (try? gateway.function("hello"))?.queueLength == 2 })
             let rejected = await gateway.handle(GatewayRequest(.get, "/hello/y"))
             #expect(rejected.status == .serviceUnavailable)
             #expect(errorBody(rejected)["code"] == "queue-full")
@@ -123,7 +123,7 @@ struct GatewayScalingTests {
             let started = ContinuousClock.now
             #expect(await eventually { provider.terminated == ["hello-1"] })
             #expect(started.duration(to: .now) >= .milliseconds(150), "kept for its keep-alive first")
-            let status = try await gateway.function("hello")
+            let status = try gateway.function("hello")
             #expect(status.instances.isEmpty && status.stopping == 0)
             // The next request restores again.
             #expect(await gateway.handle(GatewayRequest(.get, "/hello/greet")).status == .ok)
@@ -141,7 +141,7 @@ struct GatewayScalingTests {
             #expect(provider.running.count == 2, "min instances are not scaled away")
             #expect(provider.terminated.isEmpty)
             // Lowering the minimum lets them go.
-            _ = try await gateway.scale("hello", ScalingPolicyUpdate(min: 0))
+            _ = try gateway.scale("hello", ScalingPolicyUpdate(min: 0))
             #expect(await eventually { provider.running.isEmpty })
         }
     }
@@ -161,7 +161,7 @@ struct GatewayScalingTests {
             policy: ScalingPolicy(minInstances: 2), policies: ["hello": ScalingPolicy(minInstances: 2)], provider: provider, transport: transport,
             configure: { $0.maintenanceInterval = .seconds(60) }
         ) { gateway, provider, transport in
-            #expect(await eventually { (try? await gateway.function("hello"))?.instances.count == 2 })
+            #expect(await eventually { (try? gateway.function("hello"))?.instances.count == 2 })
             provider.kill("hello-1")
             let responses = await concurrently(gateway, count: 4) { GatewayRequest(.post, "/hello/owners") }
             #expect(responses.allSatisfy { $0.status == .ok }, "requests that never reached an instance go to another one, POST included")
@@ -217,7 +217,7 @@ struct GatewayScalingTests {
             #expect(provider.launches == 0)
             let metrics = String(decoding: gateway.metrics.exposition(), as: UTF8.self)
             #expect(metrics.contains(#"kiln_gateway_verification_failures_total{function="hello"} 1"#))
-            let state = try await gateway.function("hello").state
+            let state = try gateway.function("hello").state
             #expect(state == "unusable")
         }
     }
@@ -228,7 +228,7 @@ struct GatewayScalingTests {
         try await withFakeGateway(provider: provider) { gateway, _, _ in
             let response = await gateway.handle(GatewayRequest(.get, "/hello/greet"))
             #expect(response.status == .ok)
-            let status = try await gateway.function("hello")
+            let status = try gateway.function("hello")
             #expect(status.coldStarts == 1)
             #expect(status.instances.first?.origin == .coldStart)
             let metrics = String(decoding: gateway.metrics.exposition(), as: UTF8.self)
@@ -273,12 +273,12 @@ struct GatewayScalingTests {
     @Test func adminViewAndScalingPolicyValidation() async throws {
         try await withFakeGateway { gateway, _, _ in
             #expect(await gateway.handle(GatewayRequest(.get, "/hello/greet")).status == .ok)
-            let all = await gateway.functions()
+            let all = gateway.functions()
             #expect(all.map(\.name) == ["hello"])
             #expect(all.first?.instances.first?.served == 1)
-            await #expect(throws: KilnError.self) { try await gateway.scale("hello", ScalingPolicyUpdate(min: 5, max: 2)) }
-            await #expect(throws: KilnError.self) { try await gateway.function("nope") }
-            let drained = try await gateway.drain("hello")
+            #expect(throws: KilnError.self) { try gateway.scale("hello", ScalingPolicyUpdate(min: 5, max: 2)) }
+            #expect(throws: KilnError.self) { try gateway.function("nope") }
+            let drained = try gateway.drain("hello")
             #expect(drained == ["hello-1"])
         }
     }

@@ -55,7 +55,7 @@ struct GatewayServerTests {
             #expect(metrics.bodyText.contains(#"kiln_gateway_instances{function="hello",state="idle"} 1"#))
             let scaled = try await admin.send(.put, "/functions/hello/scale", body: Array(#"{"max": 2, "concurrency": 4}"#.utf8))
             #expect(scaled.status == .ok)
-            #expect(try await gateway.function("hello").policy.maxInstances == 2)
+            #expect(try gateway.function("hello").policy.maxInstances == 2)
             let bad = try await admin.send(.put, "/functions/hello/scale", body: Array(#"{"min": 3}"#.utf8))
             #expect(bad.status == .badRequest)
             let unknown = try await admin.send(.post, "/functions/nope/drain")

@@ -78,7 +78,8 @@ final class FakeProvider: InstanceProvider {
 }
 
 /// A fake ``InstanceTransport``: answers 200 with `{"instance", "path"}` after `delay`,
-/// unless the test's `behaviour` says otherwise. Records what each instance was sent.
+/// unless the test's `behaviour` says otherwise (a response, or a thrown ``TransportFailure``).
+/// Records what each instance was sent.
 final class FakeTransport: InstanceTransport {
     typealias Behaviour = @Sendable (GatewayInstance, ForwardedRequest) async throws -> GatewayResponse?
 
@@ -94,18 +95,50 @@ final class FakeTransport: InstanceTransport {
     var requests: [(instance: String, request: ForwardedRequest)] { sent.withLock { $0 } }
     var peakInFlight: Int { inFlight.withLock { $0.peak } }
 
-    func send(_ request: ForwardedRequest, to instance: GatewayInstance, timeout: Duration) async throws -> GatewayResponse {
+    func send(
+        _ request: ForwardedRequest, to instance: GatewayInstance, timeout: Duration, on loop: any EventLoop, receiver: any ResponseReceiver
+    ) -> any ResponseReading {
         sent.withLock { $0.append((instance.id, request)) }
         inFlight.withLock { $0.now += 1; $0.peak = max($0.peak, $0.now) }
-        defer { inFlight.withLock { $0.now -= 1 } }
-        if let behaviour = behaviour.withLock({ $0 }), let response = try await behaviour(instance, request) { return response }
-        if delay > .zero { try await Task.sleep(for: delay) }
-        let body = #"{"instance":"\#(instance.id)","path":"\#(request.head.path ?? "")"}"#
-        return GatewayResponse(head: HTTPResponse(status: .ok, headerFields: [.contentType: "application/json"]), body: ByteBuffer(string: body))
+        let receiver = NIOLoopBound(receiver, eventLoop: loop)
+        let behaviour = behaviour.withLock { $0 }
+        Task {
+            let outcome: Result<GatewayResponse, TransportFailure>
+            do {
+                if let behaviour, let response = try await behaviour(instance, request) {
+                    outcome = .success(response)
+                } else {
+                    if delay > .zero { try await Task.sleep(for: delay) }
+                    let body = #"{"instance":"\#(instance.id)","path":"\#(request.head.uri)"}"#
+                    outcome = .success(GatewayResponse(head: HTTPResponse(status: .ok, headerFields: [.contentType: "application/json"]), body: ByteBuffer(string: body)))
+                }
+            } catch let failure as TransportFailure {
+                outcome = .failure(failure)
+            } catch {
+                outcome = .failure(.failed("\(error)"))
+            }
+            inFlight.withLock { $0.now -= 1 }
+            loop.execute {
+                switch outcome {
+                case .success(let response):
+                    receiver.value.receiveHead(response.nioHead)
+                    receiver.value.receiveBody(response.body)
+                    receiver.value.receiveEnd()
+                case .failure(let failure):
+                    receiver.value.receiveFailure(failure)
+                }
+            }
+        }
+        return WholeResponse()
     }
 
     func forget(_ instance: GatewayInstance) {}
     func shutdown() {}
+
+    /// The fake answers whole: nothing to hold back.
+    private final class WholeResponse: ResponseReading {
+        func resume() {}
+    }
 }
 
 /// A one-shot latch tests open to release held requests.

@@ -43,7 +43,7 @@ extension Integration {
                         }
                         watch.addTask {
                             while !Task.isCancelled {
-                                if let status = try? await gateway.function("spring") {
+                                if let status = try? gateway.function("spring") {
                                     peak.value.withLock { $0 = max($0, status.instances.count) }
                                 }
                                 try? await Task.sleep(for: .milliseconds(50))
@@ -60,7 +60,7 @@ extension Integration {
 
                     // 3. Idle past the keep-alive: back to zero, every container gone.
                     let scaledToZero = await poll(timeout: .seconds(30)) {
-                        guard let status = try? await gateway.function("spring") else { return false }
+                        guard let status = try? gateway.function("spring") else { return false }
                         return status.instances.isEmpty && status.stopping == 0 && status.starting == 0
                     }
                     #expect(scaledToZero)
@@ -68,8 +68,8 @@ extension Integration {
                     #expect(try await host.kiln.runtime.list().isEmpty)
 
                     // 4. Two warm instances, load, and kill -9 one of them mid-load.
-                    _ = try await gateway.scale("spring", ScalingPolicyUpdate(min: 2, keepAliveSeconds: 60))
-                    #expect(await poll(timeout: .seconds(30)) { (try? await gateway.function("spring"))?.instances.count == 2 })
+                    _ = try gateway.scale("spring", ScalingPolicyUpdate(min: 2, keepAliveSeconds: 60))
+                    #expect(await poll(timeout: .seconds(30)) { (try? gateway.function("spring"))?.instances.count == 2 })
                     let killed = Shared<String?>(nil)
                     let underKill = await withTaskGroup(of: LoadGenerator.Result?.self) { work in
                         work.addTask {
@@ -77,7 +77,7 @@ extension Integration {
                         }
                         work.addTask {
                             try? await Task.sleep(for: .seconds(2))
-                            guard let victim = try? await gateway.function("spring").instances.max(by: { $0.inFlight < $1.inFlight }) else { return nil }
+                            guard let victim = try? gateway.function("spring").instances.max(by: { $0.inFlight < $1.inFlight }) else { return nil }
                             killed.value.withLock { $0 = victim.id }
                             kill(victim.pid, SIGKILL)
                             return nil
@@ -93,11 +93,11 @@ extension Integration {
                     print("kill -9 of \(victim) under load: \(underKill.samples.count) requests, \(inFlightToVictim.count) failed in flight to it, \(others.count) other failures")
                     #expect(others.isEmpty, "requests that had not reached the killed instance must not fail: \(others.prefix(3).map { "\($0.status.map(String.init) ?? "-") \($0.error ?? "")" })")
                     #expect(underKill.ok > 100)
-                    let after = try await gateway.function("spring")
+                    let after = try gateway.function("spring")
                     #expect(after.deaths >= 1)
                     #expect(!after.instances.contains { $0.id == victim })
                     // The minimum is restored: the dead one is replaced.
-                    #expect(await poll(timeout: .seconds(30)) { (try? await gateway.function("spring"))?.instances.count == 2 })
+                    #expect(await poll(timeout: .seconds(30)) { (try? gateway.function("spring"))?.instances.count == 2 })
 
                     // 5. Shutdown stops everything it started.
                     await server.shutdown()
@@ -126,7 +126,7 @@ extension Integration {
                     defer { client.close() }
                     let reply = try await client.send(.get, "/jdk/id")
                     #expect(reply.status.code == 200)
-                    let status = try await gateway.function("jdk")
+                    let status = try gateway.function("jdk")
                     #expect(status.coldStarts == 1)
                     #expect(status.instances.first?.origin == .coldStart)
                     let hostname = (try JSONSerialization.jsonObject(with: Data(reply.bodyText.utf8)) as? [String: Any])?["hostname"] as? String

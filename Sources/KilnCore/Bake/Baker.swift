@@ -334,4 +334,11 @@ extension Duration {
     public var milliseconds: Double {
         Double(components.seconds) * 1000 + Double(components.attoseconds) / 1e15
     }
+
+    /// The duration in whole nanoseconds, held to Int64's range (NIO's timers take those).
+    var nanoseconds: Int64 {
+        let (whole, overflow) = components.seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        guard !overflow else { return components.seconds < 0 ? .min : .max }
+        return whole.addingReportingOverflow(components.attoseconds / 1_000_000_000).overflow ? .max : whole + components.attoseconds / 1_000_000_000
+    }
 }

@@ -196,7 +196,7 @@ extension Kiln {
             let target = LoadTarget.loopback(port: port)
             // The first request restores the first instance (and verifies the snapshot).
             _ = await LoadGenerator.burst(target, path: "/\(function)\(path)", count: 1)
-            _ = try await gateway.scale(function, ScalingPolicyUpdate(min: 1, max: 3))
+            _ = try gateway.scale(function, ScalingPolicyUpdate(min: 1, max: 3))
 
             let killed = Mutex<Set<String>>([])
             let end = ContinuousClock.now + .seconds(seconds)
@@ -204,7 +204,7 @@ extension Kiln {
                 while ContinuousClock.now < end {
                     try? await Task.sleep(for: killInterval)
                     guard ContinuousClock.now < end,
-                          let status = try? await gateway.function(function),
+                          let status = try? gateway.function(function),
                           let victim = status.instances.filter({ $0.state != "draining" }).randomElement() else { continue }
                     killed.withLock { _ = $0.insert(victim.id) }
                     kill(victim.pid, SIGKILL)
@@ -236,7 +236,7 @@ extension Kiln {
             killer.cancel()
             load.seconds = started.duration(to: .now).seconds
             load.kills = killed.withLock { $0.count }
-            if let status = try? await gateway.function(function) {
+            if let status = try? gateway.function(function) {
                 load.launches = status.launches
                 load.coldStartFallbacks = status.coldStarts
             }

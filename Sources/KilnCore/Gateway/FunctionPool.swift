@@ -1,4 +1,5 @@
 import Logging
+import Synchronization
 
 /// Why a request could not be given an instance. Each maps to a gateway error response.
 public enum GatewayFailure: Error, Sendable, Equatable, CustomStringConvertible {
@@ -36,6 +37,8 @@ enum LeaseOutcome: Sendable {
     case unreachable(String)
     /// Something went wrong that says nothing about the instance's health (a slow answer).
     case failed
+    /// The lease was never used: the client went away while it was being granted.
+    case unused
 }
 
 /// Work a pool asks the gateway's run loop to do, so that every restore and every stop runs as a
@@ -58,20 +61,146 @@ struct PoolEnvironment: Sendable {
 
 /// The instances of one function and the requests waiting for them.
 ///
-/// All scaling decisions are made here, in one actor, from counts it alone changes: which
-/// instance takes a request (the least busy with room), when to launch another (requests wait
-/// and the instances coming up will not absorb them), when to stop one (idle past keep-alive,
-/// above the minimum), and what to do when one dies (remove it; its waiting requests go to the
-/// others or to its replacement). Launches and stops themselves run in the gateway's task group.
-public actor FunctionPool {
-    public nonisolated let function: String
-    /// The function's metric handles (made once, per function).
-    nonisolated var metrics: FunctionMetrics { environment.metrics }
-    private var policy: ScalingPolicy
-    private let environment: PoolEnvironment
-    private var logger: Logger
+/// All scaling decisions are made here, from counts this pool alone changes: which instance
+/// takes a request (the least busy with room), when to launch another (requests wait and the
+/// instances coming up will not absorb them), when to stop one (idle past keep-alive, above the
+/// minimum), and what to do when one dies (remove it; its waiting requests go to the others or
+/// to its replacement). Launches and stops themselves run in the gateway's task group.
+///
+/// Why a lock and not an actor: every request takes a lease and gives it back, on the event
+/// loop of its connection. A call into an actor from there is an asynchronous hop (a task, a
+/// job on the actor's executor, a resumption); under load those hops cost as much CPU as the
+/// proxying itself. Here a lease is a few comparisons under an uncontended lock, and only a
+/// request that has to wait is called back later (``acquire(arrivedAt:onLease:)``).
+/// Callbacks, launches and stops are carried out after the lock is released, never under it.
+public final class FunctionPool: Sendable {
+    /// Called once with the lease (or why there is none) of a request that had to wait, from
+    /// whichever thread settles it: the caller hops to its own event loop.
+    typealias LeaseHandler = @Sendable (Result<Lease, GatewayFailure>) -> Void
 
-    private struct Slot {
+    /// What ``acquire(arrivedAt:onLease:)`` did with a request.
+    enum Acquisition {
+        /// An instance had room: the request may go at once.
+        case leased(Lease)
+        /// The request waits in the queue (under this ticket, for ``cancelWaiting(_:)``); its
+        /// handler is called once, later.
+        case waiting(ticket: Int)
+        /// The request gets no instance: the handler is not called.
+        case refused(GatewayFailure)
+    }
+
+    public let function: String
+    /// The function's metric handles (made once, per function).
+    var metrics: FunctionMetrics { environment.metrics }
+    private let environment: PoolEnvironment
+    private let state: Mutex<State>
+
+    init(function: String, policy: ScalingPolicy, environment: PoolEnvironment) {
+        self.function = function
+        self.environment = environment
+        var logger = environment.logger
+        logger[metadataKey: "function"] = "\(function)"
+        state = Mutex(State(function: function, policy: policy, environment: environment, logger: logger))
+    }
+
+    // MARK: Requests
+
+    /// An instance with room for one more request: at once if there is one and nobody is waiting
+    /// ahead; else the request joins the queue (which may start a launch) until the queue
+    /// timeout, counted from `arrival` (a retry keeps its first arrival), and `onLease` is
+    /// called once it has an instance or never will.
+    ///
+    /// `onLease` is made only if the request has to wait: most do not, and need no callback.
+    func acquire(arrivedAt arrival: ContinuousClock.Instant, onLease: @autoclosure () -> LeaseHandler) -> Acquisition {
+        update { $0.acquire(arrivedAt: arrival, onLease: onLease) }
+    }
+
+    /// Takes a waiting request out of the queue (its client went away). False when it is no
+    /// longer there: its handler has been or is being called, and a lease it gets must be
+    /// released (``LeaseOutcome/unused``).
+    func cancelWaiting(_ ticket: Int) -> Bool {
+        update { $0.cancelWaiter(ticket) }
+    }
+
+    /// Gives a lease back, with what happened to the request.
+    func release(_ lease: Lease, outcome: LeaseOutcome) {
+        update { $0.release(lease, outcome: outcome) }
+    }
+
+    // MARK: Launches (called by the gateway's run loop)
+
+    /// Whether a launch must first prepare (verify) the function; marks it as being prepared.
+    func beginLaunch() -> Bool { update { $0.beginLaunch() } }
+    func prepared() { update { $0.preparation = .prepared } }
+    func preparationFailed(_ error: any Error) { update { $0.preparationFailed(error) } }
+    func launched(_ report: LaunchReport) { update { $0.launched(report) } }
+    func launchFailed(_ error: any Error) { update { $0.launchFailed(error) } }
+    func terminated(_ instance: GatewayInstance) { update { $0.terminated(instance) } }
+
+    /// Called every maintenance interval: expires waits, finds dead instances, stops idle ones.
+    func maintain() { update { $0.maintain() } }
+
+    // MARK: Admin
+
+    /// Replaces the policy and acts on it at once (e.g. starts instances up to a new minimum).
+    func setPolicy(_ policy: ScalingPolicy) {
+        update { state in
+            state.policy = policy
+            state.maintain()
+        }
+    }
+
+    /// Retires every instance (each stops after its last request); with `reverify`, the
+    /// snapshot is verified again before the next launch (after `kiln bake --replace`).
+    /// Returns the ids retired.
+    func drain(reverify: Bool) -> [String] { update { $0.drain(reverify: reverify) } }
+
+    /// Stops taking requests (waiting ones get 503), retires every instance, and returns once
+    /// all are stopped and no launch is under way (a launch that completes now is stopped).
+    func close() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            update { $0.close(notifying: continuation) }
+        }
+    }
+
+    /// The pool as the admin API shows it.
+    func status() -> FunctionStatus { state.withLock { $0.status() } }
+
+    var currentPolicy: ScalingPolicy { state.withLock { $0.policy } }
+
+    // MARK: Effects
+
+    /// Runs `body` under the lock, then carries out what it asked for.
+    private func update<Result>(_ body: (inout State) -> Result) -> Result {
+        let (result, effects) = state.withLock { state in
+            let result = body(&state)
+            var effects: [Effect] = []
+            swap(&effects, &state.effects)
+            return (result, effects)
+        }
+        for effect in effects {
+            switch effect {
+            case .grant(let handler, let result): handler(result)
+            case .launch: environment.commands.yield(.launch(self))
+            case .terminate(let instance): environment.commands.yield(.terminate(self, instance))
+            case .emptied(let waiter): waiter.resume()
+            }
+        }
+        return result
+    }
+}
+
+/// What a pool does once its lock is released.
+private enum Effect {
+    case grant(FunctionPool.LeaseHandler, Result<Lease, GatewayFailure>)
+    case launch
+    case terminate(GatewayInstance)
+    case emptied(CheckedContinuation<Void, Never>)
+}
+
+/// A pool's state and decisions; every method runs under the pool's lock.
+private struct State {
+    struct Slot {
         var instance: GatewayInstance
         var inFlight = 0
         var served = 0
@@ -84,35 +213,20 @@ public actor FunctionPool {
         var unreachableStreak = 0
     }
 
-    private struct Waiter {
-        var id: Int
+    struct Waiter {
+        var ticket: Int
         var deadline: ContinuousClock.Instant
-        var continuation: CheckedContinuation<Lease, any Error>
+        var onLease: FunctionPool.LeaseHandler
     }
 
-    private enum Preparation: Equatable {
+    enum Preparation: Equatable {
         case unprepared
         case preparing
         case prepared
         case failed(reason: String, at: ContinuousClock.Instant)
     }
 
-    /// Ordered by start: ties in load go to the oldest instance, so under light load the newest
-    /// ones go idle and are the first to be stopped.
-    private var slots: [Slot] = []
-    private var launching = 0
-    private var terminating = 0
-    private var waiters: [Waiter] = []
-    private var nextWaiterID = 0
-    private var preparation = Preparation.unprepared
-    private var launchesBlockedUntil: ContinuousClock.Instant?
-    private var lastLaunchFailure: String?
-    private var closed = false
-    private var emptyWaiters: [CheckedContinuation<Void, Never>] = []
-    /// What ``publishGauges()`` recorded last (nil: nothing yet).
-    private var published: GaugeCounts?
-
-    private struct GaugeCounts: Equatable {
+    struct GaugeCounts: Equatable {
         var queue: Int
         var starting: Int
         var stopping: Int
@@ -131,56 +245,73 @@ public actor FunctionPool {
         }
     }
 
-    // Counters for the admin API.
-    private var launches = 0
-    private var coldStarts = 0
-    private var deaths = 0
+    let function: String
+    var policy: ScalingPolicy
+    let environment: PoolEnvironment
+    let logger: Logger
 
-    init(function: String, policy: ScalingPolicy, environment: PoolEnvironment) {
+    /// Ordered by start: ties in load go to the oldest instance, so under light load the newest
+    /// ones go idle and are the first to be stopped.
+    var slots: [Slot] = []
+    var launching = 0
+    var terminating = 0
+    var waiters: [Waiter] = []
+    var nextTicket = 0
+    var preparation = Preparation.unprepared
+    var launchesBlockedUntil: ContinuousClock.Instant?
+    var lastLaunchFailure: String?
+    var closed = false
+    var emptyWaiters: [CheckedContinuation<Void, Never>] = []
+    /// What ``publishGauges()`` recorded last (nil: nothing yet).
+    var published: GaugeCounts?
+    /// What to do once the lock is released.
+    var effects: [Effect] = []
+
+    // Counters for the admin API.
+    var launches = 0
+    var coldStarts = 0
+    var deaths = 0
+
+    init(function: String, policy: ScalingPolicy, environment: PoolEnvironment, logger: Logger) {
         self.function = function
         self.policy = policy
         self.environment = environment
-        var logger = environment.logger
-        logger[metadataKey: "function"] = "\(function)"
         self.logger = logger
     }
 
-    private var now: ContinuousClock.Instant { .now }
+    var now: ContinuousClock.Instant { .now }
 
     // MARK: Requests
 
-    /// An instance with room for one more request: at once if there is one and nobody is waiting
-    /// ahead, else after waiting (which may start a launch) until the queue timeout, counted
-    /// from `arrival` (a retry keeps its first arrival).
-    public func acquire(arrivedAt arrival: ContinuousClock.Instant) async throws -> Lease {
-        let deadline = arrival + policy.queueTimeout
-        if closed { throw GatewayFailure.shuttingDown }
+    mutating func acquire(arrivedAt arrival: ContinuousClock.Instant, onLease: () -> FunctionPool.LeaseHandler) -> FunctionPool.Acquisition {
+        if closed { return .refused(.shuttingDown) }
         if case .failed(let reason, let at) = preparation {
-            if now < at + environment.verificationRetry { throw GatewayFailure.unavailable(code: "snapshot-unusable", reason: reason) }
+            if now < at + environment.verificationRetry { return .refused(.unavailable(code: "snapshot-unusable", reason: reason)) }
             preparation = .unprepared
         }
         if waiters.isEmpty, let index = pickSlot() {
-            return lease(index)
+            return .leased(lease(index))
         }
         if let until = launchesBlockedUntil, now < until, slots.allSatisfy(\.retiring), launching == 0 {
-            throw GatewayFailure.unavailable(code: "launch-failed", reason: "no instance could be started: \(lastLaunchFailure ?? "unknown error")")
+            return .refused(.unavailable(code: "launch-failed", reason: "no instance could be started: \(lastLaunchFailure ?? "unknown error")"))
         }
-        guard waiters.count < policy.queueLimit else { throw GatewayFailure.queueFull(limit: policy.queueLimit) }
-        let id = nextWaiterID
-        nextWaiterID += 1
-        return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Lease, any Error>) in
-                waiters.append(Waiter(id: id, deadline: deadline, continuation: continuation))
-                scale()
-                publishGauges()
-            }
-        } onCancel: {
-            Task { await self.cancelWaiter(id) }
-        }
+        guard waiters.count < policy.queueLimit else { return .refused(.queueFull(limit: policy.queueLimit)) }
+        let ticket = nextTicket
+        nextTicket += 1
+        waiters.append(Waiter(ticket: ticket, deadline: arrival + policy.queueTimeout, onLease: onLease()))
+        scale()
+        publishGauges()
+        return .waiting(ticket: ticket)
     }
 
-    /// Gives a lease back, with what happened to the request.
-    func release(_ lease: Lease, outcome: LeaseOutcome) {
+    mutating func cancelWaiter(_ ticket: Int) -> Bool {
+        guard let index = waiters.firstIndex(where: { $0.ticket == ticket }) else { return false }
+        waiters.remove(at: index)
+        publishGauges()
+        return true
+    }
+
+    mutating func release(_ lease: Lease, outcome: LeaseOutcome) {
         defer { settle() }
         guard let index = slots.firstIndex(where: { $0.instance.id == lease.instance.id }) else { return }
         slots[index].inFlight -= 1
@@ -190,7 +321,7 @@ public actor FunctionPool {
             slots[index].served += 1
             slots[index].unreachableStreak = 0
             slots[index].quarantinedUntil = nil
-        case .failed:
+        case .failed, .unused:
             break
         case .unreachable(let reason):
             if !environment.provider.isAlive(slots[index].instance) {
@@ -212,14 +343,8 @@ public actor FunctionPool {
         stopIfDone(index)
     }
 
-    private func cancelWaiter(_ id: Int) {
-        guard let index = waiters.firstIndex(where: { $0.id == id }) else { return }
-        waiters.remove(at: index).continuation.resume(throwing: CancellationError())
-        publishGauges()
-    }
-
     /// The least busy instance with room, oldest first among equals.
-    private func pickSlot() -> Int? {
+    func pickSlot() -> Int? {
         let now = self.now
         var best: Int?
         for index in slots.indices {
@@ -231,16 +356,16 @@ public actor FunctionPool {
         return best
     }
 
-    private func lease(_ index: Int) -> Lease {
+    mutating func lease(_ index: Int) -> Lease {
         slots[index].inFlight += 1
         return Lease(instance: slots[index].instance)
     }
 
     /// Hands waiting requests to instances with room, in arrival order.
-    private func dispatch() {
+    mutating func dispatch() {
         while !waiters.isEmpty, let index = pickSlot() {
             let waiter = waiters.removeFirst()
-            waiter.continuation.resume(returning: lease(index))
+            effects.append(.grant(waiter.onLease, .success(lease(index))))
         }
     }
 
@@ -252,7 +377,7 @@ public actor FunctionPool {
     ///   restore, and a snapshot is verified once before its first restore.
     /// - Otherwise another instance is launched while more requests wait than the room left in
     ///   running instances plus the room that the launches under way will bring.
-    private func scale() {
+    mutating func scale() {
         guard !closed else { return }
         // Runs after every request: counted in place, without building arrays.
         var usable = 0
@@ -273,32 +398,27 @@ public actor FunctionPool {
         }
         for _ in 0..<wanted {
             launching += 1
-            environment.commands.yield(.launch(self))
+            effects.append(.launch)
         }
     }
 
-    /// Whether a launch must first prepare (verify) the function; marks it as being prepared.
-    func beginLaunch() -> Bool {
+    mutating func beginLaunch() -> Bool {
         guard preparation != .prepared else { return false }
         preparation = .preparing
         return true
     }
 
-    func prepared() {
-        preparation = .prepared
-    }
-
-    func preparationFailed(_ error: any Error) {
+    mutating func preparationFailed(_ error: any Error) {
         launching -= 1
         let reason = "snapshot '\(function)' cannot be used: \(error)"
         preparation = .failed(reason: reason, at: now)
         environment.metrics.verificationFailures.increment()
         logger.error("snapshot failed verification; not using it", metadata: ["error": "\(error)"])
-        failWaiters(GatewayFailure.unavailable(code: "snapshot-unusable", reason: reason))
+        failWaiters(.unavailable(code: "snapshot-unusable", reason: reason))
         settle()
     }
 
-    func launched(_ report: LaunchReport) {
+    mutating func launched(_ report: LaunchReport) {
         launching -= 1
         launches += 1
         let metrics = environment.metrics
@@ -328,25 +448,21 @@ public actor FunctionPool {
         settle()
     }
 
-    func launchFailed(_ error: any Error) {
+    mutating func launchFailed(_ error: any Error) {
         launching -= 1
         let metrics = environment.metrics
-        if let failure = error as? LaunchFailure {
-            metrics.restoresFailed.increment()
-            if failure.coldStartError != nil { metrics.coldStartFallbacksFailed.increment() }
-        } else {
-            metrics.restoresFailed.increment()
-        }
+        metrics.restoresFailed.increment()
+        if let failure = error as? LaunchFailure, failure.coldStartError != nil { metrics.coldStartFallbacksFailed.increment() }
         lastLaunchFailure = "\(error)"
         launchesBlockedUntil = now + environment.launchFailureBackoff
         logger.error("could not start an instance", metadata: ["error": "\(error)"])
         if slots.allSatisfy(\.retiring), launching == 0 {
-            failWaiters(GatewayFailure.unavailable(code: "launch-failed", reason: "no instance could be started: \(error)"))
+            failWaiters(.unavailable(code: "launch-failed", reason: "no instance could be started: \(error)"))
         }
         settle()
     }
 
-    func terminated(_ instance: GatewayInstance) {
+    mutating func terminated(_ instance: GatewayInstance) {
         terminating -= 1
         logger.info("instance stopped", metadata: ["instance": "\(instance.id)"])
         settle()
@@ -354,13 +470,13 @@ public actor FunctionPool {
 
     // MARK: Maintenance
 
-    /// Called every maintenance interval: expires waits, finds dead instances, stops idle ones.
-    func maintain() {
+    mutating func maintain() {
         let now = self.now
         var index = 0
         while index < waiters.count {
             if waiters[index].deadline <= now {
-                waiters.remove(at: index).continuation.resume(throwing: GatewayFailure.queueTimeout(seconds: policy.queueTimeoutSeconds))
+                let waiter = waiters.remove(at: index)
+                effects.append(.grant(waiter.onLease, .failure(.queueTimeout(seconds: policy.queueTimeoutSeconds))))
             } else {
                 index += 1
             }
@@ -385,44 +501,43 @@ public actor FunctionPool {
 
     /// After any change: hand out room, launch what is needed, publish the gauges, and wake
     /// anyone waiting for the pool to empty.
-    private func settle() {
+    mutating func settle() {
         dispatch()
         scale()
         publishGauges()
         if closed, slots.isEmpty, launching == 0, terminating == 0 {
-            for waiter in emptyWaiters { waiter.resume() }
+            for waiter in emptyWaiters { effects.append(.emptied(waiter)) }
             emptyWaiters = []
         }
     }
 
     /// Stops a retiring instance once its last request is over.
-    private func stopIfDone(_ index: Int) {
+    mutating func stopIfDone(_ index: Int) {
         guard slots[index].retiring, slots[index].inFlight == 0 else { return }
         let slot = slots.remove(at: index)
         terminating += 1
-        environment.commands.yield(.terminate(self, slot.instance))
+        effects.append(.terminate(slot.instance))
     }
 
     /// Forgets an instance whose process died, and has it cleaned up. Requests still on it fail
     /// by themselves; their release finds no slot.
-    private func remove(at index: Int, because reason: String) {
+    mutating func remove(at index: Int, because reason: String) {
         let slot = slots.remove(at: index)
         deaths += 1
         environment.metrics.instanceFailures.increment()
         logger.error("instance died; removing it", metadata: ["instance": "\(slot.instance.id)", "reason": "\(reason)", "in_flight": "\(slot.inFlight)"])
         terminating += 1
-        environment.commands.yield(.terminate(self, slot.instance))
+        effects.append(.terminate(slot.instance))
     }
 
-    private func failWaiters(_ failure: GatewayFailure) {
-        let failed = waiters
+    mutating func failWaiters(_ failure: GatewayFailure) {
+        for waiter in waiters { effects.append(.grant(waiter.onLease, .failure(failure))) }
         waiters = []
-        for waiter in failed { waiter.continuation.resume(throwing: failure) }
     }
 
     /// Records the queue length and the instances per state, those that changed only: this runs
     /// after every request, and most requests change none of them.
-    private func publishGauges() {
+    mutating func publishGauges() {
         var counts = GaugeCounts(queue: waiters.count, starting: launching, stopping: terminating)
         for slot in slots {
             if slot.retiring { counts.draining += 1 } else if slot.inFlight > 0 { counts.busy += 1 } else { counts.idle += 1 }
@@ -438,16 +553,7 @@ public actor FunctionPool {
 
     // MARK: Admin
 
-    /// Replaces the policy and acts on it at once (e.g. starts instances up to a new minimum).
-    func setPolicy(_ newPolicy: ScalingPolicy) {
-        policy = newPolicy
-        maintain()
-    }
-
-    /// Retires every instance (each stops after its last request); with `reverify`, the
-    /// snapshot is verified again before the next launch (after `kiln bake --replace`).
-    /// Returns the ids retired.
-    func drain(reverify: Bool) -> [String] {
+    mutating func drain(reverify: Bool) -> [String] {
         var retired: [String] = []
         for index in slots.indices where !slots[index].retiring {
             slots[index].retiring = true
@@ -460,21 +566,17 @@ public actor FunctionPool {
         return retired
     }
 
-    /// Stops taking requests (waiting ones get 503), retires every instance, and returns once
-    /// all are stopped and no launch is under way (a launch that completes now is stopped).
-    func close() async {
+    mutating func close(notifying waiter: CheckedContinuation<Void, Never>) {
         if !closed {
             closed = true
             failWaiters(.shuttingDown)
             for index in slots.indices { slots[index].retiring = true }
             for index in slots.indices.reversed() { stopIfDone(index) }
-            settle()
         }
-        if slots.isEmpty, launching == 0, terminating == 0 { return }
-        await withCheckedContinuation { emptyWaiters.append($0) }
+        emptyWaiters.append(waiter)
+        settle()
     }
 
-    /// The pool as the admin API shows it.
     func status() -> FunctionStatus {
         let now = self.now
         let state: String
@@ -499,8 +601,6 @@ public actor FunctionPool {
                     idleSeconds: slot.inFlight > 0 ? 0 : slot.lastUsed.duration(to: now).milliseconds / 1000)
             })
     }
-
-    var currentPolicy: ScalingPolicy { policy }
 }
 
 /// One function as the admin API lists it.

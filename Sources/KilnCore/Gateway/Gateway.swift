@@ -2,10 +2,13 @@ import Foundation
 import HTTPTypes
 import Logging
 import NIOCore
+import NIOHTTP1
+import NIOHTTPTypesHTTP1
+import NIOPosix
 import ServiceLifecycle
 import Synchronization
 
-/// A request as the public listener received it, body read whole.
+/// A whole request, as tests and tools hand one to ``Gateway/handle(_:)``.
 public struct GatewayRequest: Sendable {
     /// Method, request target (`/hello/greet?x=1`), Host (`authority`) and headers.
     public var head: HTTPRequest
@@ -22,6 +25,27 @@ public struct GatewayRequest: Sendable {
     }
 }
 
+/// A whole HTTP response: an instance's, or the gateway's own (errors).
+public struct GatewayResponse: Sendable {
+    public var head: HTTPResponse
+    public var body: ByteBuffer
+
+    public init(head: HTTPResponse, body: ByteBuffer) {
+        self.head = head
+        self.body = body
+    }
+
+    public var status: HTTPResponse.Status { head.status }
+    public var bodyText: String { String(buffer: body) }
+
+    /// The head in NIOHTTP1's terms, with the body's length.
+    var nioHead: HTTPResponseHead {
+        var head = HTTPResponseHead(head)
+        head.headers.replaceOrAdd(name: "Content-Length", value: String(body.readableBytes))
+        return head
+    }
+}
+
 /// The gateway's core: routes each request to a function, has that function's pool lend it an
 /// instance (restoring one if none is free), forwards it, retries what never reached an
 /// instance, and owns the lifecycle of every instance it started.
@@ -32,8 +56,8 @@ public final class Gateway: Service, Sendable {
     public let configuration: GatewayConfiguration
     public let metrics: GatewayMetrics
     private let provider: any InstanceProvider
-    private let transport: any InstanceTransport
-    private let logger: Logger
+    let transport: any InstanceTransport
+    let logger: Logger
     private let pools = Mutex<[String: FunctionPool]>([:])
     private let isClosed = Mutex(false)
     private let commands: AsyncStream<PoolCommand>
@@ -68,7 +92,7 @@ public final class Gateway: Service, Sendable {
                 continue
             }
             // Starts its minimum now rather than at the first maintenance tick.
-            await pool.maintain()
+            pool.maintain()
         }
         await withDiscardingTaskGroup { group in
             group.addTask { await self.maintainUntilClosed() }
@@ -105,31 +129,31 @@ public final class Gateway: Service, Sendable {
     private func maintainUntilClosed() async {
         while !Task.isCancelled {
             try? await Task.sleep(for: configuration.maintenanceInterval)
-            for pool in pools.withLock({ Array($0.values) }) { await pool.maintain() }
+            for pool in pools.withLock({ Array($0.values) }) { pool.maintain() }
         }
     }
 
     private func execute(_ command: PoolCommand) async {
         switch command {
         case .launch(let pool):
-            if await pool.beginLaunch() {
+            if pool.beginLaunch() {
                 do {
                     try await provider.prepare(pool.function)
-                    await pool.prepared()
+                    pool.prepared()
                 } catch {
-                    await pool.preparationFailed(error)
+                    pool.preparationFailed(error)
                     return
                 }
             }
             do {
-                await pool.launched(try await provider.launch(pool.function))
+                pool.launched(try await provider.launch(pool.function))
             } catch {
-                await pool.launchFailed(error)
+                pool.launchFailed(error)
             }
         case .terminate(let pool, let instance):
             transport.forget(instance)
             await provider.terminate(instance)
-            await pool.terminated(instance)
+            pool.terminated(instance)
         }
     }
 
@@ -152,84 +176,55 @@ public final class Gateway: Service, Sendable {
 
     // MARK: Requests
 
-    /// Answers one request: the service's response, or a JSON error the gateway made.
-    public func handle(_ request: GatewayRequest) async -> GatewayResponse {
-        let start = ContinuousClock.now
+    /// Starts answering one request on `loop` (the loop of the connection it came in on); the
+    /// answer goes to `responder`, on `loop`. Returns the exchange when the request goes to an
+    /// instance (to cancel it if the client leaves, or resume a streamed response), nil when
+    /// the gateway answered it at once (no such function, a path it will not forward).
+    func forward(_ head: HTTPRequestHead, body: ByteBuffer?, on loop: any EventLoop, responder: any GatewayResponder) -> GatewayExchange? {
+        let arrival = ContinuousClock.now
+        let (target, host) = Self.targetAndHost(of: head)
         let route: GatewayRoute
         do throws(GatewayRouteRejection) {
-            route = try GatewayRoute.resolve(target: request.head.path ?? "/", host: request.head.authority, isFunction: { self.pool(for: $0) != nil })
+            route = try GatewayRoute.resolve(target: target, host: host, isFunction: { self.pool(for: $0) != nil })
         } catch {
             switch error {
             case .noFunction:
-                return Self.error(.notFound, "function-not-found", "no function in the request path", hint: "call /<function>/<path>, e.g. /hello/greet")
+                Self.respond(
+                    Self.error(.notFound, "function-not-found", "no function in the request path", hint: "call /<function>/<path>, e.g. /hello/greet"),
+                    to: responder)
             case .invalidTarget(let problem):
-                return Self.error(.badRequest, "invalid-path", "the request path cannot be forwarded: \(problem)", hint: "resolve '.' and '..' before sending")
+                Self.respond(
+                    Self.error(.badRequest, "invalid-path", "the request path cannot be forwarded: \(problem)", hint: "resolve '.' and '..' before sending"),
+                    to: responder)
             }
+            return nil
         }
         guard let pool = pool(for: route.function) else {
             metrics.unknownFunctionRequests.increment()
-            return Self.error(
-                .notFound, "function-not-found", "no function named '\(route.function)'", function: route.function,
-                hint: "functions are snapshot names: 'kiln ls' lists them, 'kiln bake \(route.function) ...' makes one")
+            Self.respond(
+                Self.error(
+                    .notFound, "function-not-found", "no function named '\(route.function)'", function: route.function,
+                    hint: "functions are snapshot names: 'kiln ls' lists them, 'kiln bake \(route.function) ...' makes one"),
+                to: responder)
+            return nil
         }
-        let functionMetrics = pool.metrics
-        let forwarded = Self.forwardedRequest(request, route: route)
-        let idempotent = request.head.method.isIdempotent
-        var attempt = 0
-        while true {
-            attempt += 1
-            let lease: Lease
-            do {
-                lease = try await pool.acquire(arrivedAt: start)
-            } catch let failure as GatewayFailure {
-                let (response, outcome) = Self.response(for: failure, function: route.function)
-                functionMetrics.recordRequest(outcome, start.duration(to: .now))
-                return response
-            } catch {
-                functionMetrics.recordRequest(.shuttingDown, start.duration(to: .now))
-                return Self.error(.serviceUnavailable, "cancelled", "the request was cancelled", function: route.function)
-            }
-            do {
-                var response = try await transport.send(forwarded, to: lease.instance, timeout: configuration.requestTimeout)
-                await pool.release(lease, outcome: .answered)
-                Self.prepareForClient(&response, method: request.head.method)
-                response.head.headerFields[Self.instanceHeader] = lease.instance.id
-                functionMetrics.recordRequest(.answered, start.duration(to: .now))
-                return response
-            } catch {
-                let failure = error as? TransportFailure ?? .failed("\(error)")
-                let retry: Bool
-                switch failure {
-                case .notSent(let reason):
-                    await pool.release(lease, outcome: .unreachable(reason))
-                    retry = true
-                case .noResponse(let reason):
-                    await pool.release(lease, outcome: .unreachable(reason))
-                    retry = idempotent
-                case .timedOut, .failed:
-                    await pool.release(lease, outcome: .failed)
-                    retry = false
-                }
-                if retry, attempt < configuration.maxAttempts {
-                    functionMetrics.retries.increment()
-                    logger.warning(
-                        failure.wasNotSent ? "request did not reach an instance; retrying" : "idempotent request got no response; retrying", metadata: [
-                            "function": "\(route.function)", "instance": "\(lease.instance.id)", "attempt": "\(attempt)", "error": "\(failure)",
-                        ])
-                    continue
-                }
-                logger.error(
-                    "request failed", metadata: ["function": "\(route.function)", "instance": "\(lease.instance.id)", "error": "\(failure)"])
-                if case .timedOut = failure {
-                    functionMetrics.recordRequest(.upstreamTimeout, start.duration(to: .now))
-                    return Self.error(
-                        .gatewayTimeout, "instance-timeout", "instance \(lease.instance.id) did not answer within \(configuration.requestTimeout)",
-                        function: route.function, instance: lease.instance.id)
-                }
-                functionMetrics.recordRequest(.upstreamError, start.duration(to: .now))
-                return Self.error(
-                    .badGateway, "instance-failed", "instance \(lease.instance.id) failed: \(failure)", function: route.function,
-                    instance: lease.instance.id)
+        let request = ForwardedRequest(head: Self.forwardedHead(of: head, host: host, route: route, bodyLength: body?.readableBytes), body: body)
+        let exchange = GatewayExchange(gateway: self, pool: pool, request: request, on: loop, arrival: arrival, responder: responder)
+        exchange.start()
+        return exchange
+    }
+
+    /// Answers one request and returns the whole answer: the service's response, or a JSON error
+    /// the gateway made. The same way through the gateway as the public listener's requests,
+    /// for tests and tools that hold a request rather than a connection.
+    public func handle(_ request: GatewayRequest) async -> GatewayResponse {
+        var head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: request.head.method.rawValue), uri: request.head.path ?? "/")
+        if let authority = request.head.authority { head.headers.add(name: "Host", value: authority) }
+        for field in request.head.headerFields { head.headers.add(name: field.name.rawName, value: field.value) }
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        return await withCheckedContinuation { [head] continuation in
+            loop.execute {
+                _ = self.forward(head, body: request.body, on: loop, responder: ResponseCollector(continuation))
             }
         }
     }
@@ -237,48 +232,112 @@ public final class Gateway: Service, Sendable {
     /// The response header naming the instance that answered (for clients, tests and logs).
     public static let instanceHeader = HTTPField.Name("X-Kiln-Instance")!
 
-    /// Headers that describe one connection, not the request (RFC 9110 7.6.1): never forwarded.
-    /// (`content-length` too: the gateway sets its own, for the body it forwards or answers.)
-    static func isHopByHop(_ name: HTTPField.Name) -> Bool {
-        switch name.canonicalName {
-        case "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "content-length": true
+    /// The request target and Host of a request. An origin-form target (`/path?query`, what
+    /// clients send to a server that is not a proxy) comes with the Host header; an
+    /// absolute-form one (`http://host/path`, what clients send to a proxy) carries its own
+    /// host, which wins over the header (RFC 9112 3.2.2).
+    static func targetAndHost(of head: HTTPRequestHead) -> (target: String, host: String?) {
+        let uri = head.uri.utf8
+        if uri.first != UInt8(ascii: "/"), let schemeEnd = uri.firstRange(of: "://".utf8) {
+            let afterScheme = uri[schemeEnd.upperBound...]
+            let authorityEnd = afterScheme.firstIndex { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "?") } ?? uri.endIndex
+            let authority = String(decoding: afterScheme[..<authorityEnd], as: UTF8.self)
+            let path = String(decoding: uri[authorityEnd...], as: UTF8.self)
+            return (path.hasPrefix("/") ? path : "/" + path, authority.isEmpty ? nil : authority)
+        }
+        return (head.uri, head.headers.first(name: "host"))
+    }
+
+    /// What a request header is to the gateway when it forwards the request.
+    private enum RequestField {
+        case kept
+        /// Says something about the client's connection, not the request (RFC 9110 7.6.1), or
+        /// the gateway sets it itself (`Content-Length`, for the body it forwards; `Expect`,
+        /// which it has already answered, holding the whole body).
+        case connectionOnly
+        case host
+        case forwardedHost
+        case forwardedPrefix
+        case forwardedProto
+
+        init(_ name: String) {
+            // Sorted by length first: most headers are ruled out by one comparison.
+            switch name.utf8.count {
+            case 2: self = name.equalsIgnoringASCIICase("te") ? .connectionOnly : .kept
+            case 4: self = name.equalsIgnoringASCIICase("host") ? .host : .kept
+            case 6: self = name.equalsIgnoringASCIICase("expect") ? .connectionOnly : .kept
+            case 7: self = name.equalsIgnoringASCIICase("upgrade") || name.equalsIgnoringASCIICase("trailer") ? .connectionOnly : .kept
+            case 10: self = name.equalsIgnoringASCIICase("connection") || name.equalsIgnoringASCIICase("keep-alive") ? .connectionOnly : .kept
+            case 14: self = name.equalsIgnoringASCIICase("content-length") ? .connectionOnly : .kept
+            case 16:
+                self = name.equalsIgnoringASCIICase("proxy-connection") ? .connectionOnly : name.equalsIgnoringASCIICase("x-forwarded-host") ? .forwardedHost : .kept
+            case 17:
+                self = name.equalsIgnoringASCIICase("transfer-encoding") ? .connectionOnly : name.equalsIgnoringASCIICase("x-forwarded-proto") ? .forwardedProto : .kept
+            case 18: self = name.equalsIgnoringASCIICase("x-forwarded-prefix") ? .forwardedPrefix : .kept
+            default: self = .kept
+            }
+        }
+    }
+
+    /// The head an instance gets: the routed path, the client's Host (or `localhost`), the
+    /// client's headers but those of its connection, `X-Forwarded-Host`, `-Prefix` and `-Proto`
+    /// (replacing any the client sent), and a Content-Length for the body the gateway holds
+    /// (a POST, PUT or PATCH always says how long its body is, even when it is empty).
+    static func forwardedHead(of head: HTTPRequestHead, host: String?, route: GatewayRoute, bodyLength: Int?) -> HTTPRequestHead {
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(head.headers.count + 5)
+        headers.add(name: "Host", value: host ?? "localhost")
+        for (name, value) in head.headers {
+            switch RequestField(name) {
+            case .kept: headers.add(name: name, value: value)
+            case .forwardedHost where host == nil, .forwardedPrefix where route.strippedPrefix == nil: headers.add(name: name, value: value)
+            case .connectionOnly, .host, .forwardedHost, .forwardedPrefix, .forwardedProto: break
+            }
+        }
+        if let host { headers.add(name: "X-Forwarded-Host", value: host) }
+        if let prefix = route.strippedPrefix { headers.add(name: "X-Forwarded-Prefix", value: prefix) }
+        headers.add(name: "X-Forwarded-Proto", value: "http")
+        let method = head.method
+        if let bodyLength {
+            headers.add(name: "Content-Length", value: String(bodyLength))
+        } else if method == .POST || method == .PUT || method == .PATCH {
+            headers.add(name: "Content-Length", value: "0")
+        }
+        return HTTPRequestHead(version: .http1_1, method: method, uri: route.path, headers: headers)
+    }
+
+    /// An instance's response head as the client gets it: without the headers of the
+    /// instance's connection (the client's connection is the gateway's), and naming the instance.
+    /// Its Content-Length stays: the body goes on unchanged.
+    static func clientHead(of head: HTTPResponseHead, from instance: GatewayInstance) -> HTTPResponseHead {
+        var head = head
+        if head.headers.contains(where: { isConnectionOnlyResponseField($0.name) }) {
+            var headers = HTTPHeaders()
+            headers.reserveCapacity(head.headers.count)
+            for (name, value) in head.headers where !isConnectionOnlyResponseField(name) { headers.add(name: name, value: value) }
+            head.headers = headers
+        }
+        head.headers.add(name: instanceHeader.rawName, value: instance.id)
+        return head
+    }
+
+    /// RFC 9110 7.6.1's hop-by-hop fields (and Transfer-Encoding: the framing to the client is
+    /// the gateway's).
+    private static func isConnectionOnlyResponseField(_ name: String) -> Bool {
+        switch name.utf8.count {
+        case 2: name.equalsIgnoringASCIICase("te")
+        case 7: name.equalsIgnoringASCIICase("upgrade") || name.equalsIgnoringASCIICase("trailer")
+        case 10: name.equalsIgnoringASCIICase("connection") || name.equalsIgnoringASCIICase("keep-alive")
+        case 16: name.equalsIgnoringASCIICase("proxy-connection")
+        case 17: name.equalsIgnoringASCIICase("transfer-encoding")
         default: false
         }
     }
 
-    static let forwardedHost = HTTPField.Name("X-Forwarded-Host")!
-    static let forwardedPrefix = HTTPField.Name("X-Forwarded-Prefix")!
-    static let forwardedProto = HTTPField.Name("X-Forwarded-Proto")!
-
-    static func forwardedRequest(_ request: GatewayRequest, route: GatewayRoute) -> ForwardedRequest {
-        // Built with appends (a subscript set searches the fields for the name each time); the
-        // X-Forwarded-* a client sent are replaced, not added to.
-        var fields = HTTPFields()
-        fields.reserveCapacity(request.head.headerFields.count + 4)
-        for field in request.head.headerFields where !isHopByHop(field.name) {
-            if field.name == forwardedProto || (field.name == forwardedHost && request.head.authority != nil)
-                || (field.name == forwardedPrefix && route.strippedPrefix != nil) { continue }
-            fields.append(field)
-        }
-        if let host = request.head.authority { fields.append(HTTPField(name: forwardedHost, value: host)) }
-        if let prefix = route.strippedPrefix { fields.append(HTTPField(name: forwardedPrefix, value: prefix)) }
-        fields.append(HTTPField(name: forwardedProto, value: "http"))
-        let method = request.head.method
-        // A POST, PUT or PATCH always says how long its body is, even when it is empty.
-        let body = request.body ?? (method == .post || method == .put || method == .patch ? ByteBuffer() : nil)
-        if let body { fields.append(HTTPField(name: .contentLength, value: String(body.readableBytes))) }
-        let head = HTTPRequest(method: method, scheme: nil, authority: request.head.authority ?? "localhost", path: route.path, headerFields: fields)
-        return ForwardedRequest(head: head, body: body)
-    }
-
-    /// Drops hop-by-hop headers from an instance's response: the client's connection is ours.
-    /// A HEAD response keeps its Content-Length (it describes the GET body it did not send).
-    static func prepareForClient(_ response: inout GatewayResponse, method: HTTPRequest.Method) {
-        let keepLength = method == .head
-        let drop = { (field: HTTPField) in isHopByHop(field.name) && !(keepLength && field.name == .contentLength) }
-        // Most responses carry one such header at most (Content-Length): rebuild only if needed.
-        guard response.head.headerFields.contains(where: drop) else { return }
-        response.head.headerFields = HTTPFields(response.head.headerFields.filter { !drop($0) })
+    private static func respond(_ response: GatewayResponse, to responder: any GatewayResponder) {
+        responder.writeHead(response.nioHead)
+        if response.body.readableBytes > 0 { responder.writeBody(response.body) }
+        responder.writeEnd()
     }
 
     // MARK: Errors
@@ -322,9 +381,9 @@ public final class Gateway: Service, Sendable {
     // MARK: Admin
 
     /// Every function: those the gateway has run (with their instances) and those it could.
-    public func functions() async -> [FunctionStatus] {
+    public func functions() -> [FunctionStatus] {
         var statuses: [String: FunctionStatus] = [:]
-        for pool in pools.withLock({ Array($0.values) }) { statuses[pool.function] = await pool.status() }
+        for pool in pools.withLock({ Array($0.values) }) { statuses[pool.function] = pool.status() }
         for name in provider.functionNames() where statuses[name] == nil {
             statuses[name] = FunctionStatus(
                 name: name, state: "unverified", failure: nil, policy: configuration.policy(for: name), queueLength: 0, starting: 0,
@@ -334,25 +393,25 @@ public final class Gateway: Service, Sendable {
     }
 
     /// One function's state; throws `snapshot-not-found` for a name that is no function.
-    public func function(_ name: String) async throws -> FunctionStatus {
-        try await existingPool(name).status()
+    public func function(_ name: String) throws -> FunctionStatus {
+        try existingPool(name).status()
     }
 
     /// Changes a function's min/max/concurrency/keep-alive; acts at once.
-    public func scale(_ name: String, _ update: ScalingPolicyUpdate) async throws -> FunctionStatus {
+    public func scale(_ name: String, _ update: ScalingPolicyUpdate) throws -> FunctionStatus {
         let pool = try existingPool(name)
-        let policy = update.applied(to: await pool.currentPolicy)
+        let policy = update.applied(to: pool.currentPolicy)
         try policy.validate()
-        await pool.setPolicy(policy)
+        pool.setPolicy(policy)
         logger.info("scaling policy changed", metadata: ["function": "\(name)", "min": "\(policy.minInstances)", "max": "\(policy.maxInstances)", "concurrency": "\(policy.concurrency)"])
-        return await pool.status()
+        return pool.status()
     }
 
     /// Retires a function's instances (each stops after its last request; new requests start
     /// new ones). With `reverify`, its snapshot is verified again before the next launch (after
     /// `kiln bake --replace`). Returns the retired instance ids.
-    public func drain(_ name: String, reverify: Bool = false) async throws -> [String] {
-        let retired = try await existingPool(name).drain(reverify: reverify)
+    public func drain(_ name: String, reverify: Bool = false) throws -> [String] {
+        let retired = try existingPool(name).drain(reverify: reverify)
         logger.info("draining", metadata: ["function": "\(name)", "instances": "\(retired.joined(separator: ","))", "reverify": "\(reverify)"])
         return retired
     }
@@ -365,10 +424,46 @@ public final class Gateway: Service, Sendable {
     }
 }
 
-extension HTTPRequest.Method {
-    /// RFC 9110 9.2.2: repeating these has the effect of doing them once, so a request whose
-    /// connection broke before any answer may be sent again.
-    var isIdempotent: Bool {
-        [.get, .head, .options, .trace, .put, .delete].contains(self)
+/// Collects a response for ``Gateway/handle(_:)``.
+private final class ResponseCollector: GatewayResponder {
+    private var continuation: CheckedContinuation<GatewayResponse, Never>?
+    private var head: HTTPResponseHead?
+    private var body = ByteBuffer()
+
+    init(_ continuation: CheckedContinuation<GatewayResponse, Never>) {
+        self.continuation = continuation
+    }
+
+    var isWritable: Bool { true }
+
+    func writeHead(_ head: HTTPResponseHead) { self.head = head }
+
+    func writeBody(_ part: ByteBuffer) { body.writeImmutableBuffer(part) }
+
+    func flush() {}
+
+    func writeEnd() {
+        guard let head else { return abort() }
+        var fields = HTTPFields()
+        for (name, value) in head.headers {
+            if let name = HTTPField.Name(name) { fields.append(HTTPField(name: name, value: value)) }
+        }
+        continuation?.resume(returning: GatewayResponse(head: HTTPResponse(status: .init(code: Int(head.status.code)), headerFields: fields), body: body))
+        continuation = nil
+    }
+
+    func abort() {
+        continuation?.resume(returning: Gateway.error(.badGateway, "instance-failed", "the response was cut short"))
+        continuation = nil
+    }
+}
+
+extension String {
+    /// Whether this is `lowercase` (lowercase ASCII) but for the case of ASCII letters: how
+    /// HTTP compares field names, without making a lowercased copy.
+    func equalsIgnoringASCIICase(_ lowercase: String) -> Bool {
+        utf8.elementsEqual(lowercase.utf8) { byte, lower in
+            byte == lower || (byte | 0x20 == lower && (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(lower))
+        }
     }
 }

@@ -162,7 +162,7 @@ extension Kiln {
         }
 
         // Throughput: one instance, kept up.
-        _ = try await gateway.scale(function, ScalingPolicyUpdate(min: 1, max: 1))
+        _ = try gateway.scale(function, ScalingPolicyUpdate(min: 1, max: 1))
         let instance = try await waitForInstance(gateway, function)
         let direct = LoadTarget.instance(instance.endpoint)
         let viaGateway = LoadTarget.loopback(port: port)
@@ -299,10 +299,10 @@ extension Kiln {
     }
 
     private func drainToZero(_ gateway: Gateway, _ function: String) async throws {
-        _ = try await gateway.drain(function)
+        _ = try gateway.drain(function)
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {
-            let status = try await gateway.function(function)
+            let status = try gateway.function(function)
             if status.instances.isEmpty, status.stopping == 0, status.starting == 0 { return }
             try await Task.sleep(for: .milliseconds(5))
         }
@@ -312,7 +312,7 @@ extension Kiln {
     private func waitForInstance(_ gateway: Gateway, _ function: String) async throws -> InstanceRecord {
         let deadline = ContinuousClock.now + .seconds(60)
         while ContinuousClock.now < deadline {
-            if let summary = try await gateway.function(function).instances.first(where: { $0.state == "idle" }) {
+            if let summary = try gateway.function(function).instances.first(where: { $0.state == "idle" }) {
                 return try instance(summary.id)
             }
             try await Task.sleep(for: .milliseconds(20))

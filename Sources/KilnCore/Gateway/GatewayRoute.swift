@@ -48,7 +48,16 @@ public struct GatewayRoute: Sendable, Equatable {
     /// character anywhere, which no HTTP parser passes on and which would end or split the
     /// forwarded request line.
     static func problem(inTarget target: String) -> String? {
-        if target.utf8.contains(where: InputValidation.isSpaceOrControl) { return "it holds whitespace or a control character" }
+        // One pass over the bytes first: a path with no '.' and no '%' (most of them) has no dot
+        // segment however it is split, and needs no decoding.
+        var mayHoldDotSegment = false
+        var inQuery = false
+        for byte in target.utf8 {
+            if InputValidation.isSpaceOrControl(byte) { return "it holds whitespace or a control character" }
+            if byte == UInt8(ascii: "?") { inQuery = true }
+            if !inQuery, byte == UInt8(ascii: ".") || byte == UInt8(ascii: "%") { mayHoldDotSegment = true }
+        }
+        guard mayHoldDotSegment else { return nil }
         let path = target.utf8.prefix { $0 != UInt8(ascii: "?") }
         let segments = percentDecoded(path).split(omittingEmptySubsequences: false) { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "\\") }
         let dotSegment = segments.contains { segment in
@@ -90,6 +99,10 @@ public struct GatewayRoute: Sendable, Equatable {
     static func functionLabel(ofHost host: String) -> String? {
         guard !host.hasPrefix("[") else { return nil }  // IPv6 literal
         let hostname = host.utf8.prefix { $0 != UInt8(ascii: ":") }
+        // Most requests carry `localhost:PORT` or an IPv4 address: no dot, or nothing but digits
+        // and dots, is never a function's host. Said without building any string.
+        guard hostname.contains(UInt8(ascii: ".")), !hostname.allSatisfy({ $0 == UInt8(ascii: ".") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) })
+        else { return nil }
         let name = String(decoding: hostname.map { (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains($0) ? $0 | 0x20 : $0 }, as: UTF8.self)
         let labels = name.split(separator: ".", omittingEmptySubsequences: false)
         guard labels.count >= 2, !labels.allSatisfy({ $0.allSatisfy(\.isNumber) }) else { return nil }

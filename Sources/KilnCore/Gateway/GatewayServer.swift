@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOCore
+import NIOPosix
 import ServiceLifecycle
 import UnixSignals
 import Synchronization
@@ -24,6 +25,10 @@ public final class GatewayServer: Sendable {
 
     public let gateway: Gateway
     private let group: ServiceGroup
+    /// The public listener's loops, and so those of every connection to an instance: made
+    /// here, shut down once every service has stopped (the gateway closes its connections to
+    /// instances last).
+    private let listenerLoops: MultiThreadedEventLoopGroup
     private let ports = Mutex<(listen: Int?, admin: Int?)>((nil, nil))
     private let portWaiters = Mutex<[CheckedContinuation<BoundPorts, Never>]>([])
 
@@ -34,7 +39,8 @@ public final class GatewayServer: Sendable {
         let configuration = gateway.configuration
         // Set below, once `self` exists; the listeners report their ports through it.
         let reporter = PortReporter()
-        let publicListener = PublicListener(gateway: gateway, address: configuration.listen, logger: logger) { port in
+        listenerLoops = MultiThreadedEventLoopGroup(numberOfThreads: configuration.listenerThreads)
+        let publicListener = PublicListener(gateway: gateway, address: configuration.listen, group: listenerLoops, logger: logger) { port in
             reporter.report(listen: port)
         }
         let adminApp = Application(
@@ -52,7 +58,13 @@ public final class GatewayServer: Sendable {
 
     /// Runs until shut down; every instance the gateway started is stopped when this returns.
     public func run() async throws {
-        try await group.run()
+        do {
+            try await group.run()
+        } catch {
+            try? await listenerLoops.shutdownGracefully()
+            throw error
+        }
+        try await listenerLoops.shutdownGracefully()
     }
 
     /// Starts the graceful shutdown that SIGTERM would.
@@ -126,9 +138,9 @@ enum AdminAPI {
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                 body: .init(byteBuffer: ByteBuffer(bytes: gateway.metrics.exposition())))
         }
-        router.get("functions") { _, _ in json(["functions": await gateway.functions()]) }
+        router.get("functions") { _, _ in json(["functions": gateway.functions()]) }
         router.get("functions/:name") { _, context in
-            try await reporting { json(try await gateway.function(context.parameters.require("name"))) }
+            try await reporting { json(try gateway.function(context.parameters.require("name"))) }
         }
         let scale: @Sendable (Request, BasicRequestContext) async throws -> Response = { request, context in
             try await reporting {
@@ -140,21 +152,21 @@ enum AdminAPI {
                 } catch {
                     throw KilnError(.invalidArgument, "the body is not a scaling update: \(error)", hint: #"send e.g. {"min": 1, "max": 4}"#)
                 }
-                return json(try await gateway.scale(context.parameters.require("name"), update))
+                return json(try gateway.scale(context.parameters.require("name"), update))
             }
         }
         router.put("functions/:name/scale", use: scale)
         router.post("functions/:name/scale", use: scale)
         router.post("functions/:name/drain") { request, context in
             let reverify = request.uri.queryParameters.get("reverify").map { $0 == "1" || $0 == "true" } ?? false
-            return try await reporting { json(["draining": try await gateway.drain(context.parameters.require("name"), reverify: reverify)]) }
+            return try await reporting { json(["draining": try gateway.drain(context.parameters.require("name"), reverify: reverify)]) }
         }
         router.get("instances") { _, _ in
             struct Row: Encodable {
                 var function: String
                 var instance: InstanceSummary
             }
-            let rows = await gateway.functions().flatMap { function in function.instances.map { Row(function: function.name, instance: $0) } }
+            let rows = gateway.functions().flatMap { function in function.instances.map { Row(function: function.name, instance: $0) } }
             return json(["instances": rows])
         }
         return router

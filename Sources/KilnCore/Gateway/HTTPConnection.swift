@@ -64,7 +64,7 @@ final class HTTPConnection: Sendable {
     /// are), the exchange costs no thread hop at all: the request is written at once and the
     /// continuation resumed from the read that completes the response.
     func execute(_ request: ForwardedRequest, timeout: Duration) async throws -> Reply {
-        let nanoseconds = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
+        let nanoseconds = timeout.nanoseconds
         return try await withUnsafeThrowingContinuation { continuation in
             let exchange = Exchange(request: request, deadline: .now() + .nanoseconds(nanoseconds), continuation: continuation)
             let channel = channel
@@ -122,13 +122,7 @@ private final class ExchangeHandler: ChannelDuplexHandler {
             exchange.continuation.resume(throwing: HTTPConnection.Failure.closedBeforeResponse("the connection is busy with another request"))
             return
         }
-        let head: HTTPRequestHead
-        do {
-            head = try HTTPRequestHead(exchange.request.head)
-        } catch {
-            exchange.continuation.resume(throwing: HTTPConnection.Failure.closedBeforeResponse("cannot encode the request: \(error)"))
-            return
-        }
+        let head = exchange.request.head
         pending = exchange.continuation
         deadline = exchange.deadline
         if timer == nil { arm(context: context) }

@@ -1,6 +1,3 @@
-import HTTPTypes
-import NIOCore
-
 /// One running copy of a function that the gateway sends requests to.
 public struct GatewayInstance: Sendable, Equatable {
     /// How the instance came to be.
@@ -85,69 +82,4 @@ public protocol InstanceProvider: Sendable {
     func isAlive(_ instance: GatewayInstance) -> Bool
     /// Stops an instance and removes all it had. Must not fail: it logs instead.
     func terminate(_ instance: GatewayInstance) async
-}
-
-/// A request as the gateway forwards it to an instance.
-public struct ForwardedRequest: Sendable {
-    /// Method, path (as the service sees it), Host and headers.
-    public var head: HTTPRequest
-    /// The whole body (nil: none was sent).
-    public var body: ByteBuffer?
-
-    public init(head: HTTPRequest, body: ByteBuffer?) {
-        self.head = head
-        self.body = body
-    }
-}
-
-/// A whole HTTP response: from an instance, or the gateway's own (errors).
-public struct GatewayResponse: Sendable {
-    public var head: HTTPResponse
-    public var body: ByteBuffer
-
-    public init(head: HTTPResponse, body: ByteBuffer) {
-        self.head = head
-        self.body = body
-    }
-
-    public var status: HTTPResponse.Status { head.status }
-    public var bodyText: String { String(buffer: body) }
-}
-
-/// Why a forwarded request got no response. The gateway's retry decision depends on which.
-public enum TransportFailure: Error, Sendable, CustomStringConvertible {
-    /// The request never left: the instance could not be connected to. Safe to retry anywhere.
-    case notSent(String)
-    /// The connection closed before any response arrived: the service may or may not have acted
-    /// on the request, so only idempotent requests are retried.
-    case noResponse(String)
-    /// No (complete) response within the request timeout.
-    case timedOut
-    /// Anything else after the request was sent (e.g. a response cut short).
-    case failed(String)
-
-    var wasNotSent: Bool {
-        if case .notSent = self { return true }
-        return false
-    }
-
-    public var description: String {
-        switch self {
-        case .notSent(let reason): "could not connect: \(reason)"
-        case .noResponse(let reason): "no response: \(reason)"
-        case .timedOut: "timed out"
-        case .failed(let reason): reason
-        }
-    }
-}
-
-/// How the gateway talks to instances: the other seam. ``PooledInstanceTransport`` keeps
-/// keep-alive HTTP/1.1 connections made inside each instance's network namespace.
-public protocol InstanceTransport: Sendable {
-    /// Sends one request and returns the whole response; throws ``TransportFailure``.
-    func send(_ request: ForwardedRequest, to instance: GatewayInstance, timeout: Duration) async throws -> GatewayResponse
-    /// Drops whatever is kept for an instance that is going away (idle connections).
-    func forget(_ instance: GatewayInstance)
-    /// Closes everything (at gateway shutdown).
-    func shutdown()
 }

@@ -1,5 +1,6 @@
 import HTTPTypes
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 import Synchronization
 
@@ -46,14 +47,13 @@ public final class KeepAliveClient: Sendable {
             connection = try await HTTPConnection.adopt(socket: target.connectedSocket(), on: MultiThreadedEventLoopGroup.singleton.next())
             current.withLock { $0 = connection }
         }
-        var fields = HTTPFields()
+        var head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: method.rawValue), uri: path)
+        head.headers.add(name: "Host", value: host)
         if let body {
-            fields[.contentLength] = String(body.count)
-            fields[.contentType] = "application/json"
+            head.headers.add(name: "Content-Length", value: String(body.count))
+            head.headers.add(name: "Content-Type", value: "application/json")
         }
-        let request = ForwardedRequest(
-            head: HTTPRequest(method: method, scheme: nil, authority: host, path: path, headerFields: fields),
-            body: body.map { ByteBuffer(bytes: $0) })
+        let request = ForwardedRequest(head: head, body: body.map { ByteBuffer(bytes: $0) })
         do {
             let reply = try await connection.execute(request, timeout: timeout)
             if !reply.reusable { close() }

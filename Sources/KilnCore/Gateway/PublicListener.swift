@@ -15,9 +15,9 @@ import ServiceLifecycle
 /// built for handlers (an async sequence of request parts per connection, a router, a request
 /// context and a logger with a request id per request, conversions to its own types) cost
 /// about as much as the proxying itself. Here a connection is one channel handler on one event
-/// loop, and each request is one task that prefers that loop (``EventLoopExecutor``): the
-/// exchange with the instance (``PooledInstanceTransport`` picks a connection on the same loop)
-/// never wakes another thread.
+/// loop, and each request one ``GatewayExchange`` on that loop: the request goes out on a
+/// connection to the instance on the same loop (``PooledInstanceTransport``), and the response
+/// comes back through plain calls, without a task, an actor hop or another thread woken.
 ///
 /// Graceful shutdown (the ServiceGroup's, on SIGTERM): stop accepting, let every request in
 /// flight finish (those waiting for a restore included), close idle keep-alive connections,
@@ -31,7 +31,7 @@ final class PublicListener: Service, Sendable {
     private let logger: Logger
 
     init(
-        gateway: Gateway, address: ListenAddress, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        gateway: Gateway, address: ListenAddress, group: any EventLoopGroup,
         logger: Logger, onBound: @escaping @Sendable (Int?) -> Void
     ) {
         self.gateway = gateway
@@ -43,7 +43,6 @@ final class PublicListener: Service, Sendable {
 
     func run() async throws {
         let quiesce = ServerQuiescingHelper(group: group)
-        let executors = EventLoopExecutor.Table(group)
         let gateway = gateway
         let maxBodyBytes = gateway.configuration.maxBodyBytes
         let channel = try await ServerBootstrap(group: group)
@@ -61,9 +60,12 @@ final class PublicListener: Service, Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
-                    try sync.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: true)
-                    try sync.addHandler(
-                        GatewayRequestHandler(gateway: gateway, executor: executors.executor(for: channel.eventLoop), maxBodyBytes: maxBodyBytes))
+                    // Responses are the instances' as NIO parsed them, or the gateway's own: validating
+                    // their headers again would only cost time. Malformed requests are answered by
+                    // GatewayRequestHandler (NIO's error handler would be one more stage every
+                    // response part passes through).
+                    try sync.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false)
+                    try sync.addHandler(GatewayRequestHandler(gateway: gateway, maxBodyBytes: maxBodyBytes))
                 }
             }
             .bind(host: address.host, port: address.port).get()
@@ -79,42 +81,62 @@ final class PublicListener: Service, Sendable {
 }
 
 /// One public connection: collects each request (head and body, up to the body limit), has
-/// the gateway answer it in a task on this channel's event loop, and writes the answer.
+/// the gateway answer it (``Gateway/forward(_:body:on:responder:)``), and writes the answer as
+/// it comes (this handler is the exchange's ``GatewayResponder``).
 ///
 /// One request at a time: parts of a pipelined next request are queued until the current
 /// response is written, and reading stops while any are queued. (NIOHTTP1's pipelining
 /// handler does the same but stops reading during every request, which costs two `epoll_ctl`
 /// calls per request; clients that pipeline are rare, keep-alive clients are not.)
 /// On a quiesce event (graceful shutdown) an idle connection closes at once, a busy one after
-/// its response.
-final class GatewayRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
+/// its response. A client that leaves while its request waits for an instance takes it out of
+/// the queue.
+final class GatewayRequestHandler: ChannelDuplexHandler, RemovableChannelHandler, GatewayResponder {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
 
+    /// The request being answered.
+    private struct Answering {
+        var id: Int
+        var version: HTTPVersion
+        var keepAlive: Bool
+        var exchange: GatewayExchange?
+        var headWritten = false
+        /// Decided with the response head: whether the connection stays open after it.
+        var keepOpen = false
+    }
+
     private let gateway: Gateway
-    private let executor: EventLoopExecutor?
     private let maxBodyBytes: Int
+    private var context: ChannelHandlerContext?
     private var head: HTTPRequestHead?
     private var body: ByteBuffer?
     private var bodyTooLarge = false
-    /// A request was handed to the gateway and its response is not written yet.
-    private var answering = false
+    private var answering: Answering?
+    private var requestCount = 0
     private var queued = CircularBuffer<HTTPServerRequestPart>()
     private var readWithheld = false
     private var quiescing = false
     /// The client shut its side down: close once what it sent is answered.
     private var inputClosed = false
 
-    init(gateway: Gateway, executor: EventLoopExecutor?, maxBodyBytes: Int) {
+    init(gateway: Gateway, maxBodyBytes: Int) {
         self.gateway = gateway
-        self.executor = executor
         self.maxBodyBytes = maxBodyBytes
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
-        if answering || !queued.isEmpty {
+        if answering != nil || !queued.isEmpty {
             queued.append(part)
         } else {
             receive(part, context: context)
@@ -122,7 +144,7 @@ final class GatewayRequestHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     func read(context: ChannelHandlerContext) {
-        if answering, !queued.isEmpty {
+        if answering != nil, !queued.isEmpty {
             readWithheld = true
         } else {
             context.read()
@@ -132,13 +154,39 @@ final class GatewayRequestHandler: ChannelDuplexHandler, RemovableChannelHandler
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is ChannelShouldQuiesceEvent {
             quiescing = true
-            if !answering, head == nil { context.close(promise: nil) }
+            if answering == nil, head == nil { context.close(promise: nil) }
         } else if let event = event as? ChannelEvent, event == .inputClosed {
             inputClosed = true
-            if !answering, queued.isEmpty { context.close(promise: nil) }
+            if answering == nil, queued.isEmpty { context.close(promise: nil) }
         } else {
             context.fireUserInboundEventTriggered(event)
         }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { answering?.exchange?.resume() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// A request NIO's parser refused (a malformed head, a body with two lengths) ends the
+    /// connection: its bytes can no longer be trusted to say where the next request starts. It
+    /// gets a 400 first, unless a response is already on its way.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is HTTPParserError, answering?.headWritten != true {
+            answering = Answering(id: -1, version: .http1_1, keepAlive: false)
+            let reply = Gateway.error(.badRequest, "bad-request", "the request is not valid HTTP/1.1: \(error)")
+            writeHead(reply.nioHead)
+            writeBody(reply.body)
+            writeEnd()
+        }
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        answering?.exchange?.cancel()
+        answering = nil
+        queued.removeAll()
+        context.fireChannelInactive()
     }
 
     private func receive(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
@@ -146,7 +194,15 @@ final class GatewayRequestHandler: ChannelDuplexHandler, RemovableChannelHandler
         case .head(let head):
             self.head = head
             body = nil
-            bodyTooLarge = false
+            bodyTooLarge = head.headers.first(name: "content-length").flatMap(Int.init).map { $0 > maxBodyBytes } ?? false
+            // A client that asks first (curl does for bodies over 1 KiB) is told to go on at once
+            // rather than after its own timeout; one whose body is too large is not, and gets
+            // its 413 once the request is over.
+            if head.version.major == 1, head.version.minor >= 1, !bodyTooLarge,
+                head.headers.first(name: "expect")?.equalsIgnoringASCIICase("100-continue") == true
+            {
+                context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
+            }
         case .body(var chunk):
             guard !bodyTooLarge else { return }
             if (body?.readableBytes ?? 0) + chunk.readableBytes > maxBodyBytes {
@@ -161,108 +217,75 @@ final class GatewayRequestHandler: ChannelDuplexHandler, RemovableChannelHandler
         case .end:
             guard let head else { return }
             self.head = nil
-            let keepAlive = head.isKeepAlive
-            answering = true
+            requestCount += 1
+            let id = requestCount
+            answering = Answering(id: id, version: head.version, keepAlive: head.isKeepAlive)
             if bodyTooLarge {
                 let reply = Gateway.error(.contentTooLarge, "body-too-large", "the request body exceeds \(maxBodyBytes) bytes")
-                respond(reply, to: head, keepAlive: keepAlive, context: context)
+                writeHead(reply.nioHead)
+                writeBody(reply.body)
+                writeEnd()
                 return
             }
-            let request: GatewayRequest
-            do {
-                request = GatewayRequest(head: try Self.request(head), body: body.flatMap { $0.readableBytes > 0 ? $0 : nil })
-            } catch {
-                let reply = Gateway.error(.badRequest, "bad-request", "the request cannot be forwarded: \(error)")
-                respond(reply, to: head, keepAlive: false, context: context)
-                return
-            }
-            body = nil
-            Self.answer(request, gateway: gateway, executor: executor, head: head, keepAlive: keepAlive, handler: NIOLoopBound((self, context), eventLoop: context.eventLoop))
+            let body = self.body.flatMap { $0.readableBytes > 0 ? $0 : nil }
+            self.body = nil
+            let exchange = gateway.forward(head, body: body, on: context.eventLoop, responder: self)
+            // Unless the gateway answered at once (and this is a later request by now).
+            if answering?.id == id { answering?.exchange = exchange }
         }
     }
 
-    /// Has the gateway answer in a task that prefers this channel's loop, and responds on that
-    /// loop. The task starts right here (`Task.immediate`), not as a job queued on the loop: it
-    /// runs to the instance exchange before anything else does.
-    private static func answer(
-        _ request: GatewayRequest, gateway: Gateway, executor: EventLoopExecutor?, head: HTTPRequestHead, keepAlive: Bool,
-        handler: NIOLoopBound<(GatewayRequestHandler, ChannelHandlerContext)>
-    ) {
-        Task.immediate(executorPreference: executor) {
-            let reply = await gateway.handle(request)
-            let loop = handler.eventLoop
-            if loop.inEventLoop {
-                let (handler, context) = handler.value
-                handler.respond(reply, to: head, keepAlive: keepAlive, context: context)
-            } else {
-                loop.execute {
-                    let (handler, context) = handler.value
-                    handler.respond(reply, to: head, keepAlive: keepAlive, context: context)
-                }
-            }
+    // MARK: GatewayResponder
+
+    var isWritable: Bool { context?.channel.isWritable ?? true }
+
+    func writeHead(_ head: HTTPResponseHead) {
+        guard let context, var answering else { return }
+        var head = head
+        head.version = answering.version
+        let delimited = head.headers.contains(name: "content-length") || answering.version.minor >= 1
+        answering.keepOpen = answering.keepAlive && !quiescing && delimited
+        if !answering.keepOpen, answering.version.major == 1, answering.version.minor >= 1 {
+            head.headers.add(name: "Connection", value: "close")
+        } else if answering.keepOpen, answering.version.major == 1, answering.version.minor == 0 {
+            head.headers.add(name: "Connection", value: "keep-alive")
         }
+        answering.headWritten = true
+        self.answering = answering
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
     }
 
-    /// Writes the response; then closes the connection, or goes on with what was queued.
-    private func respond(_ reply: GatewayResponse, to head: HTTPRequestHead, keepAlive: Bool, context: ChannelHandlerContext) {
-        let keepOpen = keepAlive && !quiescing
-        Self.write(reply, version: head.version, method: head.method, keepAlive: keepOpen, context: context)
-        answering = false
-        guard keepOpen, context.channel.isActive else { return }
-        while !answering, let part = queued.popFirst() {
+    func writeBody(_ part: ByteBuffer) {
+        context?.write(wrapOutboundOut(.body(.byteBuffer(part))), promise: nil)
+    }
+
+    func flush() {
+        context?.flush()
+    }
+
+    /// Ends the response; then closes the connection, or goes on with what was queued.
+    func writeEnd() {
+        guard let context, let answering else { return }
+        self.answering = nil
+        guard answering.keepOpen, context.channel.isActive else {
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+            return
+        }
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        while self.answering == nil, let part = queued.popFirst() {
             receive(part, context: context)
         }
-        if !answering, inputClosed {
+        if self.answering == nil, inputClosed {
             context.close(promise: nil)
-        } else if !answering, readWithheld {
+        } else if self.answering == nil, readWithheld {
             readWithheld = false
             context.read()
         }
     }
 
-    /// The request in HTTPTypes' terms. An origin-form target (`/path?query`, what clients send
-    /// to a server that is not a proxy) is taken as is; anything else goes through
-    /// NIOHTTPTypesHTTP1's general conversion (which parses it as a URL).
-    static func request(_ head: HTTPRequestHead) throws -> HTTPRequest {
-        guard head.uri.utf8.first == UInt8(ascii: "/") else { return try HTTPRequest(head, secure: false, splitCookie: false) }
-        var fields = HTTPFields()
-        fields.reserveCapacity(head.headers.count)
-        var authority: String?
-        for (name, value) in head.headers {
-            if authority == nil, name.utf8.count == 4, name.lowercased() == "host" {
-                authority = value
-            } else if let name = HTTPField.Name(name) {
-                fields.append(HTTPField(name: name, value: value))
-            }
-        }
-        return HTTPRequest(method: try HTTPRequest.Method(head.method), scheme: "http", authority: authority, path: head.uri, headerFields: fields)
-    }
-
-    /// Writes a whole response in one flush, with a Content-Length (which the gateway dropped
-    /// from the instance's response, except for HEAD) and a Connection header when the client
-    /// would otherwise assume the other way; closes the connection after it unless kept alive.
-    static func write(
-        _ reply: GatewayResponse, version: HTTPVersion, method: HTTPMethod, keepAlive: Bool, context: ChannelHandlerContext
-    ) {
-        var head = HTTPResponseHead(reply.head)
-        head.version = version
-        if !head.headers.contains(name: "content-length") {
-            head.headers.add(name: "Content-Length", value: String(reply.body.readableBytes))
-        }
-        if !keepAlive, version.major == 1, version.minor >= 1 {
-            head.headers.add(name: "Connection", value: "close")
-        } else if keepAlive, version.major == 1, version.minor == 0 {
-            head.headers.add(name: "Connection", value: "keep-alive")
-        }
-        context.write(NIOAny(HTTPServerResponsePart.head(head)), promise: nil)
-        if method != .HEAD, reply.body.readableBytes > 0 {
-            context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(reply.body))), promise: nil)
-        }
-        if keepAlive {
-            context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)), promise: nil)
-        } else {
-            let channel = context.channel
-            context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil))).whenComplete { _ in channel.close(promise: nil) }
-        }
+    func abort() {
+        answering = nil
+        context?.close(promise: nil)
     }
 }

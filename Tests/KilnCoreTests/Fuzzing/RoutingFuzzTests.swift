@@ -1,5 +1,6 @@
 import Foundation
 import HTTPTypes
+import NIOHTTP1
 import Testing
 
 @testable import KilnCore
@@ -123,10 +124,13 @@ struct RoutingFuzzTests {
         try await withFakeGateway(provider: FakeProvider(functions: Self.functions, launchDelay: .zero)) { gateway, provider, transport in
             await Fuzzer("gateway", iterations: 2_000).run(generate: { Self.generate(targets, hosts, &$0) }, describe: \.description) { request in
                 let gatewayRequest = GatewayRequest(.get, request.target, host: request.host)
-                // HTTPTypes may already have cleaned the target or host; route what the gateway sees.
+                // HTTPTypes may already have cleaned the target or host, and an absolute-form
+                // target carries its own host: route what the gateway sees.
                 let head = gatewayRequest.head
+                let (target, host) = Gateway.targetAndHost(
+                    of: HTTPRequestHead(version: .http1_1, method: .GET, uri: head.path ?? "/", headers: HTTPHeaders(head.authority.map { [("Host", $0)] } ?? [])))
                 let expected = Result { () throws(GatewayRouteRejection) in
-                    try GatewayRoute.resolve(target: head.path ?? "/", host: head.authority, isFunction: Self.functions.contains)
+                    try GatewayRoute.resolve(target: target, host: host, isFunction: Self.functions.contains)
                 }
                 let sentBefore = transport.requests.count
                 let response = await gateway.handle(gatewayRequest)
@@ -143,7 +147,7 @@ struct RoutingFuzzTests {
                     try invariant(response.status == .ok, "answered \(response.status) \(error)")
                     try invariant(transport.requests.count == sentBefore + 1, "forwarded \(transport.requests.count - sentBefore) requests")
                     let sent = transport.requests.last?.request.head
-                    try invariant(sent?.path == route.path, "forwarded '\(sent?.path ?? "nil")', routed '\(route.path)'")
+                    try invariant(sent?.uri == route.path, "forwarded '\(sent?.uri ?? "nil")', routed '\(route.path)'")
                     try invariant(!Self.climbs(route.path) && !Self.hasControlOrSpace(route.path), "forwarded '\(route.path)'")
                 }
                 if case .failure = expected { try invariant(transport.requests.count == sentBefore, "forwarded a refused request") }
