@@ -27,11 +27,11 @@ bench-memory: samples build   ## 8 restored copies sharing pages vs cold starts;
 	$(KILN) bench memory hello --copies $${COPIES:-8}
 
 # A release build: a debug build's gateway spends several times the CPU it would in production.
-bench-serve: samples build   ## gateway: first request at zero vs bare restore (20 trials); throughput through it vs direct
+bench-serve: samples build   ## gateway: first request at zero vs bare restore (20 trials); throughput direct, through kiln and through nginx (wrk)
 	@./scripts/bake-sample.sh
 	$(SWIFT) build -c release --product kiln-shim
 	$(SWIFT) build -c release --product kiln
-	.build/release/kiln bench serve hello --trials $${TRIALS:-20}
+	.build/release/kiln bench serve hello --trials $${TRIALS:-20} --rounds $${ROUNDS:-6} --path /greet --path /owners/1
 
 # ~20 min: 1,000 restore/request/stop cycles (~8 min), then 10 min of gateway load with a random
 # instance killed every 5 s; exits non-zero on any failed request that had not reached a killed

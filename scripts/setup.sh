@@ -26,8 +26,9 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 PACKAGES=(
   runc iptables iproute2 procps curl xz-utils zstd ca-certificates dpkg-dev make gcc pkgconf
   skopeo umoci
-  # wrk: `kiln bench serve` also measures the gateway with a lean client in its own process.
-  wrk
+  # `kiln bench serve` loads the gateway with wrk (a lean client in its own process) and measures
+  # nginx beside it as the reference proxy (no daemon is started: see policy-rc.d below).
+  wrk nginx-light
   openjdk-17-jdk-headless
   podman  # the export/import interop tests restore with Podman (pulls conmon, containernetworking-plugins)
   libspring-web-servlet-java libspring-web-java libspring-context-java libspring-beans-java

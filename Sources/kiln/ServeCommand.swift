@@ -117,17 +117,20 @@ extension Bench {
         @Option(help: "First-request-at-zero trials (each from zero instances), interleaved with bare restores.")
         var trials = 20
 
-        @Option(help: "Path of the throughput runs (as the service sees it).")
-        var path = "/greet"
+        @Option(name: .customLong("path"), help: "Path of the throughput runs, as the service sees it (repeatable; default /greet).")
+        var paths: [String] = []
 
-        @Option(help: "Concurrent keep-alive connections of the load generator.")
+        @Option(help: "Concurrent keep-alive connections of the load generator (wrk).")
         var connections = 8
 
         @Option(help: "Seconds per throughput run.")
-        var seconds: Double = 3
+        var seconds = 5
 
-        @Option(help: "Throughput rounds (each: one direct run and one through the gateway, alternating which goes first).")
+        @Option(help: "Throughput rounds per path (each: the same load direct, through kiln and through nginx, the order rotating).")
         var rounds = 6
+
+        @Flag(help: "Do not measure nginx as a reference proxy beside kiln.")
+        var noReference = false
 
         @OptionGroup var keys: KeyOptions
 
@@ -139,7 +142,8 @@ extension Bench {
                 let (manifest, _) = try kiln.loadVerified(name)
                 let json = common.json
                 let report = try await kiln.benchmarkGateway(
-                    manifest, trials: trials, loadPath: path, connections: connections, seconds: seconds, rounds: rounds
+                    manifest, trials: trials, loadPaths: paths.isEmpty ? ["/greet"] : paths, connections: connections, seconds: seconds,
+                    rounds: rounds, withReference: !noReference
                 ) { line in
                     if !json { Output.progress(line) }
                 }
@@ -147,40 +151,48 @@ extension Bench {
                     Output.printJSON(report)
                     return
                 }
-                func row(_ label: String, _ p: Percentiles) -> [String] {
-                    [label, String(p.count), Output.ms(p.min), Output.ms(p.p50), Output.ms(p.p99), Output.ms(p.max)]
-                }
-                print("")
-                print("First request to '\(report.snapshot)' at zero instances (GET \(report.firstRequestPath)), each trial from zero:")
-                print(Output.table(["WHAT", "TRIALS", "MIN", "P50", "P99", "MAX"], [
-                    row("bare restore (restoreOne to first 2xx)", report.bareRestore),
-                    row("first request through the gateway", report.firstRequest),
-                ]))
-                print(String(format: "first request p50 / bare restore p50 = %.2fx (target <= 3x)", report.firstRequestOverRestore))
-                print("")
-                print("Steady state, GET \(report.loadPath), \(report.connections) keep-alive connections, one instance:")
-                var rows: [[String]] = []
-                for (index, (direct, gateway)) in zip(report.direct, report.throughGateway).enumerated() {
-                    for (label, run) in [("\(index + 1) direct", direct), ("\(index + 1) gateway", gateway)] {
-                        rows.append([
-                            label, String(format: "%.0f", run.requestsPerSecond), Output.ms(run.p50Ms), Output.ms(run.p99Ms), String(run.failures),
-                            String(format: "%.3f ms", run.kilnCpuMsPerRequest), String(format: "%.3f ms", run.instanceCpuMsPerRequest),
-                        ])
-                    }
-                }
-                print(Output.table(["ROUND", "REQ/S", "P50", "P99", "FAILED", "KILN CPU/REQ", "INSTANCE CPU/REQ"], rows))
-                print(String(format: "gateway overhead: %.1f%% of direct throughput over all rounds, %.1f%% median of rounds (target <= 15%%)",
-                             report.gatewayOverhead * 100, report.gatewayOverheadMedianOfRounds * 100))
-                print(String(format: "gateway CPU: %.3f ms per request (median over rounds); CPU-bound overhead it predicts: %.1f%%",
-                             report.gatewayCpuMsPerRequest, report.cpuBoundOverhead * 100))
-                if let wrk = report.externalClient {
-                    print(String(
-                        format: "with an external client (%@, its own process): %.0f-%.0f req/s through the gateway vs %.0f-%.0f direct: overhead %.1f%% median of rounds (target <= 15%%)",
-                        wrk.client, wrk.throughGateway.min() ?? 0, wrk.throughGateway.max() ?? 0, wrk.direct.min() ?? 0, wrk.direct.max() ?? 0,
-                        wrk.overheadMedianOfRounds * 100))
-                }
-                print(report.notes)
+                Self.print(report)
             }
+        }
+
+        static func print(_ report: ServeBenchmarkReport) {
+            func row(_ label: String, _ p: Percentiles) -> [String] {
+                [label, String(p.count), Output.ms(p.min), Output.ms(p.p50), Output.ms(p.p99), Output.ms(p.max)]
+            }
+            func percent(_ value: Double?) -> String { value.map { String(format: "%.1f%%", $0 * 100) } ?? "-" }
+            func cpu(_ value: Double?) -> String { value.map { String(format: "%.3f ms", $0) } ?? "-" }
+            func rate(_ run: ServeBenchmarkReport.Run?) -> String {
+                guard let run else { return "-" }
+                return String(format: "%.0f", run.requestsPerSecond) + (run.errors > 0 ? " (\(run.errors) errors)" : "")
+            }
+            Swift.print("")
+            Swift.print("First request to '\(report.snapshot)' at zero instances (GET \(report.firstRequestPath)), each trial from zero:")
+            Swift.print(Output.table(["WHAT", "TRIALS", "MIN", "P50", "P99", "MAX"], [
+                row("bare restore (restoreOne to first 2xx)", report.bareRestore),
+                row("first request through the gateway", report.firstRequest),
+            ]))
+            Swift.print(String(format: "first request p50 / bare restore p50 = %.2fx (target <= 3x)", report.firstRequestOverRestore))
+            Swift.print("")
+            Swift.print("Steady state, one instance, \(report.client) per run, after \(Int(report.warmupSeconds)) s of warm-up; reference proxy: \(report.reference).")
+            Swift.print("Requests per second, straight into the instance and through each proxy:")
+            var rows: [[String]] = []
+            for path in report.paths {
+                for (index, round) in path.rounds.enumerated() {
+                    rows.append([index == 0 ? path.path : "", String(index + 1), rate(round.direct), rate(round.gateway), rate(round.nginx)])
+                }
+            }
+            Swift.print(Output.table(["PATH", "ROUND", "DIRECT", "KILN", "NGINX"], rows))
+            Swift.print("Median of rounds (overhead: 1 - proxy/direct requests per second in the same round; CPU: per request):")
+            Swift.print(Output.table(
+                ["PATH", "KILN OVERHEAD", "NGINX OVERHEAD", "KILN CPU", "NGINX CPU", "SERVICE CPU"],
+                report.paths.map { path in
+                    [path.path, percent(path.gatewayOverhead), percent(path.nginxOverhead), cpu(path.gatewayCpuMsPerRequest), cpu(path.nginxCpuMsPerRequest),
+                     cpu(path.instanceCpuMsPerRequest)]
+                }))
+            for path in report.paths {
+                Swift.print("target: gateway overhead <= 15% of throughput on \(path.path): \(path.gatewayOverhead <= 0.15 ? "met" : "not met") (\(percent(path.gatewayOverhead)))")
+            }
+            Swift.print(report.notes)
         }
     }
 }

@@ -131,19 +131,28 @@ struct ParsingTests {
         #expect(throws: KilnError.self) { try SnapshotStore.validate(name: name) }
     }
 
-    @Test func wrkReportsItsThroughput() {
+    @Test func wrkReportsItsThroughputLatencyAndErrors() {
         let report = """
-            Running 3s test @ http://127.0.0.1:8080/greet
+            Running 5s test @ http://127.0.0.1:8080/greet
               1 threads and 8 connections
               Thread Stats   Avg      Stdev     Max   +/- Stdev
-                Latency     1.10ms    1.31ms  21.22ms   93.81%
-                Req/Sec     8.12k   502.34     8.93k    73.33%
-              24312 requests in 3.00s, 3.62MB read
-            Requests/sec:   8102.47
-            Transfer/sec:      1.21MB
+                Latency   571.33us    1.07ms  20.72ms   96.56%
+                Req/Sec    14.05k     1.71k   16.50k    70.00%
+              Latency Distribution
+                 50%  392.00us
+                 75%  521.00us
+                 90%  741.00us
+                 99%    5.33ms
+              70009 requests in 5.00s, 15.76MB read
+              Socket errors: connect 0, read 2, write 0, timeout 1
+              Non-2xx or 3xx responses: 12
+            Requests/sec:  14001.23
+            Transfer/sec:      3.15MB
             """
-        #expect(Kiln.wrkRequestsPerSecond(report) == 8102.47)
-        #expect(Kiln.wrkRequestsPerSecond("unable to connect to 127.0.0.1:8080 Connection refused") == nil)
+        #expect(Wrk.parse(report) == Wrk.Result(requests: 70009, requestsPerSecond: 14001.23, p50Ms: 0.392, p99Ms: 5.33, errors: 15))
+        #expect(Wrk.parse("unable to connect to 127.0.0.1:8080 Connection refused") == nil)
+        #expect(Wrk.milliseconds("1.02s") == 1020)
+        #expect(Wrk.milliseconds("12") == nil)
     }
 }
 

@@ -283,27 +283,40 @@ public final class Gateway: Service, Sendable {
     /// client's headers but those of its connection, `X-Forwarded-Host`, `-Prefix` and `-Proto`
     /// (replacing any the client sent), and a Content-Length for the body the gateway holds
     /// (a POST, PUT or PATCH always says how long its body is, even when it is empty).
+    ///
+    /// Made from the client's head in place: most requests have no field to drop, and the
+    /// fields array the parser made is then only appended to.
     static func forwardedHead(of head: HTTPRequestHead, host: String?, route: GatewayRoute, bodyLength: Int?) -> HTTPRequestHead {
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(head.headers.count + 5)
-        headers.add(name: "Host", value: host ?? "localhost")
-        for (name, value) in head.headers {
+        var forwarded = head
+        forwarded.version = .http1_1
+        forwarded.uri = route.path
+        var dropped: [String] = []
+        var hasHost = false
+        for (name, _) in head.headers {
             switch RequestField(name) {
-            case .kept: headers.add(name: name, value: value)
-            case .forwardedHost where host == nil, .forwardedPrefix where route.strippedPrefix == nil: headers.add(name: name, value: value)
-            case .connectionOnly, .host, .forwardedHost, .forwardedPrefix, .forwardedProto: break
+            case .kept: break
+            case .host: hasHost = true
+            case .forwardedHost where host == nil, .forwardedPrefix where route.strippedPrefix == nil: break
+            case .connectionOnly, .forwardedHost, .forwardedPrefix, .forwardedProto: dropped.append(name)
             }
         }
-        if let host { headers.add(name: "X-Forwarded-Host", value: host) }
-        if let prefix = route.strippedPrefix { headers.add(name: "X-Forwarded-Prefix", value: prefix) }
-        headers.add(name: "X-Forwarded-Proto", value: "http")
+        for name in dropped { forwarded.headers.remove(name: name) }
+        // The host an absolute-form target named replaces the Host field (RFC 9112 3.2.2).
+        if let host, host != head.headers.first(name: "host") {
+            forwarded.headers.remove(name: "host")
+            hasHost = false
+        }
+        if !hasHost { forwarded.headers.add(name: "Host", value: host ?? "localhost") }
+        if let host { forwarded.headers.add(name: "X-Forwarded-Host", value: host) }
+        if let prefix = route.strippedPrefix { forwarded.headers.add(name: "X-Forwarded-Prefix", value: prefix) }
+        forwarded.headers.add(name: "X-Forwarded-Proto", value: "http")
         let method = head.method
         if let bodyLength {
-            headers.add(name: "Content-Length", value: String(bodyLength))
+            forwarded.headers.add(name: "Content-Length", value: String(bodyLength))
         } else if method == .POST || method == .PUT || method == .PATCH {
-            headers.add(name: "Content-Length", value: "0")
+            forwarded.headers.add(name: "Content-Length", value: "0")
         }
-        return HTTPRequestHead(version: .http1_1, method: method, uri: route.path, headers: headers)
+        return forwarded
     }
 
     /// An instance's response head as the client gets it: without the headers of the
@@ -311,12 +324,10 @@ public final class Gateway: Service, Sendable {
     /// Its Content-Length stays: the body goes on unchanged.
     static func clientHead(of head: HTTPResponseHead, from instance: GatewayInstance) -> HTTPResponseHead {
         var head = head
-        if head.headers.contains(where: { isConnectionOnlyResponseField($0.name) }) {
-            var headers = HTTPHeaders()
-            headers.reserveCapacity(head.headers.count)
-            for (name, value) in head.headers where !isConnectionOnlyResponseField(name) { headers.add(name: name, value: value) }
-            head.headers = headers
-        }
+        // Usually one at most (a chunked response's Transfer-Encoding): removed in place.
+        var dropped: [String] = []
+        for (name, _) in head.headers where isConnectionOnlyResponseField(name) { dropped.append(name) }
+        for name in dropped { head.headers.remove(name: name) }
         head.headers.add(name: instanceHeader.rawName, value: instance.id)
         return head
     }

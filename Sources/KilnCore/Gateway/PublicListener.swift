@@ -173,6 +173,7 @@ final class GatewayRequestHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// gets a 400 first, unless a response is already on its way.
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if error is HTTPParserError, answering?.headWritten != true {
+            answering?.exchange?.cancel()
             answering = Answering(id: -1, version: .http1_1, keepAlive: false)
             let reply = Gateway.error(.badRequest, "bad-request", "the request is not valid HTTP/1.1: \(error)")
             writeHead(reply.nioHead)
