@@ -180,7 +180,7 @@ public final class Gateway: Service, Sendable {
     /// answer goes to `responder`, on `loop`. Returns the exchange when the request goes to an
     /// instance (to cancel it if the client leaves, or resume a streamed response), nil when
     /// the gateway answered it at once (no such function, a path it will not forward).
-    func forward(_ head: HTTPRequestHead, body: ByteBuffer?, on loop: any EventLoop, responder: any GatewayResponder) -> GatewayExchange? {
+    func forward(_ head: consuming HTTPRequestHead, body: ByteBuffer?, on loop: any EventLoop, responder: any GatewayResponder) -> GatewayExchange? {
         let arrival = ContinuousClock.now
         let (target, host) = Self.targetAndHost(of: head)
         let route: GatewayRoute
@@ -208,7 +208,7 @@ public final class Gateway: Service, Sendable {
                 to: responder)
             return nil
         }
-        let request = ForwardedRequest(head: Self.forwardedHead(of: head, host: host, route: route, bodyLength: body?.readableBytes), body: body)
+        let request = ForwardedRequest(head: Self.forwardedHead(of: consume head, host: host, route: route, bodyLength: body?.readableBytes), body: body)
         let exchange = GatewayExchange(gateway: self, pool: pool, request: request, on: loop, arrival: arrival, responder: responder)
         exchange.start()
         return exchange
@@ -286,23 +286,26 @@ public final class Gateway: Service, Sendable {
     ///
     /// Made from the client's head in place: most requests have no field to drop, and the
     /// fields array the parser made is then only appended to.
-    static func forwardedHead(of head: HTTPRequestHead, host: String?, route: GatewayRoute, bodyLength: Int?) -> HTTPRequestHead {
-        var forwarded = head
-        forwarded.version = .http1_1
-        forwarded.uri = route.path
+    static func forwardedHead(of head: consuming HTTPRequestHead, host: String?, route: GatewayRoute, bodyLength: Int?) -> HTTPRequestHead {
         var dropped: [String] = []
-        var hasHost = false
-        for (name, _) in head.headers {
+        var hostField: String?
+        for (name, value) in head.headers {
             switch RequestField(name) {
             case .kept: break
-            case .host: hasHost = true
+            case .host: hostField = hostField ?? value
             case .forwardedHost where host == nil, .forwardedPrefix where route.strippedPrefix == nil: break
             case .connectionOnly, .forwardedHost, .forwardedPrefix, .forwardedProto: dropped.append(name)
             }
         }
+        // The client's head is not used again: taken over, not copied (its storage and fields
+        // array are then changed where they are).
+        var forwarded = consume head
+        forwarded.version = .http1_1
+        forwarded.uri = route.path
         for name in dropped { forwarded.headers.remove(name: name) }
+        var hasHost = hostField != nil
         // The host an absolute-form target named replaces the Host field (RFC 9112 3.2.2).
-        if let host, host != head.headers.first(name: "host") {
+        if let host, host != hostField, hasHost {
             forwarded.headers.remove(name: "host")
             hasHost = false
         }
@@ -310,7 +313,7 @@ public final class Gateway: Service, Sendable {
         if let host { forwarded.headers.add(name: "X-Forwarded-Host", value: host) }
         if let prefix = route.strippedPrefix { forwarded.headers.add(name: "X-Forwarded-Prefix", value: prefix) }
         forwarded.headers.add(name: "X-Forwarded-Proto", value: "http")
-        let method = head.method
+        let method = forwarded.method
         if let bodyLength {
             forwarded.headers.add(name: "Content-Length", value: String(bodyLength))
         } else if method == .POST || method == .PUT || method == .PATCH {

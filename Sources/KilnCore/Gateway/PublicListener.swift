@@ -230,7 +230,7 @@ final class GatewayRequestHandler: ChannelDuplexHandler, RemovableChannelHandler
             }
             let body = self.body.flatMap { $0.readableBytes > 0 ? $0 : nil }
             self.body = nil
-            let exchange = gateway.forward(head, body: body, on: context.eventLoop, responder: self)
+            let exchange = gateway.forward(consume head, body: body, on: context.eventLoop, responder: self)
             // Unless the gateway answered at once (and this is a later request by now).
             if answering?.id == id { answering?.exchange = exchange }
         }
