@@ -33,10 +33,10 @@ struct HTTPConnectionTests {
         do {
             _ = try await connection.execute(request, timeout: .seconds(30))
             Issue.record("a request on a closed connection succeeded")
-        } catch HTTPConnection.Failure.closedBeforeResponse {
+        } catch TransportFailure.notSent {
             // Expected: nothing reached the server.
         } catch {
-            Issue.record("expected closedBeforeResponse, got \(error)")
+            Issue.record("expected notSent, got \(error)")
         }
         #expect(started.duration(to: .now) < .seconds(5), "it must fail at once, not at the timeout")
     }

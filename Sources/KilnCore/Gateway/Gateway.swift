@@ -38,6 +38,16 @@ public struct GatewayResponse: Sendable {
     public var status: HTTPResponse.Status { head.status }
     public var bodyText: String { String(buffer: body) }
 
+    /// A response as NIOHTTP1 parsed it, in HTTPTypes' terms.
+    init(_ head: HTTPResponseHead, body: ByteBuffer) {
+        var fields = HTTPFields()
+        fields.reserveCapacity(head.headers.count)
+        for (name, value) in head.headers {
+            if let name = HTTPField.Name(name) { fields.append(HTTPField(name: name, value: value)) }
+        }
+        self.init(head: HTTPResponse(status: .init(code: Int(head.status.code), reasonPhrase: head.status.reasonPhrase), headerFields: fields), body: body)
+    }
+
     /// The head in NIOHTTP1's terms, with the body's length.
     var nioHead: HTTPResponseHead {
         var head = HTTPResponseHead(head)
@@ -458,11 +468,7 @@ private final class ResponseCollector: GatewayResponder {
 
     func writeEnd() {
         guard let head else { return abort() }
-        var fields = HTTPFields()
-        for (name, value) in head.headers {
-            if let name = HTTPField.Name(name) { fields.append(HTTPField(name: name, value: value)) }
-        }
-        continuation?.resume(returning: GatewayResponse(head: HTTPResponse(status: .init(code: Int(head.status.code)), headerFields: fields), body: body))
+        continuation?.resume(returning: GatewayResponse(head, body: body))
         continuation = nil
     }
 
