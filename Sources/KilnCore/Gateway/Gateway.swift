@@ -310,8 +310,10 @@ public final class Gateway: Service, Sendable {
         // The client's head is not used again: taken over, not copied (its storage and fields
         // array are then changed where they are).
         var forwarded = consume head
-        forwarded.version = .http1_1
+        if forwarded.version != .http1_1 { forwarded.version = .http1_1 }
         forwarded.uri = route.path
+        // Room for the fields added below, at once rather than by doubling.
+        forwarded.headers.reserveCapacity(forwarded.headers.count + 5)
         for name in dropped { forwarded.headers.remove(name: name) }
         var hasHost = hostField != nil
         // The host an absolute-form target named replaces the Host field (RFC 9112 3.2.2).
@@ -334,15 +336,24 @@ public final class Gateway: Service, Sendable {
 
     /// An instance's response head as the client gets it: without the headers of the
     /// instance's connection (the client's connection is the gateway's), and naming the instance.
-    /// Its Content-Length stays: the body goes on unchanged.
+    /// Its Content-Length stays (the body goes on unchanged), but on a 1xx or 204 response,
+    /// which has no body and must not claim one (RFC 9110 8.6).
+    ///
+    /// The fields are copied once into an array with room for the ones still to come (this one,
+    /// the length the gateway may set, the client's framing): the parser's array is shared, so
+    /// changing it in place would copy it anyway, and then again to grow it.
     static func clientHead(of head: HTTPResponseHead, from instance: GatewayInstance) -> HTTPResponseHead {
-        var head = head
-        // Usually one at most (a chunked response's Transfer-Encoding): removed in place.
-        var dropped: [String] = []
-        for (name, _) in head.headers where isConnectionOnlyResponseField(name) { dropped.append(name) }
-        for name in dropped { head.headers.remove(name: name) }
-        head.headers.add(name: instanceHeader.rawName, value: instance.id)
-        return head
+        let bodiless = head.status.code / 100 == 1 || head.status == .noContent
+        var fields = HTTPHeaders()
+        fields.reserveCapacity(head.headers.count + 3)
+        for (name, value) in head.headers where !isConnectionOnlyResponseField(name) {
+            if bodiless, name.equalsIgnoringASCIICase("content-length") { continue }
+            fields.add(name: name, value: value)
+        }
+        fields.add(name: instanceHeader.rawName, value: instance.id)
+        var client = head
+        client.headers = fields
+        return client
     }
 
     /// RFC 9110 7.6.1's hop-by-hop fields (and Transfer-Encoding: the framing to the client is

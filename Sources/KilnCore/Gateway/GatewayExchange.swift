@@ -6,7 +6,8 @@ import NIOHTTP1
 /// (``GatewayRequestHandler``), or a collector (``Gateway/handle(_:)``). Called on the
 /// exchange's event loop, in order: a head, body parts, then an end or an abort.
 protocol GatewayResponder: AnyObject {
-    func writeHead(_ head: HTTPResponseHead)
+    /// The head; its Content-Length, when it has one, gives the length of the body to come.
+    func writeHead(_ head: consuming HTTPResponseHead)
     /// Writes a part of the body; nothing is sent before ``flush()`` or ``writeEnd()``.
     func writeBody(_ part: ByteBuffer)
     func flush()
@@ -142,7 +143,7 @@ final class GatewayExchange: ResponseReceiver {
         } else {
             body!.writeImmutableBuffer(part)
         }
-        if body!.readableBytes > Self.bufferedResponseBytes, let head {
+        if body!.readableBytes > Self.bufferedResponseBytes, let head = head.take() {
             // Too long to hold: from here on the client gets it as it comes.
             streaming = true
             responder?.writeHead(head)
@@ -159,11 +160,16 @@ final class GatewayExchange: ResponseReceiver {
         pool.metrics.recordRequest(.answered, arrival.duration(to: .now))
         if streaming {
             responder?.writeEnd()
-        } else if var head {
-            let body = self.body ?? ByteBuffer()
+        } else if var head = head.take() {
+            // Taken out of `self`, the head has one owner: the fields change in place.
+            let body = self.body.take() ?? ByteBuffer()
             // A HEAD response keeps the Content-Length the instance gave (that of the GET body
-            // it did not send); any other says how long the body it brings is.
-            if request.head.method != .HEAD { head.headers.replaceOrAdd(name: "Content-Length", value: String(body.readableBytes)) }
+            // it did not send), as do 1xx, 204 and 304 ones (no body); any other says how long
+            // the body it brings is.
+            if request.head.method != .HEAD, head.status.mayHaveResponseBody {
+                if head.headers.contains(name: "content-length") { head.headers.remove(name: "content-length") }
+                head.headers.add(name: "Content-Length", value: String(body.readableBytes))
+            }
             respond(head, body)
         }
         finish()
@@ -233,7 +239,7 @@ final class GatewayExchange: ResponseReceiver {
         finish()
     }
 
-    private func respond(_ head: HTTPResponseHead, _ body: ByteBuffer) {
+    private func respond(_ head: consuming HTTPResponseHead, _ body: ByteBuffer) {
         guard let responder else { return }
         responder.writeHead(head)
         if body.readableBytes > 0 { responder.writeBody(body) }

@@ -26,8 +26,11 @@ struct InstanceConnection: @unchecked Sendable {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     // The request heads are the gateway's, built from what the client's parser
-                    // accepted: validating them again would only cost time.
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers(enableOutboundHeaderValidation: false)
+                    // accepted, with their framing (a Content-Length for any body) set: validating
+                    // or re-framing them would only cost time (and copies of their fields).
+                    var encoder = HTTPRequestEncoder.Configuration()
+                    encoder.automaticallySetFramingHeaders = false
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers(enableOutboundHeaderValidation: false, encoderConfiguration: encoder)
                     try channel.pipeline.syncOperations.addHandler(InstanceConnectionHandler(onReusable: onReusable))
                 }
             }

@@ -83,18 +83,18 @@ public final class PooledInstanceTransport: InstanceTransport {
         var discarded: [InstanceConnection] = []
         defer { for connection in discarded { connection.close() } }
         return idle.withLock { table -> InstanceConnection? in
-            guard var entries = table[id] else { return nil }
-            defer { table[id] = entries }
-            var index = entries.endIndex
-            while index > entries.startIndex {
+            guard table[id] != nil else { return nil }
+            // Changed where it is in the table (`table[id]!`), not copied out and back.
+            var index = table[id]!.endIndex
+            while index > 0 {
                 index -= 1
-                let entry = entries[index]
+                let entry = table[id]![index]
                 guard entry.connection.channel.isActive, entry.since.duration(to: now) < maxIdleTime else {
-                    discarded.append(entries.remove(at: index).connection)
+                    discarded.append(table[id]!.remove(at: index).connection)
                     continue
                 }
                 if entry.connection.channel.eventLoop === loop {
-                    return entries.remove(at: index).connection
+                    return table[id]!.remove(at: index).connection
                 }
             }
             return nil

@@ -64,7 +64,12 @@ final class PublicListener: Service, Sendable {
                     // their headers again would only cost time. Malformed requests are answered by
                     // GatewayRequestHandler (NIO's error handler would be one more stage every
                     // response part passes through).
-                    try sync.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false)
+                    // GatewayRequestHandler frames responses itself (see writeHead): NIO's
+                    // encoder would otherwise look for and remove fields on every response.
+                    var encoder = HTTPResponseEncoder.Configuration()
+                    encoder.automaticallySetFramingHeaders = false
+                    try sync.configureHTTPServerPipeline(
+                        withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false, withEncoderConfiguration: encoder)
                     try sync.addHandler(GatewayRequestHandler(gateway: gateway, maxBodyBytes: maxBodyBytes))
                 }
             }
@@ -100,6 +105,7 @@ final class GatewayRequestHandler: ChannelDuplexHandler, RemovableChannelHandler
     private struct Answering {
         var id: Int
         var version: HTTPVersion
+        var method: HTTPMethod
         var keepAlive: Bool
         var exchange: GatewayExchange?
         var headWritten = false
@@ -174,7 +180,7 @@ final class GatewayRequestHandler: ChannelDuplexHandler, RemovableChannelHandler
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if error is HTTPParserError, answering?.headWritten != true {
             answering?.exchange?.cancel()
-            answering = Answering(id: -1, version: .http1_1, keepAlive: false)
+            answering = Answering(id: -1, version: .http1_1, method: .GET, keepAlive: false)
             let reply = Gateway.error(.badRequest, "bad-request", "the request is not valid HTTP/1.1: \(error)")
             writeHead(reply.nioHead)
             writeBody(reply.body)
@@ -220,7 +226,7 @@ final class GatewayRequestHandler: ChannelDuplexHandler, RemovableChannelHandler
             self.head = nil
             requestCount += 1
             let id = requestCount
-            answering = Answering(id: id, version: head.version, keepAlive: head.isKeepAlive)
+            answering = Answering(id: id, version: head.version, method: head.method, keepAlive: head.isKeepAlive)
             if bodyTooLarge {
                 let reply = Gateway.error(.contentTooLarge, "body-too-large", "the request body exceeds \(maxBodyBytes) bytes")
                 writeHead(reply.nioHead)
@@ -240,11 +246,23 @@ final class GatewayRequestHandler: ChannelDuplexHandler, RemovableChannelHandler
 
     var isWritable: Bool { context?.channel.isWritable ?? true }
 
-    func writeHead(_ head: HTTPResponseHead) {
+    /// Writes the head in the client's HTTP version and frames the body for it (NIO's encoder does
+    /// not, here): a body of known length has its Content-Length; one of unknown length (streamed
+    /// from the instance) goes in chunks to an HTTP/1.1 client and, to an HTTP/1.0 one, ends with
+    /// the connection; HEAD, 1xx, 204 and 304 responses have none.
+    func writeHead(_ head: consuming HTTPResponseHead) {
         guard let context, var answering else { return }
         var head = head
-        head.version = answering.version
-        let delimited = head.headers.contains(name: "content-length") || answering.version.minor >= 1
+        if head.version != answering.version { head.version = answering.version }
+        let hasBody = answering.method != .HEAD && head.status.mayHaveResponseBody
+        var delimited = true
+        if hasBody, !head.headers.contains(name: "content-length") {
+            if answering.version.minor >= 1 {
+                head.headers.add(name: "Transfer-Encoding", value: "chunked")
+            } else {
+                delimited = false
+            }
+        }
         answering.keepOpen = answering.keepAlive && !quiescing && delimited
         if !answering.keepOpen, answering.version.major == 1, answering.version.minor >= 1 {
             head.headers.add(name: "Connection", value: "close")
