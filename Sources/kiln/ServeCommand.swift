@@ -58,6 +58,8 @@ struct Serve: AsyncParsableCommand {
         try await reporting(common) {
             var logger = Logger(label: "kiln.gateway") { StreamLogHandler.standardError(label: $0) }
             logger.logLevel = common.verbose ? .debug : .info
+            // Bad options are refused before anything is touched.
+            let configuration = try makeConfiguration()
             // runc and CRIU calls are logged only with -v, as in every other command.
             let keyring = try keys.keyring()
             var kiln = try Kiln.open(logger: common.makeLogger(), toDo: "run the gateway")
@@ -72,7 +74,6 @@ struct Serve: AsyncParsableCommand {
                     "network_namespaces": "\(garbage.networkNamespaces.count)", "directories": "\(garbage.directories.count)",
                     "cgroups": "\(garbage.cgroups.count)"])
             }
-            let configuration = try makeConfiguration()
             let gateway = Gateway(
                 configuration: configuration, provider: KilnInstanceProvider(
                     kiln: kiln, readinessTimeout: configuration.readinessTimeout, coldStartFallback: !noColdStartFallback, logger: logger),
