@@ -58,6 +58,26 @@ struct GatewayForwardingTests {
         }
     }
 
+    @Test func aClientThatReadsSlowlyHoldsTheServiceBackInsteadOfFillingTheGatewaysMemory() async throws {
+        try await withForwardingGateway { port, service, _ in
+            let size = 64 << 20
+            let channel = try await connect(port: port)
+            try await channel.executeThenClose { inbound, outbound in
+                try await outbound.write(ByteBuffer(string: "GET /hello/huge?n=\(size) HTTP/1.1\r\nHost: x\r\n\r\n"))
+                // Nothing is read for a while: the socket buffers on the way fill up (a few MiB
+                // each on loopback), then the gateway stops reading from the service.
+                try await Task.sleep(for: .seconds(1))
+                #expect(service.bytesWritten < size / 2, "the service wrote \(service.bytesWritten) bytes to a client that read none")
+                var received = 0
+                for try await chunk in inbound {
+                    received += chunk.readableBytes
+                    if received >= size { break }
+                }
+                #expect(received > size, "the whole body (and its chunk framing) arrives in the end")
+            }
+        }
+    }
+
     @Test func headNoContentAndHTTP10AreFramedAsHTTPSays() async throws {
         try await withForwardingGateway { port, _, _ in
             // HEAD keeps the length of the body it does not get; the connection goes on.
@@ -271,6 +291,7 @@ private func dechunk(_ body: String) -> String {
 /// | `/silent` | nothing, ever |
 /// | `/cut`, `/cut-big` | a head promising 100 bytes (1 MiB), a tenth of them, then a close |
 /// | `/hold` | `held` once ``release()`` is called |
+/// | `/huge?n=N` | N bytes without a length, written only while the connection takes them |
 final class FakeService: Sendable {
     private struct State {
         var connections = 0
@@ -278,6 +299,7 @@ final class FakeService: Sendable {
         var held: [@Sendable () -> Void] = []
         var released = false
         var gateway: Gateway?
+        var bytesWritten = 0
     }
 
     let port: Int
@@ -317,6 +339,10 @@ final class FakeService: Sendable {
     }
 
     fileprivate func counted() { state.withLock { $0.requests += 1 } }
+
+    /// Body bytes handed to the kernel for `/huge` so far.
+    var bytesWritten: Int { state.withLock { $0.bytesWritten } }
+    fileprivate func wrote(_ count: Int) { state.withLock { $0.bytesWritten += count } }
 
     /// Holds `answer` until ``release()`` (at once if it was).
     fileprivate func hold(_ answer: @escaping @Sendable () -> Void) {
@@ -361,6 +387,9 @@ private final class FakeServiceHandler: ChannelInboundHandler {
     private let box: StateBox
     private var head: HTTPRequestHead?
     private var body = ""
+    /// What `/huge` still has to write.
+    private var hugeLeft = 0
+    private var writingHuge = false
 
     init(box: StateBox) {
         self.box = box
@@ -427,11 +456,38 @@ private final class FakeServiceHandler: ChannelInboundHandler {
                     handler.respond(context, .ok, body: "held")
                 }
             }
+        case "/huge":
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok))), promise: nil)
+            hugeLeft = n
+            writeHuge(context)
         case "/silent":
             break
         default:
             respond(context, .notFound, body: "no such path")
         }
+    }
+
+    /// Writes `/huge`'s body while the connection takes it (NIO's writability), the way a server
+    /// that respects back-pressure does.
+    private func writeHuge(_ context: ChannelHandlerContext) {
+        // A flush can make the channel writable again, and NIO says so from within the write:
+        // the loop below is already running then.
+        guard !writingHuge else { return }
+        writingHuge = true
+        defer { writingHuge = false }
+        let part = ByteBuffer(repeating: UInt8(ascii: "h"), count: 64 << 10)
+        while hugeLeft > 0, context.channel.isWritable {
+            let count = min(hugeLeft, part.readableBytes)
+            hugeLeft -= count
+            box.service?.wrote(count)
+            context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(part.getSlice(at: 0, length: count)!))), promise: nil)
+            if hugeLeft == 0 { context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil) }
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, hugeLeft > 0 { writeHuge(context) }
+        context.fireChannelWritabilityChanged()
     }
 
     private func respond(_ context: ChannelHandlerContext, _ status: HTTPResponseStatus, body: String) {
