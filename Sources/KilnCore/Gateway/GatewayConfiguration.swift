@@ -163,7 +163,7 @@ public struct GatewayConfiguration: Sendable {
 
     /// A quarter of the cores, at least one. The gateway shares its machine with the instances
     /// it runs, and a few loops batch more work per wake-up than many: measured on 2 cores
-    /// under `wrk`, one loop cost 40-44 µs of CPU per proxied request where two cost 55-74 µs
+    /// under `wrk`, one loop cost 40-45 µs of CPU per proxied request where two cost 55-74 µs
     /// (two threads also wake each other and share the pools' locks and counters). One loop
     /// forwards some 25,000 small requests a second.
     public static var defaultListenerThreads: Int { max(1, System.coreCount / 4) }
