@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Logging
 import NIOCore
+import NIOPosix
 import Synchronization
 import Testing
 
@@ -223,4 +224,34 @@ func concurrently(_ gateway: Gateway, count: Int, _ request: @escaping @Sendable
 /// The value of one sample line (`name{labels} value`) of a Prometheus exposition.
 func metricValue(_ exposition: String, _ series: String) -> Double? {
     exposition.split(separator: "\n").first { $0.hasPrefix(series + " ") }.flatMap { Double($0.split(separator: " ").last ?? "") }
+}
+
+/// A raw TCP connection to a listener on loopback, half-closable.
+func connectRaw(port: Int) async throws -> NIOAsyncChannel<ByteBuffer, ByteBuffer> {
+    try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        .channelOption(.allowRemoteHalfClosure, value: true)
+        // An address, not a host name: name resolution runs on NIO's shared blocking pool,
+        // which the integration tests running alongside may keep busy.
+        .connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: port)) { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+            }
+        }
+}
+
+/// Writes `text` on a new connection (then shuts the sending side down, unless told not to) and
+/// returns everything received until the server closes the connection. With `toleratingReset`,
+/// a connection the server resets returns what came before instead of throwing.
+func rawExchange(port: Int, _ text: String, halfClose: Bool = true, toleratingReset: Bool = false) async throws -> String {
+    try await connectRaw(port: port).executeThenClose { inbound, outbound in
+        try await outbound.write(ByteBuffer(string: text))
+        if halfClose { outbound.finish() }
+        var received = ""
+        do {
+            for try await chunk in inbound { received += String(buffer: chunk) }
+        } catch where toleratingReset {
+            // What arrived before the reset is the answer.
+        }
+        return received
+    }
 }

@@ -90,25 +90,3 @@ private func withListener(
     }
     #expect(provider.running.isEmpty)
 }
-
-/// Writes `text` on a new connection (then shuts the sending side down, unless told not to) and
-/// returns everything received until the server closes the connection.
-private func rawExchange(port: Int, _ text: String, halfClose: Bool = true) async throws -> String {
-    let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-        .channelOption(.allowRemoteHalfClosure, value: true)
-        // An address, not a host name: name resolution runs on NIO's shared blocking pool,
-        // which the integration tests running alongside may keep busy.
-        .connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: port)) { channel in
-            channel.eventLoop.makeCompletedFuture {
-                try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
-                    wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
-            }
-        }
-    return try await channel.executeThenClose { inbound, outbound in
-        try await outbound.write(ByteBuffer(string: text))
-        if halfClose { outbound.finish() }
-        var received = ""
-        for try await chunk in inbound { received += String(buffer: chunk) }
-        return received
-    }
-}

@@ -339,6 +339,7 @@ extension Duration {
     var nanoseconds: Int64 {
         let (whole, overflow) = components.seconds.multipliedReportingOverflow(by: 1_000_000_000)
         guard !overflow else { return components.seconds < 0 ? .min : .max }
-        return whole.addingReportingOverflow(components.attoseconds / 1_000_000_000).overflow ? .max : whole + components.attoseconds / 1_000_000_000
+        let (total, overflowed) = whole.addingReportingOverflow(components.attoseconds / 1_000_000_000)
+        return overflowed ? .max : total
     }
 }

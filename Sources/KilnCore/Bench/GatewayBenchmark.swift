@@ -176,7 +176,7 @@ extension Kiln {
         if !setup.withReference {
             referenceNote = "none (--no-reference)"
         } else if let nginx = ReferenceProxy.executable {
-            reference = try await ReferenceProxy.start(nginx, function: function, endpoint: instance.endpoint)
+            reference = try await ReferenceProxy.start(nginx, nsenter: setup.wrk.nsenter, function: function, endpoint: instance.endpoint)
             referenceNote = "nginx (\(nginx), one worker, keep-alive to the instance, inside its network namespace)"
         } else {
             referenceNote = "none: nginx is not installed (apt-get install nginx-light; make setup does)"
@@ -214,23 +214,21 @@ extension Kiln {
             case .nginx: "http://127.0.0.1:\(reference?.port ?? 0)/\(function)\(path)"
             }
         }
+        /// CPU seconds the proxy on `target`'s path has used so far: the gateway is this process.
+        func proxyCPUSeconds(_ target: Target) -> Double? {
+            switch target {
+            case .direct: nil
+            case .gateway: ProcessInspector.ownCPUTime().milliseconds / 1000
+            case .nginx: reference.flatMap { ProcessInspector.cpuSeconds(of: $0.pid) }
+            }
+        }
         /// One run with the CPU the proxy and the instance spent during it.
         func run(_ target: Target, _ path: String, seconds: Int? = nil) async throws -> ServeBenchmarkReport.Run {
-            let proxyBefore: Double? =
-                switch target {
-                case .direct: nil
-                case .gateway: ProcessInspector.ownCPUTime().milliseconds / 1000
-                case .nginx: reference.flatMap { ProcessInspector.cpuSeconds(of: $0.pid) }
-                }
+            let proxyBefore = proxyCPUSeconds(target)
             let instanceBefore = ProcessInspector.cpuSeconds(of: instance.pid) ?? 0
             let result = try await wrk.run(url(target, path), inNetworkNamespace: target == .gateway ? nil : netns, seconds: seconds)
             let instanceSeconds = (ProcessInspector.cpuSeconds(of: instance.pid) ?? 0) - instanceBefore
-            let proxyAfter: Double? =
-                switch target {
-                case .direct: nil
-                case .gateway: ProcessInspector.ownCPUTime().milliseconds / 1000
-                case .nginx: reference.flatMap { ProcessInspector.cpuSeconds(of: $0.pid) }
-                }
+            let proxyAfter = proxyCPUSeconds(target)
             let requests = Double(max(result.requests, 1))
             var proxyMs: Double?
             if let proxyBefore, let proxyAfter { proxyMs = (proxyAfter - proxyBefore) * 1000 / requests }
@@ -241,7 +239,7 @@ extension Kiln {
 
         // A restored JVM is only as warm as the snapshot's warmup made it (a few hundred
         // requests): under load it goes on compiling for tens of seconds, and its CPU per request
-        // falls several-fold (0.45 to 0.1 ms for /greet here). Rounds taken meanwhile compare a
+        // falls several-fold (~1 ms to ~0.07 ms for /greet here). Rounds taken meanwhile compare a
         // moving target, and a heavier service makes any proxy look cheaper. So: load every path
         // every way until the service's CPU per request stops falling on the first path (no new
         // low by 5% in the last five slices; CPU per request, unlike requests/s, hardly depends

@@ -21,12 +21,11 @@ struct ReferenceProxy: Sendable {
     private let directory: String
 
     /// nginx, or nil when it is not installed (the reference is then skipped).
-    static var executable: String? {
-        ExecutableSearch.find("nginx", in: (ProcessInfo.processInfo.environment["PATH"] ?? "") + ":/usr/sbin:/sbin")
-    }
+    static var executable: String? { ExecutableSearch.find("nginx") }
 
-    /// Starts nginx for `function` in front of `endpoint` and waits until it accepts connections.
-    static func start(_ executable: String, function: String, endpoint: ServiceEndpoint) async throws -> ReferenceProxy {
+    /// Starts nginx for `function` in front of `endpoint` (entering its network namespace with
+    /// `nsenter`) and waits until it accepts connections.
+    static func start(_ executable: String, nsenter: String, function: String, endpoint: ServiceEndpoint) async throws -> ReferenceProxy {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kiln-bench-nginx-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         do {
@@ -34,7 +33,7 @@ struct ReferenceProxy: Sendable {
             try configuration(function: function, servicePort: endpoint.port, port: port, directory: directory)
                 .write(toFile: "\(directory)/nginx.conf", atomically: true, encoding: .utf8)
             let pid = try Subprocess.spawn(
-                ExecutableSearch.find("nsenter", in: (ProcessInfo.processInfo.environment["PATH"] ?? "") + ":/usr/bin") ?? "nsenter",
+                nsenter,
                 [
                     "--net=\(endpoint.networkNamespacePath)", executable, "-p", directory, "-c", "\(directory)/nginx.conf", "-e", "\(directory)/error.log",
                     "-g", "daemon off; master_process off;",

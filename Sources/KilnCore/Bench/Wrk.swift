@@ -21,11 +21,10 @@ struct Wrk: Sendable {
 
     /// wrk and nsenter from PATH, or `tool-missing` saying how to install them.
     init(connections: Int, seconds: Int) throws {
-        let searchPath = (ProcessInfo.processInfo.environment["PATH"] ?? "") + ":/usr/bin:/bin"
-        guard let wrk = ExecutableSearch.find("wrk", in: searchPath) else {
+        guard let wrk = ExecutableSearch.find("wrk") else {
             throw KilnError(.toolMissing, "wrk is not installed: the gateway's throughput is measured with it", hint: "apt-get install wrk (make setup does)")
         }
-        guard let nsenter = ExecutableSearch.find("nsenter", in: searchPath) else {
+        guard let nsenter = ExecutableSearch.find("nsenter") else {
             throw KilnError(.toolMissing, "nsenter is not installed: the direct runs load the instance from inside its network namespace", hint: "apt-get install util-linux")
         }
         executable = wrk

@@ -199,23 +199,20 @@ public final class Gateway: Service, Sendable {
         } catch {
             switch error {
             case .noFunction:
-                Self.respond(
-                    Self.error(.notFound, "function-not-found", "no function in the request path", hint: "call /<function>/<path>, e.g. /hello/greet"),
-                    to: responder)
+                responder.respond(
+                    Self.error(.notFound, "function-not-found", "no function in the request path", hint: "call /<function>/<path>, e.g. /hello/greet"))
             case .invalidTarget(let problem):
-                Self.respond(
-                    Self.error(.badRequest, "invalid-path", "the request path cannot be forwarded: \(problem)", hint: "resolve '.' and '..' before sending"),
-                    to: responder)
+                responder.respond(
+                    Self.error(.badRequest, "invalid-path", "the request path cannot be forwarded: \(problem)", hint: "resolve '.' and '..' before sending"))
             }
             return nil
         }
         guard let pool = pool(for: route.function) else {
             metrics.unknownFunctionRequests.increment()
-            Self.respond(
+            responder.respond(
                 Self.error(
                     .notFound, "function-not-found", "no function named '\(route.function)'", function: route.function,
-                    hint: "functions are snapshot names: 'kiln ls' lists them, 'kiln bake \(route.function) ...' makes one"),
-                to: responder)
+                    hint: "functions are snapshot names: 'kiln ls' lists them, 'kiln bake \(route.function) ...' makes one"))
             return nil
         }
         let request = ForwardedRequest(head: Self.forwardedHead(of: consume head, host: host, route: route, bodyLength: body?.readableBytes), body: body)
@@ -271,18 +268,17 @@ public final class Gateway: Service, Sendable {
         case forwardedProto
 
         init(_ name: String) {
+            if Gateway.isConnectionField(name) {
+                self = .connectionOnly
+                return
+            }
             // Sorted by length first: most headers are ruled out by one comparison.
             switch name.utf8.count {
-            case 2: self = name.equalsIgnoringASCIICase("te") ? .connectionOnly : .kept
             case 4: self = name.equalsIgnoringASCIICase("host") ? .host : .kept
             case 6: self = name.equalsIgnoringASCIICase("expect") ? .connectionOnly : .kept
-            case 7: self = name.equalsIgnoringASCIICase("upgrade") || name.equalsIgnoringASCIICase("trailer") ? .connectionOnly : .kept
-            case 10: self = name.equalsIgnoringASCIICase("connection") || name.equalsIgnoringASCIICase("keep-alive") ? .connectionOnly : .kept
             case 14: self = name.equalsIgnoringASCIICase("content-length") ? .connectionOnly : .kept
-            case 16:
-                self = name.equalsIgnoringASCIICase("proxy-connection") ? .connectionOnly : name.equalsIgnoringASCIICase("x-forwarded-host") ? .forwardedHost : .kept
-            case 17:
-                self = name.equalsIgnoringASCIICase("transfer-encoding") ? .connectionOnly : name.equalsIgnoringASCIICase("x-forwarded-proto") ? .forwardedProto : .kept
+            case 16: self = name.equalsIgnoringASCIICase("x-forwarded-host") ? .forwardedHost : .kept
+            case 17: self = name.equalsIgnoringASCIICase("x-forwarded-proto") ? .forwardedProto : .kept
             case 18: self = name.equalsIgnoringASCIICase("x-forwarded-prefix") ? .forwardedPrefix : .kept
             default: self = .kept
             }
@@ -346,7 +342,7 @@ public final class Gateway: Service, Sendable {
         let bodiless = head.status.code / 100 == 1 || head.status == .noContent
         var fields = HTTPHeaders()
         fields.reserveCapacity(head.headers.count + 3)
-        for (name, value) in head.headers where !isConnectionOnlyResponseField(name) {
+        for (name, value) in head.headers where !isConnectionField(name) {
             if bodiless, name.equalsIgnoringASCIICase("content-length") { continue }
             fields.add(name: name, value: value)
         }
@@ -356,9 +352,9 @@ public final class Gateway: Service, Sendable {
         return client
     }
 
-    /// RFC 9110 7.6.1's hop-by-hop fields (and Transfer-Encoding: the framing to the client is
-    /// the gateway's).
-    private static func isConnectionOnlyResponseField(_ name: String) -> Bool {
+    /// RFC 9110 7.6.1's hop-by-hop fields, and Transfer-Encoding (framing): they describe one
+    /// connection, and the gateway has two, each framed by itself. Dropped both ways.
+    static func isConnectionField(_ name: String) -> Bool {
         switch name.utf8.count {
         case 2: name.equalsIgnoringASCIICase("te")
         case 7: name.equalsIgnoringASCIICase("upgrade") || name.equalsIgnoringASCIICase("trailer")
@@ -367,12 +363,6 @@ public final class Gateway: Service, Sendable {
         case 17: name.equalsIgnoringASCIICase("transfer-encoding")
         default: false
         }
-    }
-
-    private static func respond(_ response: GatewayResponse, to responder: any GatewayResponder) {
-        responder.writeHead(response.nioHead)
-        if response.body.readableBytes > 0 { responder.writeBody(response.body) }
-        responder.writeEnd()
     }
 
     // MARK: Errors

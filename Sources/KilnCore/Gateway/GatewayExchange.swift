@@ -20,6 +20,20 @@ protocol GatewayResponder: AnyObject {
     var isWritable: Bool { get }
 }
 
+extension GatewayResponder {
+    /// Writes a whole response: its head, its body if any, its end.
+    func respond(_ head: consuming HTTPResponseHead, body: ByteBuffer) {
+        writeHead(head)
+        if body.readableBytes > 0 { writeBody(body) }
+        writeEnd()
+    }
+
+    /// Writes one of the gateway's own responses (errors), with its length.
+    func respond(_ response: GatewayResponse) {
+        respond(response.nioHead, body: response.body)
+    }
+}
+
 /// One request's way through the gateway, on the event loop of the connection it came in on:
 /// lease an instance of its function (at once, or after waiting for one to start or free up),
 /// forward the request, retry what never reached an instance, and answer.
@@ -167,10 +181,9 @@ final class GatewayExchange: ResponseReceiver {
             // it did not send), as do 1xx, 204 and 304 ones (no body); any other says how long
             // the body it brings is.
             if request.head.method != .HEAD, head.status.mayHaveResponseBody {
-                if head.headers.contains(name: "content-length") { head.headers.remove(name: "content-length") }
-                head.headers.add(name: "Content-Length", value: String(body.readableBytes))
+                head.headers.replaceOrAdd(name: "Content-Length", value: String(body.readableBytes))
             }
-            respond(head, body)
+            responder?.respond(head, body: body)
         }
         finish()
     }
@@ -235,15 +248,8 @@ final class GatewayExchange: ResponseReceiver {
 
     private func answer(_ response: GatewayResponse, outcome: GatewayMetrics.Outcome) {
         pool.metrics.recordRequest(outcome, arrival.duration(to: .now))
-        respond(response.nioHead, response.body)
+        responder?.respond(response)
         finish()
-    }
-
-    private func respond(_ head: consuming HTTPResponseHead, _ body: ByteBuffer) {
-        guard let responder else { return }
-        responder.writeHead(head)
-        if body.readableBytes > 0 { responder.writeBody(body) }
-        responder.writeEnd()
     }
 
     private func finish() {

@@ -1,11 +1,6 @@
 import NIOCore
-import NIOHTTP1
 import NIOPosix
 import Synchronization
-
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Talks to instances over keep-alive HTTP/1.1 connections, kept idle per instance between
 /// requests.
