@@ -27,7 +27,7 @@ bench-memory: samples build   ## 8 restored copies sharing pages vs cold starts;
 	$(KILN) bench memory hello --copies $${COPIES:-8}
 
 # A release build: a debug build's gateway spends several times the CPU it would in production.
-bench-serve: samples build   ## gateway: first request at zero vs bare restore (20 trials); throughput direct, through kiln and through nginx (wrk)
+bench-serve: samples build   ## gateway: first request at zero vs bare restore (20 trials); throughput direct, through kiln and through nginx (wrk), instance on its own core and sharing all
 	@./scripts/bake-sample.sh
 	$(SWIFT) build -c release --product kiln-shim
 	$(SWIFT) build -c release --product kiln

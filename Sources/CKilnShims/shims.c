@@ -128,3 +128,23 @@ int kiln_is_in_memory(const char *path) {
     if (statfs(path, &info) != 0) return -1;
     return info.f_type == 0x01021994 /* TMPFS_MAGIC */ || info.f_type == (typeof(info.f_type))0x858458f6 /* RAMFS_MAGIC */;
 }
+
+int kiln_get_thread_cpus(pid_t tid, unsigned char *mask, size_t mask_bytes) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(tid, sizeof(set), &set) != 0) return -1;
+    memset(mask, 0, mask_bytes);
+    for (size_t core = 0; core < mask_bytes * 8 && core < CPU_SETSIZE; core++) {
+        if (CPU_ISSET(core, &set)) mask[core / 8] |= (unsigned char)(1u << (core % 8));
+    }
+    return 0;
+}
+
+int kiln_set_thread_cpus(pid_t tid, const unsigned char *mask, size_t mask_bytes) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (size_t core = 0; core < mask_bytes * 8 && core < CPU_SETSIZE; core++) {
+        if (mask[core / 8] & (1u << (core % 8))) CPU_SET(core, &set);
+    }
+    return sched_setaffinity(tid, sizeof(set), &set);
+}

@@ -133,6 +133,14 @@ extension Bench {
         @Flag(help: "Do not measure nginx as a reference proxy beside kiln.")
         var noReference = false
 
+        @Option(
+            name: .customLong("placement"),
+            help: """
+                Where the runs place the processes (repeatable; default both): isolated (the instance on half the cores, \
+                the proxies and wrk on the others, as a function deployed with CPUs of its own) or shared (everything on every core).
+                """)
+        var placements: [CPUPlacement] = []
+
         @OptionGroup var keys: KeyOptions
 
         @OptionGroup var common: CommonOptions
@@ -144,7 +152,7 @@ extension Bench {
                 let json = common.json
                 let report = try await kiln.benchmarkGateway(
                     manifest, trials: trials, loadPaths: paths.isEmpty ? ["/greet"] : paths, connections: connections, seconds: seconds,
-                    rounds: rounds, withReference: !noReference
+                    rounds: rounds, withReference: !noReference, placements: placements.isEmpty ? CPUPlacement.allCases : placements
                 ) { line in
                     if !json { Output.progress(line) }
                 }
@@ -162,6 +170,7 @@ extension Bench {
             }
             func percent(_ value: Double?) -> String { value.map { String(format: "%.1f%%", $0 * 100) } ?? "-" }
             func cpu(_ value: Double?) -> String { value.map { String(format: "%.3f ms", $0) } ?? "-" }
+            func cores(_ list: [Int]) -> String { list.map(String.init).joined(separator: ",") }
             func rate(_ run: ServeBenchmarkReport.Run?) -> String {
                 guard let run else { return "-" }
                 return String(format: "%.0f", run.requestsPerSecond) + (run.errors > 0 ? " (\(run.errors) errors)" : "")
@@ -178,22 +187,38 @@ extension Bench {
             Swift.print("Requests per second, straight into the instance and through each proxy:")
             var rows: [[String]] = []
             for path in report.paths {
-                for (index, round) in path.rounds.enumerated() {
-                    rows.append([index == 0 ? path.path : "", String(index + 1), rate(round.direct), rate(round.gateway), rate(round.nginx)])
+                for (placementIndex, placement) in path.placements.enumerated() {
+                    for (index, round) in placement.rounds.enumerated() {
+                        rows.append([
+                            placementIndex == 0 && index == 0 ? path.path : "", index == 0 ? placement.placement.rawValue : "", String(index + 1),
+                            rate(round.direct), rate(round.gateway), rate(round.nginx),
+                        ])
+                    }
                 }
             }
-            Swift.print(Output.table(["PATH", "ROUND", "DIRECT", "KILN", "NGINX"], rows))
+            Swift.print(Output.table(["PATH", "PLACEMENT", "ROUND", "DIRECT", "KILN", "NGINX"], rows))
             Swift.print("Median of rounds (overhead: 1 - proxy/direct requests per second in the same round; CPU: per request):")
             Swift.print(Output.table(
-                ["PATH", "KILN OVERHEAD", "NGINX OVERHEAD", "KILN CPU", "NGINX CPU", "SERVICE CPU"],
-                report.paths.map { path in
-                    [path.path, percent(path.gatewayOverhead), percent(path.nginxOverhead), cpu(path.gatewayCpuMsPerRequest), cpu(path.nginxCpuMsPerRequest),
-                     cpu(path.instanceCpuMsPerRequest)]
+                ["PATH", "PLACEMENT", "INSTANCE CORES", "KILN OVERHEAD", "NGINX OVERHEAD", "KILN CPU", "NGINX CPU", "SERVICE CPU"],
+                report.paths.flatMap { path in
+                    path.placements.map { result in
+                        [path.path, result.placement.rawValue, cores(result.instanceCores), percent(result.gatewayOverhead), percent(result.nginxOverhead),
+                         cpu(result.gatewayCpuMsPerRequest), cpu(result.nginxCpuMsPerRequest), cpu(result.instanceCpuMsPerRequest)]
+                    }
                 }))
-            for path in report.paths {
-                Swift.print("target: gateway overhead <= 15% of throughput on \(path.path): \(path.gatewayOverhead <= 0.15 ? "met" : "not met") (\(percent(path.gatewayOverhead)))")
+            for placement in CPUPlacement.allCases {
+                let results = report.paths.flatMap { path in path.placements.filter { $0.placement == placement }.map { (path.path, $0) } }
+                guard !results.isEmpty else { continue }
+                Swift.print("\(placement.rawValue): \(placement.summary)")
+                for (path, result) in results {
+                    Swift.print(
+                        "  target: gateway overhead <= 15% of throughput on \(path): \(result.gatewayOverhead <= 0.15 ? "met" : "not met") "
+                            + "(kiln \(percent(result.gatewayOverhead)), nginx \(percent(result.nginxOverhead)))")
+                }
             }
             Swift.print(report.notes)
         }
     }
 }
+
+extension CPUPlacement: ExpressibleByArgument {}

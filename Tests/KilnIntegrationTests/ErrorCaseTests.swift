@@ -151,6 +151,16 @@ extension Integration {
 
                 _ = try await host.kiln.bake(BakeRequest(
                     name: "victim", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"), compact: false))
+
+                // bench serve's options are checked before anything is restored.
+                let twice = try runKiln(["bench", "serve", "victim", "--placement", "shared", "--placement", "shared"], environment: host.environment)
+                #expect(twice.status == .exited(2))
+                #expect(twice.stderr.contains("each placement at most once"))
+                let unknown = try runKiln(["bench", "serve", "victim", "--placement", "nowhere"], environment: host.environment)
+                #expect(unknown.status == .exited(64))
+                #expect(unknown.stderr.contains("isolated") && unknown.stderr.contains("shared"))
+                #expect(host.kiln.instanceRecords().isEmpty)
+
                 let images = host.kiln.store.imageDirectory(of: "victim")
                 let manifest = try host.kiln.store.load("victim")
                 let pages = try #require(manifest.files.first { $0.path.hasPrefix("pages-") })

@@ -48,4 +48,12 @@ int kiln_is_nsfs(const char *path);
 /// Returns 1, 0, or -1 with errno.
 int kiln_is_in_memory(const char *path);
 
+/// sched_getaffinity(tid, ...) (a glibc extension the Glibc module does not import): the cores
+/// thread `tid` (0: the caller) may run on, one bit per core in `mask` (`mask_bytes` long, core 0
+/// the lowest bit of byte 0). Returns 0, or -1 with errno.
+int kiln_get_thread_cpus(pid_t tid, unsigned char *mask, size_t mask_bytes);
+
+/// sched_setaffinity(tid, ...), with `mask` as for kiln_get_thread_cpus. Returns 0, or -1 with errno.
+int kiln_set_thread_cpus(pid_t tid, const unsigned char *mask, size_t mask_bytes);
+
 #endif

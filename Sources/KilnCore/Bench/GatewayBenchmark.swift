@@ -71,9 +71,12 @@ public struct ServeBenchmarkReport: Codable, Sendable {
         public var nginx: Run?
     }
 
-    public struct PathResult: Codable, Sendable {
-        /// As the service sees it (`/greet`; through the gateway `/<function>/greet`).
-        public var path: String
+    /// The rounds of one path under one ``CPUPlacement``.
+    public struct PlacementResult: Codable, Sendable {
+        public var placement: CPUPlacement
+        /// The cores the instance ran on, and those of the proxies and wrk.
+        public var instanceCores: [Int]
+        public var proxyCores: [Int]
         public var rounds: [Round]
         /// 1 - kiln/direct requests per second, median of the rounds' ratios (target <= 0.15).
         public var gatewayOverhead: Double
@@ -83,6 +86,13 @@ public struct ServeBenchmarkReport: Codable, Sendable {
         public var gatewayCpuMsPerRequest: Double
         public var nginxCpuMsPerRequest: Double?
         public var instanceCpuMsPerRequest: Double
+    }
+
+    public struct PathResult: Codable, Sendable {
+        /// As the service sees it (`/greet`; through the gateway `/<function>/greet`).
+        public var path: String
+        /// One per placement measured, in the order asked for.
+        public var placements: [PlacementResult]
     }
 }
 
@@ -100,14 +110,22 @@ extension Kiln {
     /// Every instance (and nginx) is stopped before this returns.
     public func benchmarkGateway(
         _ manifest: SnapshotManifest, trials: Int = 20, loadPaths: [String] = ["/greet"], connections: Int = 8, seconds: Int = 5,
-        rounds: Int = 6, withReference: Bool = true, progress: @escaping @Sendable (String) -> Void = { _ in }
+        rounds: Int = 6, withReference: Bool = true, placements: [CPUPlacement] = CPUPlacement.allCases, progress: @escaping @Sendable (String) -> Void = { _ in }
     ) async throws -> ServeBenchmarkReport {
         guard (1...200).contains(trials), (1...256).contains(connections), (1...3600).contains(seconds), (1...20).contains(rounds),
-            (1...8).contains(loadPaths.count), loadPaths.allSatisfy(InputValidation.isRequestPath)
+            (1...8).contains(loadPaths.count), loadPaths.allSatisfy(InputValidation.isRequestPath), !placements.isEmpty,
+            Set(placements).count == placements.count
         else {
             throw KilnError(
-                .invalidArgument, "bench serve takes trials 1-200, connections 1-256, seconds 1-3600, rounds 1-20 and 1-8 paths starting with /",
-                hint: "e.g. kiln bench serve hello --trials 20 --path /greet --seconds 5")
+                .invalidArgument,
+                "bench serve takes trials 1-200, connections 1-256, seconds 1-3600, rounds 1-20, 1-8 paths starting with / and each placement at most once",
+                hint: "e.g. kiln bench serve hello --trials 20 --path /greet --seconds 5 --placement isolated")
+        }
+        let cores = CPUAffinity.current()
+        if placements.contains(.isolated), CPUSplit.isolating(cores) == nil {
+            throw KilnError(
+                .invalidArgument, "the isolated placement needs two cores or more (one for the instance, one for the rest); this process may use \(cores.count)",
+                hint: "measure with --placement shared")
         }
         let wrk = try Wrk(connections: connections, seconds: seconds)
         // Concurrency matches the load so the gateway queues nothing the instance would not.
@@ -126,7 +144,8 @@ extension Kiln {
             }
             do {
                 let setup = ThroughputSetup(
-                    wrk: wrk, paths: loadPaths, rounds: rounds, withReference: withReference, threads: configuration.listenerThreads)
+                    wrk: wrk, paths: loadPaths, rounds: rounds, withReference: withReference, threads: configuration.listenerThreads,
+                    placements: placements, cores: cores)
                 let report = try await measure(manifest, gateway: gateway, port: await server.boundPorts().listen, trials: trials, setup, progress: progress)
                 await server.shutdown()
                 try await group.waitForAll()
@@ -145,6 +164,16 @@ extension Kiln {
         var rounds: Int
         var withReference: Bool
         var threads: Int
+        var placements: [CPUPlacement]
+        /// Every core this process may use (what `shared` spreads over, and `isolated` splits).
+        var cores: [Int]
+
+        func split(_ placement: CPUPlacement) -> CPUSplit {
+            switch placement {
+            case .isolated: CPUSplit.isolating(cores) ?? .sharing(cores)
+            case .shared: .sharing(cores)
+            }
+        }
     }
 
     private func measure(
@@ -192,7 +221,7 @@ extension Kiln {
                 firstRequest: firstSummary, firstRequestOverRestore: bareSummary.p50 > 0 ? firstSummary.p50 / bareSummary.p50 : 0,
                 client: setup.wrk.description, connections: setup.wrk.connections, warmupSeconds: result.warmupSeconds, paths: result.paths,
                 reference: referenceNote,
-                notes: "wrk, the gateway (\(setup.threads) thread\(setup.threads == 1 ? "" : "s")), nginx and the service share this machine's \(ProcessInfo.processInfo.activeProcessorCount) cores; keep-alive connections on every path; per-instance concurrency = connections")
+                notes: "this process may use cores \(setup.cores.map(String.init).joined(separator: ",")); the gateway has \(setup.threads) listener thread\(setup.threads == 1 ? "" : "s"); keep-alive connections on every path; per-instance concurrency = connections")
         } catch {
             await reference?.stop()
             throw error
@@ -237,6 +266,14 @@ extension Kiln {
                 proxyCpuMsPerRequest: proxyMs, instanceCpuMsPerRequest: instanceSeconds * 1000 / requests)
         }
 
+        /// Moves the instance (every process in its cgroup) to `split.instance`, and this process
+        /// (the gateway; wrk and nsenter are its children) and nginx to `split.front`.
+        func place(_ split: CPUSplit) throws {
+            for pid in ProcessInspector.pids(inCgroup: instance.cgroupPath) { try CPUAffinity.pin(pid, to: split.instance) }
+            try CPUAffinity.pin(0, to: split.front)
+            if let reference { try CPUAffinity.pin(reference.pid, to: split.front) }
+        }
+
         // A restored JVM is only as warm as the snapshot's warmup made it (a few hundred
         // requests): under load it goes on compiling for tens of seconds, and its CPU per request
         // falls several-fold (~1 ms to ~0.07 ms for /greet here). Rounds taken meanwhile compare a
@@ -267,33 +304,59 @@ extension Kiln {
             format: "warmed up in %.0f s: the service's CPU per request on %@ went from %.3f to %.3f ms (direct: %.0f to %.0f req/s)", warmupSeconds,
             setup.paths[0], warmupCost.first ?? 0, warmupCost.last ?? 0, warmupRates.first ?? 0, warmupRates.last ?? 0))
 
+        // Placements alternate within each round (and targets rotate within each placement), so
+        // drift on a busy machine hits every figure alike.
         var results: [ServeBenchmarkReport.PathResult] = []
-        for path in setup.paths {
-            var rounds: [ServeBenchmarkReport.Round] = []
-            for round in 0..<setup.rounds {
-                // Each target leads in turn, so drift on a busy machine hits them alike.
-                var order: [Target] = reference == nil ? [.direct, .gateway] : [.direct, .gateway, .nginx]
-                order = Array(order[(round % order.count)...] + order[..<(round % order.count)])
-                var runs: [Target: ServeBenchmarkReport.Run] = [:]
-                for target in order { runs[target] = try await run(target, path) }
-                let result = ServeBenchmarkReport.Round(direct: runs[.direct]!, gateway: runs[.gateway]!, nginx: runs[.nginx])
-                rounds.append(result)
-                progress(
-                    String(format: "%@ round %d/%d: direct %.0f req/s, kiln %.0f req/s (%.3f ms CPU/request)", path, round + 1, setup.rounds,
-                        result.direct.requestsPerSecond, result.gateway.requestsPerSecond, result.gateway.proxyCpuMsPerRequest ?? 0)
-                        + (result.nginx.map { String(format: ", nginx %.0f req/s (%.3f ms CPU/request)", $0.requestsPerSecond, $0.proxyCpuMsPerRequest ?? 0) } ?? ""))
+        do {
+            for path in setup.paths {
+                var rounds: [CPUPlacement: [ServeBenchmarkReport.Round]] = [:]
+                for round in 0..<setup.rounds {
+                    for placement in Self.rotated(setup.placements, by: round) {
+                        let split = setup.split(placement)
+                        try place(split)
+                        var runs: [Target: ServeBenchmarkReport.Run] = [:]
+                        let targets: [Target] = reference == nil ? [.direct, .gateway] : [.direct, .gateway, .nginx]
+                        for target in Self.rotated(targets, by: round) {
+                            runs[target] = try await run(target, path)
+                        }
+                        let result = ServeBenchmarkReport.Round(direct: runs[.direct]!, gateway: runs[.gateway]!, nginx: runs[.nginx])
+                        rounds[placement, default: []].append(result)
+                        progress(
+                            String(format: "%@ round %d/%d, %@: direct %.0f req/s, kiln %.0f req/s (%.3f ms CPU/request)", path, round + 1, setup.rounds,
+                                placement.rawValue, result.direct.requestsPerSecond, result.gateway.requestsPerSecond,
+                                result.gateway.proxyCpuMsPerRequest ?? 0)
+                                + (result.nginx.map { String(format: ", nginx %.0f req/s (%.3f ms CPU/request)", $0.requestsPerSecond, $0.proxyCpuMsPerRequest ?? 0) } ?? ""))
+                    }
+                }
+                results.append(ServeBenchmarkReport.PathResult(
+                    path: path, placements: setup.placements.map { Self.summarize($0, setup.split($0), rounds[$0] ?? []) }))
             }
-            let median = { (values: [Double]) in Percentiles(values).p50 }
-            let nginxRounds = rounds.compactMap { round in round.nginx.map { (round.direct, $0) } }
-            results.append(ServeBenchmarkReport.PathResult(
-                path: path, rounds: rounds,
-                gatewayOverhead: 1 - median(rounds.map { $0.gateway.requestsPerSecond / max($0.direct.requestsPerSecond, 1) }),
-                nginxOverhead: nginxRounds.isEmpty ? nil : 1 - median(nginxRounds.map { $1.requestsPerSecond / max($0.requestsPerSecond, 1) }),
-                gatewayCpuMsPerRequest: median(rounds.compactMap(\.gateway.proxyCpuMsPerRequest)),
-                nginxCpuMsPerRequest: nginxRounds.isEmpty ? nil : median(nginxRounds.compactMap(\.1.proxyCpuMsPerRequest)),
-                instanceCpuMsPerRequest: median(rounds.map(\.direct.instanceCpuMsPerRequest))))
+            try place(.sharing(setup.cores))
+        } catch {
+            try? place(.sharing(setup.cores))
+            throw error
         }
         return (warmupSeconds, results)
+    }
+
+    /// `items` starting from its `offset`-th (wrapping round).
+    private static func rotated<Item>(_ items: [Item], by offset: Int) -> [Item] {
+        let start = offset % items.count
+        return Array(items[start...] + items[..<start])
+    }
+
+    private static func summarize(
+        _ placement: CPUPlacement, _ split: CPUSplit, _ rounds: [ServeBenchmarkReport.Round]
+    ) -> ServeBenchmarkReport.PlacementResult {
+        let median = { (values: [Double]) in Percentiles(values).p50 }
+        let nginxRounds = rounds.compactMap { round in round.nginx.map { (round.direct, $0) } }
+        return ServeBenchmarkReport.PlacementResult(
+            placement: placement, instanceCores: split.instance, proxyCores: split.front, rounds: rounds,
+            gatewayOverhead: 1 - median(rounds.map { $0.gateway.requestsPerSecond / max($0.direct.requestsPerSecond, 1) }),
+            nginxOverhead: nginxRounds.isEmpty ? nil : 1 - median(nginxRounds.map { $1.requestsPerSecond / max($0.requestsPerSecond, 1) }),
+            gatewayCpuMsPerRequest: median(rounds.compactMap(\.gateway.proxyCpuMsPerRequest)),
+            nginxCpuMsPerRequest: nginxRounds.isEmpty ? nil : median(nginxRounds.compactMap(\.1.proxyCpuMsPerRequest)),
+            instanceCpuMsPerRequest: median(rounds.map(\.direct.instanceCpuMsPerRequest)))
     }
 
     /// Sends one request on a new connection and returns how long the answer took (ms).
