@@ -29,6 +29,8 @@ PACKAGES=(
   # `kiln bench serve` loads the gateway with wrk (a lean client in its own process) and measures
   # nginx beside it as the reference proxy (no daemon is started: see policy-rc.d below).
   wrk nginx-light
+  # The benchmark report's plots (bench/report.py): `make test` checks them too, rather than skip.
+  python3-matplotlib
   openjdk-17-jdk-headless
   podman  # the export/import interop tests restore with Podman (pulls conmon, containernetworking-plugins)
   libspring-web-servlet-java libspring-web-java libspring-context-java libspring-beans-java
