@@ -3,13 +3,9 @@ import Testing
 
 @testable import KilnCore
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 @Suite("CPU placement of bench serve")
 struct CPUPlacementTests {
-    @Test func isolatingGivesTheInstanceTheUpperHalfAndSharesNoCore() throws {
+    @Test func isolatingGivesTheInstanceTheUpperHalfAndSharesNoCore() {
         #expect(CPUSplit.isolating([0]) == nil)
         #expect(CPUSplit.isolating([]) == nil)
         #expect(CPUSplit.isolating([0, 1]) == CPUSplit(instance: [1], front: [0]))

@@ -122,10 +122,18 @@ extension Kiln {
                 hint: "e.g. kiln bench serve hello --trials 20 --path /greet --seconds 5 --placement isolated")
         }
         let cores = CPUAffinity.current()
-        if placements.contains(.isolated), CPUSplit.isolating(cores) == nil {
-            throw KilnError(
-                .invalidArgument, "the isolated placement needs two cores or more (one for the instance, one for the rest); this process may use \(cores.count)",
-                hint: "measure with --placement shared")
+        let splits = try placements.map { placement -> (CPUPlacement, CPUSplit) in
+            switch placement {
+            case .shared: return (placement, .sharing(cores))
+            case .isolated:
+                guard let split = CPUSplit.isolating(cores) else {
+                    throw KilnError(
+                        .invalidArgument,
+                        "the isolated placement needs two cores or more (one for the instance, one for the rest); this process may use \(cores.count)",
+                        hint: "measure with --placement shared")
+                }
+                return (placement, split)
+            }
         }
         let wrk = try Wrk(connections: connections, seconds: seconds)
         // Concurrency matches the load so the gateway queues nothing the instance would not.
@@ -145,7 +153,7 @@ extension Kiln {
             do {
                 let setup = ThroughputSetup(
                     wrk: wrk, paths: loadPaths, rounds: rounds, withReference: withReference, threads: configuration.listenerThreads,
-                    placements: placements, cores: cores)
+                    placements: splits, cores: cores)
                 let report = try await measure(manifest, gateway: gateway, port: await server.boundPorts().listen, trials: trials, setup, progress: progress)
                 await server.shutdown()
                 try await group.waitForAll()
@@ -164,16 +172,10 @@ extension Kiln {
         var rounds: Int
         var withReference: Bool
         var threads: Int
-        var placements: [CPUPlacement]
-        /// Every core this process may use (what `shared` spreads over, and `isolated` splits).
+        /// The placements asked for, in order, with their cores.
+        var placements: [(placement: CPUPlacement, split: CPUSplit)]
+        /// Every core this process may use (what every process is put back on at the end).
         var cores: [Int]
-
-        func split(_ placement: CPUPlacement) -> CPUSplit {
-            switch placement {
-            case .isolated: CPUSplit.isolating(cores) ?? .sharing(cores)
-            case .shared: .sharing(cores)
-            }
-        }
     }
 
     private func measure(
@@ -306,16 +308,15 @@ extension Kiln {
 
         // Placements alternate within each round (and targets rotate within each placement), so
         // drift on a busy machine hits every figure alike.
+        let targets: [Target] = reference == nil ? [.direct, .gateway] : [.direct, .gateway, .nginx]
         var results: [ServeBenchmarkReport.PathResult] = []
         do {
             for path in setup.paths {
                 var rounds: [CPUPlacement: [ServeBenchmarkReport.Round]] = [:]
                 for round in 0..<setup.rounds {
-                    for placement in Self.rotated(setup.placements, by: round) {
-                        let split = setup.split(placement)
+                    for (placement, split) in Self.rotated(setup.placements, by: round) {
                         try place(split)
                         var runs: [Target: ServeBenchmarkReport.Run] = [:]
-                        let targets: [Target] = reference == nil ? [.direct, .gateway] : [.direct, .gateway, .nginx]
                         for target in Self.rotated(targets, by: round) {
                             runs[target] = try await run(target, path)
                         }
@@ -329,7 +330,7 @@ extension Kiln {
                     }
                 }
                 results.append(ServeBenchmarkReport.PathResult(
-                    path: path, placements: setup.placements.map { Self.summarize($0, setup.split($0), rounds[$0] ?? []) }))
+                    path: path, placements: setup.placements.map { Self.summarize($0, $1, rounds[$0] ?? []) }))
             }
             try place(.sharing(setup.cores))
         } catch {
