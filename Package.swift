@@ -6,7 +6,6 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "kiln", targets: ["kiln"]),
-        .library(name: "KilnCore", targets: ["KilnCore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -22,25 +21,58 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.0"),
     ],
     targets: [
-        // Thin command-line front end: parses arguments, calls KilnCore, prints results.
-        .executableTarget(
-            name: "kiln",
+        // The layers, lowest first. Each may import only the layers above it in this list (the
+        // compiler enforces it: a target sees only the modules it depends on). See
+        // docs/architecture.md for what each owns.
+
+        // Linux calls Swift's Glibc module does not expose cleanly (setns, prctl, SIOCSIFFLAGS).
+        .target(name: "CKilnShims"),
+        // The host: errors, subprocesses, /proc, cgroups, mounts, namespaces, privileges, memory.
+        .target(
+            name: "KilnSystem",
+            dependencies: ["CKilnShims", .product(name: "Logging", package: "swift-log")]
+        ),
+        // OCI: sandbox spec, typed runtime config and seccomp, bundles, the runtime client
+        // behind ContainerRuntime (runc), CRIU, container image configs, references and digests.
+        .target(
+            name: "KilnOCI",
             dependencies: [
-                "KilnCore",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "KilnSystem",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // Everything kiln does, one folder per concern (Snapshot, Sandbox, CRIU, Instance, Bake, ...).
+        // Snapshots at rest: manifest, store, digests, cipher, keys, the decrypted-image cache.
         .target(
-            name: "KilnCore",
+            name: "KilnSnapshot",
             dependencies: [
-                "CKilnShims",
+                "KilnSystem", "KilnOCI",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The engine: one sandbox lifecycle, bake, restore, instances, gc, image import, export.
+        // No HTTP server, no metrics library, no benchmark code.
+        .target(
+            name: "KilnEngine",
+            dependencies: [
+                "CKilnShims", "KilnSystem", "KilnOCI", "KilnSnapshot",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        // kiln serve: routing, scaling from zero, the function pools, metrics, the admin API.
+        // The only target that imports Hummingbird and Prometheus.
+        .target(
+            name: "KilnGateway",
+            dependencies: [
+                "KilnSystem", "KilnOCI", "KilnSnapshot", "KilnEngine",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -51,19 +83,39 @@ let package = Package(
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
             ]
         ),
+        // Every benchmark, the load generator and the soak: never part of the product's engine.
+        .target(
+            name: "KilnBench",
+            dependencies: [
+                "CKilnShims", "KilnSystem", "KilnOCI", "KilnSnapshot", "KilnEngine", "KilnGateway",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
+        // The commands, one per file, grouped by noun; output and the JSON error document.
+        .target(
+            name: "KilnCLI",
+            dependencies: [
+                "KilnSystem", "KilnOCI", "KilnSnapshot", "KilnEngine", "KilnGateway", "KilnBench",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The executable: main only.
+        .executableTarget(name: "kiln", dependencies: ["KilnCLI"]),
         // Per-container supervisor: holds the container's stdio pipes, logs them, reaps it.
         .executableTarget(name: "kiln-shim"),
-        // Linux calls Swift's Glibc module does not expose cleanly (setns, prctl, SIOCSIFFLAGS).
-        .target(name: "CKilnShims"),
         .testTarget(
             name: "KilnCoreTests",
-            dependencies: ["KilnCore"],
+            dependencies: ["KilnSystem", "KilnOCI", "KilnSnapshot", "KilnEngine", "KilnGateway", "KilnBench"],
             // The fuzz tests' seed corpus, read through #filePath (not a resource).
             exclude: ["FuzzCorpus"]
         ),
         .testTarget(
             name: "KilnIntegrationTests",
-            dependencies: ["KilnCore"],
+            dependencies: ["KilnSystem", "KilnOCI", "KilnSnapshot", "KilnEngine", "KilnGateway", "KilnBench"],
             // The script that builds the --image tests' OCI image, run through #filePath.
             exclude: ["Fixtures"]
         ),

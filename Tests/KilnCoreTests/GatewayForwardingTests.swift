@@ -1,4 +1,10 @@
 import Foundation
+@testable import KilnBench
+@testable import KilnEngine
+@testable import KilnGateway
+@testable import KilnOCI
+@testable import KilnSnapshot
+@testable import KilnSystem
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -6,7 +12,6 @@ import NIOPosix
 import Synchronization
 import Testing
 
-@testable import KilnCore
 
 /// The gateway's data path over real sockets: a client on loopback, the public listener, the
 /// pooled transport, and a stand-in service (``FakeService``, plain NIO) in place of a JVM.

@@ -1,9 +1,14 @@
 import Foundation
 import HTTPTypes
+@testable import KilnBench
+@testable import KilnEngine
+@testable import KilnGateway
+@testable import KilnOCI
+@testable import KilnSnapshot
+@testable import KilnSystem
 import NIOCore
 import Testing
 
-@testable import KilnCore
 
 @Suite("gateway queueing and scaling (fake instances)")
 struct GatewayScalingTests {

@@ -1,10 +1,15 @@
 import Foundation
 import HTTPTypes
+@testable import KilnBench
+@testable import KilnEngine
+@testable import KilnGateway
+@testable import KilnOCI
+@testable import KilnSnapshot
+@testable import KilnSystem
 import Logging
 import NIOCore
 import Testing
 
-@testable import KilnCore
 
 @Suite("gateway listeners over loopback (fake instances)")
 struct GatewayServerTests {

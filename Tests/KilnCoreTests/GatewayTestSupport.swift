@@ -1,12 +1,17 @@
 import Foundation
 import HTTPTypes
+@testable import KilnBench
+@testable import KilnEngine
+@testable import KilnGateway
+@testable import KilnOCI
+@testable import KilnSnapshot
+@testable import KilnSystem
 import Logging
 import NIOCore
 import NIOPosix
 import Synchronization
 import Testing
 
-@testable import KilnCore
 
 /// A fake ``InstanceProvider``: "launches" are counted, take `launchDelay`, and produce
 /// instances whose liveness the test controls. No root, no containers.

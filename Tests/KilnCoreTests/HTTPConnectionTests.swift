@@ -1,11 +1,15 @@
 import Foundation
 import HTTPTypes
+@testable import KilnBench
+@testable import KilnEngine
+@testable import KilnGateway
+@testable import KilnOCI
+@testable import KilnSnapshot
+@testable import KilnSystem
 import NIOCore
 import NIOHTTP1
 import NIOPosix
 import Testing
-
-@testable import KilnCore
 
 #if canImport(Glibc)
 import Glibc

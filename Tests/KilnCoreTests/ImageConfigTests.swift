@@ -1,7 +1,12 @@
 import Foundation
+@testable import KilnBench
+@testable import KilnEngine
+@testable import KilnGateway
+@testable import KilnOCI
+@testable import KilnSnapshot
+@testable import KilnSystem
 import Testing
 
-@testable import KilnCore
 
 @Suite("images: references, OCI layouts and configs for kiln bake --image")
 struct ImageConfigTests {

@@ -1,6 +1,11 @@
+@testable import KilnBench
+@testable import KilnEngine
+@testable import KilnGateway
+@testable import KilnOCI
+@testable import KilnSnapshot
+@testable import KilnSystem
 import Testing
 
-@testable import KilnCore
 
 @Suite("JVM compaction")
 struct JVMCompactorTests {

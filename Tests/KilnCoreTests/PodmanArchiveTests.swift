@@ -1,7 +1,12 @@
 import Foundation
+@testable import KilnBench
+@testable import KilnEngine
+@testable import KilnGateway
+@testable import KilnOCI
+@testable import KilnSnapshot
+@testable import KilnSystem
 import Testing
 
-@testable import KilnCore
 
 @Suite struct PodmanArchiveTests {
     /// The base image is a valid tar that `podman load` reads as a docker-archive, and its id

@@ -1,10 +1,15 @@
 import HTTPTypes
+@testable import KilnBench
+@testable import KilnEngine
+@testable import KilnGateway
+@testable import KilnOCI
+@testable import KilnSnapshot
+@testable import KilnSystem
 import Logging
 import NIOCore
 import NIOPosix
 import Testing
 
-@testable import KilnCore
 
 /// The public listener's HTTP/1.1 on the wire: what a client library would not show (pipelining,
 /// half-closed connections, `Connection: close`, HTTP/1.0), over loopback with fake instances.

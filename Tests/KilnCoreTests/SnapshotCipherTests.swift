@@ -1,7 +1,11 @@
 import Foundation
+@testable import KilnBench
+@testable import KilnEngine
+@testable import KilnGateway
+@testable import KilnOCI
+@testable import KilnSnapshot
+@testable import KilnSystem
 import Testing
-
-@testable import KilnCore
 
 #if canImport(Glibc)
 import Glibc

@@ -1,5 +1,10 @@
 import Foundation
-import KilnCore
+import KilnBench
+import KilnEngine
+import KilnGateway
+import KilnOCI
+import KilnSnapshot
+import KilnSystem
 import Testing
 
 extension Integration {

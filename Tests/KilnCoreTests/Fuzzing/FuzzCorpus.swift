@@ -1,4 +1,10 @@
 import Foundation
+import KilnBench
+import KilnEngine
+import KilnGateway
+import KilnOCI
+import KilnSnapshot
+import KilnSystem
 
 /// The committed seed corpus, `Tests/KilnCoreTests/FuzzCorpus/` (see its README), found from
 /// this file's path so it needs no package resources.

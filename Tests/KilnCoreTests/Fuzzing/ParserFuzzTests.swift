@@ -1,7 +1,12 @@
 import Foundation
+@testable import KilnBench
+@testable import KilnEngine
+@testable import KilnGateway
+@testable import KilnOCI
+@testable import KilnSnapshot
+@testable import KilnSystem
 import Testing
 
-@testable import KilnCore
 
 /// Issue 7, "Bad input": every parser of what files, users and the admin API give kiln answers a
 /// bad input with a ``KilnError`` of the right kind that names the problem, and anything it

@@ -1,9 +1,14 @@
 import Foundation
 import HTTPTypes
+@testable import KilnBench
+@testable import KilnEngine
+@testable import KilnGateway
+@testable import KilnOCI
+@testable import KilnSnapshot
+@testable import KilnSystem
 import NIOHTTP1
 import Testing
 
-@testable import KilnCore
 
 /// Issue 7, "Bad input", for the gateway: any request target and Host header is routed to a
 /// function with a path that starts with `/` and cannot climb above the service's root, or gets

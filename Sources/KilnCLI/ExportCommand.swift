@@ -1,0 +1,109 @@
+import ArgumentParser
+import Foundation
+import KilnBench
+import KilnEngine
+import KilnGateway
+import KilnOCI
+import KilnSnapshot
+import KilnSystem
+
+struct Export: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a snapshot as a Podman checkpoint archive (podman container restore --import reads it).",
+        discussion: """
+            The archive holds the service's process memory, unencrypted and uncompressed whatever the snapshot's \
+            --encrypt or --compress (secrets included: keys, tokens, --env values): it is written mode 0600; keep it like \
+            the snapshot store. An encrypted snapshot needs its --key. Podman also needs kiln's empty base image \
+            (written beside the archive, --base-image): podman load -i it first, and restore with --runtime runc.
+            """)
+
+    @Argument(help: "Snapshot name.")
+    var name: String
+
+    @Option(name: .shortAndLong, help: "The archive to write (default: NAME.tar.zst; zstd, as Podman 4.3 compresses its exports).")
+    var output: String?
+
+    @Option(help: "Where to write kiln's empty base image for 'podman load -i' (default: kiln-root-image.tar beside the archive).")
+    var baseImage: String?
+
+    @Flag(help: "Overwrite an existing archive.")
+    var replace = false
+
+    @OptionGroup var keys: KeyOptions
+
+    @OptionGroup var common: CommonOptions
+
+    func run() async throws {
+        try await reporting(common) {
+            let kiln = try common.openKiln(toDo: "export a snapshot", keys: keys)
+            let archive = absolute(output ?? "\(name).tar.zst")
+            let image = absolute(baseImage ?? ((archive as NSString).deletingLastPathComponent + "/kiln-root-image.tar"))
+            let report = try await kiln.export(name, to: archive, baseImage: image, replace: replace)
+            if common.json {
+                Output.printJSON(report)
+            } else {
+                print("wrote \(report.archive) (\(Output.bytes(report.archiveBytes)), in \(Output.ms(report.milliseconds))): it holds the service's memory, keep it private")
+                print("wrote \(report.baseImage) (the empty base image \(report.baseImageName))")
+                print("restore it with Podman:")
+                for command in report.podmanCommands { print("  \(command)") }
+            }
+        }
+    }
+}
+
+struct Import: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Read a Podman checkpoint archive (podman container checkpoint --export), or kiln's own, into a verified snapshot.",
+        discussion: """
+            kiln needs what a Podman archive does not carry: the port the service listens on (--port) and a path that \
+            answers GET with 2xx once it is ready (--ready). The container must have run on a Podman network (the default \
+            bridge; not --network none). CRIU restores the process only with the mounts it had: host directories bound \
+            into the container must exist here at the same paths, and its root is kiln's default (an empty root with the \
+            host's /usr, which fits an image made that way) or --rootfs DIR (the image's files, mode 0555).
+            """)
+
+    @Argument(help: "The archive.")
+    var archive: String
+
+    @Option(help: "Name of the new snapshot.")
+    var name: String
+
+    @Option(help: "TCP port the service listens on (required for a Podman archive).")
+    var port: Int?
+
+    @Option(help: "Readiness path: the service is up once GET <path> answers 2xx (required for a Podman archive).")
+    var ready: String?
+
+    @Option(help: "Seconds a restore waits for readiness.")
+    var readyTimeout: Double = 60
+
+    @Option(help: "The container's root file system (the image's files), instead of kiln's default root.")
+    var rootfs: String?
+
+    @Flag(help: "Replace an existing snapshot of the same name.")
+    var replace = false
+
+    @OptionGroup var common: CommonOptions
+
+    func run() async throws {
+        try await reporting(common) {
+            let kiln = try common.openKiln(toDo: "import a checkpoint archive")
+            let report = try await kiln.importArchive(
+                absolute(archive), name: name, port: port, readiness: ready.map { ReadinessCheck(path: $0, timeoutSeconds: readyTimeout) },
+                rootfs: rootfs, replace: replace)
+            if common.json {
+                Output.printJSON(report)
+            } else {
+                print("imported a \(report.source) checkpoint as snapshot '\(report.manifest.name)': \(report.manifest.files.count) image files, \(Output.bytes(report.manifest.sizeBytes)), in \(Output.ms(report.milliseconds))")
+                if !report.hostPaths.isEmpty {
+                    print("every copy sees these host paths, read-only: \(report.hostPaths.joined(separator: ", "))")
+                }
+                print("restore it with: kiln run \(report.manifest.name)")
+            }
+        }
+    }
+}
+
+private func absolute(_ path: String) -> String {
+    URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL.path
+}

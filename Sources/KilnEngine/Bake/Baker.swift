@@ -1,0 +1,333 @@
+import Foundation
+import KilnOCI
+import KilnSnapshot
+import KilnSystem
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Progress of a bake, for a user watching a long step.
+public enum BakeEvent: Sendable {
+    /// Copying and unpacking the image of `kiln bake --image`.
+    case importingImage(ImageReference)
+    case importedImage(ImportedImage)
+    case starting(command: [String])
+    case ready(coldStartMs: Double)
+    case warmingUp(WarmupStep)
+    case warmedUp(ms: Double, requests: Int)
+    case compacting
+    case compacted(ms: Double, didRun: Bool, note: String)
+    case checkpointing
+    case checkpointed(ms: Double)
+    /// Encrypting the images with the key of this id.
+    case encrypting(keyID: String)
+    case storing
+}
+
+extension Kiln {
+    /// Cold-starts a service in a sandbox, waits until it answers, warms it up, compacts a JVM,
+    /// checkpoints it and stores the verified snapshot.
+    ///
+    /// Whatever happens, the container, its network namespace, cgroup and scratch directories
+    /// are gone when this returns; only the snapshot (on success) or a log (on failure) remains.
+    public func bake(_ request: BakeRequest, progress: @Sendable (BakeEvent) -> Void = { _ in }) async throws -> SnapshotManifest {
+        let action = "baking snapshot '\(request.name)'"
+        do {
+            if request.image == nil { try request.validate() } else { try SnapshotStore.validate(name: request.name) }
+            if store.exists(request.name), !request.replace {
+                throw KilnError(.snapshotExists, "a snapshot named '\(request.name)' already exists", hint: "pass --replace to bake it again, or choose another name")
+            }
+            let id = makeInstanceID(for: request.name) + "-bake"
+            let directory = "\(paths.bakes)/\(id)"
+            var instance = sandboxInstance(id: id, directory: directory)
+            instance.criuConfigPath = paths.criuDumpConfig
+            let previous = try? store.load(request.name)
+            var request = request
+            var imported: ImportedImage?
+            var shimPid: Int32?
+            var staging: String?
+            do {
+                // Marked as this bake's before anything else: `kiln gc` keeps what a live bake owns.
+                try makeScratchDirectory(directory)
+                if let reference = request.image {
+                    progress(.importingImage(reference))
+                    var configured = request.sandbox
+                    let image = try await importImage(reference, bakeID: id) { image in
+                        configured = try image.config.sandbox(applyingTo: configured, rootfs: imageRoot(bakeID: id), reference: reference.description)
+                    }
+                    imported = image
+                    progress(.importedImage(image))
+                    request.sandbox = configured
+                    try request.validate()
+                }
+                staging = try store.makeStagingDirectory(for: request.name)
+                let manifest = try await bake(
+                    request, imported: imported, instance: instance, directory: directory, staging: staging!, shimPid: &shimPid, progress: progress)
+                // A re-bake makes any unpacked copy of the old version stale.
+                ImageCache(root: paths.imageCache, store: store).evict(request.name)
+                await tearDown(instance, directory: directory, shimPid: shimPid)
+                // The old version's image root goes too, unless copies restored from it still run
+                // in it (then `kiln gc` removes it once they are gone).
+                if let previous, let root = store.imageRoot(of: previous), root != store.imageRoot(of: manifest),
+                   !instanceRecords().contains(where: { $0.snapshot == request.name }) {
+                    store.removeImageRoot(root)
+                }
+                return manifest
+            } catch {
+                // Keep the service's output where the error says it is; drop everything else.
+                let kept = "\(paths.logs)/\(id).log"
+                try? FileManager.default.moveItem(atPath: "\(directory)/console.log", toPath: kept)
+                await tearDown(instance, directory: directory, shimPid: shimPid)
+                if let staging { try? FileManager.default.removeItem(atPath: staging) }
+                if request.image != nil { store.removeImageRoot(imageRoot(bakeID: id)) }
+                throw StoreSpace(path: store.root).explain(error)
+            }
+        } catch let error as KilnError {
+            throw error.during(action)
+        }
+    }
+
+    /// Where the image root filesystem of bake `bakeID` lives, for as long as its snapshot does.
+    func imageRoot(bakeID: String) -> String { "\(store.rootfsDirectory)/\(bakeID)" }
+
+    /// Copies and unpacks the image of a bake into ``imageRoot(bakeID:)``; the copy of the image
+    /// in the store's staging area is gone when this returns, whatever happens.
+    private func importImage(
+        _ reference: ImageReference, bakeID: String, check: (OCILayout.Image) throws -> Void
+    ) async throws -> ImportedImage {
+        let importer = try ImageImporter.locate(logger: logger)
+        try store.prepare()
+        let work = "\(store.stagingDirectory)/image-\(bakeID)"
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        return try await importer.importImage(reference, work: work, rootfs: imageRoot(bakeID: bakeID), check: check)
+    }
+
+    private func bake(
+        _ request: BakeRequest, imported: ImportedImage?, instance: SandboxInstance, directory: String, staging: String, shimPid: inout Int32?,
+        progress: @Sendable (BakeEvent) -> Void
+    ) async throws -> SnapshotManifest {
+        let sandbox = request.sandbox
+        try FileManager.default.createDirectory(atPath: "\(directory)/work", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let consoleLog = "\(directory)/console.log"
+        let keptLog = "\(paths.logs)/\(instance.id).log"
+        try NetworkNamespace.create(at: instance.networkNamespacePath)
+        try SandboxBundle.create(spec: sandbox, instance: instance)
+        let endpoint = ServiceEndpoint(networkNamespacePath: instance.networkNamespacePath, port: sandbox.port)
+
+        progress(.starting(command: sandbox.command))
+        let (container, coldStartMs) = try await coldStart(
+            sandbox, instance: instance, readiness: request.readiness, logPath: consoleLog, keptLogPath: keptLog, shimPid: &shimPid)
+        var timings = BakeTimings(coldStartMs: coldStartMs)
+        progress(.ready(coldStartMs: timings.coldStartMs))
+
+        let warmupStart = ContinuousClock.now
+        let requests = try await warmUp(endpoint, steps: request.warmup, logPath: consoleLog, keptLogPath: keptLog) { progress(.warmingUp($0)) }
+        timings.warmupMs = warmupStart.duration(to: .now).milliseconds
+        if !request.warmup.isEmpty { progress(.warmedUp(ms: timings.warmupMs, requests: requests)) }
+
+        var compacted = false
+        if request.compact {
+            progress(.compacting)
+            let compactStart = ContinuousClock.now
+            let result = await JVMCompactor(runtime: runtime, logger: logger).compact(containerID: instance.id, cgroupPath: instance.cgroupPath)
+            timings.compactMs = compactStart.duration(to: .now).milliseconds
+            compacted = result.didRun
+            progress(.compacted(ms: timings.compactMs, didRun: result.didRun, note: result.note))
+        }
+
+        progress(.checkpointing)
+        // kiln's own readiness and warmup connections are closed, but the service may not have
+        // closed its end yet (CLOSE_WAIT); CRIU would refuse to dump such a socket. Give it a moment.
+        let quiet = ContinuousClock.now + .seconds(2)
+        while ProcessInspector.openConnections(of: container.pid) > 0, ContinuousClock.now < quiet {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        // An encrypted snapshot's plain images must never reach a disk: CRIU dumps them into
+        // tmpfs, and only their encrypted form is written to the store.
+        let dump = request.encryptionKey == nil ? "\(staging)/images" : "\(paths.imageCache)/.bake-\(instance.id)"
+        defer { if dump != "\(staging)/images" { try? FileManager.default.removeItem(atPath: dump) } }
+        if request.encryptionKey != nil {
+            try FileManager.default.createDirectory(atPath: dump, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            guard ImageCache.isInMemory(dump) else {
+                throw KilnError(
+                    .invalidArgument, "cannot bake an encrypted snapshot: \(paths.imageCache) is not on tmpfs",
+                    hint: "mount a tmpfs at /dev/shm (the plain dump must never reach a disk)")
+            }
+        }
+        let checkpointStart = ContinuousClock.now
+        do {
+            try await runtime.checkpoint(id: instance.id, imageDirectory: dump, workDirectory: "\(directory)/work")
+        } catch var error as KilnError {
+            // Keep CRIU's log for the user: the bake directory is about to be removed.
+            if let log = error.logPath, log.hasPrefix(directory) {
+                let kept = "\(paths.logs)/\(instance.id)-dump.log"
+                try? FileManager.default.moveItem(atPath: log, toPath: kept)
+                error.logPath = kept
+            }
+            throw error
+        }
+        timings.checkpointMs = checkpointStart.duration(to: .now).milliseconds
+        progress(.checkpointed(ms: timings.checkpointMs))
+
+        progress(.storing)
+        if request.compress { try await ImageCache.compress(imagesIn: dump) }
+        var encryption: SnapshotEncryption?
+        if let key = request.encryptionKey {
+            progress(.encrypting(keyID: key.id))
+            let bake = String(format: "%08x%08x", UInt32.random(in: 0...UInt32.max), UInt32.random(in: 0...UInt32.max))
+            let record = SnapshotEncryption(keyID: key.id, bakeID: bake)
+            try await onDedicatedThread {
+                for path in SnapshotStore.relativeFiles(under: dump) {
+                    let sealed = path + SnapshotCipher.suffix
+                    let target = "\(staging)/images/\(sealed)"
+                    try FileManager.default.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                    try SnapshotCipher.encrypt(
+                        "\(dump)/\(path)", to: target, binding: record.binding(snapshot: request.name, path: sealed), key: key,
+                        chunkSize: record.chunkSize)
+                    // Free the tmpfs as we go: the dump and its encrypted copy need not both fit.
+                    unlink("\(dump)/\(path)")
+                }
+            }
+            encryption = record
+        }
+        let host = HostFacts(kernel: HostFacts.kernelRelease(), criuVersion: criu.version.description, runtime: "runc \(runtime.version())")
+        let image = try imported.map {
+            // The service saw this root read-only: it is as unpacked.
+            guard case .directory(let root) = sandbox.rootFilesystem else { throw KilnError(.runtimeFailed, "an image bake without its root") }
+            return SnapshotImage(
+                reference: $0.reference.description, manifestDigest: $0.image.manifestDigest, configDigest: $0.image.configDigest,
+                architecture: $0.image.config.architecture, copyMs: $0.copyMs, unpackMs: $0.unpackMs,
+                rootListingSHA256: try FileDigest.listingSHA256(of: root))
+        }
+        return try store.commit(staging: staging) { files in
+            SnapshotManifest(
+                name: request.name, createdAt: Date(), sandbox: sandbox, readiness: request.readiness, warmup: request.warmup,
+                host: host, timings: timings, compacted: compacted, shareMemory: request.shareMemory,
+                compression: request.compress ? ImageCache.compression : nil, encryption: encryption, restoreHook: request.restoreHook,
+                image: image,
+                cgroupsInImages: true, files: files)
+        }
+    }
+}
+
+/// The free space of the snapshot store's filesystem, to tell "disk full" from other failures.
+struct StoreSpace {
+    var path: String
+
+    /// (free, total) bytes, if the filesystem can be asked.
+    var bytes: (free: Int64, total: Int64)? {
+        var stats = statvfs()
+        guard statvfs(path, &stats) == 0 else { return nil }
+        return (Int64(stats.f_bavail) * Int64(stats.f_frsize), Int64(stats.f_blocks) * Int64(stats.f_frsize))
+    }
+
+    /// `error` as a ``KilnError/Code/storeFull`` error when it came from the store's filesystem
+    /// filling up (CRIU's, zstd's or kiln's own writes), else unchanged. The failed snapshot's
+    /// files are gone by then, so the free space reported is what the store has without it.
+    func explain(_ error: any Error) -> any Error {
+        let original = error as? KilnError
+        let text = original.map { ([$0.message] + $0.details).joined(separator: "\n") } ?? "\(error)"
+        guard text.contains("No space left on device") || text.contains("ENOSPC") else { return error }
+        let space = bytes.map { " (\(Self.mib($0.free)) free of \(Self.mib($0.total)) once the partial snapshot was removed)" } ?? ""
+        return KilnError(
+            .storeFull, "the snapshot store \(path) ran out of space while the snapshot was written\(space)",
+            hint: "free space there ('kiln rm' old snapshots), bake with --compress (about a quarter of the size), or point KILN_STORE at a larger filesystem; a snapshot needs about the service's resident memory",
+            details: original?.details.filter { $0.contains("No space") || $0.contains("ENOSPC") }.prefix(3).map { $0 } ?? ["\(error)"],
+            logPath: original?.logPath)
+    }
+
+    static func mib(_ bytes: Int64) -> String { String(format: "%.1f MiB", Double(bytes) / 1_048_576) }
+}
+
+extension Kiln {
+    /// Starts a sandbox from scratch and waits for its readiness path to answer 2xx.
+    /// Returns the container and the time from `runc run` to that first answer (ms).
+    ///
+    /// The failure errors say why the service never came up: it exited (quoting its output;
+    /// a port already in use is named as such), or it did not answer in time (naming the ports
+    /// it does listen on when that is the mistake).
+    package func coldStart(
+        _ sandbox: SandboxSpec, instance: SandboxInstance, readiness: ReadinessCheck, logPath: String, keptLogPath: String,
+        shimPid: inout Int32?, pollInterval: Duration = .milliseconds(25)
+    ) async throws -> (ContainerProcess, Double) {
+        let endpoint = ServiceEndpoint(networkNamespacePath: instance.networkNamespacePath, port: sandbox.port)
+        let started = ContinuousClock.now
+        let container = try await runtime.start(instance, logPath: logPath)
+        shimPid = container.shimPid
+        let probe = ReadinessProbe(
+            endpoint: endpoint, path: readiness.path, pid: container.pid,
+            timeout: .milliseconds(Int(readiness.timeoutSeconds * 1000)), interval: pollInterval)
+        let outcome = await probe.wait()
+        let elapsed = started.duration(to: .now).milliseconds
+        let lastLines = ProcessInspector.lastLines(ofFile: logPath, count: 15)
+        switch outcome {
+        case .ready:
+            return (container, elapsed)
+        case .exited:
+            if lastLines.contains(where: { $0.contains("Address already in use") || $0.contains("BindException") }) {
+                throw KilnError(
+                    .portInUse, "the service could not listen on port \(sandbox.port): it is already in use inside the sandbox",
+                    hint: "something else in the command binds \(sandbox.port); make the service listen on $PORT and pass a free --port",
+                    details: lastLines, logPath: keptLogPath)
+            }
+            throw KilnError(
+                .serviceExited, "the service exited before it answered \(readiness.path); its last output:",
+                hint: "run the command by hand to see it start (it sees /usr and \(sandbox.appDirectory ?? "its root") read-only, a tmpfs /tmp, and PORT=\(sandbox.port))",
+                details: lastLines, logPath: keptLogPath)
+        case .timedOut(let lastSeen):
+            let listening = ProcessInspector.listeningPorts(of: container.pid)
+            let hint: String
+            if !listening.isEmpty, !listening.contains(sandbox.port) {
+                hint = "the service listens on \(listening.map(String.init).joined(separator: ", ")), not \(sandbox.port): pass --port \(listening[0]) or make it listen on $PORT"
+            } else {
+                hint = "check that \(readiness.path) answers 2xx once the service is up, or allow more time with --ready-timeout"
+            }
+            throw KilnError(
+                .serviceNeverReady,
+                "the service was not ready after \(Int(readiness.timeoutSeconds)) s (GET \(readiness.path) on port \(sandbox.port): \(lastSeen)); its last output:",
+                hint: hint, details: lastLines, logPath: keptLogPath)
+        }
+    }
+}
+
+extension Kiln {
+    /// Replays warmup requests against a running service; any failure or non-2xx/3xx answer is
+    /// an error quoting the service's last output. Returns the number of requests sent.
+    package func warmUp(
+        _ endpoint: ServiceEndpoint, steps: [WarmupStep], logPath: String, keptLogPath: String, starting: (WarmupStep) -> Void = { _ in }
+    ) async throws -> Int {
+        var requests = 0
+        for step in steps {
+            starting(step)
+            for _ in 0..<step.count {
+                let reply: HTTPReply
+                do {
+                    reply = try await InstanceHTTPClient.send(.GET, step.path, to: endpoint, timeout: .seconds(30))
+                } catch {
+                    throw KilnError(
+                        .warmupFailed, "warmup request GET \(step.path) failed: \(error)",
+                        details: ProcessInspector.lastLines(ofFile: logPath, count: 15), logPath: keptLogPath)
+                }
+                guard (200..<400).contains(reply.status) else {
+                    throw KilnError(
+                        .warmupFailed, "warmup request GET \(step.path) answered HTTP \(reply.status)",
+                        hint: "warm up with paths that succeed; the reply was: \(reply.bodyText.prefix(200))")
+                }
+                requests += 1
+            }
+        }
+        return requests
+    }
+}
+
+extension HostFacts {
+    /// `uname -r`.
+    public static func kernelRelease() -> String {
+        var name = utsname()
+        uname(&name)
+        return withUnsafeBytes(of: &name.release) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+    }
+}

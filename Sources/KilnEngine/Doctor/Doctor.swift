@@ -1,0 +1,93 @@
+import Foundation
+import KilnOCI
+import KilnSnapshot
+import KilnSystem
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One answer of `kiln doctor`.
+public struct DoctorCheck: Codable, Sendable {
+    public enum Status: String, Codable, Sendable { case ok, warning, failed }
+    public var name: String
+    public var status: Status
+    public var detail: String
+    /// What to do when it is not ok.
+    public var fix: String?
+}
+
+/// Can this machine checkpoint and restore? Each check says what it found and, if it is not
+/// good, what to do.
+public enum Doctor {
+    public static func run(paths: KilnPaths = .fromEnvironment()) -> [DoctorCheck] {
+        var checks: [DoctorCheck] = []
+        func add(_ name: String, _ status: DoctorCheck.Status, _ detail: String, fix: String? = nil) {
+            checks.append(DoctorCheck(name: name, status: status, detail: detail, fix: fix))
+        }
+
+        if geteuid() != 0 {
+            add("root", .failed, "running as uid \(geteuid())", fix: "run kiln as root (sudo)")
+        } else {
+            let missing = HostPrivileges.missingCapabilities()
+            add("root", missing.isEmpty ? .ok : .failed, missing.isEmpty ? "uid 0 with the capabilities CRIU needs" : "missing \(missing.joined(separator: ", "))",
+                fix: missing.isEmpty ? nil : "run kiln with its full capability set")
+        }
+        let kernel = HostFacts.kernelRelease()
+        add("kernel", .ok, "Linux \(kernel)")
+
+        do {
+            let criu = try CRIU.locate()
+            add("criu", .ok, "CRIU \(criu.version) at \(criu.path)")
+            if geteuid() == 0 {
+                let check = criu.check()
+                add("criu check", check.ok ? .ok : .failed, check.output.split(separator: "\n").last.map(String.init) ?? "",
+                    fix: check.ok ? nil : "see 'criu check' output; CRIU \(CRIU.minimumVersion)+ built by 'make setup' is known to work on Linux 6.18")
+            }
+        } catch let error as KilnError {
+            add("criu", .failed, error.message, fix: error.hint)
+        } catch {
+            add("criu", .failed, "\(error)")
+        }
+        let kdat = FileManager.default.fileExists(atPath: "/dev/shm/criu.kdat") || FileManager.default.fileExists(atPath: "/run/criu.kdat")
+        add("criu kdat cache", kdat ? .ok : .warning, kdat ? "kernel feature cache present (saves ~30 ms per restore)" : "no criu.kdat cache yet",
+            fix: kdat ? nil : "run 'criu check' once as root; CRIU built with RUNDIR on tmpfs (make setup) keeps the cache")
+
+        do {
+            let runc = try Runc.locate()
+            let version = (try? Subprocess.run(runc, ["--version"]).stdout.split(separator: "\n").first.map(String.init)) ?? nil
+            add("runc", .ok, "\(version ?? "runc") at \(runc)")
+        } catch let error as KilnError {
+            add("runc", .failed, error.message, fix: error.hint)
+        } catch {
+            add("runc", .failed, "\(error)")
+        }
+        if let iptables = ExecutableSearch.find("iptables-restore", in: "/usr/sbin:/sbin:/usr/bin") {
+            add("iptables", .ok, iptables)
+        } else {
+            add("iptables", .warning, "iptables-restore not found", fix: "run 'make setup' (runc checkpoint may need it)")
+        }
+        do {
+            add("kiln-shim", .ok, try Runc.locateShim())
+        } catch let error as KilnError {
+            add("kiln-shim", .failed, error.message, fix: error.hint)
+        } catch {}
+
+        let memoryCgroup = FileManager.default.fileExists(atPath: "/sys/fs/cgroup/memory") || FileManager.default.fileExists(atPath: "/sys/fs/cgroup/cgroup.controllers")
+        add("cgroups", memoryCgroup ? .ok : .failed,
+            FileManager.default.fileExists(atPath: "/sys/fs/cgroup/cgroup.controllers") ? "cgroup v2" : "cgroup v1 (memory controller \(memoryCgroup ? "mounted" : "missing"))",
+            fix: memoryCgroup ? nil : "mount the memory cgroup controller")
+
+        var storeInfo = stat()
+        if stat(paths.store, &storeInfo) == 0 {
+            let mode = storeInfo.st_mode & 0o777
+            add("snapshot store", mode & 0o077 == 0 ? .ok : .failed, "\(paths.store) mode \(String(mode, radix: 8))",
+                fix: mode & 0o077 == 0 ? nil : "chmod 700 \(paths.store): snapshots hold process memory, secrets included")
+        } else {
+            add("snapshot store", .ok, "\(paths.store) (created on first bake, mode 700)")
+        }
+        let ksm = (try? String(contentsOfFile: "/sys/kernel/mm/ksm/run", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+        add("ksm", ksm == nil ? .warning : .ok, ksm == nil ? "KSM not available: copies will not share memory" : "KSM available (run=\(ksm!))")
+        return checks
+    }
+}

@@ -1,0 +1,169 @@
+import CKilnShims
+import Foundation
+import KilnOCI
+import KilnSnapshot
+import KilnSystem
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where a sandboxed service listens: a port on loopback inside a network namespace that has no
+/// route to the host. kiln reaches it without any IP plumbing by creating the socket inside that
+/// namespace (see `kiln_socket_in_netns`).
+public struct ServiceEndpoint: Sendable, Equatable {
+    /// A path to the namespace: a pinned netns file or /proc/PID/ns/net.
+    public var networkNamespacePath: String
+    public var port: Int
+
+    public init(networkNamespacePath: String, port: Int) {
+        self.networkNamespacePath = networkNamespacePath
+        self.port = port
+    }
+}
+
+/// An HTTP response, read whole.
+public struct HTTPReply: Sendable {
+    public var status: Int
+    public var headers: [(String, String)]
+    public var body: [UInt8]
+
+    public var bodyText: String { String(decoding: body, as: UTF8.self) }
+}
+
+/// A small HTTP/1.1 client over SwiftNIO for talking to one sandboxed service.
+public enum InstanceHTTPClient {
+    /// Why a request did not get a reply.
+    public enum Failure: Error, Sendable, CustomStringConvertible {
+        /// Nothing listens on the port (yet): connect(2) was refused.
+        case refused
+        case timedOut
+        case connection(String)
+
+        public var description: String {
+            switch self {
+            case .refused: "connection refused"
+            case .timedOut: "timed out"
+            case .connection(let reason): reason
+            }
+        }
+    }
+
+    /// Starts the event loop threads now, so the first request a restore times does not pay
+    /// for creating them.
+    public static func prepare() {
+        _ = MultiThreadedEventLoopGroup.singleton.next()
+    }
+
+    /// Sends one request (`Connection: close`) and returns the whole reply.
+    public static func send(
+        _ method: HTTPMethod = .GET, _ path: String, to endpoint: ServiceEndpoint,
+        body: [UInt8]? = nil, headers extraHeaders: [(String, String)] = [], timeout: Duration = .seconds(10)
+    ) async throws -> HTTPReply {
+        let socket = try connectedSocket(to: endpoint)
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let promise = loop.makePromise(of: HTTPReply.self)
+        let channel: Channel
+        do {
+            channel = try await ClientBootstrap(group: loop)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                        try channel.pipeline.syncOperations.addHandler(ReplyCollector(promise: promise))
+                    }
+                }
+                .withConnectedSocket(socket).get()
+        } catch {
+            close(socket)
+            promise.fail(error)
+            throw Failure.connection("\(error)")
+        }
+        let nanoseconds = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
+        let timer = loop.scheduleTask(in: .nanoseconds(nanoseconds)) {
+            promise.fail(Failure.timedOut)
+            channel.close(promise: nil)
+        }
+        var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
+        head.headers.add(name: "Host", value: "localhost:\(endpoint.port)")
+        head.headers.add(name: "Connection", value: "close")
+        head.headers.add(name: "User-Agent", value: "kiln")
+        for (name, value) in extraHeaders { head.headers.add(name: name, value: value) }
+        if let body { head.headers.add(name: "Content-Length", value: String(body.count)) }
+        channel.write(HTTPClientRequestPart.head(head), promise: nil)
+        if let body { channel.write(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(bytes: body))), promise: nil) }
+        channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+        defer {
+            timer.cancel()
+            channel.close(promise: nil)
+        }
+        return try await promise.futureResult.get()
+    }
+
+    /// A blocking connect on a socket made inside the service's namespace. Loopback connects
+    /// complete or are refused at once, so this never waits on the network.
+    package static func connectedSocket(to endpoint: ServiceEndpoint) throws -> NIOBSDSocket.Handle {
+        let fd = kiln_socket_in_netns(endpoint.networkNamespacePath, AF_INET)
+        guard fd >= 0 else {
+            throw Failure.connection("cannot enter network namespace \(endpoint.networkNamespacePath): \(errnoDescription(errno))")
+        }
+        return try connectLoopback(fd, port: endpoint.port)
+    }
+
+    /// Connects `fd` to 127.0.0.1:`port` (in whatever namespace the socket was made), closing it
+    /// on failure. Loopback connects complete or are refused at once.
+    package static func connectLoopback(_ fd: Int32, port: Int) throws -> Int32 {
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = in_addr_t(0x7f00_0001).bigEndian
+        let rc = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard rc == 0 else {
+            let code = errno
+            close(fd)
+            throw code == ECONNREFUSED ? Failure.refused : Failure.connection("connect to 127.0.0.1:\(port): \(errnoDescription(code))")
+        }
+        return fd
+    }
+}
+
+/// Collects one response and completes the promise with it.
+private final class ReplyCollector: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPClientResponsePart
+
+    private let promise: EventLoopPromise<HTTPReply>
+    private var head: HTTPResponseHead?
+    private var body: [UInt8] = []
+
+    init(promise: EventLoopPromise<HTTPReply>) {
+        self.promise = promise
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            self.head = head
+        case .body(let buffer):
+            body.append(contentsOf: buffer.readableBytesView)
+        case .end:
+            if let head {
+                promise.succeed(HTTPReply(status: Int(head.status.code), headers: head.headers.map { ($0.name, $0.value) }, body: body))
+            }
+            context.close(promise: nil)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        promise.fail(InstanceHTTPClient.Failure.connection("\(error)"))
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        promise.fail(InstanceHTTPClient.Failure.connection("the service closed the connection before replying"))
+        context.fireChannelInactive()
+    }
+}

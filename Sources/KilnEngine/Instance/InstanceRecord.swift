@@ -1,0 +1,80 @@
+import Foundation
+import KilnOCI
+import KilnSnapshot
+import KilnSystem
+
+/// A running copy restored from a snapshot, as kiln records it in `<state>/instances/<id>/`.
+public struct InstanceRecord: Codable, Sendable, Equatable {
+    public var id: String
+    public var snapshot: String
+    /// Host pid of the container's init.
+    public var pid: Int32
+    /// Host pid of its `kiln-shim`.
+    public var shimPid: Int32
+    public var port: Int
+    public var createdAt: Date
+    public var networkNamespacePath: String
+    public var cgroupPath: String
+    /// The service's output.
+    public var logPath: String
+    /// From the start of the restore to the end of `runc restore`.
+    public var restoreMs: Double
+    /// From the start of the restore to the first successful readiness response.
+    public var firstResponseMs: Double
+    /// Whether its memory is offered to KSM, to be shared with other copies.
+    public var sharesMemory: Bool
+
+    public var endpoint: ServiceEndpoint { ServiceEndpoint(networkNamespacePath: networkNamespacePath, port: port) }
+
+    /// Instance ids are a snapshot name (at most 40 characters) and a suffix (`-1a2b3c`, `-cold`).
+    static let maximumIDLength = 64
+
+    /// Decodes and checks an instance record (`instance.json`). kiln acts on a record as root:
+    /// it removes the directory named by its id, the network namespace and cgroup at its paths,
+    /// and reaps its shim pid; so a damaged record must not name `..`, pid 0 or -1 (`waitpid`
+    /// would reap any child), or a port out of range. Every problem is a ``KilnError``.
+    public static func decode(_ data: Data, source: String) throws -> InstanceRecord {
+        let record: InstanceRecord
+        do {
+            record = try SnapshotManifest.decoder.decode(InstanceRecord.self, from: data)
+        } catch {
+            throw unusable(source, "it is not a valid instance record (\(error))")
+        }
+        if let problem = record.problem { throw unusable(source, problem) }
+        return record
+    }
+
+    /// What is wrong with a decoded record, or nil.
+    var problem: String? {
+        guard InputValidation.isIdentifier(id, maxLength: Self.maximumIDLength) else { return "its id '\(id)' is invalid" }
+        guard (try? SnapshotStore.validate(name: snapshot)) != nil else { return "its snapshot name '\(snapshot)' is invalid" }
+        guard pid > 0, shimPid > 0 else { return "its pids (\(pid), shim \(shimPid)) are not positive" }
+        guard (1...65535).contains(port) else { return "its port \(port) is out of range" }
+        for (what, path) in [("network namespace", networkNamespacePath), ("cgroup", cgroupPath), ("log", logPath)]
+        where !InputValidation.isCleanPath(path) {
+            return "its \(what) path '\(path)' is not a clean path"
+        }
+        return nil
+    }
+
+    private static func unusable(_ source: String, _ problem: String) -> KilnError {
+        KilnError(
+            .instanceNotFound, "the instance record \(source) is unusable: \(problem)",
+            hint: "'kiln gc' removes what is left of an instance kiln can no longer manage")
+    }
+}
+
+/// One row of `kiln ps`.
+public struct InstanceStatus: Codable, Sendable {
+    public var id: String
+    public var snapshot: String
+    public var pid: Int32
+    /// "running", or what the runtime says ("stopped", "gone" when it no longer knows it).
+    public var state: String
+    public var createdAt: Date
+    public var ageSeconds: Double
+    public var memory: MemoryUsage
+    public var restoreMs: Double
+    public var firstResponseMs: Double
+    public var sharesMemory: Bool
+}

@@ -1,0 +1,140 @@
+import Foundation
+import KilnOCI
+import KilnSnapshot
+import KilnSystem
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What `kiln gc` removed.
+public struct GarbageReport: Codable, Sendable, Equatable {
+    public var instances: [String] = []
+    public var containers: [String] = []
+    public var networkNamespaces: [String] = []
+    public var directories: [String] = []
+    public var cgroups: [String] = []
+
+    public var isEmpty: Bool { self == GarbageReport() }
+}
+
+/// Marks a scratch directory with the process that owns it, so a later kiln can tell a bake in
+/// progress from one a crashed kiln left behind. The start time guards against pid reuse.
+package enum OwnerMark {
+    static let fileName = "owner"
+
+    package static func write(into directory: String) throws {
+        try "\(getpid()) \(startTime(of: getpid()) ?? "?")".write(toFile: "\(directory)/\(fileName)", atomically: true, encoding: .utf8)
+    }
+
+    static func isMarked(_ directory: String) -> Bool {
+        FileManager.default.fileExists(atPath: "\(directory)/\(fileName)")
+    }
+
+    /// Whether the process that marked `directory` still runs (unmarked counts as dead).
+    static func ownerIsAlive(_ directory: String) -> Bool {
+        guard let text = try? String(contentsOfFile: "\(directory)/\(fileName)", encoding: .utf8) else { return false }
+        let fields = text.split(separator: " ").map(String.init)
+        guard fields.count == 2, let pid = Int32(fields[0]), ProcessInspector.isAlive(pid) else { return false }
+        return startTime(of: pid) == fields[1]
+    }
+
+    /// Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot.
+    static func startTime(of pid: Int32) -> String? {
+        guard let fields = ProcessInspector.statFields(of: pid) else { return nil }
+        return fields.count > 19 ? String(fields[19]) : nil
+    }
+}
+
+extension Kiln {
+    /// Creates a private scratch directory marked as this process's.
+    package func makeScratchDirectory(_ path: String) throws {
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try OwnerMark.write(into: path)
+    }
+
+    /// Removes what a crashed or killed kiln left behind: records of instances whose process is
+    /// gone, instances of a gateway that is gone, containers and network namespaces nothing
+    /// owns, scratch directories of bakes whose kiln is dead, half-written snapshots, and empty
+    /// cgroups. Running instances and bakes in progress (their kiln is alive) are left alone.
+    public func collectGarbage() async throws -> GarbageReport {
+        var report = GarbageReport()
+        let containers = try await runtime.list()
+        let running = Set(containers.filter { $0.status == "running" }.map(\.id))
+
+        var keep = Set<String>()
+        for record in instanceRecords() {
+            let directory = instanceDirectory(record.id)
+            // An instance a gateway owned dies with it: nothing would route to it any more.
+            let orphaned = OwnerMark.isMarked(directory) && !OwnerMark.ownerIsAlive(directory)
+            if running.contains(record.id), ProcessInspector.isAlive(record.pid), !orphaned {
+                keep.insert(record.id)
+            } else {
+                await tearDown(sandboxInstance(id: record.id, directory: instanceDirectory(record.id)), directory: instanceDirectory(record.id))
+                report.instances.append(record.id)
+            }
+        }
+        // Instance directories without a readable record are half-made restores.
+        for id in (try? FileManager.default.contentsOfDirectory(atPath: paths.instances)) ?? [] where !keep.contains(id) && !report.instances.contains(id) {
+            await tearDown(sandboxInstance(id: id, directory: instanceDirectory(id)), directory: instanceDirectory(id))
+            report.directories.append(instanceDirectory(id))
+        }
+        var bakesInProgress = false
+        for id in (try? FileManager.default.contentsOfDirectory(atPath: paths.bakes)) ?? [] {
+            let directory = "\(paths.bakes)/\(id)"
+            if OwnerMark.ownerIsAlive(directory) {
+                keep.insert(id)
+                bakesInProgress = true
+            } else {
+                await tearDown(sandboxInstance(id: id, directory: directory), directory: directory)
+                report.directories.append(directory)
+            }
+        }
+        // Image root filesystems no snapshot refers to (a replaced version, a bake that was
+        // killed), unless a live bake is unpacking it or a running copy still has it as its root.
+        let referenced = Set(((try? store.list()) ?? []).compactMap { store.imageRoot(of: $0) })
+        let inUse = Set(keep.compactMap { id in
+            (try? Data(contentsOf: URL(fileURLWithPath: "\(instanceDirectory(id))/bundle/config.json")))
+                .flatMap { try? JSONDecoder().decode(OCIConfig.self, from: $0).root.path }
+        })
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: store.rootfsDirectory)) ?? [] where !keep.contains(entry) {
+            let path = "\(store.rootfsDirectory)/\(entry)"
+            guard !referenced.contains(path), !inUse.contains(path) else { continue }
+            store.removeImageRoot(path)
+            report.directories.append(path)
+        }
+        // Plain dumps of encrypted bakes (`.bake-<id>`) and half-made cache copies, in tmpfs.
+        let cache = ImageCache(root: paths.imageCache, store: store)
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: paths.imageCache)) ?? [] where entry.hasPrefix(".bake-") {
+            guard !keep.contains(String(entry.dropFirst(".bake-".count))) else { continue }
+            try? FileManager.default.removeItem(atPath: "\(paths.imageCache)/\(entry)")
+            report.directories.append("\(paths.imageCache)/\(entry)")
+        }
+        report.directories += cache.removeAbandonedStaging()
+        for container in try await runtime.list() where !keep.contains(container.id) {
+            try? await runtime.delete(id: container.id)
+            report.containers.append(container.id)
+        }
+        for pin in (try? FileManager.default.contentsOfDirectory(atPath: paths.networkNamespaces)) ?? [] where !keep.contains(pin) {
+            NetworkNamespace.remove(at: "\(paths.networkNamespaces)/\(pin)")
+            report.networkNamespaces.append(pin)
+        }
+        if !bakesInProgress {
+            let staging = "\(store.root)/staging"
+            for entry in (try? FileManager.default.contentsOfDirectory(atPath: staging)) ?? [] {
+                try? FileManager.default.removeItem(atPath: "\(staging)/\(entry)")
+                report.directories.append("\(staging)/\(entry)")
+            }
+        }
+        for controller in (try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? [] {
+            let parent = "/sys/fs/cgroup/\(controller)\(paths.cgroupParent)"
+            for entry in (try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? [] where !keep.contains(entry) {
+                // rmdir succeeds only on an empty cgroup, which is exactly the leftover kind.
+                if rmdir("\(parent)/\(entry)") == 0 { report.cgroups.append("\(controller)\(paths.cgroupParent)/\(entry)") }
+            }
+            // The parent itself, once empty (runc makes it again for the next container).
+            rmdir(parent)
+        }
+        return report
+    }
+}

@@ -1,0 +1,124 @@
+import Foundation
+import KilnOCI
+import KilnSnapshot
+import KilnSystem
+import Logging
+
+/// Where kiln keeps things on the host.
+public struct KilnPaths: Sendable, Equatable {
+    /// The snapshot store (snapshots are secrets: 0700).
+    public var store: String
+    /// Run-time state: runc's state, instance records and bundles, pinned network namespaces.
+    public var state: String
+
+    /// The cgroup parent of every kiln container (under each v1 controller, or the v2 root).
+    public var cgroupParent: String
+
+    public init(store: String = "/var/lib/kiln", state: String = "/run/kiln", cgroupParent: String = "/kiln") {
+        self.store = store
+        self.state = state
+        self.cgroupParent = cgroupParent
+    }
+
+    /// `$KILN_STORE`, `$KILN_STATE` and `$KILN_CGROUP_PARENT` override the defaults (tests use
+    /// private ones). A state directory other than the default gets a cgroup parent of its own,
+    /// so two kilns never count, collect or remove each other's cgroups.
+    public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> KilnPaths {
+        let state = environment["KILN_STATE"] ?? "/run/kiln"
+        let parent = environment["KILN_CGROUP_PARENT"] ?? (state == "/run/kiln" ? "/kiln" : "/kiln" + state.replacingOccurrences(of: "/", with: "_"))
+        return KilnPaths(store: environment["KILN_STORE"] ?? "/var/lib/kiln", state: state, cgroupParent: parent)
+    }
+
+    public var runcRoot: String { "\(state)/runc" }
+    public var instances: String { "\(state)/instances" }
+    public var networkNamespaces: String { "\(state)/netns" }
+    /// Logs kept for a user to read after a failure.
+    public var logs: String { "\(state)/logs" }
+    /// Decompressed and decrypted images of compressed and encrypted snapshots, on tmpfs (also
+    /// where an encrypted bake's plain dump lives until it is encrypted).
+    public var imageCache: String {
+        "/dev/shm/kiln-images" + (state == "/run/kiln" ? "" : state.replacingOccurrences(of: "/", with: "_"))
+    }
+    /// Scratch space of bakes in progress.
+    public var bakes: String { "\(state)/bakes" }
+    /// The CRIU configuration runc passes to every checkpoint and restore.
+    public var criuConfig: String { "\(state)/criu-runc.conf" }
+    /// The CRIU configuration of a bake's checkpoint (``CRIUConfiguration/dumpContents``).
+    public var criuDumpConfig: String { "\(state)/criu-runc-dump.conf" }
+}
+
+/// kiln's entry point for everything that touches containers: bake, restore, inspect, stop.
+///
+/// Opening one checks the host first (root, CRIU version, runc, the shim), so each command fails
+/// up front with a clear error rather than half-way through.
+public struct Kiln: Sendable {
+    public var paths: KilnPaths
+    public var store: SnapshotStore
+    public var runtime: Runc
+    public var criu: CRIU
+    public var logger: Logger
+    /// Whether instances this value starts live only as long as this process: each is marked
+    /// with it, and once it is gone (killed, crashed) `kiln gc` and the next `kiln serve` stop
+    /// them. The gateway's instances are; `kiln run`'s outlive the command that made them.
+    public var ownsInstances = false
+    /// Keys to decrypt encrypted snapshots with (`--key`); each snapshot's manifest names the
+    /// one it needs.
+    public var keys = SnapshotKeyring()
+
+    public static func open(paths: KilnPaths = .fromEnvironment(), logger: Logger = Logger(label: "kiln"), toDo action: String) throws -> Kiln {
+        try HostPrivileges.requireRoot(toDo: action)
+        let criu = try CRIU.locate()
+        let runcBinary = try Runc.locate()
+        let shim = try Runc.locateShim()
+        for directory in [paths.state, paths.runcRoot, paths.instances, paths.networkNamespaces, paths.logs, paths.bakes] {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        }
+        let runtime = Runc(
+            binary: runcBinary, stateRoot: paths.runcRoot, criuPath: criu.path, logDirectory: paths.logs, shimPath: shim, logger: logger)
+        try CRIUConfiguration.write(to: paths.criuConfig)
+        try CRIUConfiguration.write(to: paths.criuDumpConfig, contents: CRIUConfiguration.dumpContents)
+        let store = SnapshotStore(root: paths.store)
+        try store.prepare()
+        return Kiln(paths: paths, store: store, runtime: runtime, criu: criu, logger: logger)
+    }
+
+    /// Removes a snapshot and any decompressed or decrypted copy of it.
+    public func removeSnapshot(_ name: String) throws {
+        let imageRoot = (try? store.load(name)).flatMap { store.imageRoot(of: $0) }
+        try store.remove(name)
+        ImageCache(root: paths.imageCache, store: store).evict(name)
+        if let imageRoot { store.removeImageRoot(imageRoot) }
+    }
+
+    /// A new container id: the snapshot name and 6 random hex digits, e.g. `hello-3fa9c1`.
+    package func makeInstanceID(for name: String) -> String {
+        "\(name)-\(String(format: "%06x", UInt32.random(in: 0..<0x100_0000)))"
+    }
+
+    package func sandboxInstance(id: String, directory: String) -> SandboxInstance {
+        SandboxInstance(
+            id: id, bundlePath: "\(directory)/bundle",
+            networkNamespacePath: "\(paths.networkNamespaces)/\(id)",
+            cgroupPath: "\(paths.cgroupParent)/\(id)", criuConfigPath: paths.criuConfig)
+    }
+
+    /// Tears down whatever exists of a container: the container, any process still in its
+    /// cgroups (and the cgroups), its network namespace and its directory. Safe to call on a
+    /// half-made one, and on one whose runc or CRIU was killed half-way.
+    package func tearDown(_ instance: SandboxInstance, directory: String?, shimPid: Int32? = nil) async {
+        do {
+            try await runtime.delete(id: instance.id)
+        } catch {
+            logger.warning("could not delete container \(instance.id): \(error)")
+        }
+        let left = await ContainerCgroups(path: instance.cgroupPath).killAndRemove()
+        if !left.isEmpty { logger.error("could not remove the cgroups of \(instance.id): \(left.joined(separator: ", "))") }
+        // A runc killed half-way leaves its mounts and a state directory without state.json.
+        let runcState = "\(paths.runcRoot)/\(instance.id)"
+        HostMounts.unmountAll(under: [runcState] + (directory.map { [$0] } ?? []))
+        if !FileManager.default.fileExists(atPath: "\(runcState)/state.json") { try? FileManager.default.removeItem(atPath: runcState) }
+        NetworkNamespace.remove(at: instance.networkNamespacePath)
+        if let shimPid { ChildReaper.reap(shimPid) }
+        if let directory { try? FileManager.default.removeItem(atPath: directory) }
+    }
+}

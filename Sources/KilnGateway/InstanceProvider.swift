@@ -1,0 +1,90 @@
+import KilnSystem
+import KilnOCI
+import KilnSnapshot
+import KilnEngine
+
+/// One running copy of a function that the gateway sends requests to.
+public struct GatewayInstance: Sendable, Equatable {
+    /// How the instance came to be.
+    public enum Origin: String, Codable, Sendable {
+        /// Restored from the function's snapshot: the normal path.
+        case restored
+        /// The restore failed and the function's command was started from scratch instead.
+        case coldStart = "cold-start"
+    }
+
+    public var id: String
+    public var function: String
+    /// Where its service listens (a port inside its own network namespace).
+    public var endpoint: ServiceEndpoint
+    /// Host pid of its main process, watched for liveness.
+    public var pid: Int32
+    public var origin: Origin
+    /// kiln's record of it (nil for instances that are not kiln containers, e.g. in tests).
+    public var record: InstanceRecord?
+
+    public init(id: String, function: String, endpoint: ServiceEndpoint, pid: Int32, origin: Origin, record: InstanceRecord? = nil) {
+        self.id = id
+        self.function = function
+        self.endpoint = endpoint
+        self.pid = pid
+        self.origin = origin
+        self.record = record
+    }
+}
+
+/// What a launch produced and how: a restore, or a cold start standing in for a failed one.
+public struct LaunchReport: Sendable {
+    public var instance: GatewayInstance
+    /// How long the successful restore took, to its first readiness answer.
+    public var restoreDuration: Duration?
+    /// Why the restore failed, when the instance comes from a cold start.
+    public var restoreFailure: String?
+    /// How long the fallback cold start took, to its first readiness answer.
+    public var coldStartDuration: Duration?
+
+    public init(instance: GatewayInstance, restoreDuration: Duration? = nil, restoreFailure: String? = nil, coldStartDuration: Duration? = nil) {
+        self.instance = instance
+        self.restoreDuration = restoreDuration
+        self.restoreFailure = restoreFailure
+        self.coldStartDuration = coldStartDuration
+    }
+}
+
+/// A launch that produced no instance: the restore failed, and so did the cold start after it
+/// (nil when no cold start was tried).
+public struct LaunchFailure: Error, Sendable, CustomStringConvertible {
+    public var restoreError: String
+    public var coldStartError: String?
+
+    public init(restoreError: String, coldStartError: String?) {
+        self.restoreError = restoreError
+        self.coldStartError = coldStartError
+    }
+
+    public var description: String {
+        guard let coldStartError else { return "restore failed: \(restoreError)" }
+        return "restore failed: \(restoreError); the cold start instead failed too: \(coldStartError)"
+    }
+}
+
+/// Where instances come from: the seam between the gateway's routing, queueing and scaling and
+/// kiln's containers. ``KilnInstanceProvider`` restores snapshots; tests use a fake, so the
+/// gateway's decisions can be tested without root, runc or a JVM.
+public protocol InstanceProvider: Sendable {
+    /// Whether `function` names something this provider can run. Called on every request for a
+    /// function the gateway has not seen yet, so it must be cheap (no verification).
+    func functionExists(_ function: String) -> Bool
+    /// Every function this provider could run (for the admin API).
+    func functionNames() -> [String]
+    /// Checks a function before its first launch (kiln: verifies every snapshot image file); a
+    /// function that fails is not used.
+    func prepare(_ function: String) async throws
+    /// Starts one instance and returns once it answers. Throws ``LaunchFailure`` when nothing
+    /// could be started.
+    func launch(_ function: String) async throws -> LaunchReport
+    /// Whether the instance's process is still there (called often: keep it cheap).
+    func isAlive(_ instance: GatewayInstance) -> Bool
+    /// Stops an instance and removes all it had. Must not fail: it logs instead.
+    func terminate(_ instance: GatewayInstance) async
+}

@@ -1,0 +1,96 @@
+import Foundation
+import KilnEngine
+import KilnOCI
+import KilnSnapshot
+import KilnSystem
+import Logging
+import Synchronization
+
+/// Instances from kiln's snapshot store: a function is a snapshot; an instance is a restored
+/// copy (`Kiln.restoreOne`), or, when the restore fails, a cold start of the snapshot's command
+/// (`Kiln.startColdInstance`). Either way it is an ordinary kiln instance record, so `kiln ps`
+/// lists it and `kiln stop` could stop it.
+public final class KilnInstanceProvider: InstanceProvider {
+    public let kiln: Kiln
+    /// How long a restored copy may take to answer its readiness path.
+    public let readinessTimeout: Duration
+    /// Whether to cold-start the command when a restore fails.
+    public let coldStartFallback: Bool
+    private let manifests = Mutex<[String: SnapshotManifest]>([:])
+    private let logger: Logger
+
+    /// - Parameter logger: where verification and fallback are logged (default: kiln's own).
+    public init(kiln: Kiln, readinessTimeout: Duration = .seconds(30), coldStartFallback: Bool = true, logger: Logger? = nil) {
+        self.kiln = kiln
+        self.readinessTimeout = readinessTimeout
+        self.coldStartFallback = coldStartFallback
+        self.logger = logger ?? kiln.logger
+    }
+
+    public func functionExists(_ function: String) -> Bool {
+        // validate() first: a name is a path component in the store.
+        (try? SnapshotStore.validate(name: function)) != nil && kiln.store.exists(function)
+    }
+
+    public func functionNames() -> [String] {
+        ((try? kiln.store.list()) ?? []).map(\.name)
+    }
+
+    /// Loads the manifest and checks every image file's size and SHA-256 (on a thread of its
+    /// own: hashing hundreds of MB would otherwise hold one of the few threads that serve
+    /// requests).
+    public func prepare(_ function: String) async throws {
+        let kiln = self.kiln
+        let (manifest, verifyMs) = try await onDedicatedThread { try kiln.loadVerified(function) }
+        manifests.withLock { $0[function] = manifest }
+        logger.info(
+            "verified snapshot", metadata: ["function": "\(function)", "files": "\(manifest.files.count)", "bytes": "\(manifest.sizeBytes)", "verify_ms": "\(Int(verifyMs))"])
+    }
+
+    public func launch(_ function: String) async throws -> LaunchReport {
+        guard let manifest = manifests.withLock({ $0[function] }) else {
+            throw LaunchFailure(restoreError: "snapshot '\(function)' was not verified before its launch", coldStartError: nil)
+        }
+        let started = ContinuousClock.now
+        let restoreError: any Error
+        do {
+            let record = try await kiln.restoreOne(manifest, readinessTimeout: readinessTimeout)
+            return LaunchReport(instance: Self.instance(record, .restored), restoreDuration: started.duration(to: .now))
+        } catch {
+            restoreError = error
+        }
+        guard coldStartFallback else { throw LaunchFailure(restoreError: "\(restoreError)", coldStartError: nil) }
+        logger.warning("restore failed; cold-starting the function's command instead", metadata: ["function": "\(function)", "error": "\(restoreError)"])
+        let coldStarted = ContinuousClock.now
+        do {
+            let record = try await kiln.startColdInstance(manifest)
+            return LaunchReport(
+                instance: Self.instance(record, .coldStart), restoreFailure: "\(restoreError)", coldStartDuration: coldStarted.duration(to: .now))
+        } catch {
+            throw LaunchFailure(restoreError: "\(restoreError)", coldStartError: "\(error)")
+        }
+    }
+
+    public func isAlive(_ instance: GatewayInstance) -> Bool {
+        ProcessInspector.isAlive(instance.pid)
+    }
+
+    public func terminate(_ instance: GatewayInstance) async {
+        guard let record = instance.record else { return }
+        // An instance that died (kill -9) may still be exiting: runc cannot remove a cgroup that
+        // still holds a task, so give the shim a moment to reap it first.
+        let deadline = ContinuousClock.now + .seconds(2)
+        while !ProcessInspector.isAlive(record.pid), FileManager.default.fileExists(atPath: "/proc/\(record.pid)"), ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        do {
+            try await kiln.stop(record)
+        } catch {
+            logger.error("could not stop instance", metadata: ["instance": "\(instance.id)", "error": "\(error)"])
+        }
+    }
+
+    static func instance(_ record: InstanceRecord, _ origin: GatewayInstance.Origin) -> GatewayInstance {
+        GatewayInstance(id: record.id, function: record.snapshot, endpoint: record.endpoint, pid: record.pid, origin: origin, record: record)
+    }
+}

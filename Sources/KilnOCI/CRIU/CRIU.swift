@@ -1,0 +1,89 @@
+import Foundation
+import KilnSystem
+
+/// The CRIU binary kiln drives (through runc) and what it is known to do on this host.
+public struct CRIU: Sendable {
+    /// The oldest CRIU that works on the kernels kiln targets: 3.17 does not know the
+    /// `[vvar_vclock]` mapping of Linux 6.13+, and 4.1 fails to dump TCP sockets on 6.16+
+    /// (SO_PASSSEC is refused on non-unix sockets). 4.2.1 is what `make setup` builds.
+    public static let minimumVersion = SemanticVersion(4, 2, 0)
+
+    /// Absolute path of the binary.
+    public var path: String
+    /// What `criu --version` reported.
+    public var version: SemanticVersion
+
+    /// Finds CRIU (`$KILN_CRIU`, else the first `criu` on PATH, /usr/local/sbin and /usr/sbin
+    /// included) and checks its version.
+    public static func locate(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> CRIU {
+        let path: String
+        if let explicit = environment["KILN_CRIU"], !explicit.isEmpty {
+            guard FileManager.default.isExecutableFile(atPath: explicit) else {
+                throw KilnError(
+                    .criuMissing, "KILN_CRIU points at '\(explicit)', which is not an executable file",
+                    hint: "unset KILN_CRIU to use the CRIU that 'make setup' installs, or point it at a CRIU \(minimumVersion)+ binary")
+            }
+            path = explicit
+        } else {
+            let searchPath = (environment["PATH"] ?? "") + ":/usr/local/sbin:/usr/sbin:/sbin"
+            guard let found = ExecutableSearch.find("criu", in: searchPath) else {
+                throw KilnError(
+                    .criuMissing, "CRIU is not installed (no 'criu' on PATH, /usr/local/sbin or /usr/sbin)",
+                    hint: "run 'make setup' as root: it builds CRIU \(minimumVersion) from Debian's source package")
+            }
+            path = found
+        }
+        let output = try Subprocess.run(path, ["--version"])
+        guard let version = SemanticVersion(criuVersionOutput: output.stdout + output.stderr) else {
+            throw KilnError(
+                .criuMissing, "'\(path) --version' did not print a version (\(output.status))",
+                hint: "run 'make setup' as root to install a working CRIU \(minimumVersion)")
+        }
+        guard version >= minimumVersion else {
+            throw KilnError(
+                .criuTooOld,
+                "CRIU \(version) at \(path) is too old: this kernel needs CRIU \(minimumVersion) or newer (older ones fail on the vDSO layout of Linux 6.13+ and on TCP sockets from 6.16)",
+                hint: "run 'make setup' as root: it builds CRIU 4.2.1 from Debian's source package into /usr/local/sbin (or set KILN_CRIU to a newer binary)")
+        }
+        return CRIU(path: path, version: version)
+    }
+
+    /// Runs `criu check`; CRIU prints "Looks good." when the kernel has what it needs.
+    public func check() -> (ok: Bool, output: String) {
+        guard let result = try? Subprocess.run(path, ["check"]) else { return (false, "could not run \(path)") }
+        let text = (result.stdout + result.stderr).trimmingCharacters(in: .whitespacesAndNewlines)
+        return (result.status.isSuccess && text.contains("Looks good"), text)
+    }
+}
+
+/// A dotted `major.minor.patch` version.
+public struct SemanticVersion: Comparable, Codable, Sendable, CustomStringConvertible {
+    public var major: Int
+    public var minor: Int
+    public var patch: Int
+
+    public init(_ major: Int, _ minor: Int, _ patch: Int) {
+        (self.major, self.minor, self.patch) = (major, minor, patch)
+    }
+
+    /// Parses "4.2.1", "4.2" or "1.1.5+ds1".
+    public init?(_ text: some StringProtocol) {
+        let numbers = text.split(whereSeparator: { !$0.isNumber && $0 != "." }).first?.split(separator: ".").compactMap { Int($0) } ?? []
+        guard numbers.count >= 2 else { return nil }
+        self.init(numbers[0], numbers[1], numbers.count > 2 ? numbers[2] : 0)
+    }
+
+    /// Parses the "Version: 4.2.1" line `criu --version` prints.
+    public init?(criuVersionOutput output: String) {
+        guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix("Version:") }),
+              let version = SemanticVersion(line.dropFirst("Version:".count).trimmingCharacters(in: .whitespaces))
+        else { return nil }
+        self = version
+    }
+
+    public static func < (lhs: SemanticVersion, rhs: SemanticVersion) -> Bool {
+        (lhs.major, lhs.minor, lhs.patch) < (rhs.major, rhs.minor, rhs.patch)
+    }
+
+    public var description: String { "\(major).\(minor).\(patch)" }
+}

@@ -1,0 +1,136 @@
+import CKilnShims
+import Foundation
+import KilnSystem
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Lays out an OCI bundle (config.json + root filesystem) for one container of a sandbox.
+public enum SandboxBundle {
+    /// Host `/etc` entries a JVM reads (Debian's JDK keeps its `conf/` there and `java` resolves
+    /// through /etc/alternatives). Only these are bound, never all of /etc (shadow, keys, ...).
+    package static func hostEtcBinds() -> [String] {
+        let fileManager = FileManager.default
+        var binds = ["/etc/alternatives", "/etc/ssl"]
+        if let entries = try? fileManager.contentsOfDirectory(atPath: "/etc") {
+            binds += entries.filter { $0.hasPrefix("java-") }.sorted().map { "/etc/\($0)" }
+        }
+        // Binding a host path that is a symlink breaks CRIU's mount restore (mount-v2
+        // "Failed to move_mount"); keep only real directories.
+        return binds.filter { path in
+            var info = stat()
+            return lstat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
+        }
+    }
+
+    /// Creates `instance.bundlePath` with its config.json (and rootfs for a host root).
+    public static func create(spec: SandboxSpec, instance: SandboxInstance) throws {
+        let fileManager = FileManager.default
+        let bundle = instance.bundlePath
+        do {
+            try fileManager.createDirectory(atPath: bundle, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            let rootPath: String
+            var binds: [String] = []
+            switch spec.rootFilesystem {
+            case .directory(let path):
+                rootPath = path
+            case .host:
+                rootPath = "\(bundle)/rootfs"
+                binds = ["/usr"] + hostEtcBinds()
+                try layOutHostRoot(at: rootPath, hostname: instance.id, binds: binds, mode: spec.rootMode)
+            }
+            let extra = try extraBinds(spec, instance: instance, root: rootPath, kilnBinds: binds)
+            let config = OCIConfig(spec: spec, instance: instance, rootPath: rootPath, binds: binds, extraMounts: extra)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            try encoder.encode(config).write(to: URL(fileURLWithPath: "\(bundle)/config.json"))
+        } catch let error as KilnError {
+            throw error
+        } catch {
+            throw KilnError(.systemCall, "could not lay out the sandbox bundle at \(bundle): \(error)")
+        }
+    }
+
+    /// The mounts for ``SandboxSpec/binds``: host paths as they are; for each bind without a
+    /// source a fresh file or directory in the bundle (the copy's hostname in `/etc/hostname`,
+    /// its hosts file in `/etc/hosts`, empty otherwise). Destinations kiln binds anyway are
+    /// skipped; in a generated root, their mount points are made here.
+    static func extraBinds(_ spec: SandboxSpec, instance: SandboxInstance, root: String, kilnBinds: [String]) throws -> [OCIConfig.Mount] {
+        let fileManager = FileManager.default
+        let generatedRoot = spec.rootFilesystem == .host
+        var mounts: [OCIConfig.Mount] = []
+        for (index, bind) in (spec.binds ?? []).enumerated() where !kilnBinds.contains(bind.destination) && bind.destination != spec.appDirectory {
+            let source: String
+            if let given = bind.source {
+                source = given
+            } else {
+                source = "\(instance.bundlePath)/binds/\(index)"
+                try fileManager.createDirectory(atPath: "\(instance.bundlePath)/binds", withIntermediateDirectories: true)
+                if bind.isDirectory {
+                    try fileManager.createDirectory(atPath: source, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o1777])
+                } else {
+                    let content = switch bind.destination {
+                    case "/etc/hostname": "\(instance.id)\n"
+                    case "/etc/hosts": hostsFile(hostname: instance.id)
+                    default: ""
+                    }
+                    try content.write(toFile: source, atomically: false, encoding: .utf8)
+                }
+            }
+            if generatedRoot {
+                let target = root + bind.destination
+                try fileManager.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                if bind.isDirectory {
+                    try fileManager.createDirectory(atPath: target, withIntermediateDirectories: true)
+                } else if !fileManager.fileExists(atPath: target) {
+                    _ = fileManager.createFile(atPath: target, contents: nil)
+                }
+            }
+            mounts.append(.init(
+                destination: bind.destination, type: "bind", source: source,
+                options: ["rbind", "nosuid", "nodev"] + (bind.readOnly ? ["ro"] : [])))
+        }
+        return mounts
+    }
+
+    static func hostsFile(hostname: String) -> String {
+        "127.0.0.1\tlocalhost \(hostname)\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    }
+
+    /// An empty root whose /bin, /lib, ... are symlinks into /usr (as on the host, where they are
+    /// symlinks too and so cannot be bind-mounted), plus a minimal generated /etc.
+    package static func layOutHostRoot(at root: String, hostname: String, binds: [String], mode: Int? = nil) throws {
+        let fileManager = FileManager.default
+        defer { chmod(root, mode_t(mode ?? 0o755)) }
+        for directory in ["usr", "proc", "dev", "sys", "tmp", "etc", "run", "var/tmp"] {
+            try fileManager.createDirectory(atPath: "\(root)/\(directory)", withIntermediateDirectories: true)
+        }
+        for name in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
+            guard let target = try? fileManager.destinationOfSymbolicLink(atPath: "/\(name)") else { continue }
+            try fileManager.createSymbolicLink(atPath: "\(root)/\(name)", withDestinationPath: target)
+        }
+        for path in binds where path.hasPrefix("/etc/") {
+            try fileManager.createDirectory(atPath: root + path, withIntermediateDirectories: true)
+        }
+        if let zone = try? fileManager.destinationOfSymbolicLink(atPath: "/etc/localtime") {
+            try fileManager.createSymbolicLink(atPath: "\(root)/etc/localtime", withDestinationPath: zone)
+        }
+        let files = [
+            "passwd": "root:x:0:0:root:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+            "group": "root:x:0:\nnogroup:x:65534:\n",
+            "hosts": hostsFile(hostname: hostname),
+            "hostname": "\(hostname)\n",
+            "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
+            "resolv.conf": "",
+        ]
+        for (name, content) in files {
+            try content.write(toFile: "\(root)/etc/\(name)", atomically: false, encoding: .utf8)
+        }
+    }
+
+    /// Removes the bundle directory (best effort: it is only kiln's own scratch space).
+    public static func remove(_ instance: SandboxInstance) {
+        try? FileManager.default.removeItem(atPath: instance.bundlePath)
+    }
+}

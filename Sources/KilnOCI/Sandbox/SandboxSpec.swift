@@ -1,0 +1,215 @@
+import Foundation
+import KilnSystem
+
+/// Everything about a service's sandbox that stays the same across its cold start and every copy
+/// restored from its snapshot. Stored in the snapshot manifest: a restore must recreate the exact
+/// mounts the checkpointed process saw.
+public struct SandboxSpec: Codable, Sendable, Equatable {
+    /// Where the container's root filesystem comes from.
+    public enum RootFilesystem: Codable, Sendable, Equatable {
+        /// An empty root with the host's `/usr` (and the few `/etc` entries a JVM reads) bound
+        /// read-only, so a command line that works on the host works inside.
+        case host
+        /// A user-given directory, used as the (read-only) root as it is.
+        case directory(String)
+    }
+
+    /// The command and its arguments, as given to `kiln bake`.
+    public var command: [String]
+    /// Extra environment for the service (`PORT` is always set from ``port``).
+    public var environment: [String: String]
+    /// Working directory inside the sandbox.
+    public var workingDirectory: String
+    /// Host directory bound read-only at the same path inside the sandbox, if any.
+    public var appDirectory: String?
+    public var rootFilesystem: RootFilesystem
+    /// TCP port the service listens on inside its network namespace.
+    public var port: Int
+    /// Memory cgroup limit.
+    public var memoryLimitBytes: Int64
+    /// Maximum number of tasks (processes and threads) in the sandbox.
+    public var pidsLimit: Int64
+    /// Size of the tmpfs mounted on /tmp.
+    public var tmpfsSizeBytes: Int64
+    /// Who the service runs as; nil is root (uid 0 in its own sandbox, without privileges).
+    /// Set from an image's numeric `User` (see ``ImageConfig/sandboxUser(reference:)``).
+    public var user: SandboxUser?
+    /// Permission bits of the generated root directory (``RootFilesystem/host``). CRIU checks
+    /// the root's mode at restore ("File . has bad mode"), so it must be what the checkpointed
+    /// process had: 0555 since `kiln export` exists, which is what Podman's overlay root has;
+    /// nil (older manifests) means 0755.
+    public var rootMode: Int?
+    /// More bind mounts the checkpointed process had (a snapshot imported from a Podman
+    /// archive); nil for kiln's own bakes.
+    public var binds: [Bind]?
+
+    /// A bind mount at ``destination``. With a ``source``, that host path (it must be there at
+    /// every restore); without one, kiln makes an empty file or directory per copy, standing in
+    /// for what another runtime generated per container (`/etc/hostname`, `/run/.containerenv`).
+    public struct Bind: Codable, Sendable, Equatable {
+        public var destination: String
+        public var source: String?
+        public var readOnly: Bool
+        public var isDirectory: Bool
+
+        public init(destination: String, source: String?, readOnly: Bool, isDirectory: Bool) {
+            self.destination = destination
+            self.source = source
+            self.readOnly = readOnly
+            self.isDirectory = isDirectory
+        }
+    }
+
+    /// The root mode of new bakes: Podman's, so its restores accept kiln's snapshots (and kiln
+    /// Podman's).
+    public static let portableRootMode = 0o555
+
+    public init(
+        command: [String], environment: [String: String] = [:], workingDirectory: String,
+        appDirectory: String?, rootFilesystem: RootFilesystem = .host, port: Int,
+        memoryLimitBytes: Int64 = 1 << 30, pidsLimit: Int64 = 1024, tmpfsSizeBytes: Int64 = 64 << 20, user: SandboxUser? = nil,
+        rootMode: Int? = SandboxSpec.portableRootMode, binds: [Bind]? = nil
+    ) {
+        self.rootMode = rootMode
+        self.binds = binds
+        self.command = command
+        self.environment = environment
+        self.workingDirectory = workingDirectory
+        self.appDirectory = appDirectory
+        self.rootFilesystem = rootFilesystem
+        self.port = port
+        self.memoryLimitBytes = memoryLimitBytes
+        self.pidsLimit = pidsLimit
+        self.tmpfsSizeBytes = tmpfsSizeBytes
+        self.user = user
+    }
+
+    /// Smallest and largest memory limit kiln accepts: below a few MiB nothing starts (Docker
+    /// refuses less than 6 MiB too); the upper bound only keeps MiB-to-bytes arithmetic sane.
+    public static let memoryLimitRange: ClosedRange<Int64> = (6 << 20)...(1 << 40)
+
+    /// Parses a memory limit: a number of MiB (`1024`, what `--memory` always took), or a number
+    /// with a unit, `k`, `m` or `g` (powers of 1024; `512m`, `2g`, `1536MiB`, `2 GiB` are fine).
+    public static func memoryLimit(parsing text: String) throws -> Int64 {
+        let invalid = KilnError(
+            .invalidArgument, "memory limit '\(text)' is not a size from 6 MiB to 1 TiB", hint: "give MiB or a unit, e.g. --memory 1024 or --memory 2g")
+        let trimmed = text.trimmingCharacters(in: .whitespaces).lowercased()
+        let digits = trimmed.prefix { $0.isASCII && $0.isNumber }
+        let unit = trimmed.dropFirst(digits.count).trimmingCharacters(in: .whitespaces)
+        let shift: Int64
+        switch unit {
+        case "k", "kb", "kib": shift = 10
+        case "", "m", "mb", "mib": shift = 20
+        case "g", "gb", "gib": shift = 30
+        default: throw invalid
+        }
+        // `<<` would silently drop the bits that overflow; the multiplication reports them.
+        guard let value = Int64(digits) else { throw invalid }
+        let (bytes, overflow) = value.multipliedReportingOverflow(by: 1 << shift)
+        guard !overflow, memoryLimitRange.contains(bytes) else { throw invalid }
+        return bytes
+    }
+
+    /// Parses `--env` entries, `KEY=VALUE` each (the value may be empty or hold `=`); a later
+    /// entry for the same key wins.
+    public static func environment(parsing entries: [String]) throws -> [String: String] {
+        var environment: [String: String] = [:]
+        for entry in entries {
+            guard let equals = entry.firstIndex(of: "="), equals != entry.startIndex, !entry.utf8.contains(0) else {
+                throw KilnError(.invalidArgument, "--env '\(entry)' is not KEY=VALUE", hint: "e.g. --env JAVA_OPTS=-Xmx256m")
+            }
+            environment[String(entry[..<equals])] = String(entry[entry.index(after: equals)...])
+        }
+        return environment
+    }
+
+    /// What is wrong with a spec read back from a snapshot manifest, or nil: what `kiln bake`
+    /// makes has absolute paths, limits in range and no NUL where `execve` would cut a string.
+    package var problem: String? {
+        var paths = [("working directory", workingDirectory)]
+        if let appDirectory { paths.append(("app directory", appDirectory)) }
+        if case .directory(let root) = rootFilesystem { paths.append(("root filesystem", root)) }
+        for (what, path) in paths where !InputValidation.isCleanAbsolutePath(path) {
+            return "its \(what) '\(path)' is not a clean absolute path"
+        }
+        guard Self.memoryLimitRange.contains(memoryLimitBytes) else { return "its memory limit \(memoryLimitBytes) is out of range" }
+        guard pidsLimit > 0, tmpfsSizeBytes > 0 else { return "its pids limit or /tmp size is not positive" }
+        guard !command.contains(where: { $0.utf8.contains(0) }) else { return "its command holds a NUL character" }
+        if let rootMode, !(0...0o7777).contains(rootMode) { return "its root mode \(rootMode) is not a permission mode" }
+        for bind in binds ?? [] {
+            guard InputValidation.isCleanAbsolutePath(bind.destination), bind.destination != "/",
+                  bind.source.map(InputValidation.isCleanAbsolutePath) ?? true
+            else { return "its bind mount '\(bind.destination)' is not between clean absolute paths" }
+        }
+        for (key, value) in environment where key.isEmpty || key.contains("=") || key.utf8.contains(0) || value.utf8.contains(0) {
+            return "its environment variable '\(key)' is invalid"
+        }
+        return nil
+    }
+
+    /// JVM options kiln adds (through `JAVA_TOOL_OPTIONS`, so any JVM the command starts gets
+    /// them, whatever it runs):
+    /// - `-XX:-UsePerfData`: no shared perf-data file mapped from /tmp into every copy (the seed
+    ///   experiment turned it off too);
+    /// - `-XX:ArchiveRelocationMode=0`: map the JDK's class-data archive where it was built for
+    ///   instead of relocating it at a random address, which dirties ~10 MB that every snapshot
+    ///   would carry. The randomisation buys nothing here: every copy restored from a snapshot has
+    ///   the same memory layout anyway. Mapped unmodified, the archive is read from the page cache
+    ///   that all copies share. (A diagnostic flag; `IgnoreUnrecognizedVMOptions` keeps JVMs
+    ///   without it starting.)
+    public static let jvmOptions = [
+        "-XX:-UsePerfData", "-XX:+UnlockDiagnosticVMOptions", "-XX:+IgnoreUnrecognizedVMOptions", "-XX:ArchiveRelocationMode=0",
+    ]
+
+    /// The environment the process starts with: a plain PATH and locale, the user's variables,
+    /// `PORT`, and kiln's ``jvmOptions`` appended to any `JAVA_TOOL_OPTIONS` of the user's.
+    public var processEnvironment: [String: String] {
+        var env = [
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": "/tmp",
+            "LANG": "C.UTF-8",
+        ]
+        env.merge(environment) { _, user in user }
+        env["PORT"] = String(port)
+        let user = env["JAVA_TOOL_OPTIONS"].map { $0.split(separator: " ").map(String.init) } ?? []
+        env["JAVA_TOOL_OPTIONS"] = (user + Self.jvmOptions.filter { option in
+            // The user's own setting of a flag wins.
+            let name = option.drop { "-+X:".contains($0) }.split(separator: "=").first.map(String.init) ?? option
+            return !user.contains { $0.contains(name) }
+        }).joined(separator: " ")
+        return env
+    }
+}
+
+/// A uid and gid a sandboxed service runs as.
+public struct SandboxUser: Codable, Sendable, Equatable {
+    public var uid: UInt32
+    public var gid: UInt32
+
+    public init(uid: UInt32, gid: UInt32) {
+        self.uid = uid
+        self.gid = gid
+    }
+}
+
+/// One container made from a ``SandboxSpec``: the per-copy parts.
+public struct SandboxInstance: Sendable {
+    /// Container id, unique on the host; also the copy's hostname.
+    public var id: String
+    /// Bundle directory holding `config.json` and, for ``SandboxSpec/RootFilesystem/host``, `rootfs/`.
+    public var bundlePath: String
+    /// The pinned network namespace the container joins.
+    public var networkNamespacePath: String
+    /// The cgroup path (relative to each controller's root).
+    public var cgroupPath: String
+    /// A CRIU configuration file runc passes to every checkpoint and restore of this container.
+    public var criuConfigPath: String?
+
+    public init(id: String, bundlePath: String, networkNamespacePath: String, cgroupPath: String, criuConfigPath: String? = nil) {
+        self.id = id
+        self.bundlePath = bundlePath
+        self.networkNamespacePath = networkNamespacePath
+        self.cgroupPath = cgroupPath
+        self.criuConfigPath = criuConfigPath
+    }
+}

@@ -1,0 +1,103 @@
+/// The one error type kiln throws: what kiln was doing, what went wrong, and what to do about it.
+///
+/// Every failure a user can hit maps to a ``Code`` so scripts (`--json`) and tests can tell them
+/// apart, and every message is written to be read by the person at the terminal: it names the
+/// thing that failed and, where there is one, the fix.
+public struct KilnError: Error, CustomStringConvertible, Sendable {
+    /// A stable, machine-readable kind of failure.
+    public enum Code: String, Codable, Sendable {
+        case notRoot = "not-root"
+        case missingCapability = "missing-capability"
+        case criuMissing = "criu-missing"
+        case criuTooOld = "criu-too-old"
+        case runtimeMissing = "runtime-missing"
+        case invalidArgument = "invalid-argument"
+        case commandNotFound = "command-not-found"
+        case serviceExited = "service-exited"
+        case serviceNeverReady = "service-never-ready"
+        case portInUse = "port-in-use"
+        case warmupFailed = "warmup-failed"
+        case snapshotNotFound = "snapshot-not-found"
+        case snapshotExists = "snapshot-exists"
+        case snapshotCorrupt = "snapshot-corrupt"
+        case snapshotInUse = "snapshot-in-use"
+        case storeFull = "store-full"
+        /// An encrypted snapshot and no key for it.
+        case keyRequired = "key-required"
+        /// An encrypted snapshot and only keys with other ids.
+        case keyMismatch = "key-mismatch"
+        case checkpointFailed = "checkpoint-failed"
+        case restoreFailed = "restore-failed"
+        case instanceNotFound = "instance-not-found"
+        case runtimeFailed = "runtime-failed"
+        case requestFailed = "request-failed"
+        case systemCall = "system-call"
+        /// `--image` names an image that is not there (no such layout, tag or stored image).
+        case imageNotFound = "image-not-found"
+        /// An image kiln cannot run: another architecture, a user name instead of a uid, a
+        /// damaged layout.
+        case imageUnsupported = "image-unsupported"
+        /// A tool kiln drives for this command is not installed or not reachable (skopeo,
+        /// umoci, the Docker daemon).
+        case toolMissing = "tool-missing"
+    }
+
+    /// The kind of failure.
+    public var code: Code
+    /// What kiln was doing, e.g. "baking snapshot 'hello'".
+    public var action: String
+    /// What went wrong, in one sentence.
+    public var message: String
+    /// What the user can do about it, if anything.
+    public var hint: String?
+    /// Supporting lines: the service's last log lines, the relevant lines of CRIU's log, ...
+    public var details: [String]
+    /// The full log to read for more, if there is one.
+    public var logPath: String?
+
+    public init(
+        _ code: Code, _ message: String, action: String = "", hint: String? = nil,
+        details: [String] = [], logPath: String? = nil
+    ) {
+        self.code = code
+        self.message = message
+        self.action = action
+        self.hint = hint
+        self.details = details
+        self.logPath = logPath
+    }
+
+    /// The same error, saying it happened while doing `action` (the innermost action wins).
+    public func during(_ action: String) -> KilnError {
+        guard self.action.isEmpty else { return self }
+        var copy = self
+        copy.action = action
+        return copy
+    }
+
+    public var description: String {
+        var text = action.isEmpty ? message : "\(action): \(message)"
+        if !details.isEmpty {
+            text += "\n" + details.map { "    \($0)" }.joined(separator: "\n")
+        }
+        if let logPath { text += "\n  full log: \(logPath)" }
+        if let hint { text += "\n  hint: \(hint)" }
+        return text
+    }
+}
+
+extension KilnError {
+    /// A failed system call, named with its errno text.
+    package static func systemCall(_ call: String, errno code: Int32, _ what: String) -> KilnError {
+        KilnError(.systemCall, "\(call) failed for \(what): \(errnoDescription(code))")
+    }
+}
+
+/// `strerror` text plus the symbolic number, e.g. "No such file or directory (errno 2)".
+package func errnoDescription(_ code: Int32) -> String {
+    "\(String(cString: strerror(code))) (errno \(code))"
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

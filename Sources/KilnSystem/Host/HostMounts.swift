@@ -1,0 +1,44 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Mounts in kiln's own mount namespace, for cleaning up after a runc that died half-way: `runc
+/// restore` bind-mounts the container's root at `<runc state>/<id>/criu-root` for CRIU and
+/// unmounts it when it is done, which a killed runc never is.
+package enum HostMounts {
+    /// Mount points of this process's mount namespace (octal escapes decoded).
+    package static func mountPoints() -> [String] {
+        let table = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+        return table.split(separator: "\n").compactMap { line in
+            let fields = line.split(separator: " ")
+            return fields.count > 4 ? decode(String(fields[4])) : nil
+        }
+    }
+
+    /// Lazily unmounts everything mounted at or below each of `directories`, deepest first;
+    /// returns the mount points it unmounted.
+    @discardableResult
+    package static func unmountAll(under directories: [String]) -> [String] {
+        let prefixes = directories.map { $0.hasSuffix("/") ? $0 : $0 + "/" }
+        let doomed = mountPoints().filter { point in prefixes.contains { (point + "/").hasPrefix($0) } }
+        return doomed.sorted { $0.count > $1.count }.filter { umount2($0, Int32(MNT_DETACH)) == 0 }
+    }
+
+    /// mountinfo writes space, tab, newline and backslash as `\040`-style octal escapes.
+    static func decode(_ field: String) -> String {
+        guard field.contains("\\") else { return field }
+        var bytes: [UInt8] = []
+        var utf8 = Array(field.utf8)[...]
+        while let byte = utf8.popFirst() {
+            if byte == UInt8(ascii: "\\"), utf8.count >= 3, let value = UInt8(String(decoding: utf8.prefix(3), as: UTF8.self), radix: 8) {
+                bytes.append(value)
+                utf8 = utf8.dropFirst(3)
+            } else {
+                bytes.append(byte)
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
