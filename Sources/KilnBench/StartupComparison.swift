@@ -61,25 +61,21 @@ extension Kiln {
         _ body: (_ instance: ColdInstance, _ coldStartMs: Double) async throws -> T
     ) async throws -> T {
         let id = makeInstanceID(for: manifest.name) + "-cold"
-        let directory = "\(paths.bakes)/\(id)"
-        let instance = sandboxInstance(id: id, directory: directory)
-        var shimPid: Int32?
+        var sandbox = makeSandbox(id: id, directory: "\(paths.bakes)/\(id)", purpose: "cold-starting '\(manifest.name)' to measure it")
         do {
-            try makeScratchDirectory(directory)
-            try NetworkNamespace.create(at: instance.networkNamespacePath)
-            try SandboxBundle.create(spec: manifest.sandbox, instance: instance)
-            let log = "\(directory)/console.log"
-            let (_, ms) = try await coldStart(
-                manifest.sandbox, instance: instance, readiness: manifest.readiness, logPath: log, keptLogPath: log,
-                shimPid: &shimPid, pollInterval: pollInterval)
+            try sandbox.prepare(manifest.sandbox, ownerMark: true)
+            let started = ContinuousClock.now
+            _ = try await sandbox.start()
+            let ms = try await sandbox.waitUntilReady(
+                port: manifest.sandbox.port, readiness: manifest.readiness, interval: pollInterval, appDirectory: manifest.sandbox.appDirectory,
+                since: started)
             let cold = ColdInstance(
-                endpoint: ServiceEndpoint(networkNamespacePath: instance.networkNamespacePath, port: manifest.sandbox.port),
-                cgroupPath: instance.cgroupPath, logPath: log)
+                endpoint: sandbox.endpoint(port: manifest.sandbox.port), cgroupPath: sandbox.instance.cgroupPath, logPath: sandbox.logPath)
             let result = try await body(cold, ms)
-            await tearDown(instance, directory: directory, shimPid: shimPid)
+            await sandbox.tearDown()
             return result
         } catch {
-            await tearDown(instance, directory: directory, shimPid: shimPid)
+            await sandbox.tearDown()
             throw error
         }
     }

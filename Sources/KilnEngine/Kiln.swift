@@ -54,7 +54,8 @@ public struct KilnPaths: Sendable, Equatable {
 public struct Kiln: Sendable {
     public var paths: KilnPaths
     public var store: SnapshotStore
-    public var runtime: Runc
+    /// The OCI runtime that starts, checkpoints and restores containers (runc; a fake in tests).
+    public var runtime: any ContainerRuntime
     public var criu: CRIU
     public var logger: Logger
     /// Whether instances this value starts live only as long as this process: each is marked
@@ -64,6 +65,8 @@ public struct Kiln: Sendable {
     /// Keys to decrypt encrypted snapshots with (`--key`); each snapshot's manifest names the
     /// one it needs.
     public var keys = SnapshotKeyring()
+    /// What a sandbox's life does to the host outside the runtime (a fake in tests).
+    package var host: any SandboxHost = LinuxSandboxHost()
 
     public static func open(paths: KilnPaths = .fromEnvironment(), logger: Logger = Logger(label: "kiln"), toDo action: String) throws -> Kiln {
         try HostPrivileges.requireRoot(toDo: action)
@@ -95,30 +98,17 @@ public struct Kiln: Sendable {
         "\(name)-\(String(format: "%06x", UInt32.random(in: 0..<0x100_0000)))"
     }
 
-    package func sandboxInstance(id: String, directory: String) -> SandboxInstance {
-        SandboxInstance(
-            id: id, bundlePath: "\(directory)/bundle",
-            networkNamespacePath: "\(paths.networkNamespaces)/\(id)",
-            cgroupPath: "\(paths.cgroupParent)/\(id)", criuConfigPath: paths.criuConfig)
+    /// The lifecycle of a new sandbox `id` in `directory`, doing `purpose` (the action its errors
+    /// name). A bake's checkpoint uses ``KilnPaths/criuDumpConfig``; everything else the restore one.
+    package func makeSandbox(id: String, directory: String, purpose: String, forCheckpoint: Bool = false) -> SandboxLifecycle {
+        SandboxLifecycle(
+            id: id, directory: directory, purpose: purpose, paths: paths,
+            criuConfigPath: forCheckpoint ? paths.criuDumpConfig : paths.criuConfig, runtime: runtime, host: host, logger: logger)
     }
 
-    /// Tears down whatever exists of a container: the container, any process still in its
-    /// cgroups (and the cgroups), its network namespace and its directory. Safe to call on a
-    /// half-made one, and on one whose runc or CRIU was killed half-way.
-    package func tearDown(_ instance: SandboxInstance, directory: String?, shimPid: Int32? = nil) async {
-        do {
-            try await runtime.delete(id: instance.id)
-        } catch {
-            logger.warning("could not delete container \(instance.id): \(error)")
-        }
-        let left = await ContainerCgroups(path: instance.cgroupPath).killAndRemove()
-        if !left.isEmpty { logger.error("could not remove the cgroups of \(instance.id): \(left.joined(separator: ", "))") }
-        // A runc killed half-way leaves its mounts and a state directory without state.json.
-        let runcState = "\(paths.runcRoot)/\(instance.id)"
-        HostMounts.unmountAll(under: [runcState] + (directory.map { [$0] } ?? []))
-        if !FileManager.default.fileExists(atPath: "\(runcState)/state.json") { try? FileManager.default.removeItem(atPath: runcState) }
-        NetworkNamespace.remove(at: instance.networkNamespacePath)
-        if let shimPid { ChildReaper.reap(shimPid) }
-        if let directory { try? FileManager.default.removeItem(atPath: directory) }
+    /// The lifecycle of a sandbox that exists already (an instance from its record, or one
+    /// `kiln gc` found), to tear it down.
+    package func adoptSandbox(id: String, directory: String, shimPid: Int32? = nil) -> SandboxLifecycle {
+        SandboxLifecycle.adopting(id: id, directory: directory, shimPid: shimPid, paths: paths, runtime: runtime, host: host, logger: logger)
     }
 }

@@ -112,7 +112,9 @@ extension Integration {
                 // A CRIU killed half-way leaves runc waiting for ever: kiln gives up on it (60 s by
                 // default, less here) and kills what is left.
                 var kiln = host.kiln
-                kiln.runtime.operationTimeout = .seconds(10)
+                var runc = try #require(kiln.runtime as? Runc)
+                runc.operationTimeout = .seconds(10)
+                kiln.runtime = runc
                 let assassin = ProcessAssassin(name: victim, markers: [host.paths.runcRoot, "restore"])
                 async let killed = assassin.kill(after: .milliseconds(victim == "criu" ? 20 : 40))
                 do {

@@ -120,7 +120,9 @@ extension Integration {
                 _ = try await host.kiln.bake(BakeRequest(
                     name: "jdk", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health", timeoutSeconds: 60)))
                 var broken = host.kiln
-                broken.runtime.criuPath = "/bin/false"
+                var runc = try #require(broken.runtime as? Runc)
+                runc.criuPath = "/bin/false"
+                broken.runtime = runc
                 let configuration = GatewayConfiguration(
                     listen: ListenAddress(host: "127.0.0.1", port: 0), admin: ListenAddress(host: "127.0.0.1", port: 0))
                 let (gateway, server) = makeGateway(configuration, kiln: broken)

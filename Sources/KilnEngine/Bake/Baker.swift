@@ -40,17 +40,14 @@ extension Kiln {
                 throw KilnError(.snapshotExists, "a snapshot named '\(request.name)' already exists", hint: "pass --replace to bake it again, or choose another name")
             }
             let id = makeInstanceID(for: request.name) + "-bake"
-            let directory = "\(paths.bakes)/\(id)"
-            var instance = sandboxInstance(id: id, directory: directory)
-            instance.criuConfigPath = paths.criuDumpConfig
+            var sandbox = makeSandbox(id: id, directory: "\(paths.bakes)/\(id)", purpose: action, forCheckpoint: true)
             let previous = try? store.load(request.name)
             var request = request
             var imported: ImportedImage?
-            var shimPid: Int32?
             var staging: String?
             do {
                 // Marked as this bake's before anything else: `kiln gc` keeps what a live bake owns.
-                try makeScratchDirectory(directory)
+                try sandbox.createDirectory(ownerMark: true)
                 if let reference = request.image {
                     progress(.importingImage(reference))
                     var configured = request.sandbox
@@ -63,11 +60,10 @@ extension Kiln {
                     try request.validate()
                 }
                 staging = try store.makeStagingDirectory(for: request.name)
-                let manifest = try await bake(
-                    request, imported: imported, instance: instance, directory: directory, staging: staging!, shimPid: &shimPid, progress: progress)
+                let manifest = try await bake(request, imported: imported, sandbox: &sandbox, staging: staging!, progress: progress)
                 // A re-bake makes any unpacked copy of the old version stale.
                 ImageCache(root: paths.imageCache, store: store).evict(request.name)
-                await tearDown(instance, directory: directory, shimPid: shimPid)
+                await sandbox.tearDown()
                 // The old version's image root goes too, unless copies restored from it still run
                 // in it (then `kiln gc` removes it once they are gone).
                 if let previous, let root = store.imageRoot(of: previous), root != store.imageRoot(of: manifest),
@@ -77,9 +73,8 @@ extension Kiln {
                 return manifest
             } catch {
                 // Keep the service's output where the error says it is; drop everything else.
-                let kept = "\(paths.logs)/\(id).log"
-                try? FileManager.default.moveItem(atPath: "\(directory)/console.log", toPath: kept)
-                await tearDown(instance, directory: directory, shimPid: shimPid)
+                _ = sandbox.keep(sandbox.logPath, at: keptLogPath(bakeID: id))
+                await sandbox.tearDown()
                 if let staging { try? FileManager.default.removeItem(atPath: staging) }
                 if request.image != nil { store.removeImageRoot(imageRoot(bakeID: id)) }
                 throw StoreSpace(path: store.root).explain(error)
@@ -88,6 +83,9 @@ extension Kiln {
             throw error.during(action)
         }
     }
+
+    /// Where a failed bake's service output is kept.
+    private func keptLogPath(bakeID: String) -> String { "\(paths.logs)/\(bakeID).log" }
 
     /// Where the image root filesystem of bake `bakeID` lives, for as long as its snapshot does.
     func imageRoot(bakeID: String) -> String { "\(store.rootfsDirectory)/\(bakeID)" }
@@ -106,20 +104,22 @@ extension Kiln {
     }
 
     private func bake(
-        _ request: BakeRequest, imported: ImportedImage?, instance: SandboxInstance, directory: String, staging: String, shimPid: inout Int32?,
+        _ request: BakeRequest, imported: ImportedImage?, sandbox lifecycle: inout SandboxLifecycle, staging: String,
         progress: @Sendable (BakeEvent) -> Void
     ) async throws -> SnapshotManifest {
         let sandbox = request.sandbox
-        try FileManager.default.createDirectory(atPath: "\(directory)/work", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        let consoleLog = "\(directory)/console.log"
-        let keptLog = "\(paths.logs)/\(instance.id).log"
-        try NetworkNamespace.create(at: instance.networkNamespacePath)
-        try SandboxBundle.create(spec: sandbox, instance: instance)
-        let endpoint = ServiceEndpoint(networkNamespacePath: instance.networkNamespacePath, port: sandbox.port)
+        let instance = lifecycle.instance
+        let consoleLog = lifecycle.logPath
+        let keptLog = keptLogPath(bakeID: lifecycle.id)
+        try lifecycle.prepare(sandbox, ownerMark: true)
+        let endpoint = lifecycle.endpoint(port: sandbox.port)
 
         progress(.starting(command: sandbox.command))
-        let (container, coldStartMs) = try await coldStart(
-            sandbox, instance: instance, readiness: request.readiness, logPath: consoleLog, keptLogPath: keptLog, shimPid: &shimPid)
+        let started = ContinuousClock.now
+        let container = try await lifecycle.start()
+        let coldStartMs = try await lifecycle.waitUntilReady(
+            port: sandbox.port, readiness: request.readiness, interval: .milliseconds(25), appDirectory: sandbox.appDirectory, keptLogPath: keptLog,
+            since: started)
         var timings = BakeTimings(coldStartMs: coldStartMs)
         progress(.ready(coldStartMs: timings.coldStartMs))
 
@@ -159,14 +159,10 @@ extension Kiln {
         }
         let checkpointStart = ContinuousClock.now
         do {
-            try await runtime.checkpoint(id: instance.id, imageDirectory: dump, workDirectory: "\(directory)/work")
+            try await lifecycle.checkpoint(into: dump)
         } catch var error as KilnError {
             // Keep CRIU's log for the user: the bake directory is about to be removed.
-            if let log = error.logPath, log.hasPrefix(directory) {
-                let kept = "\(paths.logs)/\(instance.id)-dump.log"
-                try? FileManager.default.moveItem(atPath: log, toPath: kept)
-                error.logPath = kept
-            }
+            if let log = error.logPath { error.logPath = lifecycle.keep(log, at: "\(paths.logs)/\(instance.id)-dump.log") }
             throw error
         }
         timings.checkpointMs = checkpointStart.duration(to: .now).milliseconds
@@ -193,7 +189,7 @@ extension Kiln {
             }
             encryption = record
         }
-        let host = HostFacts(kernel: HostFacts.kernelRelease(), criuVersion: criu.version.description, runtime: "runc \(runtime.version())")
+        let host = HostFacts(kernel: HostFacts.kernelRelease(), criuVersion: criu.version.description, runtime: runtime.versionDescription())
         let image = try imported.map {
             // The service saw this root read-only: it is as unpacked.
             guard case .directory(let root) = sandbox.rootFilesystem else { throw KilnError(.runtimeFailed, "an image bake without its root") }
@@ -228,9 +224,8 @@ struct StoreSpace {
     /// filling up (CRIU's, zstd's or kiln's own writes), else unchanged. The failed snapshot's
     /// files are gone by then, so the free space reported is what the store has without it.
     func explain(_ error: any Error) -> any Error {
+        guard Self.isOutOfSpace(error) else { return error }
         let original = error as? KilnError
-        let text = original.map { ([$0.message] + $0.details).joined(separator: "\n") } ?? "\(error)"
-        guard text.contains("No space left on device") || text.contains("ENOSPC") else { return error }
         let space = bytes.map { " (\(Self.mib($0.free)) free of \(Self.mib($0.total)) once the partial snapshot was removed)" } ?? ""
         return KilnError(
             .storeFull, "the snapshot store \(path) ran out of space while the snapshot was written\(space)",
@@ -239,58 +234,18 @@ struct StoreSpace {
             logPath: original?.logPath)
     }
 
-    static func mib(_ bytes: Int64) -> String { String(format: "%.1f MiB", Double(bytes) / 1_048_576) }
-}
-
-extension Kiln {
-    /// Starts a sandbox from scratch and waits for its readiness path to answer 2xx.
-    /// Returns the container and the time from `runc run` to that first answer (ms).
-    ///
-    /// The failure errors say why the service never came up: it exited (quoting its output;
-    /// a port already in use is named as such), or it did not answer in time (naming the ports
-    /// it does listen on when that is the mistake).
-    package func coldStart(
-        _ sandbox: SandboxSpec, instance: SandboxInstance, readiness: ReadinessCheck, logPath: String, keptLogPath: String,
-        shimPid: inout Int32?, pollInterval: Duration = .milliseconds(25)
-    ) async throws -> (ContainerProcess, Double) {
-        let endpoint = ServiceEndpoint(networkNamespacePath: instance.networkNamespacePath, port: sandbox.port)
-        let started = ContinuousClock.now
-        let container = try await runtime.start(instance, logPath: logPath)
-        shimPid = container.shimPid
-        let probe = ReadinessProbe(
-            endpoint: endpoint, path: readiness.path, pid: container.pid,
-            timeout: .milliseconds(Int(readiness.timeoutSeconds * 1000)), interval: pollInterval)
-        let outcome = await probe.wait()
-        let elapsed = started.duration(to: .now).milliseconds
-        let lastLines = ProcessInspector.lastLines(ofFile: logPath, count: 15)
-        switch outcome {
-        case .ready:
-            return (container, elapsed)
-        case .exited:
-            if lastLines.contains(where: { $0.contains("Address already in use") || $0.contains("BindException") }) {
-                throw KilnError(
-                    .portInUse, "the service could not listen on port \(sandbox.port): it is already in use inside the sandbox",
-                    hint: "something else in the command binds \(sandbox.port); make the service listen on $PORT and pass a free --port",
-                    details: lastLines, logPath: keptLogPath)
-            }
-            throw KilnError(
-                .serviceExited, "the service exited before it answered \(readiness.path); its last output:",
-                hint: "run the command by hand to see it start (it sees /usr and \(sandbox.appDirectory ?? "its root") read-only, a tmpfs /tmp, and PORT=\(sandbox.port))",
-                details: lastLines, logPath: keptLogPath)
-        case .timedOut(let lastSeen):
-            let listening = ProcessInspector.listeningPorts(of: container.pid)
-            let hint: String
-            if !listening.isEmpty, !listening.contains(sandbox.port) {
-                hint = "the service listens on \(listening.map(String.init).joined(separator: ", ")), not \(sandbox.port): pass --port \(listening[0]) or make it listen on $PORT"
-            } else {
-                hint = "check that \(readiness.path) answers 2xx once the service is up, or allow more time with --ready-timeout"
-            }
-            throw KilnError(
-                .serviceNeverReady,
-                "the service was not ready after \(Int(readiness.timeoutSeconds)) s (GET \(readiness.path) on port \(sandbox.port): \(lastSeen)); its last output:",
-                hint: hint, details: lastLines, logPath: keptLogPath)
-        }
+    /// Whether `error` says a filesystem filled up: by its errno (kiln's own writes, whatever
+    /// error type carries it) or, for the tools kiln runs (CRIU, zstd), whose errno reaches kiln
+    /// only as text in their logs, by that text. The service's own output is not asked: a
+    /// service that logs "No space left on device" has not filled the store.
+    static func isOutOfSpace(_ error: any Error) -> Bool {
+        let kiln = KilnError.wrapping(error, as: .runtimeFailed)
+        if kiln.errno == ENOSPC { return true }
+        guard ![.serviceExited, .serviceNeverReady, .warmupFailed, .portInUse].contains(kiln.code) else { return false }
+        return ([kiln.message] + kiln.details).contains { $0.contains("No space left on device") || $0.contains("ENOSPC") }
     }
+
+    static func mib(_ bytes: Int64) -> String { String(format: "%.1f MiB", Double(bytes) / 1_048_576) }
 }
 
 extension Kiln {

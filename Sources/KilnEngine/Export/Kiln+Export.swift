@@ -224,7 +224,7 @@ extension Kiln {
         }
         let source: String
         var manifest: SnapshotManifest
-        let host = HostFacts(kernel: HostFacts.kernelRelease(), criuVersion: criu.version.description, runtime: "runc \(runtime.version())")
+        let host = HostFacts(kernel: HostFacts.kernelRelease(), criuVersion: criu.version.description, runtime: runtime.versionDescription())
         if let data = FileManager.default.contents(atPath: "\(unpacked)/\(PodmanArchive.kilnManifest)") {
             source = "kiln"
             var own = try SnapshotManifest.decode(data, source: "\(archive):\(PodmanArchive.kilnManifest)")

@@ -70,13 +70,15 @@ extension Kiln {
             if running.contains(record.id), ProcessInspector.isAlive(record.pid), !orphaned {
                 keep.insert(record.id)
             } else {
-                await tearDown(sandboxInstance(id: record.id, directory: instanceDirectory(record.id)), directory: instanceDirectory(record.id))
+                var sandbox = adoptSandbox(id: record.id, directory: directory)
+                await sandbox.tearDown()
                 report.instances.append(record.id)
             }
         }
         // Instance directories without a readable record are half-made restores.
         for id in (try? FileManager.default.contentsOfDirectory(atPath: paths.instances)) ?? [] where !keep.contains(id) && !report.instances.contains(id) {
-            await tearDown(sandboxInstance(id: id, directory: instanceDirectory(id)), directory: instanceDirectory(id))
+            var sandbox = adoptSandbox(id: id, directory: instanceDirectory(id))
+            await sandbox.tearDown()
             report.directories.append(instanceDirectory(id))
         }
         var bakesInProgress = false
@@ -86,7 +88,8 @@ extension Kiln {
                 keep.insert(id)
                 bakesInProgress = true
             } else {
-                await tearDown(sandboxInstance(id: id, directory: directory), directory: directory)
+                var sandbox = adoptSandbox(id: id, directory: directory)
+                await sandbox.tearDown()
                 report.directories.append(directory)
             }
         }

@@ -63,56 +63,40 @@ extension Kiln {
         }
         InstanceHTTPClient.prepare()
         let id = makeInstanceID(for: manifest.name)
-        let directory = instanceDirectory(id)
-        let instance = sandboxInstance(id: id, directory: directory)
-        let action = "restoring snapshot '\(manifest.name)' as \(id)"
-        var shimPid: Int32?
+        var sandbox = makeSandbox(id: id, directory: instanceDirectory(id), purpose: "restoring snapshot '\(manifest.name)' as \(id)")
         do {
             let start = ContinuousClock.now
-            try FileManager.default.createDirectory(atPath: "\(directory)/work", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-            if ownsInstances { try OwnerMark.write(into: directory) }
-            try NetworkNamespace.create(at: instance.networkNamespacePath)
-            try SandboxBundle.create(spec: manifest.sandbox, instance: instance)
+            try sandbox.prepare(manifest.sandbox, ownerMark: ownsInstances)
             // Only the first restore of a compressed or encrypted snapshot unpacks it (into tmpfs).
             let images = try ImageCache(root: paths.imageCache, store: store).directory(for: manifest, key: try keys.key(for: manifest))
             let prepared = ContinuousClock.now
-            let logPath = "\(directory)/console.log"
-            let container = try await runtime.restore(
-                instance, imageDirectory: images, workDirectory: "\(directory)/work", logPath: logPath, mergeMemory: sharing)
-            shimPid = container.shimPid
+            let container = try await sandbox.restore(images: images, mergeMemory: sharing)
             let restored = ContinuousClock.now
-            // CRIU brings back the UTS namespace as it was dumped; each copy gets its own name.
-            guard kiln_set_hostname_in("/proc/\(container.pid)/ns/uts", id) == 0 else {
-                throw KilnError.systemCall("sethostname", errno: errno, "instance \(id)")
-            }
-            let probe = ReadinessProbe(
-                endpoint: ServiceEndpoint(networkNamespacePath: instance.networkNamespacePath, port: manifest.sandbox.port),
-                path: manifest.readiness.path, pid: container.pid, timeout: readinessTimeout, interval: pollInterval)
-            let outcome = await probe.wait()
+            try sandbox.assumeIdentity(hostname: id)
+            let outcome = try await sandbox.probe(port: manifest.sandbox.port, path: manifest.readiness.path, timeout: readinessTimeout, interval: pollInterval)
             guard outcome == .ready else {
                 throw KilnError(
                     .restoreFailed, "the restored service did not answer \(manifest.readiness.path) (\(outcome))",
-                    details: ProcessInspector.lastLines(ofFile: logPath, count: 15), logPath: logPath)
+                    details: ProcessInspector.lastLines(ofFile: sandbox.logPath, count: 15), logPath: sandbox.logPath)
             }
-            if let hook = manifest.restoreHook { try await notifyRestored(hook, id: id, manifest: manifest, endpoint: probe.endpoint, logPath: logPath) }
+            let endpoint = sandbox.endpoint(port: manifest.sandbox.port)
+            if let hook = manifest.restoreHook { try await notifyRestored(hook, id: id, manifest: manifest, endpoint: endpoint, logPath: sandbox.logPath) }
             let answered = ContinuousClock.now
             logger.debug("\(id): sandbox prepared in \(start.duration(to: prepared).milliseconds) ms, runc restore took \(prepared.duration(to: restored).milliseconds) ms, first response \(restored.duration(to: answered).milliseconds) ms later")
             let record = InstanceRecord(
                 id: id, snapshot: manifest.name, pid: container.pid, shimPid: container.shimPid, port: manifest.sandbox.port,
-                createdAt: Date(), networkNamespacePath: instance.networkNamespacePath, cgroupPath: instance.cgroupPath,
-                logPath: logPath, restoreMs: start.duration(to: restored).milliseconds, firstResponseMs: start.duration(to: answered).milliseconds,
+                createdAt: Date(), networkNamespacePath: sandbox.instance.networkNamespacePath, cgroupPath: sandbox.instance.cgroupPath,
+                logPath: sandbox.logPath, restoreMs: start.duration(to: restored).milliseconds, firstResponseMs: start.duration(to: answered).milliseconds,
                 sharesMemory: sharing)
             try save(record)
             return record
         } catch {
-            var failure = (error as? KilnError) ?? KilnError(.restoreFailed, "\(error)")
-            if let log = failure.logPath, log.hasPrefix(directory) {
-                let kept = "\(paths.logs)/\(id)-\((log as NSString).lastPathComponent)"
-                try? FileManager.default.moveItem(atPath: log, toPath: kept)
-                failure.logPath = kept
+            var failure = KilnError.wrapping(error, as: .restoreFailed)
+            if let log = failure.logPath {
+                failure.logPath = sandbox.keep(log, at: "\(paths.logs)/\(id)-\((log as NSString).lastPathComponent)")
             }
-            await tearDown(instance, directory: directory, shimPid: shimPid)
-            throw failure.during(action)
+            await sandbox.tearDown()
+            throw failure.during(sandbox.purpose)
         }
     }
 
@@ -189,8 +173,8 @@ extension Kiln {
 
     /// Stops an instance and removes everything it had: container, cgroup, netns, directory.
     public func stop(_ record: InstanceRecord) async throws {
-        let instance = sandboxInstance(id: record.id, directory: instanceDirectory(record.id))
-        await tearDown(instance, directory: instanceDirectory(record.id), shimPid: record.shimPid)
+        var sandbox = adoptSandbox(id: record.id, directory: instanceDirectory(record.id), shimPid: record.shimPid)
+        await sandbox.tearDown()
         if try await runtime.list().contains(where: { $0.id == record.id }) {
             throw KilnError(.runtimeFailed, "instance \(record.id) is still known to runc after delete", hint: "see 'runc --root \(paths.runcRoot) list'")
         }

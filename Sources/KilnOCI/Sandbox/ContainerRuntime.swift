@@ -6,6 +6,11 @@ public struct ContainerProcess: Sendable {
     public var pid: Int32
     /// The `kiln-shim` supervising it (holding its stdio and reaping it).
     public var shimPid: Int32
+
+    public init(pid: Int32, shimPid: Int32) {
+        self.pid = pid
+        self.shimPid = shimPid
+    }
 }
 
 /// A container as the runtime reports it.
@@ -18,7 +23,12 @@ public struct ContainerState: Codable, Sendable {
 
 /// A runtime that can start, checkpoint and restore sandboxed containers: the seam between kiln
 /// and runc (and, later, other OCI runtimes).
+///
+/// When `start` or `restore` fails, the runtime has reaped any supervisor it spawned; the
+/// container itself may be left half-made, and ``delete(id:)`` removes it.
 public protocol ContainerRuntime: Sendable {
+    /// The runtime's name and version, e.g. "runc 1.1.5+ds1", recorded with each snapshot.
+    func versionDescription() -> String
     /// Starts the container described by the bundle, detached, its output appended to `logPath`.
     func start(_ instance: SandboxInstance, logPath: String) async throws -> ContainerProcess
     /// Checkpoints a running container into `imageDirectory`, stopping it; CRIU's log goes

@@ -225,6 +225,8 @@ public struct Runc: ContainerRuntime {
         return try JSONDecoder().decode([ContainerState].self, from: Data(text.utf8))
     }
 
+    public func versionDescription() -> String { "runc \(version())" }
+
     /// runc's version line, e.g. "1.1.5+ds1".
     public func version() -> String {
         let output = try? Subprocess.run(binary, ["--version"])

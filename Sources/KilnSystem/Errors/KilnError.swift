@@ -1,3 +1,5 @@
+import Foundation
+
 /// The one error type kiln throws: what kiln was doing, what went wrong, and what to do about it.
 ///
 /// Every failure a user can hit maps to a ``Code`` so scripts (`--json`) and tests can tell them
@@ -54,10 +56,13 @@ public struct KilnError: Error, CustomStringConvertible, Sendable {
     public var details: [String]
     /// The full log to read for more, if there is one.
     public var logPath: String?
+    /// The error this one explains, if it started as another (a failed system call, a Foundation
+    /// error, a runtime's failure): kept whole, so a caller can still ask for its errno.
+    public var cause: (any Error)?
 
     public init(
         _ code: Code, _ message: String, action: String = "", hint: String? = nil,
-        details: [String] = [], logPath: String? = nil
+        details: [String] = [], logPath: String? = nil, cause: (any Error)? = nil
     ) {
         self.code = code
         self.message = message
@@ -65,6 +70,41 @@ public struct KilnError: Error, CustomStringConvertible, Sendable {
         self.hint = hint
         self.details = details
         self.logPath = logPath
+        self.cause = cause
+    }
+
+    /// `error` itself when it is a ``KilnError``, else a ``KilnError`` of `code` that keeps it as
+    /// its cause: the one way a foreign error becomes kiln's.
+    public static func wrapping(_ error: any Error, as code: Code, _ message: String? = nil) -> KilnError {
+        if let error = error as? KilnError { return error }
+        return KilnError(code, message ?? "\(error)", cause: error)
+    }
+
+    /// Every error in the chain of causes, this one first.
+    public var causeChain: [any Error] {
+        var chain: [any Error] = [self]
+        var next = cause
+        while let error = next, chain.count < 16 {
+            chain.append(error)
+            next = (error as? KilnError)?.cause
+        }
+        return chain
+    }
+
+    /// The errno of the first cause that carries one: a ``KilnError/systemCall(_:errno:_:)``
+    /// failure, a `POSIXError`, or a Foundation error in the POSIX domain (or with a POSIX
+    /// underlying error, as FileManager reports them).
+    public var errno: Int32? {
+        for error in causeChain.dropFirst() {
+            if let posix = error as? POSIXError { return posix.code.rawValue }
+            let ns = error as NSError
+            if ns.domain == NSPOSIXErrorDomain { return Int32(ns.code) }
+            if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
+                return Int32(underlying.code)
+            }
+            if ns.domain == NSCocoaErrorDomain, ns.code == CocoaError.fileWriteOutOfSpace.rawValue { return ENOSPC }
+        }
+        return nil
     }
 
     /// The same error, saying it happened while doing `action` (the innermost action wins).
@@ -80,6 +120,7 @@ public struct KilnError: Error, CustomStringConvertible, Sendable {
         if !details.isEmpty {
             text += "\n" + details.map { "    \($0)" }.joined(separator: "\n")
         }
+        if let cause, !(cause is KilnError) { text += "\n  cause: \(cause)" }
         if let logPath { text += "\n  full log: \(logPath)" }
         if let hint { text += "\n  hint: \(hint)" }
         return text
@@ -89,7 +130,9 @@ public struct KilnError: Error, CustomStringConvertible, Sendable {
 extension KilnError {
     /// A failed system call, named with its errno text.
     package static func systemCall(_ call: String, errno code: Int32, _ what: String) -> KilnError {
-        KilnError(.systemCall, "\(call) failed for \(what): \(errnoDescription(code))")
+        KilnError(
+            .systemCall, "\(call) failed for \(what): \(errnoDescription(code))",
+            cause: POSIXErrorCode(rawValue: code).map { POSIXError($0) })
     }
 }
 

@@ -1,0 +1,105 @@
+import CKilnShims
+import Foundation
+import KilnOCI
+import KilnSystem
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a sandbox's life does to the host outside the container runtime: its scratch directory,
+/// its network namespace, its bundle, its hostname, the wait for its service, and the clean-up of
+/// whatever the runtime may leave behind.
+///
+/// The seam between ``SandboxLifecycle`` and the machine: ``LinuxSandboxHost`` does it for real
+/// (as root); tests pass a recording fake to check the order of the steps and that every failure
+/// releases what was acquired, without root.
+package protocol SandboxHost: Sendable {
+    /// Creates `path` (0700); with `ownerMark`, marks it as this process's (``OwnerMark``), so
+    /// `kiln gc` leaves it alone while this process lives.
+    func makeDirectory(_ path: String, ownerMark: Bool) throws
+    /// Creates and pins a network namespace at `path`, with `lo` up.
+    func createNetworkNamespace(at path: String) throws
+    /// Unpins and deletes the namespace at `path`; nothing happens if there is none.
+    func removeNetworkNamespace(at path: String)
+    /// Writes the OCI bundle of `spec` for `instance` (config.json and, if needed, its root).
+    func writeBundle(_ spec: SandboxSpec, for instance: SandboxInstance) throws
+    /// Sets the hostname in the UTS namespace of process `pid`.
+    func setHostname(_ name: String, ofProcess pid: Int32) throws
+    /// Polls the service until it answers, dies or runs out of time.
+    func waitUntilReady(_ probe: ReadinessProbe) async -> ReadinessProbe.Outcome
+    /// The ports process `pid` listens on (to explain a service that never answered).
+    func listeningPorts(ofProcess pid: Int32) -> [Int]
+    /// Kills whatever is left in the cgroup `cgroupPath` and removes it, unmounts what is mounted
+    /// under `mountRoots`, and removes runc's state directory `runtimeState` if it holds no
+    /// state. Returns what could not be removed.
+    func removeLeftovers(cgroupPath: String, mountRoots: [String], runtimeState: String) async -> [String]
+    /// Reaps the supervising shim once it exits, so no zombie is left.
+    func reapShim(_ pid: Int32)
+    /// Moves a file (a log being kept); false if it could not.
+    func moveFile(_ path: String, to destination: String) -> Bool
+    /// Removes a directory tree; nothing happens if there is none.
+    func removeDirectory(_ path: String)
+}
+
+/// ``SandboxHost`` on Linux, as root.
+package struct LinuxSandboxHost: SandboxHost {
+    package init() {}
+
+    package func makeDirectory(_ path: String, ownerMark: Bool) throws {
+        do {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw KilnError.wrapping(error, as: .systemCall, "could not create \(path): \(error.localizedDescription)")
+        }
+        if ownerMark { try OwnerMark.write(into: path) }
+    }
+
+    package func createNetworkNamespace(at path: String) throws {
+        try NetworkNamespace.create(at: path)
+    }
+
+    package func removeNetworkNamespace(at path: String) {
+        NetworkNamespace.remove(at: path)
+    }
+
+    package func writeBundle(_ spec: SandboxSpec, for instance: SandboxInstance) throws {
+        try SandboxBundle.create(spec: spec, instance: instance)
+    }
+
+    package func setHostname(_ name: String, ofProcess pid: Int32) throws {
+        guard kiln_set_hostname_in("/proc/\(pid)/ns/uts", name) == 0 else {
+            throw KilnError.systemCall("sethostname", errno: errno, "instance \(name)")
+        }
+    }
+
+    package func waitUntilReady(_ probe: ReadinessProbe) async -> ReadinessProbe.Outcome {
+        await probe.wait()
+    }
+
+    package func listeningPorts(ofProcess pid: Int32) -> [Int] {
+        ProcessInspector.listeningPorts(of: pid)
+    }
+
+    package func removeLeftovers(cgroupPath: String, mountRoots: [String], runtimeState: String) async -> [String] {
+        let left = await ContainerCgroups(path: cgroupPath).killAndRemove()
+        // A runc killed half-way leaves its mounts and a state directory without state.json.
+        HostMounts.unmountAll(under: [runtimeState] + mountRoots)
+        if !FileManager.default.fileExists(atPath: "\(runtimeState)/state.json") {
+            try? FileManager.default.removeItem(atPath: runtimeState)
+        }
+        return left
+    }
+
+    package func reapShim(_ pid: Int32) {
+        ChildReaper.reap(pid)
+    }
+
+    package func moveFile(_ path: String, to destination: String) -> Bool {
+        (try? FileManager.default.moveItem(atPath: path, toPath: destination)) != nil
+    }
+
+    package func removeDirectory(_ path: String) {
+        try? FileManager.default.removeItem(atPath: path)
+    }
+}

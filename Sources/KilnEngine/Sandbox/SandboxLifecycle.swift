@@ -1,0 +1,262 @@
+import Foundation
+import KilnOCI
+import KilnSnapshot
+import KilnSystem
+import Logging
+
+/// The life of one sandbox, from its scratch directory to its tear-down: the one place that
+/// creates, starts, restores, checkpoints and removes a container. Bake, restore, the gateway's
+/// cold-start fallback and the benchmarks all go through it.
+///
+/// It remembers what it has acquired (directory, network namespace, container and its shim), so
+/// ``tearDown()`` releases exactly that, in reverse order, whichever step failed; and every step's
+/// failure names the step (``Step``) in the error's action. One owner: the value is a struct whose
+/// mutating steps are called by the flow that made it, never shared.
+///
+/// ```
+/// directory ─► prepare (netns, bundle) ─► start ──────────────► waitUntilReady ─► [checkpoint] ─► tearDown
+///                                     └─► restore ─► identity ─┘
+/// ```
+package struct SandboxLifecycle {
+    /// A step of the life, named in errors ("... (while restoring the container)").
+    package enum Step: String, Sendable, CaseIterable, CustomStringConvertible {
+        case directory, networkNamespace, bundle, start, restore, identity, readiness, checkpoint
+
+        package var description: String {
+            switch self {
+            case .directory: "creating its scratch directory"
+            case .networkNamespace: "creating its network namespace"
+            case .bundle: "writing its OCI bundle"
+            case .start: "starting the container"
+            case .restore: "restoring the container"
+            case .identity: "giving the copy its identity"
+            case .readiness: "waiting for the service to answer"
+            case .checkpoint: "checkpointing the container"
+            }
+        }
+    }
+
+    /// The container id (also the copy's hostname).
+    package let id: String
+    /// The scratch directory: bundle, work directory, console log, records.
+    package let directory: String
+    /// What the runtime needs to know of the sandbox.
+    package private(set) var instance: SandboxInstance
+    /// What the flow is doing, e.g. "restoring snapshot 'hello' as hello-3fa9c1": the action of
+    /// every error this lifecycle throws.
+    package let purpose: String
+    /// The running container, once started or restored.
+    package private(set) var container: ContainerProcess?
+
+    private let runtime: any ContainerRuntime
+    private let host: any SandboxHost
+    private let runtimeStateRoot: String
+    private let logger: Logger
+    private var holdsDirectory = false
+    private var holdsNetworkNamespace = false
+
+    /// The service's output.
+    package var logPath: String { "\(directory)/console.log" }
+    /// Where the runtime and CRIU write their logs and work files.
+    package var workDirectory: String { "\(directory)/work" }
+    /// How kiln reaches the service: its port inside the sandbox's network namespace.
+    package func endpoint(port: Int) -> ServiceEndpoint {
+        ServiceEndpoint(networkNamespacePath: instance.networkNamespacePath, port: port)
+    }
+
+    /// A sandbox `id` living in `directory`; nothing exists until the first step.
+    /// `criuConfigPath` is the CRIU configuration runc passes to its checkpoint and restore.
+    package init(
+        id: String, directory: String, purpose: String, paths: KilnPaths, criuConfigPath: String?,
+        runtime: any ContainerRuntime, host: any SandboxHost, logger: Logger
+    ) {
+        self.id = id
+        self.directory = directory
+        self.purpose = purpose
+        self.instance = SandboxInstance(
+            id: id, bundlePath: "\(directory)/bundle", networkNamespacePath: "\(paths.networkNamespaces)/\(id)",
+            cgroupPath: "\(paths.cgroupParent)/\(id)", criuConfigPath: criuConfigPath)
+        self.runtime = runtime
+        self.host = host
+        self.runtimeStateRoot = paths.runcRoot
+        self.logger = logger
+    }
+
+    /// The lifecycle of a sandbox that already runs (an instance from its record, or one found by
+    /// `kiln gc`): everything it may hold counts as held, so ``tearDown()`` removes it all.
+    package static func adopting(
+        id: String, directory: String, shimPid: Int32?, containerPid: Int32 = 0, paths: KilnPaths,
+        runtime: any ContainerRuntime, host: any SandboxHost, logger: Logger
+    ) -> SandboxLifecycle {
+        var lifecycle = SandboxLifecycle(
+            id: id, directory: directory, purpose: "stopping \(id)", paths: paths, criuConfigPath: paths.criuConfig,
+            runtime: runtime, host: host, logger: logger)
+        lifecycle.holdsDirectory = true
+        lifecycle.holdsNetworkNamespace = true
+        if let shimPid { lifecycle.container = ContainerProcess(pid: containerPid, shimPid: shimPid) }
+        return lifecycle
+    }
+
+    /// Creates the scratch directory (marked as this process's with `ownerMark`, so `kiln gc`
+    /// leaves it alone while this process lives).
+    package mutating func createDirectory(ownerMark: Bool) throws {
+        guard !holdsDirectory else { return }
+        try step(.directory) {
+            // Held from the first attempt: a directory created half-way is removed too.
+            holdsDirectory = true
+            try host.makeDirectory(directory, ownerMark: ownerMark)
+        }
+    }
+
+    /// Creates the directory if needed, the work directory, the network namespace and the bundle.
+    package mutating func prepare(_ spec: SandboxSpec, ownerMark: Bool) throws {
+        try createDirectory(ownerMark: ownerMark)
+        try step(.directory) { try host.makeDirectory(workDirectory, ownerMark: false) }
+        try step(.networkNamespace) {
+            holdsNetworkNamespace = true
+            try host.createNetworkNamespace(at: instance.networkNamespacePath)
+        }
+        try step(.bundle) { try host.writeBundle(spec, for: instance) }
+    }
+
+    /// Starts the sandbox's command from scratch, detached, its output going to ``logPath``.
+    package mutating func start() async throws -> ContainerProcess {
+        let started = try await step(.start) { [instance, logPath, runtime] in try await runtime.start(instance, logPath: logPath) }
+        container = started
+        return started
+    }
+
+    /// Restores the checkpoint in `images` as this sandbox's container; with `mergeMemory`, its
+    /// anonymous memory is offered to KSM.
+    package mutating func restore(images: String, mergeMemory: Bool) async throws -> ContainerProcess {
+        let restored = try await step(.restore) { [instance, logPath, workDirectory, runtime] in
+            try await runtime.restore(instance, imageDirectory: images, workDirectory: workDirectory, logPath: logPath, mergeMemory: mergeMemory)
+        }
+        container = restored
+        return restored
+    }
+
+    /// Gives a restored copy its own hostname (CRIU brings back the one it was dumped with).
+    package func assumeIdentity(hostname: String) throws {
+        guard let container else { throw notRunning(.identity) }
+        try step(.identity) { try host.setHostname(hostname, ofProcess: container.pid) }
+    }
+
+    /// Waits until the service answers `readiness` on `port`, then returns how long that took.
+    /// A service that died or never answered is explained: its last output, a port already in
+    /// use, the ports it does listen on. The error points at `keptLogPath`, where the caller
+    /// keeps the log once the sandbox is gone.
+    @discardableResult
+    package func waitUntilReady(
+        port: Int, readiness: ReadinessCheck, interval: Duration, appDirectory: String?, keptLogPath: String? = nil,
+        since start: ContinuousClock.Instant = .now
+    ) async throws -> Double {
+        let limit = Duration.milliseconds(Int(readiness.timeoutSeconds * 1000))
+        let outcome = try await probe(port: port, path: readiness.path, timeout: limit, interval: interval)
+        let elapsed = start.duration(to: .now).milliseconds
+        guard outcome != .ready, let container else { return elapsed }
+        throw explainNotReady(
+            outcome, port: port, readiness: readiness, appDirectory: appDirectory, pid: container.pid, keptLogPath: keptLogPath ?? logPath
+        ).during(action(.readiness))
+    }
+
+    /// Polls `path` on `port` until the service answers 2xx, its process dies or `timeout` passes.
+    package func probe(port: Int, path: String, timeout: Duration, interval: Duration) async throws -> ReadinessProbe.Outcome {
+        guard let container else { throw notRunning(.readiness) }
+        let probe = ReadinessProbe(endpoint: endpoint(port: port), path: path, pid: container.pid, timeout: timeout, interval: interval)
+        return await host.waitUntilReady(probe)
+    }
+
+    /// Checkpoints the container into `imageDirectory`; the container is gone afterwards.
+    package mutating func checkpoint(into imageDirectory: String) async throws {
+        guard container != nil else { throw notRunning(.checkpoint) }
+        try await step(.checkpoint) { [id, workDirectory, runtime] in
+            try await runtime.checkpoint(id: id, imageDirectory: imageDirectory, workDirectory: workDirectory)
+        }
+    }
+
+    /// Moves the file at `path` (a log inside the scratch directory) to `destination` so it
+    /// outlives the tear-down; returns where it is now.
+    package func keep(_ path: String, at destination: String) -> String {
+        guard path.hasPrefix(directory + "/") else { return path }
+        return host.moveFile(path, to: destination) ? destination : path
+    }
+
+    /// Removes whatever exists of the sandbox: the container, any process still in its cgroups
+    /// (and the cgroups), its network namespace, its shim and its directory. Safe on a half-made
+    /// sandbox, on one whose runc or CRIU was killed half-way, and twice.
+    package mutating func tearDown() async {
+        do {
+            try await runtime.delete(id: id)
+        } catch {
+            logger.warning("could not delete container \(id): \(error)")
+        }
+        let left = await host.removeLeftovers(
+            cgroupPath: instance.cgroupPath, mountRoots: holdsDirectory ? [directory] : [], runtimeState: "\(runtimeStateRoot)/\(id)")
+        if !left.isEmpty { logger.error("could not remove the cgroups of \(id): \(left.joined(separator: ", "))") }
+        if holdsNetworkNamespace { host.removeNetworkNamespace(at: instance.networkNamespacePath) }
+        if let shim = container?.shimPid { host.reapShim(shim) }
+        if holdsDirectory { host.removeDirectory(directory) }
+        holdsNetworkNamespace = false
+        holdsDirectory = false
+        container = nil
+    }
+
+    // MARK: - Steps and their errors
+
+    private func action(_ step: Step) -> String { "\(purpose) (while \(step))" }
+
+    private func notRunning(_ step: Step) -> KilnError {
+        KilnError(.runtimeFailed, "the sandbox has no running container", action: action(step))
+    }
+
+    private func step<T>(_ step: Step, _ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch {
+            throw KilnError.wrapping(error, as: .systemCall, "\(step) failed: \(error)").during(action(step))
+        }
+    }
+
+    private func step<T: Sendable>(_ step: Step, _ body: @Sendable () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch {
+            throw KilnError.wrapping(error, as: step == .restore ? .restoreFailed : .runtimeFailed, "\(step) failed: \(error)")
+                .during(action(step))
+        }
+    }
+
+    private func explainNotReady(
+        _ outcome: ReadinessProbe.Outcome, port: Int, readiness: ReadinessCheck, appDirectory: String?, pid: Int32, keptLogPath: String
+    ) -> KilnError {
+        let lastLines = ProcessInspector.lastLines(ofFile: logPath, count: 15)
+        switch outcome {
+        case .ready:
+            return KilnError(.runtimeFailed, "the service is ready")
+        case .exited:
+            if lastLines.contains(where: { $0.contains("Address already in use") || $0.contains("BindException") }) {
+                return KilnError(
+                    .portInUse, "the service could not listen on port \(port): it is already in use inside the sandbox",
+                    hint: "something else in the command binds \(port); make the service listen on $PORT and pass a free --port",
+                    details: lastLines, logPath: keptLogPath)
+            }
+            return KilnError(
+                .serviceExited, "the service exited before it answered \(readiness.path); its last output:",
+                hint: "run the command by hand to see it start (it sees /usr and \(appDirectory ?? "its root") read-only, a tmpfs /tmp, and PORT=\(port))",
+                details: lastLines, logPath: keptLogPath)
+        case .timedOut(let lastSeen):
+            let listening = host.listeningPorts(ofProcess: pid)
+            let hint: String
+            if !listening.isEmpty, !listening.contains(port) {
+                hint = "the service listens on \(listening.map(String.init).joined(separator: ", ")), not \(port): pass --port \(listening[0]) or make it listen on $PORT"
+            } else {
+                hint = "check that \(readiness.path) answers 2xx once the service is up, or allow more time with --ready-timeout"
+            }
+            return KilnError(
+                .serviceNeverReady,
+                "the service was not ready after \(Int(readiness.timeoutSeconds)) s (GET \(readiness.path) on port \(port): \(lastSeen)); its last output:",
+                hint: hint, details: lastLines, logPath: keptLogPath)
+        }
+    }
+}
