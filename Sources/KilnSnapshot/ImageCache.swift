@@ -19,7 +19,7 @@ import Glibc
 /// then decompressed) into the cache, which is the only place their plaintext ever exists. It is
 /// root's, in memory, and dropped by `kiln rm` and a re-bake.
 public struct ImageCache: Sendable {
-    public static let compression = "zstd"
+    public static let compression = SnapshotCompression.zstd
     static let suffix = ".zst"
 
     public var root: String

@@ -187,30 +187,6 @@ struct SnapshotCipherTests {
         try SnapshotCipher.decrypt("\(plain).enc", to: "\(directory)/out", binding: binding, key: try makeKey(), expectedChunkSize: SnapshotCipher.defaultChunkSize)
         #expect(try Data(contentsOf: URL(fileURLWithPath: "\(directory)/out")) == plaintext)
     }
-
-    /// Throughput, for the record (KILN_BENCH_CIPHER=MiB runs it): not a pass/fail test.
-    @Test(.enabled(if: ProcessInfo.processInfo.environment["KILN_BENCH_CIPHER"] != nil, "set KILN_BENCH_CIPHER=MiB to measure"))
-    func throughput() throws {
-        let mib = Int(ProcessInfo.processInfo.environment["KILN_BENCH_CIPHER"] ?? "") ?? 256
-        let directory = try scratchDirectory(in: "/dev/shm")
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let plain = "\(directory)/plain"
-        let block = randomBytes(1 << 20)
-        _ = FileManager.default.createFile(atPath: plain, contents: nil)
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: plain))
-        for _ in 0..<mib { handle.write(block) }
-        try handle.close()
-        let key = try makeKey()
-        let started = ContinuousClock.now
-        try SnapshotCipher.encrypt(plain, to: "\(plain).enc", binding: binding, key: key)
-        let encrypted = ContinuousClock.now
-        try SnapshotCipher.decrypt("\(plain).enc", to: "\(directory)/out", binding: binding, key: key)
-        let decrypted = ContinuousClock.now
-        let encryptS = started.duration(to: encrypted).milliseconds / 1000
-        let decryptS = encrypted.duration(to: decrypted).milliseconds / 1000
-        print(String(format: "cipher throughput, %d MiB on tmpfs: encrypt %.0f ms (%.0f MiB/s), decrypt %.0f ms (%.0f MiB/s)",
-                     mib, encryptS * 1000, Double(mib) / encryptS, decryptS * 1000, Double(mib) / decryptS))
-    }
 }
 
 @Suite("snapshot keys: key files, key ids, keyrings")

@@ -7,6 +7,10 @@ import Foundation
 @testable import KilnSystem
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 
 @Suite("subprocesses")
 struct SubprocessTests {
@@ -53,7 +57,28 @@ struct HostMountsTests {
         #expect(HostMounts.decode("/trailing\\04") == "/trailing\\04", "a cut-off escape stays as it is")
     }
 
-    @Test func theRootIsAlwaysAMountPoint() {
-        #expect(HostMounts.mountPoints().contains("/"))
+    /// A tmpfs mounted (nested, and at a path with a space) below a directory is listed, and
+    /// unmountAll takes both away, deepest first, touching nothing outside that directory.
+    @Test(.enabled(if: getuid() == 0, "mounting a tmpfs needs root"))
+    func mountsBelowADirectoryAreListedAndUnmountedDeepestFirst() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kiln-mounts-\(UUID().uuidString)").path
+        let outer = "\(root)/with space"
+        let inner = "\(outer)/inner"
+        try FileManager.default.createDirectory(atPath: outer, withIntermediateDirectories: true)
+        defer {
+            _ = umount2(inner, Int32(MNT_DETACH))
+            _ = umount2(outer, Int32(MNT_DETACH))
+            try? FileManager.default.removeItem(atPath: root)
+        }
+        #expect(mount("tmpfs", outer, "tmpfs", 0, "size=1m") == 0)
+        try FileManager.default.createDirectory(atPath: inner, withIntermediateDirectories: true)
+        #expect(mount("tmpfs", inner, "tmpfs", 0, "size=1m") == 0)
+        let points = HostMounts.mountPoints()
+        #expect(points.contains(outer) && points.contains(inner), "the escaped path is decoded: \(points.filter { $0.hasPrefix(root) })")
+
+        let unmounted = HostMounts.unmountAll(under: [root])
+        #expect(unmounted == [inner, outer])
+        #expect(!HostMounts.mountPoints().contains { $0.hasPrefix(root) })
+        #expect(HostMounts.mountPoints().contains("/"), "nothing outside the directory is touched")
     }
 }

@@ -132,7 +132,7 @@ extension Integration {
             try await withTestHost { host in
                 let compressed = try await host.kiln.bake(BakeRequest(
                     name: "zst", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"), compress: true))
-                #expect(compressed.compression == "zstd")
+                #expect(compressed.compression == .zstd)
                 #expect(compressed.files.contains { $0.path.hasPrefix("pages-") && $0.path.hasSuffix(".img.zst") })
                 #expect(!compressed.files.contains { $0.path.hasPrefix("pages-") && $0.path.hasSuffix(".img") })
                 let plain = try await host.kiln.bake(BakeRequest(

@@ -80,7 +80,7 @@ public struct BakeRequest: Sendable {
         }
         // CRIU reads and restores the resource limits of the service's tasks with prlimit(),
         // which another user's process allows only with CAP_SYS_RESOURCE: refuse before a cold start.
-        if let user = sandbox.user, !HostPrivileges.hasCapability(bit: 24) {
+        if let user = sandbox.user, !HostPrivileges.has(.sysResource) {
             throw KilnError(
                 .missingCapability, "the service would run as uid \(user.uid), and kiln lacks CAP_SYS_RESOURCE, without which CRIU cannot read a non-root process's resource limits to checkpoint it",
                 hint: "run kiln with its full capability set, or run the service as root inside its sandbox (USER 0 in the image; it still gets no privileges)")

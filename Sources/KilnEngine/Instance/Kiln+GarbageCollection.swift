@@ -47,12 +47,6 @@ package enum OwnerMark {
 }
 
 extension Kiln {
-    /// Creates a private scratch directory marked as this process's.
-    package func makeScratchDirectory(_ path: String) throws {
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        try OwnerMark.write(into: path)
-    }
-
     /// Removes what a crashed or killed kiln left behind: records of instances whose process is
     /// gone, instances of a gateway that is gone, containers and network namespaces nothing
     /// owns, scratch directories of bakes whose kiln is dead, half-written snapshots, and empty

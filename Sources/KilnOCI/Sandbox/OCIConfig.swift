@@ -33,9 +33,9 @@ package struct OCIConfig: Codable {
     }
     package struct Linux: Codable {
         package struct Namespace: Codable {
-            package var type: String
+            package var type: NamespaceType
             package var path: String?
-            package init(type: String, path: String? = nil) {
+            package init(type: NamespaceType, path: String? = nil) {
                 self.type = type
                 self.path = path
             }
@@ -113,8 +113,8 @@ package struct OCIConfig: Codable {
         self.mounts = mounts + extraMounts
         linux = Linux(
             namespaces: [
-                .init(type: "pid"), .init(type: "ipc"), .init(type: "uts"), .init(type: "mount"),
-                .init(type: "network", path: instance.networkNamespacePath),
+                .init(type: .pid), .init(type: .ipc), .init(type: .uts), .init(type: .mount),
+                .init(type: .network, path: instance.networkNamespacePath),
             ],
             resources: .init(memory: .init(limit: spec.memoryLimitBytes), pids: .init(limit: spec.pidsLimit)),
             cgroupsPath: instance.cgroupPath,
@@ -124,4 +124,9 @@ package struct OCIConfig: Codable {
         // runc hands this file to CRIU for checkpoint and restore alike (see CRIUConfiguration).
         annotations = instance.criuConfigPath.map { ["org.criu.config": $0] } ?? [:]
     }
+}
+
+/// The kinds of Linux namespace an OCI config names (`linux.namespaces[].type`).
+package enum NamespaceType: String, Codable, Sendable {
+    case pid, network, mount, ipc, uts, user, cgroup
 }

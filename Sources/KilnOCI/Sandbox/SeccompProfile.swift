@@ -20,15 +20,15 @@ package struct SeccompProfile: Codable, Equatable {
             package var index: Int
             package var value: UInt64
             package var valueTwo: UInt64
-            package var op: String
+            package var op: SeccompOperator
         }
         package var names: [String]
-        package var action: String
+        package var action: SeccompAction
         package var errnoRet: Int?
         package var args: [Argument]?
     }
 
-    package var defaultAction: String
+    package var defaultAction: SeccompAction
     /// Only the native ABI: a 32-bit syscall (int 0x80) from a 64-bit service is killed outright,
     /// so the deny list cannot be sidestepped by calling the same syscall under another number.
     package var architectures: [String]
@@ -84,15 +84,30 @@ package struct SeccompProfile: Codable, Equatable {
 
     /// kiln's profile.
     package static let kiln: SeccompProfile = {
-        var rules = [Rule(names: deniedSyscalls, action: "SCMP_ACT_ERRNO", errnoRet: permissionDenied)]
+        var rules = [Rule(names: deniedSyscalls, action: .errno, errnoRet: permissionDenied)]
         // clone3 passes its flags in memory a filter cannot read: answer ENOSYS, so the C library
         // falls back to clone, whose flags it can (Docker does the same).
-        rules.append(Rule(names: ["clone3"], action: "SCMP_ACT_ERRNO", errnoRet: notImplemented))
+        rules.append(Rule(names: ["clone3"], action: .errno, errnoRet: notImplemented))
         for flag in namespaceCloneFlags {
             rules.append(Rule(
-                names: ["clone"], action: "SCMP_ACT_ERRNO", errnoRet: permissionDenied,
-                args: [.init(index: 0, value: flag, valueTwo: flag, op: "SCMP_CMP_MASKED_EQ")]))
+                names: ["clone"], action: .errno, errnoRet: permissionDenied,
+                args: [.init(index: 0, value: flag, valueTwo: flag, op: .maskedEqual)]))
         }
-        return SeccompProfile(defaultAction: "SCMP_ACT_ALLOW", architectures: [nativeArchitecture], syscalls: rules)
+        return SeccompProfile(defaultAction: .allow, architectures: [nativeArchitecture], syscalls: rules)
     }()
+}
+
+/// What a seccomp rule does with a matching syscall (the OCI spec's `SCMP_ACT_*` names).
+package enum SeccompAction: String, Codable, Sendable {
+    case allow = "SCMP_ACT_ALLOW"
+    /// Fails the call with the rule's `errnoRet`.
+    case errno = "SCMP_ACT_ERRNO"
+    case kill = "SCMP_ACT_KILL"
+}
+
+/// How a seccomp rule compares a syscall argument (the OCI spec's `SCMP_CMP_*` names).
+package enum SeccompOperator: String, Codable, Sendable {
+    case equal = "SCMP_CMP_EQ"
+    /// `(argument & value) == valueTwo`.
+    case maskedEqual = "SCMP_CMP_MASKED_EQ"
 }

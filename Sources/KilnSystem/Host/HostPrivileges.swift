@@ -18,22 +18,19 @@ public enum HostPrivileges {
     /// `CAP_SYS_ADMIN` as well (`checkpoint_restore_ns_capable`), which kiln requires anyway. So a
     /// container runtime that cannot grant it (Docker 20.10, Debian bookworm's: `--cap-add
     /// CHECKPOINT_RESTORE` is "unknown capability") can still run kiln.
-    static let required: [(name: String, bit: Int)] = [
-        ("CAP_DAC_OVERRIDE", 1), ("CAP_KILL", 5), ("CAP_SETUID", 7), ("CAP_NET_ADMIN", 12),
-        ("CAP_SYS_CHROOT", 18), ("CAP_SYS_PTRACE", 19), ("CAP_SYS_ADMIN", 21),
-    ]
+    static let required: [Capability] = [.dacOverride, .kill, .setuid, .netAdmin, .sysChroot, .sysPtrace, .sysAdmin]
 
     /// The capabilities kiln needs that the calling process does not have.
     public static func missingCapabilities() -> [String] {
         var mask: UInt64 = 0
         guard kiln_effective_caps(&mask) == 0 else { return ["(capget failed: \(errnoDescription(errno)))"] }
-        return required.filter { mask & (1 << UInt64($0.bit)) == 0 }.map(\.name)
+        return required.filter { mask & (1 << UInt64($0.rawValue)) == 0 }.map(\.name)
     }
 
-    /// Whether the calling process has capability `bit` in its effective set.
-    public static func hasCapability(bit: Int) -> Bool {
+    /// Whether the calling process has `capability` in its effective set.
+    public static func has(_ capability: Capability) -> Bool {
         var mask: UInt64 = 0
-        return kiln_effective_caps(&mask) == 0 && mask & (1 << UInt64(bit)) != 0
+        return kiln_effective_caps(&mask) == 0 && mask & (1 << UInt64(capability.rawValue)) != 0
     }
 
     /// Throws unless kiln runs as root with the capabilities CRIU and runc need.
@@ -48,6 +45,34 @@ public enum HostPrivileges {
             throw KilnError(
                 .missingCapability, "kiln runs as root but without \(missing.joined(separator: ", ")), which it needs to \(action)",
                 hint: "run kiln with its full capability set (not under 'capsh --drop' or a restricted container); inside Docker use --privileged or the flags in the README's 'In Docker' section")
+        }
+    }
+}
+
+/// The Linux capabilities kiln asks about, by their bit numbers in linux/capability.h.
+public enum Capability: Int, Sendable, CaseIterable {
+    case dacOverride = 1
+    case kill = 5
+    case setuid = 7
+    case netAdmin = 12
+    case sysChroot = 18
+    case sysPtrace = 19
+    case sysAdmin = 21
+    /// Raising resource limits past the hard limit; a bake that runs the service as another
+    /// user needs it to hand that user its limits.
+    case sysResource = 24
+
+    /// The kernel's name, e.g. `CAP_SYS_ADMIN`.
+    public var name: String {
+        switch self {
+        case .dacOverride: "CAP_DAC_OVERRIDE"
+        case .kill: "CAP_KILL"
+        case .setuid: "CAP_SETUID"
+        case .netAdmin: "CAP_NET_ADMIN"
+        case .sysChroot: "CAP_SYS_CHROOT"
+        case .sysPtrace: "CAP_SYS_PTRACE"
+        case .sysAdmin: "CAP_SYS_ADMIN"
+        case .sysResource: "CAP_SYS_RESOURCE"
         }
     }
 }

@@ -7,13 +7,18 @@ import Testing
 /// printed first and `KILN_FUZZ_TRACE=1` prints every input's seed before it runs.
 ///
 /// Environment:
-/// - `KILN_FUZZ_ITERATIONS=N`: inputs per target (default: each target's own, ~20 s for the
-///   whole suite in a debug build); raise it to fuzz longer locally.
+/// - `KILN_FUZZ_LONG=1` (`make fuzz`): each target's own number of inputs, ~180,000 in all, ~20 s
+///   for the whole suite in a debug build. Without it (`make test`) a 25th of that: the corpus
+///   and a few thousand generated inputs, about a second.
+/// - `KILN_FUZZ_ITERATIONS=N`: exactly N inputs per target.
 /// - `KILN_FUZZ_SEED=0x...`: the first input's seed (default: derived from the target's name, so
 ///   CI runs are reproducible). A failure names its input's seed; with `KILN_FUZZ_ITERATIONS=1`
 ///   that seed replays exactly that input.
 /// - `KILN_FUZZ_TRACE=1`: print each input's seed before checking it (to find a crashing one).
 struct Fuzzer {
+    /// How much shorter the default (`make test`) run is than `make fuzz`.
+    static let quickDivisor = 25
+
     var target: String
     var iterations: Int
     var seed: UInt64
@@ -21,7 +26,8 @@ struct Fuzzer {
 
     init(_ target: String, iterations defaultIterations: Int, environment: [String: String] = ProcessInfo.processInfo.environment) {
         self.target = target
-        iterations = environment["KILN_FUZZ_ITERATIONS"].flatMap { Int($0) } ?? defaultIterations
+        let quick = max(1, defaultIterations / Self.quickDivisor)
+        iterations = environment["KILN_FUZZ_ITERATIONS"].flatMap { Int($0) } ?? (environment["KILN_FUZZ_LONG"] == "1" ? defaultIterations : quick)
         seed = environment["KILN_FUZZ_SEED"].flatMap(Self.parseSeed) ?? Self.fnv1a(target)
         trace = environment["KILN_FUZZ_TRACE"] == "1"
     }

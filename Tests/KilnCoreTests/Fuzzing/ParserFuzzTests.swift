@@ -88,7 +88,7 @@ struct ParserFuzzTests {
         }
         try invariant(manifest.sandbox.memoryLimitBytes > 0, "accepted memory limit \(manifest.sandbox.memoryLimitBytes)")
         try invariant(manifest.sandbox.workingDirectory.hasPrefix("/"), "accepted working directory '\(manifest.sandbox.workingDirectory)'")
-        try invariant(manifest.compression == nil || manifest.compression == "zstd", "accepted compression '\(manifest.compression ?? "")'")
+        try invariant(manifest.compression == nil || manifest.compression == .zstd, "accepted compression '\(String(describing: manifest.compression))'")
         try invariant(!manifest.files.isEmpty, "accepted a manifest without files")
         var total: Int64 = 0
         for file in manifest.files {
