@@ -12,6 +12,13 @@ import Logging
 public struct KilnCommand: AsyncParsableCommand {
     public init() {}
 
+    /// Parses the process's arguments, runs the command and exits: what `kiln`'s main does.
+    /// (Called from an async function so that ArgumentParser's async entry point is the one
+    /// chosen; top-level code would pick the synchronous one, which refuses async commands.)
+    public static func runFromCommandLine() async {
+        await main()
+    }
+
     public static let configuration = CommandConfiguration(
         commandName: "kiln",
         abstract: "Snapshot-start runtime for JVM web services: bake a warmed-up service into a CRIU snapshot, restore copies in milliseconds.",

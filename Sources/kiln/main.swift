@@ -1,4 +1,4 @@
 // The `kiln` command: everything it does lives in KilnCLI and the layers below it.
 import KilnCLI
 
-await KilnCommand.main()
+await KilnCommand.runFromCommandLine()
