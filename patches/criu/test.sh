@@ -182,9 +182,11 @@ echo "== JVM (MemHog, 300 MiB of known arrays): dump"
 jimg=$work/jvm-img
 jres=$work/jvm-res
 if start_and_dump "$jres" "$jimg" "$java_home/bin/java" -XX:-UsePerfData -Xmx1g -cp "$work/classes" MemHog "$jres" 300; then
+  # The JVM's mapped restore turns the option on the way kiln does: a line in a CRIU config file.
+  printf '# as in kiln'"'"'s criu-runc.conf\nmmap-page-images\n' >"$work/criu.conf"
   for mode in read mmap; do
     opts=()
-    [ "$mode" = mmap ] && opts=(--mmap-page-images)
+    [ "$mode" = mmap ] && opts=(--config "$work/criu.conf")
     rm -f "$jres" "$jres.go"
     if restore "$jimg" "restore-$mode.log" "${opts[@]}"; then
       n=$(image_maps "$PID")
