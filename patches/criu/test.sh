@@ -178,38 +178,46 @@ if start_and_dump "$res" "$img" "$work/memtest" "$res"; then
   rm -rf "$dedup"
 fi
 
-echo "== JVM (MemHog, 300 MiB of known arrays): dump"
-jimg=$work/jvm-img
-jres=$work/jvm-res
-if start_and_dump "$jres" "$jimg" "$java_home/bin/java" -XX:-UsePerfData -Xmx1g -cp "$work/classes" MemHog "$jres" 300; then
-  # The JVM's mapped restore turns the option on the way kiln does: a line in a CRIU config file.
-  printf '# as in kiln'"'"'s criu-runc.conf\nmmap-page-images\n' >"$work/criu.conf"
+# The JVM's mapped restore turns the option on the way kiln does: a line in a CRIU config file.
+printf '# as in kiln'"'"'s criu-runc.conf\nmmap-page-images\n' >"$work/criu.conf"
+
+jvm_test() { # JAVA_HOME LABEL
+  local jh=$1 label=$2 mode n line
+  echo "== JVM $label (MemHog, 300 MiB of known arrays): dump"
+  local jimg=$work/jvm-img-$label jres=$work/jvm-res-$label
+  start_and_dump "$jres" "$jimg" "$jh/bin/java" -XX:-UsePerfData -Xmx1g -cp "$work/classes" MemHog "$jres" 300 || return
   for mode in read mmap; do
     opts=()
     [ "$mode" = mmap ] && opts=(--config "$work/criu.conf")
     rm -f "$jres" "$jres.go"
-    if restore "$jimg" "restore-$mode.log" "${opts[@]}"; then
-      n=$(image_maps "$PID")
-      echo "   $mode: $(wc -l <"/proc/$PID/maps") mappings, $n from the page image, Pss_Anon $(anon_kb "$PID") kB"
-      if [ "$mode" = mmap ]; then
-        check "jvm mmap: page image mapped" [ "${n:-0}" -gt 0 ]
-      else
-        check "jvm read: no page image mapped" [ "$n" = 0 ]
-      fi
-      touch "$jres.go"
-      if wait_grep '^done' "$jres" 120; then
-        while read -r line; do
-          case "$line" in
-            ok\ *) pass "jvm $mode: ${line#ok }" ;;
-            FAIL*) fail "jvm $mode: ${line#FAIL }" ;;
-          esac
-        done <"$jres"
-      else
-        fail "jvm $mode: MemHog did not finish ($(tail -3 "$jres.out"))"
-      fi
-      wait_gone "$PID" 30 || fail "jvm $mode: did not exit"
+    restore "$jimg" "restore-$mode.log" "${opts[@]}" || continue
+    n=$(image_maps "$PID")
+    echo "   $mode: $(wc -l <"/proc/$PID/maps") mappings, $n from the page image, Pss_Anon $(anon_kb "$PID") kB"
+    if [ "$mode" = mmap ]; then
+      check "jvm $label mmap: page image mapped" [ "${n:-0}" -gt 0 ]
+    else
+      check "jvm $label read: no page image mapped" [ "$n" = 0 ]
     fi
+    touch "$jres.go"
+    if wait_grep '^done' "$jres" 120; then
+      while read -r line; do
+        case "$line" in
+          ok\ *) pass "jvm $label $mode: ${line#ok }" ;;
+          FAIL*) fail "jvm $label $mode: ${line#FAIL }" ;;
+        esac
+      done <"$jres"
+    else
+      fail "jvm $label $mode: MemHog did not finish ($(tail -3 "$jres.out"))"
+    fi
+    wait_gone "$PID" 30 || fail "jvm $label $mode: did not exit"
   done
-fi
+  rm -rf "$jimg"
+}
+
+# JDK 17 (what kiln's samples run on); also Temurin 25 where it is installed (or JAVA_HOMES="A B").
+for jh in ${JAVA_HOMES:-$java_home /usr/lib/jvm/temurin-25-jdk-amd64}; do
+  [ -x "$jh/bin/java" ] || continue
+  jvm_test "$jh" "$("$jh/bin/java" -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p')"
+done
 
 finish
