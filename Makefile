@@ -3,7 +3,7 @@ SWIFT ?= swift
 KILN := .build/debug/kiln
 SAMPLES := examples/hello-spring examples/hello-jdk examples/hostile
 
-.PHONY: setup samples build demo test fuzz lint bench-memory bench-serve soak docker-image clean
+.PHONY: setup samples build demo test test-criu-patch fuzz lint bench-memory bench-serve soak docker-image clean
 
 setup:            ## install CRIU 4.2.1 (built from Debian's source), runc, iptables, Java packages
 	@./scripts/setup.sh
@@ -25,6 +25,9 @@ test: samples     ## run every test (unit and integration; integration needs roo
 # make test fuzzes each parser with a 25th of its inputs (about a second); this is the long run.
 fuzz:             ## the parser and routing fuzzers at full length (~180,000 inputs, ~20 s in a debug build)
 	KILN_FUZZ_LONG=1 $(SWIFT) test --filter Fuzz
+
+test-criu-patch: setup   ## patches/criu/test.sh: the patched CRIU's --mmap-page-images with a C program and a JVM (root)
+	./patches/criu/test.sh $${CRIU:-/usr/local/sbin/criu}
 
 bench-memory: samples build   ## 8 restored copies sharing pages vs cold starts; snapshot size with and without compaction
 	@./scripts/bake-sample.sh

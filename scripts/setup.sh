@@ -11,6 +11,16 @@ CRIU_DEB_VERSION=4.2.1-1
 CRIU_ORIG_SHA256=29ec0ee09e296479fe7048c80980e8ef1d0684d0b0204c2b101dfea19f6725b9
 CRIU_PREFIX=${KILN_CRIU_PREFIX:-/usr/local}
 CACHE=${KILN_SETUP_CACHE:-/var/cache/kiln-setup}
+# kiln's own patches to CRIU (patches/criu/*.patch, applied in name order with patch -p1), e.g.
+# 0001's --mmap-page-images. CRIU_BUILD_ID names the source + patches; the marker file next to the
+# installed binary records it with the binary's sha256, so an unpatched or differently patched
+# 4.2.1 (same `criu --version`) is rebuilt.
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CRIU_PATCHES=("$REPO"/patches/criu/*.patch)
+[ -e "${CRIU_PATCHES[0]}" ] || CRIU_PATCHES=()
+CRIU_BUILD_ID=$( { echo "$CRIU_ORIG_SHA256"; for p in "${CRIU_PATCHES[@]}"; do sha256sum < "$p"; done; } | sha256sum | cut -c1-16)
+CRIU_BIN=$CRIU_PREFIX/sbin/criu
+CRIU_MARKER=$CRIU_PREFIX/sbin/criu.kiln-build
 
 log() { printf '\033[1msetup:\033[0m %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
@@ -24,7 +34,7 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 # Sample service: Spring 4.3, Jetty 9.4, Jackson 2, H2, servlet-api from Debian (no Maven Central).
 # CRIU build dependencies, all from bookworm.
 PACKAGES=(
-  runc iptables iproute2 procps curl xz-utils zstd ca-certificates dpkg-dev make gcc pkgconf
+  runc iptables iproute2 procps curl xz-utils zstd ca-certificates dpkg-dev make gcc pkgconf patch
   skopeo umoci
   # `kiln bench serve` loads the gateway with wrk (a lean client in its own process) and measures
   # nginx beside it as the reference proxy (no daemon is started: see policy-rc.d below).
@@ -90,13 +100,21 @@ else
   log "Debian packages: all present"
 fi
 
+# The installed CRIU is the one this setup builds: right version, and the marker names this
+# source + patch set and the binary's own sha256.
 criu_ok() {
-  command -v criu >/dev/null 2>&1 && criu --version 2>/dev/null | grep -q "Version: ${CRIU_VERSION}\$"
+  [ -x "$CRIU_BIN" ] && "$CRIU_BIN" --version 2>/dev/null | grep -q "Version: ${CRIU_VERSION}\$" || return 1
+  [ -f "$CRIU_MARKER" ] || return 1
+  grep -qx "build $CRIU_BUILD_ID" "$CRIU_MARKER" || return 1
+  grep -qx "sha256 $(sha256sum < "$CRIU_BIN" | cut -d' ' -f1)" "$CRIU_MARKER"
 }
 
 if criu_ok; then
-  log "CRIU ${CRIU_VERSION}: present at $(command -v criu)"
+  log "CRIU ${CRIU_VERSION} (kiln build $CRIU_BUILD_ID, ${#CRIU_PATCHES[@]} patches): present at $CRIU_BIN"
 else
+  if [ -x "$CRIU_BIN" ]; then
+    log "CRIU at $CRIU_BIN is not kiln's build $CRIU_BUILD_ID of ${CRIU_VERSION} (unpatched, other patches or changed): rebuilding"
+  fi
   mkdir -p "$CACHE"
   tarball="$CACHE/criu_${CRIU_VERSION}.orig.tar.xz"
   if [ ! -f "$tarball" ] || ! echo "$CRIU_ORIG_SHA256  $tarball" | sha256sum -c --status; then
@@ -114,13 +132,26 @@ else
   src="$CACHE/criu-${CRIU_VERSION}"
   rm -rf "$src" && mkdir -p "$src"
   tar -xJf "$tarball" -C "$src" --strip-components=1
+  for p in "${CRIU_PATCHES[@]}"; do
+    log "applying $(basename "$p")"
+    patch -d "$src" -p1 --batch --forward --quiet < "$p" \
+      || die "patch $p does not apply to CRIU ${CRIU_VERSION}'s source"
+  done
   log "building CRIU ${CRIU_VERSION} (RUNDIR=/dev/shm so the kernel-feature cache lives on tmpfs)"
   make -C "$src" -j"$(nproc)" criu RUNDIR=/dev/shm >"$CACHE/criu-build.log" 2>&1 \
     || { tail -30 "$CACHE/criu-build.log" >&2; die "CRIU build failed; full log: $CACHE/criu-build.log"; }
-  install -D -m 0755 "$src/criu/criu" "$CRIU_PREFIX/sbin/criu"
+  # What the patches add must be there (0001: the restore option kiln's configuration turns on).
+  "$src/criu/criu" --help 2>&1 | grep -q -- '--mmap-page-images' \
+    || die "the CRIU just built has no --mmap-page-images: were patches/criu/*.patch applied?"
+  rm -f "$CRIU_MARKER"
+  install -D -m 0755 "$src/criu/criu" "$CRIU_BIN"
+  printf 'version %s\nbuild %s\nsha256 %s\n' "$CRIU_VERSION" "$CRIU_BUILD_ID" \
+    "$(sha256sum < "$CRIU_BIN" | cut -d' ' -f1)" > "$CRIU_MARKER.tmp"
+  mv "$CRIU_MARKER.tmp" "$CRIU_MARKER"
   hash -r
-  criu_ok || die "installed CRIU does not report version ${CRIU_VERSION}"
-  log "CRIU ${CRIU_VERSION} installed at $CRIU_PREFIX/sbin/criu"
+  criu_ok || die "installed CRIU at $CRIU_BIN is not kiln's build ${CRIU_BUILD_ID} of ${CRIU_VERSION}"
+  log "CRIU ${CRIU_VERSION} (kiln build $CRIU_BUILD_ID) installed at $CRIU_BIN"
 fi
+[ "$(command -v criu || true)" = "$CRIU_BIN" ] || log "warning: \`criu\` on PATH is $(command -v criu || echo nothing), not $CRIU_BIN"
 
 log "done"
