@@ -78,7 +78,7 @@ public struct Kiln: Sendable {
         }
         let runtime = Runc(
             binary: runcBinary, stateRoot: paths.runcRoot, criuPath: criu.path, logDirectory: paths.logs, shimPath: shim, logger: logger)
-        try CRIUConfiguration.write(to: paths.criuConfig)
+        try CRIUConfiguration.write(to: paths.criuConfig, contents: CRIUConfiguration.restoreContents(mapPageImages: criu.mapsPageImages))
         try CRIUConfiguration.write(to: paths.criuDumpConfig, contents: CRIUConfiguration.dumpContents)
         let store = SnapshotStore(root: paths.store)
         try store.prepare()

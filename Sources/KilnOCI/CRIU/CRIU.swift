@@ -12,6 +12,10 @@ public struct CRIU: Sendable {
     public var path: String
     /// What `criu --version` reported.
     public var version: SemanticVersion
+    /// Whether this CRIU can restore memory by mapping the page images (kiln's patch 0001, which
+    /// `make setup` applies): restores then copy nothing up front, and copies of one snapshot
+    /// share every page they have not written. `KILN_MAP_PAGE_IMAGES=0` turns it off.
+    public var mapsPageImages = false
 
     /// Finds CRIU (`$KILN_CRIU`, else the first `criu` on PATH, /usr/local/sbin and /usr/sbin
     /// included) and checks its version.
@@ -45,7 +49,11 @@ public struct CRIU: Sendable {
                 "CRIU \(version) at \(path) is too old: this kernel needs CRIU \(minimumVersion) or newer (older ones fail on the vDSO layout of Linux 6.13+ and on TCP sockets from 6.16)",
                 hint: "run 'make setup' as root: it builds CRIU 4.2.1 from Debian's source package into /usr/local/sbin (or set KILN_CRIU to a newer binary)")
         }
-        return CRIU(path: path, version: version)
+        var criu = CRIU(path: path, version: version)
+        if environment["KILN_MAP_PAGE_IMAGES"] != "0", let help = try? Subprocess.run(path, ["--help"]) {
+            criu.mapsPageImages = (help.stdout + help.stderr).contains("--mmap-page-images")
+        }
+        return criu
     }
 
     /// Runs `criu check`; CRIU prints "Looks good." when the kernel has what it needs.

@@ -22,6 +22,21 @@ public enum CRIUConfiguration {
 
         """
 
+    /// What every restore gets: ``contents``, and with `mapPageImages` the option of kiln's CRIU
+    /// patch that maps the page images copy-on-write instead of reading them (patches/criu: the
+    /// restorer's `preadv` of the pages was ~half of a restore; mapped, copies of one snapshot
+    /// share every page they have not written, through the page cache).
+    public static func restoreContents(mapPageImages: Bool) -> String {
+        guard mapPageImages else { return contents }
+        return contents + """
+            # kiln's CRIU patch 0001 (patches/criu): map pages-*.img MAP_PRIVATE over the restored
+            # process's private anonymous memory instead of reading it. The image files are never
+            # rewritten while copies run (kiln unlinks and renames, never writes in place).
+            mmap-page-images
+
+            """
+    }
+
     /// What a bake's checkpoint gets: the same network lock, but cgroups managed as CRIU does by
     /// default, so the images record the cgroup controllers. A restore that lets CRIU manage
     /// cgroups (Podman's, which passes no CRIU options) fails on images dumped with
