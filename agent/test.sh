@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Tests kiln's CRaC agent with the real org.crac 1.5.0 jar: JVMs with the agent, driven through the
+# real file + signal protocol (test/src/Driver.java), on JDK 17 and (when installed) Temurin 25,
+# then one real CRIU round trip (test/criu-roundtrip.sh) when /usr/local/sbin/criu is there.
+# Last line: "N passed, M failed"; exit status 1 on any failure.
+#   CRAC_JAR  default /var/cache/kiln-setup/spring-boot-3/lib/crac-1.5.0.jar
+#   JDKS      JDK homes to test on (default: JDK 17, plus Temurin 25 if present)
+#   BENCH=1   also print the signal -> restore.done figures
+set -uo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CRAC_JAR=${CRAC_JAR:-/var/cache/kiln-setup/spring-boot-3/lib/crac-1.5.0.jar}
+export CRAC_JAR
+J17=/usr/lib/jvm/java-17-openjdk-amd64
+J25=/usr/lib/jvm/temurin-25-jdk-amd64
+JDKS=${JDKS:-$J17 $([ -x $J25/bin/java ] && echo $J25)}
+
+"$here/build.sh" || { echo "0 passed, 1 failed"; exit 1; }
+work=$(mktemp -d /tmp/kiln-agent-test.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+classes="$work/classes"
+mkdir -p "$classes"
+$J17/bin/javac --release 17 -encoding UTF-8 -cp "$CRAC_JAR:$here/build/kiln-crac-agent.jar" -d "$classes" "$here"/test/src/*.java \
+  || { echo "0 passed, 1 failed"; exit 1; }
+# the app sees org.crac and its own classes; dev.kiln.crac comes from the agent jar (system class path)
+cp_app="$classes:$CRAC_JAR"
+
+total_pass=0; total_fail=0
+tally() { # reads a test log, adds its "N passed, M failed"
+  local line; line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$1" | tail -1)
+  if [ -z "$line" ]; then total_fail=$((total_fail + 1)); return; fi
+  total_pass=$((total_pass + $(echo "$line" | awk '{print $1}')))
+  total_fail=$((total_fail + $(echo "$line" | awk '{print $3}')))
+}
+for jdk in $JDKS; do
+  v=$("$jdk/bin/java" -XshowSettings:properties -version 2>&1 | awk -F'= ' '/java.specification.version/ {print $2}')
+  "$J17/bin/java" -cp "$classes" -Dtest.java="$jdk/bin/java" -Dtest.agent="$here/build/kiln-crac-agent.jar" \
+    -Dtest.cp="$cp_app" -Dtest.work="$work/jdk$v" -Dtest.tag="jdk$v " Driver | tee "$work/log-$v"
+  tally "$work/log-$v"
+  if [ "${BENCH:-0}" = 1 ]; then
+    "$J17/bin/java" -cp "$classes" -Dtest.java="$jdk/bin/java" -Dtest.agent="$here/build/kiln-crac-agent.jar" \
+      -Dtest.cp="$cp_app" -Dtest.work="$work/bench$v" Driver bench 10 30
+  fi
+done
+if [ -x /usr/local/sbin/criu ]; then
+  "$here/test/criu-roundtrip.sh" "$classes" "$cp_app" "$work/criu" | tee "$work/log-criu"
+  tally "$work/log-criu"
+else
+  echo "criu round trip: skipped (/usr/local/sbin/criu not installed)"
+fi
+echo "$total_pass passed, $total_fail failed"
+[ "$total_fail" = 0 ]
