@@ -258,8 +258,15 @@ public class TestApp {
                     + " uuid=" + java.util.UUID.randomUUID());
             }
         });
-        // prime NativePRNG's buffer and mixer, so the copies would share them without a reseed
-        new SecureRandom().nextInt();
+        // Use the JDK's generators before the checkpoint (NativePRNG's buffer and mixer, the seeders
+        // of new SHA1PRNG and DRBG instances), so that the copies would share them without a reseed.
+        try {
+            new SecureRandom().nextInt();
+            SecureRandom.getInstance("SHA1PRNG").nextInt();
+            SecureRandom.getInstance("DRBG").nextInt();
+        } catch (java.security.NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
     }
 
     static void bench(int n) {
