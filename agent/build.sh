@@ -39,7 +39,9 @@ rm -rf "$tmp"
 mkdir -p "$tmp"
 find "$src" -name '*.java' | LC_ALL=C sort >"$out/sources.txt"
 # sun.misc.Signal (module jdk.unsupported) is the signal API on JDK 17 and 25; -Xlint would warn.
-"$JAVAC" --release 17 -encoding UTF-8 -Xlint:all,-options -cp "$CRAC_JAR" -d "$tmp" @"$out/sources.txt"
+# -XDstringConcat=inline: plain StringBuilder code instead of invokedynamic call sites, each of
+# which would be bootstrapped on first use, i.e. in a restored copy on the restore path.
+"$JAVAC" --release 17 -encoding UTF-8 -XDstringConcat=inline -Xlint:all,-options -cp "$CRAC_JAR" -d "$tmp" @"$out/sources.txt"
 cat >"$out/MANIFEST.MF" <<MF
 Premain-Class: dev.kiln.crac.Agent
 Agent-Class: dev.kiln.crac.Agent

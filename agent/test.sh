@@ -24,8 +24,25 @@ $J17/bin/javac --release 17 -encoding UTF-8 -cp "$CRAC_JAR:$here/build/kiln-crac
   || { echo "0 passed, 1 failed"; exit 1; }
 # the app sees org.crac and its own classes; dev.kiln.crac comes from the agent jar (system class path)
 cp_app="$classes:$CRAC_JAR"
+# A real Spring Framework context, when the Spring Boot 3 jars are there (make setup extracts them
+# next to crac-1.5.0.jar; SPRING_LIB to point elsewhere).
+SPRING_LIB=${SPRING_LIB:-$(dirname "$CRAC_JAR")}
+spring_cp=""
+scenarios="order weak fail block app identity"
+if ls "$SPRING_LIB"/spring-context-6*.jar >/dev/null 2>&1; then
+  spring_jars=$(ls "$SPRING_LIB"/spring-{core,beans,context,aop,expression,jcl}-6*.jar "$SPRING_LIB"/micrometer-{observation,commons}-*.jar 2>/dev/null | tr '\n' ':')
+  mkdir -p "$work/spring-classes"
+  if $J17/bin/javac --release 17 -encoding UTF-8 -cp "$spring_jars$CRAC_JAR" -d "$work/spring-classes" "$here"/test/spring/*.java; then
+    spring_cp="$work/spring-classes:$spring_jars$CRAC_JAR"
+    scenarios="$scenarios spring"
+  else
+    echo "FAIL spring test does not compile"; total_fail_compile=1
+  fi
+else
+  echo "spring scenario: skipped (no spring-context-6*.jar in $SPRING_LIB)"
+fi
 
-total_pass=0; total_fail=0
+total_pass=0; total_fail=${total_fail_compile:-0}
 tally() { # reads a test log, adds its "N passed, M failed"
   local line; line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$1" | tail -1)
   if [ -z "$line" ]; then total_fail=$((total_fail + 1)); return; fi
@@ -35,7 +52,7 @@ tally() { # reads a test log, adds its "N passed, M failed"
 for jdk in $JDKS; do
   v=$("$jdk/bin/java" -XshowSettings:properties -version 2>&1 | awk -F'= ' '/java.specification.version/ {print $2}')
   "$J17/bin/java" -cp "$classes" -Dtest.java="$jdk/bin/java" -Dtest.agent="$here/build/kiln-crac-agent.jar" \
-    -Dtest.cp="$cp_app" -Dtest.work="$work/jdk$v" -Dtest.tag="jdk$v " Driver | tee "$work/log-$v"
+    -Dtest.cp="$cp_app" -Dtest.spring.cp="$spring_cp" -Dtest.work="$work/jdk$v" -Dtest.tag="jdk$v " Driver $scenarios | tee "$work/log-$v"
   tally "$work/log-$v"
   if [ "${BENCH:-0}" = 1 ]; then
     "$J17/bin/java" -cp "$classes" -Dtest.java="$jdk/bin/java" -Dtest.agent="$here/build/kiln-crac-agent.jar" \
@@ -43,8 +60,11 @@ for jdk in $JDKS; do
   fi
 done
 if [ -x /usr/local/sbin/criu ]; then
-  "$here/test/criu-roundtrip.sh" "$classes" "$cp_app" "$work/criu" | tee "$work/log-criu"
-  tally "$work/log-criu"
+  for jdk in $JDKS; do
+    echo "== CRIU round trip on $jdk"
+    JAVA=$jdk/bin/java "$here/test/criu-roundtrip.sh" "$classes" "$cp_app" "$work/criu" | tee "$work/log-criu"
+    tally "$work/log-criu"
+  done
 else
   echo "criu round trip: skipped (/usr/local/sbin/criu not installed)"
 fi

@@ -42,6 +42,10 @@ public class Driver {
         final Path events;
 
         Jvm(String name, List<String> prefix, List<String> props, String... args) throws IOException {
+            this(name, prefix, props, System.getProperty("test.cp"), "TestApp", args);
+        }
+
+        Jvm(String name, List<String> prefix, List<String> props, String cp, String main, String[] args) throws IOException {
             Path base = WORK.resolve(name);
             deleteTree(base);
             dir = base.resolve("ctl");
@@ -56,8 +60,8 @@ public class Driver {
             cmd.add("-Dtest.events=" + events);
             cmd.addAll(props);
             cmd.add("-cp");
-            cmd.add(System.getProperty("test.cp"));
-            cmd.add("TestApp");
+            cmd.add(cp);
+            cmd.add(main);
             cmd.addAll(Arrays.asList(args));
             ProcessBuilder pb = new ProcessBuilder(cmd);
             pb.redirectErrorStream(true);
@@ -185,6 +189,7 @@ public class Driver {
                     case "block" -> block();
                     case "app" -> app();
                     case "identity" -> identity();
+                    case "spring" -> spring();
                     default -> throw new IllegalArgumentException(s);
                 }
             } catch (Exception e) {
@@ -385,6 +390,30 @@ public class Driver {
             check("identity: getLocalHost() pinned to the requested name when the kernel's differs",
                 j.event("after-localhost=", 5000) != null && j.has("after-localhost=kiln-copy-2"), j.events());
             check("identity: ... and restore.done says so", j.read("restore.done").contains("pinned kiln-copy-2"), j.read("restore.done"));
+        }
+    }
+
+    /** A real Spring Framework context with -Dspring.context.checkpoint=onRefresh, then a kiln checkpoint. */
+    static void spring() throws Exception {
+        try (Jvm j = new Jvm("spring", List.of(), List.of("-Dspring.context.checkpoint=onRefresh"),
+            System.getProperty("test.spring.cp"), "SpringApp", new String[0])) {
+            check("spring: refresh triggers an app checkpoint (checkpoint.app-request)", j.file(60_000, "checkpoint.app-request") != null, j.dir);
+            String r = j.file(30_000, "checkpoint.ready", "checkpoint.failed");
+            check("spring: checkpoint.ready", "checkpoint.ready".equals(r), r);
+            Thread.sleep(200);
+            check("spring: refresh blocked at the checkpoint, lifecycle bean not started yet",
+                j.has("refreshing") && !j.has("start") && !j.has("refreshed"), j.events());
+            r = j.restore("instance=spring-1\nhostname=" + hostname() + "\n");
+            check("spring: restore.done", "restore.done".equals(r), r);
+            check("spring: refresh completes after the restore, bean started in the copy's identity",
+                j.event("refreshed", 30_000) != null && j.has("start thread=main instance=spring-1") && j.has("refreshed instance=spring-1"), j.events());
+            // an on-demand checkpoint of the running context: Spring stops and restarts the bean
+            Files.writeString(j.events, "");
+            r = j.checkpoint();
+            check("spring: kiln checkpoint of the running context stops the bean", "checkpoint.ready".equals(r) && j.has("stop"), j.events());
+            r = j.restore("instance=spring-2\n");
+            check("spring: ... and restarts it after the restore", "restore.done".equals(r)
+                && j.event("start", 10_000) != null && j.has("start thread=kiln-crac-coordinator instance=spring-2"), j.events());
         }
     }
 

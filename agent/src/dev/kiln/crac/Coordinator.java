@@ -43,7 +43,15 @@ final class Coordinator {
         }
         Files.createDirectories(dir);
         Coordinator c = new Coordinator(dir);
-        sun.misc.Signal.handle(new sun.misc.Signal(SIGNAL), s -> c.onSignal());
+        // An earlier handler (a terminal library's, for resizes) keeps being called.
+        sun.misc.SignalHandler[] previous = new sun.misc.SignalHandler[1];
+        previous[0] = sun.misc.Signal.handle(new sun.misc.Signal(SIGNAL), s -> {
+            c.onSignal();
+            sun.misc.SignalHandler p = previous[0];
+            if (p != null && p != sun.misc.SignalHandler.SIG_DFL && p != sun.misc.SignalHandler.SIG_IGN) {
+                p.handle(s);
+            }
+        });
         c.thread = new Thread(c::loop, "kiln-crac-coordinator");
         c.thread.setDaemon(true);
         instance = c;

@@ -36,22 +36,17 @@ final class Identity {
     }
 
     /**
-     * Loads and links what {@link #apply} uses, without side effects, so that a restored copy does
-     * not pay for class loading and reflection lookups. Runs on the coordinator thread at start.
+     * Runs the refresh once without an identity (no property set; the caches it empties refill;
+     * reseeding is always safe), so that in a restored copy this code is loaded, linked and its
+     * reflection resolved already. Runs on the coordinator thread at start, off any request.
      */
     static void warmUp() {
         try {
-            JdkAccess.initialized(Identity.class);
-            JdkAccess.field(InetAddress.class, "cache");
-            JdkAccess.field(InetAddress.class, "expirySet");
-            JdkAccess.field(InetAddress.class, "cachedLocalHost");
-            for (String c : new String[] {"java.net.InetAddress$CachedLocalHost", "sun.security.provider.SecureRandom$SeederHolder",
-                "sun.security.provider.AbstractDrbg$SeederHolder", "sun.security.provider.AbstractDrbg",
-                "sun.security.provider.NativePRNG$RandomIO", "sun.security.provider.NativePRNG"}) {
-                JdkAccess.load(c).getDeclaredFields();
-            }
-            entropy(1);
+            long t0 = System.nanoTime();
+            List<String> w = apply(Map.of());
             Json.failure("warm-up", new RestoreException());
+            ControlDir.properties(Map.of("warm-up", w.size()));
+            Log.debug("warm-up: " + (System.nanoTime() - t0) / 1000 + " us, warnings " + w);
         } catch (Throwable t) {
             Log.debug("warm-up: " + t);
         }
