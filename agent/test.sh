@@ -24,11 +24,14 @@ $J17/bin/javac --release 17 -encoding UTF-8 -cp "$CRAC_JAR:$here/build/kiln-crac
   || { echo "0 passed, 1 failed"; exit 1; }
 # the app sees org.crac and its own classes; dev.kiln.crac comes from the agent jar (system class path)
 cp_app="$classes:$CRAC_JAR"
+# a launcher that runs the app from a child class loader, as Spring Boot's executable jars do
+mkdir -p "$work/launcher"
+$J17/bin/javac --release 17 -d "$work/launcher" "$here"/test/launcher/*.java || { echo "0 passed, 1 failed"; exit 1; }
 # A real Spring Framework context, when the Spring Boot 3 jars are there (make setup extracts them
 # next to crac-1.5.0.jar; SPRING_LIB to point elsewhere).
 SPRING_LIB=${SPRING_LIB:-$(dirname "$CRAC_JAR")}
 spring_cp=""
-scenarios="order weak fail block app identity"
+scenarios="order order-child weak fail block app identity"
 if ls "$SPRING_LIB"/spring-context-6*.jar >/dev/null 2>&1; then
   spring_jars=$(ls "$SPRING_LIB"/spring-{core,beans,context,aop,expression,jcl}-6*.jar "$SPRING_LIB"/micrometer-{observation,commons}-*.jar 2>/dev/null | tr '\n' ':')
   mkdir -p "$work/spring-classes"
@@ -52,7 +55,7 @@ tally() { # reads a test log, adds its "N passed, M failed"
 for jdk in $JDKS; do
   v=$("$jdk/bin/java" -XshowSettings:properties -version 2>&1 | awk -F'= ' '/java.specification.version/ {print $2}')
   "$J17/bin/java" -cp "$classes" -Dtest.java="$jdk/bin/java" -Dtest.agent="$here/build/kiln-crac-agent.jar" \
-    -Dtest.cp="$cp_app" -Dtest.spring.cp="$spring_cp" -Dtest.work="$work/jdk$v" -Dtest.tag="jdk$v " Driver $scenarios | tee "$work/log-$v"
+    -Dtest.cp="$cp_app" -Dtest.spring.cp="$spring_cp" -Dtest.launcher="$work/launcher" -Dtest.work="$work/jdk$v" -Dtest.tag="jdk$v " Driver $scenarios | tee "$work/log-$v"
   tally "$work/log-$v"
   if [ "${BENCH:-0}" = 1 ]; then
     "$J17/bin/java" -cp "$classes" -Dtest.java="$jdk/bin/java" -Dtest.agent="$here/build/kiln-crac-agent.jar" \

@@ -190,6 +190,7 @@ public class Driver {
                     case "app" -> app();
                     case "identity" -> identity();
                     case "spring" -> spring();
+                    case "order-child" -> orderChild();
                     default -> throw new IllegalArgumentException(s);
                 }
             } catch (Exception e) {
@@ -202,33 +203,50 @@ public class Driver {
 
     static void order() throws Exception {
         try (Jvm j = new Jvm("order", List.of(), List.of(), "order")) {
-            check("order: agent.ready", j.file(10_000, "agent.ready") != null, j.dir);
+            order(j, "order: ");
+        }
+    }
+
+    /** org.crac and the app in a child class loader (as in a Spring Boot executable jar). */
+    static void orderChild() throws Exception {
+        String launcher = System.getProperty("test.launcher");
+        try (Jvm j = new Jvm("order-child", List.of(), List.of(), launcher, "ChildLoaderMain",
+            new String[] {System.getProperty("test.cp"), "TestApp", "order"})) {
+            check("child loader: org.crac loaded by the child loader", j.event("crac-loader=", 10_000) != null
+                && j.has("crac-loader=app"), j.events());
+            order(j, "child loader: ");
+        }
+    }
+
+    static void order(Jvm j, String tag) throws Exception {
+        {
+            check(tag + "agent.ready", j.file(10_000, "agent.ready") != null, j.dir);
             j.event("main-done", 10_000);
-            check("order: premain set org.crac.Core.Compat", j.has("compat=dev.kiln.crac"), j.events());
-            check("order: agent.ready names SIGWINCH", j.read("agent.ready").contains("signal=SIGWINCH"), j.read("agent.ready"));
+            check(tag + "premain set org.crac.Core.Compat", j.has("compat=dev.kiln.crac"), j.events());
+            check(tag + "agent.ready names SIGWINCH", j.read("agent.ready").contains("signal=SIGWINCH"), j.read("agent.ready"));
             String r = j.checkpoint();
-            check("order: checkpoint.ready", "checkpoint.ready".equals(r), r);
+            check(tag + "checkpoint.ready", "checkpoint.ready".equals(r), r);
             List<String> ev = j.events();
-            check("order: beforeCheckpoint in reverse registration order, nested context at its turn",
+            check(tag + "beforeCheckpoint in reverse registration order, nested context at its turn",
                 callbacks(ev, "before").equals(List.of("C", "E", "D", "B", "A")), callbacks(ev, "before"));
-            check("order: no afterRestore before the restore request", callbacks(ev, "after").isEmpty(), ev);
+            check(tag + "no afterRestore before the restore request", callbacks(ev, "after").isEmpty(), ev);
             r = j.restore("instance=copy-1\nhostname=" + hostname() + "\n");
-            check("order: restore.done", "restore.done".equals(r), r);
+            check(tag + "restore.done", "restore.done".equals(r), r);
             ev = j.events();
-            check("order: afterRestore in registration order", callbacks(ev, "after").equals(List.of("A", "B", "D", "E", "C")),
+            check(tag + "afterRestore in registration order", callbacks(ev, "after").equals(List.of("A", "B", "D", "E", "C")),
                 callbacks(ev, "after"));
             String beforeThread = threadOf(ev, "before A");
-            check("order: one thread runs both phases (the coordinator)",
+            check(tag + "one thread runs both phases (the coordinator)",
                 beforeThread != null && beforeThread.equals(threadOf(ev, "after A")) && beforeThread.equals("kiln-crac-coordinator"),
                 beforeThread + " / " + threadOf(ev, "after A"));
-            check("order: kiln.instance set before afterRestore", ev.stream().anyMatch(l -> l.startsWith("after A ") && l.endsWith("instance=copy-1")), ev);
+            check(tag + "kiln.instance set before afterRestore", ev.stream().anyMatch(l -> l.startsWith("after A ") && l.endsWith("instance=copy-1")), ev);
             Map<String, String> done = props(j.read("restore.done"));
-            check("order: restore.done reports instance and resources", "copy-1".equals(done.get("instance")) && "4".equals(done.get("resources")), done);
-            check("order: request files consumed", !Files.exists(j.dir.resolve("restore.request")) && !Files.exists(j.dir.resolve("checkpoint.request")), j.dir);
+            check(tag + "restore.done reports instance and resources", "copy-1".equals(done.get("instance")) && "4".equals(done.get("resources")), done);
+            check(tag + "request files consumed", !Files.exists(j.dir.resolve("restore.request")) && !Files.exists(j.dir.resolve("checkpoint.request")), j.dir);
             // a second cycle in the same process works the same way
             r = j.checkpoint();
             String r2 = j.restore("instance=copy-2\n");
-            check("order: second cycle", "checkpoint.ready".equals(r) && "restore.done".equals(r2)
+            check(tag + "second cycle", "checkpoint.ready".equals(r) && "restore.done".equals(r2)
                 && callbacks(j.events(), "after").size() == 10, j.events());
         }
     }

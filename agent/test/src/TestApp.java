@@ -125,6 +125,7 @@ public class TestApp {
         dev.kiln.crac.Core.getGlobalContext().register(inner);
         register(new Res("C"));
         event("compat=" + System.getProperty("org.crac.Core.Compat"));
+        event("crac-loader=" + Core.class.getClassLoader().getName());
     }
 
     static <T> T keepK(T t) {
