@@ -39,6 +39,10 @@ public struct KilnPaths: Sendable, Equatable {
     public var imageCache: String {
         "/dev/shm/kiln-images" + (state == "/run/kiln" ? "" : state.replacingOccurrences(of: "/", with: "_"))
     }
+    /// Records of snapshots verified since boot (``VerificationRecord``): on tmpfs, root-only.
+    public var verificationRecords: String {
+        "/dev/shm/kiln-verified" + (state == "/run/kiln" ? "" : state.replacingOccurrences(of: "/", with: "_"))
+    }
     /// Scratch space of bakes in progress.
     public var bakes: String { "\(state)/bakes" }
     /// The CRIU configuration runc passes to every checkpoint and restore.
@@ -80,7 +84,8 @@ public struct Kiln: Sendable {
             binary: runcBinary, stateRoot: paths.runcRoot, criuPath: criu.path, logDirectory: paths.logs, shimPath: shim, logger: logger)
         try CRIUConfiguration.write(to: paths.criuConfig, contents: CRIUConfiguration.restoreContents(mapPageImages: criu.mapsPageImages))
         try CRIUConfiguration.write(to: paths.criuDumpConfig, contents: CRIUConfiguration.dumpContents)
-        let store = SnapshotStore(root: paths.store)
+        var store = SnapshotStore(root: paths.store)
+        store.verificationRecords = VerificationRecords(directory: paths.verificationRecords)
         try store.prepare()
         return Kiln(paths: paths, store: store, runtime: runtime, criu: criu, logger: logger)
     }

@@ -99,7 +99,12 @@ public struct KilnError: Error, CustomStringConvertible, Sendable {
             if let posix = error as? POSIXError { return posix.code.rawValue }
             let ns = error as NSError
             if ns.domain == NSPOSIXErrorDomain { return Int32(ns.code) }
-            if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
+            // On Linux the underlying error does not cast to NSError directly: go through Error.
+            if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? any Error {
+                let bridged = underlying as NSError
+                if bridged.domain == NSPOSIXErrorDomain { return Int32(bridged.code) }
+            }
+            if let cocoa = error as? CocoaError, let underlying = cocoa.underlying as NSError?, underlying.domain == NSPOSIXErrorDomain {
                 return Int32(underlying.code)
             }
             if ns.domain == NSCocoaErrorDomain, ns.code == CocoaError.fileWriteOutOfSpace.rawValue { return ENOSPC }
