@@ -392,7 +392,7 @@ extension Kiln {
     private func waitForInstance(_ gateway: Gateway, _ function: String) async throws -> InstanceRecord {
         let deadline = ContinuousClock.now + .seconds(60)
         while ContinuousClock.now < deadline {
-            if let summary = try gateway.function(function).instances.first(where: { $0.state == "idle" }) {
+            if let summary = try gateway.function(function).instances.first(where: { $0.state == .idle }) {
                 return try instance(summary.id)
             }
             try await Task.sleep(for: .milliseconds(20))

@@ -210,7 +210,7 @@ extension Kiln {
                     try? await Task.sleep(for: killInterval)
                     guard ContinuousClock.now < end,
                           let status = try? gateway.function(function),
-                          let victim = status.instances.filter({ $0.state != "draining" }).randomElement() else { continue }
+                          let victim = status.instances.filter({ $0.state != .draining }).randomElement() else { continue }
                     killed.withLock { _ = $0.insert(victim.id) }
                     kill(victim.pid, SIGKILL)
                 }
