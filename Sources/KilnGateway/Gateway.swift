@@ -1,4 +1,3 @@
-import Foundation
 import HTTPTypes
 import KilnEngine
 import KilnOCI
@@ -7,7 +6,6 @@ import KilnSystem
 import Logging
 import NIOCore
 import NIOHTTP1
-import NIOHTTPTypesHTTP1
 import NIOPosix
 import ServiceLifecycle
 import Synchronization
