@@ -11,6 +11,8 @@ enum PoolCommand: Sendable {
     /// Launch one instance, verifying the snapshot first when asked.
     case launch(FunctionPool, verifyFirst: Bool)
     case terminate(FunctionPool, GatewayInstance)
+    /// Run the pool's maintenance at this time (a queue deadline, the end of a quarantine).
+    case maintain(FunctionPool, at: ContinuousClock.Instant)
 }
 
 /// What a pool needs from the gateway around it.
@@ -177,6 +179,7 @@ public final class FunctionPool: Sendable {
             case .fail(let handler, let failure): handler(.failure(failure))
             case .launch(let verifyFirst): environment.commands.yield(.launch(self, verifyFirst: verifyFirst))
             case .stop(let instance): environment.commands.yield(.terminate(self, instance))
+            case .wake(let instant): environment.commands.yield(.maintain(self, at: instant))
             case .emptied:
                 let waiters = state.withLock { locked in
                     defer { locked.emptyWaiters = [] }

@@ -18,6 +18,9 @@ extension FunctionPoolStateMachine {
         case launch(verifyFirst: Bool)
         /// Stop and clean up an instance (then report ``terminated(_:now:)``).
         case stop(GatewayInstance)
+        /// Call ``tick(now:dead:)`` at this time: a queue deadline or the end of a quarantine that
+        /// should not wait for the periodic tick.
+        case wake(at: ContinuousClock.Instant)
         /// The pool is closed and nothing of it is left running: wake whoever waits for that.
         case emptied
         case log(Logger.Level, Logger.Message, Logger.Metadata)

@@ -11,11 +11,8 @@ import Logging
 /// and carries the effects out once the lock is released (the shape of AsyncHTTPClient's
 /// connection pool state machine). Tests drive it directly, with made-up times.
 ///
-/// The decisions: which instance takes a request (the least busy with room, oldest first); when
-/// to launch another (requests wait and the instances coming up will not absorb them, or the pool
-/// is below its minimum); when to stop one (idle past keep-alive above the minimum, or above a
-/// lowered maximum); what to do when one dies (forget it; its waiting requests go to the others
-/// or to its replacement) or cannot be reached (quarantine, then retire it).
+/// It decides which instance takes a request, when to launch or stop one, and what to do when
+/// one dies or cannot be reached (see each event).
 ///
 /// `Waiter` is what a waiting request is called back through (a closure in the gateway, a number
 /// in tests); the machine only hands it back in a grant or a failure.
@@ -40,6 +37,8 @@ struct FunctionPoolStateMachine<Waiter: Sendable>: Sendable {
     /// The gauges last published, and their number.
     private var published: PoolGauges?
     private var generation = 0
+    /// The earliest ``Effect/wake(at:)`` asked for (passed once `now` reaches it).
+    private var nextWake: ContinuousClock.Instant?
     /// The time of the event being handled: the latest any event brought (events from several
     /// threads may come in a little out of order; time never goes back here).
     private(set) var now: ContinuousClock.Instant
@@ -81,7 +80,9 @@ struct FunctionPoolStateMachine<Waiter: Sendable>: Sendable {
         guard waiters.count < policy.queueLimit else { return (.refused(.queueFull(limit: policy.queueLimit)), []) }
         let ticket = nextTicket
         nextTicket += 1
-        waiters.append(QueuedWaiter(ticket: ticket, deadline: arrival + policy.queueTimeout, waiter: waiter()))
+        let deadline = arrival + policy.queueTimeout
+        waiters.append(QueuedWaiter(ticket: ticket, deadline: deadline, waiter: waiter()))
+        wake(at: deadline)
         // Room may have come back with no event (a quarantine over): those ahead take it first.
         dispatch()
         scale()
@@ -131,6 +132,7 @@ struct FunctionPoolStateMachine<Waiter: Sendable>: Sendable {
             slots[index].unreachableStreak += 1
             if slots[index].unreachableStreak >= 2 {
                 slots[index].quarantinedUntil = now + timing.quarantine
+                wake(at: now + timing.quarantine)
                 log(.warning, "instance could not be reached twice; no new requests for now", ["instance": "\(id)", "reason": "\(reason)"])
             }
             if slots[index].unreachableStreak >= 3 {
@@ -166,11 +168,7 @@ struct FunctionPoolStateMachine<Waiter: Sendable>: Sendable {
         }
     }
 
-    private var usableCount: Int {
-        var usable = 0
-        for slot in slots where !slot.retiring { usable += 1 }
-        return usable
-    }
+    private var usableCount: Int { slots.count { !$0.retiring } }
 
     // MARK: Scaling
 
@@ -335,9 +333,10 @@ struct FunctionPoolStateMachine<Waiter: Sendable>: Sendable {
 
     // MARK: Maintenance
 
-    /// The periodic tick: waits past their deadline fail, the instances in `dead` (whose
-    /// processes the owner found gone) are forgotten and replaced as needed, and idle instances
-    /// past keep-alive above the minimum (or above a lowered maximum) are stopped, newest first.
+    /// The periodic tick, or a ``Effect/wake(at:)``: waits past their deadline fail, the
+    /// instances in `dead` (whose processes the owner found gone) are forgotten and replaced as
+    /// needed, idle instances past keep-alive above the minimum (or above a lowered maximum) are
+    /// stopped, newest first, and the next wake is asked for.
     mutating func tick(now: ContinuousClock.Instant, dead: Set<String> = []) -> [Effect] {
         advance(to: now)
         var index = 0
@@ -365,7 +364,18 @@ struct FunctionPoolStateMachine<Waiter: Sendable>: Sendable {
         }
         for index in slots.indices.reversed() { stopIfDone(index) }
         settle()
+        if let deadline = waiters.lazy.map(\.deadline).min() { wake(at: deadline) }
+        if !waiters.isEmpty {
+            for slot in slots { if let until = slot.quarantinedUntil, until > self.now { wake(at: until) } }
+        }
         return takeEffects()
+    }
+
+    /// Asks for a ``tick(now:dead:)`` at `instant`, unless one is due by then already.
+    private mutating func wake(at instant: ContinuousClock.Instant) {
+        if let pending = nextWake, pending > now, pending <= instant { return }
+        nextWake = instant
+        effects.append(.wake(at: instant))
     }
 
     /// After any change: hand out room, launch what is needed, publish the gauges, and say when

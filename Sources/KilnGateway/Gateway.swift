@@ -118,6 +118,10 @@ public final class Gateway: Service, Sendable {
             transport.forget(instance)
             await provider.terminate(instance)
             pool.terminated(instance)
+        case .maintain(let pool, let instant):
+            // Cancelled (with the sleep) once the gateway has stopped.
+            guard (try? await Task.sleep(until: instant, clock: .continuous)) != nil else { return }
+            pool.maintain()
         }
     }
 

@@ -87,11 +87,19 @@ struct FunctionPoolStateMachineTests {
         _ = pool.tick(now: at(0))
         _ = pool.acquire(arrivedAt: at(0), now: at(0), waiter: 0)
         _ = bringUp(&pool, at: 0.1)
-        #expect(pool.acquire(arrivedAt: at(1), now: at(1), waiter: 1).0 == .waiting(ticket: 1))
-        // A retry keeps its first arrival: it has less time left.
-        #expect(pool.acquire(arrivedAt: at(0.9), now: at(1.1), waiter: 2).0 == .waiting(ticket: 2))
+        let waiting = pool.acquire(arrivedAt: at(1), now: at(1), waiter: 1)
+        #expect(waiting.0 == .waiting(ticket: 1))
+        #expect(waiting.1.wakes == [at(1) + .seconds(0.3)], "a tick at its deadline, not at the next periodic one")
+        // A retry keeps its first arrival: it has less time left, and an earlier wake.
+        let retry = pool.acquire(arrivedAt: at(0.9), now: at(1.1), waiter: 2)
+        #expect(retry.0 == .waiting(ticket: 2))
+        #expect(retry.1.wakes == [at(0.9) + .seconds(0.3)])
+        #expect(pool.acquire(arrivedAt: at(1.15), now: at(1.15), waiter: 3).1.wakes.isEmpty, "one is due before its deadline")
+        #expect(pool.cancelWaiter(3, now: at(1.16)).0)
         #expect(pool.tick(now: at(1.19)).failures.isEmpty)
-        #expect(pool.tick(now: at(1.2)).failures.map(\.waiter) == [2])
+        let first = pool.tick(now: at(1.2))
+        #expect(first.failures.map(\.waiter) == [2])
+        #expect(first.wakes == [at(1) + .seconds(0.3)], "the next deadline")
         let expired = pool.tick(now: at(1.3)).failures
         #expect(expired.map(\.waiter) == [1])
         #expect(expired.first?.failure == .queueTimeout(seconds: 0.3))
@@ -196,6 +204,7 @@ struct FunctionPoolStateMachineTests {
         _ = pool.acquire(arrivedAt: at(1), now: at(1), waiter: 1)
         let twice = pool.release(Self.lease(1), outcome: unreachable, now: at(1.1))
         #expect(twice.logs.map(\.level) == [.warning])
+        #expect(twice.wakes == [at(1.6)], "a tick when the quarantine ends")
         #expect(pool.status(now: at(1.1)).instances.first?.state == .quarantined)
         #expect(twice.gauges == PoolGauges(quarantined: 1))
         // No new request for it meanwhile: one waits, and its room does not count (another is launched)...
@@ -328,6 +337,7 @@ extension Array where Element == FunctionPoolStateMachine<Int>.Effect {
     var logs: [(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata)] {
         compactMap { if case .log(let level, let message, let metadata) = $0 { (level, message, metadata) } else { nil } }
     }
+    var wakes: [ContinuousClock.Instant] { compactMap { if case .wake(let instant) = $0 { instant } else { nil } } }
     var emptied: Bool { contains { if case .emptied = $0 { true } else { false } } }
     /// The last gauges published.
     var gauges: PoolGauges? { compactMap { if case .gauges(let gauges, _) = $0 { gauges } else { nil } }.last }
