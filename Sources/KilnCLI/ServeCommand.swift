@@ -79,11 +79,9 @@ struct Serve: AsyncParsableCommand {
                     "network_namespaces": "\(garbage.networkNamespaces.count)", "directories": "\(garbage.directories.count)",
                     "cgroups": "\(garbage.cgroups.count)"])
             }
-            let gateway = Gateway(
-                configuration: configuration, provider: KilnInstanceProvider(
-                    kiln: kiln, readinessTimeout: configuration.readinessTimeout, coldStartFallback: !noColdStartFallback, logger: logger),
-                transport: PooledInstanceTransport(maxIdlePerInstance: max(concurrency, 8)), logger: logger)
-            let server = GatewayServer(gateway: gateway, logger: logger)
+            let server = buildGateway(
+                kiln: kiln, configuration: configuration, coldStartFallback: !noColdStartFallback,
+                idleConnectionsPerInstance: max(concurrency, 8), logger: logger)
             let json = common.json
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await server.run() }

@@ -42,6 +42,27 @@ public struct KilnError: Error, CustomStringConvertible, Sendable {
         /// A tool kiln drives for this command is not installed or not reachable (skopeo,
         /// umoci, the Docker daemon).
         case toolMissing = "tool-missing"
+        // The gateway's answers (`kiln serve`): the `code` of its JSON error responses.
+        /// No function (snapshot) by the name the request path starts with.
+        case functionNotFound = "function-not-found"
+        /// A request path the gateway will not forward (e.g. with `..`).
+        case invalidPath = "invalid-path"
+        /// A request that is not valid HTTP/1.1.
+        case badRequest = "bad-request"
+        case bodyTooLarge = "body-too-large"
+        /// The function's queue of requests waiting for an instance is full.
+        case queueFull = "queue-full"
+        /// No instance could take the request within the queue timeout.
+        case queueTimeout = "queue-timeout"
+        /// The function's snapshot failed verification and is not used.
+        case snapshotUnusable = "snapshot-unusable"
+        /// No instance of the function could be started (restore and cold start failed).
+        case launchFailed = "launch-failed"
+        case shuttingDown = "shutting-down"
+        /// The instance did not answer within the request timeout.
+        case instanceTimeout = "instance-timeout"
+        /// The instance could not be reached, or its response broke off.
+        case instanceFailed = "instance-failed"
     }
 
     /// The kind of failure.
