@@ -42,6 +42,9 @@ public struct KilnError: Error, CustomStringConvertible, Sendable {
         /// A tool kiln drives for this command is not installed or not reachable (skopeo,
         /// umoci, the Docker daemon).
         case toolMissing = "tool-missing"
+        /// A failure that is not one of the above: an error from below kiln (Foundation, the
+        /// standard library) that reached the command line as it was.
+        case internalError = "internal"
     }
 
     /// The kind of failure.
