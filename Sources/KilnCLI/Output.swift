@@ -18,16 +18,7 @@ enum Output {
         FileHandle.standardError.write(Data("\(line)\n".utf8))
     }
 
-    static func bytes(_ count: Int64) -> String {
-        let units = ["B", "KiB", "MiB", "GiB"]
-        var value = Double(count)
-        var unit = 0
-        while value >= 1024, unit < units.count - 1 {
-            value /= 1024
-            unit += 1
-        }
-        return unit == 0 ? "\(count) B" : String(format: "%.1f %@", value, units[unit])
-    }
+    static func bytes(_ count: Int64) -> String { ReportText.bytes(count) }
 
     static func ms(_ value: Double) -> String { ReportText.ms(value) }
 }

@@ -1,5 +1,4 @@
 import ArgumentParser
-import Foundation
 import KilnBench
 import KilnEngine
 import KilnSystem
@@ -50,24 +49,9 @@ extension Bench {
             if json {
                 Output.printJSON(report)
             } else {
-                let c = report.cycles
-                print(String(format: "cycles: %d restore/request/stop, %d failed, %.0f s; first response p50 %.0f ms, p99 %.0f ms, max %.0f ms",
-                             c.count, c.failures, c.seconds, c.firstResponse.p50, c.firstResponse.p99, c.firstResponse.max))
-                for error in c.errors { print("  \(error)") }
-                let l = report.load
-                print(String(format: "load: %.0f s, %d connections, %d requests, %d ok; %d kills, %d restores; failed: %d in flight to a killed instance, %d other (target 0); %d cold-start fallbacks",
-                             l.seconds, l.connections, l.requests, l.ok, l.kills, l.launches, l.failedInFlightToKilled, l.failedOther, l.coldStartFallbacks))
-                for error in l.otherErrors { print("  \(error)") }
-                func row(_ label: String, _ r: HostResources) -> [String] {
-                    [label, String(r.processes), String(r.containers), String(r.networkNamespacePins), String(r.cgroups), String(r.mounts),
-                     String(r.instanceDirectories), String(r.zombies), String(r.openFileDescriptors), Output.bytes(r.residentBytes)]
-                }
-                print(Output.table(["WHEN", "PROCS", "CONTAINERS", "NETNS", "CGROUPS", "MOUNTS", "INSTANCE DIRS", "ZOMBIES", "FDS", "KILN RSS"], [
-                    row("start", report.atStart), row("after cycles", report.afterCycles), row("end", report.atEnd),
-                ]))
-                print(report.leaks.isEmpty ? "leaks: none" : "leaks: \(report.leaks.joined(separator: "; "))")
+                print(report.summary)
             }
-            if report.cycles.failures > 0 || report.load.failedOther > 0 || !report.leaks.isEmpty {
+            if !report.passed {
                 throw KilnError(.runtimeFailed, "the soak found failures or leaks (see above)")
             }
         }
