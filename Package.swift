@@ -117,7 +117,7 @@ let package = Package(
         // built `kiln` binary (with CRIU and runc hidden for the commands that must not need them).
         .testTarget(
             name: "KilnCLITests",
-            dependencies: ["KilnCLI", "KilnSystem", "KilnSnapshot", "KilnEngine", "KilnGateway"]
+            dependencies: ["KilnCLI", "KilnSystem", "KilnSnapshot", "KilnEngine", "KilnGateway", "KilnBench"]
         ),
         .testTarget(
             name: "KilnIntegrationTests",
