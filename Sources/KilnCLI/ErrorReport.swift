@@ -42,40 +42,43 @@ enum ErrorReport {
     }
 
     /// `error` as a ``KilnError``: itself, or for an error from below kiln (Foundation, POSIX,
-    /// a decoder) one with code `system-call` when it carries an errno, `internal` otherwise.
+    /// a decoder) one that keeps it as its cause, with code `system-call` when it carries an
+    /// errno and `internal` otherwise.
     static func kilnError(for error: any Error) -> KilnError {
         if let error = error as? KilnError { return error }
-        if let posix = error as? POSIXError {
-            return KilnError(.systemCall, "a system call failed: \(errnoDescription(posix.code.rawValue))", details: [String(describing: error)])
+        var failure = KilnError.wrapping(error, as: .internalError, describe(error))
+        if let errno = failure.errno ?? underlyingErrno(error) {
+            failure.code = .systemCall
+            failure.message += ": \(errnoDescription(errno))"
+        } else {
+            failure.hint = "kiln did not expect this failure: run the command again with -v, and report it with that output if it persists"
         }
-        if let cocoa = error as? CocoaError {
-            // Foundation's own text is "The operation could not be completed" on Linux: say
-            // what failed on which file instead, with the errno it carries.
-            let code = cocoa.code.rawValue
-            let what = (256..<512).contains(code) ? "cannot read" : (512..<1024).contains(code) ? "cannot write" : "file operation failed:"
-            var message = cocoa.filePath.map { "\(what) \($0)" } ?? cocoa.localizedDescription
-            if let errno = Self.errno(of: cocoa.underlying) {
-                message += ": \(errnoDescription(errno))"
-                return KilnError(.systemCall, message, details: [String(describing: error)])
-            }
-            return KilnError(.internalError, message, hint: internalHint, details: [String(describing: error)])
-        }
-        return KilnError(.internalError, String(describing: error), hint: internalHint, details: [String(reflecting: type(of: error))])
+        return failure
     }
 
-    private static let internalHint = "kiln did not expect this failure: run the command again with -v, and report it with that output if it persists"
-
-    /// The errno of an underlying error in the POSIX domain, if that is what it is.
-    private static func errno(of underlying: (any Error)?) -> Int32? {
-        guard let underlying else { return nil }
+    /// The errno of a Foundation error's underlying POSIX error. (``KilnError/errno`` looks for
+    /// it in the bridged NSError's userInfo, where on Linux it is an `Error`, not an `NSError`,
+    /// so it misses FileManager's; `CocoaError.underlying` finds it.)
+    private static func underlyingErrno(_ error: any Error) -> Int32? {
+        guard let underlying = (error as? CocoaError)?.underlying else { return nil }
         if let posix = underlying as? POSIXError { return posix.code.rawValue }
-        let error = underlying as NSError
-        return error.domain == NSPOSIXErrorDomain ? Int32(error.code) : nil
+        let ns = underlying as NSError
+        return ns.domain == NSPOSIXErrorDomain ? Int32(ns.code) : nil
+    }
+
+    /// What failed, in words: Foundation's own text on Linux is "The operation could not be
+    /// completed", so a file error says what it could not do to which file instead.
+    private static func describe(_ error: any Error) -> String {
+        if error is POSIXError { return "a system call failed" }
+        guard let cocoa = error as? CocoaError, let path = cocoa.filePath else { return String(describing: error) }
+        let code = cocoa.code.rawValue
+        return ((256..<512).contains(code) ? "cannot read " : (512..<1024).contains(code) ? "cannot write " : "file operation failed: ") + path
     }
 }
 
-/// The JSON error document: `{"error": {"code", "message", "action", "hint", "details", "logPath"}}`,
-/// the same for every failure (`code` is one of ``KilnError/Code``'s raw values).
+/// The JSON error document: `{"error": {"code", "message", "action", "hint", "details", "logPath",
+/// "cause"}}`, the same for every failure (`code` is one of ``KilnError/Code``'s raw values;
+/// `cause`, when there is one, the error from below kiln it started as).
 struct ErrorDocument: Encodable {
     struct Body: Encodable {
         var code: String
@@ -84,6 +87,7 @@ struct ErrorDocument: Encodable {
         var hint: String?
         var details: [String]
         var logPath: String?
+        var cause: String?
 
         init(_ error: KilnError) {
             code = error.code.rawValue
@@ -92,6 +96,7 @@ struct ErrorDocument: Encodable {
             hint = error.hint
             details = error.details
             logPath = error.logPath
+            cause = error.causeChain.dropFirst().first { !($0 is KilnError) }.map { String(describing: $0) }
         }
     }
     var error: Body

@@ -117,6 +117,7 @@ struct BinaryTests {
         #expect(error["code"] as? String == "system-call")
         let message = error["message"] as? String ?? ""
         #expect(message.contains("/dev/null/state") && message.contains("Not a directory"), "\(message)")
+        #expect((error["cause"] as? String)?.contains("NSPOSIXErrorDomain") == true, "\(error)")
 
         let text = try host.kiln(["gc"], environment: environment)
         #expect(text.status == .exited(1))

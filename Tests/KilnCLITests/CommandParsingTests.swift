@@ -139,6 +139,8 @@ struct CommandParsingTests {
         #expect(fromCocoa.code == .systemCall)
         #expect(fromCocoa.message.contains("/dev/null/kiln"))
         #expect(fromCocoa.message.contains("errno \(ENOTDIR)"), "\(fromCocoa.message)")
+        #expect(fromCocoa.cause is CocoaError)
+        #expect(ErrorDocument(fromCocoa).error.cause?.contains("NSCocoaErrorDomain") == true)
 
         let posix = ErrorReport.kilnError(for: POSIXError(.EACCES))
         #expect(posix.code == .systemCall)
@@ -157,6 +159,8 @@ struct CommandParsingTests {
         #expect(decoding.code.rawValue == "internal")
         #expect(decoding.hint != nil)
         #expect(decoding.exitCode == 1)
+        #expect(decoding.cause is DecodingError)
+        #expect(ErrorDocument(KilnError(.invalidArgument, "x")).error.cause == nil)
 
         let original = KilnError(.snapshotInUse, "in use", action: "removing", hint: "stop it")
         let same = ErrorReport.kilnError(for: original)
