@@ -113,6 +113,12 @@ let package = Package(
             // The fuzz tests' seed corpus, read through #filePath (not a resource).
             exclude: ["FuzzCorpus"]
         ),
+        // The command line: parsing, defaults, exit codes and error documents in-process, and the
+        // built `kiln` binary (with CRIU and runc hidden for the commands that must not need them).
+        .testTarget(
+            name: "KilnCLITests",
+            dependencies: ["KilnCLI", "KilnSystem", "KilnSnapshot", "KilnEngine", "KilnGateway", "KilnBench"]
+        ),
         .testTarget(
             name: "KilnIntegrationTests",
             dependencies: ["KilnSystem", "KilnOCI", "KilnSnapshot", "KilnEngine", "KilnGateway", "KilnBench"],

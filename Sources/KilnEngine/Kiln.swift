@@ -90,13 +90,21 @@ public struct Kiln: Sendable {
         return Kiln(paths: paths, store: store, runtime: runtime, criu: criu, logger: logger)
     }
 
-    /// Removes a snapshot and any decompressed or decrypted copy of it.
-    public func removeSnapshot(_ name: String) throws {
-        let imageRoot = (try? store.load(name)).flatMap { store.imageRoot(of: $0) }
-        try store.remove(name)
-        ImageCache(root: paths.imageCache, store: store).evict(name)
-        if let imageRoot { store.removeImageRoot(imageRoot) }
+    /// The light way in, for commands that only read the store and the instance records, remove
+    /// snapshots or talk to instances (`kiln ls`, `ps`, `rm`, `request`): it checks root, as
+    /// ``open(paths:logger:toDo:)`` does, but needs neither CRIU, runc nor kiln-shim, and creates
+    /// no directory and writes no configuration.
+    public static func openStore(paths: KilnPaths = .fromEnvironment(), logger: Logger = Logger(label: "kiln"), toDo action: String) throws -> KilnStoreAccess {
+        try HostPrivileges.requireRoot(toDo: action)
+        return KilnStoreAccess(
+            paths: paths, store: SnapshotStore(root: paths.store), logger: logger, runtime: KilnStoreAccess.installedRunc(paths: paths, logger: logger))
     }
+
+    /// The store and records of this kiln, with its runc.
+    public var storeAccess: KilnStoreAccess { KilnStoreAccess(paths: paths, store: store, logger: logger, runtime: runtime) }
+
+    /// Removes a snapshot and any decompressed or decrypted copy of it.
+    public func removeSnapshot(_ name: String) throws { try storeAccess.removeSnapshot(name) }
 
     /// A new container id: the snapshot name and 6 random hex digits, e.g. `hello-3fa9c1`.
     package func makeInstanceID(for name: String) -> String {

@@ -63,6 +63,9 @@ public struct KilnError: Error, CustomStringConvertible, Sendable {
         case instanceTimeout = "instance-timeout"
         /// The instance could not be reached, or its response broke off.
         case instanceFailed = "instance-failed"
+        /// A failure that is not one of the above: an error from below kiln (Foundation, the
+        /// standard library) that reached the command line as it was.
+        case internalError = "internal"
     }
 
     /// The kind of failure.
