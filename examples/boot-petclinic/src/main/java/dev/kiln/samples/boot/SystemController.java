@@ -56,7 +56,7 @@ public class SystemController {
         Map<String, Object> body = new LinkedHashMap<>();
         body.put("app", "boot-petclinic");
         body.put("hostname", hostname());
-        body.put("pid", ProcessHandle.current().pid());
+        body.put("pid", pid());
         body.put("startedAt", Instant.ofEpochMilli(state.startedAtMillis()).toString());
         body.put("uptimeMs", now - state.startedAtMillis());
         body.put("requests", state.requests());
@@ -84,6 +84,15 @@ public class SystemController {
             return Files.readString(Path.of("/proc/sys/kernel/hostname"), StandardCharsets.UTF_8).trim();
         } catch (IOException e) {
             return "unknown";
+        }
+    }
+
+    // Not ProcessHandle.current(): the JDK keeps the pid it found at class initialisation.
+    static long pid() {
+        try {
+            return Long.parseLong(Files.readSymbolicLink(Path.of("/proc/self")).toString());
+        } catch (IOException | RuntimeException e) {
+            return ProcessHandle.current().pid();
         }
     }
 
