@@ -70,6 +70,9 @@ public class ClinicController {
         if (o.pets() != null) {
             for (int i = 0; i < o.pets().size(); i++) {
                 Pet pet = o.pets().get(i);
+                if (pet == null) {
+                    throw new BadRequestException("pets[" + i + "] is null");
+                }
                 required("pets[" + i + "].name", pet.name(), 30);
                 required("pets[" + i + "].type", pet.type(), 80);
                 if (pet.birthDate() == null || pet.birthDate().isAfter(LocalDate.now())) {

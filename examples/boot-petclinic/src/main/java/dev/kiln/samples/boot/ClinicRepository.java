@@ -177,13 +177,11 @@ public class ClinicRepository {
              ResultSet rs = ps.executeQuery()) {
             Map<Integer, Vet> vets = new LinkedHashMap<>();
             while (rs.next()) {
-                Vet vet = vets.computeIfAbsent(rs.getInt(1), id -> {
-                    try {
-                        return new Vet(id, rs.getString(2), rs.getString(3), new ArrayList<>());
-                    } catch (SQLException e) {
-                        throw failed(e);
-                    }
-                });
+                Vet vet = vets.get(rs.getInt(1));
+                if (vet == null) {
+                    vet = new Vet(rs.getInt(1), rs.getString(2), rs.getString(3), new ArrayList<>());
+                    vets.put(vet.id(), vet);
+                }
                 String specialty = rs.getString(4);
                 if (specialty != null) {
                     vet.specialties().add(specialty);
