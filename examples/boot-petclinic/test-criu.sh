@@ -31,7 +31,7 @@ base="http://127.0.0.1:$port"
 mkdir -p "$tmp/img"
 # Its own session (setsid), stdin from /dev/null, output to a file: all things CRIU can restore.
 setsid env PORT="$port" PETCLINIC_SEED_OWNERS=1000 \
-  JAVA_OPTS="${JAVA_OPTS:-} -Xbootclasspath/a:$here/build/test-crac -Dorg.crac.Core.Compat=dev.kiln.samples.boot.testcrac -Dtestcrac.port=$crac_port" \
+  JAVA_OPTS="${JAVA_OPTS:-} -Djava.io.tmpdir=$tmp -Xbootclasspath/a:$here/build/test-crac -Dorg.crac.Core.Compat=dev.kiln.samples.boot.testcrac -Dtestcrac.port=$crac_port" \
   "$here/bin/boot-petclinic" </dev/null >"$tmp/app.out" 2>&1 &
 disown  # criu dump kills it: no "Killed" report from this shell
 deadline=$((SECONDS + ${START_TIMEOUT:-180}))

@@ -31,12 +31,13 @@ build_all() {
 }
 
 # start_app PORT CRAC_PORT [ENV=VALUE...]: the shipped launcher, with the test CRaC backend on the
-# boot class path (java -jar ignores -cp) and selected for org.crac. Waits for /health 200.
+# boot class path (java -jar ignores -cp) and selected for org.crac; Tomcat's work directories go
+# into the test's temp directory (java.io.tmpdir), not /tmp. Waits for /health 200.
 start_app() {
   local port=$1 crac_port=$2
   shift 2
   app_out="$tmp/app-$port.out"
-  env "$@" PORT="$port" JAVA_OPTS="${JAVA_OPTS:-} -Dkiln.instance=test-1 -Xbootclasspath/a:$here/build/test-crac -Dorg.crac.Core.Compat=dev.kiln.samples.boot.testcrac -Dtestcrac.port=$crac_port" \
+  env "$@" PORT="$port" JAVA_OPTS="${JAVA_OPTS:-} -Djava.io.tmpdir=$tmp -Dkiln.instance=test-1 -Xbootclasspath/a:$here/build/test-crac -Dorg.crac.Core.Compat=dev.kiln.samples.boot.testcrac -Dtestcrac.port=$crac_port" \
     "$here/bin/boot-petclinic" >"$app_out" 2>&1 &
   app_pid=$!
   local deadline=$((SECONDS + ${START_TIMEOUT:-180}))
