@@ -5,7 +5,7 @@ extension ServeBenchmarkReport {
     /// overheads and CPU per request, and whether each placement met the overhead target.
     public var summary: String {
         var lines: [String] = []
-        func row(_ label: String, _ p: Percentiles) -> [String] {
+        func row(_ label: String, _ p: SampleSummary) -> [String] {
             [label, String(p.count), ReportText.ms(p.min), ReportText.ms(p.p50), ReportText.ms(p.p99), ReportText.ms(p.max)]
         }
         func percent(_ value: Double?) -> String { value.map { String(format: "%.1f%%", $0 * 100) } ?? "-" }

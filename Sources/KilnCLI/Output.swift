@@ -1,13 +1,11 @@
 import Foundation
 import KilnBench
+import KilnSystem
 
 /// Printing for humans (aligned tables) and scripts (JSON).
 enum Output {
     static func printJSON(_ value: some Encodable) {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        encoder.dateEncodingStrategy = .iso8601
-        let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
+        let data = (try? KilnJSON.prettyEncoder().encode(value)) ?? Data("{}".utf8)
         FileHandle.standardOutput.write(data + Data("\n".utf8))
     }
 

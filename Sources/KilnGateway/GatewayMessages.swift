@@ -86,9 +86,7 @@ extension Gateway {
             }
             var error: Body
         }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let data = (try? encoder.encode(Document(error: .init(code: code.rawValue, message: message, function: function, instance: instance, hint: hint)))) ?? Data()
+        let data = (try? KilnJSON.compactEncoder().encode(Document(error: .init(code: code.rawValue, message: message, function: function, instance: instance, hint: hint)))) ?? Data()
         var fields = HTTPFields()
         fields[.contentType] = "application/json"
         if let instance { fields[instanceHeader] = instance }

@@ -234,18 +234,9 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
         self.sizeBytes = files.reduce(0) { $0 + $1.size }
     }
 
-    package static let encoder: JSONEncoder = {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        encoder.dateEncodingStrategy = .iso8601
-        return encoder
-    }()
+    package static let encoder = KilnJSON.prettyEncoder()
 
-    package static let decoder: JSONDecoder = {
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .iso8601
-        return decoder
-    }()
+    package static let decoder = KilnJSON.decoder()
 
     public func encoded() throws -> Data { try Self.encoder.encode(self) }
 
@@ -289,7 +280,7 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
     /// `Duration`s).
     var problem: String? {
         do { try SnapshotStore.validate(name: name) } catch { return "its name '\(name)' is not a valid snapshot name" }
-        guard (1...65535).contains(sandbox.port) else { return "its port \(sandbox.port) is out of range" }
+        guard InputValidation.isServicePort(sandbox.port) else { return "its port \(sandbox.port) is out of range" }
         guard !sandbox.command.isEmpty else { return "its command is empty" }
         if let problem = sandbox.problem { return problem }
         do { try readiness.validate() } catch { return "its readiness check is invalid: \(error.message)" }

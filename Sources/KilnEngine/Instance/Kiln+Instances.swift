@@ -122,54 +122,13 @@ extension Kiln {
         try data.write(to: URL(fileURLWithPath: "\(instanceDirectory(record.id))/instance.json"), options: .atomic)
     }
 
-    /// Every instance kiln has a valid record of. A record that does not decode, or names an id
-    /// other than its directory's, is skipped (and logged): `kiln gc` removes its directory.
-    public func instanceRecords() -> [InstanceRecord] {
-        let ids = (try? FileManager.default.contentsOfDirectory(atPath: paths.instances)) ?? []
-        return ids.sorted().compactMap { id in
-            let path = "\(instanceDirectory(id))/instance.json"
-            guard let data = FileManager.default.contents(atPath: path) else { return nil }
-            do {
-                let record = try InstanceRecord.decode(data, source: path)
-                guard record.id == id else {
-                    logger.warning("skipping instance record that names another instance", metadata: ["path": "\(path)", "id": "\(record.id)"])
-                    return nil
-                }
-                return record
-            } catch {
-                logger.warning("skipping unusable instance record", metadata: ["error": "\(error)"])
-                return nil
-            }
-        }
-    }
-
+    /// Every instance kiln has a valid record of (``KilnStoreAccess/instanceRecords()``).
+    public func instanceRecords() -> [InstanceRecord] { storeAccess.instanceRecords() }
     /// The record of one instance; a unique prefix of its id will do.
-    public func instance(_ idOrPrefix: String) throws -> InstanceRecord {
-        let records = instanceRecords()
-        if let exact = records.first(where: { $0.id == idOrPrefix }) { return exact }
-        let matches = records.filter { $0.id.hasPrefix(idOrPrefix) }
-        guard matches.count == 1 else {
-            throw KilnError(
-                .instanceNotFound,
-                matches.isEmpty ? "no instance '\(idOrPrefix)'" : "'\(idOrPrefix)' matches \(matches.count) instances: \(matches.map(\.id).joined(separator: ", "))",
-                hint: "'kiln ps' lists the running instances")
-        }
-        return matches[0]
-    }
+    public func instance(_ idOrPrefix: String) throws -> InstanceRecord { try storeAccess.instance(idOrPrefix) }
 
-    /// `kiln ps`: each instance's state and memory.
-    public func status() async throws -> [InstanceStatus] {
-        let containers = Dictionary(try await runtime.list().map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
-        let now = Date()
-        return instanceRecords().map { record in
-            let state = containers[record.id]?.status ?? "gone"
-            let pids = ProcessInspector.pids(inCgroup: record.cgroupPath)
-            return InstanceStatus(
-                id: record.id, snapshot: record.snapshot, pid: record.pid, state: state, createdAt: record.createdAt,
-                ageSeconds: now.timeIntervalSince(record.createdAt), memory: MemoryUsage.of(pids: pids.isEmpty ? [record.pid] : pids),
-                restoreMs: record.restoreMs, firstResponseMs: record.firstResponseMs, sharesMemory: record.sharesMemory)
-        }
-    }
+    /// `kiln ps`: each instance's state and memory (``KilnStoreAccess/status()``).
+    public func status() async throws -> [InstanceStatus] { try await storeAccess.status() }
 
     /// Stops an instance and removes everything it had: container, cgroup, netns, directory.
     public func stop(_ record: InstanceRecord) async throws {
@@ -182,15 +141,6 @@ extension Kiln {
 
     /// Sends one HTTP request to an instance.
     public func request(_ record: InstanceRecord, method: String = "GET", path: String, body: [UInt8]? = nil) async throws -> HTTPReply {
-        guard path.hasPrefix("/") else {
-            throw KilnError(.invalidArgument, "request path '\(path)' must start with '/'", hint: "e.g. kiln request \(record.id) /greet")
-        }
-        do {
-            var headers: [(String, String)] = []
-            if body != nil { headers.append(("Content-Type", "application/json")) }
-            return try await InstanceHTTPClient.send(.init(rawValue: method.uppercased()), path, to: record.endpoint, body: body, headers: headers)
-        } catch {
-            throw KilnError(.requestFailed, "\(method.uppercased()) \(path) to \(record.id) failed: \(error)", hint: "is it running? 'kiln ps' shows its state; its output is in \(record.logPath)")
-        }
+        try await storeAccess.request(record, method: method, path: path, body: body)
     }
 }
