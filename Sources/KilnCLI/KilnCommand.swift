@@ -28,7 +28,7 @@ public struct KilnCommand: AsyncParsableCommand {
             """,
         subcommands: [
             Doctor.self, Bake.self, Run.self, PS.self, Request.self, Stop.self, List.self, Remove.self, GC.self, Bench.self, Serve.self,
-            Keygen.self, Export.self, Import.self,
+            Keygen.self, Export.self, Import.self, Push.self, Pull.self,
         ])
 }
 
@@ -51,7 +51,7 @@ struct CommonOptions: ParsableArguments {
     }
 }
 
-/// `--key` of the commands that restore.
+/// `--key` and `--ignore-host-check` of the commands that restore.
 struct KeyOptions: ParsableArguments {
     @Option(
         name: .customLong("key"),
@@ -60,6 +60,13 @@ struct KeyOptions: ParsableArguments {
             valueName: "[NAME=]KEYFILE"))
     var keyFiles: [String] = []
 
+    @Option(
+        name: .customLong("ignore-host-check"),
+        help: ArgumentHelp(
+            "Restore even though this host differs from the snapshot's bake host in FACT (repeatable or comma-separated: \(HostFact.allCases.map(\.rawValue).joined(separator: ", "))).",
+            valueName: "FACT"))
+    var ignoreHostCheck: [String] = []
+
     func keyring() throws -> SnapshotKeyring { try SnapshotKeyring(arguments: keyFiles) }
 }
 
@@ -67,8 +74,10 @@ extension CommonOptions {
     /// Opens kiln with the keys of `--key` (read first: a bad key file is a usage error).
     func openKiln(toDo action: String, keys: KeyOptions) throws -> Kiln {
         let keyring = try keys.keyring()
+        let ignored = try HostFact.parse(keys.ignoreHostCheck)
         var kiln = try openKiln(toDo: action)
         kiln.keys = keyring
+        kiln.hostCheck.ignored = ignored
         return kiln
     }
 }

@@ -67,8 +67,10 @@ struct Serve: AsyncParsableCommand {
             let configuration = try makeConfiguration()
             // runc and CRIU calls are logged only with -v, as in every other command.
             let keyring = try keys.keyring()
+            let ignored = try HostFact.parse(keys.ignoreHostCheck)
             var kiln = try Kiln.open(logger: common.makeLogger(), toDo: "run the gateway")
             kiln.keys = keyring
+            kiln.hostCheck.ignored = ignored
             // The gateway's instances die with it; what an earlier, killed gateway left is removed
             // before this one starts.
             kiln.ownsInstances = true

@@ -85,7 +85,12 @@ public struct SnapshotStore: SnapshotStoring {
     /// Checks every image file against the manifest: present, same size, same SHA-256, and no
     /// file the manifest does not list. The first mismatch is thrown, naming the file.
     public func verify(_ manifest: SnapshotManifest) throws {
-        let images = imageDirectory(of: manifest.name)
+        try verify(manifest, imageDirectory: imageDirectory(of: manifest.name))
+    }
+
+    /// ``verify(_:)`` of image files that are not (yet) in their place, e.g. a pulled snapshot
+    /// in its staging directory before it is committed.
+    public func verify(_ manifest: SnapshotManifest, imageDirectory images: String) throws {
         let corrupt = { (problem: String) in
             KilnError(
                 .snapshotCorrupt, "snapshot '\(manifest.name)' failed verification: \(problem); refusing to restore it",
@@ -143,7 +148,13 @@ public struct SnapshotStore: SnapshotStoring {
             let size = (try FileManager.default.attributesOfItem(atPath: full)[.size] as? Int64) ?? 0
             files.append(SnapshotFile(path: path, size: size, sha256: try FileDigest.sha256(ofFile: full)))
         }
-        let finished = manifest(files)
+        return try commit(staging: staging, verified: manifest(files))
+    }
+
+    /// Writes `finished` as the manifest of the images staged (already checked against it, as
+    /// ``verify(_:imageDirectory:)`` does) and moves the snapshot into place, replacing an
+    /// older snapshot of the same name only once the new one is complete.
+    public func commit(staging: String, verified finished: SnapshotManifest) throws -> SnapshotManifest {
         let manifestFile = "\(staging)/manifest.json"
         try finished.encoded().write(to: URL(fileURLWithPath: manifestFile), options: .atomic)
         chmod(manifestFile, 0o600)

@@ -1,0 +1,64 @@
+import ArgumentParser
+import Foundation
+import KilnEngine
+import KilnSnapshot
+import KilnSystem
+
+/// How to reach a registry: `--creds`, `--authfile`, `--cert-dir`, `--insecure` (push and pull).
+struct RegistryOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Basic auth for the registry (default: $KILN_REGISTRY_CREDS).", valueName: "USER:PASSWORD"))
+    var creds: String?
+
+    @Option(help: "A containers auth file (auth.json, as podman login writes it) instead of --creds.")
+    var authfile: String?
+
+    @Option(help: "Directory with the registry's CA certificate (ca.crt), for a registry whose certificate the system does not trust.")
+    var certDir: String?
+
+    @Flag(help: "Do not verify the registry's TLS certificate (only for a registry on loopback: 127.0.0.0/8, ::1, localhost).")
+    var insecure = false
+
+    var access: RegistryAccess {
+        let environment = ProcessInfo.processInfo.environment["KILN_REGISTRY_CREDS"].flatMap { $0.isEmpty ? nil : $0 }
+        return RegistryAccess(credentials: creds ?? (authfile == nil ? environment : nil), authFile: authfile, certificateDirectory: certDir, insecure: insecure)
+    }
+}
+
+struct Push: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Push a snapshot to an OCI registry as an artifact (its manifest and image files; an encrypted snapshot stays encrypted).",
+        discussion: """
+            REF is HOST[:PORT]/REPOSITORY[:TAG] (tag default: latest). The snapshot is verified before it leaves. \
+            With --sign KEYFILE (kiln keygen --signing), an Ed25519 signature of the pushed manifest digest is stored \
+            beside it under the tag sha256-<hex>.sig, for kiln pull --verify.
+            """)
+
+    @Argument(help: "Snapshot name.")
+    var name: String
+
+    @Argument(help: "Where to push it: HOST[:PORT]/REPOSITORY[:TAG].")
+    var reference: String
+
+    @Option(help: "Sign the pushed snapshot with this Ed25519 key (kiln keygen --signing).")
+    var sign: String?
+
+    @OptionGroup var registry: RegistryOptions
+
+    @OptionGroup var common: CommonOptions
+
+    func run() async throws {
+        try await reporting(common) {
+            let target = try RegistryReference(parsing: reference)
+            let key = try sign.map { try SnapshotSigningKey(contentsOf: $0) }
+            let kiln = try common.openKiln(toDo: "push a snapshot")
+            let result = try await kiln.push(name, to: target, access: registry.access, signingKey: key)
+            if common.json {
+                Output.printJSON(result)
+            } else {
+                print("pushed \(name) to \(result.reference): \(result.files) files, \(Output.bytes(result.sizeBytes)) in \(Output.ms(result.pushMs))")
+                print("digest \(result.digest)")
+                if let tag = result.signatureTag, let id = result.keyID { print("signed with key \(id) (tag \(tag))") }
+            }
+        }
+    }
+}

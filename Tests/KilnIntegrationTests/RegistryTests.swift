@@ -1,0 +1,152 @@
+import Foundation
+import KilnEngine
+import KilnOCI
+import KilnSnapshot
+import KilnSystem
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension Integration {
+    /// `kiln push` and `kiln pull` through a real registry (CNCF distribution 2.8 on loopback, TLS
+    /// and basic auth), between two kiln hosts with stores of their own: the pulled snapshot
+    /// restores and answers; a wrong signature, a missing one, a host without a CPU feature and
+    /// a tampered blob are each refused with nothing left in the store.
+    @Suite("snapshots through an OCI registry", .serialized, .enabled(if: TestRegistry.isInstalled, "needs docker-registry and htpasswd (make setup)"))
+    struct RegistryTests {
+        @Test func pushPullRestoreAndEveryRefusal() async throws {
+            try await withTestHost { baker in
+                try await withTestHost { puller in
+                    let registry = try await TestRegistry.start(in: "\(baker.scratch)/registry")
+                    defer { registry.stop() }
+                    try await run(baker: baker, puller: puller, registry: registry)
+                    try await expectNoLeftovers(puller)
+                }
+                try await expectNoLeftovers(baker)
+            }
+        }
+
+        func run(baker: TestHost, puller: TestHost, registry: TestRegistry) async throws {
+            let manifest = try await baker.kiln.bake(BakeRequest(
+                name: "jdk", sandbox: baker.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health", timeoutSeconds: 60),
+                warmup: [WarmupStep(count: 20, path: "/greet")]))
+            // The bake recorded what a restore depends on.
+            let facts = manifest.host
+            #expect(facts.architecture != nil && facts.pageSize != nil && facts.cgroupVersion != nil && facts.glibc != nil)
+            #expect(facts.cpuFlags?.isEmpty == false, "\(facts)")
+            #expect(facts.kernelFeatures?.contains("mnt_id") == true, "\(facts)")
+            #expect(facts.jdk?.home.hasPrefix("/usr/lib/jvm/") == true, "\(facts)")
+
+            // Two signing keys: the publisher's and someone else's.
+            let key = "\(baker.scratch)/publisher.key", other = "\(baker.scratch)/other.key"
+            let keygen = try runKiln(["keygen", "--signing", key, "--json"], environment: baker.environment)
+            #expect(keygen.status == .exited(0), "\(keygen.stderr)")
+            let keyID = try #require(try jsonObject(keygen.stdout)["keyID"] as? String)
+            #expect(try runKiln(["keygen", "--signing", other], environment: baker.environment).status == .exited(0))
+            let otherID = try SnapshotSigningKey(contentsOf: other).id
+
+            // Without credentials the registry refuses the push.
+            let anonymous = try runKiln(
+                ["push", "jdk", "\(registry.address)/kiln/jdk:v1", "--cert-dir", registry.certificateDirectory], environment: baker.environment)
+            #expect(anonymous.status != .exited(0))
+            #expect(anonymous.stderr.contains("credentials"), "\(anonymous.stderr)")
+            // --insecure is for loopback only.
+            let remote = try runKiln(["push", "jdk", "registry.example.com/kiln/jdk:v1", "--insecure"], environment: baker.environment)
+            #expect(remote.status == .exited(2) && remote.stderr.contains("loopback"), "\(remote.stderr)")
+
+            let reference = "\(registry.address)/kiln/jdk:v1"
+            let push = try runKiln(["push", "jdk", reference, "--sign", key, "--json"] + registry.accessArguments, environment: baker.environment)
+            #expect(push.status == .exited(0), "\(push.stderr)")
+            let pushed = try jsonObject(push.stdout)
+            let digest = try #require(pushed["digest"] as? String)
+            #expect(pushed["keyID"] as? String == keyID)
+            #expect(pushed["signatureTag"] as? String == digest.replacingOccurrences(of: "sha256:", with: "sha256-") + ".sig")
+            print("kiln push: \(manifest.files.count) files, \(manifest.sizeBytes) bytes in \(pushed["pushMs"] ?? "?") ms")
+            // The registry holds each image file as a blob under the digest the manifest records.
+            for file in manifest.files { #expect(FileManager.default.fileExists(atPath: registry.blobPath("sha256:\(file.sha256)")), "\(file.path)") }
+
+            // The other host pulls it, checking the publisher's signature, and restores it.
+            let pull = try runKiln(
+                ["pull", reference, "--name", "jdkcopy", "--verify", "\(key).pub", "--json"] + registry.accessArguments, environment: puller.environment)
+            #expect(pull.status == .exited(0), "\(pull.stderr)")
+            let pulled = try jsonObject(pull.stdout)
+            #expect(pulled["digest"] as? String == digest)
+            #expect(pulled["signedBy"] as? String == keyID)
+            print("kiln pull: \(pulled["sizeBytes"] ?? "?") bytes in \(pulled["pullMs"] ?? "?") ms (verified in \(pulled["verifyMs"] ?? "?") ms)")
+            let stored = try puller.kiln.store.load("jdkcopy")
+            #expect(stored.files == manifest.files)
+            #expect(stored.host == manifest.host, "the pulled snapshot keeps the facts of the host it was baked on")
+            let run = try runKiln(["run", "jdkcopy", "--json"], environment: puller.environment)
+            #expect(run.status == .exited(0), "\(run.stderr)")
+            let records = puller.kiln.instanceRecords()
+            #expect(records.count == 1)
+            for record in records {
+                let reply = try await puller.kiln.request(record, path: "/id")
+                #expect(reply.status == 200)
+                #expect((try jsonObject(reply.bodyText)["requests"] as? Int ?? 0) > 20, "the pulled copy remembers its warmup")
+                try await puller.kiln.stop(record)
+            }
+
+            // Verified with someone else's key: refused, naming both key ids.
+            let wrong = try runKiln(["pull", reference, "--name", "wrongkey", "--verify", "\(other).pub"] + registry.accessArguments, environment: puller.environment)
+            #expect(wrong.status != .exited(0))
+            #expect(wrong.stderr.contains(keyID) && wrong.stderr.contains(otherID), "\(wrong.stderr)")
+            #expect(!puller.kiln.store.exists("wrongkey"))
+
+            // An unsigned push, pulled with --verify: refused.
+            let unsignedReference = "\(registry.address)/kiln/unsigned:v1"
+            let unsignedPush = try runKiln(["push", "jdk", unsignedReference] + registry.accessArguments, environment: baker.environment)
+            #expect(unsignedPush.status == .exited(0), "\(unsignedPush.stderr)")
+            let unsigned = try runKiln(["pull", unsignedReference, "--name", "unsigned", "--verify", "\(key).pub", "--json"] + registry.accessArguments, environment: puller.environment)
+            #expect(unsigned.status != .exited(0))
+            let unsignedError = try jsonObject(unsigned.stdout)["error"] as? [String: Any]
+            #expect(unsignedError?["code"] as? String == "signature-invalid")
+            #expect((unsignedError?["message"] as? String)?.contains("not signed") == true, "\(unsigned.stdout)")
+            #expect(!puller.kiln.store.exists("unsigned"))
+
+            // A host without one of the CPU features the snapshot's JIT code may use: the pull and
+            // a restore are refused with the table; --ignore-host-check waives it.
+            let missing = try #require(facts.cpuFlags?.first)
+            let hostFacts = "\(puller.scratch)/host-facts.json"
+            try Data(#"{"removeCPUFlags":["\#(missing)"]}"#.utf8).write(to: URL(fileURLWithPath: hostFacts))
+            var otherCPU = puller.environment
+            otherCPU["KILN_HOST_FACTS"] = hostFacts
+            let refusedPull = try runKiln(["pull", reference, "--name", "othercpu"] + registry.accessArguments, environment: otherCPU)
+            #expect(refusedPull.status != .exited(0))
+            #expect(refusedPull.stderr.contains("cpu-flags") && refusedPull.stderr.contains("lacks \(missing)") && refusedPull.stderr.contains("SIGILL"), "\(refusedPull.stderr)")
+            #expect(!puller.kiln.store.exists("othercpu"))
+            let refusedRun = try runKiln(["run", "jdkcopy", "--json"], environment: otherCPU)
+            #expect(refusedRun.status != .exited(0))
+            #expect((try jsonObject(refusedRun.stdout)["error"] as? [String: Any])?["code"] as? String == "host-mismatch", "\(refusedRun.stdout)")
+            #expect(puller.kiln.instanceRecords().isEmpty)
+            let waived = try runKiln(["pull", reference, "--name", "othercpu", "--ignore-host-check", "cpu-flags"] + registry.accessArguments, environment: otherCPU)
+            #expect(waived.status == .exited(0), "\(waived.stderr)")
+            #expect(waived.stderr.contains("ignored"), "\(waived.stderr)")
+            try puller.kiln.removeSnapshot("othercpu")
+
+            // A tampered blob in the registry's storage (same size, one byte changed): refused,
+            // nothing stored, no staging left behind.
+            let largest = try #require(manifest.files.max { $0.size < $1.size })
+            let blob = registry.blobPath("sha256:\(largest.sha256)")
+            let handle = try FileHandle(forUpdating: URL(fileURLWithPath: blob))
+            try handle.seek(toOffset: UInt64(largest.size / 2))
+            let byte = try #require(try handle.read(upToCount: 1)?.first)
+            try handle.seek(toOffset: UInt64(largest.size / 2))
+            try handle.write(contentsOf: [byte ^ 0xFF])
+            try handle.close()
+            let tampered = try runKiln(["pull", reference, "--name", "tampered", "--verify", "\(key).pub"] + registry.accessArguments, environment: puller.environment)
+            #expect(tampered.status != .exited(0))
+            #expect(tampered.stderr.contains("does not match its digest") || tampered.stderr.contains("failed verification"), "\(tampered.stderr)")
+            #expect(!puller.kiln.store.exists("tampered"))
+            #expect(try puller.kiln.store.list().map(\.name) == ["jdkcopy"])
+            try puller.kiln.removeSnapshot("jdkcopy")
+            try baker.kiln.removeSnapshot("jdk")
+        }
+
+        func jsonObject(_ text: String) throws -> [String: Any] {
+            try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any], "not a JSON object: \(text)")
+        }
+    }
+}
