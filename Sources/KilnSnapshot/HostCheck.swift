@@ -246,7 +246,7 @@ public enum HostCheck {
         let rows = differences.map { [$0.fact.rawValue, $0.ignored ? "ignored" : $0.severity.rawValue, $0.recorded, $0.current] }
         let widths = (0..<4).map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
         func line(_ cells: [String]) -> String {
-            zip(cells, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  ")
+            String(zip(cells, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  ").reversed().drop { $0 == " " }.reversed())
         }
         var lines = [line(header)]
         for (row, difference) in zip(rows, differences) {

@@ -33,13 +33,13 @@ struct TestRegistry {
         for directory in [directory, "\(directory)/certs.d", "\(directory)/storage"] {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         }
-        let certificate = try Subprocess.run("/usr/bin/openssl", [
+        let certificate = try await Subprocess.run("/usr/bin/openssl", [
             "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
             "-keyout", "\(directory)/key.pem", "-out", "\(directory)/cert.pem", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
         ])
         try #require(certificate.status == .exited(0), "openssl: \(certificate.stderr)")
         try FileManager.default.copyItem(atPath: "\(directory)/cert.pem", toPath: "\(directory)/certs.d/ca.crt")
-        let htpasswd = try Subprocess.run("/usr/bin/htpasswd", ["-Bbc", "\(directory)/htpasswd", "kiln", password])
+        let htpasswd = try await Subprocess.run("/usr/bin/htpasswd", ["-Bbc", "\(directory)/htpasswd", "kiln", password])
         try #require(htpasswd.status == .exited(0), "htpasswd: \(htpasswd.stderr)")
 
         for _ in 0..<5 {
@@ -74,7 +74,7 @@ struct TestRegistry {
             let registry = TestRegistry(directory: directory, port: port, pid: pid, password: password)
             // Up once /v2/ asks for credentials over TLS.
             for _ in 0..<100 {
-                let probe = try Subprocess.run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", "\(directory)/cert.pem", "https://127.0.0.1:\(port)/v2/"])
+                let probe = try await Subprocess.run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", "\(directory)/cert.pem", "https://127.0.0.1:\(port)/v2/"])
                 if probe.stdout == "401" { return registry }
                 if waitpid(pid, nil, WNOHANG) == pid { break }
                 try await Task.sleep(for: .milliseconds(50))
