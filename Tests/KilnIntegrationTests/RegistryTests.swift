@@ -145,6 +145,57 @@ extension Integration {
             try baker.kiln.removeSnapshot("jdk")
         }
 
+        /// An encrypted (and compressed) snapshot travels as ciphertext only: no blob in the
+        /// registry holds the service's memory in plain text; the pulling host restores it with
+        /// the key, and cannot rename it (each file is bound to the snapshot's name).
+        @Test func anEncryptedSnapshotTravelsAsCiphertextOnly() async throws {
+            try await withTestHost { baker in
+                try await withTestHost { puller in
+                    let registry = try await TestRegistry.start(in: "\(baker.scratch)/registry")
+                    defer { registry.stop() }
+                    let keyPath = "\(baker.scratch)/snapshot.key"
+                    let key = try SnapshotKey.generate(at: keyPath)
+                    let marker = "kiln-registry-marker-\(UInt64.random(in: 0...UInt64.max))"
+                    let manifest = try await baker.kiln.bake(BakeRequest(
+                        name: "sealed", sandbox: baker.sandbox([helloJdk], environment: ["KILN_TEST_MARKER": marker]),
+                        readiness: ReadinessCheck(path: "/health"), warmup: [WarmupStep(count: 20, path: "/greet")], compress: true, encryptionKey: key))
+                    #expect(manifest.encryption?.keyID == key.id)
+                    let reference = "\(registry.address)/kiln/sealed:v1"
+                    let push = try runKiln(["push", "sealed", reference] + registry.accessArguments, environment: baker.environment)
+                    #expect(push.status == .exited(0), "\(push.stderr)")
+
+                    // Every blob the registry stored: the kiln manifest (key id only) and ciphertext.
+                    let blobs = FileManager.default.enumerator(atPath: "\(registry.storage)/docker/registry/v2/blobs")
+                    var count = 0
+                    while let path = blobs?.nextObject() as? String {
+                        guard path.hasSuffix("/data") else { continue }
+                        count += 1
+                        let data = try Data(contentsOf: URL(fileURLWithPath: "\(registry.storage)/docker/registry/v2/blobs/\(path)"))
+                        #expect(data.range(of: Data("dev/kiln/samples/hello/HelloJdk".utf8)) == nil, "\(path) holds the JVM's class names in plain text")
+                        #expect(data.range(of: Data(key.id.utf8)) == nil || data.count < 1 << 16, "only the manifest names the key")
+                    }
+                    #expect(count == manifest.files.count + 2, "the files, the kiln manifest and the OCI manifest")
+
+                    let renamed = try runKiln(["pull", reference, "--name", "other"] + registry.accessArguments, environment: puller.environment)
+                    #expect(renamed.status == .exited(2) && renamed.stderr.contains("bound to the snapshot's name"), "\(renamed.stderr)")
+                    let pull = try runKiln(["pull", reference] + registry.accessArguments, environment: puller.environment)
+                    #expect(pull.status == .exited(0), "\(pull.stderr)")
+                    let noKey = try runKiln(["run", "sealed"], environment: puller.environment)
+                    #expect(noKey.status != .exited(0) && noKey.stderr.contains(key.id), "\(noKey.stderr)")
+                    let run = try runKiln(["run", "sealed", "--key", keyPath], environment: puller.environment)
+                    #expect(run.status == .exited(0), "\(run.stderr)")
+                    for record in puller.kiln.instanceRecords() {
+                        #expect(try await puller.kiln.request(record, path: "/health").status == 200)
+                        try await puller.kiln.stop(record)
+                    }
+                    try puller.kiln.removeSnapshot("sealed")
+                    try baker.kiln.removeSnapshot("sealed")
+                    try await expectNoLeftovers(puller)
+                }
+                try await expectNoLeftovers(baker)
+            }
+        }
+
         func jsonObject(_ text: String) throws -> [String: Any] {
             try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any], "not a JSON object: \(text)")
         }
