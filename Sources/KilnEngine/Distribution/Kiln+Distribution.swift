@@ -166,17 +166,20 @@ extension Kiln {
             }
             let staging = try store.makeStagingDirectory(for: name)
             do {
+                // Two files with the same bytes share a blob: the first is moved, the rest copied from it.
+                var placed: [String: String] = [:]
                 for file in pulled.files {
                     let target = "\(staging)/images/\(file.path)"
                     try FileManager.default.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-                    // Two files with the same bytes share a blob: move the first, copy the rest.
-                    let source = blobPath("sha256:\(file.sha256)")
-                    if FileManager.default.fileExists(atPath: source) {
-                        try FileManager.default.moveItem(atPath: source, toPath: target)
-                    } else if let twin = pulled.files.first(where: { $0.sha256 == file.sha256 && $0.path != file.path }) {
-                        try FileManager.default.copyItem(atPath: "\(staging)/images/\(twin.path)", toPath: target)
+                    if let twin = placed[file.sha256] {
+                        try FileManager.default.copyItem(atPath: twin, toPath: target)
                     } else {
-                        throw KilnError(.snapshotCorrupt, "the pulled layout has no blob for \(file.path)")
+                        let source = blobPath("sha256:\(file.sha256)")
+                        guard FileManager.default.fileExists(atPath: source) else {
+                            throw KilnError(.snapshotCorrupt, "the pulled layout has no blob for \(file.path)")
+                        }
+                        try FileManager.default.moveItem(atPath: source, toPath: target)
+                        placed[file.sha256] = target
                     }
                     chmod(target, 0o600)
                 }
