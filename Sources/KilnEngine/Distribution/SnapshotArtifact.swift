@@ -62,7 +62,7 @@ enum SnapshotArtifact {
     /// `layers`; layer blobs are hard links to their sources where possible (same filesystem),
     /// copies otherwise. Returns the manifest's digest.
     static func writeLayout(
-        at layout: String, artifactType: String, config: Data, configMediaType: String, layers: [(blob: Blob, descriptor: Descriptor)],
+        at layout: String, artifactType: String?, config: Data, configMediaType: String, layers: [(blob: Blob, descriptor: Descriptor)],
         annotations: [String: String]? = nil
     ) throws -> String {
         let blobs = "\(layout)/blobs/sha256"
