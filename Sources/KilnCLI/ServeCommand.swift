@@ -55,12 +55,25 @@ struct Serve: AsyncParsableCommand {
     @Flag(help: "When a restore fails, answer 503 instead of cold-starting the function's command.")
     var noColdStartFallback = false
 
+    @Option(help: ArgumentHelp(
+        "Pull function NAME from this registry reference on its first request when the store lacks it (repeatable); see kiln pull.",
+        valueName: "NAME=HOST[:PORT]/REPO[:TAG]"))
+    var pull: [String] = []
+
+    @Option(help: "Functions pulled with --pull must be signed by this public key (KEYFILE.pub of kiln keygen --signing; repeatable: any of them).")
+    var verify: [String] = []
+
+    @OptionGroup var registry: RegistryOptions
+
     @OptionGroup var keys: KeyOptions
 
     @OptionGroup var common: CommonOptions
 
     func run() async throws {
         try await reporting(common) {
+            let remote = try RemoteFunctions(
+                arguments: pull, access: registry.access, trusted: try verify.map { try SnapshotVerifyingKey(contentsOf: $0) })
+            if let reference = remote.references.values.first { try registry.access.check(for: reference) }
             var logger = Logger(label: "kiln.gateway") { StreamLogHandler.standardError(label: $0) }
             logger.logLevel = common.verbose ? .debug : .info
             // Bad options are refused before anything is touched.
@@ -83,7 +96,8 @@ struct Serve: AsyncParsableCommand {
             }
             let gateway = Gateway(
                 configuration: configuration, provider: KilnInstanceProvider(
-                    kiln: kiln, readinessTimeout: configuration.readinessTimeout, coldStartFallback: !noColdStartFallback, logger: logger),
+                    kiln: kiln, readinessTimeout: configuration.readinessTimeout, coldStartFallback: !noColdStartFallback, remote: remote,
+                    logger: logger),
                 transport: PooledInstanceTransport(maxIdlePerInstance: max(concurrency, 8)), logger: logger)
             let server = GatewayServer(gateway: gateway, logger: logger)
             let json = common.json

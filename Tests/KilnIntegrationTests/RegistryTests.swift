@@ -196,6 +196,80 @@ extension Integration {
             }
         }
 
+        /// `kiln serve --pull NAME=REF --verify KEY.pub`: a host that has never seen the function
+        /// pulls it on its first request (signature checked), restores and answers; later
+        /// requests use the stored copy; an unsigned one is refused and never stored.
+        @Test func servePullsASignedFunctionOnItsFirstRequest() async throws {
+            try await withTestHost { baker in
+                try await withTestHost { server in
+                    let registry = try await TestRegistry.start(in: "\(baker.scratch)/registry")
+                    defer { registry.stop() }
+                    _ = try await baker.kiln.bake(BakeRequest(
+                        name: "jdk", sandbox: baker.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"),
+                        warmup: [WarmupStep(count: 20, path: "/greet")]))
+                    let key = "\(baker.scratch)/publisher.key"
+                    #expect(try runKiln(["keygen", "--signing", key], environment: baker.environment).status == .exited(0))
+                    let signed = "\(registry.address)/kiln/jdk:v1", unsigned = "\(registry.address)/kiln/unsigned:v1"
+                    #expect(try runKiln(["push", "jdk", signed, "--sign", key] + registry.accessArguments, environment: baker.environment).status == .exited(0))
+                    #expect(try runKiln(["push", "jdk", unsigned] + registry.accessArguments, environment: baker.environment).status == .exited(0))
+
+                    let output = "\(server.scratch)/serve.out", errors = "\(server.scratch)/serve.err"
+                    let out = open(output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600), err = open(errors, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+                    let pid = try Subprocess.spawn(
+                        kilnBinary,
+                        ["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--json", "--pull", "hello=\(signed)", "--pull", "unsigned=\(unsigned)",
+                         "--verify", "\(key).pub"] + registry.accessArguments,
+                        environment: server.environment, stdout: .descriptor(out), stderr: .descriptor(err))
+                    close(out)
+                    close(err)
+                    var stopped = false
+                    defer {
+                        if !stopped {
+                            kill(pid, SIGTERM)
+                            _ = Subprocess.wait(pid)
+                        }
+                    }
+                    var port: String?
+                    for _ in 0..<200 where port == nil {
+                        if let text = try? String(contentsOfFile: output, encoding: .utf8), let object = try? jsonObject(text),
+                           let listen = object["listen"] as? String {
+                            port = listen.split(separator: ":").last.map(String.init)
+                        } else {
+                            try await Task.sleep(for: .milliseconds(50))
+                        }
+                    }
+                    let listen = try #require(port, "kiln serve did not report its port: \((try? String(contentsOfFile: errors, encoding: .utf8)) ?? "")")
+                    #expect(!server.kiln.store.exists("hello"))
+
+                    func get(_ path: String) async throws -> (status: String, ms: Double) {
+                        let start = ContinuousClock.now
+                        let reply = try await Subprocess.run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "60", "http://127.0.0.1:\(listen)\(path)"])
+                        return (reply.stdout, start.duration(to: .now).milliseconds)
+                    }
+                    let first = try await get("/hello/greet")
+                    #expect(first.status == "200", "\((try? String(contentsOfFile: errors, encoding: .utf8)) ?? "")")
+                    #expect(server.kiln.store.exists("hello"), "the pulled snapshot is kept in the store")
+                    let second = try await get("/hello/greet")
+                    #expect(second.status == "200")
+                    print("kiln serve --pull: first request (pull + verify + restore) \(Int(first.ms)) ms, second \(Int(second.ms)) ms")
+
+                    let refused = try await get("/unsigned/greet")
+                    #expect(refused.status != "200")
+                    #expect(!server.kiln.store.exists("unsigned"), "an unsigned snapshot is never stored")
+                    #expect(((try? String(contentsOfFile: errors, encoding: .utf8)) ?? "").contains("not signed"))
+                    #expect(try await get("/nope/greet").status == "404")
+
+                    kill(pid, SIGTERM)
+                    stopped = true
+                    #expect(Subprocess.wait(pid) == .exited(0))
+                    try server.kiln.removeSnapshot("hello")
+                    try baker.kiln.removeSnapshot("jdk")
+                    try await expectNoLeftovers(server)
+                }
+                try await expectNoLeftovers(baker)
+            }
+        }
+
         func jsonObject(_ text: String) throws -> [String: Any] {
             try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any], "not a JSON object: \(text)")
         }

@@ -90,6 +90,9 @@ public struct RegistryAccess: Sendable {
         self.insecure = insecure
     }
 
+    /// ``validate(for:)``, for commands that check their options before they start.
+    public func check(for reference: RegistryReference) throws { try validate(for: reference) }
+
     /// Refuses `--insecure` for a registry that is not on loopback, and malformed credentials.
     func validate(for reference: RegistryReference) throws {
         if insecure, !reference.isLoopback {
