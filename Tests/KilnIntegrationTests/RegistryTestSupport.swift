@@ -11,6 +11,9 @@ import Glibc
 /// storage in a directory of its own. Stopped and removed by ``stop()``.
 struct TestRegistry {
     let directory: String
+    /// The address it listens on: 127.0.0.1, or a bridge address test hosts in network
+    /// namespaces reach.
+    let host: String
     let port: Int
     let pid: pid_t
     let user = "kiln"
@@ -19,7 +22,7 @@ struct TestRegistry {
     /// Where skopeo (`--cert-dir`) finds the CA: the self-signed certificate as ca.crt.
     var certificateDirectory: String { "\(directory)/certs.d" }
     var storage: String { "\(directory)/storage" }
-    var address: String { "127.0.0.1:\(port)" }
+    var address: String { "\(host):\(port)" }
     var credentials: String { "\(user):\(password)" }
     /// `--creds` and `--cert-dir` for kiln push and pull.
     var accessArguments: [String] { ["--creds", credentials, "--cert-dir", certificateDirectory] }
@@ -28,14 +31,14 @@ struct TestRegistry {
         FileManager.default.isExecutableFile(atPath: "/usr/bin/docker-registry") && FileManager.default.isExecutableFile(atPath: "/usr/bin/htpasswd")
     }
 
-    static func start(in directory: String) async throws -> TestRegistry {
+    static func start(in directory: String, host: String = "127.0.0.1") async throws -> TestRegistry {
         let password = "pw-\(UInt64.random(in: 0...UInt64.max))"
         for directory in [directory, "\(directory)/certs.d", "\(directory)/storage"] {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         }
         let certificate = try await Subprocess.run("/usr/bin/openssl", [
             "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
-            "-keyout", "\(directory)/key.pem", "-out", "\(directory)/cert.pem", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            "-keyout", "\(directory)/key.pem", "-out", "\(directory)/cert.pem", "-subj", "/CN=\(host)", "-addext", "subjectAltName=IP:127.0.0.1" + (host == "127.0.0.1" ? "" : ",IP:\(host)"),
         ])
         try #require(certificate.status == .exited(0), "openssl: \(certificate.stderr)")
         try FileManager.default.copyItem(atPath: "\(directory)/cert.pem", toPath: "\(directory)/certs.d/ca.crt")
@@ -56,7 +59,7 @@ struct TestRegistry {
                   delete:
                     enabled: true
                 http:
-                  addr: 127.0.0.1:\(port)
+                  addr: \(host):\(port)
                   secret: test-secret-\(UInt64.random(in: 0...UInt64.max))
                   tls:
                     certificate: \(directory)/cert.pem
@@ -71,10 +74,10 @@ struct TestRegistry {
             defer { close(log) }
             let pid = try Subprocess.spawn(
                 "/usr/bin/docker-registry", ["serve", "\(directory)/config.yml"], stdout: .descriptor(log), stderr: .descriptor(log))
-            let registry = TestRegistry(directory: directory, port: port, pid: pid, password: password)
+            let registry = TestRegistry(directory: directory, host: host, port: port, pid: pid, password: password)
             // Up once /v2/ asks for credentials over TLS.
             for _ in 0..<100 {
-                let probe = try await Subprocess.run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", "\(directory)/cert.pem", "https://127.0.0.1:\(port)/v2/"])
+                let probe = try await Subprocess.run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", "\(directory)/cert.pem", "https://\(host):\(port)/v2/"])
                 if probe.stdout == "401" { return registry }
                 if waitpid(pid, nil, WNOHANG) == pid { break }
                 try await Task.sleep(for: .milliseconds(50))
