@@ -146,9 +146,8 @@ extension Kiln {
         let configuration = GatewayConfiguration(
             listen: ListenAddress(host: "127.0.0.1", port: 0), admin: ListenAddress(host: "127.0.0.1", port: 0),
             defaultPolicy: policy, maintenanceInterval: .milliseconds(20))
-        let gateway = Gateway(
-            configuration: configuration, provider: KilnInstanceProvider(kiln: self), transport: PooledInstanceTransport(), logger: logger)
-        let server = GatewayServer(gateway: gateway, signals: [], logger: logger)
+        let server = buildGateway(kiln: self, configuration: configuration, stopsOnSignals: false, logger: logger)
+        let gateway = server.gateway
 
         return try await withThrowingTaskGroup(of: ServeBenchmarkReport?.self) { group in
             group.addTask {
@@ -392,7 +391,7 @@ extension Kiln {
     private func waitForInstance(_ gateway: Gateway, _ function: String) async throws -> InstanceRecord {
         let deadline = ContinuousClock.now + .seconds(60)
         while ContinuousClock.now < deadline {
-            if let summary = try gateway.function(function).instances.first(where: { $0.state == "idle" }) {
+            if let summary = try gateway.function(function).instances.first(where: { $0.state == .idle }) {
                 return try instance(summary.id)
             }
             try await Task.sleep(for: .milliseconds(20))

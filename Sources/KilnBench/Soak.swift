@@ -188,9 +188,8 @@ extension Kiln {
             defaultPolicy: policy, maintenanceInterval: .milliseconds(20))
         var quiet = logger
         quiet.logLevel = .error
-        let gateway = Gateway(
-            configuration: configuration, provider: KilnInstanceProvider(kiln: self, logger: quiet), transport: PooledInstanceTransport(), logger: quiet)
-        let server = GatewayServer(gateway: gateway, signals: [], logger: quiet)
+        let server = buildGateway(kiln: self, configuration: configuration, stopsOnSignals: false, logger: quiet)
+        let gateway = server.gateway
 
         return try await withThrowingTaskGroup(of: SoakReport.Load?.self) { group in
             group.addTask {
@@ -210,7 +209,7 @@ extension Kiln {
                     try? await Task.sleep(for: killInterval)
                     guard ContinuousClock.now < end,
                           let status = try? gateway.function(function),
-                          let victim = status.instances.filter({ $0.state != "draining" }).randomElement() else { continue }
+                          let victim = status.instances.filter({ $0.state != .draining }).randomElement() else { continue }
                     killed.withLock { _ = $0.insert(victim.id) }
                     kill(victim.pid, SIGKILL)
                 }

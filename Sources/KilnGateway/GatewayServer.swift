@@ -182,7 +182,7 @@ enum AdminAPI {
             return try await body()
         } catch let error as KilnError {
             let status: HTTPResponse.Status = error.code == .snapshotNotFound ? .notFound : error.code == .invalidArgument ? .badRequest : .internalServerError
-            let reply = Gateway.error(status, error.code.rawValue, error.message, hint: error.hint)
+            let reply = Gateway.error(status, error.code, error.message, hint: error.hint)
             return Response(status: reply.status, headers: reply.head.headerFields, body: .init(byteBuffer: reply.body))
         }
     }

@@ -223,7 +223,7 @@ struct GatewayScalingTests {
             let metrics = String(decoding: gateway.metrics.exposition(), as: UTF8.self)
             #expect(metrics.contains(#"kiln_gateway_verification_failures_total{function="hello"} 1"#))
             let state = try gateway.function("hello").state
-            #expect(state == "unusable")
+            #expect(state == .unusable)
         }
     }
 

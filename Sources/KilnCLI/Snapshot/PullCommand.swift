@@ -4,7 +4,8 @@ import KilnEngine
 import KilnSnapshot
 import KilnSystem
 
-struct Pull: AsyncParsableCommand {
+/// `kiln pull`: a snapshot from an OCI registry into the store, after the signature and host checks.
+struct Pull: AsyncParsableCommand, ReportingCommand {
     static let configuration = CommandConfiguration(
         abstract: "Pull a snapshot from an OCI registry into the store, verified, after checking this host can restore it.",
         discussion: """

@@ -4,27 +4,8 @@ import KilnEngine
 import KilnSnapshot
 import KilnSystem
 
-/// How to reach a registry: `--creds`, `--authfile`, `--cert-dir`, `--insecure` (push and pull).
-struct RegistryOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("Basic auth for the registry (default: $KILN_REGISTRY_CREDS).", valueName: "USER:PASSWORD"))
-    var creds: String?
-
-    @Option(help: "A containers auth file (auth.json, as podman login writes it) instead of --creds.")
-    var authfile: String?
-
-    @Option(help: "Directory with the registry's CA certificate (ca.crt), for a registry whose certificate the system does not trust.")
-    var certDir: String?
-
-    @Flag(help: "Do not verify the registry's TLS certificate (only for a registry on loopback: 127.0.0.0/8, ::1, localhost).")
-    var insecure = false
-
-    var access: RegistryAccess {
-        let environment = ProcessInfo.processInfo.environment["KILN_REGISTRY_CREDS"].flatMap { $0.isEmpty ? nil : $0 }
-        return RegistryAccess(credentials: creds ?? (authfile == nil ? environment : nil), authFile: authfile, certificateDirectory: certDir, insecure: insecure)
-    }
-}
-
-struct Push: AsyncParsableCommand {
+/// `kiln push`: a snapshot to an OCI registry, as kiln's artifact or a Podman checkpoint image.
+struct Push: AsyncParsableCommand, ReportingCommand {
     static let configuration = CommandConfiguration(
         abstract: "Push a snapshot to an OCI registry as an artifact (its manifest and image files; an encrypted snapshot stays encrypted).",
         discussion: """
