@@ -59,6 +59,9 @@ PACKAGES=(
   # kiln's Docker image (scripts/docker-image.sh, DockerImageTests): Debian's docker.io 20.10,
   # which brings containerd and tini (the image's PID 1). No daemon is started (see below).
   docker.io
+  # `kiln push`/`pull` tests (RegistryTests): a private CNCF distribution 2.8 registry on loopback
+  # with TLS and htpasswd basic auth (its system service is never started: see policy-rc.d below).
+  docker-registry apache2-utils
   # kiln's network (Sources/KilnCore/Network): the CNI plugins (bridge, host-local) it calls
   # directly, and PostgreSQL 15 for the network tests' database host (its daemon is not started).
   containernetworking-plugins postgresql

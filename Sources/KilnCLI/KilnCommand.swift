@@ -20,7 +20,7 @@ public struct KilnCommand: AsyncParsableCommand {
             """,
         subcommands: [
             Doctor.self, Bake.self, Run.self, PS.self, Request.self, Stop.self, List.self, Remove.self, GC.self, Bench.self, Serve.self,
-            Keygen.self, Export.self, Import.self,
+            Keygen.self, Export.self, Import.self, Push.self, Pull.self,
         ])
 
     /// Parses the process's arguments, runs the command and exits with its status: what `kiln`'s

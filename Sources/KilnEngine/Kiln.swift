@@ -71,6 +71,9 @@ public struct Kiln: Sendable {
     public var keys = SnapshotKeyring()
     /// What a sandbox's life does to the host outside the runtime (a fake in tests).
     package var host: any SandboxHost = LinuxSandboxHost()
+    /// Where this host's facts come from and which differences the user waived
+    /// (`--ignore-host-check`), for the host check before every restore and pull.
+    public var hostCheck = HostCheckPolicy()
 
     public static func open(paths: KilnPaths = .fromEnvironment(), logger: Logger = Logger(label: "kiln"), toDo action: String) throws -> Kiln {
         try HostPrivileges.requireRoot(toDo: action)

@@ -95,6 +95,12 @@ public struct SnapshotStore: SnapshotStoring {
         try verifyAndSay(manifest)
     }
 
+    /// ``verify(_:)`` of image files that are not (yet) in their place, e.g. a pulled snapshot
+    /// in its staging directory before it is committed: every file is read, nothing is recorded.
+    public func verify(_ manifest: SnapshotManifest, imageDirectory images: String) throws {
+        try hashEveryFile(manifest, images: images, present: Set(Self.relativeFiles(under: images)))
+    }
+
     /// ``verify(_:)``, saying whether the files were hashed or trusted from a record.
     @discardableResult
     package func verifyAndSay(_ manifest: SnapshotManifest) throws -> Verification {
@@ -183,7 +189,13 @@ public struct SnapshotStore: SnapshotStoring {
             let size = (try FileManager.default.attributesOfItem(atPath: full)[.size] as? Int64) ?? 0
             files.append(SnapshotFile(path: path, size: size, sha256: try FileDigest.sha256(ofFile: full)))
         }
-        let finished = manifest(files)
+        return try commit(staging: staging, verified: manifest(files))
+    }
+
+    /// Writes `finished` as the manifest of the images staged (already checked against it, as
+    /// ``verify(_:imageDirectory:)`` does) and moves the snapshot into place, replacing an
+    /// older snapshot of the same name only once the new one is complete.
+    public func commit(staging: String, verified finished: SnapshotManifest) throws -> SnapshotManifest {
         let manifestFile = "\(staging)/manifest.json"
         try finished.encoded().write(to: URL(fileURLWithPath: manifestFile), options: .atomic)
         chmod(manifestFile, 0o600)

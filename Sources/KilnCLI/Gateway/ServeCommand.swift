@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KilnEngine
 import KilnGateway
+import KilnSnapshot
 import Logging
 
 /// `kiln serve`: the HTTP gateway. It restores functions (snapshots) on demand, scales them out
@@ -53,20 +54,35 @@ struct Serve: AsyncParsableCommand, ReportingCommand {
     @Flag(help: "When a restore fails, answer 503 instead of cold-starting the function's command.")
     var noColdStartFallback = false
 
+    @Option(help: ArgumentHelp(
+        "Pull function NAME from this registry reference on its first request when the store lacks it (repeatable); see kiln pull.",
+        valueName: "NAME=HOST[:PORT]/REPO[:TAG]"))
+    var pull: [String] = []
+
+    @Option(help: "Functions pulled with --pull must be signed by this public key (KEYFILE.pub of kiln keygen --signing; repeatable: any of them).")
+    var verify: [String] = []
+
+    @OptionGroup var registry: RegistryOptions
+
     @OptionGroup var keys: KeyOptions
 
     @OptionGroup var common: CommonOptions
 
     func run() async throws {
         try await reporting(common) {
+            let remote = try RemoteFunctions(
+                arguments: pull, access: registry.access, trusted: try verify.map { try SnapshotVerifyingKey(contentsOf: $0) })
+            if let reference = remote.references.values.first { try registry.access.check(for: reference) }
             var logger = Logger(label: "kiln.gateway") { StreamLogHandler.standardError(label: $0) }
             logger.logLevel = common.verbose ? .debug : .info
             // Bad options are refused before anything is touched.
             let configuration = try makeConfiguration()
             // runc and CRIU calls are logged only with -v, as in every other command.
             let keyring = try keys.keyring()
+            let ignored = try HostFact.parse(keys.ignoreHostCheck)
             var kiln = try Kiln.open(logger: common.makeLogger(), toDo: "run the gateway")
             kiln.keys = keyring
+            kiln.hostCheck.ignored = ignored
             // The gateway's instances die with it; what an earlier, killed gateway left is removed
             // before this one starts.
             kiln.ownsInstances = true
@@ -79,7 +95,7 @@ struct Serve: AsyncParsableCommand, ReportingCommand {
             }
             let server = buildGateway(
                 kiln: kiln, configuration: configuration, coldStartFallback: !noColdStartFallback,
-                idleConnectionsPerInstance: max(concurrency, 8), logger: logger)
+                idleConnectionsPerInstance: max(concurrency, 8), remote: remote, logger: logger)
             let json = common.json
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await server.run() }

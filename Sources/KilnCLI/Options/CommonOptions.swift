@@ -1,5 +1,6 @@
 import ArgumentParser
 import KilnEngine
+import KilnSnapshot
 import Logging
 
 /// Options every command shares: `--json` and `-v`.
@@ -28,11 +29,14 @@ struct CommonOptions: ParsableArguments {
         try Kiln.openStore(logger: makeLogger(), toDo: action)
     }
 
-    /// Opens kiln with the keys of `--key` (read first: a bad key file is a usage error).
+    /// Opens kiln with the keys of `--key` and the waivers of `--ignore-host-check` (read first: a
+    /// bad key file or fact name is a usage error).
     func openKiln(toDo action: String, keys: KeyOptions) throws -> Kiln {
         let keyring = try keys.keyring()
+        let ignored = try HostFact.parse(keys.ignoreHostCheck)
         var kiln = try openKiln(toDo: action)
         kiln.keys = keyring
+        kiln.hostCheck.ignored = ignored
         return kiln
     }
 }

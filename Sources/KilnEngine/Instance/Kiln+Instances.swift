@@ -19,6 +19,7 @@ extension Kiln {
     /// or wrong key fails at once, naming the key id, before any file is read.
     public func loadVerified(_ name: String) throws -> (SnapshotManifest, Double) {
         let manifest = try store.load(name)
+        try checkHost(manifest)
         _ = try keys.key(for: manifest)
         let start = ContinuousClock.now
         try store.verify(manifest)

@@ -42,6 +42,13 @@ public struct KilnError: Error, CustomStringConvertible, Sendable {
         /// A tool kiln drives for this command is not installed or not reachable (skopeo,
         /// umoci, the Docker daemon).
         case toolMissing = "tool-missing"
+        /// This host differs from the one a snapshot was baked on in a way that breaks its
+        /// restore (a missing CPU feature, an older CRIU, ...): see HostCheck.
+        case hostMismatch = "host-mismatch"
+        /// A pushed or pulled snapshot's signature is missing, or not made by a trusted key.
+        case signatureInvalid = "signature-invalid"
+        /// The registry refused or failed a push or pull (unreachable, unauthorized, no such tag).
+        case registryFailed = "registry-failed"
         // The gateway's answers (`kiln serve`): the `code` of its JSON error responses.
         /// No function (snapshot) by the name the request path starts with.
         case functionNotFound = "function-not-found"
