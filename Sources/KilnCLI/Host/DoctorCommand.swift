@@ -3,13 +3,14 @@ import KilnEngine
 
 /// `kiln doctor`: checks that this machine can checkpoint and restore (kernel, CRIU, runc, cgroups,
 /// privileges) and says what to fix; exits 3 when a check fails.
-struct Doctor: AsyncParsableCommand, ReportingCommand {
-    static let configuration = CommandConfiguration(abstract: "Check that this machine can checkpoint and restore, and say what to fix if not.")
+struct DoctorCommand: AsyncParsableCommand, ReportingCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "doctor", abstract: "Check that this machine can checkpoint and restore, and say what to fix if not.")
 
     @OptionGroup var common: CommonOptions
 
     func run() async throws {
-        let checks = KilnEngine.Doctor.run()
+        let checks = Doctor.run()
         let failed = checks.contains { $0.status == .failed }
         if common.json {
             Output.printJSON(["ok": AnyEncodable(!failed), "checks": AnyEncodable(checks)])
