@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Tests kiln's CRIU patch 0001 (--mmap-page-images) with real processes, real dumps and restores.
+# Tests kiln's CRIU patches 0001 (--mmap-page-images) and 0002 (--tmpfs-skip-empty) with real
+# processes, real dumps and restores.
 #
 #   patches/criu/test.sh [CRIU]      as root; CRIU defaults to `criu` on PATH
 #
@@ -7,8 +8,10 @@
 # a read-only and an rwx region, a malloc heap, a sparse region of 20,480 one-page runs) and a JVM
 # (MemHog.java, 300 MiB of known byte arrays) are dumped once each and restored with and without the
 # option; the restored processes check their own memory (and copy-on-write, fork, mremap, malloc_trim
-# + calloc, GCs). Prints `N passed, M failed`; exits non-zero if anything failed.
-# Needs gcc and a JDK (JAVA_HOME, or /usr/lib/jvm/java-17-openjdk-amd64). Leaves nothing behind.
+# + calloc, GCs). A runc container with an empty tmpfs and a /tmp written before the checkpoint is
+# checkpointed and restored with and without --tmpfs-skip-empty (runc 1.1's --criu option).
+# Prints `N passed, M failed`; exits non-zero if anything failed.
+# Needs gcc, runc, jq and a JDK (JAVA_HOME, or /usr/lib/jvm/java-17-openjdk-amd64). Leaves nothing behind.
 set -uo pipefail
 
 criu=${1:-$(command -v criu || true)}
@@ -18,6 +21,7 @@ passed=0
 failed=0
 pids=()
 mounts=()
+containers=()
 work=
 
 pass() { echo "ok: $*"; passed=$((passed + 1)); }
@@ -27,6 +31,7 @@ check() { local name=$1; shift; if "$@"; then pass "$name"; else fail "$name"; f
 cleanup() {
   local p m
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+  for p in "${containers[@]}"; do runc delete -f "$p" >/dev/null 2>&1; done
   for m in "${mounts[@]}"; do umount "$m" 2>/dev/null; done
   [ -n "$work" ] && rm -rf "$work"
 }
@@ -44,6 +49,7 @@ work=$(mktemp -d /tmp/kiln-criu-mmap-test.XXXXXX)
 echo "criu: $criu ($("$criu" --version | head -1)); work dir $work"
 
 check "criu knows --mmap-page-images" bash -c "'$criu' --help 2>&1 | grep -q -- '--mmap-page-images'"
+check "criu knows --tmpfs-skip-empty" bash -c "'$criu' --help 2>&1 | grep -q -- '--tmpfs-skip-empty'"
 if [ "$failed" != 0 ]; then finish; fi
 
 gcc -O2 -Wall -o "$work/memtest" "$here/memtest.c" || { fail "build memtest"; finish; }
@@ -176,6 +182,73 @@ if start_and_dump "$res" "$img" "$work/memtest" "$res"; then
     memtest_checks auto-dedup "$res" zero
   fi
   rm -rf "$dedup"
+fi
+
+# 0002: a runc container (the way kiln runs services: runc's /dev, /dev/shm, /sys/fs/cgroup and the
+# masked paths are tmpfs mounts) with /tmp written before the checkpoint and an empty /scratch owned
+# by 12:34. Checkpointed with and without --tmpfs-skip-empty (a line in the CRIU config file runc
+# is given through the org.criu.config annotation, as kiln does), restored, inspected through
+# /proc/PID/root.
+tmpfs_test() {
+  local b=$work/tmpfs-bundle conf
+  mkdir -p "$b/rootfs"/{usr,proc,sys,dev,tmp,scratch}
+  for l in bin lib lib64 sbin; do ln -s "usr/$l" "$b/rootfs/$l"; done
+  (cd "$b" && runc spec) || { fail "runc spec"; return; }
+  jq --arg conf "$work/tmpfs-criu.conf" '
+    .process.terminal = false
+    | .process.args = ["/bin/sh", "-c", "echo warm > /tmp/kept; mkdir /tmp/d; echo ready > /tmp/d/ready; exec sleep 1000"]
+    | .root.readonly = false
+    | .mounts += [{"destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro"]},
+                  {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev"]},
+                  {"destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "uid=12", "gid=34"]}]
+    | .annotations = {"org.criu.config": $conf}' "$b/config.json" >"$b/config.new" && mv "$b/config.new" "$b/config.json"
+  for mode in tar skip; do
+    local id=kiln-criu-tmpfs-$$-$mode img=$work/tmpfs-img-$mode cpid before after markers tarballs
+    conf='network-lock skip\n'
+    [ "$mode" = skip ] && conf+='tmpfs-skip-empty\n'
+    printf "$conf" >"$work/tmpfs-criu.conf"
+    containers+=("$id")
+    # stdio: pipes (a host file as fd 1 makes runc's checkpoint fail)
+    runc run -d --bundle "$b" "$id" </dev/null > >(cat >/dev/null) 2>&1 || { fail "$mode: runc run"; continue; }
+    cpid=$(runc state "$id" | jq .pid)
+    wait_file "/proc/$cpid/root/tmp/d/ready" 20 || { fail "$mode: container not ready"; continue; }
+    before=$(stat -c '%a %u %g' "/proc/$cpid/root/scratch")
+    if ! runc --criu "$criu" checkpoint --image-path "$img" --work-path "$img" "$id"; then
+      fail "$mode: runc checkpoint (see $img/dump.log)"; tail -5 "$img/dump.log"; continue
+    fi
+    markers=$(grep -l '^CRIU-TMPFS-EMPTY-v1 ' "$img"/tmpfs-dev-*.img 2>/dev/null | wc -l)
+    tarballs=$(for f in "$img"/tmpfs-dev-*.img; do gzip -t "$f" 2>/dev/null && echo "$f"; done | wc -l)
+    echo "   $mode: dump wrote $markers empty-tmpfs markers and $tarballs tarballs"
+    if [ "$mode" = skip ]; then
+      check "tmpfs skip: empty mounts (/scratch, /dev/shm, ...) dumped as markers ($markers >= 3)" [ "$markers" -ge 3 ]
+      check "tmpfs skip: mounts with content (/dev, /tmp) still dumped as tarballs ($tarballs >= 2)" [ "$tarballs" -ge 2 ]
+    else
+      check "tmpfs tar: option off writes no marker" [ "$markers" = 0 ]
+    fi
+    if ! runc --criu "$criu" restore -d --image-path "$img" --work-path "$img" --bundle "$b" "$id" </dev/null > >(cat >/dev/null) 2>&1; then
+      fail "$mode: runc restore (see $img/restore.log)"; grep Error "$img/restore.log" | tail -5; continue
+    fi
+    cpid=$(runc state "$id" | jq .pid)
+    after=$(stat -c '%a %u %g' "/proc/$cpid/root/scratch")
+    check "tmpfs $mode: /tmp written before the checkpoint is there after restore" \
+      [ "$(cat "/proc/$cpid/root/tmp/kept" "/proc/$cpid/root/tmp/d/ready" 2>/dev/null)" = "$(printf 'warm\nready')" ]
+    check "tmpfs $mode: empty /scratch keeps mode and owner ($before -> $after)" [ "$before" = "$after" ]
+    check "tmpfs $mode: /dev/null is a character device" [ -c "/proc/$cpid/root/dev/null" ]
+    check "tmpfs $mode: the restored process runs" [ -d "/proc/$cpid" ]
+    if [ "$mode" = skip ]; then
+      check "tmpfs skip: /scratch restored without tar" grep -q 'tmpfs-skip-empty: /scratch restored empty' "$img/restore.log"
+      check "tmpfs skip: /dev/shm restored without tar" grep -q 'tmpfs-skip-empty: /dev/shm restored empty' "$img/restore.log"
+    fi
+    runc kill "$id" KILL 2>/dev/null
+    wait_gone "$cpid" 10
+    runc delete -f "$id" && unset 'containers[-1]'
+  done
+}
+if command -v runc >/dev/null && command -v jq >/dev/null; then
+  echo "== tmpfs mounts of a runc container: tarballs vs --tmpfs-skip-empty"
+  tmpfs_test
+else
+  fail "tmpfs test needs runc and jq"
 fi
 
 # The JVM's mapped restore turns the option on the way kiln does: a line in a CRIU config file.
