@@ -10,10 +10,10 @@ struct CRIUConfigurationTests {
         contents.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty && !$0.hasPrefix("#") }
     }
 
-    @Test func aBakeSkipsEmptyTmpfsOnlyWithACRIUThatCan() {
-        #expect(options(CRIUConfiguration.dumpContents(skipEmptyTmpfs: false)) == ["network-lock skip"])
-        #expect(options(CRIUConfiguration.dumpContents(skipEmptyTmpfs: true)) == ["network-lock skip", "tmpfs-skip-empty"])
-        // A restore never gets the dump-only option: markers are recognised whatever the options.
-        #expect(!options(CRIUConfiguration.restoreContents(mapPageImages: true)).contains("tmpfs-skip-empty"))
+    @Test func aBakeListsTmpfsInlineOnlyWithACRIUThatCan() {
+        #expect(options(CRIUConfiguration.dumpContents(inlineTmpfs: false)) == ["network-lock skip"])
+        #expect(options(CRIUConfiguration.dumpContents(inlineTmpfs: true)) == ["network-lock skip", "tmpfs-inline"])
+        // A restore never gets the dump-only option: listings are recognised whatever the options.
+        #expect(!options(CRIUConfiguration.restoreContents(mapPageImages: true)).contains("tmpfs-inline"))
     }
 }

@@ -50,16 +50,16 @@ public enum CRIUConfiguration {
 
         """
 
-    /// What a bake's checkpoint gets: ``dumpContents``, and with `skipEmptyTmpfs` the option of kiln's
-    /// CRIU patch 0002 that records each empty tmpfs mount as a marker its restore sets up without
-    /// running tar (4 of the Spring sample's 6 tmpfs mounts are empty; each tar + gzip took 4-7 ms of
-    /// every restore). Such images need a CRIU with the patch to restore (Podman's stock CRIU cannot).
-    public static func dumpContents(skipEmptyTmpfs: Bool) -> String {
-        guard skipEmptyTmpfs else { return dumpContents }
+    /// What a bake's checkpoint gets: ``dumpContents``, and with `inlineTmpfs` the option of kiln's
+    /// CRIU patch 0002 that records each tmpfs mount without regular files as a listing its restore
+    /// makes in-process, without tar (the Spring sample's 6 tmpfs mounts, a tar + gzip of 4-7 ms each
+    /// per restore on a quiet VM). Such images need a CRIU with the patch to restore (Podman's cannot).
+    public static func dumpContents(inlineTmpfs: Bool) -> String {
+        guard inlineTmpfs else { return dumpContents }
         return dumpContents + """
-            # kiln's CRIU patch 0002 (patches/criu): an empty tmpfs mount is dumped as a one-line
-            # marker (its root's mode and owner), restored without tar; mounts with content as before.
-            tmpfs-skip-empty
+            # kiln's CRIU patch 0002 (patches/criu): a tmpfs mount without regular files (/dev,
+            # /dev/shm, ...) is dumped as a listing its restore makes without tar; others as before.
+            tmpfs-inline
 
             """
     }
