@@ -187,8 +187,8 @@ fi
 
 # 0002: a runc container (the way kiln runs services: runc's /dev, /dev/shm, /sys/fs/cgroup and the
 # masked paths are tmpfs mounts) with /tmp holding files written before the checkpoint (tar's job
-# still), an empty /scratch owned by 12:34 and a /run tree of directories, a symlink and a fifo
-# (no regular file: listed inline). Checkpointed with and without --tmpfs-inline (a line in the CRIU
+# still), an empty /scratch owned by 12:34 and a /run tree of directories, a symlink, a fifo and a
+# socket (no regular file: listed inline). Checkpointed with and without --tmpfs-inline (a line in the CRIU
 # config file runc is given through the org.criu.config annotation, as kiln does), restored,
 # inspected through /proc/PID/root.
 tmpfs_test() {
@@ -216,7 +216,10 @@ tmpfs_test() {
     cpid=$(runc state "$id" | jq .pid)
     wait_file "/proc/$cpid/root/tmp/d/ready" 20 || { fail "$mode: container not ready"; continue; }
     before=$(stat -c '%a %u %g' "/proc/$cpid/root/scratch")
+    # a unix socket file in /run (like a JVM's /tmp/.java_pid<N>), bound from the host
+    /usr/bin/python3 -c "import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])" "/proc/$cpid/root/run/a/sock"
     tree_before=$(tree_of "/proc/$cpid/root")
+    check "tmpfs $mode: /run/a/sock is a socket before the checkpoint" [ -S "/proc/$cpid/root/run/a/sock" ]
     check "tmpfs $mode: the /run tree was made (dir 750, link, fifo)" \
       bash -c "grep -qx 'run d 755 0 0 ' <<<'$tree_before' && grep -qx 'run/a/b d 750 0 0 ' <<<'$tree_before' && grep -qx 'run/a/link l 777 0 0 ../x' <<<'$tree_before' && grep -qx 'run/a/fifo p 640 0 0 ' <<<'$tree_before'"
     if ! runc --criu "$criu" checkpoint --image-path "$img" --work-path "$img" "$id"; then
@@ -254,10 +257,11 @@ tmpfs_test() {
     runc delete -f "$id" && unset 'containers[-1]'
   done
 }
-# What a tmpfs tree looks like from outside (not mtimes, which a listing does not keep).
+# What a tmpfs tree looks like from outside (not mtimes, which a listing does not keep, nor
+# sockets, which neither tar nor a listing keeps).
 tree_of() { # ROOT
   (cd "$1" && find dev run -xdev \( -path dev/pts -o -path dev/mqueue -o -path dev/shm \) -prune -o \
-    -printf '%p %y %m %U %G %l\n' | sort; stat -c '%n %t:%T' dev/null dev/zero dev/urandom)
+    ! -type s -printf '%p %y %m %U %G %l\n' | sort; stat -c '%n %t:%T' dev/null dev/zero dev/urandom)
 }
 if command -v runc >/dev/null && command -v jq >/dev/null; then
   echo "== tmpfs mounts of a runc container: tarballs vs --tmpfs-inline"
