@@ -14,7 +14,8 @@ public struct CRIURestoreStatistics: Codable, Equatable, Sendable {
     public var pagesCompared: UInt64 = 0
     /// `restore_stats_entry.pages_skipped_cow`.
     public var pagesSkippedCopyOnWrite: UInt64 = 0
-    /// `restore_stats_entry.forking_time`, µs: CRIU's TIME_FORK timer.
+    /// `restore_stats_entry.forking_time`, µs: CRIU's TIME_FORK timer, around the root task's forking of
+    /// its child processes (`create_children_and_session`); a few µs for a one-process service like a JVM.
     public var forkingTimeMicroseconds: UInt64 = 0
     /// `restore_stats_entry.restore_time`, µs: from the start of the restore to the tasks resumed.
     public var restoreTimeMicroseconds: UInt64 = 0
