@@ -116,8 +116,8 @@ let package = Package(
         .testTarget(
             name: "KilnCoreTests",
             dependencies: ["KilnSystem", "KilnOCI", "KilnSnapshot", "KilnEngine", "KilnGateway", "KilnBench", "KilnNetwork"],
-            // The fuzz tests' seed corpus, read through #filePath (not a resource).
-            exclude: ["FuzzCorpus"]
+            // The fuzz tests' seed corpus and the captured CRIU files, read through #filePath (not resources).
+            exclude: ["FuzzCorpus", "Fixtures"]
         ),
         // The command line: parsing, defaults, exit codes and error documents in-process, and the
         // built `kiln` binary (with CRIU and runc hidden for the commands that must not need them).

@@ -152,6 +152,9 @@ else
   # What the patches add must be there (0001: the restore option kiln's configuration turns on).
   "$src/criu/criu" --help 2>&1 | grep -q -- '--mmap-page-images' \
     || die "the CRIU just built has no --mmap-page-images: were patches/criu/*.patch applied?"
+  # 0002: the dump option kiln's bake configuration turns on.
+  "$src/criu/criu" --help 2>&1 | grep -q -- '--tmpfs-inline' \
+    || die "the CRIU just built has no --tmpfs-inline: were patches/criu/*.patch applied?"
   rm -f "$CRIU_MARKER"
   install -D -m 0755 "$src/criu/criu" "$CRIU_BIN"
   printf 'version %s\nbuild %s\nsha256 %s\n' "$CRIU_VERSION" "$CRIU_BUILD_ID" \

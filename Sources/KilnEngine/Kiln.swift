@@ -86,7 +86,7 @@ public struct Kiln: Sendable {
         let runtime = Runc(
             binary: runcBinary, stateRoot: paths.runcRoot, criuPath: criu.path, logDirectory: paths.logs, shimPath: shim, logger: logger)
         try CRIUConfiguration.write(to: paths.criuConfig, contents: CRIUConfiguration.restoreContents(mapPageImages: criu.mapsPageImages))
-        try CRIUConfiguration.write(to: paths.criuDumpConfig, contents: CRIUConfiguration.dumpContents)
+        try CRIUConfiguration.write(to: paths.criuDumpConfig, contents: CRIUConfiguration.dumpContents(inlineTmpfs: criu.inlinesTmpfs))
         var store = SnapshotStore(root: paths.store)
         store.verificationRecords = VerificationRecords(directory: paths.verificationRecords)
         try store.prepare()

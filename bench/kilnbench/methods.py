@@ -822,37 +822,22 @@ class Kiln(Method):
                 "snapshot_bytes": manifest.get("sizeBytes"),
                 "snapshot_note": "the snapshot's CRIU images (uncompressed), after kiln's full GC"}
 
-    def _netns_dir(self):
-        return os.path.join(self.state, "netns")
-
-    def _netns_entries(self):
-        try:
-            return set(os.listdir(self._netns_dir()))
-        except FileNotFoundError:
-            return set()
-
     def start(self, slot=0, count=1):
-        before = self._netns_entries()
         argv = self.kiln("run", self.snapshot, "--json", "--count", str(count))
         start_ns = time.perf_counter_ns()
         popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env)
         found = {}
 
         def endpoint():
-            # The instance's netns is created (and named after it) in $KILN_STATE/netns before
-            # `runc restore`: poll inside it from then on, as the host-port methods poll their
-            # port from the start. Should that layout change, the path comes from kiln's JSON
-            # once `kiln run` has returned (the first 200 is then seen a little later).
+            # The instance is learnt from kiln itself: `kiln run --json` prints each instance's record
+            # (with its networkNamespacePath) once it has returned. Guessing it from new entries of
+            # $KILN_STATE/netns once took a temporary file for the namespace (issue 17, item 7).
             if "netns" not in found:
-                new = sorted(self._netns_entries() - before)
-                if new:
-                    found["netns"] = os.path.join(self._netns_dir(), new[0])
-                elif popen.poll() == 0:
-                    out, err = popen.communicate()
-                    instance.extra["kiln_run_output"] = (out, err)
-                    found["netns"] = json.loads(out)["instances"][0]["networkNamespacePath"]
-                else:
+                if popen.poll() != 0:
                     return None
+                out, err = popen.communicate()
+                instance.extra["kiln_run_output"] = (out, err)
+                found["netns"] = instance_netns(out)
             return client.Endpoint(8080, netns=found["netns"])
 
         instance = Instance(self, slot, start_ns, endpoint, lambda: popen.poll() in (None, 0))
@@ -872,7 +857,8 @@ class Kiln(Method):
             endpoint = client.Endpoint(8080, netns=record["networkNamespacePath"])
             instance = Instance(self, slot, start_ns, lambda e=endpoint: e)
             instance.name, instance.pid = record["id"], record["pid"]
-            instance.extra.update({"records": [record], "kiln_restore_ms": record.get("restoreMs"),
+            instance.extra.update({"records": [record], "phases": record.get("phases") or report.get("phases"),
+                                   "kiln_restore_ms": record.get("restoreMs"),
                                    "kiln_first_response_ms": record.get("firstResponseMs"),
                                    "kiln_run_command_ms": command_ms})
             instances.append(instance)
@@ -887,6 +873,7 @@ class Kiln(Method):
         report = json.loads(out)
         records = report["instances"]
         instance.extra.update({
+            "phases": records[0].get("phases") or report.get("phases"),
             "kiln_verify_ms": report.get("verifyMs"),
             "kiln_restore_ms": records[0].get("restoreMs"),
             "kiln_first_response_ms": records[0].get("firstResponseMs"),
@@ -921,6 +908,18 @@ class Kiln(Method):
         self.stop_all()
         shutil.rmtree(self.store, ignore_errors=True)
         shutil.rmtree(self.state, ignore_errors=True)
+
+
+def instance_netns(kiln_run_json, index=0):
+    """The network namespace of instance `index` in the document `kiln run --json` printed."""
+    document = json.loads(kiln_run_json)
+    instances = document.get("instances") or []
+    if len(instances) <= index:
+        raise RuntimeError(f"kiln run --json listed {len(instances)} instance(s), wanted #{index}")
+    path = instances[index].get("networkNamespacePath")
+    if not path:
+        raise RuntimeError(f"kiln run --json gave instance {instances[index].get('id')!r} no networkNamespacePath")
+    return path
 
 
 def kiln_has_serve(kiln_binary):

@@ -20,6 +20,7 @@ PLOTS = {
     "first_requests": "first_requests.png",
     "memory": "memory.png",
     "memory_settle": "memory_settle.png",
+    "phases": "phases.png",
 }
 
 
@@ -339,6 +340,55 @@ def kiln_detail_markdown(results):
             f"starting the kiln process and the verification).")
 
 
+def run_phases(sample):
+    """The `phases` dict of one run (phase name -> ms, in the order the method reported them), or None.
+    kiln's come from `kiln run --json` (the harness keeps them in the sample's extra); any method may
+    put its own in the sample itself."""
+    phases = sample.get("phases") or (sample.get("extra") or {}).get("phases")
+    if not isinstance(phases, dict):
+        return None
+    clean = {str(k): float(v) for k, v in phases.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0}
+    return clean or None
+
+
+def phases_by_method(results):
+    """{method id: {"phases": [names in reported order], "median_ms": {name: median}, "runs": n}} for the
+    measured methods whose runs carry phases; methods without any are left out."""
+    by_method = {}
+    for s in measured(results):
+        phases = run_phases(s)
+        if phases:
+            by_method.setdefault(s["method"], []).append(phases)
+    out = {}
+    for mid in method_order(results):
+        runs = by_method.get(mid)
+        if not runs:
+            continue
+        names = []
+        for run in runs:
+            names += [n for n in run if n not in names]
+        # A phase a run did not report counts as 0 ms in that run (it did not happen there).
+        out[mid] = {"phases": names, "runs": len(runs),
+                    "median_ms": {n: stats.median([run.get(n, 0.0) for run in runs]) for n in names}}
+    return out
+
+
+def phases_markdown(results):
+    table = phases_by_method(results)
+    if not table:
+        return ""
+    names = []
+    for row in table.values():
+        names += [n for n in row["phases"] if n not in names]
+    name = labels(results)
+    lines = ["| # | method | runs | " + " | ".join(names) + " | sum |", "|---|---|---:|" + "---:|" * (len(names) + 1)]
+    for mid, row in table.items():
+        cells = [fmt_ms(row["median_ms"][n]) if n in row["median_ms"] else "" for n in names]
+        lines.append(f"| {NUMBERS.get(mid, '?')} | {name[mid]} | {row['runs']} | " + " | ".join(cells)
+                     + f" | {fmt_ms(sum(row['median_ms'].values()))} |")
+    return "\n".join(lines)
+
+
 def build_markdown(results, plots):
     machine = results.get("machine") or {}
     profile = results.get("profile", {})
@@ -381,6 +431,13 @@ def build_markdown(results, plots):
         parts += [detail, ""]
     if plots.get("startup"):
         parts += [f"![time to first response]({plots['startup']})", ""]
+    phases = phases_markdown(results)
+    if phases:
+        parts += ["### Where a start's time goes", "",
+                  "Each phase's median over the runs, as the method itself reported it (kiln: `kiln run --json`). "
+                  "The medians of the phases need not add up to the median of the whole.", "", phases, ""]
+        if plots.get("phases"):
+            parts += [f"![where a start's time goes]({plots['phases']})", ""]
     parts += ["## Methods and measurements not run", "", not_run_markdown(results), "",
               "## The first requests after start", "",
               "Latency of each of the first 50 requests (`GET /owners/1` … `/owners/50`) right after the first "
@@ -548,6 +605,37 @@ def make_plots(results, out_dir):
         fig.savefig(os.path.join(out_dir, PLOTS["memory_settle"]), dpi=110)
         plt.close(fig)
         made["memory_settle"] = PLOTS["memory_settle"]
+
+    # 5. where a start's time goes: one stacked bar per method whose runs report phases
+    table = phases_by_method(results)
+    if table:
+        names = []
+        for row in table.values():
+            names += [n for n in row["phases"] if n not in names]
+        phase_colors = {n: plt.get_cmap("tab20")(i % 20) for i, n in enumerate(names)}
+        mids = list(table)
+        fig, ax = plt.subplots(figsize=(9, max(0.6 * len(mids) + 1.4, 2.2)))
+        for y, mid in enumerate(reversed(mids)):
+            left = 0.0
+            for n in table[mid]["phases"]:
+                width = table[mid]["median_ms"][n]
+                ax.barh(y, width, left=left, height=0.6, color=phase_colors[n], edgecolor="white", linewidth=0.5)
+                if width >= 0.06 * max(sum(r["median_ms"].values()) for r in table.values()):
+                    ax.text(left + width / 2, y, f"{width:.0f}", ha="center", va="center", fontsize=7)
+                left += width
+            ax.text(left, y, f" {fmt_ms(left)}", va="center", fontsize=7)
+        ax.set_yticks(list(range(len(mids))))
+        ax.set_yticklabels([f"{NUMBERS.get(mid, '?')}. {name[mid]}" for mid in reversed(mids)], fontsize=8)
+        ax.set_xlabel("ms (median of each phase over the runs)")
+        ax.set_title("where a start's time goes", fontsize=10)
+        from matplotlib.patches import Patch
+        ax.legend(handles=[Patch(color=phase_colors[n], label=n) for n in names], fontsize=7, loc="center left",
+                  bbox_to_anchor=(1.08, 0.5))
+        ax.grid(axis="x", alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, PLOTS["phases"]), dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        made["phases"] = PLOTS["phases"]
     return made
 
 

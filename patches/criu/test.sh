@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Tests kiln's CRIU patch 0001 (--mmap-page-images) with real processes, real dumps and restores.
+# Tests kiln's CRIU patches 0001 (--mmap-page-images) and 0002 (--tmpfs-inline) with real
+# processes, real dumps and restores.
 #
 #   patches/criu/test.sh [CRIU]      as root; CRIU defaults to `criu` on PATH
 #
@@ -7,8 +8,11 @@
 # a read-only and an rwx region, a malloc heap, a sparse region of 20,480 one-page runs) and a JVM
 # (MemHog.java, 300 MiB of known byte arrays) are dumped once each and restored with and without the
 # option; the restored processes check their own memory (and copy-on-write, fork, mremap, malloc_trim
-# + calloc, GCs). Prints `N passed, M failed`; exits non-zero if anything failed.
-# Needs gcc and a JDK (JAVA_HOME, or /usr/lib/jvm/java-17-openjdk-amd64). Leaves nothing behind.
+# + calloc, GCs). A runc container with an empty tmpfs and a /tmp written before the checkpoint is
+# and a /run tree without regular files is checkpointed and restored with and without
+# --tmpfs-inline (runc 1.1's --criu option).
+# Prints `N passed, M failed`; exits non-zero if anything failed.
+# Needs gcc, runc, jq and a JDK (JAVA_HOME, or /usr/lib/jvm/java-17-openjdk-amd64). Leaves nothing behind.
 set -uo pipefail
 
 criu=${1:-$(command -v criu || true)}
@@ -18,6 +22,7 @@ passed=0
 failed=0
 pids=()
 mounts=()
+containers=()
 work=
 
 pass() { echo "ok: $*"; passed=$((passed + 1)); }
@@ -27,6 +32,7 @@ check() { local name=$1; shift; if "$@"; then pass "$name"; else fail "$name"; f
 cleanup() {
   local p m
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+  for p in "${containers[@]}"; do runc delete -f "$p" >/dev/null 2>&1; done
   for m in "${mounts[@]}"; do umount "$m" 2>/dev/null; done
   [ -n "$work" ] && rm -rf "$work"
 }
@@ -44,6 +50,7 @@ work=$(mktemp -d /tmp/kiln-criu-mmap-test.XXXXXX)
 echo "criu: $criu ($("$criu" --version | head -1)); work dir $work"
 
 check "criu knows --mmap-page-images" bash -c "'$criu' --help 2>&1 | grep -q -- '--mmap-page-images'"
+check "criu knows --tmpfs-inline" bash -c "'$criu' --help 2>&1 | grep -q -- '--tmpfs-inline'"
 if [ "$failed" != 0 ]; then finish; fi
 
 gcc -O2 -Wall -o "$work/memtest" "$here/memtest.c" || { fail "build memtest"; finish; }
@@ -176,6 +183,91 @@ if start_and_dump "$res" "$img" "$work/memtest" "$res"; then
     memtest_checks auto-dedup "$res" zero
   fi
   rm -rf "$dedup"
+fi
+
+# 0002: a runc container (the way kiln runs services: runc's /dev, /dev/shm, /sys/fs/cgroup and the
+# masked paths are tmpfs mounts) with /tmp holding files written before the checkpoint (tar's job
+# still), an empty /scratch owned by 12:34 and a /run tree of directories, a symlink, a fifo and a
+# socket (no regular file: listed inline). Checkpointed with and without --tmpfs-inline (a line in the CRIU
+# config file runc is given through the org.criu.config annotation, as kiln does), restored,
+# inspected through /proc/PID/root.
+tmpfs_test() {
+  local b=$work/tmpfs-bundle conf
+  mkdir -p "$b/rootfs"/{usr,proc,sys,dev,tmp,scratch,run}
+  for l in bin lib lib64 sbin; do ln -s "usr/$l" "$b/rootfs/$l"; done
+  (cd "$b" && runc spec) || { fail "runc spec"; return; }
+  jq --arg conf "$work/tmpfs-criu.conf" '
+    .process.terminal = false
+    | .process.args = ["/bin/sh", "-c", "mkdir -p /run/a/b; chmod 750 /run/a/b; ln -s ../x /run/a/link; mkfifo -m 640 /run/a/fifo; echo warm > /tmp/kept; mkdir /tmp/d; echo ready > /tmp/d/ready; exec sleep 1000"]
+    | .root.readonly = false
+    | .mounts += [{"destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro"]},
+                  {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev"]},
+                  {"destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "uid=12", "gid=34"]},
+                  {"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev"]}]
+    | .annotations = {"org.criu.config": $conf}' "$b/config.json" >"$b/config.new" && mv "$b/config.new" "$b/config.json"
+  for mode in tar inline; do
+    local id=kiln-criu-tmpfs-$$-$mode img=$work/tmpfs-img-$mode cpid before after markers tarballs tree_before tree_after
+    conf='network-lock skip\n'
+    [ "$mode" = inline ] && conf+='tmpfs-inline\n'
+    printf "$conf" >"$work/tmpfs-criu.conf"
+    containers+=("$id")
+    # stdio: pipes (a host file as fd 1 makes runc's checkpoint fail)
+    runc run -d --bundle "$b" "$id" </dev/null > >(cat >/dev/null) 2>&1 || { fail "$mode: runc run"; continue; }
+    cpid=$(runc state "$id" | jq .pid)
+    wait_file "/proc/$cpid/root/tmp/d/ready" 20 || { fail "$mode: container not ready"; continue; }
+    before=$(stat -c '%a %u %g' "/proc/$cpid/root/scratch")
+    # a unix socket file in /run (like a JVM's /tmp/.java_pid<N>), bound from the host
+    /usr/bin/python3 -c "import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])" "/proc/$cpid/root/run/a/sock"
+    tree_before=$(tree_of "/proc/$cpid/root")
+    check "tmpfs $mode: /run/a/sock is a socket before the checkpoint" [ -S "/proc/$cpid/root/run/a/sock" ]
+    check "tmpfs $mode: the /run tree was made (dir 750, link, fifo)" \
+      bash -c "grep -qx 'run d 755 0 0 ' <<<'$tree_before' && grep -qx 'run/a/b d 750 0 0 ' <<<'$tree_before' && grep -qx 'run/a/link l 777 0 0 ../x' <<<'$tree_before' && grep -qx 'run/a/fifo p 640 0 0 ' <<<'$tree_before'"
+    if ! runc --criu "$criu" checkpoint --image-path "$img" --work-path "$img" "$id"; then
+      fail "$mode: runc checkpoint (see $img/dump.log)"; tail -5 "$img/dump.log"; continue
+    fi
+    markers=$(grep -l '^CRIU-TMPFS-INLINE-v1$' "$img"/tmpfs-dev-*.img 2>/dev/null | wc -l)
+    tarballs=$(for f in "$img"/tmpfs-dev-*.img; do gzip -t "$f" 2>/dev/null && echo "$f"; done | wc -l)
+    echo "   $mode: dump wrote $markers tmpfs listings and $tarballs tarballs"
+    if [ "$mode" = inline ]; then
+      check "tmpfs inline: /tmp (regular files) is the only tarball ($tarballs = 1)" [ "$tarballs" = 1 ]
+      check "tmpfs inline: the other mounts (/dev, /dev/shm, /scratch, /run, ...) are listed ($markers >= 5)" [ "$markers" -ge 5 ]
+    else
+      check "tmpfs tar: option off writes no listing" [ "$markers" = 0 ]
+    fi
+    if ! runc --criu "$criu" restore -d --image-path "$img" --work-path "$img" --bundle "$b" "$id" </dev/null > >(cat >/dev/null) 2>&1; then
+      fail "$mode: runc restore (see $img/restore.log)"; grep Error "$img/restore.log" | tail -5; continue
+    fi
+    cpid=$(runc state "$id" | jq .pid)
+    after=$(stat -c '%a %u %g' "/proc/$cpid/root/scratch")
+    tree_after=$(tree_of "/proc/$cpid/root")
+    check "tmpfs $mode: /tmp written before the checkpoint is there after restore" \
+      [ "$(cat "/proc/$cpid/root/tmp/kept" "/proc/$cpid/root/tmp/d/ready" 2>/dev/null)" = "$(printf 'warm\nready')" ]
+    check "tmpfs $mode: empty /scratch keeps mode and owner ($before -> $after)" [ "$before" = "$after" ]
+    check "tmpfs $mode: /dev/null is a character device" [ -c "/proc/$cpid/root/dev/null" ]
+    check "tmpfs $mode: /dev and /run trees (types, modes, owners, devices, link targets) as before" [ "$tree_before" = "$tree_after" ]
+    [ "$tree_before" = "$tree_after" ] || diff <(echo "$tree_before") <(echo "$tree_after") | head -10
+    check "tmpfs $mode: the restored process runs" [ -d "/proc/$cpid" ]
+    if [ "$mode" = inline ]; then
+      for m in /scratch /dev/shm /dev /run; do
+        check "tmpfs inline: $m restored without tar" grep -q "tmpfs-inline: $m restored from its listing" "$img/restore.log"
+      done
+    fi
+    runc kill "$id" KILL 2>/dev/null
+    wait_gone "$cpid" 10
+    runc delete -f "$id" && unset 'containers[-1]'
+  done
+}
+# What a tmpfs tree looks like from outside (not mtimes, which a listing does not keep, nor
+# sockets, which neither tar nor a listing keeps).
+tree_of() { # ROOT
+  (cd "$1" && find dev run -xdev \( -path dev/pts -o -path dev/mqueue -o -path dev/shm \) -prune -o \
+    ! -type s -printf '%p %y %m %U %G %l\n' | sort; stat -c '%n %t:%T' dev/null dev/zero dev/urandom)
+}
+if command -v runc >/dev/null && command -v jq >/dev/null; then
+  echo "== tmpfs mounts of a runc container: tarballs vs --tmpfs-inline"
+  tmpfs_test
+else
+  fail "tmpfs test needs runc and jq"
 fi
 
 # The JVM's mapped restore turns the option on the way kiln does: a line in a CRIU config file.

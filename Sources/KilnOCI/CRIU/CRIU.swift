@@ -16,6 +16,10 @@ public struct CRIU: Sendable {
     /// `make setup` applies): restores then copy nothing up front, and copies of one snapshot
     /// share every page they have not written. `KILN_MAP_PAGE_IMAGES=0` turns it off.
     public var mapsPageImages = false
+    /// Whether this CRIU can dump a tmpfs without regular files as a listing that restores without tar
+    /// (kiln's patch 0002): runc's /dev, /dev/shm, /sys/fs/cgroup, the masked paths and an unused /tmp
+    /// no longer cost a tar + gzip each per restore. `KILN_TMPFS_INLINE=0` turns it off.
+    public var inlinesTmpfs = false
 
     /// Finds CRIU (`$KILN_CRIU`, else the first `criu` on PATH, /usr/local/sbin and /usr/sbin
     /// included) and checks its version.
@@ -50,8 +54,10 @@ public struct CRIU: Sendable {
                 hint: "run 'make setup' as root: it builds CRIU 4.2.1 from Debian's source package into /usr/local/sbin (or set KILN_CRIU to a newer binary)")
         }
         var criu = CRIU(path: path, version: version)
-        if environment["KILN_MAP_PAGE_IMAGES"] != "0", let help = try? Subprocess.run(path, ["--help"]) {
-            criu.mapsPageImages = (help.stdout + help.stderr).contains("--mmap-page-images")
+        if let help = try? Subprocess.run(path, ["--help"]) {
+            let options = help.stdout + help.stderr
+            criu.mapsPageImages = environment["KILN_MAP_PAGE_IMAGES"] != "0" && options.contains("--mmap-page-images")
+            criu.inlinesTmpfs = environment["KILN_TMPFS_INLINE"] != "0" && options.contains("--tmpfs-inline")
         }
         return criu
     }

@@ -15,9 +15,13 @@ public enum NetworkNamespace {
         let fileManager = FileManager.default
         let directory = (path as NSString).deletingLastPathComponent
         try? fileManager.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        guard fileManager.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]) else {
-            throw KilnError(.systemCall, "could not create the network namespace pin file \(path)")
+        // The pin is created in place: FileManager.createFile writes a temporary file beside it and renames it, and
+        // whoever lists the directory meanwhile sees that temporary name (issue 17, item 7).
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else {
+            throw KilnError.systemCall("open(O_CREAT|O_EXCL)", errno: errno, "network namespace pin file \(path)")
         }
+        close(descriptor)
         guard kiln_create_netns(path) == 0 else {
             let code = errno
             try? fileManager.removeItem(atPath: path)
