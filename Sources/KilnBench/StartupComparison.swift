@@ -99,9 +99,11 @@ extension Kiln {
             }
         } catch {
             await pool?.drain()
+            removePoolNamespaceDirectory()
             throw error
         }
         await pool?.drain()
+        removePoolNamespaceDirectory()
         let coldSummary = SampleSummary(cold)
         let restoreSummary = SampleSummary(restored)
         let loopbackSummary = pool == nil ? nil : SampleSummary(loopback)

@@ -112,6 +112,7 @@ public final class KilnInstanceProvider: InstanceProvider {
             return Array(table.values)
         }
         for pool in all { await pool.drain() }
+        kiln.removePoolNamespaceDirectory()
     }
 
     public func isAlive(_ instance: GatewayInstance) -> Bool {

@@ -67,6 +67,15 @@ extension Kiln {
         return directory
     }
 
+    /// Removes this process's pool directory once no pool pins a namespace in it (after every
+    /// pool is drained).
+    package func removePoolNamespaceDirectory() {
+        let directory = "\(paths.networkNamespaces)/pool-\(getpid())"
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        guard entries.allSatisfy({ $0 == OwnerMark.fileName }) else { return }
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
     /// A pool of `capacity` namespaces prepared on the network of `manifest` for its copies
     /// (started: it fills in the background), or nil for a loopback-only snapshot. Drain it
     /// (``PreparedNamespacePool/drain()``) before the process ends.
