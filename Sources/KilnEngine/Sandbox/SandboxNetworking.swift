@@ -81,7 +81,10 @@ extension Kiln {
     /// (``PreparedNamespacePool/drain()``) before the process ends.
     package func namespacePool(for manifest: SnapshotManifest, network name: String? = nil, capacity: Int) async throws -> PreparedNamespacePool? {
         guard let network = try network(named: name ?? manifest.network) else { return nil }
-        let pool = PreparedNamespacePool(network: network, tag: manifest.name, capacity: capacity, namespaceDirectory: try poolNamespaceDirectory())
+        // The refill waits until the restore that took a namespace has answered (~100 ms here).
+        let pool = PreparedNamespacePool(
+            network: network, tag: manifest.name, capacity: capacity, namespaceDirectory: try poolNamespaceDirectory(),
+            refillDelay: .milliseconds(300))
         await pool.start()
         return pool
     }
