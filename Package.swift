@@ -62,7 +62,7 @@ let package = Package(
         .target(
             name: "KilnEngine",
             dependencies: [
-                "CKilnShims", "KilnSystem", "KilnOCI", "KilnSnapshot",
+                "CKilnShims", "KilnSystem", "KilnOCI", "KilnSnapshot", "KilnNetwork",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -1,6 +1,7 @@
 import Foundation
 import KilnEngine
 import KilnGateway
+import KilnNetwork
 import KilnOCI
 import KilnSnapshot
 import KilnSystem
@@ -24,6 +25,15 @@ public struct StartupComparison: Codable, Sendable {
     public var restore: SampleSummary
     /// Median cold start over median restore.
     public var speedup: Double
+    /// The network the restores of ``restoreMs`` ran on (a namespace from the snapshot's pool
+    /// of prepared namespaces each), or nil for a loopback-only snapshot.
+    public var network: String?
+    /// For a networked snapshot: the same restores with `--network none` (loopback only),
+    /// interleaved with the networked ones, to show what the network costs (ms).
+    public var restoreLoopbackMs: [Double]?
+    public var restoreLoopback: SampleSummary?
+    /// Median networked restore minus median loopback-only restore (ms).
+    public var networkCostMs: Double?
     /// The caches policy, stated with the figures.
     public var notes: String
 }
@@ -65,21 +75,53 @@ extension Kiln {
         }
         var cold: [Double] = []
         var restored: [Double] = []
-        for run in 1...runs {
-            cold.append(try await withColdInstance(manifest, pollInterval: .milliseconds(5)) { _, coldStartMs in coldStartMs })
-            progress("run \(run)/\(runs): cold start \(String(format: "%.0f", cold.last!)) ms")
-
-            let record = try await restoreOne(manifest, pollInterval: .milliseconds(5))
-            restored.append(record.firstResponseMs)
-            try await stop(record)
-            progress("run \(run)/\(runs): restore    \(String(format: "%.0f", record.firstResponseMs)) ms")
+        var loopback: [Double] = []
+        // A networked snapshot's copies take a namespace prepared ahead of demand, as the gateway's do.
+        let pool = try await namespacePool(for: manifest, capacity: 2)
+        do {
+            for run in 1...runs {
+                cold.append(try await withColdInstance(manifest, pollInterval: .milliseconds(5)) { _, coldStartMs in coldStartMs })
+                progress("run \(run)/\(runs): cold start \(String(format: "%.0f", cold.last!)) ms")
+                // Networked and loopback-only restores alternate which goes first.
+                for networked in (run % 2 == 1 ? [true, false] : [false, true]) where networked || pool != nil {
+                    if networked, let pool { await Self.waitUntilReady(pool) }
+                    let record = try await restoreOne(
+                        manifest, pollInterval: .milliseconds(5), network: networked ? nil : NetworkChoice.none, pool: networked ? pool : nil)
+                    try await stop(record)
+                    if networked {
+                        restored.append(record.firstResponseMs)
+                        progress("run \(run)/\(runs): restore    \(String(format: "%.1f", record.firstResponseMs)) ms\(pool == nil ? "" : " (network \(manifest.network ?? ""), \(record.address ?? "?"))")")
+                    } else {
+                        loopback.append(record.firstResponseMs)
+                        progress("run \(run)/\(runs): restore    \(String(format: "%.1f", record.firstResponseMs)) ms (network none)")
+                    }
+                }
+            }
+        } catch {
+            await pool?.drain()
+            removePoolNamespaceDirectory()
+            throw error
         }
+        await pool?.drain()
+        removePoolNamespaceDirectory()
         let coldSummary = SampleSummary(cold)
         let restoreSummary = SampleSummary(restored)
+        let loopbackSummary = pool == nil ? nil : SampleSummary(loopback)
         return StartupComparison(
             snapshot: manifest.name, command: manifest.sandbox.command, coldStartMs: cold, restoreMs: restored,
             cold: coldSummary, restore: restoreSummary,
             speedup: restoreSummary.median > 0 ? coldSummary.median / restoreSummary.median : 0,
-            notes: "warm page cache for both (the JDK, the app and the snapshot images were read moments before); same sandbox, same readiness check, same client")
+            network: pool == nil ? nil : manifest.network, restoreLoopbackMs: pool == nil ? nil : loopback, restoreLoopback: loopbackSummary,
+            networkCostMs: loopbackSummary.map { restoreSummary.median - $0.median },
+            notes: "warm page cache for both (the JDK, the app and the snapshot images were read moments before); same sandbox, same readiness check, same client"
+                + (pool == nil ? "" : "; networked restores take a namespace prepared ahead of demand (pool of 2)"))
+    }
+
+    /// Waits (up to 5 s) until `pool` has a namespace ready: the steady state the pool is for.
+    static func waitUntilReady(_ pool: PreparedNamespacePool) async {
+        let deadline = ContinuousClock.now + .seconds(5)
+        while await pool.readyCount == 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import KilnNetwork
 import KilnOCI
 import KilnSnapshot
 import KilnSystem
@@ -74,6 +75,8 @@ public struct Kiln: Sendable {
     /// Where this host's facts come from and which differences the user waived
     /// (`--ignore-host-check`), for the host check before every restore and pull.
     public var hostCheck = HostCheckPolicy()
+    /// Opens a network by name instead of kiln's CNI networks (a fake in tests).
+    package var openNetwork: (@Sendable (String) throws -> any SandboxNetwork)?
 
     public static func open(paths: KilnPaths = .fromEnvironment(), logger: Logger = Logger(label: "kiln"), toDo action: String) throws -> Kiln {
         try HostPrivileges.requireRoot(toDo: action)

@@ -72,6 +72,7 @@ public final class Gateway: Service, Sendable {
             group.cancelAll()
         }
         transport.shutdown()
+        await provider.shutdown()
         logger.info("gateway stopped; every instance it started is gone")
     }
 

@@ -20,10 +20,10 @@ import Logging
 ///   - logger: the gateway's log, and that of its launches.
 public func buildGateway(
     kiln: Kiln, configuration: GatewayConfiguration, coldStartFallback: Bool = true, idleConnectionsPerInstance: Int? = nil,
-    stopsOnSignals: Bool = true, remote: RemoteFunctions = RemoteFunctions(), logger: Logger
+    stopsOnSignals: Bool = true, remote: RemoteFunctions = RemoteFunctions(), network: String? = nil, logger: Logger
 ) -> GatewayServer {
     let provider = KilnInstanceProvider(
-        kiln: kiln, readinessTimeout: configuration.readinessTimeout, coldStartFallback: coldStartFallback, remote: remote, logger: logger)
+        kiln: kiln, readinessTimeout: configuration.readinessTimeout, coldStartFallback: coldStartFallback, remote: remote, logger: logger, network: network)
     let transport = idleConnectionsPerInstance.map { PooledInstanceTransport(maxIdlePerInstance: $0) } ?? PooledInstanceTransport()
     let gateway = Gateway(configuration: configuration, provider: provider, transport: transport, logger: logger)
     return stopsOnSignals ? GatewayServer(gateway: gateway, logger: logger) : GatewayServer(gateway: gateway, signals: [], logger: logger)

@@ -87,4 +87,11 @@ public protocol InstanceProvider: Sendable {
     func isAlive(_ instance: GatewayInstance) -> Bool
     /// Stops an instance and removes all it had. Must not fail: it logs instead.
     func terminate(_ instance: GatewayInstance) async
+    /// Releases what the provider holds beside instances (kiln: prepared network namespaces),
+    /// once every instance is gone.
+    func shutdown() async
+}
+
+extension InstanceProvider {
+    public func shutdown() async {}
 }

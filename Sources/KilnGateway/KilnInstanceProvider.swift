@@ -1,5 +1,6 @@
 import Foundation
 import KilnEngine
+import KilnNetwork
 import KilnOCI
 import KilnSnapshot
 import KilnSystem
@@ -19,15 +20,23 @@ public final class KilnInstanceProvider: InstanceProvider {
     /// Functions pulled from a registry on their first request when the store lacks them
     /// (`kiln serve --pull NAME=REF`).
     public let remote: RemoteFunctions
+    /// The network of every copy (`kiln serve --network`); nil: each snapshot's own.
+    public let network: String?
+    /// Namespaces each networked function keeps ready on its network, so a restore does not wait
+    /// for a CNI ADD; 0: attach on each launch.
+    public let preparedNamespaces: Int
     private let manifests = Mutex<[String: SnapshotManifest]>([:])
+    private let pools = Mutex<[String: PreparedNamespacePool]>([:])
     private let logger: Logger
 
     /// - Parameter logger: where verification and fallback are logged (default: kiln's own).
     public init(
         kiln: Kiln, readinessTimeout: Duration = .seconds(30), coldStartFallback: Bool = true, remote: RemoteFunctions = RemoteFunctions(),
-        logger: Logger? = nil
+        logger: Logger? = nil, network: String? = nil, preparedNamespaces: Int = 2
     ) {
         self.kiln = kiln
+        self.network = network
+        self.preparedNamespaces = preparedNamespaces
         self.readinessTimeout = readinessTimeout
         self.coldStartFallback = coldStartFallback
         self.remote = remote
@@ -58,6 +67,15 @@ public final class KilnInstanceProvider: InstanceProvider {
         }
         let (manifest, verifyMs) = try await onDedicatedThread { try kiln.loadVerified(function) }
         manifests.withLock { $0[function] = manifest }
+        if preparedNamespaces > 0, pools.withLock({ $0[function] }) == nil,
+           let pool = try await kiln.namespacePool(for: manifest, network: network, capacity: preparedNamespaces) {
+            let installed = pools.withLock { table -> Bool in
+                guard table[function] == nil else { return false }
+                table[function] = pool
+                return true
+            }
+            if !installed { await pool.drain() }
+        }
         logger.info(
             "verified snapshot", metadata: ["function": "\(function)", "files": "\(manifest.files.count)", "bytes": "\(manifest.sizeBytes)", "verify_ms": "\(Int(verifyMs))"])
     }
@@ -69,7 +87,8 @@ public final class KilnInstanceProvider: InstanceProvider {
         let started = ContinuousClock.now
         let restoreError: any Error
         do {
-            let record = try await kiln.restoreOne(manifest, readinessTimeout: readinessTimeout)
+            let pool = pools.withLock { $0[function] }
+            let record = try await kiln.restoreOne(manifest, readinessTimeout: readinessTimeout, network: network, pool: pool)
             return LaunchReport(instance: Self.instance(record, .restored), restoreDuration: started.duration(to: .now))
         } catch {
             restoreError = error
@@ -84,6 +103,16 @@ public final class KilnInstanceProvider: InstanceProvider {
         } catch {
             throw LaunchFailure(restoreError: "\(restoreError)", coldStartError: "\(error)")
         }
+    }
+
+    /// Detaches and deletes every prepared namespace (once every instance is gone).
+    public func shutdown() async {
+        let all = pools.withLock { table in
+            defer { table = [:] }
+            return Array(table.values)
+        }
+        for pool in all { await pool.drain() }
+        kiln.removePoolNamespaceDirectory()
     }
 
     public func isAlive(_ instance: GatewayInstance) -> Bool {

@@ -9,9 +9,10 @@ import Synchronization
 /// Talks to instances over keep-alive HTTP/1.1 connections, kept idle per instance between
 /// requests.
 ///
-/// Each connection's socket is made inside the instance's network namespace
-/// (`kiln_socket_in_netns`, as `kiln request` does) and handed to NIO with
-/// `withConnectedSocket`: no veth, no IP address, no port on the host. Reusing connections
+/// An instance on a network (`--network kiln`) is reached at its address through the bridge:
+/// a plain connect, no namespace switch. A loopback-only instance (`--network none`) is reached
+/// through its namespace: the socket is made inside it (`kiln_socket_in_netns`, as `kiln
+/// request` does) and handed to NIO with `withConnectedSocket`. Reusing connections
 /// matters: making one costs two `setns` calls and a TCP handshake, a JVM's first request on a
 /// new connection is slower, and a connection per request would leave thousands of sockets
 /// in TIME_WAIT inside each namespace.
@@ -33,15 +34,15 @@ public final class PooledInstanceTransport: InstanceTransport {
     private let idle = Mutex<[String: [Idle]]>([:])
     private let connect: @Sendable (GatewayInstance) throws -> NIOBSDSocket.Handle
 
-    /// - Parameter connect: makes a connected socket to an instance; by default inside its
-    ///   network namespace (tests pass a plain loopback connect).
+    /// - Parameter connect: makes a connected socket to an instance; by default at its address,
+    ///   or inside its network namespace if it has none (tests pass a plain loopback connect).
     public init(
         maxIdlePerInstance: Int = 32, maxIdleTime: Duration = .seconds(15),
         connect: (@Sendable (GatewayInstance) throws -> NIOBSDSocket.Handle)? = nil
     ) {
         self.maxIdlePerInstance = maxIdlePerInstance
         self.maxIdleTime = maxIdleTime
-        self.connect = connect ?? { try InstanceHTTPClient.connectedSocket(to: $0.endpoint) }
+        self.connect = connect ?? { try InstanceHTTPClient.connectedSocket(reaching: $0.endpoint) }
     }
 
     public func send(

@@ -56,6 +56,9 @@ public actor PreparedNamespacePool {
     public let namespaceDirectory: String
     let idPrefix: String
     let namespaces: NamespaceFactory
+    /// How long a refill waits after a ``take()`` before it starts, so the CNI ADD (plugins and
+    /// `iptables-restore`) does not compete for the CPU with the restore that just took one.
+    public let refillDelay: Duration
 
     private var ready: [NetworkAttachment] = []
     private var preparing: Set<String> = []
@@ -67,10 +70,12 @@ public actor PreparedNamespacePool {
 
     /// - Parameters:
     ///   - idPrefix: the start of every namespace's id (and file name); a random suffix follows.
+    ///   - refillDelay: the pause between a ``take()`` and the refill it starts.
     public init(
         network: any SandboxNetwork, tag: String, capacity: Int, namespaceDirectory: String,
-        idPrefix: String = "net-", namespaces: NamespaceFactory = .pinned
+        idPrefix: String = "net-", namespaces: NamespaceFactory = .pinned, refillDelay: Duration = .zero
     ) {
+        self.refillDelay = refillDelay
         self.network = network
         self.tag = tag
         self.capacity = max(0, capacity)
@@ -101,7 +106,7 @@ public actor PreparedNamespacePool {
         if !ready.isEmpty {
             statistics.hits += 1
             let attachment = ready.removeFirst()
-            refill()
+            refill(after: refillDelay)
             return attachment
         }
         statistics.misses += 1
@@ -133,14 +138,15 @@ public actor PreparedNamespacePool {
 
     // MARK: the background work
 
-    private func refill() {
+    private func refill(after delay: Duration = .zero) {
         guard filler == nil, !draining, ready.count + preparing.count < capacity else { return }
-        filler = Task { await self.fill() }
+        filler = Task { await self.fill(after: delay) }
     }
 
     /// Prepares namespaces one at a time until the pool is full; stops at the first failure
     /// (the next ``take()`` tries again) so a broken network does not spin.
-    private func fill() async {
+    private func fill(after delay: Duration = .zero) async {
+        if delay > .zero { try? await Task.sleep(for: delay) }
         while !draining, ready.count + preparing.count < capacity {
             do {
                 let attachment = try await prepare()

@@ -259,6 +259,10 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
     /// exists; nil in older manifests). Only such images restore where CRIU manages cgroups
     /// itself, as in `podman container restore`.
     public var cgroupsInImages: Bool?
+    /// The network the snapshot was baked on (`kiln`, a user's CNI network), or nil: loopback
+    /// only (`--network none`, and every manifest older than networks). Copies are restored on
+    /// a network of the same kind, each at its own address.
+    public var network: String?
     /// Total bytes of image files.
     public var sizeBytes: Int64
     public var files: [SnapshotFile]
@@ -267,8 +271,9 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
         name: String, createdAt: Date, sandbox: SandboxSpec, readiness: ReadinessCheck, warmup: [WarmupStep],
         host: HostFacts, timings: BakeTimings, compacted: Bool, shareMemory: Bool = true, compression: SnapshotCompression? = nil,
         encryption: SnapshotEncryption? = nil, restoreHook: String? = nil, image: SnapshotImage? = nil, cgroupsInImages: Bool? = nil,
-        files: [SnapshotFile]
+        network: String? = nil, files: [SnapshotFile]
     ) {
+        self.network = network
         self.format = Self.currentFormat
         self.name = name
         self.createdAt = createdAt

@@ -39,6 +39,19 @@ struct CommandParsingTests {
         #expect(image.common.json)
     }
 
+    @Test func networkOptions() throws {
+        let bake: Bake = try parse(["bake", "hello", "--port", "8080", "--", "java"])
+        #expect(bake.networkOption.network == "kiln", "bake defaults to kiln's network")
+        let loopback: Bake = try parse(["bake", "hello", "--port", "8080", "--network", "none", "--", "java"])
+        #expect(loopback.networkOption.network == "none")
+        let run: Run = try parse(["run", "hello"])
+        #expect(run.networkOption.network == nil, "run restores on the snapshot's network")
+        let runNone: Run = try parse(["run", "hello", "--network", "none"])
+        #expect(runNone.networkOption.network == "none")
+        let serve: Serve = try parse(["serve", "--network", "lab"])
+        #expect(serve.networkOption.network == "lab")
+    }
+
     @Test func serveDefaults() throws {
         let serve: Serve = try parse(["serve"])
         #expect(serve.listen == "127.0.0.1:8080")

@@ -7,8 +7,9 @@ import KilnSystem
 import Testing
 
 extension Integration {
-    /// A real restored JVM on kiln's network (until the engine wires the network in, the test
-    /// attaches the instance's namespace itself, after the restore).
+    /// A real restored JVM on kiln's network, its namespace attached by the test itself after a
+    /// loopback-only restore (the engine's own wiring, attached before the restore, is
+    /// `NetworkWiringTests`).
     @Suite("network: a restored JVM on the kiln network", .serialized)
     struct NetworkRestoreTests {
         @Test func aRestoredServiceAnswersItsPeersOnItsNewAddressAndNotOtherSnapshots() async throws {

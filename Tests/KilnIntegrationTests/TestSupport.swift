@@ -2,6 +2,7 @@ import Foundation
 import KilnBench
 import KilnEngine
 import KilnGateway
+import KilnNetwork
 import KilnOCI
 import KilnSnapshot
 import KilnSystem
@@ -70,9 +71,15 @@ struct TestHost {
         SandboxSpec(command: command, environment: environment, workingDirectory: app, appDirectory: app, port: port, memoryLimitBytes: 512 << 20)
     }
 
-    /// Everything kiln could leave behind, as human-readable strings; empty means clean.
-    func leftovers() async throws -> [String] {
+    /// Everything kiln could leave behind, as human-readable strings; empty means clean. With
+    /// `network` (else kiln's own network, if this host's kiln used it), its veths, addresses,
+    /// firewall rules and cached CNI results of sandboxes no instance record names count too.
+    func leftovers(network: CNINetwork? = nil) async throws -> [String] {
         var found: [String] = []
+        let own = FileManager.default.fileExists(atPath: "\(paths.state)/cni") ? try? CNINetwork.kiln(stateDirectory: paths.state) : nil
+        if let network = network ?? own {
+            found += try await network.leftovers(liveIDs: Set(kiln.instanceRecords().compactMap { $0.network?.id }))
+        }
         for container in try await kiln.runtime.list() { found.append("container \(container.id) (\(container.status))") }
         for entry in (try? FileManager.default.contentsOfDirectory(atPath: paths.networkNamespaces)) ?? [] {
             found.append("network namespace pin \(entry)")
@@ -134,7 +141,7 @@ func withTestHost(_ body: (TestHost) async throws -> Void) async throws {
 }
 
 /// Records an issue for each thing kiln left behind.
-func expectNoLeftovers(_ host: TestHost, sourceLocation: SourceLocation = #_sourceLocation) async throws {
-    let leftovers = try await host.leftovers()
+func expectNoLeftovers(_ host: TestHost, network: CNINetwork? = nil, sourceLocation: SourceLocation = #_sourceLocation) async throws {
+    let leftovers = try await host.leftovers(network: network)
     #expect(leftovers == [], "kiln left these behind", sourceLocation: sourceLocation)
 }

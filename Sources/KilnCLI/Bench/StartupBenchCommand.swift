@@ -35,10 +35,17 @@ extension Bench {
             }
             print("")
             print("Start-up of '\(manifest.name)' (\(manifest.sandbox.command.joined(separator: " "))), time to first HTTP 200 of \(manifest.readiness.path):")
-            print(Output.table(["METHOD", "RUNS", "MIN", "MEDIAN", "P90", "MAX"], [
-                row("cold start (JVM in the kiln sandbox)", result.cold),
-                row("kiln restore (runc + CRIU)", result.restore),
-            ]))
+            var rows = [row("cold start (JVM in the kiln sandbox)", result.cold)]
+            if let network = result.network, let loopback = result.restoreLoopback {
+                rows.append(row("kiln restore, --network \(network) (prepared namespace)", result.restore))
+                rows.append(row("kiln restore, --network none", loopback))
+            } else {
+                rows.append(row("kiln restore (runc + CRIU)", result.restore))
+            }
+            print(Output.table(["METHOD", "RUNS", "MIN", "MEDIAN", "P90", "MAX"], rows))
+            if let cost = result.networkCostMs, let network = result.network {
+                print(String(format: "network cost (median --network %@ - median --network none): %+.1f ms", network, cost))
+            }
             print(String(format: "speed-up (median cold / median restore): %.1fx", result.speedup))
             print("snapshot: \(Output.bytes(manifest.sizeBytes)), verified in \(Output.ms(verifyMs)) before the restores; \(result.notes)")
         }

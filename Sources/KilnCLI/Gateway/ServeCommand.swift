@@ -64,6 +64,8 @@ struct Serve: AsyncParsableCommand, ReportingCommand {
 
     @OptionGroup var registry: RegistryOptions
 
+    @OptionGroup var networkOption: RestoreNetworkOption
+
     @OptionGroup var keys: KeyOptions
 
     @OptionGroup var common: CommonOptions
@@ -95,7 +97,7 @@ struct Serve: AsyncParsableCommand, ReportingCommand {
             }
             let server = buildGateway(
                 kiln: kiln, configuration: configuration, coldStartFallback: !noColdStartFallback,
-                idleConnectionsPerInstance: max(concurrency, 8), remote: remote, logger: logger)
+                idleConnectionsPerInstance: max(concurrency, 8), remote: remote, network: networkOption.network, logger: logger)
             let json = common.json
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await server.run() }

@@ -21,6 +21,9 @@ struct GC: AsyncParsableCommand, ReportingCommand {
                                   ("directory", report.directories), ("cgroup", report.cgroups)] {
                 for item in items { print("removed \(kind) \(item)") }
             }
+            for item in report.network {
+                print("network: \(item)")
+            }
         }
     }
 }

@@ -19,6 +19,8 @@ struct Run: AsyncParsableCommand, ReportingCommand {
     @Flag(inversion: .prefixedNo, help: "Share identical memory pages between copies through KSM (default: as the snapshot was baked).")
     var shareMemory: Bool?
 
+    @OptionGroup var networkOption: RestoreNetworkOption
+
     @OptionGroup var keys: KeyOptions
 
     @OptionGroup var common: CommonOptions
@@ -46,12 +48,14 @@ struct Run: AsyncParsableCommand, ReportingCommand {
                     : "verified \(manifest.files.count) image files (\(Output.bytes(manifest.sizeBytes))) in \(Output.ms(verifyMs))")
         }
         let started = ContinuousClock.now
-        let records = try await kiln.restore(manifest, count: count, parallel: parallel, shareMemory: shareMemory)
+        let records = try await kiln.restore(manifest, count: count, parallel: parallel, shareMemory: shareMemory, network: networkOption.network)
         let wallMs = started.duration(to: .now).milliseconds
         if common.json {
             Output.printJSON(Report(snapshot: name, verifyMs: verifyMs, verifyTrusted: trusted, wallMs: wallMs, instances: records))
         } else {
-            print(Output.table(["INSTANCE", "PID", "RESTORE", "FIRST RESPONSE"], records.map { [$0.id, String($0.pid), Output.ms($0.restoreMs), Output.ms($0.firstResponseMs)] }))
+            print(Output.table(["INSTANCE", "PID", "ADDRESS", "RESTORE", "FIRST RESPONSE"], records.map {
+                [$0.id, String($0.pid), $0.address ?? "-", Output.ms($0.restoreMs), Output.ms($0.firstResponseMs)]
+            }))
             if count > 1 { Output.progress("\(count) copies, \(min(parallel, count)) at a time: all answering \(Output.ms(wallMs)) after the first restore began") }
         }
     }

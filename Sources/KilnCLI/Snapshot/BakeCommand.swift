@@ -70,6 +70,8 @@ struct Bake: AsyncParsableCommand, ReportingCommand {
             valueName: "KEYFILE"))
     var encrypt: String?
 
+    @OptionGroup var networkOption: BakeNetworkOption
+
     @OptionGroup var common: CommonOptions
 
     @Argument(parsing: .postTerminator, help: "The service's command line.")
@@ -99,7 +101,7 @@ struct Bake: AsyncParsableCommand, ReportingCommand {
         let request = BakeRequest(
             name: name, sandbox: sandbox, readiness: ReadinessCheck(path: ready, timeoutSeconds: readyTimeout),
             warmup: try warmup.map(WarmupStep.init(parsing:)), compact: !noCompact, replace: replace, shareMemory: !noShareMemory, compress: compress,
-            encryptionKey: key, restoreHook: onRestore, image: reference)
+            encryptionKey: key, restoreHook: onRestore, image: reference, network: networkOption.network)
         let manifest = try await kiln.bake(request) { event in
             switch event {
             case .importingImage(let reference): Output.progress("copying and unpacking image \(reference)...")

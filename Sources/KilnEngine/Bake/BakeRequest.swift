@@ -28,12 +28,16 @@ public struct BakeRequest: Sendable {
     /// over its `Env`, a `sandbox.port` of 0 takes its one exposed port, and the working
     /// directory and user are the image's (see ``ImageConfig/sandbox(applyingTo:rootfs:reference:)``).
     public var image: ImageReference?
+    /// The network the service runs on while it is baked, and its copies after (`kiln`, a user's
+    /// CNI network); nil or `none`: loopback only.
+    public var network: String?
 
     public init(
         name: String, sandbox: SandboxSpec, readiness: ReadinessCheck, warmup: [WarmupStep] = [], compact: Bool = true,
         replace: Bool = false, shareMemory: Bool = true, compress: Bool = false, encryptionKey: SnapshotKey? = nil,
-        restoreHook: String? = nil, image: ImageReference? = nil
+        restoreHook: String? = nil, image: ImageReference? = nil, network: String? = nil
     ) {
+        self.network = network
         self.name = name
         self.sandbox = sandbox
         self.readiness = readiness

@@ -111,7 +111,7 @@ extension Kiln {
         let instance = lifecycle.instance
         let consoleLog = lifecycle.logPath
         let keptLog = keptLogPath(bakeID: lifecycle.id)
-        try lifecycle.prepare(sandbox, ownerMark: true)
+        try await lifecycle.prepare(sandbox, ownerMark: true, network: try networkPlan(request.network, snapshot: request.name))
         let endpoint = lifecycle.endpoint(port: sandbox.port)
 
         progress(.starting(command: sandbox.command))
@@ -204,7 +204,7 @@ extension Kiln {
                 host: host, timings: timings, compacted: compacted, shareMemory: request.shareMemory,
                 compression: request.compress ? ImageCache.compression : nil, encryption: encryption, restoreHook: request.restoreHook,
                 image: image,
-                cgroupsInImages: true, files: files)
+                cgroupsInImages: true, network: NetworkChoice.recorded(request.network), files: files)
         }
     }
 }

@@ -18,10 +18,14 @@ public struct ServiceEndpoint: Sendable, Equatable {
     /// A path to the namespace: a pinned netns file or /proc/PID/ns/net.
     public var networkNamespacePath: String
     public var port: Int
+    /// The sandbox's address on its network (nil: loopback only). The gateway connects to it
+    /// directly; kiln's own client enters the namespace either way.
+    public var address: String?
 
-    public init(networkNamespacePath: String, port: Int) {
+    public init(networkNamespacePath: String, port: Int, address: String? = nil) {
         self.networkNamespacePath = networkNamespacePath
         self.port = port
+        self.address = address
     }
 }
 
@@ -110,6 +114,28 @@ public enum InstanceHTTPClient {
             throw Failure.connection("cannot enter network namespace \(endpoint.networkNamespacePath): \(errnoDescription(errno))")
         }
         return try connectLoopback(fd, port: endpoint.port)
+    }
+
+    /// A connected socket to the service the way the gateway reaches it: at its address on its
+    /// network when it has one (no namespace switch: a plain connect through the bridge), else
+    /// through its namespace's loopback (``connectedSocket(to:)``).
+    package static func connectedSocket(reaching endpoint: ServiceEndpoint) throws -> NIOBSDSocket.Handle {
+        guard let ip = endpoint.address else { return try connectedSocket(to: endpoint) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(endpoint.port).bigEndian)
+        guard inet_pton(AF_INET, ip, &address.sin_addr) == 1 else { throw Failure.connection("'\(ip)' is not an IPv4 address") }
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw Failure.connection("socket: \(errnoDescription(errno))") }
+        let rc = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard rc == 0 else {
+            let code = errno
+            close(fd)
+            throw code == ECONNREFUSED ? Failure.refused : Failure.connection("connect to \(ip):\(endpoint.port): \(errnoDescription(code))")
+        }
+        return fd
     }
 
     /// Connects `fd` to 127.0.0.1:`port` (in whatever namespace the socket was made), closing it

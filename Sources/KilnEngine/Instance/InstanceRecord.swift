@@ -1,4 +1,5 @@
 import Foundation
+import KilnNetwork
 import KilnOCI
 import KilnSnapshot
 import KilnSystem
@@ -23,8 +24,14 @@ public struct InstanceRecord: Codable, Sendable, Equatable {
     public var firstResponseMs: Double
     /// Whether its memory is offered to KSM, to be shared with other copies.
     public var sharesMemory: Bool
+    /// Its place on a network (address, veth, CNI result: what detaching it needs), or nil for a
+    /// loopback-only copy (and in records older than networks).
+    public var network: NetworkAttachment?
 
-    public var endpoint: ServiceEndpoint { ServiceEndpoint(networkNamespacePath: networkNamespacePath, port: port) }
+    /// Its address on its network, without prefix.
+    public var address: String? { network?.ip }
+
+    public var endpoint: ServiceEndpoint { ServiceEndpoint(networkNamespacePath: networkNamespacePath, port: port, address: address) }
 
     /// Instance ids are a snapshot name (at most 40 characters) and a suffix (`-1a2b3c`, `-cold`).
     static let maximumIDLength = 64
@@ -50,6 +57,8 @@ public struct InstanceRecord: Codable, Sendable, Equatable {
         guard (try? SnapshotStore.validate(name: snapshot)) != nil else { return "its snapshot name '\(snapshot)' is invalid" }
         guard pid > 0, shimPid > 0 else { return "its pids (\(pid), shim \(shimPid)) are not positive" }
         guard InputValidation.isServicePort(port) else { return "its port \(port) is out of range" }
+        if let network, network.namespacePath != networkNamespacePath { return "its network namespace and its network's differ" }
+        if let network, IPv4.parse(network.ip) == nil { return "its address '\(network.address)' is not an IPv4 address" }
         for (what, path) in [("network namespace", networkNamespacePath), ("cgroup", cgroupPath), ("log", logPath)]
         where !InputValidation.isCleanPath(path) {
             return "its \(what) path '\(path)' is not a clean path"
@@ -77,4 +86,6 @@ public struct InstanceStatus: Codable, Sendable {
     public var restoreMs: Double
     public var firstResponseMs: Double
     public var sharesMemory: Bool
+    /// Its address on its network, or nil (loopback only).
+    public var address: String?
 }

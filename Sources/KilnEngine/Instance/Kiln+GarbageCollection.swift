@@ -14,6 +14,8 @@ public struct GarbageReport: Codable, Sendable, Equatable {
     public var networkNamespaces: [String] = []
     public var directories: [String] = []
     public var cgroups: [String] = []
+    /// Addresses, veths and firewall rules of sandboxes that are gone.
+    public var network: [String] = []
 
     public var isEmpty: Bool { self == GarbageReport() }
 }
@@ -65,6 +67,7 @@ extension Kiln {
                 keep.insert(record.id)
             } else {
                 var sandbox = adoptSandbox(id: record.id, directory: directory)
+                adoptNetwork(of: record, into: &sandbox)
                 await sandbox.tearDown()
                 report.instances.append(record.id)
             }
@@ -112,10 +115,13 @@ extension Kiln {
             try? await runtime.delete(id: container.id)
             report.containers.append(container.id)
         }
-        for pin in (try? FileManager.default.contentsOfDirectory(atPath: paths.networkNamespaces)) ?? [] where !keep.contains(pin) {
+        let pools = sweepNamespacePools()
+        report.networkNamespaces += pools.removed
+        for pin in (try? FileManager.default.contentsOfDirectory(atPath: paths.networkNamespaces)) ?? [] where !keep.contains(pin) && !pin.hasPrefix("pool-") {
             NetworkNamespace.remove(at: "\(paths.networkNamespaces)/\(pin)")
             report.networkNamespaces.append(pin)
         }
+        report.network = await collectNetworkGarbage(liveIDs: keep.union(pools.live))
         if !bakesInProgress {
             let staging = "\(store.root)/staging"
             for entry in (try? FileManager.default.contentsOfDirectory(atPath: staging)) ?? [] {

@@ -1,5 +1,6 @@
 import CKilnShims
 import Foundation
+import KilnNetwork
 import KilnOCI
 import KilnSnapshot
 import KilnSystem
@@ -40,7 +41,7 @@ extension Kiln {
     /// fails, the copies that came up are left running and the first failure is thrown.
     /// `progress` sees each copy as it comes up; the result is in the order they came up.
     public func restore(
-        _ manifest: SnapshotManifest, count: Int, parallel: Int = 4, readinessTimeout: Duration = .seconds(30), shareMemory: Bool? = nil,
+        _ manifest: SnapshotManifest, count: Int, parallel: Int = 4, readinessTimeout: Duration = .seconds(30), shareMemory: Bool? = nil, network: String? = nil,
         progress: @Sendable (InstanceRecord) -> Void = { _ in }
     ) async throws -> [InstanceRecord] {
         guard count >= 1, count <= 256 else {
@@ -54,7 +55,7 @@ extension Kiln {
                 var firstFailure: (any Error)?
                 func startOne() {
                     started += 1
-                    group.addTask { try await restoreOne(manifest, readinessTimeout: readinessTimeout, shareMemory: shareMemory) }
+                    group.addTask { try await restoreOne(manifest, readinessTimeout: readinessTimeout, shareMemory: shareMemory, network: network) }
                 }
                 while started < width { startOne() }
                 while let result = await group.nextResult() {
@@ -74,10 +75,11 @@ extension Kiln {
     }
 
     /// Restores one copy; on failure nothing of it is left behind (the CRIU log is kept).
-    /// `shareMemory` overrides the snapshot's own setting.
+    /// `shareMemory` overrides the snapshot's own setting; `network` the network it was baked on
+    /// (`none` for loopback only); `pool` gives a namespace already on the network.
     public func restoreOne(
         _ manifest: SnapshotManifest, readinessTimeout: Duration = .seconds(30), pollInterval: Duration = .milliseconds(2),
-        shareMemory: Bool? = nil
+        shareMemory: Bool? = nil, network: String? = nil, pool: PreparedNamespacePool? = nil
     ) async throws -> InstanceRecord {
         let sharing = shareMemory ?? manifest.shareMemory
         if sharing {
@@ -95,13 +97,22 @@ extension Kiln {
         var sandbox = makeSandbox(id: id, directory: instanceDirectory(id), purpose: "restoring snapshot '\(manifest.name)' as \(id)")
         do {
             let start = ContinuousClock.now
-            try sandbox.prepare(manifest.sandbox, ownerMark: ownsInstances)
+            if manifest.network != nil { sandbox.keepResolvConfMount() } else { sandbox.mountsNetworkResolvConf = false }
+            try await sandbox.prepare(manifest.sandbox, ownerMark: ownsInstances, network: try networkPlan(network ?? manifest.network, snapshot: manifest.name, pool: pool))
             // Only the first restore of a compressed or encrypted snapshot unpacks it (into tmpfs).
             let images = try ImageCache(root: paths.imageCache, store: store).directory(for: manifest, key: try keys.key(for: manifest))
             let prepared = ContinuousClock.now
-            let container = try await sandbox.restore(images: images, mergeMemory: sharing)
+            let container: ContainerProcess
+            do {
+                container = try await sandbox.restore(images: images, mergeMemory: sharing)
+            } catch {
+                throw RestoreAddressCheck.explain(error, attachment: sandbox.attachment)
+            }
             let restored = ContinuousClock.now
             try sandbox.assumeIdentity(hostname: id)
+            if let attachment = sandbox.attachment, let socket = RestoreAddressCheck.strandedListeners(ofProcess: container.pid, address: attachment.ip).first {
+                throw RestoreAddressCheck.stranded(("", socket.port, socket.address), attachment: attachment, details: [], logPath: sandbox.logPath)
+            }
             let outcome = try await sandbox.probe(port: manifest.sandbox.port, path: manifest.readiness.path, timeout: readinessTimeout, interval: pollInterval)
             guard outcome == .ready else {
                 throw KilnError(
@@ -116,7 +127,7 @@ extension Kiln {
                 id: id, snapshot: manifest.name, pid: container.pid, shimPid: container.shimPid, port: manifest.sandbox.port,
                 createdAt: Date(), networkNamespacePath: sandbox.instance.networkNamespacePath, cgroupPath: sandbox.instance.cgroupPath,
                 logPath: sandbox.logPath, restoreMs: start.duration(to: restored).milliseconds, firstResponseMs: start.duration(to: answered).milliseconds,
-                sharesMemory: sharing)
+                sharesMemory: sharing, network: sandbox.attachment)
             try save(record)
             return record
         } catch {
@@ -162,6 +173,7 @@ extension Kiln {
     /// Stops an instance and removes everything it had: container, cgroup, netns, directory.
     public func stop(_ record: InstanceRecord) async throws {
         var sandbox = adoptSandbox(id: record.id, directory: instanceDirectory(record.id), shimPid: record.shimPid)
+        adoptNetwork(of: record, into: &sandbox)
         await sandbox.tearDown()
         if try await runtime.list().contains(where: { $0.id == record.id }) {
             throw KilnError(.runtimeFailed, "instance \(record.id) is still known to runc after delete", hint: "see 'runc --root \(paths.runcRoot) list'")

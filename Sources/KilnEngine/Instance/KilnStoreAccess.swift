@@ -90,7 +90,7 @@ public struct KilnStoreAccess: Sendable {
             return InstanceStatus(
                 id: record.id, snapshot: record.snapshot, pid: record.pid, state: state, createdAt: record.createdAt,
                 ageSeconds: now.timeIntervalSince(record.createdAt), memory: MemoryUsage.of(pids: pids.isEmpty ? [record.pid] : pids),
-                restoreMs: record.restoreMs, firstResponseMs: record.firstResponseMs, sharesMemory: record.sharesMemory)
+                restoreMs: record.restoreMs, firstResponseMs: record.firstResponseMs, sharesMemory: record.sharesMemory, address: record.address)
         }
     }
 

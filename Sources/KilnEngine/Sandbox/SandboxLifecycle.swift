@@ -1,4 +1,5 @@
 import Foundation
+import KilnNetwork
 import KilnOCI
 import KilnSnapshot
 import KilnSystem
@@ -14,18 +15,19 @@ import Logging
 /// mutating steps are called by the flow that made it, never shared.
 ///
 /// ```
-/// directory ─► prepare (netns, bundle) ─► start ──────────────► waitUntilReady ─► [checkpoint] ─► tearDown
+/// directory ─► prepare (netns, [network], bundle) ─► start ──────────────► waitUntilReady ─► [checkpoint] ─► tearDown
 ///                                     └─► restore ─► identity ─┘
 /// ```
 package struct SandboxLifecycle {
     /// A step of the life, named in errors ("... (while restoring the container)").
     package enum Step: String, Sendable, CaseIterable, CustomStringConvertible {
-        case directory, networkNamespace, bundle, start, restore, identity, readiness, checkpoint
+        case directory, networkNamespace, network, bundle, start, restore, identity, readiness, checkpoint
 
         package var description: String {
             switch self {
             case .directory: "creating its scratch directory"
             case .networkNamespace: "creating its network namespace"
+            case .network: "attaching it to its network"
             case .bundle: "writing its OCI bundle"
             case .start: "starting the container"
             case .restore: "restoring the container"
@@ -47,6 +49,8 @@ package struct SandboxLifecycle {
     package let purpose: String
     /// The running container, once started or restored.
     package private(set) var container: ContainerProcess?
+    /// Its place on a network (address, veth, rules), once the network step attached it.
+    package private(set) var attachment: NetworkAttachment?
 
     private let runtime: any ContainerRuntime
     private let host: any SandboxHost
@@ -54,14 +58,16 @@ package struct SandboxLifecycle {
     private let logger: Logger
     private var holdsDirectory = false
     private var holdsNetworkNamespace = false
+    private var networkPlan = SandboxNetworkPlan.none
 
     /// The service's output.
     package var logPath: String { "\(directory)/console.log" }
     /// Where the runtime and CRIU write their logs and work files.
     package var workDirectory: String { "\(directory)/work" }
-    /// How kiln reaches the service: its port inside the sandbox's network namespace.
+    /// How kiln reaches the service: its port inside the sandbox's network namespace (and its
+    /// address, on a network).
     package func endpoint(port: Int) -> ServiceEndpoint {
-        ServiceEndpoint(networkNamespacePath: instance.networkNamespacePath, port: port)
+        ServiceEndpoint(networkNamespacePath: instance.networkNamespacePath, port: port, address: attachment?.ip)
     }
 
     /// A sandbox `id` living in `directory`; nothing exists until the first step.
@@ -107,6 +113,43 @@ package struct SandboxLifecycle {
             try host.makeDirectory(directory, ownerMark: ownerMark)
         }
     }
+
+    /// Creates the directory if needed, the work directory, the network namespace, its place on
+    /// a network (``Step/network``: attached now, or a namespace taken from a pool instead of a
+    /// new one) and the bundle, whose `/etc/resolv.conf` is the network's.
+    package mutating func prepare(_ spec: SandboxSpec, ownerMark: Bool, network plan: SandboxNetworkPlan) async throws {
+        guard plan.isNetworked else { return try prepare(spec, ownerMark: ownerMark) }
+        try createDirectory(ownerMark: ownerMark)
+        try step(.directory) { try host.makeDirectory(workDirectory, ownerMark: false) }
+        networkPlan = plan
+        switch plan {
+        case .none:
+            break
+        case .attach(let network, let tag):
+            try step(.networkNamespace) {
+                holdsNetworkNamespace = true
+                try host.createNetworkNamespace(at: instance.networkNamespacePath)
+            }
+            attachment = try await step(.network) { [instance, id] in try await network.attach(namespacePath: instance.networkNamespacePath, id: id, tag: tag) }
+        case .pool(let pool):
+            // The pool owns the namespace: it deletes it when the attachment is given back.
+            let taken = try await step(.network) { try await pool.take() }
+            attachment = taken
+            instance.networkNamespacePath = taken.namespacePath
+        }
+        if mountsNetworkResolvConf { instance.resolvConf = attachment?.resolvConf }
+        try step(.bundle) { try host.writeBundle(spec, for: instance) }
+    }
+
+    /// A sandbox of a networked snapshot restored without a network (`--network none`): the
+    /// snapshot's `/etc/resolv.conf` mount is there, empty.
+    package mutating func keepResolvConfMount() {
+        if instance.resolvConf == nil { instance.resolvConf = "" }
+    }
+
+    /// Whether a sandbox on a network gets its `/etc/resolv.conf` mount (not for a copy of a
+    /// loopback-only snapshot: its images have no such mount).
+    package var mountsNetworkResolvConf = true
 
     /// Creates the directory if needed, the work directory, the network namespace and the bundle.
     package mutating func prepare(_ spec: SandboxSpec, ownerMark: Bool) throws {
@@ -194,12 +237,40 @@ package struct SandboxLifecycle {
         let left = await host.removeLeftovers(
             cgroupPath: instance.cgroupPath, mountRoots: holdsDirectory ? [directory] : [], runtimeState: "\(runtimeStateRoot)/\(id)")
         if !left.isEmpty { logger.error("could not remove the cgroups of \(id): \(left.joined(separator: ", "))") }
+        await releaseNetwork()
         if holdsNetworkNamespace { host.removeNetworkNamespace(at: instance.networkNamespacePath) }
         if let shim = container?.shimPid { host.reapShim(shim) }
         if holdsDirectory { host.removeDirectory(directory) }
         holdsNetworkNamespace = false
         holdsDirectory = false
         container = nil
+    }
+
+    /// An adopted sandbox's place on `network` (from its record), so ``tearDown()`` detaches it.
+    package mutating func adoptNetwork(_ attachment: NetworkAttachment, network: any SandboxNetwork) {
+        self.attachment = attachment
+        networkPlan = .attach(network, tag: attachment.tag)
+        instance.networkNamespacePath = attachment.namespacePath
+    }
+
+    /// Takes the sandbox off its network once its container is gone: a pool's namespace goes back
+    /// to the pool (detached and deleted in the background), an attachment is detached now. A
+    /// detach that fails leaves the address in CNI's cache, where `kiln gc` finds it.
+    private mutating func releaseNetwork() async {
+        guard let attachment else { return }
+        switch networkPlan {
+        case .none:
+            break
+        case .pool(let pool):
+            await pool.release(attachment)
+        case .attach(let network, _):
+            do {
+                try await network.detach(attachment)
+            } catch {
+                logger.warning("could not detach \(id) from the network '\(network.name)' ('kiln gc' will): \(error)")
+            }
+        }
+        self.attachment = nil
     }
 
     // MARK: - Steps and their errors

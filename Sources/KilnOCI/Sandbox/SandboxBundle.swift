@@ -89,6 +89,20 @@ public enum SandboxBundle {
                 destination: bind.destination, type: "bind", source: source,
                 options: ["rbind", "nosuid", "nodev"] + (bind.readOnly ? ["ro"] : [])))
         }
+        // A sandbox on a network gets its network's DNS configuration, read-only. The mount is
+        // in every container of a networked snapshot (bake and copies alike), so CRIU finds the
+        // mount tree it dumped; each copy's file has its own network's text.
+        if let resolvConf = instance.resolvConf, !mounts.contains(where: { $0.destination == "/etc/resolv.conf" }),
+           !(spec.binds ?? []).contains(where: { $0.destination == "/etc/resolv.conf" }) {
+            let source = "\(instance.bundlePath)/resolv.conf"
+            try resolvConf.write(toFile: source, atomically: false, encoding: .utf8)
+            let target = root + "/etc/resolv.conf"
+            if !fileManager.fileExists(atPath: target) {
+                try? fileManager.createDirectory(atPath: root + "/etc", withIntermediateDirectories: true)
+                _ = fileManager.createFile(atPath: target, contents: nil)
+            }
+            mounts.append(.init(destination: "/etc/resolv.conf", type: "bind", source: source, options: ["rbind", "ro", "nosuid", "nodev"]))
+        }
         return mounts
     }
 

@@ -204,8 +204,14 @@ public struct SandboxInstance: Sendable {
     public var cgroupPath: String
     /// A CRIU configuration file runc passes to every checkpoint and restore of this container.
     public var criuConfigPath: String?
+    /// The text of the container's `/etc/resolv.conf` on a network (bind-mounted from the
+    /// bundle); nil for a loopback-only sandbox, whose root keeps its own (empty) file.
+    public var resolvConf: String?
 
-    public init(id: String, bundlePath: String, networkNamespacePath: String, cgroupPath: String, criuConfigPath: String? = nil) {
+    public init(
+        id: String, bundlePath: String, networkNamespacePath: String, cgroupPath: String, criuConfigPath: String? = nil, resolvConf: String? = nil
+    ) {
+        self.resolvConf = resolvConf
         self.id = id
         self.bundlePath = bundlePath
         self.networkNamespacePath = networkNamespacePath
