@@ -205,6 +205,10 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
     /// exists; nil in older manifests). Only such images restore where CRIU manages cgroups
     /// itself, as in `podman container restore`.
     public var cgroupsInImages: Bool?
+    /// The pid, inside the sandbox, of the JVM whose CRaC agent took part in the checkpoint
+    /// (``SandboxSpec/agent``): every restored copy signals it to run `afterRestore`. Nil when
+    /// the snapshot was baked without the agent.
+    public var agentProcess: Int32?
     /// Total bytes of image files.
     public var sizeBytes: Int64
     public var files: [SnapshotFile]
@@ -213,8 +217,9 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
         name: String, createdAt: Date, sandbox: SandboxSpec, readiness: ReadinessCheck, warmup: [WarmupStep],
         host: HostFacts, timings: BakeTimings, compacted: Bool, shareMemory: Bool = true, compression: SnapshotCompression? = nil,
         encryption: SnapshotEncryption? = nil, restoreHook: String? = nil, image: SnapshotImage? = nil, cgroupsInImages: Bool? = nil,
-        files: [SnapshotFile]
+        agentProcess: Int32? = nil, files: [SnapshotFile]
     ) {
+        self.agentProcess = agentProcess
         self.format = Self.currentFormat
         self.name = name
         self.createdAt = createdAt

@@ -28,6 +28,15 @@ public struct BakeRequest: Sendable {
     /// over its `Env`, a `sandbox.port` of 0 takes its one exposed port, and the working
     /// directory and user are the image's (see ``ImageConfig/sandbox(applyingTo:rootfs:reference:)``).
     public var image: ImageReference?
+    /// Run kiln's CRaC agent in the service's JVM (`--no-agent` turns it off): its resources'
+    /// `beforeCheckpoint` runs before the dump, `afterRestore` in every copy before it is ready.
+    public var agent: Bool = true
+    /// `kiln bake --on-request`: the application asks for the checkpoint itself
+    /// (`org.crac.Core.checkpointRestore()`); kiln waits for that instead of the readiness
+    /// path and the warm-up.
+    public var onRequest: Bool = false
+    /// Kinds of preflight finding (``CheckpointPreflight/Kind``) accepted (`--allow KIND`).
+    package var allow: Set<CheckpointPreflight.Kind> = []
 
     public init(
         name: String, sandbox: SandboxSpec, readiness: ReadinessCheck, warmup: [WarmupStep] = [], compact: Bool = true,
@@ -65,6 +74,9 @@ public struct BakeRequest: Sendable {
         try readiness.validate()
         for step in warmup {
             do { try step.validate() } catch { throw KilnError(.invalidArgument, "warmup '\(step)' \(error.message)", hint: error.hint) }
+        }
+        if onRequest, !agent {
+            throw KilnError(.invalidArgument, "--on-request needs kiln's CRaC agent", hint: "drop --no-agent, or drop --on-request")
         }
         if let hook = restoreHook, !hook.hasPrefix("/") || hook.contains(where: { $0.isWhitespace }) {
             throw KilnError(.invalidArgument, "restore hook '\(hook)' must be a path starting with '/'", hint: "e.g. --on-restore /kiln/restored")

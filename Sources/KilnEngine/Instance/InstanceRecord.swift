@@ -23,6 +23,9 @@ public struct InstanceRecord: Codable, Sendable, Equatable {
     public var firstResponseMs: Double
     /// Whether its memory is offered to KSM, to be shared with other copies.
     public var sharesMemory: Bool
+    /// How long the copy's CRaC afterRestore took (restore.request to restore.done, as kiln saw
+    /// it), included in ``firstResponseMs``; nil without the agent.
+    public var afterRestoreMs: Double? = nil
 
     public var endpoint: ServiceEndpoint { ServiceEndpoint(networkNamespacePath: networkNamespacePath, port: port) }
 
