@@ -15,6 +15,8 @@ struct SandboxLifecycleTests {
     /// Where a fake fails.
     enum FailurePoint: String, CaseIterable, Sendable {
         case directory, networkNamespace, bundle, start, restore, identity, readinessExited, readinessTimedOut, checkpoint
+        /// The fake agent answers checkpoint.failed / restore.failed.
+        case beforeCheckpoint, afterRestore
     }
 
     struct InjectedFailure: Error, CustomStringConvertible {
@@ -31,6 +33,12 @@ struct SandboxLifecycleTests {
             var shimsStarted: Set<Int32> = []
             var shimsReaped: Set<Int32> = []
             var nextPid: Int32 = 4_000_000
+            /// The fake agent's control directory (made with the bundle of a spec with an agent).
+            var agentDirectory: String?
+            /// Every request the fake agent read, in order.
+            var agentRequests: [String] = []
+            /// What the preflight sees.
+            var preflight = PreflightSnapshot(processes: [], tcp: "", udp: "", unix: "", mounts: "")
         }
         let state = Mutex(State())
         let failAt: FailurePoint?
@@ -63,6 +71,45 @@ struct SandboxLifecycleTests {
         func writeBundle(_ spec: SandboxSpec, for instance: SandboxInstance) throws {
             world.record("bundle")
             try world.fail(.bundle)
+            if spec.agent != nil, let directory = instance.agentDirectory {
+                // The JVM's agent starts with the service (a restored copy's never writes it).
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                world.state.withLock { $0.agentDirectory = directory }
+                if !instance.id.hasSuffix("-bake") { return }
+                try Data("protocol=1\npid=1\nsignal=SIGWINCH\n".utf8).write(to: URL(fileURLWithPath: "\(directory)/agent.ready"))
+            }
+        }
+        /// The fake agent: a signal makes it look at its directory, as the real one does.
+        func signalAgent(namespacePid: Int32, inCgroup cgroupPath: String) throws -> Int32 {
+            world.record("signal")
+            guard namespacePid == 1, let directory = world.state.withLock({ $0.agentDirectory }) else { throw InjectedFailure(point: .afterRestore) }
+            let fileManager = FileManager.default
+            func write(_ name: String, _ text: String) throws { try Data(text.utf8).write(to: URL(fileURLWithPath: "\(directory)/\(name)")) }
+            let failure = { (phase: String, message: String) in
+                #"{"phase": "\#(phase)", "exception": "org.crac.CheckpointException", "errors": [{"class": "java.lang.IllegalStateException", "message": "\#(message)", "stack": "java.lang.IllegalStateException: \#(message)\n\tat Svc.callback(Svc.java:7)\n"}]}"#
+            }
+            if fileManager.fileExists(atPath: "\(directory)/checkpoint.request") {
+                try fileManager.removeItem(atPath: "\(directory)/checkpoint.request")
+                world.state.withLock { $0.agentRequests.append("checkpoint") }
+                if world.failAt == .beforeCheckpoint {
+                    try write("checkpoint.failed", failure("beforeCheckpoint", "no checkpoint today"))
+                } else {
+                    try write("checkpoint.ready", "pid=1\nresources=2\nelapsed_us=100\n")
+                }
+            } else if let request = fileManager.contents(atPath: "\(directory)/restore.request") {
+                try fileManager.removeItem(atPath: "\(directory)/restore.request")
+                world.state.withLock { $0.agentRequests.append(String(decoding: request, as: UTF8.self)) }
+                if world.failAt == .afterRestore {
+                    try write("restore.failed", failure("afterRestore", "no restore today"))
+                } else {
+                    try write("restore.done", "pid=1\ninstance=x\nresources=2\nelapsed_us=300\nidentity_us=100\n")
+                }
+            }
+            return 4242
+        }
+        func preflightSnapshot(ofCgroup cgroupPath: String, containerPid: Int32) -> PreflightSnapshot {
+            world.record("preflight")
+            return world.state.withLock { $0.preflight }
         }
         func setHostname(_ name: String, ofProcess pid: Int32) throws {
             world.record("hostname")
@@ -188,6 +235,8 @@ struct SandboxLifecycleTests {
         case .identity: .identity
         case .readinessExited, .readinessTimedOut: .readiness
         case .checkpoint: .checkpoint
+        case .beforeCheckpoint: .beforeCheckpoint
+        case .afterRestore: .afterRestore
         }
     }
 
@@ -251,7 +300,8 @@ struct SandboxLifecycleTests {
         let world = World(failAt: point)
         let (kiln, root) = try Self.makeKiln(world)
         defer { try? FileManager.default.removeItem(atPath: root) }
-        let request = BakeRequest(name: "svc", sandbox: Self.spec, readiness: ReadinessCheck(path: "/health", timeoutSeconds: 1), compact: false)
+        var request = BakeRequest(name: "svc", sandbox: Self.spec, readiness: ReadinessCheck(path: "/health", timeoutSeconds: 1), compact: false)
+        request.agent = false
         do {
             let manifest = try await kiln.bake(request)
             Issue.record("baked \(manifest.name) although \(point) failed")
@@ -268,12 +318,128 @@ struct SandboxLifecycleTests {
         let world = World(failAt: nil)
         let (kiln, root) = try Self.makeKiln(world)
         defer { try? FileManager.default.removeItem(atPath: root) }
-        let request = BakeRequest(name: "svc", sandbox: Self.spec, readiness: ReadinessCheck(path: "/health", timeoutSeconds: 1), compact: false)
+        var request = BakeRequest(name: "svc", sandbox: Self.spec, readiness: ReadinessCheck(path: "/health", timeoutSeconds: 1), compact: false)
+        request.agent = false
         let manifest = try await kiln.bake(request)
         #expect(manifest.files.map(\.path) == ["pages-1.img"])
         #expect(manifest.host.runtime == "fake 1.0")
         let bakeSteps = world.calls.filter { !$0.hasPrefix("mkdir") }
-        #expect(bakeSteps == ["netns create", "bundle", "start", "ready?", "checkpoint", "delete", "leftovers", "netns remove", "reap", "rmdir"])
+        #expect(bakeSteps == ["netns create", "bundle", "start", "ready?", "preflight", "checkpoint", "delete", "leftovers", "netns remove", "reap", "rmdir"])
+        Self.expectNothingLeft(world, kiln)
+    }
+
+    // MARK: - The CRaC agent steps (the fake agent answers through the SandboxHost seam)
+
+    static func agentRequest() -> BakeRequest {
+        var request = BakeRequest(name: "svc", sandbox: Self.spec, readiness: ReadinessCheck(path: "/health", timeoutSeconds: 1), compact: false)
+        request.agentJar = "/nonexistent/kiln-crac-agent.jar"
+        return request
+    }
+
+    static func agentManifest() -> SnapshotManifest {
+        var manifest = Self.manifest("svc")
+        manifest.sandbox.agent = CRaCAgent(jarPath: "/nonexistent/kiln-crac-agent.jar")
+        manifest.agentProcess = 1
+        return manifest
+    }
+
+    @Test func aBakeWithTheAgentRunsBeforeCheckpointAfterWarmupAndRecordsTheJVM() async throws {
+        let world = World(failAt: nil)
+        let (kiln, root) = try Self.makeKiln(world)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let manifest = try await kiln.bake(Self.agentRequest())
+        #expect(manifest.agentProcess == 1)
+        #expect(manifest.sandbox.agent?.jarPath == "/nonexistent/kiln-crac-agent.jar")
+        let steps = world.calls.filter { !$0.hasPrefix("mkdir") }
+        #expect(steps == ["netns create", "bundle", "start", "ready?", "signal", "preflight", "checkpoint", "delete", "leftovers", "netns remove", "reap", "rmdir"])
+        #expect(world.state.withLock { $0.agentRequests } == ["checkpoint"])
+        Self.expectNothingLeft(world, kiln)
+    }
+
+    @Test func aFailingBeforeCheckpointAbortsTheBakeWithTheJavaException() async throws {
+        let world = World(failAt: .beforeCheckpoint)
+        let (kiln, root) = try Self.makeKiln(world)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        do {
+            _ = try await kiln.bake(Self.agentRequest())
+            Issue.record("baked although beforeCheckpoint failed")
+        } catch let error as KilnError {
+            #expect(error.code == .checkpointFailed)
+            #expect(error.message.contains("java.lang.IllegalStateException: no checkpoint today"), "\(error.message)")
+            #expect(error.details.contains { $0.contains("at Svc.callback(Svc.java:7)") }, "\(error.details)")
+            #expect(error.action.contains("(while \(SandboxLifecycle.Step.beforeCheckpoint))"), "\(error.action)")
+        }
+        #expect(!world.calls.contains("checkpoint"), "nothing may be dumped")
+        // The agent ran afterRestore itself (checkpoint.failed): kiln asks nothing more of it.
+        #expect(world.state.withLock { $0.agentRequests } == ["checkpoint"])
+        Self.expectNothingLeft(world, kiln)
+        #expect(!kiln.store.exists("svc"))
+    }
+
+    @Test func aFailedDumpSendsTheOriginalARestoreRequestWithTheError() async throws {
+        let world = World(failAt: .checkpoint)
+        let (kiln, root) = try Self.makeKiln(world)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        await #expect(throws: KilnError.self) { _ = try await kiln.bake(Self.agentRequest()) }
+        let requests = world.state.withLock { $0.agentRequests }
+        #expect(requests.count == 2)
+        #expect(requests.last?.contains("checkpoint.error=") == true, "\(requests)")
+        #expect(requests.last?.contains("instance=svc-") == true, "\(requests)")
+        let steps = world.calls.filter { !$0.hasPrefix("mkdir") }
+        #expect(steps.firstIndex(of: "checkpoint")! < steps.lastIndex(of: "signal")!, "afterRestore is asked for after the failed dump")
+        #expect(steps.lastIndex(of: "signal")! < steps.firstIndex(of: "delete")!, "and before the tear-down")
+        Self.expectNothingLeft(world, kiln)
+    }
+
+    @Test func thePreflightRefusesTheDumpUnlessTheKindIsAllowed() async throws {
+        let world = World(failAt: nil)
+        let (kiln, root) = try Self.makeKiln(world)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        world.state.withLock { $0.preflight = CheckpointPreflightTests.connectedJVM }
+        do {
+            _ = try await kiln.bake(Self.agentRequest())
+            Issue.record("baked with an open connection")
+        } catch let error as KilnError {
+            #expect(error.code == .checkpointBlocked)
+            #expect(error.details.contains { $0.contains("tcp-connection: pid 1 (java): TCP 127.0.0.1:41000 -> 127.0.0.1:9099 (ESTABLISHED)") }, "\(error.details)")
+            #expect(error.action.contains("(while \(SandboxLifecycle.Step.preflight))"), "\(error.action)")
+        }
+        #expect(!world.calls.contains("checkpoint"))
+        #expect(world.state.withLock { $0.agentRequests }.last?.contains("checkpoint.error=") == true, "the original runs afterRestore")
+        Self.expectNothingLeft(world, kiln)
+
+        var allowing = Self.agentRequest()
+        allowing.allow = [.tcpConnection, .listener]
+        let manifest = try await kiln.bake(allowing)
+        #expect(manifest.name == "svc")
+        Self.expectNothingLeft(world, kiln)
+    }
+
+    @Test func aRestoredCopyRunsAfterRestoreAfterItsIdentityAndBeforeItIsReady() async throws {
+        let world = World(failAt: nil)
+        let (kiln, root) = try Self.makeKiln(world)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let record = try await kiln.restoreOne(Self.agentManifest(), shareMemory: false)
+        #expect(world.calls == ["mkdir \(record.id)", "mkdir work", "netns create", "bundle", "restore", "hostname", "signal", "ready?"])
+        #expect(world.state.withLock { $0.agentRequests } == ["instance=\(record.id)\nhostname=\(record.id)\n"])
+        #expect(record.afterRestoreMs != nil)
+        try await kiln.stop(record)
+        Self.expectNothingLeft(world, kiln)
+    }
+
+    @Test func aFailingAfterRestoreFailsThatCopyAndLeavesNothing() async throws {
+        let world = World(failAt: .afterRestore)
+        let (kiln, root) = try Self.makeKiln(world)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        do {
+            let record = try await kiln.restoreOne(Self.agentManifest(), shareMemory: false)
+            Issue.record("restored \(record.id) although afterRestore failed")
+        } catch let error as KilnError {
+            #expect(error.code == .restoreFailed)
+            #expect(error.message.contains("no restore today"), "\(error.message)")
+            #expect(error.action.contains("(while \(SandboxLifecycle.Step.afterRestore))"), "\(error.action)")
+        }
+        #expect(!world.calls.contains("ready?"), "a copy whose afterRestore failed is never probed")
         Self.expectNothingLeft(world, kiln)
     }
 

@@ -37,6 +37,8 @@ public struct BakeRequest: Sendable {
     public var onRequest: Bool = false
     /// Kinds of preflight finding (``CheckpointPreflight/Kind``) accepted (`--allow KIND`).
     package var allow: Set<CheckpointPreflight.Kind> = []
+    /// The agent jar to bind (default: ``CRaCAgent/locate(environment:)``).
+    package var agentJar: String?
 
     public init(
         name: String, sandbox: SandboxSpec, readiness: ReadinessCheck, warmup: [WarmupStep] = [], compact: Bool = true,

@@ -86,7 +86,7 @@ extension Kiln {
                     request.sandbox = configured
                     try request.validate()
                 }
-                request.sandbox.agent = request.agent ? CRaCAgent(jarPath: try CRaCAgent.locate()) : nil
+                request.sandbox.agent = request.agent ? CRaCAgent(jarPath: try request.agentJar ?? CRaCAgent.locate()) : nil
                 staging = try store.makeStagingDirectory(for: request.name)
                 let outcome = try await bake(request, imported: imported, sandbox: &sandbox, staging: staging!, preflightOnly: preflightOnly, progress: progress)
                 guard case .snapshot(let manifest) = outcome else {
@@ -107,7 +107,12 @@ extension Kiln {
                 return .snapshot(manifest)
             } catch {
                 // Keep the service's output where the error says it is; drop everything else.
-                _ = sandbox.keep(sandbox.logPath, at: keptLogPath(bakeID: id))
+                let kept = sandbox.keep(sandbox.logPath, at: keptLogPath(bakeID: id))
+                var error = error
+                if var failure = error as? KilnError, failure.logPath == sandbox.logPath {
+                    failure.logPath = kept
+                    error = failure
+                }
                 await sandbox.tearDown()
                 if let staging { try? FileManager.default.removeItem(atPath: staging) }
                 if request.image != nil { store.removeImageRoot(imageRoot(bakeID: id)) }
