@@ -240,7 +240,10 @@ extension Kiln {
         let refusal = CheckpointPreflight.blocked(findings, allowed: request.allow)
         progress(.preflight(lines: CheckpointPreflight.render(findings, allowed: request.allow), blocked: refusal != nil))
         if preflightOnly { throw PreflightStop(findings: findings) }
-        if let refusal { throw refusal.during("\(lifecycle.purpose) (while \(SandboxLifecycle.Step.preflight))") }
+        if var refusal {
+            refusal.logPath = lifecycle.logPath
+            throw refusal.during("\(lifecycle.purpose) (while \(SandboxLifecycle.Step.preflight))")
+        }
 
         progress(.checkpointing)
         // An encrypted snapshot's plain images must never reach a disk: CRIU dumps them into
