@@ -88,6 +88,24 @@ extension Integration {
             }
         }
 
+        @Test func onRequestTheBakeWaitsForTheApplicationsOwnCheckpoint() async throws {
+            try await withTestHost { host in
+                var request = try Self.request(host, mode: "on-request", name: "onrequest")
+                request.onRequest = true
+                let manifest = try await host.kiln.bake(request)
+                #expect(manifest.agentProcess == 1)
+                let copy = try await host.kiln.restoreOne(manifest)
+                let state = try await Self.state(host, copy)
+                #expect(state["before"] == "1")
+                #expect(state["after"] == "1")
+                #expect(state["instance"] == copy.id)
+                let log = (try? String(contentsOfFile: copy.logPath, encoding: .utf8)) ?? ""
+                #expect(log.contains("fixture: checkpointRestore returned in \(copy.id)"), "\(log)")
+                try await host.kiln.stop(copy)
+                try await expectNoLeftovers(host)
+            }
+        }
+
         @Test func aThrowingBeforeCheckpointAbortsTheBakeAndTheOriginalRunsAfterRestore() async throws {
             try await withTestHost { host in
                 let error = await Self.expectKilnError(.checkpointFailed) {

@@ -19,7 +19,8 @@ import org.crac.Resource;
  *   before=N after=N instance=<kiln.instance seen in afterRestore> host=<InetAddress.getLocalHost()>
  *   random=<16 bytes of a SHA1PRNG made for the request>
  * CRAC_MODE: ok (default); throw-before (beforeCheckpoint throws); throw-after (afterRestore
- * throws); connect (keeps a TCP connection to a listener of its own on 127.0.0.1:9099 open).
+ * throws); connect (keeps a TCP connection to a listener of its own on 127.0.0.1:9099 open);
+ * on-request (asks for its own checkpoint, Core.checkpointRestore(), once it listens).
  */
 public final class CracService {
     static final AtomicInteger before = new AtomicInteger();
@@ -82,6 +83,10 @@ public final class CracService {
         });
         server.start();
         System.out.println("fixture: listening on " + port + " (mode " + mode + ")");
+        if (mode.equals("on-request")) {
+            Core.checkpointRestore();
+            System.out.println("fixture: checkpointRestore returned in " + System.getProperty("kiln.instance"));
+        }
     }
 
     static void reply(com.sun.net.httpserver.HttpExchange exchange, String body) throws IOException {
