@@ -24,7 +24,7 @@ extension Integration {
             try await withPodman { host, podman in
                 let manifest = try await host.kiln.bake(BakeRequest(
                     name: "hello", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"),
-                    warmup: [WarmupStep(count: 20, path: "/greet")]))
+                    warmup: [WarmupStep(count: 20, path: "/greet")], agent: false))
                 let archive = "\(host.scratch)/hello.tar.zst"
                 let export = try runKiln(["export", "hello", "-o", archive, "--json"], environment: host.environment)
                 #expect(export.status == .exited(0), "\(export.stderr)")

@@ -43,8 +43,9 @@ public struct BakeRequest: Sendable {
     public init(
         name: String, sandbox: SandboxSpec, readiness: ReadinessCheck, warmup: [WarmupStep] = [], compact: Bool = true,
         replace: Bool = false, shareMemory: Bool = true, compress: Bool = false, encryptionKey: SnapshotKey? = nil,
-        restoreHook: String? = nil, image: ImageReference? = nil
+        restoreHook: String? = nil, image: ImageReference? = nil, agent: Bool = true
     ) {
+        self.agent = agent
         self.name = name
         self.sandbox = sandbox
         self.readiness = readiness
