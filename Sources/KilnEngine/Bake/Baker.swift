@@ -86,7 +86,15 @@ extension Kiln {
                     request.sandbox = configured
                     try request.validate()
                 }
-                request.sandbox.agent = request.agent ? CRaCAgent(jarPath: try request.agentJar ?? CRaCAgent.locate()) : nil
+                // The agent needs the JDK's java.instrument module: the host's JDK has it; a JVM in an
+                // image or another root may not (a jlink'ed runtime), and would not start with it.
+                let withAgent = request.agent && request.sandbox.rootFilesystem == .host
+                if request.onRequest, !withAgent {
+                    throw KilnError(
+                        .invalidArgument, "--on-request needs kiln's CRaC agent, which runs only on kiln's own root (not with --image or --rootfs)",
+                        hint: "drop --on-request")
+                }
+                request.sandbox.agent = withAgent ? CRaCAgent(jarPath: try request.agentJar ?? CRaCAgent.locate()) : nil
                 staging = try store.makeStagingDirectory(for: request.name)
                 let outcome = try await bake(request, imported: imported, sandbox: &sandbox, staging: staging!, preflightOnly: preflightOnly, progress: progress)
                 guard case .snapshot(let manifest) = outcome else {
@@ -178,7 +186,9 @@ extension Kiln {
             timings.warmupMs = warmupStart.duration(to: .now).milliseconds
             if !request.warmup.isEmpty { progress(.warmedUp(ms: timings.warmupMs, requests: requests)) }
 
-            if sandbox.agent != nil {
+            // A service that answers has long started its JVM, whose agent wrote agent.ready at
+            // premain; none there: no JVM with the agent (a service that is no JVM), nothing to ask.
+            if sandbox.agent != nil, lifecycle.agentStarted {
                 let checkpoint = try await lifecycle.beforeCheckpoint(onRequest: false, timeout: readyTimeout)
                 agentCheckpoint = checkpoint
                 progress(.beforeCheckpoint(ms: checkpoint.elapsedMs, resources: checkpoint.resources, appRequested: false))

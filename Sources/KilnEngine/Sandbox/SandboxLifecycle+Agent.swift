@@ -76,6 +76,9 @@ extension SandboxLifecycle {
     /// The agent's control directory on the host (bound at ``CRaCAgent/controlInSandbox``).
     package var agentDirectory: String { instance.agentDirectory ?? "\(directory)/agent" }
 
+    /// Whether a JVM's agent has started in the sandbox (`agent.ready` is there).
+    package var agentStarted: Bool { FileManager.default.fileExists(atPath: "\(agentDirectory)/\(AgentFile.ready)") }
+
     /// Waits until the JVM's agent has started (`agent.ready`), then returns the JVM's pid inside
     /// the sandbox.
     package func waitForAgent(timeout: Duration, interval: Duration = .milliseconds(5)) async throws -> Int32 {
