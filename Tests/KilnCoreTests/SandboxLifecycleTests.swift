@@ -39,6 +39,8 @@ struct SandboxLifecycleTests {
             var agentRequests: [String] = []
             /// What the preflight sees.
             var preflight = PreflightSnapshot(processes: [], tcp: "", udp: "", unix: "", mounts: "")
+            /// The service is no JVM: its agent never writes agent.ready.
+            var noJVM = false
         }
         let state = Mutex(State())
         let failAt: FailurePoint?
@@ -75,7 +77,7 @@ struct SandboxLifecycleTests {
                 // The JVM's agent starts with the service (a restored copy's never writes it).
                 try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
                 world.state.withLock { $0.agentDirectory = directory }
-                if !instance.id.hasSuffix("-bake") { return }
+                if !instance.id.hasSuffix("-bake") || world.state.withLock({ $0.noJVM }) { return }
                 try Data("protocol=1\npid=1\nsignal=SIGWINCH\n".utf8).write(to: URL(fileURLWithPath: "\(directory)/agent.ready"))
             }
         }
@@ -353,6 +355,18 @@ struct SandboxLifecycleTests {
         let steps = world.calls.filter { !$0.hasPrefix("mkdir") }
         #expect(steps == ["netns create", "bundle", "start", "ready?", "signal", "preflight", "checkpoint", "delete", "leftovers", "netns remove", "reap", "rmdir"])
         #expect(world.state.withLock { $0.agentRequests } == ["checkpoint"])
+        Self.expectNothingLeft(world, kiln)
+    }
+
+    @Test func aServiceWithoutAJVMIsBakedWithoutTheCallbacks() async throws {
+        let world = World(failAt: nil)
+        world.state.withLock { $0.noJVM = true }
+        let (kiln, root) = try Self.makeKiln(world)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let manifest = try await kiln.bake(Self.agentRequest())
+        #expect(manifest.agentProcess == nil, "copies of it are not signalled")
+        #expect(!world.calls.contains("signal"))
+        #expect(world.calls.contains("checkpoint"))
         Self.expectNothingLeft(world, kiln)
     }
 
