@@ -1,7 +1,7 @@
 # kiln: the two entry points are `make demo` and `make test`; both install what is missing first.
 SWIFT ?= swift
 KILN := .build/debug/kiln
-SAMPLES := examples/hello-spring examples/hello-jdk examples/hostile
+SAMPLES := examples/hello-spring examples/hello-jdk examples/hostile examples/boot-petclinic
 
 .PHONY: setup samples build demo test test-criu-patch fuzz lint bench-memory bench-serve soak docker-image clean
 

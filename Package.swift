@@ -51,6 +51,12 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Networks for sandboxes: CNI plugins (ADD/DEL/CHECK), kiln's network and its iptables
+        // firewall, the pool of prepared namespaces, network garbage collection.
+        .target(
+            name: "KilnNetwork",
+            dependencies: ["KilnSystem", .product(name: "Logging", package: "swift-log")]
+        ),
         // The engine: one sandbox lifecycle, bake, restore, instances, gc, image import, export.
         // No HTTP server, no metrics library, no benchmark code.
         .target(
@@ -109,13 +115,19 @@ let package = Package(
         .executableTarget(name: "kiln-shim"),
         .testTarget(
             name: "KilnCoreTests",
-            dependencies: ["KilnSystem", "KilnOCI", "KilnSnapshot", "KilnEngine", "KilnGateway", "KilnBench"],
+            dependencies: ["KilnSystem", "KilnOCI", "KilnSnapshot", "KilnEngine", "KilnGateway", "KilnBench", "KilnNetwork"],
             // The fuzz tests' seed corpus, read through #filePath (not a resource).
             exclude: ["FuzzCorpus"]
         ),
+        // The command line: parsing, defaults, exit codes and error documents in-process, and the
+        // built `kiln` binary (with CRIU and runc hidden for the commands that must not need them).
+        .testTarget(
+            name: "KilnCLITests",
+            dependencies: ["KilnCLI", "KilnSystem", "KilnSnapshot", "KilnEngine", "KilnGateway", "KilnBench"]
+        ),
         .testTarget(
             name: "KilnIntegrationTests",
-            dependencies: ["KilnSystem", "KilnOCI", "KilnSnapshot", "KilnEngine", "KilnGateway", "KilnBench"],
+            dependencies: ["KilnSystem", "KilnOCI", "KilnSnapshot", "KilnEngine", "KilnGateway", "KilnBench", "KilnNetwork"],
             // The script that builds the --image tests' OCI image, run through #filePath.
             exclude: ["Fixtures"]
         ),

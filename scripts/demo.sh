@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job: bake the sample Spring service, restore copies of it, and print the comparison
+# The main job: bake the Spring Boot 3 sample service, restore copies of it, and print the comparison
 # of cold start against restore. Run through `make demo` (which installs and builds first).
 set -euo pipefail
 cd "$(dirname "$0")/.."

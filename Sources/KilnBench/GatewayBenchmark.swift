@@ -5,31 +5,6 @@ import KilnOCI
 import KilnSnapshot
 import KilnSystem
 import Logging
-
-/// Percentiles of a set of samples (milliseconds), nearest rank.
-public struct Percentiles: Codable, Sendable, Equatable {
-    public var count: Int
-    public var min: Double
-    public var p50: Double
-    public var p90: Double
-    public var p99: Double
-    public var max: Double
-
-    public init(_ samples: [Double]) {
-        let sorted = samples.sorted()
-        count = sorted.count
-        func rank(_ quantile: Double) -> Double {
-            guard !sorted.isEmpty else { return 0 }
-            return sorted[Swift.min(sorted.count - 1, Swift.max(0, Int((quantile * Double(sorted.count)).rounded(.up)) - 1))]
-        }
-        min = sorted.first ?? 0
-        max = sorted.last ?? 0
-        p50 = rank(0.5)
-        p90 = rank(0.9)
-        p99 = rank(0.99)
-    }
-}
-
 /// `kiln bench serve`: what the gateway costs, measured against going without it in one run.
 public struct ServeBenchmarkReport: Codable, Sendable {
     public var snapshot: String
@@ -40,8 +15,8 @@ public struct ServeBenchmarkReport: Codable, Sendable {
     public var bareRestoreMs: [Double]
     /// A request through the gateway to the function at zero instances, sent to answered.
     public var firstRequestMs: [Double]
-    public var bareRestore: Percentiles
-    public var firstRequest: Percentiles
+    public var bareRestore: SampleSummary
+    public var firstRequest: SampleSummary
     /// p50 of the first request at zero over p50 of the bare restore (target <= 3).
     public var firstRequestOverRestore: Double
 
@@ -146,9 +121,8 @@ extension Kiln {
         let configuration = GatewayConfiguration(
             listen: ListenAddress(host: "127.0.0.1", port: 0), admin: ListenAddress(host: "127.0.0.1", port: 0),
             defaultPolicy: policy, maintenanceInterval: .milliseconds(20))
-        let gateway = Gateway(
-            configuration: configuration, provider: KilnInstanceProvider(kiln: self), transport: PooledInstanceTransport(), logger: logger)
-        let server = GatewayServer(gateway: gateway, signals: [], logger: logger)
+        let server = buildGateway(kiln: self, configuration: configuration, stopsOnSignals: false, logger: logger)
+        let gateway = server.gateway
 
         return try await withThrowingTaskGroup(of: ServeBenchmarkReport?.self) { group in
             group.addTask {
@@ -221,8 +195,8 @@ extension Kiln {
         do {
             let result = try await throughput(function: function, instance: instance, gatewayPort: port, reference: reference, setup, progress: progress)
             await reference?.stop()
-            let bareSummary = Percentiles(bare)
-            let firstSummary = Percentiles(first)
+            let bareSummary = SampleSummary(bare)
+            let firstSummary = SampleSummary(first)
             return ServeBenchmarkReport(
                 snapshot: function, firstRequestPath: firstPath, bareRestoreMs: bare, firstRequestMs: first, bareRestore: bareSummary,
                 firstRequest: firstSummary, firstRequestOverRestore: bareSummary.p50 > 0 ? firstSummary.p50 / bareSummary.p50 : 0,
@@ -354,7 +328,7 @@ extension Kiln {
     private static func summarize(
         _ placement: CPUPlacement, _ split: CPUSplit, _ rounds: [ServeBenchmarkReport.Round]
     ) -> ServeBenchmarkReport.PlacementResult {
-        let median = { (values: [Double]) in Percentiles(values).p50 }
+        let median = { (values: [Double]) in SampleSummary(values).p50 }
         let nginxRounds = rounds.compactMap { round in round.nginx.map { (round.direct, $0) } }
         return ServeBenchmarkReport.PlacementResult(
             placement: placement, instanceCores: split.instance, proxyCores: split.front, rounds: rounds,
@@ -392,7 +366,7 @@ extension Kiln {
     private func waitForInstance(_ gateway: Gateway, _ function: String) async throws -> InstanceRecord {
         let deadline = ContinuousClock.now + .seconds(60)
         while ContinuousClock.now < deadline {
-            if let summary = try gateway.function(function).instances.first(where: { $0.state == "idle" }) {
+            if let summary = try gateway.function(function).instances.first(where: { $0.state == .idle }) {
                 return try instance(summary.id)
             }
             try await Task.sleep(for: .milliseconds(20))

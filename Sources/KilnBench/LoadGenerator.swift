@@ -99,9 +99,7 @@ public enum LoadGenerator {
         public var ok: Int { samples.filter { $0.status == 200 }.count }
         /// Latency percentile (0...1) of all samples, in milliseconds.
         public func latencyMs(_ quantile: Double) -> Double {
-            let sorted = samples.map(\.latency.milliseconds).sorted()
-            guard !sorted.isEmpty else { return 0 }
-            return sorted[min(sorted.count - 1, max(0, Int((quantile * Double(sorted.count)).rounded(.up)) - 1))]
+            SampleSummary.nearestRank(quantile, of: samples.map(\.latency.milliseconds).sorted())
         }
     }
 

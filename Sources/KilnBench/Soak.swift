@@ -51,7 +51,7 @@ public struct SoakReport: Codable, Sendable {
         public var errors: [String]
         public var seconds: Double
         /// `restoreOne` to first readiness 2xx, per cycle.
-        public var firstResponse: Percentiles
+        public var firstResponse: SampleSummary
     }
 
     public struct Load: Codable, Sendable {
@@ -90,13 +90,7 @@ extension Kiln {
         let fileManager = FileManager.default
         resources.networkNamespacePins = ((try? fileManager.contentsOfDirectory(atPath: paths.networkNamespaces)) ?? []).count
         resources.instanceDirectories = ((try? fileManager.contentsOfDirectory(atPath: paths.instances)) ?? []).count
-        for controller in (try? fileManager.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? [] {
-            let parent = "/sys/fs/cgroup/\(controller)\(paths.cgroupParent)"
-            resources.cgroups += ((try? fileManager.contentsOfDirectory(atPath: parent)) ?? []).filter {
-                var isDirectory: ObjCBool = false
-                return fileManager.fileExists(atPath: "\(parent)/\($0)", isDirectory: &isDirectory) && isDirectory.boolValue
-            }.count
-        }
+        resources.cgroups = CgroupHierarchy.children(of: paths.cgroupParent).count
         resources.mounts = HostMounts.mountPoints().filter { $0.hasPrefix(paths.state + "/") }.count
         let me = getpid()
         for entry in (try? fileManager.contentsOfDirectory(atPath: "/proc")) ?? [] {
@@ -165,14 +159,14 @@ extension Kiln {
         progress("at end: \(atEnd)")
         return SoakReport(
             snapshot: manifest.name,
-            cycles: .init(count: cycles, failures: failures.count, errors: Array(failures.prefix(10)), seconds: cyclesSeconds, firstResponse: Percentiles(firstResponses)),
+            cycles: .init(count: cycles, failures: failures.count, errors: Array(failures.prefix(10)), seconds: cyclesSeconds, firstResponse: SampleSummary(firstResponses)),
             load: load, atStart: atStart, afterCycles: afterCycles, atEnd: atEnd,
             leaks: afterCycles.leaks(since: atStart).map { "after the cycles: \($0)" } + atEnd.leaks(since: atStart).map { "at the end: \($0)" })
     }
 
     private func progressEvery(_ cycle: Int, _ cycles: Int, _ samples: [Double], _ failures: Int, _ progress: @Sendable (String) -> Void) {
         guard (cycle + 1) % 50 == 0 || cycle + 1 == cycles else { return }
-        let recent = Percentiles(Array(samples.suffix(50)))
+        let recent = SampleSummary(Array(samples.suffix(50)))
         progress(String(format: "cycle %d/%d: first response p50 %.0f ms over the last 50, %d failures so far", cycle + 1, cycles, recent.p50, failures))
     }
 
@@ -188,9 +182,8 @@ extension Kiln {
             defaultPolicy: policy, maintenanceInterval: .milliseconds(20))
         var quiet = logger
         quiet.logLevel = .error
-        let gateway = Gateway(
-            configuration: configuration, provider: KilnInstanceProvider(kiln: self, logger: quiet), transport: PooledInstanceTransport(), logger: quiet)
-        let server = GatewayServer(gateway: gateway, signals: [], logger: quiet)
+        let server = buildGateway(kiln: self, configuration: configuration, stopsOnSignals: false, logger: quiet)
+        let gateway = server.gateway
 
         return try await withThrowingTaskGroup(of: SoakReport.Load?.self) { group in
             group.addTask {
@@ -210,7 +203,7 @@ extension Kiln {
                     try? await Task.sleep(for: killInterval)
                     guard ContinuousClock.now < end,
                           let status = try? gateway.function(function),
-                          let victim = status.instances.filter({ $0.state != "draining" }).randomElement() else { continue }
+                          let victim = status.instances.filter({ $0.state != .draining }).randomElement() else { continue }
                     killed.withLock { _ = $0.insert(victim.id) }
                     kill(victim.pid, SIGKILL)
                 }

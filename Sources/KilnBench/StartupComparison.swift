@@ -12,31 +12,6 @@ struct ColdInstance: Sendable {
     var logPath: String
 }
 
-/// Summary statistics of a set of samples (milliseconds).
-public struct SampleSummary: Codable, Sendable, Equatable {
-    public var count: Int
-    public var min: Double
-    public var median: Double
-    public var p90: Double
-    public var max: Double
-
-    /// Nearest-rank percentiles; the median of an even count is the mean of the middle two.
-    public init(_ samples: [Double]) {
-        let sorted = samples.sorted()
-        count = sorted.count
-        guard !sorted.isEmpty else {
-            (min, median, p90, max) = (0, 0, 0, 0)
-            return
-        }
-        min = sorted[0]
-        max = sorted[sorted.count - 1]
-        let middle = sorted.count / 2
-        median = sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
-        let rank = Int((0.9 * Double(sorted.count)).rounded(.up)) - 1
-        p90 = sorted[Swift.max(0, Swift.min(sorted.count - 1, rank))]
-    }
-}
-
 /// Cold start against restore of the same service, measured the same way in one run.
 public struct StartupComparison: Codable, Sendable {
     public var snapshot: String

@@ -1,23 +1,15 @@
 import ArgumentParser
 import Foundation
-import KilnBench
-import KilnEngine
-import KilnGateway
-import KilnOCI
-import KilnSnapshot
-import KilnSystem
-import Logging
 
+#if canImport(Glibc)
+import Glibc
+#endif
 
+/// `kiln`: the root command. Its subcommands live one per file, in a folder per noun (Snapshot,
+/// Instance, Host, Keys, Gateway, Bench); every failure that reaches it is reported here, once,
+/// as text or (with `--json`) as the JSON error document (ErrorReport.swift).
 public struct KilnCommand: AsyncParsableCommand {
     public init() {}
-
-    /// Parses the process's arguments, runs the command and exits: what `kiln`'s main does.
-    /// (Called from an async function so that ArgumentParser's async entry point is the one
-    /// chosen; top-level code would pick the synchronous one, which refuses async commands.)
-    public static func runFromCommandLine() async {
-        await main()
-    }
 
     public static let configuration = CommandConfiguration(
         commandName: "kiln",
@@ -27,94 +19,48 @@ public struct KilnCommand: AsyncParsableCommand {
             Every command takes --json and then prints one JSON document.
             """,
         subcommands: [
-            Doctor.self, Bake.self, Run.self, PS.self, Request.self, Stop.self, List.self, Remove.self, GC.self, Bench.self, Serve.self,
-            Keygen.self, Export.self, Import.self,
+            DoctorCommand.self, Bake.self, Run.self, PS.self, Request.self, Stop.self, List.self, Remove.self, GC.self, Bench.self, Serve.self,
+            Keygen.self, Export.self, Import.self, Push.self, Pull.self,
         ])
-}
 
-/// Options every command shares.
-struct CommonOptions: ParsableArguments {
-    @Flag(help: "Print one JSON document on stdout instead of text.")
-    var json = false
-
-    @Flag(name: .shortAndLong, help: "Log what kiln does (runc and CRIU invocations) to stderr.")
-    var verbose = false
-
-    func makeLogger() -> Logger {
-        var logger = Logger(label: "kiln") { StreamLogHandler.standardError(label: $0) }
-        logger.logLevel = verbose ? .debug : .warning
-        return logger
+    /// Parses the process's arguments, runs the command and exits with its status: what `kiln`'s
+    /// main does. (Not ArgumentParser's `main()`: it would let an error that is not a ``KilnError``
+    /// escape `--json`; and top-level code would pick its synchronous one, which refuses async
+    /// commands.)
+    public static func runFromCommandLine() async -> Never {
+        Glibc.exit(await execute(Array(CommandLine.arguments.dropFirst())))
     }
 
-    func openKiln(toDo action: String) throws -> Kiln {
-        try Kiln.open(logger: makeLogger(), toDo: action)
-    }
-}
-
-/// `--key` of the commands that restore.
-struct KeyOptions: ParsableArguments {
-    @Option(
-        name: .customLong("key"),
-        help: ArgumentHelp(
-            "Key file of an encrypted snapshot (repeatable; the snapshot's manifest names the key it needs). NAME=KEYFILE: for snapshot NAME only.",
-            valueName: "[NAME=]KEYFILE"))
-    var keyFiles: [String] = []
-
-    func keyring() throws -> SnapshotKeyring { try SnapshotKeyring(arguments: keyFiles) }
-}
-
-extension CommonOptions {
-    /// Opens kiln with the keys of `--key` (read first: a bad key file is a usage error).
-    func openKiln(toDo action: String, keys: KeyOptions) throws -> Kiln {
-        let keyring = try keys.keyring()
-        var kiln = try openKiln(toDo: action)
-        kiln.keys = keyring
-        return kiln
-    }
-}
-
-/// Runs a command body, printing a KilnError the way a user (or, with --json, a script) can use.
-func reporting(_ common: CommonOptions, _ body: () async throws -> Void) async throws {
-    do {
-        try await body()
-    } catch let error as KilnError {
-        if common.json {
-            Output.printJSON(ErrorDocument(error: .init(error)))
-        } else {
-            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+    /// Parses `arguments`, runs the command they name and returns the exit status: 0, or the
+    /// status of the failure after reporting it (``ErrorReport``): 64 for arguments the parser
+    /// refuses, 2 for other usage errors, 3 for a host that is not ready, 1 for anything else.
+    package static func execute(_ arguments: [String]) async -> Int32 {
+        let command: ParsableCommand
+        do {
+            command = try parseAsRoot(arguments)
+        } catch {
+            return ErrorReport.report(error, json: ErrorReport.wantsJSON(arguments), parsing: true, parser: self)
         }
-        throw ExitCode(error.exitCode)
-    }
-}
-
-struct ErrorDocument: Encodable {
-    struct Body: Encodable {
-        var code: String
-        var message: String
-        var action: String
-        var hint: String?
-        var details: [String]
-        var logPath: String?
-
-        init(_ error: KilnError) {
-            code = error.code.rawValue
-            message = error.message
-            action = error.action
-            hint = error.hint
-            details = error.details
-            logPath = error.logPath
+        do {
+            if var asynchronous = command as? AsyncParsableCommand {
+                try await asynchronous.run()
+            } else {
+                var synchronous = command
+                try synchronous.run()
+            }
+            return 0
+        } catch {
+            // A command other than kiln's own is ArgumentParser's (`--help`, `help COMMAND`): what
+            // it throws is the parser's, as when parsing.
+            guard let own = command as? ReportingCommand else {
+                return ErrorReport.report(error, json: ErrorReport.wantsJSON(arguments), parsing: true, parser: self)
+            }
+            return ErrorReport.report(error, json: own.common.json, parsing: false, parser: self)
         }
     }
-    var error: Body
 }
 
-extension KilnError {
-    /// 2 for usage errors, 3 for a host that is not ready, 1 for everything else.
-    var exitCode: Int32 {
-        switch code {
-        case .invalidArgument, .snapshotNotFound, .instanceNotFound, .snapshotExists, .commandNotFound, .keyRequired, .keyMismatch, .imageNotFound: 2
-        case .notRoot, .missingCapability, .criuMissing, .criuTooOld, .runtimeMissing, .toolMissing: 3
-        default: 1
-        }
-    }
+/// A command with the shared options (`--json`, `-v`), so a failure is reported as it asked.
+protocol ReportingCommand {
+    var common: CommonOptions { get }
 }

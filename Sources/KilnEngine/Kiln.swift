@@ -39,6 +39,10 @@ public struct KilnPaths: Sendable, Equatable {
     public var imageCache: String {
         "/dev/shm/kiln-images" + (state == "/run/kiln" ? "" : state.replacingOccurrences(of: "/", with: "_"))
     }
+    /// Records of snapshots verified since boot (``VerificationRecord``): on tmpfs, root-only.
+    public var verificationRecords: String {
+        "/dev/shm/kiln-verified" + (state == "/run/kiln" ? "" : state.replacingOccurrences(of: "/", with: "_"))
+    }
     /// Scratch space of bakes in progress.
     public var bakes: String { "\(state)/bakes" }
     /// The CRIU configuration runc passes to every checkpoint and restore.
@@ -67,6 +71,9 @@ public struct Kiln: Sendable {
     public var keys = SnapshotKeyring()
     /// What a sandbox's life does to the host outside the runtime (a fake in tests).
     package var host: any SandboxHost = LinuxSandboxHost()
+    /// Where this host's facts come from and which differences the user waived
+    /// (`--ignore-host-check`), for the host check before every restore and pull.
+    public var hostCheck = HostCheckPolicy()
 
     public static func open(paths: KilnPaths = .fromEnvironment(), logger: Logger = Logger(label: "kiln"), toDo action: String) throws -> Kiln {
         try HostPrivileges.requireRoot(toDo: action)
@@ -80,18 +87,27 @@ public struct Kiln: Sendable {
             binary: runcBinary, stateRoot: paths.runcRoot, criuPath: criu.path, logDirectory: paths.logs, shimPath: shim, logger: logger)
         try CRIUConfiguration.write(to: paths.criuConfig, contents: CRIUConfiguration.restoreContents(mapPageImages: criu.mapsPageImages))
         try CRIUConfiguration.write(to: paths.criuDumpConfig, contents: CRIUConfiguration.dumpContents)
-        let store = SnapshotStore(root: paths.store)
+        var store = SnapshotStore(root: paths.store)
+        store.verificationRecords = VerificationRecords(directory: paths.verificationRecords)
         try store.prepare()
         return Kiln(paths: paths, store: store, runtime: runtime, criu: criu, logger: logger)
     }
 
-    /// Removes a snapshot and any decompressed or decrypted copy of it.
-    public func removeSnapshot(_ name: String) throws {
-        let imageRoot = (try? store.load(name)).flatMap { store.imageRoot(of: $0) }
-        try store.remove(name)
-        ImageCache(root: paths.imageCache, store: store).evict(name)
-        if let imageRoot { store.removeImageRoot(imageRoot) }
+    /// The light way in, for commands that only read the store and the instance records, remove
+    /// snapshots or talk to instances (`kiln ls`, `ps`, `rm`, `request`): it checks root, as
+    /// ``open(paths:logger:toDo:)`` does, but needs neither CRIU, runc nor kiln-shim, and creates
+    /// no directory and writes no configuration.
+    public static func openStore(paths: KilnPaths = .fromEnvironment(), logger: Logger = Logger(label: "kiln"), toDo action: String) throws -> KilnStoreAccess {
+        try HostPrivileges.requireRoot(toDo: action)
+        return KilnStoreAccess(
+            paths: paths, store: SnapshotStore(root: paths.store), logger: logger, runtime: KilnStoreAccess.installedRunc(paths: paths, logger: logger))
     }
+
+    /// The store and records of this kiln, with its runc.
+    public var storeAccess: KilnStoreAccess { KilnStoreAccess(paths: paths, store: store, logger: logger, runtime: runtime) }
+
+    /// Removes a snapshot and any decompressed or decrypted copy of it.
+    public func removeSnapshot(_ name: String) throws { try storeAccess.removeSnapshot(name) }
 
     /// A new container id: the snapshot name and 6 random hex digits, e.g. `hello-3fa9c1`.
     package func makeInstanceID(for name: String) -> String {

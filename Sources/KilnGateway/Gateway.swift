@@ -1,4 +1,3 @@
-import Foundation
 import HTTPTypes
 import KilnEngine
 import KilnOCI
@@ -7,58 +6,9 @@ import KilnSystem
 import Logging
 import NIOCore
 import NIOHTTP1
-import NIOHTTPTypesHTTP1
 import NIOPosix
 import ServiceLifecycle
 import Synchronization
-
-/// A whole request, as tests and tools hand one to ``Gateway/handle(_:)``.
-public struct GatewayRequest: Sendable {
-    /// Method, request target (`/hello/greet?x=1`), Host (`authority`) and headers.
-    public var head: HTTPRequest
-    public var body: ByteBuffer?
-
-    public init(head: HTTPRequest, body: ByteBuffer?) {
-        self.head = head
-        self.body = body
-    }
-
-    /// A request with no body, e.g. `GatewayRequest(.get, "/hello/greet")`.
-    public init(_ method: HTTPRequest.Method, _ target: String, host: String? = nil, body: ByteBuffer? = nil) {
-        self.init(head: HTTPRequest(method: method, scheme: nil, authority: host, path: target), body: body)
-    }
-}
-
-/// A whole HTTP response: an instance's, or the gateway's own (errors).
-public struct GatewayResponse: Sendable {
-    public var head: HTTPResponse
-    public var body: ByteBuffer
-
-    public init(head: HTTPResponse, body: ByteBuffer) {
-        self.head = head
-        self.body = body
-    }
-
-    public var status: HTTPResponse.Status { head.status }
-    public var bodyText: String { String(buffer: body) }
-
-    /// A response as NIOHTTP1 parsed it, in HTTPTypes' terms.
-    init(_ head: HTTPResponseHead, body: ByteBuffer) {
-        var fields = HTTPFields()
-        fields.reserveCapacity(head.headers.count)
-        for (name, value) in head.headers {
-            if let name = HTTPField.Name(name) { fields.append(HTTPField(name: name, value: value)) }
-        }
-        self.init(head: HTTPResponse(status: .init(code: Int(head.status.code), reasonPhrase: head.status.reasonPhrase), headerFields: fields), body: body)
-    }
-
-    /// The head in NIOHTTP1's terms, with the body's length.
-    var nioHead: HTTPResponseHead {
-        var head = HTTPResponseHead(head)
-        head.headers.replaceOrAdd(name: "Content-Length", value: String(body.readableBytes))
-        return head
-    }
-}
 
 /// The gateway's core: routes each request to a function, has that function's pool lend it an
 /// instance (restoring one if none is free), forwards it, retries what never reached an
@@ -149,8 +99,8 @@ public final class Gateway: Service, Sendable {
 
     private func execute(_ command: PoolCommand) async {
         switch command {
-        case .launch(let pool):
-            if pool.beginLaunch() {
+        case .launch(let pool, let verifyFirst):
+            if verifyFirst {
                 do {
                     try await provider.prepare(pool.function)
                     pool.prepared()
@@ -168,6 +118,10 @@ public final class Gateway: Service, Sendable {
             transport.forget(instance)
             await provider.terminate(instance)
             pool.terminated(instance)
+        case .maintain(let pool, let instant):
+            // Cancelled (with the sleep) once the gateway has stopped.
+            guard (try? await Task.sleep(until: instant, clock: .continuous)) != nil else { return }
+            pool.maintain()
         }
     }
 
@@ -180,8 +134,9 @@ public final class Gateway: Service, Sendable {
             if isClosed.withLock({ $0 }) { return nil }
             let environment = PoolEnvironment(
                 provider: provider, commands: commandSink, metrics: metrics.function(function), logger: logger,
-                launchFailureBackoff: configuration.launchFailureBackoff, verificationRetry: configuration.verificationRetry,
-                quarantine: configuration.quarantine)
+                timing: PoolTiming(
+                    launchFailureBackoff: configuration.launchFailureBackoff, verificationRetry: configuration.verificationRetry,
+                    quarantine: configuration.quarantine))
             let made = FunctionPool(function: function, policy: configuration.policy(for: function), environment: environment)
             table[function] = made
             return made
@@ -204,10 +159,10 @@ public final class Gateway: Service, Sendable {
             switch error {
             case .noFunction:
                 responder.respond(
-                    Self.error(.notFound, "function-not-found", "no function in the request path", hint: "call /<function>/<path>, e.g. /hello/greet"))
+                    Self.error(.notFound, .functionNotFound, "no function in the request path", hint: "call /<function>/<path>, e.g. /hello/greet"))
             case .invalidTarget(let problem):
                 responder.respond(
-                    Self.error(.badRequest, "invalid-path", "the request path cannot be forwarded: \(problem)", hint: "resolve '.' and '..' before sending"))
+                    Self.error(.badRequest, .invalidPath, "the request path cannot be forwarded: \(problem)", hint: "resolve '.' and '..' before sending"))
             }
             return nil
         }
@@ -215,7 +170,7 @@ public final class Gateway: Service, Sendable {
             metrics.unknownFunctionRequests.increment()
             responder.respond(
                 Self.error(
-                    .notFound, "function-not-found", "no function named '\(route.function)'", function: route.function,
+                    .notFound, .functionNotFound, "no function named '\(route.function)'", function: route.function,
                     hint: "functions are snapshot names: 'kiln ls' lists them, 'kiln bake \(route.function) ...' makes one"))
             return nil
         }
@@ -369,44 +324,6 @@ public final class Gateway: Service, Sendable {
         }
     }
 
-    // MARK: Errors
-
-    static func response(for failure: GatewayFailure, function: String) -> (GatewayResponse, GatewayMetrics.Outcome) {
-        switch failure {
-        case .queueFull:
-            return (error(.serviceUnavailable, "queue-full", failure.description, function: function, hint: "retry later, or raise the function's max instances"), .queueFull)
-        case .queueTimeout:
-            return (error(.serviceUnavailable, "queue-timeout", failure.description, function: function, hint: "retry later, or raise the function's max instances"), .queueTimeout)
-        case .unavailable(let code, let reason):
-            return (error(.serviceUnavailable, code, reason, function: function, hint: "see the gateway's log; the admin API's /functions/\(function) shows its state"), .unavailable)
-        case .shuttingDown:
-            return (error(.serviceUnavailable, "shutting-down", failure.description, function: function), .shuttingDown)
-        }
-    }
-
-    /// A JSON error in the shape of the CLI's `--json` errors: `{"error": {"code", "message", ...}}`.
-    static func error(
-        _ status: HTTPResponse.Status, _ code: String, _ message: String, function: String? = nil, instance: String? = nil, hint: String? = nil
-    ) -> GatewayResponse {
-        struct Document: Encodable {
-            struct Body: Encodable {
-                var code: String
-                var message: String
-                var function: String?
-                var instance: String?
-                var hint: String?
-            }
-            var error: Body
-        }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let data = (try? encoder.encode(Document(error: .init(code: code, message: message, function: function, instance: instance, hint: hint)))) ?? Data()
-        var fields = HTTPFields()
-        fields[.contentType] = "application/json"
-        if let instance { fields[instanceHeader] = instance }
-        return GatewayResponse(head: HTTPResponse(status: status, headerFields: fields), body: ByteBuffer(bytes: data))
-    }
-
     // MARK: Admin
 
     /// Every function: those the gateway has run (with their instances) and those it could.
@@ -414,9 +331,7 @@ public final class Gateway: Service, Sendable {
         var statuses: [String: FunctionStatus] = [:]
         for pool in pools.withLock({ Array($0.values) }) { statuses[pool.function] = pool.status() }
         for name in provider.functionNames() where statuses[name] == nil {
-            statuses[name] = FunctionStatus(
-                name: name, state: "unverified", failure: nil, policy: configuration.policy(for: name), queueLength: 0, starting: 0,
-                stopping: 0, launches: 0, coldStarts: 0, deaths: 0, instances: [])
+            statuses[name] = .unlaunched(name, policy: configuration.policy(for: name))
         }
         return statuses.values.sorted { $0.name < $1.name }
     }
@@ -453,35 +368,6 @@ public final class Gateway: Service, Sendable {
     }
 }
 
-/// Collects a response for ``Gateway/handle(_:)``.
-private final class ResponseCollector: GatewayResponder {
-    private var continuation: CheckedContinuation<GatewayResponse, Never>?
-    private var head: HTTPResponseHead?
-    private var body = ByteBuffer()
-
-    init(_ continuation: CheckedContinuation<GatewayResponse, Never>) {
-        self.continuation = continuation
-    }
-
-    var isWritable: Bool { true }
-
-    func writeHead(_ head: HTTPResponseHead) { self.head = head }
-
-    func writeBody(_ part: ByteBuffer) { body.writeImmutableBuffer(part) }
-
-    func flush() {}
-
-    func writeEnd() {
-        guard let head else { return abort() }
-        continuation?.resume(returning: GatewayResponse(head, body: body))
-        continuation = nil
-    }
-
-    func abort() {
-        continuation?.resume(returning: Gateway.error(.badGateway, "instance-failed", "the response was cut short"))
-        continuation = nil
-    }
-}
 
 extension String {
     /// Whether this is `lowercase` (lowercase ASCII) but for the case of ASCII letters: how

@@ -233,11 +233,11 @@ final class GatewayExchange: ResponseReceiver {
         if case .timedOut = failure {
             answer(
                 Gateway.error(
-                    .gatewayTimeout, "instance-timeout", "instance \(instance) did not answer within \(gateway.configuration.requestTimeout)",
+                    .gatewayTimeout, .instanceTimeout, "instance \(instance) did not answer within \(gateway.configuration.requestTimeout)",
                     function: function, instance: instance), outcome: .upstreamTimeout)
         } else {
             answer(
-                Gateway.error(.badGateway, "instance-failed", "instance \(instance) failed: \(failure)", function: function, instance: instance),
+                Gateway.error(.badGateway, .instanceFailed, "instance \(instance) failed: \(failure)", function: function, instance: instance),
                 outcome: .upstreamError)
         }
     }

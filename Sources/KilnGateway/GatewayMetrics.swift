@@ -30,10 +30,8 @@ public final class GatewayMetrics: Sendable {
         case shuttingDown = "shutting_down"
     }
 
-    /// The states of the `kiln_gateway_instances` gauge.
-    public enum InstanceState: String, Sendable, CaseIterable {
-        case starting, idle, busy, draining, stopping
-    }
+    /// The states of the `kiln_gateway_instances` gauge: those of the admin API.
+    public typealias InstanceState = GatewayInstanceState
 
     public let registry: PrometheusCollectorRegistry
     private let factory: PrometheusMetricsFactory

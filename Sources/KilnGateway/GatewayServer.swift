@@ -182,15 +182,13 @@ enum AdminAPI {
             return try await body()
         } catch let error as KilnError {
             let status: HTTPResponse.Status = error.code == .snapshotNotFound ? .notFound : error.code == .invalidArgument ? .badRequest : .internalServerError
-            let reply = Gateway.error(status, error.code.rawValue, error.message, hint: error.hint)
+            let reply = Gateway.error(status, error.code, error.message, hint: error.hint)
             return Response(status: reply.status, headers: reply.head.headerFields, body: .init(byteBuffer: reply.body))
         }
     }
 
     static func json(_ value: some Encodable) -> Response {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
+        let data = (try? KilnJSON.prettyEncoder().encode(value)) ?? Data("{}".utf8)
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 }

@@ -16,24 +16,31 @@ public final class KilnInstanceProvider: InstanceProvider {
     public let readinessTimeout: Duration
     /// Whether to cold-start the command when a restore fails.
     public let coldStartFallback: Bool
+    /// Functions pulled from a registry on their first request when the store lacks them
+    /// (`kiln serve --pull NAME=REF`).
+    public let remote: RemoteFunctions
     private let manifests = Mutex<[String: SnapshotManifest]>([:])
     private let logger: Logger
 
     /// - Parameter logger: where verification and fallback are logged (default: kiln's own).
-    public init(kiln: Kiln, readinessTimeout: Duration = .seconds(30), coldStartFallback: Bool = true, logger: Logger? = nil) {
+    public init(
+        kiln: Kiln, readinessTimeout: Duration = .seconds(30), coldStartFallback: Bool = true, remote: RemoteFunctions = RemoteFunctions(),
+        logger: Logger? = nil
+    ) {
         self.kiln = kiln
         self.readinessTimeout = readinessTimeout
         self.coldStartFallback = coldStartFallback
+        self.remote = remote
         self.logger = logger ?? kiln.logger
     }
 
     public func functionExists(_ function: String) -> Bool {
         // validate() first: a name is a path component in the store.
-        (try? SnapshotStore.validate(name: function)) != nil && kiln.store.exists(function)
+        (try? SnapshotStore.validate(name: function)) != nil && (kiln.store.exists(function) || remote.references[function] != nil)
     }
 
     public func functionNames() -> [String] {
-        ((try? kiln.store.list()) ?? []).map(\.name)
+        Array(Set(((try? kiln.store.list()) ?? []).map(\.name)).union(remote.references.keys)).sorted()
     }
 
     /// Loads the manifest and checks every image file's size and SHA-256 (on a thread of its
@@ -41,6 +48,14 @@ public final class KilnInstanceProvider: InstanceProvider {
     /// requests).
     public func prepare(_ function: String) async throws {
         let kiln = self.kiln
+        if let reference = remote.references[function], !kiln.store.exists(function) {
+            // First request for a function this host has never seen: pull it (signature, host
+            // check, digests, atomic commit) and keep it in the store for every later restore.
+            let pulled = try await kiln.pull(reference, as: function, access: remote.access, trusted: remote.trusted)
+            logger.info(
+                "pulled snapshot", metadata: ["function": "\(function)", "reference": "\(reference)", "digest": "\(pulled.digest)",
+                "bytes": "\(pulled.sizeBytes)", "pull_ms": "\(Int(pulled.pullMs))", "signed_by": "\(pulled.signedBy ?? "-")"])
+        }
         let (manifest, verifyMs) = try await onDedicatedThread { try kiln.loadVerified(function) }
         manifests.withLock { $0[function] = manifest }
         logger.info(
@@ -92,5 +107,35 @@ public final class KilnInstanceProvider: InstanceProvider {
 
     static func instance(_ record: InstanceRecord, _ origin: GatewayInstance.Origin) -> GatewayInstance {
         GatewayInstance(id: record.id, function: record.snapshot, endpoint: record.endpoint, pid: record.pid, origin: origin, record: record)
+    }
+}
+
+/// The functions `kiln serve` pulls from a registry on their first request, and how.
+public struct RemoteFunctions: Sendable {
+    /// Function name to the registry reference of its snapshot.
+    public var references: [String: RegistryReference]
+    public var access: RegistryAccess
+    /// With keys, a pulled snapshot must be signed by one of them (`--verify`).
+    public var trusted: [SnapshotVerifyingKey]
+
+    public init(references: [String: RegistryReference] = [:], access: RegistryAccess = RegistryAccess(), trusted: [SnapshotVerifyingKey] = []) {
+        self.references = references
+        self.access = access
+        self.trusted = trusted
+    }
+
+    /// Parses `--pull NAME=REF` arguments.
+    public init(arguments: [String], access: RegistryAccess, trusted: [SnapshotVerifyingKey]) throws {
+        var references: [String: RegistryReference] = [:]
+        for argument in arguments {
+            guard let equals = argument.firstIndex(of: "=") else {
+                throw KilnError(.invalidArgument, "--pull '\(argument)' names no function", hint: "write it as NAME=HOST[:PORT]/REPOSITORY[:TAG]")
+            }
+            let name = String(argument[..<equals])
+            try SnapshotStore.validate(name: name)
+            guard references[name] == nil else { throw KilnError(.invalidArgument, "--pull names function '\(name)' twice") }
+            references[name] = try RegistryReference(parsing: String(argument[argument.index(after: equals)...]))
+        }
+        self.init(references: references, access: access, trusted: trusted)
     }
 }

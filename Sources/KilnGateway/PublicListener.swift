@@ -185,7 +185,7 @@ final class GatewayRequestHandler: ChannelDuplexHandler, RemovableChannelHandler
         if error is HTTPParserError, answering?.headWritten != true {
             answering?.exchange?.cancel()
             answering = Answering(id: -1, version: .http1_1, method: .GET, keepAlive: false)
-            respond(Gateway.error(.badRequest, "bad-request", "the request is not valid HTTP/1.1: \(error)"))
+            respond(Gateway.error(.badRequest, .badRequest, "the request is not valid HTTP/1.1: \(error)"))
         }
         context.close(promise: nil)
     }
@@ -229,7 +229,7 @@ final class GatewayRequestHandler: ChannelDuplexHandler, RemovableChannelHandler
             let id = requestCount
             answering = Answering(id: id, version: head.version, method: head.method, keepAlive: head.isKeepAlive)
             if bodyTooLarge {
-                respond(Gateway.error(.contentTooLarge, "body-too-large", "the request body exceeds \(maxBodyBytes) bytes"))
+                respond(Gateway.error(.contentTooLarge, .bodyTooLarge, "the request body exceeds \(maxBodyBytes) bytes"))
                 return
             }
             let body = self.body.flatMap { $0.readableBytes > 0 ? $0 : nil }

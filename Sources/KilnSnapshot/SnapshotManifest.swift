@@ -98,17 +98,71 @@ public struct SnapshotFile: Codable, Sendable, Equatable {
     public var sha256: String
 }
 
-/// The host a snapshot was made on. CRIU images only restore on a compatible kernel and CRIU.
+/// The host a snapshot was made on: what a restore depends on (see ``HostCheck``). CRIU images
+/// only restore on a compatible kernel and CRIU, and the JIT-compiled code in them only runs on a
+/// CPU with the features it was generated for. Every field after `runtime` is optional: manifests
+/// from before they were recorded still load, and a fact not recorded is not compared.
 public struct HostFacts: Codable, Sendable, Equatable {
+    /// `uname -r`.
     public var kernel: String
     public var criuVersion: String
+    /// The container runtime and its version, e.g. "runc 1.1.5+ds1".
     public var runtime: String
+    /// `uname -m`, e.g. "x86_64".
+    public var architecture: String?
+    /// /proc/cpuinfo's `vendor_id` (x86) or `CPU implementer` (arm64).
+    public var cpuVendor: String?
+    /// /proc/cpuinfo's `model name`.
+    public var cpuModel: String?
+    /// The CPU feature flags the JVM's generated code may use (``HostCheck/jvmCPUFlags``) that
+    /// the CPU has, sorted.
+    public var cpuFlags: [String]?
+    /// The kernel features a CRIU restore of a kiln container relies on that `criu check
+    /// --feature` confirmed (``HostCheck/criuFeatures``), sorted.
+    public var kernelFeatures: [String]?
+    /// The C library the host's root provides (`gnu_get_libc_version`); nil for a snapshot that
+    /// runs in a root of its own (an image), which brings its own.
+    public var glibc: String?
+    /// The JDK the service ran: its home and `JAVA_RUNTIME_VERSION`; nil if it came with its own
+    /// root filesystem or could not be told.
+    public var jdk: JDKBuild?
+    public var pageSize: Int?
+    /// 1 or 2.
+    public var cgroupVersion: Int?
 
-    public init(kernel: String, criuVersion: String, runtime: String) {
+    public init(
+        kernel: String, criuVersion: String, runtime: String, architecture: String? = nil, cpuVendor: String? = nil, cpuModel: String? = nil,
+        cpuFlags: [String]? = nil, kernelFeatures: [String]? = nil, glibc: String? = nil, jdk: JDKBuild? = nil, pageSize: Int? = nil,
+        cgroupVersion: Int? = nil
+    ) {
         self.kernel = kernel
         self.criuVersion = criuVersion
         self.runtime = runtime
+        self.architecture = architecture
+        self.cpuVendor = cpuVendor
+        self.cpuModel = cpuModel
+        self.cpuFlags = cpuFlags
+        self.kernelFeatures = kernelFeatures
+        self.glibc = glibc
+        self.jdk = jdk
+        self.pageSize = pageSize
+        self.cgroupVersion = cgroupVersion
     }
+}
+
+/// A JDK installation a snapshot's JVM was started from.
+public struct JDKBuild: Codable, Sendable, Equatable, CustomStringConvertible {
+    /// e.g. /usr/lib/jvm/java-17-openjdk-amd64
+    public var home: String
+    /// `JAVA_RUNTIME_VERSION` from its `release` file, e.g. "17.0.15+6-Debian-1deb12u1".
+    public var version: String
+
+    public init(home: String, version: String) {
+        self.home = home
+        self.version = version
+    }
+
+    public var description: String { "\(version) (\(home))" }
 }
 
 /// How a snapshot's image files are encrypted at rest (see ``SnapshotCipher``). Never the key:
@@ -239,18 +293,9 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
         self.sizeBytes = files.reduce(0) { $0 + $1.size }
     }
 
-    package static let encoder: JSONEncoder = {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        encoder.dateEncodingStrategy = .iso8601
-        return encoder
-    }()
+    package static let encoder = KilnJSON.prettyEncoder()
 
-    package static let decoder: JSONDecoder = {
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .iso8601
-        return decoder
-    }()
+    package static let decoder = KilnJSON.decoder()
 
     public func encoded() throws -> Data { try Self.encoder.encode(self) }
 
@@ -294,7 +339,7 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
     /// `Duration`s).
     var problem: String? {
         do { try SnapshotStore.validate(name: name) } catch { return "its name '\(name)' is not a valid snapshot name" }
-        guard (1...65535).contains(sandbox.port) else { return "its port \(sandbox.port) is out of range" }
+        guard InputValidation.isServicePort(sandbox.port) else { return "its port \(sandbox.port) is out of range" }
         guard !sandbox.command.isEmpty else { return "its command is empty" }
         if let problem = sandbox.problem { return problem }
         do { try readiness.validate() } catch { return "its readiness check is invalid: \(error.message)" }

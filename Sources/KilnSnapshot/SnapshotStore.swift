@@ -21,6 +21,10 @@ public protocol SnapshotStoring: Sendable {
 
 public struct SnapshotStore: SnapshotStoring {
     public var root: String
+    /// Where verifications are remembered (``VerificationRecord``: on tmpfs, root-only), so a
+    /// snapshot whose files have not changed since it was verified is not hashed again; nil
+    /// hashes every time.
+    package var verificationRecords: VerificationRecords?
 
     public init(root: String) {
         self.root = root
@@ -84,8 +88,51 @@ public struct SnapshotStore: SnapshotStoring {
 
     /// Checks every image file against the manifest: present, same size, same SHA-256, and no
     /// file the manifest does not list. The first mismatch is thrown, naming the file.
+    ///
+    /// With ``verificationRecords``, a snapshot verified before whose every file is still the
+    /// same (inode, size, modification and change time) is trusted without reading its files.
     public func verify(_ manifest: SnapshotManifest) throws {
+        try verifyAndSay(manifest)
+    }
+
+    /// ``verify(_:)`` of image files that are not (yet) in their place, e.g. a pulled snapshot
+    /// in its staging directory before it is committed: every file is read, nothing is recorded.
+    public func verify(_ manifest: SnapshotManifest, imageDirectory images: String) throws {
+        try hashEveryFile(manifest, images: images, present: Set(Self.relativeFiles(under: images)))
+    }
+
+    /// ``verify(_:)``, saying whether the files were hashed or trusted from a record.
+    @discardableResult
+    package func verifyAndSay(_ manifest: SnapshotManifest) throws -> Verification {
         let images = imageDirectory(of: manifest.name)
+        let before = VerificationRecord.current(of: manifest, images: images)
+        let present = Set(Self.relativeFiles(under: images))
+        if let records = verificationRecords, let before, present == Set(manifest.files.map(\.path)),
+           records.matches(before, name: manifest.name), try imageRootIsAsBaked(manifest) {
+            return .trusted
+        }
+        try hashEveryFile(manifest, images: images, present: present)
+        // Recorded only if nothing changed while the files were read.
+        if let records = verificationRecords, let before, VerificationRecord.current(of: manifest, images: images) == before {
+            records.save(before, name: manifest.name)
+        }
+        return .hashed
+    }
+
+    /// How ``verifyAndSay(_:)`` verified a snapshot.
+    package enum Verification: Sendable, Equatable {
+        /// Every file was read and matched its SHA-256.
+        case hashed
+        /// The files are the very ones verified before (``VerificationRecord``).
+        case trusted
+    }
+
+    private func imageRootIsAsBaked(_ manifest: SnapshotManifest) throws -> Bool {
+        guard let expected = manifest.image?.rootListingSHA256, let root = imageRoot(of: manifest) else { return true }
+        return (try? FileDigest.listingSHA256(of: root)) == expected
+    }
+
+    private func hashEveryFile(_ manifest: SnapshotManifest, images: String, present: Set<String>) throws {
         let corrupt = { (problem: String) in
             KilnError(
                 .snapshotCorrupt, "snapshot '\(manifest.name)' failed verification: \(problem); refusing to restore it",
@@ -96,7 +143,6 @@ public struct SnapshotStore: SnapshotStoring {
                 throw corrupt("its image root filesystem \(root) is not as baked (an entry was added, removed or changed)")
             }
         }
-        let present = Set(Self.relativeFiles(under: images))
         let listed = Set(manifest.files.map(\.path))
         if let extra = present.subtracting(listed).sorted().first {
             throw corrupt("\(images)/\(extra) is not part of the snapshot")
@@ -143,7 +189,13 @@ public struct SnapshotStore: SnapshotStoring {
             let size = (try FileManager.default.attributesOfItem(atPath: full)[.size] as? Int64) ?? 0
             files.append(SnapshotFile(path: path, size: size, sha256: try FileDigest.sha256(ofFile: full)))
         }
-        let finished = manifest(files)
+        return try commit(staging: staging, verified: manifest(files))
+    }
+
+    /// Writes `finished` as the manifest of the images staged (already checked against it, as
+    /// ``verify(_:imageDirectory:)`` does) and moves the snapshot into place, replacing an
+    /// older snapshot of the same name only once the new one is complete.
+    public func commit(staging: String, verified finished: SnapshotManifest) throws -> SnapshotManifest {
         let manifestFile = "\(staging)/manifest.json"
         try finished.encoded().write(to: URL(fileURLWithPath: manifestFile), options: .atomic)
         chmod(manifestFile, 0o600)
@@ -166,6 +218,7 @@ public struct SnapshotStore: SnapshotStoring {
         guard FileManager.default.fileExists(atPath: directory(of: name)) else {
             throw KilnError(.snapshotNotFound, "no snapshot named '\(name)' in \(snapshotsDirectory)", hint: "'kiln ls' lists the snapshots there are")
         }
+        verificationRecords?.forget(name)
         try FileManager.default.removeItem(atPath: directory(of: name))
     }
 

@@ -50,3 +50,16 @@ struct ErrorCauseTests {
         #expect((StoreSpace(path: "/").explain(POSIXError(.EIO)) as? POSIXError)?.code == .EIO)
     }
 }
+
+@Suite("errno of a real Foundation failure")
+struct FoundationErrnoTests {
+    @Test func aFileManagerFailureCarriesItsErrno() {
+        do {
+            try FileManager.default.createDirectory(atPath: "/proc/kiln-cannot-be-here/x", withIntermediateDirectories: true)
+            Issue.record("created a directory under /proc")
+        } catch {
+            let errno = KilnError.wrapping(error, as: .systemCall).errno
+            #expect(errno == ENOENT || errno == EACCES || errno == EPERM, "\(error) gave \(String(describing: errno))")
+        }
+    }
+}

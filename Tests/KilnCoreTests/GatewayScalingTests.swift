@@ -223,7 +223,7 @@ struct GatewayScalingTests {
             let metrics = String(decoding: gateway.metrics.exposition(), as: UTF8.self)
             #expect(metrics.contains(#"kiln_gateway_verification_failures_total{function="hello"} 1"#))
             let state = try gateway.function("hello").state
-            #expect(state == "unusable")
+            #expect(state == .unusable)
         }
     }
 
@@ -259,7 +259,9 @@ struct GatewayScalingTests {
     }
 
     @Test func shutdownAnswersWaitersAndStopsEverything() async throws {
-        let provider = FakeProvider(launchDelay: .milliseconds(300))
+        // Long enough that the second launch is still under way when the shutdown comes, on a
+        // loaded machine too (300 ms was not always).
+        let provider = FakeProvider(launchDelay: .seconds(2))
         try await withFakeGateway(policy: ScalingPolicy(minInstances: 1), provider: provider) { gateway, provider, _ in
             #expect(await eventually { provider.running.count == 1 })
             // A second function mid-launch when the shutdown comes: its instance is stopped too.

@@ -64,7 +64,7 @@ public struct BakeRequest: Sendable {
     /// sandbox will be able to see and execute.
     public func validate() throws {
         try SnapshotStore.validate(name: name)
-        guard (1...65535).contains(sandbox.port) else {
+        guard InputValidation.isServicePort(sandbox.port) else {
             throw KilnError(.invalidArgument, "port \(sandbox.port) is out of range", hint: "pass the port the service listens on, 1-65535, e.g. --port 8080")
         }
         if let given = sandbox.environment["PORT"], given != String(sandbox.port) {

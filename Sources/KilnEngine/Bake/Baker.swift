@@ -300,7 +300,7 @@ extension Kiln {
             }
             encryption = record
         }
-        let host = HostFacts(kernel: HostFacts.kernelRelease(), criuVersion: criu.version.description, runtime: runtime.versionDescription())
+        let host = try currentHostFacts(for: sandbox)
         let image = try imported.map {
             // The service saw this root read-only: it is as unpacked.
             guard case .directory(let root) = sandbox.rootFilesystem else { throw KilnError(.runtimeFailed, "an image bake without its root") }

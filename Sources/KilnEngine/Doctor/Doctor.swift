@@ -79,9 +79,9 @@ public enum Doctor {
             add("crac agent", .warning, error.message, fix: error.hint)
         } catch {}
 
-        let memoryCgroup = FileManager.default.fileExists(atPath: "/sys/fs/cgroup/memory") || FileManager.default.fileExists(atPath: "/sys/fs/cgroup/cgroup.controllers")
+        let memoryCgroup = CgroupHierarchy.isUnified || CgroupHierarchy.hierarchies().contains("\(CgroupHierarchy.mountPoint)/memory")
         add("cgroups", memoryCgroup ? .ok : .failed,
-            FileManager.default.fileExists(atPath: "/sys/fs/cgroup/cgroup.controllers") ? "cgroup v2" : "cgroup v1 (memory controller \(memoryCgroup ? "mounted" : "missing"))",
+            CgroupHierarchy.isUnified ? "cgroup v2" : "cgroup v1 (memory controller \(memoryCgroup ? "mounted" : "missing"))",
             fix: memoryCgroup ? nil : "mount the memory cgroup controller")
 
         var storeInfo = stat()

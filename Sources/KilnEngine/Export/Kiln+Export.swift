@@ -264,7 +264,7 @@ extension Kiln {
         }
         try Self.checkHostExposure(manifest.sandbox, source: source, archive: archive)
         try manifest.readiness.validate()
-        guard (1...65535).contains(manifest.sandbox.port) else {
+        guard InputValidation.isServicePort(manifest.sandbox.port) else {
             throw KilnError(.invalidArgument, "port \(manifest.sandbox.port) is out of range", hint: "pass --port 1-65535")
         }
 

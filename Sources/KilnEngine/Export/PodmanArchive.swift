@@ -126,12 +126,7 @@ public enum PodmanArchive {
         var linux: Linux?
     }
 
-    static let encoder: JSONEncoder = {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        encoder.dateEncodingStrategy = .iso8601
-        return encoder
-    }()
+    static let encoder = KilnJSON.prettyEncoder()
 }
 
 /// A minimal ustar writer for small in-memory files (the base image), so that needs no tar run.

@@ -52,7 +52,7 @@ public struct InstanceRecord: Codable, Sendable, Equatable {
         guard InputValidation.isIdentifier(id, maxLength: Self.maximumIDLength) else { return "its id '\(id)' is invalid" }
         guard (try? SnapshotStore.validate(name: snapshot)) != nil else { return "its snapshot name '\(snapshot)' is invalid" }
         guard pid > 0, shimPid > 0 else { return "its pids (\(pid), shim \(shimPid)) are not positive" }
-        guard (1...65535).contains(port) else { return "its port \(port) is out of range" }
+        guard InputValidation.isServicePort(port) else { return "its port \(port) is out of range" }
         for (what, path) in [("network namespace", networkNamespacePath), ("cgroup", cgroupPath), ("log", logPath)]
         where !InputValidation.isCleanPath(path) {
             return "its \(what) path '\(path)' is not a clean path"

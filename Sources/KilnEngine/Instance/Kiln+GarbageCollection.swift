@@ -123,15 +123,14 @@ extension Kiln {
                 report.directories.append("\(staging)/\(entry)")
             }
         }
-        for controller in (try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? [] {
-            let parent = "/sys/fs/cgroup/\(controller)\(paths.cgroupParent)"
-            for entry in (try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? [] where !keep.contains(entry) {
-                // rmdir succeeds only on an empty cgroup, which is exactly the leftover kind.
-                if rmdir("\(parent)/\(entry)") == 0 { report.cgroups.append("\(controller)\(paths.cgroupParent)/\(entry)") }
+        for (hierarchy, entry) in CgroupHierarchy.children(of: paths.cgroupParent) where !keep.contains(entry) {
+            // rmdir succeeds only on an empty cgroup, which is exactly the leftover kind.
+            if rmdir("\(hierarchy)\(paths.cgroupParent)/\(entry)") == 0 {
+                report.cgroups.append("\((hierarchy as NSString).lastPathComponent)\(paths.cgroupParent)/\(entry)")
             }
-            // The parent itself, once empty (runc makes it again for the next container).
-            rmdir(parent)
         }
+        // The parent itself, once empty (runc makes it again for the next container).
+        for hierarchy in CgroupHierarchy.hierarchies() { rmdir(hierarchy + paths.cgroupParent) }
         return report
     }
 }

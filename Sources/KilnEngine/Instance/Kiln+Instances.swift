@@ -18,30 +18,59 @@ extension Kiln {
     /// For an encrypted snapshot, the key it needs is looked up first (``keys``), so a missing
     /// or wrong key fails at once, naming the key id, before any file is read.
     public func loadVerified(_ name: String) throws -> (SnapshotManifest, Double) {
-        let manifest = try store.load(name)
-        _ = try keys.key(for: manifest)
-        let start = ContinuousClock.now
-        try store.verify(manifest)
-        return (manifest, start.duration(to: .now).milliseconds)
+        let (manifest, ms, _) = try loadVerifiedSaying(name)
+        return (manifest, ms)
     }
 
-    /// Restores `count` copies of a verified snapshot one after another, each in its own
-    /// namespaces with its own hostname (its instance id), and waits for each to answer.
-    /// If one fails, the copies already running are left running and the error is thrown.
+    /// ``loadVerified(_:)``, also saying whether the files were hashed or trusted unchanged
+    /// since an earlier verification (``VerificationRecord``).
+    public func loadVerifiedSaying(_ name: String) throws -> (manifest: SnapshotManifest, ms: Double, trusted: Bool) {
+        let manifest = try store.load(name)
+        try checkHost(manifest)
+        _ = try keys.key(for: manifest)
+        let start = ContinuousClock.now
+        let verification = try store.verifyAndSay(manifest)
+        return (manifest, start.duration(to: .now).milliseconds, verification == .trusted)
+    }
+
+    /// Restores `count` copies of a verified snapshot, each in its own namespaces with its own
+    /// hostname (its instance id), at most `parallel` at a time, and waits for each to answer.
+    /// Copies are restored side by side because a restore mostly waits (on CRIU, the kernel, the
+    /// first response): on two cores, 8 copies take a fraction of 8 restores in a row. If any
+    /// fails, the copies that came up are left running and the first failure is thrown.
+    /// `progress` sees each copy as it comes up; the result is in the order they came up.
     public func restore(
-        _ manifest: SnapshotManifest, count: Int, readinessTimeout: Duration = .seconds(30), shareMemory: Bool? = nil,
+        _ manifest: SnapshotManifest, count: Int, parallel: Int = 4, readinessTimeout: Duration = .seconds(30), shareMemory: Bool? = nil,
         progress: @Sendable (InstanceRecord) -> Void = { _ in }
     ) async throws -> [InstanceRecord] {
         guard count >= 1, count <= 256 else {
             throw KilnError(.invalidArgument, "cannot restore \(count) copies", hint: "pass --count between 1 and 256")
         }
-        var records: [InstanceRecord] = []
-        for _ in 0..<count {
-            let record = try await restoreOne(manifest, readinessTimeout: readinessTimeout, shareMemory: shareMemory)
-            progress(record)
-            records.append(record)
+        let width = max(1, min(parallel, count))
+        return try await withoutActuallyEscaping(progress) { progress in
+            try await withThrowingTaskGroup(of: InstanceRecord.self) { group in
+                var started = 0
+                var records: [InstanceRecord] = []
+                var firstFailure: (any Error)?
+                func startOne() {
+                    started += 1
+                    group.addTask { try await restoreOne(manifest, readinessTimeout: readinessTimeout, shareMemory: shareMemory) }
+                }
+                while started < width { startOne() }
+                while let result = await group.nextResult() {
+                    switch result {
+                    case .success(let record):
+                        progress(record)
+                        records.append(record)
+                    case .failure(let error):
+                        firstFailure = firstFailure ?? error
+                    }
+                    if started < count, firstFailure == nil { startOne() }
+                }
+                if let firstFailure { throw firstFailure }
+                return records.sorted { $0.createdAt < $1.createdAt }
+            }
         }
-        return records
     }
 
     /// Restores one copy; on failure nothing of it is left behind (the CRIU log is kept).
@@ -129,54 +158,13 @@ extension Kiln {
         try data.write(to: URL(fileURLWithPath: "\(instanceDirectory(record.id))/instance.json"), options: .atomic)
     }
 
-    /// Every instance kiln has a valid record of. A record that does not decode, or names an id
-    /// other than its directory's, is skipped (and logged): `kiln gc` removes its directory.
-    public func instanceRecords() -> [InstanceRecord] {
-        let ids = (try? FileManager.default.contentsOfDirectory(atPath: paths.instances)) ?? []
-        return ids.sorted().compactMap { id in
-            let path = "\(instanceDirectory(id))/instance.json"
-            guard let data = FileManager.default.contents(atPath: path) else { return nil }
-            do {
-                let record = try InstanceRecord.decode(data, source: path)
-                guard record.id == id else {
-                    logger.warning("skipping instance record that names another instance", metadata: ["path": "\(path)", "id": "\(record.id)"])
-                    return nil
-                }
-                return record
-            } catch {
-                logger.warning("skipping unusable instance record", metadata: ["error": "\(error)"])
-                return nil
-            }
-        }
-    }
-
+    /// Every instance kiln has a valid record of (``KilnStoreAccess/instanceRecords()``).
+    public func instanceRecords() -> [InstanceRecord] { storeAccess.instanceRecords() }
     /// The record of one instance; a unique prefix of its id will do.
-    public func instance(_ idOrPrefix: String) throws -> InstanceRecord {
-        let records = instanceRecords()
-        if let exact = records.first(where: { $0.id == idOrPrefix }) { return exact }
-        let matches = records.filter { $0.id.hasPrefix(idOrPrefix) }
-        guard matches.count == 1 else {
-            throw KilnError(
-                .instanceNotFound,
-                matches.isEmpty ? "no instance '\(idOrPrefix)'" : "'\(idOrPrefix)' matches \(matches.count) instances: \(matches.map(\.id).joined(separator: ", "))",
-                hint: "'kiln ps' lists the running instances")
-        }
-        return matches[0]
-    }
+    public func instance(_ idOrPrefix: String) throws -> InstanceRecord { try storeAccess.instance(idOrPrefix) }
 
-    /// `kiln ps`: each instance's state and memory.
-    public func status() async throws -> [InstanceStatus] {
-        let containers = Dictionary(try await runtime.list().map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
-        let now = Date()
-        return instanceRecords().map { record in
-            let state = containers[record.id]?.status ?? "gone"
-            let pids = ProcessInspector.pids(inCgroup: record.cgroupPath)
-            return InstanceStatus(
-                id: record.id, snapshot: record.snapshot, pid: record.pid, state: state, createdAt: record.createdAt,
-                ageSeconds: now.timeIntervalSince(record.createdAt), memory: MemoryUsage.of(pids: pids.isEmpty ? [record.pid] : pids),
-                restoreMs: record.restoreMs, firstResponseMs: record.firstResponseMs, sharesMemory: record.sharesMemory)
-        }
-    }
+    /// `kiln ps`: each instance's state and memory (``KilnStoreAccess/status()``).
+    public func status() async throws -> [InstanceStatus] { try await storeAccess.status() }
 
     /// Stops an instance and removes everything it had: container, cgroup, netns, directory.
     public func stop(_ record: InstanceRecord) async throws {
@@ -189,15 +177,6 @@ extension Kiln {
 
     /// Sends one HTTP request to an instance.
     public func request(_ record: InstanceRecord, method: String = "GET", path: String, body: [UInt8]? = nil) async throws -> HTTPReply {
-        guard path.hasPrefix("/") else {
-            throw KilnError(.invalidArgument, "request path '\(path)' must start with '/'", hint: "e.g. kiln request \(record.id) /greet")
-        }
-        do {
-            var headers: [(String, String)] = []
-            if body != nil { headers.append(("Content-Type", "application/json")) }
-            return try await InstanceHTTPClient.send(.init(rawValue: method.uppercased()), path, to: record.endpoint, body: body, headers: headers)
-        } catch {
-            throw KilnError(.requestFailed, "\(method.uppercased()) \(path) to \(record.id) failed: \(error)", hint: "is it running? 'kiln ps' shows its state; its output is in \(record.logPath)")
-        }
+        try await storeAccess.request(record, method: method, path: path, body: body)
     }
 }

@@ -8,7 +8,7 @@ import Glibc
 
 /// SHA-256 of files, streamed in large chunks.
 package enum FileDigest {
-    static func sha256(_ data: Data) -> String {
+    package static func sha256(_ data: Data) -> String {
         SHA256.hash(data: data).hexDigits
     }
 

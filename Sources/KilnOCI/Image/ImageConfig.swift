@@ -87,7 +87,7 @@ public struct ImageConfig: Sendable, Equatable {
     public var tcpPorts: [Int] {
         exposedPorts.compactMap { entry in
             let parts = entry.split(separator: "/", omittingEmptySubsequences: false)
-            guard parts.count <= 2, parts.count == 1 || parts[1] == "tcp", let port = Int(parts[0]), (1...65535).contains(port) else { return nil }
+            guard parts.count <= 2, parts.count == 1 || parts[1] == "tcp", let port = Int(parts[0]), InputValidation.isServicePort(port) else { return nil }
             return port
         }
     }

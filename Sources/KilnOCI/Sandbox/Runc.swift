@@ -82,7 +82,7 @@ public struct Runc: ContainerRuntime {
         logger.debug("kiln-shim \(argv.joined(separator: " "))")
         let shim = self.shimPath
         let (shimPid, status) = try await onDedicatedThread { () throws -> (Int32, TerminationStatus) in
-            let statusPipe = try Pipe.make()
+            let statusPipe = try ClosingPipe.make()
             let pid: Int32
             do {
                 pid = try Subprocess.spawn(shim, argv, stdin: .null, stdout: .null, stderr: .null, extraDescriptors: [(statusPipe.write, 3)])

@@ -43,9 +43,7 @@ public enum SandboxBundle {
             let extra = try extraBinds(spec, instance: instance, root: rootPath, kilnBinds: binds)
                 + agentBinds(spec, instance: instance, root: rootPath)
             let config = OCIConfig(spec: spec, instance: instance, rootPath: rootPath, binds: binds, extraMounts: extra)
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            try encoder.encode(config).write(to: URL(fileURLWithPath: "\(bundle)/config.json"))
+            try KilnJSON.prettyEncoder().encode(config).write(to: URL(fileURLWithPath: "\(bundle)/config.json"))
         } catch let error as KilnError {
             throw error
         } catch {

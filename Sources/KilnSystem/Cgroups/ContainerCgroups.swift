@@ -19,11 +19,7 @@ package struct ContainerCgroups {
 
     /// Every directory of this cgroup that exists, one per v1 controller (or the v2 one).
     package var existingDirectories: [String] {
-        let controllers = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup")) ?? []
-        return (controllers.map { "/sys/fs/cgroup/\($0)\(path)" } + ["/sys/fs/cgroup\(path)"]).filter {
-            var isDirectory: ObjCBool = false
-            return FileManager.default.fileExists(atPath: $0, isDirectory: &isDirectory) && isDirectory.boolValue
-        }
+        CgroupHierarchy.hierarchies().map { $0 + path }.filter(CgroupHierarchy.isDirectory)
     }
 
     /// Kills every task left in the cgroup and removes it; returns what could not be removed
@@ -43,5 +39,37 @@ package struct ContainerCgroups {
             if left.isEmpty || ContinuousClock.now >= deadline { return left }
             try? await Task.sleep(for: .milliseconds(20))
         }
+    }
+}
+
+/// The cgroup filesystem as mounted on the host: one hierarchy per v1 controller under
+/// `/sys/fs/cgroup/<controller>`, or the single v2 hierarchy at `/sys/fs/cgroup`. The one place
+/// that walks it.
+package enum CgroupHierarchy {
+    package static let mountPoint = "/sys/fs/cgroup"
+
+    /// Whether the host runs cgroup v2 (one unified hierarchy).
+    package static var isUnified: Bool { FileManager.default.fileExists(atPath: "\(mountPoint)/cgroup.controllers") }
+
+    /// The root of every hierarchy: each v1 controller's directory, and the mount point itself
+    /// (the v2 root, or nothing under v1, where paths below it do not exist).
+    package static func hierarchies() -> [String] {
+        let controllers = (try? FileManager.default.contentsOfDirectory(atPath: mountPoint)) ?? []
+        return controllers.map { "\(mountPoint)/\($0)" }.filter(isDirectory) + [mountPoint]
+    }
+
+    /// The cgroups directly below `parent` (e.g. kiln's `/kiln`) in each hierarchy, as
+    /// (hierarchy root, child name) pairs.
+    package static func children(of parent: String) -> [(hierarchy: String, name: String)] {
+        hierarchies().flatMap { root in
+            ((try? FileManager.default.contentsOfDirectory(atPath: root + parent)) ?? [])
+                .filter { isDirectory("\(root)\(parent)/\($0)") }
+                .map { (root, $0) }
+        }
+    }
+
+    static func isDirectory(_ path: String) -> Bool {
+        var isDirectory: ObjCBool = false
+        return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
     }
 }

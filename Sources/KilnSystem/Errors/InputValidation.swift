@@ -6,6 +6,12 @@ package enum InputValidation {
     /// `Int(seconds * 1000)` overflow, which trap instead of failing.
     package static let maximumSeconds: Double = 365 * 86_400
 
+    /// The ports a service can listen on (0, "any free port", is a listener's choice only).
+    package static let servicePorts = 1...65_535
+
+    /// Whether `port` is one a service can listen on.
+    package static func isServicePort(_ port: Int) -> Bool { servicePorts.contains(port) }
+
     /// Whether `seconds` is a usable wait: finite, positive (or zero when `allowZero`), at most
     /// ``maximumSeconds``. NaN fails every comparison, so it is refused too.
     package static func isSeconds(_ seconds: Double, allowZero: Bool = false) -> Bool {

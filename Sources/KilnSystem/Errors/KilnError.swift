@@ -45,6 +45,37 @@ public struct KilnError: Error, CustomStringConvertible, Sendable {
         /// A tool kiln drives for this command is not installed or not reachable (skopeo,
         /// umoci, the Docker daemon).
         case toolMissing = "tool-missing"
+        /// This host differs from the one a snapshot was baked on in a way that breaks its
+        /// restore (a missing CPU feature, an older CRIU, ...): see HostCheck.
+        case hostMismatch = "host-mismatch"
+        /// A pushed or pulled snapshot's signature is missing, or not made by a trusted key.
+        case signatureInvalid = "signature-invalid"
+        /// The registry refused or failed a push or pull (unreachable, unauthorized, no such tag).
+        case registryFailed = "registry-failed"
+        // The gateway's answers (`kiln serve`): the `code` of its JSON error responses.
+        /// No function (snapshot) by the name the request path starts with.
+        case functionNotFound = "function-not-found"
+        /// A request path the gateway will not forward (e.g. with `..`).
+        case invalidPath = "invalid-path"
+        /// A request that is not valid HTTP/1.1.
+        case badRequest = "bad-request"
+        case bodyTooLarge = "body-too-large"
+        /// The function's queue of requests waiting for an instance is full.
+        case queueFull = "queue-full"
+        /// No instance could take the request within the queue timeout.
+        case queueTimeout = "queue-timeout"
+        /// The function's snapshot failed verification and is not used.
+        case snapshotUnusable = "snapshot-unusable"
+        /// No instance of the function could be started (restore and cold start failed).
+        case launchFailed = "launch-failed"
+        case shuttingDown = "shutting-down"
+        /// The instance did not answer within the request timeout.
+        case instanceTimeout = "instance-timeout"
+        /// The instance could not be reached, or its response broke off.
+        case instanceFailed = "instance-failed"
+        /// A failure that is not one of the above: an error from below kiln (Foundation, the
+        /// standard library) that reached the command line as it was.
+        case internalError = "internal"
     }
 
     /// The kind of failure.
@@ -102,7 +133,12 @@ public struct KilnError: Error, CustomStringConvertible, Sendable {
             if let posix = error as? POSIXError { return posix.code.rawValue }
             let ns = error as NSError
             if ns.domain == NSPOSIXErrorDomain { return Int32(ns.code) }
-            if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
+            // On Linux the underlying error does not cast to NSError directly: go through Error.
+            if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? any Error {
+                let bridged = underlying as NSError
+                if bridged.domain == NSPOSIXErrorDomain { return Int32(bridged.code) }
+            }
+            if let cocoa = error as? CocoaError, let underlying = cocoa.underlying as NSError?, underlying.domain == NSPOSIXErrorDomain {
                 return Int32(underlying.code)
             }
             if ns.domain == NSCocoaErrorDomain, ns.code == CocoaError.fileWriteOutOfSpace.rawValue { return ENOSPC }

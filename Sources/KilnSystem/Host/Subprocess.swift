@@ -123,8 +123,8 @@ public enum Subprocess {
         _ executable: String, _ arguments: [String], environment: [String: String]? = nil,
         stdin: Stream = .null
     ) throws -> CommandOutput {
-        let out = try Pipe.make()
-        let err = try Pipe.make()
+        let out = try ClosingPipe.make()
+        let err = try ClosingPipe.make()
         let pid: pid_t
         do {
             pid = try spawn(
@@ -150,7 +150,7 @@ public enum Subprocess {
         try await onDedicatedThread {
             guard let input else { return try run(executable, arguments, environment: environment, stdin: .null) }
             // Small inputs only: the whole text must fit the pipe buffer (64 KiB) before the child reads.
-            let pipe = try Pipe.make()
+            let pipe = try ClosingPipe.make()
             defer { close(pipe.read) }
             _ = input.utf8CString.withUnsafeBufferPointer { write(pipe.write, $0.baseAddress, $0.count - 1) }
             close(pipe.write)
@@ -181,15 +181,15 @@ public enum Subprocess {
     }
 }
 
-/// A close-on-exec pipe.
-public struct Pipe: Sendable {
+/// A close-on-exec pipe of two raw descriptors (not Foundation's `Pipe`, which owns FileHandles).
+public struct ClosingPipe: Sendable {
     public let read: Int32
     public let write: Int32
 
-    public static func make() throws -> Pipe {
+    public static func make() throws -> ClosingPipe {
         var fds: [Int32] = [-1, -1]
         guard kiln_pipe_cloexec(&fds) == 0 else { throw KilnError.systemCall("pipe2", errno: errno, "a pipe") }
-        return Pipe(read: fds[0], write: fds[1])
+        return ClosingPipe(read: fds[0], write: fds[1])
     }
 
     public func closeBoth() {

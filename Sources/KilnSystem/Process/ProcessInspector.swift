@@ -90,7 +90,8 @@ public enum ProcessInspector {
 
     /// Every pid in the pids-controller cgroup at `cgroupPath` (cgroup v1 or v2).
     public static func pids(inCgroup cgroupPath: String) -> [Int32] {
-        for base in ["/sys/fs/cgroup/pids", "/sys/fs/cgroup/memory", "/sys/fs/cgroup"] {
+        let mount = CgroupHierarchy.mountPoint
+        for base in ["\(mount)/pids", "\(mount)/memory", mount] {
             if let text = try? String(contentsOfFile: "\(base)\(cgroupPath)/cgroup.procs", encoding: .utf8) {
                 return text.split(separator: "\n").compactMap { Int32($0) }
             }

@@ -1,0 +1,46 @@
+import ArgumentParser
+import KilnBench
+import KilnEngine
+
+extension Bench {
+    /// `kiln bench startup`: cold start against restore of one snapshot's service, interleaved, each
+    /// timed to its first response.
+    struct Startup: AsyncParsableCommand, ReportingCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Cold start vs restore of a snapshot's service, interleaved, timed to first response.")
+
+        @Argument(help: "Snapshot name.")
+        var name: String
+
+        @Option(help: "Cold starts and restores to run (each).")
+        var runs: Int = 5
+
+        @OptionGroup var keys: KeyOptions
+
+        @OptionGroup var common: CommonOptions
+
+        func run() async throws {
+            let kiln = try common.openKiln(toDo: "measure start-up", keys: keys)
+            let (manifest, verifyMs) = try kiln.loadVerified(name)
+            let json = common.json
+            let result = try await kiln.compareStartup(manifest, runs: runs) { line in
+                if !json { Output.progress(line) }
+            }
+            if common.json {
+                Output.printJSON(result)
+                return
+            }
+            func row(_ label: String, _ summary: SampleSummary) -> [String] {
+                [label, String(summary.count), Output.ms(summary.min), Output.ms(summary.median), Output.ms(summary.p90), Output.ms(summary.max)]
+            }
+            print("")
+            print("Start-up of '\(manifest.name)' (\(manifest.sandbox.command.joined(separator: " "))), time to first HTTP 200 of \(manifest.readiness.path):")
+            print(Output.table(["METHOD", "RUNS", "MIN", "MEDIAN", "P90", "MAX"], [
+                row("cold start (JVM in the kiln sandbox)", result.cold),
+                row("kiln restore (runc + CRIU)", result.restore),
+            ]))
+            print(String(format: "speed-up (median cold / median restore): %.1fx", result.speedup))
+            print("snapshot: \(Output.bytes(manifest.sizeBytes)), verified in \(Output.ms(verifyMs)) before the restores; \(result.notes)")
+        }
+    }
+}

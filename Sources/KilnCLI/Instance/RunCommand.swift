@@ -1,0 +1,58 @@
+import ArgumentParser
+import KilnEngine
+import KilnSystem
+
+/// `kiln run`: verifies a snapshot, restores copies of it side by side and reports each one's
+/// restore time and time to first response; the copies keep running after it exits.
+struct Run: AsyncParsableCommand, ReportingCommand {
+    static let configuration = CommandConfiguration(abstract: "Restore copies of a snapshot side by side and report each one's time to first response.")
+
+    @Argument(help: "Snapshot name.")
+    var name: String
+
+    @Option(help: "Number of copies to restore.")
+    var count: Int = 1
+
+    @Option(help: "How many copies to restore at the same time.")
+    var parallel: Int = 4
+
+    @Flag(inversion: .prefixedNo, help: "Share identical memory pages between copies through KSM (default: as the snapshot was baked).")
+    var shareMemory: Bool?
+
+    @OptionGroup var keys: KeyOptions
+
+    @OptionGroup var common: CommonOptions
+
+    struct Report: Encodable {
+        var snapshot: String
+        var verifyMs: Double
+        /// Whether the files were trusted as verified before (unchanged since) rather than hashed.
+        var verifyTrusted: Bool
+        /// From the first restore's start to the last copy's first response.
+        var wallMs: Double
+        var instances: [InstanceRecord]
+    }
+
+    func run() async throws {
+        let kiln = try common.openKiln(toDo: "restore a snapshot", keys: keys)
+        guard (1...64).contains(parallel) else {
+            throw KilnError(.invalidArgument, "--parallel \(parallel) is out of range", hint: "pass --parallel between 1 and 64")
+        }
+        let (manifest, verifyMs, trusted) = try kiln.loadVerifiedSaying(name)
+        if !common.json {
+            Output.progress(
+                trusted
+                    ? "verified \(manifest.files.count) image files (\(Output.bytes(manifest.sizeBytes))) in \(Output.ms(verifyMs)): unchanged since their last full check"
+                    : "verified \(manifest.files.count) image files (\(Output.bytes(manifest.sizeBytes))) in \(Output.ms(verifyMs))")
+        }
+        let started = ContinuousClock.now
+        let records = try await kiln.restore(manifest, count: count, parallel: parallel, shareMemory: shareMemory)
+        let wallMs = started.duration(to: .now).milliseconds
+        if common.json {
+            Output.printJSON(Report(snapshot: name, verifyMs: verifyMs, verifyTrusted: trusted, wallMs: wallMs, instances: records))
+        } else {
+            print(Output.table(["INSTANCE", "PID", "RESTORE", "FIRST RESPONSE"], records.map { [$0.id, String($0.pid), Output.ms($0.restoreMs), Output.ms($0.firstResponseMs)] }))
+            if count > 1 { Output.progress("\(count) copies, \(min(parallel, count)) at a time: all answering \(Output.ms(wallMs)) after the first restore began") }
+        }
+    }
+}

@@ -1,0 +1,222 @@
+import Foundation
+import KilnSystem
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The `kiln` executable built beside the test runner.
+let kilnBinary: String = {
+    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
+    var directory = (exe as NSString).deletingLastPathComponent
+    if directory.hasSuffix(".xctest") { directory = (directory as NSString).deletingLastPathComponent }
+    return "\(directory)/kiln"
+}()
+
+/// A private store, state directory and cgroup parent for one test, and the `kiln` binary run
+/// against them: as it is, or with CRIU, runc and kiln-shim gone.
+struct CLIHost {
+    let base = "/tmp/kiln-cli-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    let cgroupParent = "/kiln-cli-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+
+    var store: String { "\(base)/store" }
+    var state: String { "\(base)/state" }
+
+    var environment: [String: String] {
+        var environment = ProcessInfo.processInfo.environment
+        environment["KILN_STORE"] = store
+        environment["KILN_STATE"] = state
+        environment["KILN_CGROUP_PARENT"] = cgroupParent
+        return environment
+    }
+
+    /// The tools kiln looks for, each where this machine has it; hidden by ``runWithoutTools(_:)``.
+    static let tools = ["/usr/local/sbin/criu", "/usr/sbin/criu", "/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc",
+                        (kilnBinary as NSString).deletingLastPathComponent + "/kiln-shim"]
+
+    func kiln(_ arguments: [String], environment: [String: String]? = nil) throws -> CommandOutput {
+        try Subprocess.run(kilnBinary, arguments, environment: environment ?? self.environment)
+    }
+
+    /// Runs `command` in a mount namespace of its own where CRIU, runc and kiln-shim are
+    /// /dev/null (not executable, so not found), with a PATH of /usr/bin:/bin and none of
+    /// `KILN_CRIU`, `KILN_RUNC`, `KILN_SHIM`: as on a host that has none of them.
+    func runWithoutTools(_ command: [String]) throws -> CommandOutput {
+        var environment = self.environment
+        environment["PATH"] = "/usr/bin:/bin"
+        for name in ["KILN_CRIU", "KILN_RUNC", "KILN_SHIM"] { environment[name] = nil }
+        let hide = #"for tool in "$@"; do [ "$tool" = -- ] && break; [ -e "$tool" ] && { mount --bind /dev/null "$tool" || exit 97; }; done; "#
+            + #"while [ "$1" != -- ]; do shift; done; shift; exec "$@""#
+        return try Subprocess.run(
+            "/usr/bin/unshare", ["--mount", "--propagation", "private", "--", "/bin/sh", "-c", hide, "sh"] + Self.tools + ["--"] + command,
+            environment: environment)
+    }
+
+    func kilnWithoutTools(_ arguments: [String]) throws -> CommandOutput {
+        try runWithoutTools([kilnBinary] + arguments)
+    }
+
+    /// Stops what is left, removes the directories, the image cache and the cgroup parent.
+    func cleanUp() {
+        if let records = try? kiln(["stop", "--all"]), records.status != .exited(0) {
+            Issue.record("kiln stop --all failed while cleaning up: \(records.stderr)")
+        }
+        _ = try? kiln(["gc"])
+        try? FileManager.default.removeItem(atPath: base)
+        try? FileManager.default.removeItem(atPath: "/dev/shm/kiln-images" + state.replacingOccurrences(of: "/", with: "_"))
+        for controller in ["memory", "pids", "cpu", "cpuacct", "cpuset", "devices", "freezer", "blkio", "net_cls", "net_prio", "perf_event",
+                           "hugetlb", "rdma", "misc", "systemd", "unified"] {
+            rmdir("/sys/fs/cgroup/\(controller)\(cgroupParent)")
+        }
+    }
+}
+
+/// Decodes one command's stdout as a JSON object.
+func jsonObject(_ output: CommandOutput) throws -> [String: Any] {
+    let object = try JSONSerialization.jsonObject(with: Data(output.stdout.utf8))
+    return try #require(object as? [String: Any], "not a JSON object: \(output.stdout)")
+}
+
+/// The `error` body of a JSON error document.
+func errorBody(_ output: CommandOutput) throws -> [String: Any] {
+    try #require(try jsonObject(output)["error"] as? [String: Any], "not an error document: \(output.stdout)")
+}
+
+/// kiln refuses to run without root, so these need it (as the integration tests do).
+@Suite("the kiln binary", .serialized, .enabled(if: geteuid() == 0, "kiln runs as root only"))
+struct BinaryTests {
+    @Test func kilnErrorIsAJSONDocumentOrOneTextError() throws {
+        let host = CLIHost()
+        defer { host.cleanUp() }
+        let json = try host.kiln(["rm", "nope", "--json"])
+        #expect(json.status == .exited(2))
+        let error = try errorBody(json)
+        #expect(error["code"] as? String == "snapshot-not-found")
+        #expect((error["message"] as? String)?.contains("nope") == true)
+        #expect(error["hint"] is String)
+        #expect(json.stderr.isEmpty, "under --json only the document is printed: \(json.stderr)")
+
+        let text = try host.kiln(["rm", "nope"])
+        #expect(text.status == .exited(2))
+        #expect(text.stdout.isEmpty)
+        #expect(text.stderr.hasPrefix("error: no snapshot named 'nope'"), "\(text.stderr)")
+        #expect(text.stderr.contains("hint: "))
+    }
+
+    /// An error that starts as a Foundation error (CocoaError around ENOTDIR): today's kiln let
+    /// it escape --json; now it is a system-call document with the errno, exit 1.
+    @Test func foundationErrorIsAJSONDocument() throws {
+        let host = CLIHost()
+        defer { host.cleanUp() }
+        var environment = host.environment
+        environment["KILN_STATE"] = "/dev/null/state"
+        let json = try host.kiln(["gc", "--json"], environment: environment)
+        #expect(json.status == .exited(1))
+        let error = try errorBody(json)
+        #expect(error["code"] as? String == "system-call")
+        let message = error["message"] as? String ?? ""
+        #expect(message.contains("/dev/null/state") && message.contains("Not a directory"), "\(message)")
+        #expect((error["cause"] as? String)?.contains("NSPOSIXErrorDomain") == true, "\(error)")
+
+        let text = try host.kiln(["gc"], environment: environment)
+        #expect(text.status == .exited(1))
+        #expect(text.stderr.hasPrefix("error: ") && text.stderr.contains("Not a directory"), "\(text.stderr)")
+    }
+
+    @Test func parserErrorsAreDocumentsToo() throws {
+        let host = CLIHost()
+        defer { host.cleanUp() }
+        let json = try host.kiln(["stop", "--json"])
+        #expect(json.status == .exited(64))
+        let error = try errorBody(json)
+        #expect(error["code"] as? String == "invalid-argument")
+        #expect((error["message"] as? String)?.contains("name the instances to stop") == true)
+
+        let text = try host.kiln(["stop"])
+        #expect(text.status == .exited(64))
+        #expect(text.stderr.contains("name the instances to stop"))
+        #expect(text.stderr.contains("Usage: kiln stop"))
+
+        let unknown = try host.kiln(["bench", "serve", "hello", "--placement", "nowhere", "--json"])
+        #expect(unknown.status == .exited(64))
+        #expect((try errorBody(unknown)["message"] as? String)?.contains("isolated") == true)
+
+        let help = try host.kiln(["ls", "--help"])
+        #expect(help.status == .exited(0))
+        #expect(help.stdout.contains("USAGE: kiln ls"))
+    }
+
+    /// A real snapshot and a real restored instance, then `ls`, `ps`, `request` and `rm` on a
+    /// host where CRIU, runc and kiln-shim cannot be found; `run` there fails as it must.
+    @Test func storeCommandsWorkWithoutCRIUAndRunc() throws {
+        let host = CLIHost()
+        defer { host.cleanUp() }
+        // The hiding works: none of the tools is executable in there.
+        for tool in CLIHost.tools where FileManager.default.isExecutableFile(atPath: tool) {
+            let check = try host.runWithoutTools(["/bin/sh", "-c", "test -x \(tool)"])
+            #expect(check.status == .exited(1), "\(tool) is still executable without tools: \(check)")
+        }
+
+        let app = "\(host.base)/app"
+        try FileManager.default.createDirectory(atPath: app, withIntermediateDirectories: true)
+        try "kiln-cli-test\n".write(toFile: "\(app)/index.html", atomically: true, encoding: .utf8)
+        let bake = try host.kiln([
+            "bake", "clihttp", "--port", "8080", "--ready", "/", "--ready-timeout", "30", "--no-compact", "--app", app, "--json",
+            "--", "/usr/bin/python3", "-m", "http.server", "8080",
+        ])
+        try #require(bake.status == .exited(0), "bake failed: \(bake.stderr)\(bake.stdout)")
+        let run = try host.kiln(["run", "clihttp", "--json"])
+        try #require(run.status == .exited(0), "run failed: \(run.stderr)\(run.stdout)")
+        let instances = try #require(try jsonObject(run)["instances"] as? [[String: Any]])
+        let id = try #require(instances.first?["id"] as? String)
+
+        let list = try host.kilnWithoutTools(["ls", "--json"])
+        #expect(list.status == .exited(0), "\(list.stderr)")
+        let snapshots = try jsonObject(list)["snapshots"] as? [[String: Any]] ?? []
+        #expect(snapshots.map { $0["name"] as? String } == ["clihttp"])
+        let listText = try host.kilnWithoutTools(["ls"])
+        #expect(listText.status == .exited(0) && listText.stdout.contains("clihttp"))
+
+        // ps without runc: the state comes from /proc (with runc it is runc's: the same here).
+        for (label, ps) in [("without tools", try host.kilnWithoutTools(["ps", "--json"])), ("with runc", try host.kiln(["ps", "--json"]))] {
+            #expect(ps.status == .exited(0), "\(label): \(ps.stderr)")
+            let rows = try jsonObject(ps)["instances"] as? [[String: Any]] ?? []
+            #expect(rows.map { $0["id"] as? String } == [id], "\(label)")
+            #expect(rows.first?["state"] as? String == "running", "\(label): \(rows)")
+            #expect(((rows.first?["memory"] as? [String: Any])?["rssBytes"] as? Int ?? 0) > 0, "\(label): \(rows)")
+        }
+
+        let request = try host.kilnWithoutTools(["request", String(id.prefix(id.count - 2)), "/", "--json"])
+        #expect(request.status == .exited(0), "\(request.stderr)")
+        let reply = try jsonObject(request)
+        #expect(reply["status"] as? Int == 200)
+        #expect((reply["body"] as? String)?.contains("kiln-cli-test") == true)
+        let missing = try host.kilnWithoutTools(["request", id, "/nope.html", "--json"])
+        #expect(missing.status == .exited(1))
+        #expect(try jsonObject(missing)["status"] as? Int == 404)
+
+        // rm refuses a snapshot in use (a KilnError document); --force would need runc to stop.
+        let inUse = try host.kilnWithoutTools(["rm", "clihttp", "--json"])
+        #expect(inUse.status == .exited(1))
+        #expect(try errorBody(inUse)["code"] as? String == "snapshot-in-use")
+        let forced = try host.kilnWithoutTools(["rm", "clihttp", "--force", "--json"])
+        #expect(forced.status == .exited(3))
+        #expect(["criu-missing", "runtime-missing"].contains(try errorBody(forced)["code"] as? String ?? ""), "\(forced.stdout)")
+        // The commands that do need the tools say so.
+        let restore = try host.kilnWithoutTools(["run", "clihttp", "--json"])
+        #expect(restore.status == .exited(3))
+        #expect(try errorBody(restore)["code"] as? String == "criu-missing")
+
+        let stop = try host.kiln(["stop", id, "--json"])
+        #expect(stop.status == .exited(0), "\(stop.stderr)")
+        let none = try host.kilnWithoutTools(["ps", "--json"])
+        #expect((try jsonObject(none)["instances"] as? [Any])?.isEmpty == true)
+        let removed = try host.kilnWithoutTools(["rm", "clihttp", "--json"])
+        #expect(removed.status == .exited(0), "\(removed.stderr)")
+        #expect(try jsonObject(removed)["removed"] as? String == "clihttp")
+        let empty = try host.kilnWithoutTools(["ls", "--json"])
+        #expect((try jsonObject(empty)["snapshots"] as? [Any])?.isEmpty == true)
+        #expect(!FileManager.default.fileExists(atPath: "\(host.store)/snapshots/clihttp"))
+    }
+}
