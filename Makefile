@@ -8,8 +8,9 @@ SAMPLES := examples/hello-spring examples/hello-jdk examples/hostile examples/bo
 setup:            ## install CRIU 4.2.1 (built from Debian's source), runc, iptables, Java packages
 	@./scripts/setup.sh
 
-samples: setup   ## compile the Java samples with javac against Debian's jars
+samples: setup   ## compile the Java samples with javac against Debian's jars, and kiln's CRaC agent (agent/build/kiln-crac-agent.jar)
 	@for sample in $(SAMPLES); do $$sample/build.sh; done
+	@agent/build.sh
 
 build: setup
 	$(SWIFT) build

@@ -114,6 +114,9 @@ install -p -D -m 0755 "$bin_dir/kiln" "$root/usr/local/bin/kiln"
 strip --strip-unneeded "$root/usr/local/bin/kiln"
 touch -r "$bin_dir/kiln" "$root/usr/local/bin/kiln"
 install -p -D -m 0755 "$bin_dir/kiln-shim" "$root/usr/local/bin/kiln-shim"
+# kiln's CRaC agent (make samples builds it), where kiln looks for it when installed.
+"$here/agent/build.sh" >/dev/null
+install -p -D -m 0644 "$here/agent/build/kiln-crac-agent.jar" "$root/usr/local/lib/kiln/kiln-crac-agent.jar"
 install -p -D -m 0755 "$CRIU" "$root/usr/local/sbin/criu"
 install -p -D -m 0755 "$TINI" "$root/usr/bin/tini"
 install -p -D -m 0755 "$here/docker/kiln-entrypoint" "$root/usr/local/bin/kiln-entrypoint"

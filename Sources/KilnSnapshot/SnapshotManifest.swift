@@ -263,6 +263,10 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
     /// only (`--network none`, and every manifest older than networks). Copies are restored on
     /// a network of the same kind, each at its own address.
     public var network: String?
+    /// The pid, inside the sandbox, of the JVM whose CRaC agent took part in the checkpoint
+    /// (``SandboxSpec/agent``): every restored copy signals it to run `afterRestore`. Nil when
+    /// the snapshot was baked without the agent.
+    public var agentProcess: Int32?
     /// Total bytes of image files.
     public var sizeBytes: Int64
     public var files: [SnapshotFile]
@@ -271,9 +275,10 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
         name: String, createdAt: Date, sandbox: SandboxSpec, readiness: ReadinessCheck, warmup: [WarmupStep],
         host: HostFacts, timings: BakeTimings, compacted: Bool, shareMemory: Bool = true, compression: SnapshotCompression? = nil,
         encryption: SnapshotEncryption? = nil, restoreHook: String? = nil, image: SnapshotImage? = nil, cgroupsInImages: Bool? = nil,
-        network: String? = nil, files: [SnapshotFile]
+        network: String? = nil, agentProcess: Int32? = nil, files: [SnapshotFile]
     ) {
         self.network = network
+        self.agentProcess = agentProcess
         self.format = Self.currentFormat
         self.name = name
         self.createdAt = createdAt

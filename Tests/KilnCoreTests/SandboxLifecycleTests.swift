@@ -16,6 +16,8 @@ struct SandboxLifecycleTests {
     /// Where a fake fails.
     enum FailurePoint: String, CaseIterable, Sendable {
         case directory, networkNamespace, network, bundle, start, restore, identity, readinessExited, readinessTimedOut, checkpoint
+        /// The fake agent answers checkpoint.failed / restore.failed.
+        case beforeCheckpoint, afterRestore
     }
 
     struct InjectedFailure: Error, CustomStringConvertible {
@@ -37,6 +39,14 @@ struct SandboxLifecycleTests {
             var nextAddress = 2
             /// The resolv.conf text of the last bundle written.
             var resolvConf: String?
+            /// The fake agent's control directory (made with the bundle of a spec with an agent).
+            var agentDirectory: String?
+            /// Every request the fake agent read, in order.
+            var agentRequests: [String] = []
+            /// What the preflight sees.
+            var preflight = PreflightSnapshot(processes: [], tcp: "", udp: "", unix: "", mounts: "")
+            /// The service is no JVM: its agent never writes agent.ready.
+            var noJVM = false
         }
         let state = Mutex(State())
         let failAt: FailurePoint?
@@ -70,6 +80,45 @@ struct SandboxLifecycleTests {
             world.record("bundle")
             world.state.withLock { $0.resolvConf = instance.resolvConf }
             try world.fail(.bundle)
+            if spec.agent != nil, let directory = instance.agentDirectory {
+                // The JVM's agent starts with the service (a restored copy's never writes it).
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                world.state.withLock { $0.agentDirectory = directory }
+                if !instance.id.hasSuffix("-bake") || world.state.withLock({ $0.noJVM }) { return }
+                try Data("protocol=1\npid=1\nsignal=SIGWINCH\n".utf8).write(to: URL(fileURLWithPath: "\(directory)/agent.ready"))
+            }
+        }
+        /// The fake agent: a signal makes it look at its directory, as the real one does.
+        func signalAgent(namespacePid: Int32, inCgroup cgroupPath: String) throws -> Int32 {
+            world.record("signal")
+            guard namespacePid == 1, let directory = world.state.withLock({ $0.agentDirectory }) else { throw InjectedFailure(point: .afterRestore) }
+            let fileManager = FileManager.default
+            func write(_ name: String, _ text: String) throws { try Data(text.utf8).write(to: URL(fileURLWithPath: "\(directory)/\(name)")) }
+            let failure = { (phase: String, message: String) in
+                #"{"phase": "\#(phase)", "exception": "org.crac.CheckpointException", "errors": [{"class": "java.lang.IllegalStateException", "message": "\#(message)", "stack": "java.lang.IllegalStateException: \#(message)\n\tat Svc.callback(Svc.java:7)\n"}]}"#
+            }
+            if fileManager.fileExists(atPath: "\(directory)/checkpoint.request") {
+                try fileManager.removeItem(atPath: "\(directory)/checkpoint.request")
+                world.state.withLock { $0.agentRequests.append("checkpoint") }
+                if world.failAt == .beforeCheckpoint {
+                    try write("checkpoint.failed", failure("beforeCheckpoint", "no checkpoint today"))
+                } else {
+                    try write("checkpoint.ready", "pid=1\nresources=2\nelapsed_us=100\n")
+                }
+            } else if let request = fileManager.contents(atPath: "\(directory)/restore.request") {
+                try fileManager.removeItem(atPath: "\(directory)/restore.request")
+                world.state.withLock { $0.agentRequests.append(String(decoding: request, as: UTF8.self)) }
+                if world.failAt == .afterRestore {
+                    try write("restore.failed", failure("afterRestore", "no restore today"))
+                } else {
+                    try write("restore.done", "pid=1\ninstance=x\nresources=2\nelapsed_us=300\nidentity_us=100\n")
+                }
+            }
+            return 4242
+        }
+        func preflightSnapshot(ofCgroup cgroupPath: String, containerPid: Int32) -> PreflightSnapshot {
+            world.record("preflight")
+            return world.state.withLock { $0.preflight }
         }
         func setHostname(_ name: String, ofProcess pid: Int32) throws {
             world.record("hostname")
@@ -197,6 +246,8 @@ struct SandboxLifecycleTests {
         case .identity: .identity
         case .readinessExited, .readinessTimedOut: .readiness
         case .checkpoint: .checkpoint
+        case .beforeCheckpoint: .beforeCheckpoint
+        case .afterRestore: .afterRestore
         }
     }
 
@@ -260,7 +311,8 @@ struct SandboxLifecycleTests {
         let world = World(failAt: point)
         let (kiln, root) = try Self.makeKiln(world)
         defer { try? FileManager.default.removeItem(atPath: root) }
-        let request = BakeRequest(name: "svc", sandbox: Self.spec, readiness: ReadinessCheck(path: "/health", timeoutSeconds: 1), compact: false)
+        var request = BakeRequest(name: "svc", sandbox: Self.spec, readiness: ReadinessCheck(path: "/health", timeoutSeconds: 1), compact: false)
+        request.agent = false
         do {
             let manifest = try await kiln.bake(request)
             Issue.record("baked \(manifest.name) although \(point) failed")
@@ -277,12 +329,13 @@ struct SandboxLifecycleTests {
         let world = World(failAt: nil)
         let (kiln, root) = try Self.makeKiln(world)
         defer { try? FileManager.default.removeItem(atPath: root) }
-        let request = BakeRequest(name: "svc", sandbox: Self.spec, readiness: ReadinessCheck(path: "/health", timeoutSeconds: 1), compact: false)
+        var request = BakeRequest(name: "svc", sandbox: Self.spec, readiness: ReadinessCheck(path: "/health", timeoutSeconds: 1), compact: false)
+        request.agent = false
         let manifest = try await kiln.bake(request)
         #expect(manifest.files.map(\.path) == ["pages-1.img"])
         #expect(manifest.host.runtime == "fake 1.0")
         let bakeSteps = world.calls.filter { !$0.hasPrefix("mkdir") }
-        #expect(bakeSteps == ["netns create", "bundle", "start", "ready?", "checkpoint", "delete", "leftovers", "netns remove", "reap", "rmdir"])
+        #expect(bakeSteps == ["netns create", "bundle", "start", "ready?", "preflight", "checkpoint", "delete", "leftovers", "netns remove", "reap", "rmdir"])
         Self.expectNothingLeft(world, kiln)
     }
 

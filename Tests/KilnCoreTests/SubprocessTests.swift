@@ -61,7 +61,8 @@ struct HostMountsTests {
     /// unmountAll takes both away, deepest first, touching nothing outside that directory.
     @Test(.enabled(if: getuid() == 0, "mounting a tmpfs needs root"))
     func mountsBelowADirectoryAreListedAndUnmountedDeepestFirst() throws {
-        let root = FileManager.default.temporaryDirectory.appendingPathComponent("kiln-mounts-\(UUID().uuidString)").path
+        // Not under /tmp, which other tests sweep for their own leftovers.
+        let root = "/run/kiln-unit-mounts-\(UUID().uuidString)"
         let outer = "\(root)/with space"
         let inner = "\(outer)/inner"
         try FileManager.default.createDirectory(atPath: outer, withIntermediateDirectories: true)

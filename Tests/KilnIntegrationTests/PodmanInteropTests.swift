@@ -24,7 +24,7 @@ extension Integration {
             try await withPodman { host, podman in
                 let manifest = try await host.kiln.bake(BakeRequest(
                     name: "hello", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"),
-                    warmup: [WarmupStep(count: 20, path: "/greet")]))
+                    warmup: [WarmupStep(count: 20, path: "/greet")], agent: false))
                 let archive = "\(host.scratch)/hello.tar.zst"
                 let export = try runKiln(["export", "hello", "-o", archive, "--json"], environment: host.environment)
                 #expect(export.status == .exited(0), "\(export.stderr)")
@@ -117,7 +117,7 @@ extension Integration {
                 let key = try SnapshotKey.generate(at: keyPath)
                 let manifest = try await host.kiln.bake(BakeRequest(
                     name: "sealed", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"),
-                    warmup: [WarmupStep(count: 5, path: "/greet")], compress: true, encryptionKey: key))
+                    warmup: [WarmupStep(count: 5, path: "/greet")], compress: true, encryptionKey: key, agent: false))
                 let archive = "\(host.scratch)/sealed.tar.zst"
                 let refused = try runKiln(["export", "sealed", "-o", archive], environment: host.environment)
                 #expect(refused.status == .exited(2) && refused.stderr.contains(key.id), "\(refused.stderr)")

@@ -72,10 +72,39 @@ struct Bake: AsyncParsableCommand, ReportingCommand {
 
     @OptionGroup var networkOption: BakeNetworkOption
 
+    @Flag(help: "Do not run kiln's CRaC agent in the JVM (no beforeCheckpoint/afterRestore callbacks; for a service that is no JVM).")
+    var noAgent = false
+
+    @Flag(help: "The application asks for its checkpoint (org.crac.Core.checkpointRestore(), e.g. Spring's -Dspring.context.checkpoint=onRefresh): wait for it instead of the readiness path and warm-up.")
+    var onRequest = false
+
+    @Option(help: ArgumentHelp(
+        "Accept a kind of preflight finding instead of refusing the dump (repeatable): \(CheckpointPreflight.Kind.allCases.map(\.rawValue).joined(separator: ", ")).",
+        valueName: "KIND"))
+    var allow: [String] = []
+
+    @Flag(help: "Start and warm up the service, run its beforeCheckpoint, print what would block a checkpoint, and stop (nothing is stored).")
+    var preflight = false
+
     @OptionGroup var common: CommonOptions
 
     @Argument(parsing: .postTerminator, help: "The service's command line.")
     var command: [String] = []
+
+    /// `kiln bake --preflight --json`.
+    struct PreflightReport: Encodable {
+        struct Item: Encodable {
+            var kind: String
+            var process: String
+            var what: String
+            var why: String
+            var fix: String
+            var allowed: Bool
+        }
+        var name: String
+        var blocked: Bool
+        var findings: [Item]
+    }
 
     func run() async throws {
         // The key first: a bad key file should not cost a cold start.
@@ -88,6 +117,14 @@ struct Bake: AsyncParsableCommand, ReportingCommand {
         guard reference != nil || port != nil else {
             throw KilnError(.invalidArgument, "no --port given", hint: "pass the port the service listens on, e.g. --port 8080")
         }
+        let allowed = try Set(allow.map { kind in
+            guard let parsed = CheckpointPreflight.Kind(rawValue: kind) else {
+                throw KilnError(
+                    .invalidArgument, "--allow \(kind) is not a kind of preflight finding",
+                    hint: "one of \(CheckpointPreflight.Kind.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            return parsed
+        })
         let kiln = try common.openKiln(toDo: "bake a snapshot")
         let appDirectory = app.map { URL(fileURLWithPath: $0, relativeTo: URL(fileURLWithPath: current)).standardizedFileURL.path }
         // With --image, the image's configuration fills in the root, working directory and
@@ -98,11 +135,14 @@ struct Bake: AsyncParsableCommand, ReportingCommand {
             appDirectory: ownRoot ? appDirectory : (appDirectory ?? current),
             rootFilesystem: rootfs.map { .directory(URL(fileURLWithPath: $0).standardizedFileURL.path) } ?? .host,
             port: port ?? 0, memoryLimitBytes: try SandboxSpec.memoryLimit(parsing: memory))
-        let request = BakeRequest(
+        var request = BakeRequest(
             name: name, sandbox: sandbox, readiness: ReadinessCheck(path: ready, timeoutSeconds: readyTimeout),
             warmup: try warmup.map(WarmupStep.init(parsing:)), compact: !noCompact, replace: replace, shareMemory: !noShareMemory, compress: compress,
-            encryptionKey: key, restoreHook: onRestore, image: reference, network: networkOption.network)
-        let manifest = try await kiln.bake(request) { event in
+            encryptionKey: key, restoreHook: onRestore, image: reference, network: networkOption.network, agent: !noAgent)
+        request.onRequest = onRequest
+        request.allow = allowed
+        let preflightOnly = preflight
+        let progress: @Sendable (BakeEvent) -> Void = { event in
             switch event {
             case .importingImage(let reference): Output.progress("copying and unpacking image \(reference)...")
             case .importedImage(let image):
@@ -112,6 +152,12 @@ struct Bake: AsyncParsableCommand, ReportingCommand {
             case .ready(let ms): Output.progress("ready after \(Output.ms(ms)) (cold start)")
             case .warmingUp(let step): Output.progress("warming up: \(step.count) x GET \(step.path)")
             case .warmedUp(let ms, let requests): Output.progress("warmed up: \(requests) requests in \(Output.ms(ms))")
+            case .beforeCheckpoint(let ms, let resources, let app):
+                Output.progress(
+                    "\(app ? "the application asked for its checkpoint; " : "")beforeCheckpoint of \(resources.map(String.init) ?? "?") CRaC resources done in \(Output.ms(ms))")
+            case .preflight(let lines, let blocked):
+                Output.progress("preflight: \(blocked ? "blocked" : "ok")")
+                if !preflightOnly { for line in lines { Output.progress("  \(line)") } }
             case .compacting: Output.progress("compacting (full GC)...")
             case .compacted(let ms, _, let note): Output.progress("compacted in \(Output.ms(ms)): \(note)")
             case .checkpointing: Output.progress("checkpointing...")
@@ -120,6 +166,20 @@ struct Bake: AsyncParsableCommand, ReportingCommand {
             case .encrypting(let keyID): Output.progress("encrypting the images (\(SnapshotCipher.name), key \(keyID))...")
             }
         }
+        if preflight {
+            let findings = try await kiln.preflight(request, progress: progress)
+            let blocked = CheckpointPreflight.blocked(findings, allowed: allowed) != nil
+            if common.json {
+                Output.printJSON(PreflightReport(name: name, blocked: blocked, findings: findings.map {
+                    .init(kind: $0.kind.rawValue, process: $0.process, what: $0.what, why: $0.why, fix: $0.fix, allowed: allowed.contains($0.kind))
+                }))
+            } else {
+                for line in CheckpointPreflight.render(findings, allowed: allowed) { print(line) }
+                print(blocked ? "\nA bake would refuse the dump (see the fixes above, or --allow KIND)." : "\nA bake would dump this service.")
+            }
+            return
+        }
+        let manifest = try await kiln.bake(request, progress: progress)
         if common.json {
             Output.printJSON(manifest)
         } else {

@@ -31,13 +31,25 @@ public struct BakeRequest: Sendable {
     /// The network the service runs on while it is baked, and its copies after (`kiln`, a user's
     /// CNI network); nil or `none`: loopback only.
     public var network: String?
+    /// Run kiln's CRaC agent in the service's JVM (`--no-agent` turns it off): its resources'
+    /// `beforeCheckpoint` runs before the dump, `afterRestore` in every copy before it is ready.
+    public var agent: Bool = true
+    /// `kiln bake --on-request`: the application asks for the checkpoint itself
+    /// (`org.crac.Core.checkpointRestore()`); kiln waits for that instead of the readiness
+    /// path and the warm-up.
+    public var onRequest: Bool = false
+    /// Kinds of preflight finding (``CheckpointPreflight/Kind``) accepted (`--allow KIND`).
+    package var allow: Set<CheckpointPreflight.Kind> = []
+    /// The agent jar to bind (default: ``CRaCAgent/locate(environment:)``).
+    package var agentJar: String?
 
     public init(
         name: String, sandbox: SandboxSpec, readiness: ReadinessCheck, warmup: [WarmupStep] = [], compact: Bool = true,
         replace: Bool = false, shareMemory: Bool = true, compress: Bool = false, encryptionKey: SnapshotKey? = nil,
-        restoreHook: String? = nil, image: ImageReference? = nil, network: String? = nil
+        restoreHook: String? = nil, image: ImageReference? = nil, network: String? = nil, agent: Bool = true
     ) {
         self.network = network
+        self.agent = agent
         self.name = name
         self.sandbox = sandbox
         self.readiness = readiness
@@ -69,6 +81,9 @@ public struct BakeRequest: Sendable {
         try readiness.validate()
         for step in warmup {
             do { try step.validate() } catch { throw KilnError(.invalidArgument, "warmup '\(step)' \(error.message)", hint: error.hint) }
+        }
+        if onRequest, !agent {
+            throw KilnError(.invalidArgument, "--on-request needs kiln's CRaC agent", hint: "drop --no-agent, or drop --on-request")
         }
         if let hook = restoreHook, !hook.hasPrefix("/") || hook.contains(where: { $0.isWhitespace }) {
             throw KilnError(.invalidArgument, "restore hook '\(hook)' must be a path starting with '/'", hint: "e.g. --on-restore /kiln/restored")

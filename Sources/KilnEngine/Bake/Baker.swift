@@ -17,6 +17,11 @@ public enum BakeEvent: Sendable {
     case ready(coldStartMs: Double)
     case warmingUp(WarmupStep)
     case warmedUp(ms: Double, requests: Int)
+    /// kiln's CRaC agent ran every resource's beforeCheckpoint (`appRequested`: the application
+    /// asked for the checkpoint itself).
+    case beforeCheckpoint(ms: Double, resources: Int?, appRequested: Bool)
+    /// The preflight's report (one line per finding and its why/fix), and whether it blocks.
+    case preflight(lines: [String], blocked: Bool)
     case compacting
     case compacted(ms: Double, didRun: Bool, note: String)
     case checkpointing
@@ -33,10 +38,32 @@ extension Kiln {
     /// Whatever happens, the container, its network namespace, cgroup and scratch directories
     /// are gone when this returns; only the snapshot (on success) or a log (on failure) remains.
     public func bake(_ request: BakeRequest, progress: @Sendable (BakeEvent) -> Void = { _ in }) async throws -> SnapshotManifest {
-        let action = "baking snapshot '\(request.name)'"
+        guard case .snapshot(let manifest) = try await bake(request, preflightOnly: false, progress: progress) else {
+            throw KilnError(.runtimeFailed, "the bake stopped after its preflight")
+        }
+        return manifest
+    }
+
+    /// `kiln bake --preflight`: starts and warms the service as a bake does, runs its CRaC
+    /// beforeCheckpoint, reports what would block the checkpoint, and stops (no dump, nothing
+    /// stored; the service runs its afterRestore before it is torn down).
+    package func preflight(_ request: BakeRequest, progress: @Sendable (BakeEvent) -> Void = { _ in }) async throws -> [CheckpointPreflight.Finding] {
+        guard case .preflight(let findings) = try await bake(request, preflightOnly: true, progress: progress) else {
+            throw KilnError(.runtimeFailed, "the preflight made a snapshot")
+        }
+        return findings
+    }
+
+    package enum BakeOutcome {
+        case snapshot(SnapshotManifest)
+        case preflight([CheckpointPreflight.Finding])
+    }
+
+    private func bake(_ request: BakeRequest, preflightOnly: Bool, progress: @Sendable (BakeEvent) -> Void) async throws -> BakeOutcome {
+        let action = preflightOnly ? "checking what would block a checkpoint of '\(request.name)'" : "baking snapshot '\(request.name)'"
         do {
             if request.image == nil { try request.validate() } else { try SnapshotStore.validate(name: request.name) }
-            if store.exists(request.name), !request.replace {
+            if store.exists(request.name), !request.replace, !preflightOnly {
                 throw KilnError(.snapshotExists, "a snapshot named '\(request.name)' already exists", hint: "pass --replace to bake it again, or choose another name")
             }
             let id = makeInstanceID(for: request.name) + "-bake"
@@ -59,8 +86,23 @@ extension Kiln {
                     request.sandbox = configured
                     try request.validate()
                 }
+                // The agent needs the JDK's java.instrument module: the host's JDK has it; a JVM in an
+                // image or another root may not (a jlink'ed runtime), and would not start with it.
+                let withAgent = request.agent && request.sandbox.rootFilesystem == .host
+                if request.onRequest, !withAgent {
+                    throw KilnError(
+                        .invalidArgument, "--on-request needs kiln's CRaC agent, which runs only on kiln's own root (not with --image or --rootfs)",
+                        hint: "drop --on-request")
+                }
+                request.sandbox.agent = withAgent ? CRaCAgent(jarPath: try request.agentJar ?? CRaCAgent.locate()) : nil
                 staging = try store.makeStagingDirectory(for: request.name)
-                let manifest = try await bake(request, imported: imported, sandbox: &sandbox, staging: staging!, progress: progress)
+                let outcome = try await bake(request, imported: imported, sandbox: &sandbox, staging: staging!, preflightOnly: preflightOnly, progress: progress)
+                guard case .snapshot(let manifest) = outcome else {
+                    await sandbox.tearDown()
+                    try? FileManager.default.removeItem(atPath: staging!)
+                    if request.image != nil { store.removeImageRoot(imageRoot(bakeID: id)) }
+                    return outcome
+                }
                 // A re-bake makes any unpacked copy of the old version stale.
                 ImageCache(root: paths.imageCache, store: store).evict(request.name)
                 await sandbox.tearDown()
@@ -70,10 +112,15 @@ extension Kiln {
                    !instanceRecords().contains(where: { $0.snapshot == request.name }) {
                     store.removeImageRoot(root)
                 }
-                return manifest
+                return .snapshot(manifest)
             } catch {
                 // Keep the service's output where the error says it is; drop everything else.
-                _ = sandbox.keep(sandbox.logPath, at: keptLogPath(bakeID: id))
+                let kept = sandbox.keep(sandbox.logPath, at: keptLogPath(bakeID: id))
+                var error = error
+                if var failure = error as? KilnError, failure.logPath == sandbox.logPath {
+                    failure.logPath = kept
+                    error = failure
+                }
                 await sandbox.tearDown()
                 if let staging { try? FileManager.default.removeItem(atPath: staging) }
                 if request.image != nil { store.removeImageRoot(imageRoot(bakeID: id)) }
@@ -104,11 +151,10 @@ extension Kiln {
     }
 
     private func bake(
-        _ request: BakeRequest, imported: ImportedImage?, sandbox lifecycle: inout SandboxLifecycle, staging: String,
+        _ request: BakeRequest, imported: ImportedImage?, sandbox lifecycle: inout SandboxLifecycle, staging: String, preflightOnly: Bool,
         progress: @Sendable (BakeEvent) -> Void
-    ) async throws -> SnapshotManifest {
+    ) async throws -> BakeOutcome {
         let sandbox = request.sandbox
-        let instance = lifecycle.instance
         let consoleLog = lifecycle.logPath
         let keptLog = keptLogPath(bakeID: lifecycle.id)
         try await lifecycle.prepare(sandbox, ownerMark: true, network: try networkPlan(request.network, snapshot: request.name))
@@ -117,17 +163,73 @@ extension Kiln {
         progress(.starting(command: sandbox.command))
         let started = ContinuousClock.now
         let container = try await lifecycle.start()
-        let coldStartMs = try await lifecycle.waitUntilReady(
-            port: sandbox.port, readiness: request.readiness, interval: .milliseconds(25), appDirectory: sandbox.appDirectory, keptLogPath: keptLog,
-            since: started)
-        var timings = BakeTimings(coldStartMs: coldStartMs)
-        progress(.ready(coldStartMs: timings.coldStartMs))
+        let readyTimeout = Duration.milliseconds(Int(request.readiness.timeoutSeconds * 1000))
+        var timings: BakeTimings
+        var agentCheckpoint: AgentCheckpoint?
+        if request.onRequest {
+            // The application asks for its checkpoint when it is ready (Spring: at the end of its
+            // context refresh), and may not answer on its port before it is restored.
+            let checkpoint = try await lifecycle.beforeCheckpoint(onRequest: true, timeout: readyTimeout)
+            agentCheckpoint = checkpoint
+            timings = BakeTimings(coldStartMs: started.duration(to: .now).milliseconds)
+            progress(.ready(coldStartMs: timings.coldStartMs))
+            progress(.beforeCheckpoint(ms: checkpoint.elapsedMs, resources: checkpoint.resources, appRequested: true))
+        } else {
+            let coldStartMs = try await lifecycle.waitUntilReady(
+                port: sandbox.port, readiness: request.readiness, interval: .milliseconds(25), appDirectory: sandbox.appDirectory, keptLogPath: keptLog,
+                since: started)
+            timings = BakeTimings(coldStartMs: coldStartMs)
+            progress(.ready(coldStartMs: timings.coldStartMs))
 
-        let warmupStart = ContinuousClock.now
-        let requests = try await warmUp(endpoint, steps: request.warmup, logPath: consoleLog, keptLogPath: keptLog) { progress(.warmingUp($0)) }
-        timings.warmupMs = warmupStart.duration(to: .now).milliseconds
-        if !request.warmup.isEmpty { progress(.warmedUp(ms: timings.warmupMs, requests: requests)) }
+            let warmupStart = ContinuousClock.now
+            let requests = try await warmUp(endpoint, steps: request.warmup, logPath: consoleLog, keptLogPath: keptLog) { progress(.warmingUp($0)) }
+            timings.warmupMs = warmupStart.duration(to: .now).milliseconds
+            if !request.warmup.isEmpty { progress(.warmedUp(ms: timings.warmupMs, requests: requests)) }
 
+            // A service that answers has long started its JVM, whose agent wrote agent.ready at
+            // premain; none there: no JVM with the agent (a service that is no JVM), nothing to ask.
+            if sandbox.agent != nil, lifecycle.agentStarted {
+                let checkpoint = try await lifecycle.beforeCheckpoint(onRequest: false, timeout: readyTimeout)
+                agentCheckpoint = checkpoint
+                progress(.beforeCheckpoint(ms: checkpoint.elapsedMs, resources: checkpoint.resources, appRequested: false))
+            }
+        }
+
+        do {
+            return try await checkpoint(
+                request, imported: imported, lifecycle: &lifecycle, container: container, staging: staging, timings: timings,
+                agentProcess: agentCheckpoint?.namespacePid, preflightOnly: preflightOnly, progress: progress)
+        } catch {
+            // The service prepared for a checkpoint that did not happen: it runs its afterRestore
+            // (as the original, with the reason) before it is torn down.
+            if let pid = agentCheckpoint?.namespacePid {
+                let reason = preflightOnly ? "kiln bake --preflight: no dump" : "\((error as? KilnError)?.message ?? "\(error)")"
+                do {
+                    _ = try await lifecycle.afterRestore(
+                        namespacePid: pid, instance: lifecycle.id, hostname: lifecycle.id, checkpointError: reason, timeout: .seconds(10))
+                } catch {
+                    logger.warning("the original's afterRestore after the failed checkpoint: \(error)")
+                }
+            }
+            if preflightOnly, let error = error as? PreflightStop { return .preflight(error.findings) }
+            throw error
+        }
+    }
+
+    /// Stops a `--preflight` bake once its report is out.
+    private struct PreflightStop: Error {
+        var findings: [CheckpointPreflight.Finding]
+    }
+
+    /// Compaction, the preflight, the dump and the store: everything after the service is ready
+    /// to be checkpointed.
+    private func checkpoint(
+        _ request: BakeRequest, imported: ImportedImage?, lifecycle: inout SandboxLifecycle, container: ContainerProcess, staging: String,
+        timings: BakeTimings, agentProcess: Int32?, preflightOnly: Bool, progress: @Sendable (BakeEvent) -> Void
+    ) async throws -> BakeOutcome {
+        let sandbox = request.sandbox
+        let instance = lifecycle.instance
+        var timings = timings
         var compacted = false
         if request.compact {
             progress(.compacting)
@@ -138,13 +240,22 @@ extension Kiln {
             progress(.compacted(ms: timings.compactMs, didRun: result.didRun, note: result.note))
         }
 
-        progress(.checkpointing)
         // kiln's own readiness and warmup connections are closed, but the service may not have
         // closed its end yet (CLOSE_WAIT); CRIU would refuse to dump such a socket. Give it a moment.
         let quiet = ContinuousClock.now + .seconds(2)
         while ProcessInspector.openConnections(of: container.pid) > 0, ContinuousClock.now < quiet {
             try await Task.sleep(for: .milliseconds(10))
         }
+        let findings = try lifecycle.preflight(servicePort: sandbox.port, serviceNamespacePid: agentProcess)
+        let refusal = CheckpointPreflight.blocked(findings, allowed: request.allow)
+        progress(.preflight(lines: CheckpointPreflight.render(findings, allowed: request.allow), blocked: refusal != nil))
+        if preflightOnly { throw PreflightStop(findings: findings) }
+        if var refusal {
+            refusal.logPath = lifecycle.logPath
+            throw refusal.during("\(lifecycle.purpose) (while \(SandboxLifecycle.Step.preflight))")
+        }
+
+        progress(.checkpointing)
         // An encrypted snapshot's plain images must never reach a disk: CRIU dumps them into
         // tmpfs, and only their encrypted form is written to the store.
         let dump = request.encryptionKey == nil ? "\(staging)/images" : "\(paths.imageCache)/.bake-\(instance.id)"
@@ -198,14 +309,14 @@ extension Kiln {
                 architecture: $0.image.config.architecture, copyMs: $0.copyMs, unpackMs: $0.unpackMs,
                 rootListingSHA256: try FileDigest.listingSHA256(of: root))
         }
-        return try store.commit(staging: staging) { files in
+        return .snapshot(try store.commit(staging: staging) { files in
             SnapshotManifest(
                 name: request.name, createdAt: Date(), sandbox: sandbox, readiness: request.readiness, warmup: request.warmup,
                 host: host, timings: timings, compacted: compacted, shareMemory: request.shareMemory,
                 compression: request.compress ? ImageCache.compression : nil, encryption: encryption, restoreHook: request.restoreHook,
                 image: image,
-                cgroupsInImages: true, network: NetworkChoice.recorded(request.network), files: files)
-        }
+                cgroupsInImages: true, network: NetworkChoice.recorded(request.network), agentProcess: agentProcess, files: files)
+        })
     }
 }
 

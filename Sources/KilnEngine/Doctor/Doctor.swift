@@ -72,6 +72,12 @@ public enum Doctor {
         } catch let error as KilnError {
             add("kiln-shim", .failed, error.message, fix: error.hint)
         } catch {}
+        do {
+            add("crac agent", .ok, try CRaCAgent.locate())
+        } catch let error as KilnError {
+            // Only bakes need it, and --no-agent bakes without it.
+            add("crac agent", .warning, error.message, fix: error.hint)
+        } catch {}
 
         let memoryCgroup = CgroupHierarchy.isUnified || CgroupHierarchy.hierarchies().contains("\(CgroupHierarchy.mountPoint)/memory")
         add("cgroups", memoryCgroup ? .ok : .failed,

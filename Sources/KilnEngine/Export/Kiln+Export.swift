@@ -116,6 +116,13 @@ extension Kiln {
                 .invalidArgument, "snapshot '\(manifest.name)' was imported from another runtime's archive and binds files that runtime generated",
                 hint: "export the original archive instead")
         }
+        if manifest.sandbox.agent != nil {
+            // Its JVM holds the agent jar open and expects a control directory per copy: mounts a
+            // Podman archive cannot describe.
+            throw KilnError(
+                .invalidArgument, "snapshot '\(manifest.name)' runs kiln's CRaC agent, whose jar and per-copy control directory a Podman archive cannot carry",
+                hint: "bake it again with --no-agent to export it")
+        }
     }
 
     /// spec.dump, config.dump, rootfs-diff.tar and kiln.json of `manifest`, in `directory`.

@@ -27,6 +27,9 @@ public struct InstanceRecord: Codable, Sendable, Equatable {
     /// Its place on a network (address, veth, CNI result: what detaching it needs), or nil for a
     /// loopback-only copy (and in records older than networks).
     public var network: NetworkAttachment?
+    /// How long the copy's CRaC afterRestore took (restore.request to restore.done, as kiln saw
+    /// it), included in ``firstResponseMs``; nil without the agent.
+    public var afterRestoreMs: Double? = nil
 
     /// Its address on its network, without prefix.
     public var address: String? { network?.ip }

@@ -113,6 +113,13 @@ extension Kiln {
             if let attachment = sandbox.attachment, let socket = RestoreAddressCheck.strandedListeners(ofProcess: container.pid, address: attachment.ip).first {
                 throw RestoreAddressCheck.stranded(("", socket.port, socket.address), attachment: attachment, details: [], logPath: sandbox.logPath)
             }
+            // The copy's CRaC afterRestore, in its new identity, before anything can reach it.
+            var afterRestoreMs: Double?
+            if manifest.sandbox.agent != nil, let jvm = manifest.agentProcess {
+                let agent = try await sandbox.afterRestore(namespacePid: jvm, instance: id, hostname: id, timeout: readinessTimeout)
+                afterRestoreMs = agent.elapsedMs
+                for warning in agent.warnings { logger.warning("\(id): the agent says: \(warning)") }
+            }
             let outcome = try await sandbox.probe(port: manifest.sandbox.port, path: manifest.readiness.path, timeout: readinessTimeout, interval: pollInterval)
             guard outcome == .ready else {
                 throw KilnError(
@@ -122,12 +129,12 @@ extension Kiln {
             let endpoint = sandbox.endpoint(port: manifest.sandbox.port)
             if let hook = manifest.restoreHook { try await notifyRestored(hook, id: id, manifest: manifest, endpoint: endpoint, logPath: sandbox.logPath) }
             let answered = ContinuousClock.now
-            logger.debug("\(id): sandbox prepared in \(start.duration(to: prepared).milliseconds) ms, runc restore took \(prepared.duration(to: restored).milliseconds) ms, first response \(restored.duration(to: answered).milliseconds) ms later")
+            logger.debug("\(id): sandbox prepared in \(start.duration(to: prepared).milliseconds) ms, runc restore took \(prepared.duration(to: restored).milliseconds) ms, first response \(restored.duration(to: answered).milliseconds) ms later (afterRestore \(afterRestoreMs.map { String(format: "%.1f", $0) } ?? "-") ms)")
             let record = InstanceRecord(
                 id: id, snapshot: manifest.name, pid: container.pid, shimPid: container.shimPid, port: manifest.sandbox.port,
                 createdAt: Date(), networkNamespacePath: sandbox.instance.networkNamespacePath, cgroupPath: sandbox.instance.cgroupPath,
                 logPath: sandbox.logPath, restoreMs: start.duration(to: restored).milliseconds, firstResponseMs: start.duration(to: answered).milliseconds,
-                sharesMemory: sharing, network: sandbox.attachment)
+                sharesMemory: sharing, network: sandbox.attachment, afterRestoreMs: afterRestoreMs)
             try save(record)
             return record
         } catch {

@@ -40,6 +40,12 @@ package protocol SandboxHost: Sendable {
     func moveFile(_ path: String, to destination: String) -> Bool
     /// Removes a directory tree; nothing happens if there is none.
     func removeDirectory(_ path: String)
+    /// Sends SIGWINCH (the CRaC agent's "look at your control directory", agent/PROTOCOL.md) to
+    /// the process of the cgroup `cgroupPath` whose pid in its own namespace is `namespacePid`;
+    /// returns its host pid.
+    func signalAgent(namespacePid: Int32, inCgroup cgroupPath: String) throws -> Int32
+    /// What the checkpoint preflight needs to know of every process in the cgroup `cgroupPath`.
+    func preflightSnapshot(ofCgroup cgroupPath: String, containerPid: Int32) -> PreflightSnapshot
 }
 
 /// ``SandboxHost`` on Linux, as root.
@@ -101,5 +107,20 @@ package struct LinuxSandboxHost: SandboxHost {
 
     package func removeDirectory(_ path: String) {
         try? FileManager.default.removeItem(atPath: path)
+    }
+
+    package func signalAgent(namespacePid: Int32, inCgroup cgroupPath: String) throws -> Int32 {
+        let pids = ProcessInspector.pids(inCgroup: cgroupPath)
+        guard let pid = pids.first(where: { ProcessInspector.namespacePid(of: $0) == namespacePid }) else {
+            throw KilnError(
+                .runtimeFailed, "no process of the sandbox has pid \(namespacePid) in it (the JVM whose agent answered)",
+                hint: "the JVM with kiln's CRaC agent exited; see the service's output")
+        }
+        guard kill(pid, SIGWINCH) == 0 else { throw KilnError.systemCall("kill(SIGWINCH)", errno: errno, "pid \(pid)") }
+        return pid
+    }
+
+    package func preflightSnapshot(ofCgroup cgroupPath: String, containerPid: Int32) -> PreflightSnapshot {
+        PreflightSnapshot.read(cgroupPath: cgroupPath, containerPid: containerPid)
     }
 }

@@ -15,13 +15,13 @@ import Logging
 /// mutating steps are called by the flow that made it, never shared.
 ///
 /// ```
-/// directory ─► prepare (netns, [network], bundle) ─► start ──────────────► waitUntilReady ─► [checkpoint] ─► tearDown
-///                                     └─► restore ─► identity ─┘
+/// directory ─► prepare (netns, [network], bundle) ─► start ───────────────────────────► waitUntilReady ─► [beforeCheckpoint ─► checkpoint] ─► tearDown
+///                                                └─► restore ─► identity ─► afterRestore ─┘
 /// ```
 package struct SandboxLifecycle {
     /// A step of the life, named in errors ("... (while restoring the container)").
     package enum Step: String, Sendable, CaseIterable, CustomStringConvertible {
-        case directory, networkNamespace, network, bundle, start, restore, identity, readiness, checkpoint
+        case directory, networkNamespace, network, bundle, start, restore, identity, readiness, beforeCheckpoint, preflight, checkpoint, afterRestore
 
         package var description: String {
             switch self {
@@ -33,7 +33,10 @@ package struct SandboxLifecycle {
             case .restore: "restoring the container"
             case .identity: "giving the copy its identity"
             case .readiness: "waiting for the service to answer"
+            case .beforeCheckpoint: "running the service's CRaC beforeCheckpoint"
+            case .preflight: "checking what would break the restored copies"
             case .checkpoint: "checkpointing the container"
+            case .afterRestore: "running the copy's CRaC afterRestore"
             }
         }
     }
@@ -53,7 +56,7 @@ package struct SandboxLifecycle {
     package private(set) var attachment: NetworkAttachment?
 
     private let runtime: any ContainerRuntime
-    private let host: any SandboxHost
+    let host: any SandboxHost
     private let runtimeStateRoot: String
     private let logger: Logger
     private var holdsDirectory = false
@@ -81,7 +84,7 @@ package struct SandboxLifecycle {
         self.purpose = purpose
         self.instance = SandboxInstance(
             id: id, bundlePath: "\(directory)/bundle", networkNamespacePath: "\(paths.networkNamespaces)/\(id)",
-            cgroupPath: "\(paths.cgroupParent)/\(id)", criuConfigPath: criuConfigPath)
+            cgroupPath: "\(paths.cgroupParent)/\(id)", criuConfigPath: criuConfigPath, agentDirectory: "\(directory)/agent")
         self.runtime = runtime
         self.host = host
         self.runtimeStateRoot = paths.runcRoot
@@ -275,9 +278,9 @@ package struct SandboxLifecycle {
 
     // MARK: - Steps and their errors
 
-    private func action(_ step: Step) -> String { "\(purpose) (while \(step))" }
+    func action(_ step: Step) -> String { "\(purpose) (while \(step))" }
 
-    private func notRunning(_ step: Step) -> KilnError {
+    func notRunning(_ step: Step) -> KilnError {
         KilnError(.runtimeFailed, "the sandbox has no running container", action: action(step))
     }
 

@@ -41,6 +41,7 @@ public enum SandboxBundle {
                 try layOutHostRoot(at: rootPath, hostname: instance.id, binds: binds, mode: spec.rootMode)
             }
             let extra = try extraBinds(spec, instance: instance, root: rootPath, kilnBinds: binds)
+                + agentBinds(spec, instance: instance, root: rootPath)
             let config = OCIConfig(spec: spec, instance: instance, rootPath: rootPath, binds: binds, extraMounts: extra)
             try KilnJSON.prettyEncoder().encode(config).write(to: URL(fileURLWithPath: "\(bundle)/config.json"))
         } catch let error as KilnError {
@@ -104,6 +105,34 @@ public enum SandboxBundle {
             mounts.append(.init(destination: "/etc/resolv.conf", type: "bind", source: source, options: ["rbind", "ro", "nosuid", "nodev"]))
         }
         return mounts
+    }
+
+    /// The agent's two mounts: its jar read-only, and this container's own control directory
+    /// (created here, writable by the service's user) read-write. In a generated root, their
+    /// mount points are made here.
+    static func agentBinds(_ spec: SandboxSpec, instance: SandboxInstance, root: String) throws -> [OCIConfig.Mount] {
+        guard let agent = spec.agent else { return [] }
+        guard let control = instance.agentDirectory else {
+            throw KilnError(.runtimeFailed, "the sandbox \(instance.id) has an agent but no control directory")
+        }
+        let fileManager = FileManager.default
+        guard fileManager.fileExists(atPath: agent.jarPath) else {
+            throw KilnError(
+                .toolMissing, "kiln's CRaC agent jar \(agent.jarPath) is missing",
+                hint: "build it with 'make samples' (or agent/build.sh) at that path, or bake again (with --no-agent to go without)")
+        }
+        try fileManager.createDirectory(atPath: control, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        if let user = spec.user { chown(control, user.uid, user.gid) }
+        if spec.rootFilesystem == .host {
+            try fileManager.createDirectory(atPath: root + CRaCAgent.controlInSandbox, withIntermediateDirectories: true)
+            let jarTarget = root + CRaCAgent.jarInSandbox
+            try fileManager.createDirectory(atPath: (jarTarget as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            if !fileManager.fileExists(atPath: jarTarget) { _ = fileManager.createFile(atPath: jarTarget, contents: nil) }
+        }
+        return [
+            .init(destination: CRaCAgent.jarInSandbox, type: "bind", source: agent.jarPath, options: ["rbind", "ro", "nosuid", "nodev"]),
+            .init(destination: CRaCAgent.controlInSandbox, type: "bind", source: control, options: ["rbind", "nosuid", "nodev"]),
+        ]
     }
 
     static func hostsFile(hostname: String) -> String {

@@ -42,6 +42,11 @@ public struct SandboxSpec: Codable, Sendable, Equatable {
     /// More bind mounts the checkpointed process had (a snapshot imported from a Podman
     /// archive); nil for kiln's own bakes.
     public var binds: [Bind]?
+    /// kiln's CRaC agent in the sandbox (nil: none, e.g. `kiln bake --no-agent`, and every
+    /// manifest made before the agent): its jar bound read-only at ``CRaCAgent/jarInSandbox``,
+    /// each container's own control directory bound read-write at ``CRaCAgent/controlInSandbox``,
+    /// and both named in `JAVA_TOOL_OPTIONS`.
+    public var agent: CRaCAgent?
 
     /// A bind mount at ``destination``. With a ``source``, that host path (it must be there at
     /// every restore); without one, kiln makes an empty file or directory per copy, standing in
@@ -68,8 +73,9 @@ public struct SandboxSpec: Codable, Sendable, Equatable {
         command: [String], environment: [String: String] = [:], workingDirectory: String,
         appDirectory: String?, rootFilesystem: RootFilesystem = .host, port: Int,
         memoryLimitBytes: Int64 = 1 << 30, pidsLimit: Int64 = 1024, tmpfsSizeBytes: Int64 = 64 << 20, user: SandboxUser? = nil,
-        rootMode: Int? = SandboxSpec.portableRootMode, binds: [Bind]? = nil
+        rootMode: Int? = SandboxSpec.portableRootMode, binds: [Bind]? = nil, agent: CRaCAgent? = nil
     ) {
+        self.agent = agent
         self.rootMode = rootMode
         self.binds = binds
         self.command = command
@@ -141,6 +147,7 @@ public struct SandboxSpec: Codable, Sendable, Equatable {
                   bind.source.map(InputValidation.isCleanAbsolutePath) ?? true
             else { return "its bind mount '\(bind.destination)' is not between clean absolute paths" }
         }
+        if let agent, !InputValidation.isCleanAbsolutePath(agent.jarPath) { return "its agent jar '\(agent.jarPath)' is not a clean absolute path" }
         for (key, value) in environment where key.isEmpty || key.contains("=") || key.utf8.contains(0) || value.utf8.contains(0) {
             return "its environment variable '\(key)' is invalid"
         }
@@ -172,12 +179,63 @@ public struct SandboxSpec: Codable, Sendable, Equatable {
         env.merge(environment) { _, user in user }
         env["PORT"] = String(port)
         let user = env["JAVA_TOOL_OPTIONS"].map { $0.split(separator: " ").map(String.init) } ?? []
-        env["JAVA_TOOL_OPTIONS"] = (user + Self.jvmOptions.filter { option in
+        let agentOptions = agent.map { _ in CRaCAgent.jvmOptions } ?? []
+        env["JAVA_TOOL_OPTIONS"] = (user + agentOptions + Self.jvmOptions.filter { option in
             // The user's own setting of a flag wins.
             let name = option.drop { "-+X:".contains($0) }.split(separator: "=").first.map(String.init) ?? option
             return !user.contains { $0.contains(name) }
         }).joined(separator: " ")
         return env
+    }
+}
+
+/// kiln's CRaC backend (agent/, a Java agent) in a sandbox: where its jar is on the host. The
+/// paths inside the sandbox are fixed, so every restored copy finds its control directory where
+/// the checkpointed JVM was told it is (agent/PROTOCOL.md).
+public struct CRaCAgent: Codable, Sendable, Equatable {
+    /// The agent jar on the host; it must be the same file at every restore (the JVM keeps it open).
+    public var jarPath: String
+
+    /// Where the jar is bound (read-only) inside the sandbox.
+    public static let jarInSandbox = "/run/kiln/agent/kiln-crac-agent.jar"
+    /// Where each container's own control directory is bound (read-write) inside the sandbox.
+    public static let controlInSandbox = "/run/kiln/control"
+    /// The options that load the agent into every JVM the sandbox starts.
+    public static let jvmOptions = ["-javaagent:\(jarInSandbox)", "-Dkiln.agent.dir=\(controlInSandbox)"]
+
+    public init(jarPath: String) {
+        self.jarPath = jarPath
+    }
+
+    /// The jar's file name, as `make samples` / agent/build.sh build it.
+    public static let jarName = "kiln-crac-agent.jar"
+
+    /// Finds the agent jar: `$KILN_AGENT_JAR`, else `agent/build/` of the source tree the running
+    /// kiln (or test runner) was built in, else the installed `/usr/local/lib/kiln/`.
+    public static func locate(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> String {
+        if let explicit = environment["KILN_AGENT_JAR"], !explicit.isEmpty {
+            guard FileManager.default.fileExists(atPath: explicit) else {
+                throw KilnError(.toolMissing, "KILN_AGENT_JAR names \(explicit), which does not exist", hint: "build it with 'agent/build.sh' or unset KILN_AGENT_JAR")
+            }
+            return explicit
+        }
+        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
+        var candidates: [String] = []
+        // kiln is .build/<config>/kiln (or .build/<triple>/<config>/...); the repo is above .build.
+        var directory = executable
+        while !directory.isEmpty, directory != "/" {
+            directory = (directory as NSString).deletingLastPathComponent
+            if (directory as NSString).lastPathComponent == ".build" {
+                candidates.append("\((directory as NSString).deletingLastPathComponent)/agent/build/\(jarName)")
+                break
+            }
+        }
+        candidates.append("\((executable as NSString).deletingLastPathComponent)/\(jarName)")
+        candidates.append("/usr/local/lib/kiln/\(jarName)")
+        if let found = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) { return found }
+        throw KilnError(
+            .toolMissing, "kiln's CRaC agent jar was not found (looked at \(candidates.joined(separator: ", ")))",
+            hint: "build it with 'make samples' (or agent/build.sh), set KILN_AGENT_JAR, or bake with --no-agent")
     }
 }
 
@@ -207,11 +265,15 @@ public struct SandboxInstance: Sendable {
     /// The text of the container's `/etc/resolv.conf` on a network (bind-mounted from the
     /// bundle); nil for a loopback-only sandbox, whose root keeps its own (empty) file.
     public var resolvConf: String?
+    /// The host directory bound at ``CRaCAgent/controlInSandbox`` when the spec has an agent.
+    public var agentDirectory: String?
 
     public init(
-        id: String, bundlePath: String, networkNamespacePath: String, cgroupPath: String, criuConfigPath: String? = nil, resolvConf: String? = nil
+        id: String, bundlePath: String, networkNamespacePath: String, cgroupPath: String, criuConfigPath: String? = nil, resolvConf: String? = nil,
+        agentDirectory: String? = nil
     ) {
         self.resolvConf = resolvConf
+        self.agentDirectory = agentDirectory
         self.id = id
         self.bundlePath = bundlePath
         self.networkNamespacePath = networkNamespacePath

@@ -29,6 +29,9 @@ public struct KilnError: Error, CustomStringConvertible, Sendable {
         /// An encrypted snapshot and only keys with other ids.
         case keyMismatch = "key-mismatch"
         case checkpointFailed = "checkpoint-failed"
+        /// The preflight found what would break restored copies (open connections, files open
+        /// for writing, child processes...) and the bake did not allow it (`--allow KIND`).
+        case checkpointBlocked = "checkpoint-blocked"
         case restoreFailed = "restore-failed"
         case instanceNotFound = "instance-not-found"
         case runtimeFailed = "runtime-failed"

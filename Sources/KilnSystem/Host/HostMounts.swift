@@ -10,7 +10,7 @@ import Glibc
 package enum HostMounts {
     /// Mount points of this process's mount namespace (octal escapes decoded).
     package static func mountPoints() -> [String] {
-        let table = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+        let table = stableMountTable()
         return table.split(separator: "\n").compactMap { line in
             let fields = line.split(separator: " ")
             return fields.count > 4 ? decode(String(fields[4])) : nil
@@ -24,6 +24,38 @@ package enum HostMounts {
         let prefixes = directories.map { $0.hasSuffix("/") ? $0 : $0 + "/" }
         let doomed = mountPoints().filter { point in prefixes.contains { (point + "/").hasPrefix($0) } }
         return doomed.sorted { $0.count > $1.count }.filter { umount2($0, Int32(MNT_DETACH)) == 0 }
+    }
+
+    /// The calling thread's mountinfo (thread-self: the namespace umount2 acts in), read until two
+    /// reads agree. A read that spans several read(2) calls while another thread mounts or
+    /// unmounts can skip entries (the kernel resumes the table by position), and a teardown that
+    /// misses a mount leaves it behind.
+    static func stableMountTable(attempts: Int = 5) -> String {
+        var previous: String?
+        for _ in 0..<attempts {
+            let table = readWhole("/proc/thread-self/mountinfo")
+            if table == previous { return table }
+            previous = table
+        }
+        return previous ?? ""
+    }
+
+    /// A procfs file in as few read(2) calls as its size allows (one, for a mount table that fits
+    /// in 1 MiB).
+    private static func readWhole(_ path: String) -> String {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return "" }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        let chunk = 1 << 20
+        var buffer = [UInt8](repeating: 0, count: chunk)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, chunk) }
+            if count < 0, errno == EINTR { continue }
+            guard count > 0 else { break }
+            bytes.append(contentsOf: buffer[0..<count])
+        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// mountinfo writes space, tab, newline and backslash as `\040`-style octal escapes.

@@ -1,0 +1,136 @@
+import Foundation
+import Testing
+
+@testable import KilnEngine
+@testable import KilnOCI
+@testable import KilnSnapshot
+@testable import KilnSystem
+
+/// The CRaC agent's steps in the lifecycle, with the fake runtime and the fake agent behind the
+/// SandboxHost seam (SandboxLifecycleTests.FakeHost.signalAgent).
+extension SandboxLifecycleTests {
+    static func agentRequest() -> BakeRequest {
+        var request = BakeRequest(name: "svc", sandbox: Self.spec, readiness: ReadinessCheck(path: "/health", timeoutSeconds: 1), compact: false)
+        request.agentJar = "/nonexistent/kiln-crac-agent.jar"
+        return request
+    }
+
+    static func agentManifest() -> SnapshotManifest {
+        var manifest = Self.manifest("svc")
+        manifest.sandbox.agent = CRaCAgent(jarPath: "/nonexistent/kiln-crac-agent.jar")
+        manifest.agentProcess = 1
+        return manifest
+    }
+
+    @Test func aBakeWithTheAgentRunsBeforeCheckpointAfterWarmupAndRecordsTheJVM() async throws {
+        let world = World(failAt: nil)
+        let (kiln, root) = try Self.makeKiln(world)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let manifest = try await kiln.bake(Self.agentRequest())
+        #expect(manifest.agentProcess == 1)
+        #expect(manifest.sandbox.agent?.jarPath == "/nonexistent/kiln-crac-agent.jar")
+        let steps = world.calls.filter { !$0.hasPrefix("mkdir") }
+        #expect(steps == ["netns create", "bundle", "start", "ready?", "signal", "preflight", "checkpoint", "delete", "leftovers", "netns remove", "reap", "rmdir"])
+        #expect(world.state.withLock { $0.agentRequests } == ["checkpoint"])
+        Self.expectNothingLeft(world, kiln)
+    }
+
+    @Test func aServiceWithoutAJVMIsBakedWithoutTheCallbacks() async throws {
+        let world = World(failAt: nil)
+        world.state.withLock { $0.noJVM = true }
+        let (kiln, root) = try Self.makeKiln(world)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let manifest = try await kiln.bake(Self.agentRequest())
+        #expect(manifest.agentProcess == nil, "copies of it are not signalled")
+        #expect(!world.calls.contains("signal"))
+        #expect(world.calls.contains("checkpoint"))
+        Self.expectNothingLeft(world, kiln)
+    }
+
+    @Test func aFailingBeforeCheckpointAbortsTheBakeWithTheJavaException() async throws {
+        let world = World(failAt: .beforeCheckpoint)
+        let (kiln, root) = try Self.makeKiln(world)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        do {
+            _ = try await kiln.bake(Self.agentRequest())
+            Issue.record("baked although beforeCheckpoint failed")
+        } catch let error as KilnError {
+            #expect(error.code == .checkpointFailed)
+            #expect(error.message.contains("java.lang.IllegalStateException: no checkpoint today"), "\(error.message)")
+            #expect(error.details.contains { $0.contains("at Svc.callback(Svc.java:7)") }, "\(error.details)")
+            #expect(error.action.contains("(while \(SandboxLifecycle.Step.beforeCheckpoint))"), "\(error.action)")
+        }
+        #expect(!world.calls.contains("checkpoint"), "nothing may be dumped")
+        // The agent ran afterRestore itself (checkpoint.failed): kiln asks nothing more of it.
+        #expect(world.state.withLock { $0.agentRequests } == ["checkpoint"])
+        Self.expectNothingLeft(world, kiln)
+        #expect(!kiln.store.exists("svc"))
+    }
+
+    @Test func aFailedDumpSendsTheOriginalARestoreRequestWithTheError() async throws {
+        let world = World(failAt: .checkpoint)
+        let (kiln, root) = try Self.makeKiln(world)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        await #expect(throws: KilnError.self) { _ = try await kiln.bake(Self.agentRequest()) }
+        let requests = world.state.withLock { $0.agentRequests }
+        #expect(requests.count == 2)
+        #expect(requests.last?.contains("checkpoint.error=") == true, "\(requests)")
+        #expect(requests.last?.contains("instance=svc-") == true, "\(requests)")
+        let steps = world.calls.filter { !$0.hasPrefix("mkdir") }
+        #expect(steps.firstIndex(of: "checkpoint")! < steps.lastIndex(of: "signal")!, "afterRestore is asked for after the failed dump")
+        #expect(steps.lastIndex(of: "signal")! < steps.firstIndex(of: "delete")!, "and before the tear-down")
+        Self.expectNothingLeft(world, kiln)
+    }
+
+    @Test func thePreflightRefusesTheDumpUnlessTheKindIsAllowed() async throws {
+        let world = World(failAt: nil)
+        let (kiln, root) = try Self.makeKiln(world)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        world.state.withLock { $0.preflight = CheckpointPreflightTests.connectedJVM }
+        do {
+            _ = try await kiln.bake(Self.agentRequest())
+            Issue.record("baked with an open connection")
+        } catch let error as KilnError {
+            #expect(error.code == .checkpointBlocked)
+            #expect(error.details.contains { $0.contains("tcp-connection: pid 1 (java): TCP 127.0.0.1:41000 -> 127.0.0.1:9099 (ESTABLISHED)") }, "\(error.details)")
+            #expect(error.action.contains("(while \(SandboxLifecycle.Step.preflight))"), "\(error.action)")
+        }
+        #expect(!world.calls.contains("checkpoint"))
+        #expect(world.state.withLock { $0.agentRequests }.last?.contains("checkpoint.error=") == true, "the original runs afterRestore")
+        Self.expectNothingLeft(world, kiln)
+
+        var allowing = Self.agentRequest()
+        allowing.allow = [.tcpConnection, .listener]
+        let manifest = try await kiln.bake(allowing)
+        #expect(manifest.name == "svc")
+        Self.expectNothingLeft(world, kiln)
+    }
+
+    @Test func aRestoredCopyRunsAfterRestoreAfterItsIdentityAndBeforeItIsReady() async throws {
+        let world = World(failAt: nil)
+        let (kiln, root) = try Self.makeKiln(world)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let record = try await kiln.restoreOne(Self.agentManifest(), shareMemory: false)
+        #expect(world.calls == ["mkdir \(record.id)", "mkdir work", "netns create", "bundle", "restore", "hostname", "signal", "ready?"])
+        #expect(world.state.withLock { $0.agentRequests } == ["instance=\(record.id)\nhostname=\(record.id)\n"])
+        #expect(record.afterRestoreMs != nil)
+        try await kiln.stop(record)
+        Self.expectNothingLeft(world, kiln)
+    }
+
+    @Test func aFailingAfterRestoreFailsThatCopyAndLeavesNothing() async throws {
+        let world = World(failAt: .afterRestore)
+        let (kiln, root) = try Self.makeKiln(world)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        do {
+            let record = try await kiln.restoreOne(Self.agentManifest(), shareMemory: false)
+            Issue.record("restored \(record.id) although afterRestore failed")
+        } catch let error as KilnError {
+            #expect(error.code == .restoreFailed)
+            #expect(error.message.contains("no restore today"), "\(error.message)")
+            #expect(error.action.contains("(while \(SandboxLifecycle.Step.afterRestore))"), "\(error.action)")
+        }
+        #expect(!world.calls.contains("ready?"), "a copy whose afterRestore failed is never probed")
+        Self.expectNothingLeft(world, kiln)
+    }
+}
