@@ -37,7 +37,7 @@ public struct KilnPaths: Sendable, Equatable {
     public var logs: String { "\(state)/logs" }
     /// Decompressed and decrypted images of compressed and encrypted snapshots, on tmpfs (also
     /// where an encrypted bake's plain dump lives until it is encrypted).
-    public var imageCache: String {
+    public var dumpCache: String {
         "/dev/shm/kiln-images" + (state == "/run/kiln" ? "" : state.replacingOccurrences(of: "/", with: "_"))
     }
     /// Records of snapshots verified since boot (``VerificationRecord``): on tmpfs, root-only.

@@ -42,7 +42,7 @@ package final class HTTPConnection: Sendable {
             let loop = connection.channel.eventLoop
             let start: @Sendable () -> Void = {
                 let collector = ReplyCollector(continuation, channel: connection.channel)
-                connection.handler.start(InstanceExchange(request: request, deadline: deadline, receiver: collector, loop: loop))
+                connection.handler.start(UpstreamExchange(request: request, deadline: deadline, receiver: collector, loop: loop))
             }
             if loop.inEventLoop { start() } else { loop.execute(start) }
         }

@@ -55,7 +55,7 @@ struct InstanceConnection: @unchecked Sendable {
 /// One request on its way to an instance: what to send, by when, and who hears of the
 /// response. Also the flow-control handle ``InstanceTransport/send(_:to:timeout:on:receiver:)``
 /// returns.
-final class InstanceExchange: ResponseReading {
+final class UpstreamExchange: ResponseReading {
     let request: ForwardedRequest
     let deadline: NIODeadline
     let receiver: any ResponseReceiver
@@ -99,7 +99,7 @@ final class InstanceExchange: ResponseReading {
     }
 }
 
-/// Carries one ``InstanceExchange`` at a time over an HTTP/1.1 connection: writes the request,
+/// Carries one ``UpstreamExchange`` at a time over an HTTP/1.1 connection: writes the request,
 /// passes the response on part by part, holds reads back while the receiver cannot take more,
 /// and hands the connection back (`onReusable`) once a response ends with both sides keeping it
 /// alive.
@@ -110,7 +110,7 @@ final class InstanceConnectionHandler: ChannelDuplexHandler {
 
     private let onReusable: @Sendable (InstanceConnection) -> Void
     private var context: ChannelHandlerContext?
-    private var exchange: InstanceExchange?
+    private var exchange: UpstreamExchange?
     private var responseStarted = false
     private var requestKeepsAlive = true
     private var responseKeepsAlive = true
@@ -133,7 +133,7 @@ final class InstanceConnectionHandler: ChannelDuplexHandler {
     }
 
     /// Writes the exchange's request (on the channel's loop).
-    func start(_ exchange: InstanceExchange) {
+    func start(_ exchange: UpstreamExchange) {
         guard let context, context.channel.isActive, self.exchange == nil else {
             exchange.failSoon(.notSent("the connection to the instance is closed"))
             return
@@ -154,7 +154,7 @@ final class InstanceConnectionHandler: ChannelDuplexHandler {
         }
     }
 
-    func resumeReading(for exchange: InstanceExchange) {
+    func resumeReading(for exchange: UpstreamExchange) {
         guard exchange === self.exchange, readHeld, let context else { return }
         readHeld = false
         context.read()

@@ -49,7 +49,7 @@ public final class PooledInstanceTransport: InstanceTransport {
         _ request: ForwardedRequest, to instance: GatewayInstance, timeout: Duration, on loop: any EventLoop, receiver: any ResponseReceiver
     ) -> any ResponseReading {
         loop.preconditionInEventLoop()
-        let exchange = InstanceExchange(request: request, deadline: .now() + .nanoseconds(timeout.nanoseconds), receiver: receiver, loop: loop)
+        let exchange = UpstreamExchange(request: request, deadline: .now() + .nanoseconds(timeout.nanoseconds), receiver: receiver, loop: loop)
         if let connection = checkOut(instance.id, on: loop) {
             connection.handler.start(exchange)
             return exchange

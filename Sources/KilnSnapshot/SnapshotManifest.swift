@@ -243,7 +243,7 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
     /// share pages with other tenants: merging is a timing side channel).
     public var shareMemory: Bool
     /// How the memory images are compressed at rest ("zstd"), or nil. Compressed snapshots are
-    /// decompressed once into a tmpfs cache and restored from there (see ``ImageCache``).
+    /// decompressed once into a tmpfs cache and restored from there (see ``DumpCache``).
     public var compression: SnapshotCompression?
     /// How the image files are encrypted at rest, or nil. Encrypted snapshots are decrypted
     /// (after verification, with the key the manifest names) into the same tmpfs cache.

@@ -15,7 +15,7 @@ public protocol SnapshotStoring: Sendable {
     func list() throws -> [SnapshotManifest]
     func load(_ name: String) throws -> SnapshotManifest
     func verify(_ manifest: SnapshotManifest) throws
-    func imageDirectory(of name: String) -> String
+    func dumpDirectory(of name: String) -> String
     func remove(_ name: String) throws
 }
 
@@ -37,7 +37,7 @@ public struct SnapshotStore: SnapshotStoring {
     public var rootfsDirectory: String { "\(root)/rootfs" }
 
     public func directory(of name: String) -> String { "\(snapshotsDirectory)/\(name)" }
-    public func imageDirectory(of name: String) -> String { "\(directory(of: name))/images" }
+    public func dumpDirectory(of name: String) -> String { "\(directory(of: name))/images" }
     func manifestPath(of name: String) -> String { "\(directory(of: name))/manifest.json" }
 
     /// Snapshot names are used as directory names and in container ids.
@@ -97,14 +97,14 @@ public struct SnapshotStore: SnapshotStoring {
 
     /// ``verify(_:)`` of image files that are not (yet) in their place, e.g. a pulled snapshot
     /// in its staging directory before it is committed: every file is read, nothing is recorded.
-    public func verify(_ manifest: SnapshotManifest, imageDirectory images: String) throws {
+    public func verify(_ manifest: SnapshotManifest, dumpDirectory images: String) throws {
         try hashEveryFile(manifest, images: images, present: Set(Self.relativeFiles(under: images)))
     }
 
     /// ``verify(_:)``, saying whether the files were hashed or trusted from a record.
     @discardableResult
     package func verifyAndSay(_ manifest: SnapshotManifest) throws -> Verification {
-        let images = imageDirectory(of: manifest.name)
+        let images = dumpDirectory(of: manifest.name)
         let before = VerificationRecord.current(of: manifest, images: images)
         let present = Set(Self.relativeFiles(under: images))
         if let records = verificationRecords, let before, present == Set(manifest.files.map(\.path)),
@@ -193,7 +193,7 @@ public struct SnapshotStore: SnapshotStoring {
     }
 
     /// Writes `finished` as the manifest of the images staged (already checked against it, as
-    /// ``verify(_:imageDirectory:)`` does) and moves the snapshot into place, replacing an
+    /// ``verify(_:dumpDirectory:)`` does) and moves the snapshot into place, replacing an
     /// older snapshot of the same name only once the new one is complete.
     public func commit(staging: String, verified finished: SnapshotManifest) throws -> SnapshotManifest {
         let manifestFile = "\(staging)/manifest.json"

@@ -78,7 +78,7 @@ package struct VerificationRecords: Sendable {
     /// Records a verification; a record that cannot be written only means the next restore
     /// hashes again.
     func save(_ record: VerificationRecord, name: String) {
-        guard ImageCache.isInMemory((directory as NSString).deletingLastPathComponent) || ImageCache.isInMemory(directory) else { return }
+        guard DumpCache.isInMemory((directory as NSString).deletingLastPathComponent) || DumpCache.isInMemory(directory) else { return }
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         guard let data = try? JSONEncoder().encode(record) else { return }
         let temporary = "\(path(of: name)).\(getpid()).tmp"

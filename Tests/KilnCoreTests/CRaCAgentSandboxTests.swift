@@ -26,7 +26,7 @@ struct CRaCAgentSandboxTests {
         #expect(environment.hasPrefix("-Xmx64m -javaagent:/run/kiln/agent/kiln-crac-agent.jar -Dkiln.agent.dir=/run/kiln/control "), "\(environment)")
 
         for copy in ["one", "two"] {
-            let instance = SandboxInstance(
+            let instance = SandboxContainer(
                 id: "svc-\(copy)", bundlePath: "\(root)/\(copy)/bundle", networkNamespacePath: "/run/netns/x", cgroupPath: "/kiln/x",
                 agentDirectory: "\(root)/\(copy)/agent")
             try SandboxBundle.create(spec: spec, instance: instance)
@@ -46,12 +46,12 @@ struct CRaCAgentSandboxTests {
     @Test func aSpecWithoutTheAgentHasNeitherMountNorOption() throws {
         let spec = SandboxSpec(command: ["java"], workingDirectory: "/", appDirectory: nil, port: 8080)
         #expect(spec.processEnvironment["JAVA_TOOL_OPTIONS"]?.contains("javaagent") == false)
-        #expect(try SandboxBundle.agentBinds(spec, instance: SandboxInstance(id: "x", bundlePath: "/b", networkNamespacePath: "", cgroupPath: ""), root: "/r").isEmpty)
+        #expect(try SandboxBundle.agentBinds(spec, instance: SandboxContainer(id: "x", bundlePath: "/b", networkNamespacePath: "", cgroupPath: ""), root: "/r").isEmpty)
     }
 
     @Test func aMissingJarIsNamedWithTheFix() throws {
         let spec = SandboxSpec(command: ["java"], workingDirectory: "/", appDirectory: nil, port: 8080, agent: CRaCAgent(jarPath: "/nonexistent/kiln-crac-agent.jar"))
-        let instance = SandboxInstance(id: "x", bundlePath: "/nonexistent/b", networkNamespacePath: "", cgroupPath: "", agentDirectory: "/nonexistent/a")
+        let instance = SandboxContainer(id: "x", bundlePath: "/nonexistent/b", networkNamespacePath: "", cgroupPath: "", agentDirectory: "/nonexistent/a")
         do {
             _ = try SandboxBundle.agentBinds(spec, instance: instance, root: "/nonexistent/r")
             Issue.record("a missing jar was bound")

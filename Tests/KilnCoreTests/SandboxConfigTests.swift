@@ -13,7 +13,7 @@ struct SandboxConfigTests {
     let spec = SandboxSpec(
         command: ["bin/app", "--flag"], environment: ["GREETING": "hi", "PORT": "1"], workingDirectory: "/srv/app",
         appDirectory: "/srv/app", port: 8080, memoryLimitBytes: 256 << 20, pidsLimit: 100)
-    let instance = SandboxInstance(id: "app-abc123", bundlePath: "/tmp/b", networkNamespacePath: "/run/kiln/netns/app-abc123", cgroupPath: "/kiln/app-abc123")
+    let instance = SandboxContainer(id: "app-abc123", bundlePath: "/tmp/b", networkNamespacePath: "/run/kiln/netns/app-abc123", cgroupPath: "/kiln/app-abc123")
 
     func config() throws -> [String: Any] {
         let data = try JSONEncoder().encode(OCIConfig(spec: spec, instance: instance, rootPath: "/tmp/b/rootfs", binds: ["/usr"]))

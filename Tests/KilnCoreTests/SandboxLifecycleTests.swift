@@ -76,7 +76,7 @@ struct SandboxLifecycleTests {
             world.record("netns remove")
             world.state.withLock { _ = $0.namespaces.remove(path) }
         }
-        func writeBundle(_ spec: SandboxSpec, for instance: SandboxInstance) throws {
+        func writeBundle(_ spec: SandboxSpec, for instance: SandboxContainer) throws {
             world.record("bundle")
             world.state.withLock { $0.resolvConf = instance.resolvConf }
             try world.fail(.bundle)
@@ -170,19 +170,19 @@ struct SandboxLifecycleTests {
             }
             return process
         }
-        func start(_ instance: SandboxInstance, logPath: String) async throws -> ContainerProcess {
+        func start(_ instance: SandboxContainer, logPath: String) async throws -> ContainerProcess {
             try launch(instance.id, .start)
         }
         func restore(
-            _ instance: SandboxInstance, imageDirectory: String, workDirectory: String, logPath: String, mergeMemory: Bool
+            _ instance: SandboxContainer, dumpDirectory: String, workDirectory: String, logPath: String, mergeMemory: Bool
         ) async throws -> ContainerProcess {
             try launch(instance.id, .restore)
         }
-        func checkpoint(id: String, imageDirectory: String, workDirectory: String) async throws {
+        func checkpoint(id: String, dumpDirectory: String, workDirectory: String) async throws {
             world.record("checkpoint")
             try world.fail(.checkpoint)
-            try FileManager.default.createDirectory(atPath: imageDirectory, withIntermediateDirectories: true)
-            try Data("pages".utf8).write(to: URL(fileURLWithPath: "\(imageDirectory)/pages-1.img"))
+            try FileManager.default.createDirectory(atPath: dumpDirectory, withIntermediateDirectories: true)
+            try Data("pages".utf8).write(to: URL(fileURLWithPath: "\(dumpDirectory)/pages-1.img"))
             world.state.withLock { _ = $0.containers.remove(id) }
         }
         func exec(id: String, _ command: [String], input: String?) async throws -> CommandOutput {
@@ -397,7 +397,7 @@ struct SandboxLifecycleTests {
         #expect(world.calls == ["mkdir svc-000001", "mkdir work", "netns create", "attach", "bundle"])
         #expect(world.state.withLock { $0.resolvConf } == "nameserver 10.213.0.1\n", "the bundle binds the network's resolv.conf")
         #expect(sandbox.endpoint(port: 8080).address == "10.213.0.3")
-        _ = try await sandbox.restore(images: "/nonexistent", mergeMemory: false)
+        _ = try await sandbox.restore(dump: "/nonexistent", mergeMemory: false)
         let before = world.calls.count
         await sandbox.tearDown()
         #expect(Array(world.calls.dropFirst(before)) == ["delete", "leftovers", "detach", "netns remove", "reap", "rmdir"])
@@ -412,7 +412,7 @@ struct SandboxLifecycleTests {
         var sandbox = kiln.makeSandbox(id: "svc-000002", directory: "\(kiln.paths.instances)/svc-000002", purpose: "restoring snapshot 'svc' as svc-000002")
         do {
             try await sandbox.prepare(Self.spec, ownerMark: false, network: .attach(FakeNetwork(world: world), tag: "svc"))
-            _ = try await sandbox.restore(images: "/nonexistent", mergeMemory: false)
+            _ = try await sandbox.restore(dump: "/nonexistent", mergeMemory: false)
             Issue.record("no failure at \(point)")
         } catch let error as KilnError {
             #expect(error.action.contains("(while \(Self.step(for: point)))"), "\(error.action)")

@@ -328,9 +328,9 @@ struct SnapshotKeyTests {
 }
 
 @Suite("the image cache decrypts encrypted snapshots into tmpfs")
-struct EncryptedImageCacheTests {
+struct EncryptedDumpCacheTests {
     /// Commits an encrypted snapshot of two files into a fresh store, as the baker does.
-    func makeSnapshot(key: SnapshotKey) throws -> (SnapshotStore, ImageCache, SnapshotManifest, [String: Data], String) {
+    func makeSnapshot(key: SnapshotKey) throws -> (SnapshotStore, DumpCache, SnapshotManifest, [String: Data], String) {
         let root = try scratchDirectory()
         let store = SnapshotStore(root: "\(root)/store")
         let staging = try store.makeStagingDirectory(for: "svc")
@@ -348,7 +348,7 @@ struct EncryptedImageCacheTests {
                 readiness: ReadinessCheck(path: "/health"), warmup: [], host: HostFacts(kernel: "6.18", criuVersion: "4.2.1", runtime: "runc"),
                 timings: BakeTimings(), compacted: true, encryption: encryption, files: files)
         }
-        let cache = ImageCache(root: "/dev/shm/kiln-unit-cache-\(UUID().uuidString)", store: store)
+        let cache = DumpCache(root: "/dev/shm/kiln-unit-cache-\(UUID().uuidString)", store: store)
         return (store, cache, manifest, plain, root)
     }
 
@@ -376,7 +376,7 @@ struct EncryptedImageCacheTests {
     @Test func abandonedStagingCopiesAreFoundByTheirPid() throws {
         let root = "/dev/shm/kiln-unit-cache-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: root) }
-        let cache = ImageCache(root: root, store: SnapshotStore(root: "/nonexistent"))
+        let cache = DumpCache(root: root, store: SnapshotStore(root: "/nonexistent"))
         let dead = "\(root)/.staging-my-svc-99999999-1"
         let alive = "\(root)/.staging-my-svc-\(getpid())-2"
         for path in [dead, alive, "\(root)/my-svc-abc"] { try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true) }
@@ -407,7 +407,7 @@ struct EncryptedImageCacheTests {
             try? FileManager.default.removeItem(atPath: root)
             try? FileManager.default.removeItem(atPath: cache.root)
         }
-        let pages = "\(store.imageDirectory(of: "svc"))/pages-1.img.enc"
+        let pages = "\(store.dumpDirectory(of: "svc"))/pages-1.img.enc"
         var bytes = try Data(contentsOf: URL(fileURLWithPath: pages))
         bytes[32 + 4112 + 10] ^= 0x80
         try bytes.write(to: URL(fileURLWithPath: pages))

@@ -45,7 +45,7 @@ struct SnapshotStoreTests {
         try store.verify(loaded)
         let rootMode = try FileManager.default.attributesOfItem(atPath: root)[.posixPermissions] as? Int
         #expect(rootMode == 0o700)
-        let fileMode = try FileManager.default.attributesOfItem(atPath: "\(store.imageDirectory(of: "svc"))/pages-1.img")[.posixPermissions] as? Int
+        let fileMode = try FileManager.default.attributesOfItem(atPath: "\(store.dumpDirectory(of: "svc"))/pages-1.img")[.posixPermissions] as? Int
         #expect(fileMode == 0o600)
         #expect(try store.list().map(\.name) == ["svc"])
         let staged = try FileManager.default.contentsOfDirectory(atPath: "\(root)/staging")
@@ -56,7 +56,7 @@ struct SnapshotStoreTests {
         let (store, root) = try makeStore()
         defer { try? FileManager.default.removeItem(atPath: root) }
         let committed = try commit(store, "svc")
-        let pages = "\(store.imageDirectory(of: "svc"))/pages-1.img"
+        let pages = "\(store.dumpDirectory(of: "svc"))/pages-1.img"
 
         var bytes = try Data(contentsOf: URL(fileURLWithPath: pages))
         bytes[100] ^= 1
@@ -78,7 +78,7 @@ struct SnapshotStoreTests {
         let (store, root) = try makeStore()
         defer { try? FileManager.default.removeItem(atPath: root) }
         let committed = try commit(store, "svc")
-        try Data("x".utf8).write(to: URL(fileURLWithPath: "\(store.imageDirectory(of: "svc"))/pages-2.img"))
+        try Data("x".utf8).write(to: URL(fileURLWithPath: "\(store.dumpDirectory(of: "svc"))/pages-2.img"))
         let error = try #require(throws: KilnError.self) { try store.verify(committed) }
         #expect(error.message.contains("pages-2.img"))
     }
@@ -123,13 +123,13 @@ struct SnapshotStoreTests {
 @Suite("small input checks")
 struct SmallInputCheckTests {
     @Test func evictingASnapshotsCacheLeavesOtherSnapshotsWithTheSamePrefix() {
-        #expect(ImageCache.entry("hello-9f3a0c1d2e", isVersionOf: "hello"))
+        #expect(DumpCache.entry("hello-9f3a0c1d2e", isVersionOf: "hello"))
         // `hello-2`'s entry, and a name that only starts the same.
-        #expect(!ImageCache.entry("hello-2-9f3a0c1d2e", isVersionOf: "hello"))
-        #expect(!ImageCache.entry("hello-world-1", isVersionOf: "hello"))
-        #expect(!ImageCache.entry("hello-", isVersionOf: "hello"))
-        #expect(!ImageCache.entry(".staging-hello-12-34", isVersionOf: "hello"))
-        #expect(ImageCache.entry("hello-2-9f3a0c1d2e", isVersionOf: "hello-2"))
+        #expect(!DumpCache.entry("hello-2-9f3a0c1d2e", isVersionOf: "hello"))
+        #expect(!DumpCache.entry("hello-world-1", isVersionOf: "hello"))
+        #expect(!DumpCache.entry("hello-", isVersionOf: "hello"))
+        #expect(!DumpCache.entry(".staging-hello-12-34", isVersionOf: "hello"))
+        #expect(DumpCache.entry("hello-2-9f3a0c1d2e", isVersionOf: "hello-2"))
     }
 
     @Test func aPortInTheEnvironmentMustMatchThePortOption() throws {

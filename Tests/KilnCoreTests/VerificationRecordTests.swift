@@ -34,7 +34,7 @@ struct VerificationRecordTests {
         }
     }
 
-    @Test(.enabled(if: ImageCache.isInMemory("/dev/shm"), "records live on tmpfs"))
+    @Test(.enabled(if: DumpCache.isInMemory("/dev/shm"), "records live on tmpfs"))
     func aFlippedByteAfterATrustedVerificationIsStillCaught() throws {
         let (store, cleanup) = try makeStore()
         defer { for path in cleanup { try? FileManager.default.removeItem(atPath: path) } }
@@ -44,7 +44,7 @@ struct VerificationRecordTests {
         #expect(try store.verifyAndSay(manifest) == .trusted)
 
         // One byte, written in place: same inode, same size, a new change time.
-        let pages = "\(store.imageDirectory(of: "svc"))/pages-1.img"
+        let pages = "\(store.dumpDirectory(of: "svc"))/pages-1.img"
         let fd = open(pages, O_WRONLY)
         #expect(fd >= 0)
         var byte: UInt8 = 8
@@ -56,7 +56,7 @@ struct VerificationRecordTests {
         #expect(throws: KilnError.self, "a failed verification records nothing") { try store.verifyAndSay(manifest) }
     }
 
-    @Test(.enabled(if: ImageCache.isInMemory("/dev/shm"), "records live on tmpfs"))
+    @Test(.enabled(if: DumpCache.isInMemory("/dev/shm"), "records live on tmpfs"))
     func anExtraFileOrAReBakeIsHashedAgain() throws {
         let (store, cleanup) = try makeStore()
         defer { for path in cleanup { try? FileManager.default.removeItem(atPath: path) } }
@@ -64,9 +64,9 @@ struct VerificationRecordTests {
         #expect(try store.verifyAndSay(first) == .hashed)
         #expect(try store.verifyAndSay(first) == .trusted)
 
-        try Data("x".utf8).write(to: URL(fileURLWithPath: "\(store.imageDirectory(of: "svc"))/extra.img"))
+        try Data("x".utf8).write(to: URL(fileURLWithPath: "\(store.dumpDirectory(of: "svc"))/extra.img"))
         #expect(throws: KilnError.self) { try store.verifyAndSay(first) }
-        try FileManager.default.removeItem(atPath: "\(store.imageDirectory(of: "svc"))/extra.img")
+        try FileManager.default.removeItem(atPath: "\(store.dumpDirectory(of: "svc"))/extra.img")
 
         let second = try commit(store, "svc", createdAt: Date(timeIntervalSince1970: 1_800_000_100))
         #expect(try store.verifyAndSay(second) == .hashed, "a re-bake under the same name never matches the old record")

@@ -155,10 +155,10 @@ extension Integration {
                     #expect(try await host.kiln.request(copy, path: "/greet").status == 200)
                     try await host.kiln.stop(copy)
                 }
-                let cached = (try? FileManager.default.contentsOfDirectory(atPath: host.paths.imageCache)) ?? []
+                let cached = (try? FileManager.default.contentsOfDirectory(atPath: host.paths.dumpCache)) ?? []
                 #expect(cached.contains { $0.hasPrefix("zst-") })
                 try host.kiln.removeSnapshot("zst")
-                let afterRemove = (try? FileManager.default.contentsOfDirectory(atPath: host.paths.imageCache)) ?? []
+                let afterRemove = (try? FileManager.default.contentsOfDirectory(atPath: host.paths.dumpCache)) ?? []
                 #expect(!afterRemove.contains { $0.hasPrefix("zst-") })
                 try await expectNoLeftovers(host)
             }

@@ -78,7 +78,7 @@ extension Integration {
             try await withTestHost { host in
                 let manifest = try await host.kiln.bake(BakeRequest(
                     name: "tamper", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"), compact: false))
-                let images = host.kiln.store.imageDirectory(of: "tamper")
+                let images = host.kiln.store.dumpDirectory(of: "tamper")
                 for file in manifest.files where file.size > 0 {
                     let path = "\(images)/\(file.path)"
                     let original = try Data(contentsOf: URL(fileURLWithPath: path))

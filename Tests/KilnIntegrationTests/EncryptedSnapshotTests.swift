@@ -48,14 +48,14 @@ extension Integration {
                     #expect(manifest.encryption?.cipher == "aes-256-gcm")
                     #expect(manifest.files.allSatisfy { $0.path.hasSuffix(".enc") }, "\(manifest.files.map(\.path))")
                     #expect(manifest.files.contains { $0.path.hasSuffix(compress ? ".img.zst.enc" : "pages-1.img.enc") })
-                    let images = host.kiln.store.imageDirectory(of: name)
+                    let images = host.kiln.store.dumpDirectory(of: name)
                     for file in manifest.files {
                         let data = try Data(contentsOf: URL(fileURLWithPath: "\(images)/\(file.path)"))
                         #expect(data.range(of: Data(marker.utf8)) == nil, "\(name)/\(file.path) holds the environment marker in plain text")
                         #expect(data.range(of: Data(className.utf8)) == nil, "\(name)/\(file.path) holds the JVM's class name in plain text")
                     }
                 }
-                let cache = host.paths.imageCache
+                let cache = host.paths.dumpCache
                 let entries = { (try? FileManager.default.contentsOfDirectory(atPath: cache)) ?? [] }
                 #expect(!entries().contains { $0.hasPrefix(".bake-") }, "the plain dump in tmpfs is removed once encrypted")
 

@@ -164,7 +164,7 @@ extension Integration {
                 #expect(unknown.stderr.contains("isolated") && unknown.stderr.contains("shared"))
                 #expect(host.kiln.instanceRecords().isEmpty)
 
-                let images = host.kiln.store.imageDirectory(of: "victim")
+                let images = host.kiln.store.dumpDirectory(of: "victim")
                 let manifest = try host.kiln.store.load("victim")
                 let pages = try #require(manifest.files.first { $0.path.hasPrefix("pages-") })
                 let handle = try #require(FileHandle(forUpdatingAtPath: "\(images)/\(pages.path)"))

@@ -117,7 +117,7 @@ struct TestHost {
     func cleanUp() async {
         for record in kiln.instanceRecords() { try? await kiln.stop(record) }
         try? FileManager.default.removeItem(atPath: scratch)
-        try? FileManager.default.removeItem(atPath: paths.imageCache)
+        try? FileManager.default.removeItem(atPath: paths.dumpCache)
         for controller in cgroupControllers { rmdir("/sys/fs/cgroup/\(controller)\(paths.cgroupParent)") }
     }
 }

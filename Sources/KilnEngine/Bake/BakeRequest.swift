@@ -15,7 +15,7 @@ public struct BakeRequest: Sendable {
     public var replace: Bool
     /// Let copies share identical pages through KSM (see ``PageMerging``).
     public var shareMemory: Bool
-    /// Compress the memory images at rest with zstd (see ``ImageCache``).
+    /// Compress the memory images at rest with zstd (see ``DumpCache``).
     public var compress: Bool
     /// Encrypt every image file at rest with this key (after compressing; see ``SnapshotCipher``).
     public var encryptionKey: SnapshotKey?

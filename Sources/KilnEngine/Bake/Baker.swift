@@ -104,7 +104,7 @@ extension Kiln {
                     return outcome
                 }
                 // A re-bake makes any unpacked copy of the old version stale.
-                ImageCache(root: paths.imageCache, store: store).evict(request.name)
+                DumpCache(root: paths.dumpCache, store: store).evict(request.name)
                 await sandbox.tearDown()
                 // The old version's image root goes too, unless copies restored from it still run
                 // in it (then `kiln gc` removes it once they are gone).
@@ -258,13 +258,13 @@ extension Kiln {
         progress(.checkpointing)
         // An encrypted snapshot's plain images must never reach a disk: CRIU dumps them into
         // tmpfs, and only their encrypted form is written to the store.
-        let dump = request.encryptionKey == nil ? "\(staging)/images" : "\(paths.imageCache)/.bake-\(instance.id)"
+        let dump = request.encryptionKey == nil ? "\(staging)/images" : "\(paths.dumpCache)/.bake-\(instance.id)"
         defer { if dump != "\(staging)/images" { try? FileManager.default.removeItem(atPath: dump) } }
         if request.encryptionKey != nil {
             try FileManager.default.createDirectory(atPath: dump, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-            guard ImageCache.isInMemory(dump) else {
+            guard DumpCache.isInMemory(dump) else {
                 throw KilnError(
-                    .invalidArgument, "cannot bake an encrypted snapshot: \(paths.imageCache) is not on tmpfs",
+                    .invalidArgument, "cannot bake an encrypted snapshot: \(paths.dumpCache) is not on tmpfs",
                     hint: "mount a tmpfs at /dev/shm (the plain dump must never reach a disk)")
             }
         }
@@ -280,7 +280,7 @@ extension Kiln {
         progress(.checkpointed(ms: timings.checkpointMs))
 
         progress(.storing)
-        if request.compress { try await ImageCache.compress(imagesIn: dump) }
+        if request.compress { try await DumpCache.compress(imagesIn: dump) }
         var encryption: SnapshotEncryption?
         if let key = request.encryptionKey {
             progress(.encrypting(keyID: key.id))
@@ -313,7 +313,7 @@ extension Kiln {
             SnapshotManifest(
                 name: request.name, createdAt: Date(), sandbox: sandbox, readiness: request.readiness, warmup: request.warmup,
                 host: host, timings: timings, compacted: compacted, shareMemory: request.shareMemory,
-                compression: request.compress ? ImageCache.compression : nil, encryption: encryption, restoreHook: request.restoreHook,
+                compression: request.compress ? DumpCache.compression : nil, encryption: encryption, restoreHook: request.restoreHook,
                 image: image,
                 cgroupsInImages: true, network: NetworkChoice.recorded(request.network), agentProcess: agentProcess, files: files)
         })

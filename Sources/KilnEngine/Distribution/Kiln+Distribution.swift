@@ -58,7 +58,7 @@ extension Kiln {
             let work = try makeDistributionWorkDirectory("push")
             defer { try? FileManager.default.removeItem(atPath: work) }
             let digest = try SnapshotArtifact.writeSnapshotLayout(
-                at: "\(work)/layout", manifestFile: "\(store.directory(of: name))/manifest.json", imageDirectory: store.imageDirectory(of: name),
+                at: "\(work)/layout", manifestFile: "\(store.directory(of: name))/manifest.json", dumpDirectory: store.dumpDirectory(of: name),
                 manifest: manifest)
             let pushed = try await copy(
                 skopeo, from: "oci:\(work)/layout:\(SnapshotArtifact.tag)", to: reference, access: access, work: work)
@@ -186,10 +186,10 @@ extension Kiln {
                 var final = pulled
                 final.name = name
                 let verifyStart = ContinuousClock.now
-                try store.verify(final, imageDirectory: "\(staging)/images")
+                try store.verify(final, dumpDirectory: "\(staging)/images")
                 let verifyMs = verifyStart.duration(to: .now).milliseconds
                 _ = try store.commit(staging: staging, verified: final)
-                ImageCache(root: paths.imageCache, store: store).evict(name)
+                DumpCache(root: paths.dumpCache, store: store).evict(name)
                 return PullResult(
                     reference: reference.description, digest: digest, snapshot: name, files: final.files.count, sizeBytes: final.sizeBytes,
                     pullMs: start.duration(to: .now).milliseconds, verifyMs: verifyMs, signedBy: signedBy,

@@ -92,13 +92,13 @@ enum SnapshotArtifact {
 
     /// The layout of a stored snapshot, at `layout`: its manifest file as the config, its image
     /// files as layers. Returns the manifest digest.
-    static func writeSnapshotLayout(at layout: String, manifestFile: String, imageDirectory: String, manifest: SnapshotManifest) throws -> String {
+    static func writeSnapshotLayout(at layout: String, manifestFile: String, dumpDirectory: String, manifest: SnapshotManifest) throws -> String {
         guard let config = FileManager.default.contents(atPath: manifestFile) else {
             throw KilnError(.snapshotCorrupt, "the manifest \(manifestFile) cannot be read")
         }
         let layers = manifest.files.map { file in
             (
-                blob: Blob(sha256: file.sha256, size: file.size, source: "\(imageDirectory)/\(file.path)"),
+                blob: Blob(sha256: file.sha256, size: file.size, source: "\(dumpDirectory)/\(file.path)"),
                 descriptor: Descriptor(mediaType: fileMediaType, digest: "sha256:\(file.sha256)", size: file.size, annotations: [titleAnnotation: file.path])
             )
         }

@@ -49,7 +49,7 @@ extension Kiln {
             }
             // Plain images: the store's own, or the tmpfs copy a restore of a compressed or
             // encrypted snapshot uses.
-            let images = try ImageCache(root: paths.imageCache, store: store).directory(for: manifest, key: try keys.key(for: manifest))
+            let images = try DumpCache(root: paths.dumpCache, store: store).directory(for: manifest, key: try keys.key(for: manifest))
             let scratch = "\(paths.bakes)/export-\(name)-\(UInt32.random(in: 0...UInt32.max))"
             try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             defer { try? FileManager.default.removeItem(atPath: scratch) }
@@ -130,7 +130,7 @@ extension Kiln {
         let sandbox = manifest.sandbox
         // The config kiln restores with, minus what is per copy: Podman sets the root path and
         // the network namespace's, and kiln's CRIU configuration file exists only here.
-        let instance = SandboxInstance(
+        let instance = SandboxContainer(
             id: manifest.name, bundlePath: "/nonexistent", networkNamespacePath: "", cgroupPath: "/kiln-export/\(manifest.name)")
         let binds = ["/usr"] + SandboxBundle.hostEtcBinds()
         var spec = OCIConfig(spec: sandbox, instance: instance, rootPath: "/nonexistent", binds: binds)
@@ -189,7 +189,7 @@ extension Kiln {
             let staging = try store.makeStagingDirectory(for: name)
             do {
                 let report = try await importArchive(archive, name: name, port: port, readiness: readiness, rootfs: rootfs, staging: staging)
-                ImageCache(root: paths.imageCache, store: store).evict(name)
+                DumpCache(root: paths.dumpCache, store: store).evict(name)
                 let sandbox = report.manifest.sandbox
                 let hostPaths = (sandbox.appDirectory.map { [$0] } ?? []) + (sandbox.binds ?? []).compactMap(\.source)
                 return ImportReport(

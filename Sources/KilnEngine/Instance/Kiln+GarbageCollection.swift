@@ -104,11 +104,11 @@ extension Kiln {
             report.directories.append(path)
         }
         // Plain dumps of encrypted bakes (`.bake-<id>`) and half-made cache copies, in tmpfs.
-        let cache = ImageCache(root: paths.imageCache, store: store)
-        for entry in (try? FileManager.default.contentsOfDirectory(atPath: paths.imageCache)) ?? [] where entry.hasPrefix(".bake-") {
+        let cache = DumpCache(root: paths.dumpCache, store: store)
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: paths.dumpCache)) ?? [] where entry.hasPrefix(".bake-") {
             guard !keep.contains(String(entry.dropFirst(".bake-".count))) else { continue }
-            try? FileManager.default.removeItem(atPath: "\(paths.imageCache)/\(entry)")
-            report.directories.append("\(paths.imageCache)/\(entry)")
+            try? FileManager.default.removeItem(atPath: "\(paths.dumpCache)/\(entry)")
+            report.directories.append("\(paths.dumpCache)/\(entry)")
         }
         report.directories += cache.removeAbandonedStaging()
         for container in try await runtime.list() where !keep.contains(container.id) {

@@ -100,11 +100,11 @@ extension Kiln {
             if manifest.network != nil { sandbox.keepResolvConfMount() } else { sandbox.mountsNetworkResolvConf = false }
             try await sandbox.prepare(manifest.sandbox, ownerMark: ownsInstances, network: try networkPlan(network ?? manifest.network, snapshot: manifest.name, pool: pool))
             // Only the first restore of a compressed or encrypted snapshot unpacks it (into tmpfs).
-            let images = try ImageCache(root: paths.imageCache, store: store).directory(for: manifest, key: try keys.key(for: manifest))
+            let dump = try DumpCache(root: paths.dumpCache, store: store).directory(for: manifest, key: try keys.key(for: manifest))
             let prepared = ContinuousClock.now
             let container: ContainerProcess
             do {
-                container = try await sandbox.restore(images: images, mergeMemory: sharing)
+                container = try await sandbox.restore(dump: dump, mergeMemory: sharing)
             } catch {
                 throw RestoreAddressCheck.explain(error, attachment: sandbox.attachment)
             }

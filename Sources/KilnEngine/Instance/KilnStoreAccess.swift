@@ -38,7 +38,7 @@ public struct KilnStoreAccess: Sendable {
     public func removeSnapshot(_ name: String) throws {
         let imageRoot = (try? store.load(name)).flatMap { store.imageRoot(of: $0) }
         try store.remove(name)
-        ImageCache(root: paths.imageCache, store: store).evict(name)
+        DumpCache(root: paths.dumpCache, store: store).evict(name)
         if let imageRoot { store.removeImageRoot(imageRoot) }
     }
 

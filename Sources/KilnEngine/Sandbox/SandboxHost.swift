@@ -23,7 +23,7 @@ package protocol SandboxHost: Sendable {
     /// Unpins and deletes the namespace at `path`; nothing happens if there is none.
     func removeNetworkNamespace(at path: String)
     /// Writes the OCI bundle of `spec` for `instance` (config.json and, if needed, its root).
-    func writeBundle(_ spec: SandboxSpec, for instance: SandboxInstance) throws
+    func writeBundle(_ spec: SandboxSpec, for instance: SandboxContainer) throws
     /// Sets the hostname in the UTS namespace of process `pid`.
     func setHostname(_ name: String, ofProcess pid: Int32) throws
     /// Polls the service until it answers, dies or runs out of time.
@@ -69,7 +69,7 @@ package struct LinuxSandboxHost: SandboxHost {
         NetworkNamespace.remove(at: path)
     }
 
-    package func writeBundle(_ spec: SandboxSpec, for instance: SandboxInstance) throws {
+    package func writeBundle(_ spec: SandboxSpec, for instance: SandboxContainer) throws {
         try SandboxBundle.create(spec: spec, instance: instance)
     }
 

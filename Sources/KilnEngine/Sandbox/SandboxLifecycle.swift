@@ -46,7 +46,7 @@ package struct SandboxLifecycle {
     /// The scratch directory: bundle, work directory, console log, records.
     package let directory: String
     /// What the runtime needs to know of the sandbox.
-    package private(set) var instance: SandboxInstance
+    package private(set) var instance: SandboxContainer
     /// What the flow is doing, e.g. "restoring snapshot 'hello' as hello-3fa9c1": the action of
     /// every error this lifecycle throws.
     package let purpose: String
@@ -82,7 +82,7 @@ package struct SandboxLifecycle {
         self.id = id
         self.directory = directory
         self.purpose = purpose
-        self.instance = SandboxInstance(
+        self.instance = SandboxContainer(
             id: id, bundlePath: "\(directory)/bundle", networkNamespacePath: "\(paths.networkNamespaces)/\(id)",
             cgroupPath: "\(paths.cgroupParent)/\(id)", criuConfigPath: criuConfigPath, agentDirectory: "\(directory)/agent")
         self.runtime = runtime
@@ -174,9 +174,9 @@ package struct SandboxLifecycle {
 
     /// Restores the checkpoint in `images` as this sandbox's container; with `mergeMemory`, its
     /// anonymous memory is offered to KSM.
-    package mutating func restore(images: String, mergeMemory: Bool) async throws -> ContainerProcess {
+    package mutating func restore(dump: String, mergeMemory: Bool) async throws -> ContainerProcess {
         let restored = try await step(.restore) { [instance, logPath, workDirectory, runtime] in
-            try await runtime.restore(instance, imageDirectory: images, workDirectory: workDirectory, logPath: logPath, mergeMemory: mergeMemory)
+            try await runtime.restore(instance, dumpDirectory: dump, workDirectory: workDirectory, logPath: logPath, mergeMemory: mergeMemory)
         }
         container = restored
         return restored
@@ -213,11 +213,11 @@ package struct SandboxLifecycle {
         return await host.waitUntilReady(probe)
     }
 
-    /// Checkpoints the container into `imageDirectory`; the container is gone afterwards.
-    package mutating func checkpoint(into imageDirectory: String) async throws {
+    /// Checkpoints the container into `dumpDirectory`; the container is gone afterwards.
+    package mutating func checkpoint(into dumpDirectory: String) async throws {
         guard container != nil else { throw notRunning(.checkpoint) }
         try await step(.checkpoint) { [id, workDirectory, runtime] in
-            try await runtime.checkpoint(id: id, imageDirectory: imageDirectory, workDirectory: workDirectory)
+            try await runtime.checkpoint(id: id, dumpDirectory: dumpDirectory, workDirectory: workDirectory)
         }
     }
 

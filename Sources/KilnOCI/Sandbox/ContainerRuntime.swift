@@ -30,14 +30,14 @@ public protocol ContainerRuntime: Sendable {
     /// The runtime's name and version, e.g. "runc 1.1.5+ds1", recorded with each snapshot.
     func versionDescription() -> String
     /// Starts the container described by the bundle, detached, its output appended to `logPath`.
-    func start(_ instance: SandboxInstance, logPath: String) async throws -> ContainerProcess
-    /// Checkpoints a running container into `imageDirectory`, stopping it; CRIU's log goes
+    func start(_ instance: SandboxContainer, logPath: String) async throws -> ContainerProcess
+    /// Checkpoints a running container into `dumpDirectory`, stopping it; CRIU's log goes
     /// to `workDirectory`.
-    func checkpoint(id: String, imageDirectory: String, workDirectory: String) async throws
+    func checkpoint(id: String, dumpDirectory: String, workDirectory: String) async throws
     /// Restores a checkpoint as a new container, detached, its output appended to `logPath`;
     /// with `mergeMemory`, all its anonymous memory is offered to KSM.
     func restore(
-        _ instance: SandboxInstance, imageDirectory: String, workDirectory: String, logPath: String, mergeMemory: Bool
+        _ instance: SandboxContainer, dumpDirectory: String, workDirectory: String, logPath: String, mergeMemory: Bool
     ) async throws -> ContainerProcess
     /// Runs a command inside a running container, with `input` on its stdin, and returns what it printed.
     func exec(id: String, _ command: [String], input: String?) async throws -> CommandOutput

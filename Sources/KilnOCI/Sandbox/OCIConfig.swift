@@ -84,7 +84,7 @@ package struct OCIConfig: Codable {
 
     /// The config for one container of `spec`; `rootPath` is the root filesystem and `binds`
     /// the extra read-only bind mounts the root filesystem layout asks for.
-    package init(spec: SandboxSpec, instance: SandboxInstance, rootPath: String, binds: [String], extraMounts: [Mount] = []) {
+    package init(spec: SandboxSpec, instance: SandboxContainer, rootPath: String, binds: [String], extraMounts: [Mount] = []) {
         let env = spec.processEnvironment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
         process = Process(
             user: Process.User(uid: spec.user?.uid ?? 0, gid: spec.user?.gid ?? 0), args: spec.command, env: env, cwd: spec.workingDirectory,

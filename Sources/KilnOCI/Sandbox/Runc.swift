@@ -148,7 +148,7 @@ public struct Runc: ContainerRuntime {
         return pid
     }
 
-    public func start(_ instance: SandboxInstance, logPath: String) async throws -> ContainerProcess {
+    public func start(_ instance: SandboxContainer, logPath: String) async throws -> ContainerProcess {
         let pidFile = "\(instance.bundlePath)/init.pid"
         let shimPid = try await runSupervised(
             "run", id: instance.id,
@@ -157,11 +157,11 @@ public struct Runc: ContainerRuntime {
         return ContainerProcess(pid: try readPid(pidFile), shimPid: shimPid)
     }
 
-    public func checkpoint(id: String, imageDirectory: String, workDirectory: String) async throws {
+    public func checkpoint(id: String, dumpDirectory: String, workDirectory: String) async throws {
         do {
             _ = try await runCaptured(
                 "checkpoint", id: id,
-                arguments: ["checkpoint", "--image-path", imageDirectory, "--work-path", workDirectory, id])
+                arguments: ["checkpoint", "--image-path", dumpDirectory, "--work-path", workDirectory, id])
         } catch var error as KilnError {
             let criuLog = "\(workDirectory)/dump.log"
             if FileManager.default.fileExists(atPath: criuLog) {
@@ -176,7 +176,7 @@ public struct Runc: ContainerRuntime {
     }
 
     public func restore(
-        _ instance: SandboxInstance, imageDirectory: String, workDirectory: String, logPath: String, mergeMemory: Bool
+        _ instance: SandboxContainer, dumpDirectory: String, workDirectory: String, logPath: String, mergeMemory: Bool
     ) async throws -> ContainerProcess {
         let pidFile = "\(instance.bundlePath)/init.pid"
         let shimPid: Int32
@@ -185,7 +185,7 @@ public struct Runc: ContainerRuntime {
                 "restore", id: instance.id,
                 arguments: [
                     "restore", "--detach", "--bundle", instance.bundlePath,
-                    "--image-path", imageDirectory, "--work-path", workDirectory, "--pid-file", pidFile, instance.id,
+                    "--image-path", dumpDirectory, "--work-path", workDirectory, "--pid-file", pidFile, instance.id,
                 ],
                 logPath: logPath, mergeMemory: mergeMemory, timeout: operationTimeout)
         } catch var error as KilnError {

@@ -25,7 +25,7 @@ public enum SandboxBundle {
     }
 
     /// Creates `instance.bundlePath` with its config.json (and rootfs for a host root).
-    public static func create(spec: SandboxSpec, instance: SandboxInstance) throws {
+    public static func create(spec: SandboxSpec, instance: SandboxContainer) throws {
         let fileManager = FileManager.default
         let bundle = instance.bundlePath
         do {
@@ -55,7 +55,7 @@ public enum SandboxBundle {
     /// source a fresh file or directory in the bundle (the copy's hostname in `/etc/hostname`,
     /// its hosts file in `/etc/hosts`, empty otherwise). Destinations kiln binds anyway are
     /// skipped; in a generated root, their mount points are made here.
-    static func extraBinds(_ spec: SandboxSpec, instance: SandboxInstance, root: String, kilnBinds: [String]) throws -> [OCIConfig.Mount] {
+    static func extraBinds(_ spec: SandboxSpec, instance: SandboxContainer, root: String, kilnBinds: [String]) throws -> [OCIConfig.Mount] {
         let fileManager = FileManager.default
         let generatedRoot = spec.rootFilesystem == .host
         var mounts: [OCIConfig.Mount] = []
@@ -110,7 +110,7 @@ public enum SandboxBundle {
     /// The agent's two mounts: its jar read-only, and this container's own control directory
     /// (created here, writable by the service's user) read-write. In a generated root, their
     /// mount points are made here.
-    static func agentBinds(_ spec: SandboxSpec, instance: SandboxInstance, root: String) throws -> [OCIConfig.Mount] {
+    static func agentBinds(_ spec: SandboxSpec, instance: SandboxContainer, root: String) throws -> [OCIConfig.Mount] {
         guard let agent = spec.agent else { return [] }
         guard let control = instance.agentDirectory else {
             throw KilnError(.runtimeFailed, "the sandbox \(instance.id) has an agent but no control directory")
@@ -171,7 +171,7 @@ public enum SandboxBundle {
     }
 
     /// Removes the bundle directory (best effort: it is only kiln's own scratch space).
-    public static func remove(_ instance: SandboxInstance) {
+    public static func remove(_ instance: SandboxContainer) {
         try? FileManager.default.removeItem(atPath: instance.bundlePath)
     }
 }

@@ -251,7 +251,7 @@ public struct SandboxUser: Codable, Sendable, Equatable {
 }
 
 /// One container made from a ``SandboxSpec``: the per-copy parts.
-public struct SandboxInstance: Sendable {
+public struct SandboxContainer: Sendable {
     /// Container id, unique on the host; also the copy's hostname.
     public var id: String
     /// Bundle directory holding `config.json` and, for ``SandboxSpec/RootFilesystem/host``, `rootfs/`.

@@ -18,7 +18,7 @@ import Glibc
 /// Encrypted snapshots (``SnapshotCipher``) take the same path: their images are decrypted (and
 /// then decompressed) into the cache, which is the only place their plaintext ever exists. It is
 /// root's, in memory, and dropped by `kiln rm` and a re-bake.
-public struct ImageCache: Sendable {
+public struct DumpCache: Sendable {
     public static let compression = SnapshotCompression.zstd
     static let suffix = ".zst"
 
@@ -49,7 +49,7 @@ public struct ImageCache: Sendable {
     /// authenticate, a full tmpfs) leaves nothing behind and a later restore never sees half a copy.
     /// - Parameter key: the key of an encrypted snapshot (``SnapshotKeyring/key(for:)`` checked it).
     public func directory(for manifest: SnapshotManifest, key: SnapshotKey? = nil) throws -> String {
-        guard manifest.compression != nil || manifest.encryption != nil else { return store.imageDirectory(of: manifest.name) }
+        guard manifest.compression != nil || manifest.encryption != nil else { return store.dumpDirectory(of: manifest.name) }
         if let encryption = manifest.encryption, key?.id != encryption.keyID {
             // The callers check first; this keeps a wrong key from ever reaching the cipher.
             _ = try SnapshotKeyring(keys: key.map { [$0] } ?? []).key(for: manifest)
@@ -61,7 +61,7 @@ public struct ImageCache: Sendable {
         let staging = "\(root)/.staging-\(manifest.name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         do {
             try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-            let source = store.imageDirectory(of: manifest.name)
+            let source = store.dumpDirectory(of: manifest.name)
             for file in manifest.files {
                 try materialize(file, of: manifest, from: "\(source)/\(file.path)", into: staging, key: key)
             }
