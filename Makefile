@@ -18,7 +18,10 @@ build: setup
 demo: samples build   ## bake the Spring sample, restore it, print cold start vs restore
 	@./scripts/demo.sh
 
-test: samples     ## run every test (unit and integration; integration needs root)
+lint:             ## check the Swift sources' formatting (swift format, .swift-format); `swift format -i -r -p Sources Tests` fixes it
+	$(SWIFT) format lint --strict -r -p Sources Tests
+
+test: samples lint   ## run every test (unit and integration; integration needs root)
 	/usr/bin/python3 -m unittest discover -s bench/tests
 	$(SWIFT) build --build-tests
 	$(SWIFT) test

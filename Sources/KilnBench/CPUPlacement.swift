@@ -75,7 +75,8 @@ enum CPUAffinity {
         for thread in threads where kiln_set_thread_cpus(thread, mask, mask.count) != 0 {
             // A thread that exited meanwhile is no failure.
             guard errno == ESRCH else {
-                throw KilnError(.runtimeFailed, "cannot place thread \(thread) of process \(process) on cores \(cores): \(String(cString: strerror(errno)))")
+                throw KilnError(
+                    .runtimeFailed, "cannot place thread \(thread) of process \(process) on cores \(cores): \(String(cString: strerror(errno)))")
             }
         }
     }

@@ -5,6 +5,7 @@ import KilnOCI
 import KilnSnapshot
 import KilnSystem
 import Logging
+
 /// `kiln bench serve`: what the gateway costs, measured against going without it in one run.
 public struct ServeBenchmarkReport: Codable, Sendable {
     public var snapshot: String
@@ -90,7 +91,8 @@ extension Kiln {
     /// Every instance (and nginx) is stopped before this returns.
     public func benchmarkGateway(
         _ manifest: SnapshotManifest, trials: Int = 20, loadPaths: [String] = ["/greet"], connections: Int = 8, seconds: Int = 5,
-        rounds: Int = 6, withReference: Bool = true, placements: [CPUPlacement] = CPUPlacement.allCases, progress: @escaping @Sendable (String) -> Void = { _ in }
+        rounds: Int = 6, withReference: Bool = true, placements: [CPUPlacement] = CPUPlacement.allCases,
+        progress: @escaping @Sendable (String) -> Void = { _ in }
     ) async throws -> ServeBenchmarkReport {
         guard (1...200).contains(trials), (1...256).contains(connections), (1...3600).contains(seconds), (1...20).contains(rounds),
             (1...8).contains(loadPaths.count), loadPaths.allSatisfy(InputValidation.isRequestPath), !placements.isEmpty,
@@ -133,7 +135,8 @@ extension Kiln {
                 let setup = ThroughputSetup(
                     wrk: wrk, paths: loadPaths, rounds: rounds, withReference: withReference, threads: configuration.listenerThreads,
                     placements: splits, cores: cores)
-                let report = try await measure(manifest, gateway: gateway, port: await server.boundPorts().listen, trials: trials, setup, progress: progress)
+                let report = try await measure(
+                    manifest, gateway: gateway, port: await server.boundPorts().listen, trials: trials, setup, progress: progress)
                 await server.shutdown()
                 try await group.waitForAll()
                 return report
@@ -193,7 +196,8 @@ extension Kiln {
             progress("no reference proxy: nginx is not installed (apt-get install nginx-light)")
         }
         do {
-            let result = try await throughput(function: function, instance: instance, gatewayPort: port, reference: reference, setup, progress: progress)
+            let result = try await throughput(
+                function: function, instance: instance, gatewayPort: port, reference: reference, setup, progress: progress)
             await reference?.stop()
             let bareSummary = SampleSummary(bare)
             let firstSummary = SampleSummary(first)
@@ -202,7 +206,9 @@ extension Kiln {
                 firstRequest: firstSummary, firstRequestOverRestore: bareSummary.p50 > 0 ? firstSummary.p50 / bareSummary.p50 : 0,
                 client: setup.wrk.description, connections: setup.wrk.connections, warmupSeconds: result.warmupSeconds, paths: result.paths,
                 reference: referenceNote,
-                notes: "this process may use cores \(setup.cores.map(String.init).joined(separator: ",")); the gateway has \(setup.threads) listener thread\(setup.threads == 1 ? "" : "s"); keep-alive connections on every path; per-instance concurrency = connections")
+                notes:
+                    "this process may use cores \(setup.cores.map(String.init).joined(separator: ",")); the gateway has \(setup.threads) listener thread\(setup.threads == 1 ? "" : "s"); keep-alive connections on every path; per-instance concurrency = connections"
+            )
         } catch {
             await reference?.stop()
             throw error
@@ -281,9 +287,11 @@ extension Kiln {
             if elapsed >= .seconds(20), warmupCost.count >= 6, warmupCost.suffix(5).min()! > 0.95 * warmupCost.dropLast(5).min()! { break }
         }
         let warmupSeconds = warmupStart.duration(to: .now).seconds
-        progress(String(
-            format: "warmed up in %.0f s: the service's CPU per request on %@ went from %.3f to %.3f ms (direct: %.0f to %.0f req/s)", warmupSeconds,
-            setup.paths[0], warmupCost.first ?? 0, warmupCost.last ?? 0, warmupRates.first ?? 0, warmupRates.last ?? 0))
+        progress(
+            String(
+                format: "warmed up in %.0f s: the service's CPU per request on %@ went from %.3f to %.3f ms (direct: %.0f to %.0f req/s)",
+                warmupSeconds,
+                setup.paths[0], warmupCost.first ?? 0, warmupCost.last ?? 0, warmupRates.first ?? 0, warmupRates.last ?? 0))
 
         // Placements alternate within each round (and targets rotate within each placement), so
         // drift on a busy machine hits every figure alike.
@@ -302,14 +310,18 @@ extension Kiln {
                         let result = ServeBenchmarkReport.Round(direct: runs[.direct]!, gateway: runs[.gateway]!, nginx: runs[.nginx])
                         rounds[placement, default: []].append(result)
                         progress(
-                            String(format: "%@ round %d/%d, %@: direct %.0f req/s, kiln %.0f req/s (%.3f ms CPU/request)", path, round + 1, setup.rounds,
+                            String(
+                                format: "%@ round %d/%d, %@: direct %.0f req/s, kiln %.0f req/s (%.3f ms CPU/request)", path, round + 1, setup.rounds,
                                 placement.rawValue, result.direct.requestsPerSecond, result.gateway.requestsPerSecond,
                                 result.gateway.proxyCpuMsPerRequest ?? 0)
-                                + (result.nginx.map { String(format: ", nginx %.0f req/s (%.3f ms CPU/request)", $0.requestsPerSecond, $0.proxyCpuMsPerRequest ?? 0) } ?? ""))
+                                + (result.nginx.map {
+                                    String(format: ", nginx %.0f req/s (%.3f ms CPU/request)", $0.requestsPerSecond, $0.proxyCpuMsPerRequest ?? 0)
+                                } ?? ""))
                     }
                 }
-                results.append(ServeBenchmarkReport.PathResult(
-                    path: path, placements: setup.placements.map { Self.summarize($0, $1, rounds[$0] ?? []) }))
+                results.append(
+                    ServeBenchmarkReport.PathResult(
+                        path: path, placements: setup.placements.map { Self.summarize($0, $1, rounds[$0] ?? []) }))
             }
             try place(.sharing(setup.cores))
         } catch {

@@ -89,15 +89,19 @@ extension Kiln {
             samples.append(.init(seconds: seconds, pssBytes: usage.pssBytes, mergedBytes: usage.mergedBytes))
             // Settled: the last 3 readings within 1% of each other, after merging began.
             let recent = samples.suffix(4).map(\.pssBytes)
-            if PageMerging.stats().fullScans >= scansAtStart + 2, samples.count >= 4, let high = recent.max(), let low = recent.min(), Double(high - low) < 0.01 * Double(high) {
+            if PageMerging.stats().fullScans >= scansAtStart + 2, samples.count >= 4, let high = recent.max(), let low = recent.min(),
+                Double(high - low) < 0.01 * Double(high)
+            {
                 convergence = samples[samples.count - 4].seconds
                 break
             }
         }
         let settled = MemoryUsage.of(pids: pids())
         let ksmdSeconds = Self.ksmdCPUSeconds() - ksmdBefore
-        progress(String(format: "%d copies: PSS %d MiB at start, %d MiB after %.0f s of merging (ksmd used %.1f s of CPU)",
-                        copies, atStart.pssBytes >> 20, settled.pssBytes >> 20, convergence, ksmdSeconds))
+        progress(
+            String(
+                format: "%d copies: PSS %d MiB at start, %d MiB after %.0f s of merging (ksmd used %.1f s of CPU)",
+                copies, atStart.pssBytes >> 20, settled.pssBytes >> 20, convergence, ksmdSeconds))
         for record in records { try await stop(record) }
 
         var variants: [MemoryBenchmarkReport.SnapshotVariant] = []
@@ -106,9 +110,10 @@ extension Kiln {
         for (compact, compress) in [(false, false), (true, false), (true, true)] {
             let name = String("\(manifest.name)-mem-\(compact ? "compact" : "plain")\(compress ? "-zst" : "")".prefix(40))
             progress("baking \(name)...")
-            let variant = try await bake(BakeRequest(
-                name: name, sandbox: manifest.sandbox, readiness: manifest.readiness, warmup: manifest.warmup, compact: compact,
-                replace: true, shareMemory: manifest.shareMemory, compress: compress, encryptionKey: key))
+            let variant = try await bake(
+                BakeRequest(
+                    name: name, sandbox: manifest.sandbox, readiness: manifest.readiness, warmup: manifest.warmup, compact: compact,
+                    replace: true, shareMemory: manifest.shareMemory, compress: compress, encryptionKey: key))
             var restoreTimes: [Double] = []
             for _ in 0..<restoreRuns {
                 let record = try await restoreOne(variant, pollInterval: .milliseconds(5))
@@ -116,9 +121,10 @@ extension Kiln {
                 try await stop(record)
             }
             try? removeSnapshot(name)
-            variants.append(.init(
-                name: name, compacted: compact, compressed: compress, sizeBytes: variant.sizeBytes, checkpointMs: variant.timings.checkpointMs,
-                restoreMs: restoreTimes, restore: SampleSummary(restoreTimes)))
+            variants.append(
+                .init(
+                    name: name, compacted: compact, compressed: compress, sizeBytes: variant.sizeBytes, checkpointMs: variant.timings.checkpointMs,
+                    restoreMs: restoreTimes, restore: SampleSummary(restoreTimes)))
             progress("\(name): \(variant.sizeBytes >> 20) MiB, restore median \(Int(SampleSummary(restoreTimes).median)) ms")
         }
         return MemoryBenchmarkReport(
@@ -142,7 +148,9 @@ extension Kiln {
     /// utime + stime of the ksmd kernel thread, in seconds.
     static func ksmdCPUSeconds() -> Double {
         for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
-            guard let pid = Int32(entry), (try? String(contentsOfFile: "/proc/\(entry)/comm", encoding: .utf8))?.hasPrefix("ksmd") == true else { continue }
+            guard let pid = Int32(entry), (try? String(contentsOfFile: "/proc/\(entry)/comm", encoding: .utf8))?.hasPrefix("ksmd") == true else {
+                continue
+            }
             return ProcessInspector.cpuSeconds(of: pid) ?? 0
         }
         return 0

@@ -40,13 +40,16 @@ struct ReferenceProxy: Sendable {
             let pid = try Subprocess.spawn(
                 nsenter,
                 [
-                    "--net=\(endpoint.networkNamespacePath)", executable, "-p", directory, "-c", "\(directory)/nginx.conf", "-e", "\(directory)/error.log",
+                    "--net=\(endpoint.networkNamespacePath)", executable, "-p", directory, "-c", "\(directory)/nginx.conf", "-e",
+                    "\(directory)/error.log",
                     "-g", "daemon off; master_process off;",
                 ], stdout: .null, stderr: .null)
             let proxy = ReferenceProxy(pid: pid, port: port, directory: directory)
             let deadline = ContinuousClock.now + .seconds(10)
             while ContinuousClock.now < deadline {
-                if let fd = try? InstanceHTTPClient.connectedSocket(to: ServiceEndpoint(networkNamespacePath: endpoint.networkNamespacePath, port: port)) {
+                if let fd = try? InstanceHTTPClient.connectedSocket(
+                    to: ServiceEndpoint(networkNamespacePath: endpoint.networkNamespacePath, port: port))
+                {
                     close(fd)
                     return proxy
                 }

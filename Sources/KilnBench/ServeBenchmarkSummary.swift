@@ -17,10 +17,13 @@ extension ServeBenchmarkReport {
         }
         lines.append("")
         lines.append("First request to '\(snapshot)' at zero instances (GET \(firstRequestPath)), each trial from zero:")
-        lines.append(ReportText.table(["WHAT", "TRIALS", "MIN", "P50", "P99", "MAX"], [
-            row("bare restore (restoreOne to first 2xx)", bareRestore),
-            row("first request through the gateway", firstRequest),
-        ]))
+        lines.append(
+            ReportText.table(
+                ["WHAT", "TRIALS", "MIN", "P50", "P99", "MAX"],
+                [
+                    row("bare restore (restoreOne to first 2xx)", bareRestore),
+                    row("first request through the gateway", firstRequest),
+                ]))
         lines.append(String(format: "first request p50 / bare restore p50 = %.2fx (target <= 3x)", firstRequestOverRestore))
         lines.append("")
         lines.append("Steady state, one instance, \(client) per run, after \(Int(warmupSeconds)) s of warm-up; reference proxy: \(reference).")
@@ -38,14 +41,18 @@ extension ServeBenchmarkReport {
         }
         lines.append(ReportText.table(["PATH", "PLACEMENT", "ROUND", "DIRECT", "KILN", "NGINX"], rows))
         lines.append("Median of rounds (overhead: 1 - proxy/direct requests per second in the same round; CPU: per request):")
-        lines.append(ReportText.table(
-            ["PATH", "PLACEMENT", "INSTANCE CORES", "KILN OVERHEAD", "NGINX OVERHEAD", "KILN CPU", "NGINX CPU", "SERVICE CPU"],
-            paths.flatMap { path in
-                path.placements.map { result in
-                    [path.path, result.placement.rawValue, cores(result.instanceCores), percent(result.gatewayOverhead), percent(result.nginxOverhead),
-                     cpu(result.gatewayCpuMsPerRequest), cpu(result.nginxCpuMsPerRequest), cpu(result.instanceCpuMsPerRequest)]
-                }
-            }))
+        lines.append(
+            ReportText.table(
+                ["PATH", "PLACEMENT", "INSTANCE CORES", "KILN OVERHEAD", "NGINX OVERHEAD", "KILN CPU", "NGINX CPU", "SERVICE CPU"],
+                paths.flatMap { path in
+                    path.placements.map { result in
+                        [
+                            path.path, result.placement.rawValue, cores(result.instanceCores), percent(result.gatewayOverhead),
+                            percent(result.nginxOverhead),
+                            cpu(result.gatewayCpuMsPerRequest), cpu(result.nginxCpuMsPerRequest), cpu(result.instanceCpuMsPerRequest),
+                        ]
+                    }
+                }))
         for placement in CPUPlacement.allCases {
             let results = paths.flatMap { path in path.placements.filter { $0.placement == placement }.map { (path.path, $0) } }
             guard !results.isEmpty else { continue }

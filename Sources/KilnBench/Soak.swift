@@ -33,11 +33,13 @@ public struct HostResources: Codable, Sendable, Equatable {
     /// The counts that must come back to where they were (descriptors and memory may move a
     /// little as caches and pools warm up; they are reported, not judged).
     public func leaks(since start: HostResources) -> [String] {
-        [("processes", processes, start.processes), ("containers", containers, start.containers),
-         ("network namespace pins", networkNamespacePins, start.networkNamespacePins), ("cgroups", cgroups, start.cgroups),
-         ("mounts", mounts, start.mounts), ("instance directories", instanceDirectories, start.instanceDirectories),
-         ("zombies", zombies, start.zombies)]
-            .filter { $0.1 > $0.2 }.map { "\($0.0): \($0.2) -> \($0.1)" }
+        [
+            ("processes", processes, start.processes), ("containers", containers, start.containers),
+            ("network namespace pins", networkNamespacePins, start.networkNamespacePins), ("cgroups", cgroups, start.cgroups),
+            ("mounts", mounts, start.mounts), ("instance directories", instanceDirectories, start.instanceDirectories),
+            ("zombies", zombies, start.zombies),
+        ]
+        .filter { $0.1 > $0.2 }.map { "\($0.0): \($0.2) -> \($0.1)" }
     }
 }
 
@@ -119,7 +121,8 @@ extension Kiln {
             (.milliseconds(100)...(.seconds(3600))).contains(killInterval)
         else {
             throw KilnError(
-                .invalidArgument, "bench soak takes cycles 0-1000000, load seconds 0-604800 (a week), connections 1-256 and a kill interval of 0.1-3600 s",
+                .invalidArgument,
+                "bench soak takes cycles 0-1000000, load seconds 0-604800 (a week), connections 1-256 and a kill interval of 0.1-3600 s",
                 hint: "e.g. kiln bench soak hello --cycles 100 --load-seconds 60")
         }
         let atStart = await hostResources()
@@ -150,16 +153,22 @@ extension Kiln {
         progress("after \(cycles) cycles: \(afterCycles)")
 
         // 2. The gateway under load, instances killed under it.
-        let load = loadSeconds > 0
-            ? try await soakGateway(manifest, seconds: loadSeconds, connections: connections, killInterval: killInterval, path: requestPath, progress: progress)
-            : SoakReport.Load(seconds: 0, connections: connections, requests: 0, ok: 0, failedInFlightToKilled: 0, failedOther: 0, otherErrors: [], kills: 0, launches: 0, coldStartFallbacks: 0)
+        let load =
+            loadSeconds > 0
+            ? try await soakGateway(
+                manifest, seconds: loadSeconds, connections: connections, killInterval: killInterval, path: requestPath, progress: progress)
+            : SoakReport.Load(
+                seconds: 0, connections: connections, requests: 0, ok: 0, failedInFlightToKilled: 0, failedOther: 0, otherErrors: [], kills: 0,
+                launches: 0, coldStartFallbacks: 0)
         // Shims of stopped instances exit a moment after their container: give them that moment.
         try? await Task.sleep(for: .seconds(2))
         let atEnd = await hostResources()
         progress("at end: \(atEnd)")
         return SoakReport(
             snapshot: manifest.name,
-            cycles: .init(count: cycles, failures: failures.count, errors: Array(failures.prefix(10)), seconds: cyclesSeconds, firstResponse: SampleSummary(firstResponses)),
+            cycles: .init(
+                count: cycles, failures: failures.count, errors: Array(failures.prefix(10)), seconds: cyclesSeconds,
+                firstResponse: SampleSummary(firstResponses)),
             load: load, atStart: atStart, afterCycles: afterCycles, atEnd: atEnd,
             leaks: afterCycles.leaks(since: atStart).map { "after the cycles: \($0)" } + atEnd.leaks(since: atStart).map { "at the end: \($0)" })
     }
@@ -167,7 +176,8 @@ extension Kiln {
     private func progressEvery(_ cycle: Int, _ cycles: Int, _ samples: [Double], _ failures: Int, _ progress: @Sendable (String) -> Void) {
         guard (cycle + 1) % 50 == 0 || cycle + 1 == cycles else { return }
         let recent = SampleSummary(Array(samples.suffix(50)))
-        progress(String(format: "cycle %d/%d: first response p50 %.0f ms over the last 50, %d failures so far", cycle + 1, cycles, recent.p50, failures))
+        progress(
+            String(format: "cycle %d/%d: first response p50 %.0f ms over the last 50, %d failures so far", cycle + 1, cycles, recent.p50, failures))
     }
 
     private func soakGateway(
@@ -202,8 +212,9 @@ extension Kiln {
                 while ContinuousClock.now < end {
                     try? await Task.sleep(for: killInterval)
                     guard ContinuousClock.now < end,
-                          let status = try? gateway.function(function),
-                          let victim = status.instances.filter({ $0.state != .draining }).randomElement() else { continue }
+                        let status = try? gateway.function(function),
+                        let victim = status.instances.filter({ $0.state != .draining }).randomElement()
+                    else { continue }
                     killed.withLock { _ = $0.insert(victim.id) }
                     kill(victim.pid, SIGKILL)
                 }
@@ -227,9 +238,11 @@ extension Kiln {
                         if load.otherErrors.count < 10 { load.otherErrors.append("\(sample.status.map(String.init) ?? "-") \(sample.error ?? "")") }
                     }
                 }
-                progress(String(format: "load: %.0f s of %.0f, %d requests, %d ok, %d lost with killed instances, %d other failures, %d kills",
-                                started.duration(to: .now).seconds, seconds, load.requests, load.ok, load.failedInFlightToKilled, load.failedOther,
-                                killed.withLock { $0.count }))
+                progress(
+                    String(
+                        format: "load: %.0f s of %.0f, %d requests, %d ok, %d lost with killed instances, %d other failures, %d kills",
+                        started.duration(to: .now).seconds, seconds, load.requests, load.ok, load.failedInFlightToKilled, load.failedOther,
+                        killed.withLock { $0.count }))
             }
             killer.cancel()
             load.seconds = started.duration(to: .now).seconds

@@ -69,7 +69,9 @@ extension Kiln {
     /// cold, ...) so drift on a noisy machine hits both alike. Both are timed to the first 2xx
     /// answer to the snapshot's readiness path, with the same client polling every 5 ms.
     /// Every container is removed before the next run starts.
-    public func compareStartup(_ manifest: SnapshotManifest, runs: Int, progress: @Sendable (String) -> Void = { _ in }) async throws -> StartupComparison {
+    public func compareStartup(_ manifest: SnapshotManifest, runs: Int, progress: @Sendable (String) -> Void = { _ in }) async throws
+        -> StartupComparison
+    {
         guard (1...100).contains(runs) else {
             throw KilnError(.invalidArgument, "cannot measure \(runs) runs", hint: "pass --runs between 1 and 100")
         }
@@ -90,7 +92,9 @@ extension Kiln {
                     try await stop(record)
                     if networked {
                         restored.append(record.firstResponseMs)
-                        progress("run \(run)/\(runs): restore    \(String(format: "%.1f", record.firstResponseMs)) ms\(pool == nil ? "" : " (network \(manifest.network ?? ""), \(record.address ?? "?"))")")
+                        progress(
+                            "run \(run)/\(runs): restore    \(String(format: "%.1f", record.firstResponseMs)) ms\(pool == nil ? "" : " (network \(manifest.network ?? ""), \(record.address ?? "?"))")"
+                        )
                     } else {
                         loopback.append(record.firstResponseMs)
                         progress("run \(run)/\(runs): restore    \(String(format: "%.1f", record.firstResponseMs)) ms (network none)")
@@ -113,7 +117,8 @@ extension Kiln {
             speedup: restoreSummary.median > 0 ? coldSummary.median / restoreSummary.median : 0,
             network: pool == nil ? nil : manifest.network, restoreLoopbackMs: pool == nil ? nil : loopback, restoreLoopback: loopbackSummary,
             networkCostMs: loopbackSummary.map { restoreSummary.median - $0.median },
-            notes: "warm page cache for both (the JDK, the app and the snapshot images were read moments before); same sandbox, same readiness check, same client"
+            notes:
+                "warm page cache for both (the JDK, the app and the snapshot images were read moments before); same sandbox, same readiness check, same client"
                 + (pool == nil ? "" : "; networked restores take a namespace prepared ahead of demand (pool of 2)"))
     }
 

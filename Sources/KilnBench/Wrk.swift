@@ -27,10 +27,13 @@ struct Wrk: Sendable {
     /// wrk and nsenter from PATH, or `tool-missing` saying how to install them.
     init(connections: Int, seconds: Int) throws {
         guard let wrk = ExecutableSearch.find("wrk") else {
-            throw KilnError(.toolMissing, "wrk is not installed: the gateway's throughput is measured with it", hint: "apt-get install wrk (make setup does)")
+            throw KilnError(
+                .toolMissing, "wrk is not installed: the gateway's throughput is measured with it", hint: "apt-get install wrk (make setup does)")
         }
         guard let nsenter = ExecutableSearch.find("nsenter") else {
-            throw KilnError(.toolMissing, "nsenter is not installed: the direct runs load the instance from inside its network namespace", hint: "apt-get install util-linux")
+            throw KilnError(
+                .toolMissing, "nsenter is not installed: the direct runs load the instance from inside its network namespace",
+                hint: "apt-get install util-linux")
         }
         executable = wrk
         self.nsenter = nsenter
@@ -52,7 +55,8 @@ struct Wrk: Sendable {
             }
         guard output.status.isSuccess, let result = Self.parse(output.stdout) else {
             throw KilnError(
-                .requestFailed, "wrk against \(url) \(output.status): \((output.stderr + output.stdout).trimmingCharacters(in: .whitespacesAndNewlines))")
+                .requestFailed,
+                "wrk against \(url) \(output.status): \((output.stderr + output.stdout).trimmingCharacters(in: .whitespacesAndNewlines))")
         }
         return result
     }

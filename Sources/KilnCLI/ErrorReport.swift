@@ -25,7 +25,8 @@ enum ErrorReport {
                 // --help and the like: what the parser would print.
                 print(parser.fullMessage(for: error))
             } else if json {
-                let failure = KilnError(.invalidArgument, parser.message(for: error), hint: "'kiln help' lists the commands, 'kiln help COMMAND' their options")
+                let failure = KilnError(
+                    .invalidArgument, parser.message(for: error), hint: "'kiln help' lists the commands, 'kiln help COMMAND' their options")
                 Output.printJSON(ErrorDocument(failure))
             } else {
                 FileHandle.standardError.write(Data("\(parser.fullMessage(for: error))\n".utf8))

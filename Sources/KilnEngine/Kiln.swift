@@ -100,10 +100,13 @@ public struct Kiln: Sendable {
     /// snapshots or talk to instances (`kiln ls`, `ps`, `rm`, `request`): it checks root, as
     /// ``open(paths:logger:toDo:)`` does, but needs neither CRIU, runc nor kiln-shim, and creates
     /// no directory and writes no configuration.
-    public static func openStore(paths: KilnPaths = .fromEnvironment(), logger: Logger = Logger(label: "kiln"), toDo action: String) throws -> KilnStoreAccess {
+    public static func openStore(paths: KilnPaths = .fromEnvironment(), logger: Logger = Logger(label: "kiln"), toDo action: String) throws
+        -> KilnStoreAccess
+    {
         try HostPrivileges.requireRoot(toDo: action)
         return KilnStoreAccess(
-            paths: paths, store: SnapshotStore(root: paths.store), logger: logger, runtime: KilnStoreAccess.installedRunc(paths: paths, logger: logger))
+            paths: paths, store: SnapshotStore(root: paths.store), logger: logger,
+            runtime: KilnStoreAccess.installedRunc(paths: paths, logger: logger))
     }
 
     /// The store and records of this kiln, with its runc.

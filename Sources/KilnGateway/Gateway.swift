@@ -163,7 +163,8 @@ public final class Gateway: Service, Sendable {
                     Self.error(.notFound, .functionNotFound, "no function in the request path", hint: "call /<function>/<path>, e.g. /hello/greet"))
             case .invalidTarget(let problem):
                 responder.respond(
-                    Self.error(.badRequest, .invalidPath, "the request path cannot be forwarded: \(problem)", hint: "resolve '.' and '..' before sending"))
+                    Self.error(
+                        .badRequest, .invalidPath, "the request path cannot be forwarded: \(problem)", hint: "resolve '.' and '..' before sending"))
             }
             return nil
         }
@@ -175,7 +176,8 @@ public final class Gateway: Service, Sendable {
                     hint: "functions are snapshot names: 'kiln ls' lists them, 'kiln bake \(route.function) ...' makes one"))
             return nil
         }
-        let request = ForwardedRequest(head: Self.forwardedHead(of: consume head, host: host, route: route, bodyLength: body?.readableBytes), body: body)
+        let request = ForwardedRequest(
+            head: Self.forwardedHead(of: consume head, host: host, route: route, bodyLength: body?.readableBytes), body: body)
         let exchange = GatewayExchange(gateway: self, pool: pool, request: request, on: loop, arrival: arrival, responder: responder)
         exchange.start()
         return exchange
@@ -348,7 +350,11 @@ public final class Gateway: Service, Sendable {
         let policy = update.applied(to: pool.currentPolicy)
         try policy.validate()
         pool.setPolicy(policy)
-        logger.info("scaling policy changed", metadata: ["function": "\(name)", "min": "\(policy.minInstances)", "max": "\(policy.maxInstances)", "concurrency": "\(policy.concurrency)"])
+        logger.info(
+            "scaling policy changed",
+            metadata: [
+                "function": "\(name)", "min": "\(policy.minInstances)", "max": "\(policy.maxInstances)", "concurrency": "\(policy.concurrency)",
+            ])
         return pool.status()
     }
 
@@ -368,7 +374,6 @@ public final class Gateway: Service, Sendable {
         return pool
     }
 }
-
 
 extension String {
     /// Whether this is `lowercase` (lowercase ASCII) but for the case of ASCII letters: how

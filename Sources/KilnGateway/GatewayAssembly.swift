@@ -23,7 +23,8 @@ public func buildGateway(
     stopsOnSignals: Bool = true, remote: RemoteFunctions = RemoteFunctions(), network: String? = nil, logger: Logger
 ) -> GatewayServer {
     let provider = KilnInstanceProvider(
-        kiln: kiln, readinessTimeout: configuration.readinessTimeout, coldStartFallback: coldStartFallback, remote: remote, logger: logger, network: network)
+        kiln: kiln, readinessTimeout: configuration.readinessTimeout, coldStartFallback: coldStartFallback, remote: remote, logger: logger,
+        network: network)
     let transport = idleConnectionsPerInstance.map { PooledInstanceTransport(maxIdlePerInstance: $0) } ?? PooledInstanceTransport()
     let gateway = Gateway(configuration: configuration, provider: provider, transport: transport, logger: logger)
     return stopsOnSignals ? GatewayServer(gateway: gateway, logger: logger) : GatewayServer(gateway: gateway, signals: [], logger: logger)

@@ -107,7 +107,8 @@ public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
     /// address (IPv6 in brackets): no whitespace, control characters, `/` or stray brackets.
     public init(parsing text: String) throws {
         let invalid = KilnError(.invalidArgument, "'\(text)' is not HOST:PORT", hint: "e.g. --listen 127.0.0.1:8080 or --listen [::1]:8080")
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), port == 0 || InputValidation.isServicePort(port) else {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), port == 0 || InputValidation.isServicePort(port)
+        else {
             throw invalid
         }
         var host = text[..<colon]
@@ -220,7 +221,9 @@ public struct GatewayConfiguration: Sendable {
                 hint: "e.g. --threads \(Self.defaultListenerThreads) (this machine's default)")
         }
         guard requestTimeout > .zero, requestTimeout <= .seconds(InputValidation.maximumSeconds) else {
-            throw KilnError(.invalidArgument, "the request timeout must be positive and at most a year (got \(requestTimeout))", hint: "e.g. --request-timeout 60")
+            throw KilnError(
+                .invalidArgument, "the request timeout must be positive and at most a year (got \(requestTimeout))", hint: "e.g. --request-timeout 60"
+            )
         }
     }
 

@@ -221,7 +221,8 @@ final class GatewayExchange: ResponseReceiver {
         if retry, attempt < gateway.configuration.maxAttempts, !cancelled {
             pool.metrics.retries.increment()
             gateway.logger.warning(
-                failure.wasNotSent ? "request did not reach an instance; retrying" : "idempotent request got no response; retrying", metadata: [
+                failure.wasNotSent ? "request did not reach an instance; retrying" : "idempotent request got no response; retrying",
+                metadata: [
                     "function": "\(function)", "instance": "\(instance)", "attempt": "\(attempt)", "error": "\(failure)",
                 ])
             phase = .starting

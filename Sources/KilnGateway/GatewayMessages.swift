@@ -42,7 +42,8 @@ public struct GatewayResponse: Sendable {
         for (name, value) in head.headers {
             if let name = HTTPField.Name(name) { fields.append(HTTPField(name: name, value: value)) }
         }
-        self.init(head: HTTPResponse(status: .init(code: Int(head.status.code), reasonPhrase: head.status.reasonPhrase), headerFields: fields), body: body)
+        self.init(
+            head: HTTPResponse(status: .init(code: Int(head.status.code), reasonPhrase: head.status.reasonPhrase), headerFields: fields), body: body)
     }
 
     /// The head in NIOHTTP1's terms, with the body's length.
@@ -74,7 +75,8 @@ extension Gateway {
 
     /// A JSON error in the shape of the CLI's `--json` errors: `{"error": {"code", "message", ...}}`.
     static func error(
-        _ status: HTTPResponse.Status, _ code: KilnError.Code, _ message: String, function: String? = nil, instance: String? = nil, hint: String? = nil
+        _ status: HTTPResponse.Status, _ code: KilnError.Code, _ message: String, function: String? = nil, instance: String? = nil,
+        hint: String? = nil
     ) -> GatewayResponse {
         struct Document: Encodable {
             struct Body: Encodable {
@@ -86,7 +88,9 @@ extension Gateway {
             }
             var error: Body
         }
-        let data = (try? KilnJSON.compactEncoder().encode(Document(error: .init(code: code.rawValue, message: message, function: function, instance: instance, hint: hint)))) ?? Data()
+        let data =
+            (try? KilnJSON.compactEncoder().encode(
+                Document(error: .init(code: code.rawValue, message: message, function: function, instance: instance, hint: hint)))) ?? Data()
         var fields = HTTPFields()
         fields[.contentType] = "application/json"
         if let instance { fields[instanceHeader] = instance }

@@ -45,7 +45,9 @@ public final class GatewayMetrics: Sendable {
         factory.durationHistogramBuckets = [
             "kiln_gateway_restore_duration_seconds": [0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30].map { .milliseconds(Int($0 * 1000)) },
             "kiln_gateway_cold_start_duration_seconds": [0.5, 1, 2, 3, 5, 7.5, 10, 15, 30, 60].map { .milliseconds(Int($0 * 1000)) },
-            "kiln_gateway_request_duration_seconds": [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30].map { .microseconds(Int($0 * 1_000_000)) },
+            "kiln_gateway_request_duration_seconds": [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30].map {
+                .microseconds(Int($0 * 1_000_000))
+            },
         ]
         self.factory = factory
         unknownFunctionRequests = CoreMetrics.Counter(label: "kiln_gateway_unknown_function_requests_total", factory: factory)
@@ -88,8 +90,10 @@ final class FunctionMetrics: Sendable {
         restoresSucceeded = CoreMetrics.Counter(label: "kiln_gateway_restores_total", dimensions: label + [("result", "ok")], factory: factory)
         restoresFailed = CoreMetrics.Counter(label: "kiln_gateway_restores_total", dimensions: label + [("result", "failed")], factory: factory)
         restoreDuration = CoreMetrics.Timer(label: "kiln_gateway_restore_duration_seconds", dimensions: label, factory: factory)
-        coldStartFallbacksSucceeded = CoreMetrics.Counter(label: "kiln_gateway_cold_start_fallbacks_total", dimensions: label + [("result", "ok")], factory: factory)
-        coldStartFallbacksFailed = CoreMetrics.Counter(label: "kiln_gateway_cold_start_fallbacks_total", dimensions: label + [("result", "failed")], factory: factory)
+        coldStartFallbacksSucceeded = CoreMetrics.Counter(
+            label: "kiln_gateway_cold_start_fallbacks_total", dimensions: label + [("result", "ok")], factory: factory)
+        coldStartFallbacksFailed = CoreMetrics.Counter(
+            label: "kiln_gateway_cold_start_fallbacks_total", dimensions: label + [("result", "failed")], factory: factory)
         coldStartDuration = CoreMetrics.Timer(label: "kiln_gateway_cold_start_duration_seconds", dimensions: label, factory: factory)
         verificationFailures = CoreMetrics.Counter(label: "kiln_gateway_verification_failures_total", dimensions: label, factory: factory)
         instanceFailures = CoreMetrics.Counter(label: "kiln_gateway_instance_failures_total", dimensions: label, factory: factory)
@@ -102,7 +106,8 @@ final class FunctionMetrics: Sendable {
         self.instances = instances
         var durations: [GatewayMetrics.Outcome: CoreMetrics.Timer] = [:]
         for outcome in GatewayMetrics.Outcome.allCases {
-            durations[outcome] = CoreMetrics.Timer(label: "kiln_gateway_request_duration_seconds", dimensions: label + [("outcome", outcome.rawValue)], factory: factory)
+            durations[outcome] = CoreMetrics.Timer(
+                label: "kiln_gateway_request_duration_seconds", dimensions: label + [("outcome", outcome.rawValue)], factory: factory)
         }
         requestDurations = durations
         answeredDurations = durations[.answered]

@@ -1,7 +1,7 @@
-import KilnSystem
+import KilnEngine
 import KilnOCI
 import KilnSnapshot
-import KilnEngine
+import KilnSystem
 
 /// Which function a request is for, and the path its service sees.
 ///
@@ -87,7 +87,8 @@ public struct GatewayRoute: Sendable, Equatable {
         output.reserveCapacity(input.count)
         var index = 0
         while index < input.count {
-            if input[index] == UInt8(ascii: "%"), index + 2 < input.count, let high = hexValue(input[index + 1]), let low = hexValue(input[index + 2]) {
+            if input[index] == UInt8(ascii: "%"), index + 2 < input.count, let high = hexValue(input[index + 1]), let low = hexValue(input[index + 2])
+            {
                 output.append(high << 4 | low)
                 index += 3
             } else {
@@ -106,7 +107,8 @@ public struct GatewayRoute: Sendable, Equatable {
         let hostname = host.utf8.prefix { $0 != UInt8(ascii: ":") }
         // Most requests carry `localhost:PORT` or an IPv4 address: no dot, or nothing but digits
         // and dots, is never a function's host. Said without building any string.
-        guard hostname.contains(UInt8(ascii: ".")), !hostname.allSatisfy({ $0 == UInt8(ascii: ".") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) })
+        guard hostname.contains(UInt8(ascii: ".")),
+            !hostname.allSatisfy({ $0 == UInt8(ascii: ".") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) })
         else { return nil }
         let name = String(decoding: hostname.map { (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains($0) ? $0 | 0x20 : $0 }, as: UTF8.self)
         let labels = name.split(separator: ".", omittingEmptySubsequences: false)
@@ -119,7 +121,10 @@ public struct GatewayRoute: Sendable, Equatable {
     /// anything else is not looked up at all.
     public static func isPlausibleName(_ name: String) -> Bool {
         !name.isEmpty && name.utf8.count <= 64
-            && name.utf8.allSatisfy { (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") }
+            && name.utf8.allSatisfy {
+                (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0)
+                    || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_")
+            }
     }
 }
 

@@ -101,10 +101,12 @@ public final class GatewayServer: Sendable {
     }
 
     private func notifyIfBound() {
-        guard let bound = ports.withLock({ ports -> BoundPorts? in
-            guard let listen = ports.listen, let admin = ports.admin else { return nil }
-            return BoundPorts(listen: listen, admin: admin)
-        }) else { return }
+        guard
+            let bound = ports.withLock({ ports -> BoundPorts? in
+                guard let listen = ports.listen, let admin = ports.admin else { return nil }
+                return BoundPorts(listen: listen, admin: admin)
+            })
+        else { return }
         let waiters = portWaiters.withLock { waiters in
             defer { waiters = [] }
             return waiters
@@ -181,7 +183,8 @@ enum AdminAPI {
         do {
             return try await body()
         } catch let error as KilnError {
-            let status: HTTPResponse.Status = error.code == .snapshotNotFound ? .notFound : error.code == .invalidArgument ? .badRequest : .internalServerError
+            let status: HTTPResponse.Status =
+                error.code == .snapshotNotFound ? .notFound : error.code == .invalidArgument ? .badRequest : .internalServerError
             let reply = Gateway.error(status, error.code, error.message, hint: error.hint)
             return Response(status: reply.status, headers: reply.head.headerFields, body: .init(byteBuffer: reply.body))
         }

@@ -1,7 +1,7 @@
-import KilnSystem
+import KilnEngine
 import KilnOCI
 import KilnSnapshot
-import KilnEngine
+import KilnSystem
 
 /// One running copy of a function that the gateway sends requests to.
 public struct GatewayInstance: Sendable, Equatable {

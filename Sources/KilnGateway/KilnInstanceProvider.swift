@@ -62,13 +62,17 @@ public final class KilnInstanceProvider: InstanceProvider {
             // check, digests, atomic commit) and keep it in the store for every later restore.
             let pulled = try await kiln.pull(reference, as: function, access: remote.access, trusted: remote.trusted)
             logger.info(
-                "pulled snapshot", metadata: ["function": "\(function)", "reference": "\(reference)", "digest": "\(pulled.digest)",
-                "bytes": "\(pulled.sizeBytes)", "pull_ms": "\(Int(pulled.pullMs))", "signed_by": "\(pulled.signedBy ?? "-")"])
+                "pulled snapshot",
+                metadata: [
+                    "function": "\(function)", "reference": "\(reference)", "digest": "\(pulled.digest)",
+                    "bytes": "\(pulled.sizeBytes)", "pull_ms": "\(Int(pulled.pullMs))", "signed_by": "\(pulled.signedBy ?? "-")",
+                ])
         }
         let (manifest, verifyMs) = try await onDedicatedThread { try kiln.loadVerified(function) }
         manifests.withLock { $0[function] = manifest }
         if preparedNamespaces > 0, pools.withLock({ $0[function] }) == nil,
-           let pool = try await kiln.namespacePool(for: manifest, network: network, capacity: preparedNamespaces) {
+            let pool = try await kiln.namespacePool(for: manifest, network: network, capacity: preparedNamespaces)
+        {
             let installed = pools.withLock { table -> Bool in
                 guard table[function] == nil else { return false }
                 table[function] = pool
@@ -77,7 +81,10 @@ public final class KilnInstanceProvider: InstanceProvider {
             if !installed { await pool.drain() }
         }
         logger.info(
-            "verified snapshot", metadata: ["function": "\(function)", "files": "\(manifest.files.count)", "bytes": "\(manifest.sizeBytes)", "verify_ms": "\(Int(verifyMs))"])
+            "verified snapshot",
+            metadata: [
+                "function": "\(function)", "files": "\(manifest.files.count)", "bytes": "\(manifest.sizeBytes)", "verify_ms": "\(Int(verifyMs))",
+            ])
     }
 
     public func launch(_ function: String) async throws -> LaunchReport {
@@ -94,7 +101,8 @@ public final class KilnInstanceProvider: InstanceProvider {
             restoreError = error
         }
         guard coldStartFallback else { throw LaunchFailure(restoreError: "\(restoreError)", coldStartError: nil) }
-        logger.warning("restore failed; cold-starting the function's command instead", metadata: ["function": "\(function)", "error": "\(restoreError)"])
+        logger.warning(
+            "restore failed; cold-starting the function's command instead", metadata: ["function": "\(function)", "error": "\(restoreError)"])
         let coldStarted = ContinuousClock.now
         do {
             let record = try await kiln.startColdInstance(manifest)

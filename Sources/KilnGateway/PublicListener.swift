@@ -73,7 +73,8 @@ final class PublicListener: Service, Sendable {
                     var encoder = HTTPResponseEncoder.Configuration()
                     encoder.automaticallySetFramingHeaders = false
                     try sync.configureHTTPServerPipeline(
-                        withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false, withEncoderConfiguration: encoder)
+                        withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false,
+                        withEncoderConfiguration: encoder)
                     try sync.addHandler(GatewayRequestHandler(gateway: gateway, maxBodyBytes: maxBodyBytes))
                 }
             }

@@ -78,7 +78,10 @@ public struct CNINetwork: SandboxNetwork {
 
     public var name: String { list.name }
 
-    public init(list: CNIConfigurationList, configuration: NetworkConfiguration? = nil, directory: String, pluginDirectories: [String] = CNINetwork.defaultPluginDirectories()) {
+    public init(
+        list: CNIConfigurationList, configuration: NetworkConfiguration? = nil, directory: String,
+        pluginDirectories: [String] = CNINetwork.defaultPluginDirectories()
+    ) {
         self.list = list
         self.configuration = configuration
         self.directory = directory
@@ -96,7 +99,8 @@ public struct CNINetwork: SandboxNetwork {
     public static func kiln(stateDirectory: String, configuration: NetworkConfiguration? = nil) throws -> CNINetwork {
         let configuration = try configuration ?? NetworkConfiguration.kilnDefault()
         let directory = "\(stateDirectory)/cni"
-        try FileManager.default.createDirectory(atPath: "\(directory)/ipam", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try FileManager.default.createDirectory(
+            atPath: "\(directory)/ipam", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let list = try configuration.conflist(ipamDirectory: "\(directory)/ipam")
         try list.json.write(to: URL(fileURLWithPath: "\(directory)/\(configuration.name).conflist"), options: .atomic)
         return CNINetwork(list: list, configuration: configuration, directory: directory)
@@ -114,7 +118,8 @@ public struct CNINetwork: SandboxNetwork {
     /// kiln's firewall for this network (nil for a user's network).
     public var firewall: NetworkFirewall? {
         guard let configuration else { return nil }
-        return NetworkFirewall(bridge: configuration.bridge, subnet: configuration.subnet, masquerade: configuration.masquerade, lockPath: "\(directory)/firewall.lock")
+        return NetworkFirewall(
+            bridge: configuration.bridge, subnet: configuration.subnet, masquerade: configuration.masquerade, lockPath: "\(directory)/firewall.lock")
     }
 
     var interface: String { configuration?.interface ?? "eth0" }
@@ -159,7 +164,9 @@ public struct CNINetwork: SandboxNetwork {
     public func check(_ attachment: NetworkAttachment) async throws {
         do {
             for (index, type) in list.pluginTypes.enumerated() {
-                let call = CNIPluginCall(.check, containerID: attachment.id, namespacePath: attachment.namespacePath, interface: attachment.interface, pluginDirectories: pluginDirectories)
+                let call = CNIPluginCall(
+                    .check, containerID: attachment.id, namespacePath: attachment.namespacePath, interface: attachment.interface,
+                    pluginDirectories: pluginDirectories)
                 _ = try await call.run(type: type, configuration: list.pluginConfiguration(index, previousResult: attachment.result))
             }
         } catch let error as KilnError {
@@ -209,7 +216,8 @@ public struct CNINetwork: SandboxNetwork {
             throw KilnError(.runtimeFailed, "the CNI result is not valid: \(error)", details: [String(decoding: result.prefix(400), as: UTF8.self)])
         }
         guard let ip = decoded.address(on: interface) else {
-            throw KilnError(.runtimeFailed, "the CNI result has no address for the sandbox", details: [String(decoding: result.prefix(400), as: UTF8.self)])
+            throw KilnError(
+                .runtimeFailed, "the CNI result has no address for the sandbox", details: [String(decoding: result.prefix(400), as: UTF8.self)])
         }
         var dns = configuration?.dns ?? DNSConfiguration()
         if let fromResult = decoded.dns, !(fromResult.nameservers ?? []).isEmpty {

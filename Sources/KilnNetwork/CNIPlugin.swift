@@ -59,7 +59,9 @@ public struct CNIPluginCall: Sendable {
         }
         throw KilnError(
             .toolMissing, "the CNI plugin '\(type)' is not in \(pluginDirectories.joined(separator: ":"))",
-            hint: "install Debian's containernetworking-plugins (apt-get install containernetworking-plugins), or set KILN_CNI_PATH to the directory of your plugins")
+            hint:
+                "install Debian's containernetworking-plugins (apt-get install containernetworking-plugins), or set KILN_CNI_PATH to the directory of your plugins"
+        )
     }
 
     /// Runs plugin `type` with `configuration` (one plugin's JSON object) on stdin and returns
@@ -77,7 +79,8 @@ public struct CNIPluginCall: Sendable {
                 details: output.stderr.split(separator: "\n").suffix(5).map(String.init))
         }
         guard output.status.isSuccess else {
-            throw CNIPluginCall.error(type: type, command: command, containerID: containerID, status: output.status, stdout: output.stdout, stderr: output.stderr)
+            throw CNIPluginCall.error(
+                type: type, command: command, containerID: containerID, status: output.status, stdout: output.stdout, stderr: output.stderr)
         }
         return Data(output.stdout.utf8)
     }
@@ -125,7 +128,8 @@ public struct CNIPluginCall: Sendable {
     static func hint(for error: PluginError) -> String? {
         let text = (error.msg + " " + (error.details ?? "")).lowercased()
         if text.contains("no ip addresses available") || text.contains("no free ip") {
-            return "the network's subnet is full: stop instances, run `kiln gc` (it releases the addresses of instances that are gone), or choose a larger subnet (KILN_SUBNET)"
+            return
+                "the network's subnet is full: stop instances, run `kiln gc` (it releases the addresses of instances that are gone), or choose a larger subnet (KILN_SUBNET)"
         }
         if text.contains("already has an ip address") || text.contains("duplicate allocation") {
             return "an address is still held for this id: run `kiln gc` to release the addresses of instances that are gone"

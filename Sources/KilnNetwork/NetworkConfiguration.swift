@@ -49,7 +49,9 @@ public struct NetworkConfiguration: Codable, Sendable, Equatable {
     /// kiln's default network, with overrides from the environment: `KILN_SUBNET` (an IPv4 CIDR),
     /// `KILN_BRIDGE` (a bridge name), `KILN_DNS` (comma-separated name servers; otherwise the
     /// host's own non-loopback name servers from `/etc/resolv.conf`).
-    public static func kilnDefault(environment: [String: String] = ProcessInfo.processInfo.environment, hostResolvConf: String = "/etc/resolv.conf") throws -> NetworkConfiguration {
+    public static func kilnDefault(environment: [String: String] = ProcessInfo.processInfo.environment, hostResolvConf: String = "/etc/resolv.conf")
+        throws -> NetworkConfiguration
+    {
         var configuration = NetworkConfiguration()
         if let subnet = environment["KILN_SUBNET"], !subnet.isEmpty { configuration.subnet = subnet }
         if let bridge = environment["KILN_BRIDGE"], !bridge.isEmpty { configuration.bridge = bridge }
@@ -67,11 +69,13 @@ public struct NetworkConfiguration: Codable, Sendable, Equatable {
     public func parsedSubnet() throws -> (network: UInt32, prefix: Int) {
         let parts = subnet.split(separator: "/")
         guard parts.count == 2, let prefix = Int(parts[1]), (8...30).contains(prefix), let address = IPv4.parse(String(parts[0])) else {
-            throw KilnError(.invalidArgument, "'\(subnet)' is not an IPv4 subnet with a prefix of /8 to /30", hint: "write it like 10.213.0.0/16 (KILN_SUBNET)")
+            throw KilnError(
+                .invalidArgument, "'\(subnet)' is not an IPv4 subnet with a prefix of /8 to /30", hint: "write it like 10.213.0.0/16 (KILN_SUBNET)")
         }
         let mask: UInt32 = prefix == 0 ? 0 : ~UInt32(0) << (32 - prefix)
         guard address & ~mask == 0 else {
-            throw KilnError(.invalidArgument, "'\(subnet)' has host bits set", hint: "use the network address, e.g. \(IPv4.format(address & mask))/\(prefix)")
+            throw KilnError(
+                .invalidArgument, "'\(subnet)' has host bits set", hint: "use the network address, e.g. \(IPv4.format(address & mask))/\(prefix)")
         }
         return (address, prefix)
     }
@@ -207,7 +211,8 @@ public struct CNIConfigurationList: Sendable, Equatable {
     /// DEL and CHECK) when there is one.
     public func pluginConfiguration(_ index: Int, previousResult: Data?) throws -> Data {
         guard let object = try JSONSerialization.jsonObject(with: json) as? [String: Any],
-              let plugins = object["plugins"] as? [[String: Any]], plugins.indices.contains(index) else {
+            let plugins = object["plugins"] as? [[String: Any]], plugins.indices.contains(index)
+        else {
             throw KilnError(.invalidArgument, "the CNI network '\(name)' has no plugin \(index)")
         }
         var plugin = plugins[index]
@@ -223,14 +228,16 @@ public struct CNIConfigurationList: Sendable, Equatable {
     /// `bridge` plugin's default `cni0` if it has none), nil for networks without a bridge.
     public var bridge: String? {
         guard let object = try? JSONSerialization.jsonObject(with: json) as? [String: Any],
-              let plugins = object["plugins"] as? [[String: Any]] else { return nil }
+            let plugins = object["plugins"] as? [[String: Any]]
+        else { return nil }
         return plugins.lazy.compactMap { $0["bridge"] as? String }.first ?? (pluginTypes.contains("bridge") ? "cni0" : nil)
     }
 
     /// The first `host-local` IPAM data directory (the plugin's default if unset), if any.
     public var ipamDirectory: String? {
         guard let object = try? JSONSerialization.jsonObject(with: json) as? [String: Any],
-              let plugins = object["plugins"] as? [[String: Any]] else { return nil }
+            let plugins = object["plugins"] as? [[String: Any]]
+        else { return nil }
         for plugin in plugins {
             if let ipam = plugin["ipam"] as? [String: Any], ipam["type"] as? String == "host-local" {
                 return ipam["dataDir"] as? String ?? "/var/lib/cni/networks"

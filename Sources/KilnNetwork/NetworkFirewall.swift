@@ -158,7 +158,9 @@ public struct NetworkFirewall: Sendable {
             var lines = ["*filter"]
             if filter.contains("-A INPUT -i \(bridge) -j \(inputChain)\n") { lines.append("-D INPUT -i \(bridge) -j \(inputChain)") }
             if filter.contains("-A FORWARD -j \(forwardChain)\n") { lines.append("-D FORWARD -j \(forwardChain)") }
-            let chains = Self.chains(in: filter).filter { $0 == inputChain || $0 == forwardChain || $0 == isolationChain || $0.hasPrefix(tagChainPrefix) }
+            let chains = Self.chains(in: filter).filter {
+                $0 == inputChain || $0 == forwardChain || $0 == isolationChain || $0.hasPrefix(tagChainPrefix)
+            }
             lines += chains.map { "-F \($0)" } + chains.map { "-X \($0)" }
             lines += ["COMMIT", "*nat"]
             if nat.contains("-A POSTROUTING -j \(natChain)\n") { lines.append("-D POSTROUTING -j \(natChain)") }
@@ -225,7 +227,8 @@ public struct NetworkFirewall: Sendable {
                     && !remaining.contains { $0.hasSuffix("-j \(chain)") }
             }
             guard !present.isEmpty || !empty.isEmpty else { return [] }
-            try await restore(["*filter"] + present.map { "-D " + $0.dropFirst(3) } + empty.map { "-F \($0)" } + empty.map { "-X \($0)" } + ["COMMIT"])
+            try await restore(
+                ["*filter"] + present.map { "-D " + $0.dropFirst(3) } + empty.map { "-F \($0)" } + empty.map { "-X \($0)" } + ["COMMIT"])
             return present
         }
     }
@@ -237,7 +240,8 @@ public struct NetworkFirewall: Sendable {
         let filter = try await save(table: "filter")
         return filter.split(separator: "\n").compactMap { line in
             guard line.hasPrefix("-A \(isolationChain) ") || line.hasPrefix("-A \(tagChainPrefix)"),
-                  let id = Self.commentID(String(line)) else { return nil }
+                let id = Self.commentID(String(line))
+            else { return nil }
             return (id, String(line))
         }
     }
@@ -251,7 +255,8 @@ public struct NetworkFirewall: Sendable {
         return (filter + nat + filter6).split(separator: "\n").map(String.init).filter { line in
             guard line.hasPrefix("-A ") else { return false }
             let chain = line.dropFirst(3).prefix { $0 != " " }
-            return names.contains(String(chain)) || chain.hasPrefix(tagChainPrefix) || line.hasSuffix("-j \(inputChain)") || line.hasSuffix("-j \(forwardChain)") || line.hasSuffix("-j \(natChain)")
+            return names.contains(String(chain)) || chain.hasPrefix(tagChainPrefix) || line.hasSuffix("-j \(inputChain)")
+                || line.hasSuffix("-j \(forwardChain)") || line.hasSuffix("-j \(natChain)")
         }
     }
 
@@ -288,7 +293,8 @@ public struct NetworkFirewall: Sendable {
 
     func restore(_ lines: [String], ipv6: Bool = false) async throws {
         let tool = ipv6 ? "ip6tables-restore" : "iptables-restore"
-        let output = try await Subprocess.run(Self.tool(tool), ["-w", "5", "--noflush"], environment: Self.environment, input: lines.joined(separator: "\n") + "\n")
+        let output = try await Subprocess.run(
+            Self.tool(tool), ["-w", "5", "--noflush"], environment: Self.environment, input: lines.joined(separator: "\n") + "\n")
         guard output.status.isSuccess else {
             throw KilnError(
                 .runtimeFailed, "\(tool) \(output.status)", action: "changing kiln's network rules (bridge \(bridge))",
@@ -299,7 +305,8 @@ public struct NetworkFirewall: Sendable {
     static let environment = ["PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
 
     static func tool(_ name: String) throws -> String {
-        for directory in ["/usr/sbin", "/sbin", "/usr/local/sbin", "/usr/bin"] where FileManager.default.isExecutableFile(atPath: "\(directory)/\(name)") {
+        for directory in ["/usr/sbin", "/sbin", "/usr/local/sbin", "/usr/bin"]
+        where FileManager.default.isExecutableFile(atPath: "\(directory)/\(name)") {
             return "\(directory)/\(name)"
         }
         throw KilnError(.toolMissing, "\(name) is not installed", hint: "apt-get install iptables")
@@ -313,7 +320,10 @@ public struct NetworkFirewall: Sendable {
             let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
             guard fd >= 0 else { throw KilnError(.systemCall, "could not open the lock file \(path): \(String(cString: strerror(errno)))") }
             while flock(fd, LOCK_EX) != 0 {
-                if errno != EINTR { close(fd); throw KilnError(.systemCall, "flock of \(path) failed: \(String(cString: strerror(errno)))") }
+                if errno != EINTR {
+                    close(fd)
+                    throw KilnError(.systemCall, "flock of \(path) failed: \(String(cString: strerror(errno)))")
+                }
             }
             return fd
         }

@@ -36,7 +36,8 @@ public struct DumpCache: Sendable {
         for page in pages {
             let output = try await Subprocess.run("zstd", ["-q", "-1", "-T0", "--rm", "\(directory)/\(page)", "-o", "\(directory)/\(page)\(suffix)"])
             guard output.status.isSuccess else {
-                throw KilnError(.systemCall, "zstd could not compress \(page): \(output.stderr)", hint: "install zstd ('make setup') or bake without --compress")
+                throw KilnError(
+                    .systemCall, "zstd could not compress \(page): \(output.stderr)", hint: "install zstd ('make setup') or bake without --compress")
             }
         }
     }
@@ -77,7 +78,8 @@ public struct DumpCache: Sendable {
     }
 
     /// Writes the plain image of one stored file into `staging`: decrypted, then decompressed.
-    private func materialize(_ file: SnapshotFile, of manifest: SnapshotManifest, from source: String, into staging: String, key: SnapshotKey?) throws {
+    private func materialize(_ file: SnapshotFile, of manifest: SnapshotManifest, from source: String, into staging: String, key: SnapshotKey?) throws
+    {
         var path = file.path
         try FileManager.default.createDirectory(
             atPath: ("\(staging)/\(path)" as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
@@ -135,7 +137,9 @@ public struct DumpCache: Sendable {
     private func corrupt(_ manifest: SnapshotManifest, _ problem: String) -> KilnError {
         KilnError(
             .snapshotCorrupt, "snapshot '\(manifest.name)': \(problem); refusing to restore it",
-            hint: "the file changed after the bake together with its sha256 in the manifest, or is damaged: bake it again, and treat the store at \(store.root) as tampered with")
+            hint:
+                "the file changed after the bake together with its sha256 in the manifest, or is damaged: bake it again, and treat the store at \(store.root) as tampered with"
+        )
     }
 
     /// Whether `path` is on tmpfs or ramfs.
@@ -166,13 +170,15 @@ public struct DumpCache: Sendable {
     static func entry(_ entry: String, isVersionOf name: String) -> Bool {
         guard entry.hasPrefix("\(name)-") else { return false }
         let version = entry.utf8.dropFirst(name.utf8.count + 1)
-        return !version.isEmpty && version.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) }
+        return !version.isEmpty
+            && version.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) }
     }
 
     /// Identifies one baked version of a snapshot: a digest of its files' digests.
     func version(of manifest: SnapshotManifest) -> String {
-        String(manifest.files.map(\.sha256).joined().utf8.reduce(into: UInt64(1469598103934665603)) { hash, byte in
-            hash = (hash ^ UInt64(byte)) &* 1099511628211
-        }, radix: 16)
+        String(
+            manifest.files.map(\.sha256).joined().utf8.reduce(into: UInt64(1469598103934665603)) { hash, byte in
+                hash = (hash ^ UInt64(byte)) &* 1099511628211
+            }, radix: 16)
     }
 }

@@ -119,7 +119,8 @@ public enum HostCheck {
             let missing = was.filter { !now.contains($0) }
             if current.cpuFlags == nil {
                 add(
-                    .cpuFlags, .refuse, "\(was.count) flags", "unknown", why: "this host's CPU flags could not be read, so JIT-compiled code may use instructions it lacks",
+                    .cpuFlags, .refuse, "\(was.count) flags", "unknown",
+                    why: "this host's CPU flags could not be read, so JIT-compiled code may use instructions it lacks",
                     fix: "check /proc/cpuinfo is readable, or --ignore-host-check cpu-flags if the CPUs are known to match")
             } else if !missing.isEmpty {
                 add(
@@ -138,7 +139,8 @@ public enum HostCheck {
         }
         if let was = recorded.cpuVendor, let now = current.cpuVendor, was != now {
             add(
-                .cpuVendor, .note, was, now, why: "the JVM tuned some code paths for the CPU vendor; correctness rests on the CPU flags, compared separately",
+                .cpuVendor, .note, was, now,
+                why: "the JVM tuned some code paths for the CPU vendor; correctness rests on the CPU flags, compared separately",
                 fix: "none needed; bake on this vendor's CPUs for its tuning")
         }
         if let was = recorded.cpuModel, let now = current.cpuModel, was != now, recorded.cpuVendor == current.cpuVendor || recorded.cpuVendor == nil {
@@ -149,7 +151,8 @@ public enum HostCheck {
             let was = KernelRelease(recorded.kernel), now = KernelRelease(current.kernel)
             if let was, let now, (was.major, was.minor) == (now.major, now.minor) {
                 add(
-                    .kernel, .note, recorded.kernel, current.kernel, why: "same kernel series (\(was.major).\(was.minor)), another patch level or build: the interfaces CRIU uses are the same",
+                    .kernel, .note, recorded.kernel, current.kernel,
+                    why: "same kernel series (\(was.major).\(was.minor)), another patch level or build: the interfaces CRIU uses are the same",
                     fix: "none needed")
             } else {
                 add(
@@ -163,7 +166,8 @@ public enum HostCheck {
             let missing = was.filter { !now.contains($0) }
             if !missing.isEmpty {
                 add(
-                    .kernelFeatures, .refuse, "has \(missing.joined(separator: " "))", current.kernelFeatures == nil ? "unknown" : "lacks \(missing.joined(separator: " "))",
+                    .kernelFeatures, .refuse, "has \(missing.joined(separator: " "))",
+                    current.kernelFeatures == nil ? "unknown" : "lacks \(missing.joined(separator: " "))",
                     why: "CRIU restores the snapshot's process with these kernel features (criu check --feature NAME fails here)",
                     fix: "use a kernel with them (see 'criu check --all'), or \(rebake)")
             }
@@ -193,13 +197,15 @@ public enum HostCheck {
         if let was = recorded.glibc, was != current.glibc {
             add(
                 .glibc, .refuse, was, current.glibc ?? "unknown",
-                why: "the restored process has the host's libc mapped as it was at the bake; CRIU refuses a changed file, and code inlined from another build would not match",
+                why:
+                    "the restored process has the host's libc mapped as it was at the bake; CRIU refuses a changed file, and code inlined from another build would not match",
                 fix: "install glibc \(was), or \(rebake)")
         }
         if let was = recorded.jdk, was != current.jdk {
             add(
                 .jdk, .refuse, was.description, current.jdk?.description ?? "no JDK at \(was.home)",
-                why: "the restored JVM has this JDK's libjvm.so and modules file mapped: another build, or none, makes the restore fail or the JVM crash",
+                why:
+                    "the restored JVM has this JDK's libjvm.so and modules file mapped: another build, or none, makes the restore fail or the JVM crash",
                 fix: "install JDK \(was.version) at \(was.home), or \(rebake)")
         }
         if let was = recorded.pageSize, let now = current.pageSize, was != now {
@@ -210,7 +216,8 @@ public enum HostCheck {
         if let was = recorded.cgroupVersion, let now = current.cgroupVersion, was != now {
             add(
                 .cgroup, .note, "v\(was)", "v\(now)",
-                why: "the JVM read its container limits from cgroup v\(was) at start; it keeps those and may misread memory and CPU metrics under v\(now)",
+                why:
+                    "the JVM read its container limits from cgroup v\(was) at start; it keeps those and may misread memory and CPU metrics under v\(now)",
                 fix: "none needed for kiln (it leaves cgroups out of the restore); bake on a v\(now) host for exact container metrics")
         }
         return differences.filter { $0.severity == .refuse } + differences.filter { $0.severity == .note }
@@ -246,7 +253,9 @@ public enum HostCheck {
         let rows = differences.map { [$0.fact.rawValue, $0.ignored ? "ignored" : $0.severity.rawValue, $0.recorded, $0.current] }
         let widths = (0..<4).map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
         func line(_ cells: [String]) -> String {
-            String(zip(cells, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  ").reversed().drop { $0 == " " }.reversed())
+            String(
+                zip(cells, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  ").reversed().drop { $0 == " " }
+                    .reversed())
         }
         var lines = [line(header)]
         for (row, difference) in zip(rows, differences) {

@@ -68,7 +68,9 @@ public struct ProcHostFactsSource: HostFactsSource {
     }
 
     /// The first processor's vendor, model and flags (x86 `flags`, arm64 `Features`).
-    static func cpuInfo(_ text: String? = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) -> (vendor: String?, model: String?, flags: [String]?) {
+    static func cpuInfo(_ text: String? = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) -> (
+        vendor: String?, model: String?, flags: [String]?
+    ) {
         guard let text else { return (nil, nil, nil) }
         var fields: [String: String] = [:]
         for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
@@ -120,13 +122,18 @@ public struct ProcHostFactsSource: HostFactsSource {
 
     /// The ``HostCheck/criuFeatures`` `criu check --feature` confirms on this kernel.
     func kernelFeatures() -> [String] {
-        let bootID = (try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+        let bootID =
+            (try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
         var info = stat()
         let criuMtime = stat(criu.path, &info) == 0 ? info.st_mtim.tv_sec : 0
         let key = "\(bootID) \(Self.uname().release) \(criu.path) \(criu.version) \(criuMtime) \(HostCheck.criuFeatures.joined(separator: ","))"
-        struct Cached: Codable { var key: String; var features: [String] }
+        struct Cached: Codable {
+            var key: String
+            var features: [String]
+        }
         if let cachePath, let data = FileManager.default.contents(atPath: cachePath), let cached = try? JSONDecoder().decode(Cached.self, from: data),
-           cached.key == key {
+            cached.key == key
+        {
             return cached.features
         }
         let features = HostCheck.criuFeatures.filter { feature in

@@ -211,7 +211,8 @@ public enum SnapshotCipher {
         }
 
         func seal(_ chunk: ArraySlice<UInt8>, index: Int, final: Bool) throws -> AES.GCM.SealedBox {
-            try AES.GCM.seal(chunk, using: fileKey, nonce: nonce(index: index, final: final), authenticating: associatedData(index: index, final: final))
+            try AES.GCM.seal(
+                chunk, using: fileKey, nonce: nonce(index: index, final: final), authenticating: associatedData(index: index, final: final))
         }
 
         func open(_ sealed: ArraySlice<UInt8>, index: Int, final: Bool, chunks: Int) throws -> Data {

@@ -94,7 +94,9 @@ public struct SnapshotKey: @unchecked Sendable {
         let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else {
             if errno == EEXIST {
-                throw KilnError(.invalidArgument, "\(path) already exists; kiln keygen never overwrites a key", hint: "choose another path, or remove the old file if no snapshot needs it")
+                throw KilnError(
+                    .invalidArgument, "\(path) already exists; kiln keygen never overwrites a key",
+                    hint: "choose another path, or remove the old file if no snapshot needs it")
             }
             throw KilnError.systemCall("open", errno: errno, path)
         }
@@ -159,10 +161,12 @@ public struct SnapshotKeyring: Sendable {
         self.init()
         for argument in arguments {
             if let equals = argument.firstIndex(of: "="), (try? SnapshotStore.validate(name: String(argument[..<equals]))) != nil,
-               argument.index(after: equals) < argument.endIndex {
+                argument.index(after: equals) < argument.endIndex
+            {
                 let name = String(argument[..<equals])
                 guard scoped[name] == nil else {
-                    throw KilnError(.invalidArgument, "--key gives snapshot '\(name)' two keys", hint: "give each snapshot one key: --key \(name)=KEYFILE")
+                    throw KilnError(
+                        .invalidArgument, "--key gives snapshot '\(name)' two keys", hint: "give each snapshot one key: --key \(name)=KEYFILE")
                 }
                 scoped[name] = try SnapshotKey(contentsOf: String(argument[argument.index(after: equals)...]))
             } else {

@@ -327,8 +327,12 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
             guard encryption.cipher == SnapshotCipher.name else {
                 throw corrupt(source, "its images are encrypted with '\(encryption.cipher)', this kiln knows only \(SnapshotCipher.name)")
             }
-            guard SnapshotCipher.chunkSizes.contains(encryption.chunkSize) else { throw corrupt(source, "its encryption chunk size \(encryption.chunkSize) is invalid") }
-            guard encryption.keyID.count == 16, encryption.keyID.allSatisfy(\.isHexDigit) else { throw corrupt(source, "its key id '\(encryption.keyID)' is invalid") }
+            guard SnapshotCipher.chunkSizes.contains(encryption.chunkSize) else {
+                throw corrupt(source, "its encryption chunk size \(encryption.chunkSize) is invalid")
+            }
+            guard encryption.keyID.count == 16, encryption.keyID.allSatisfy(\.isHexDigit) else {
+                throw corrupt(source, "its key id '\(encryption.keyID)' is invalid")
+            }
             guard !encryption.bakeID.isEmpty else { throw corrupt(source, "its encryption has no bake id") }
             // Every file of an encrypted snapshot is authenticated; a plain one slipped in would not be.
             for file in manifest.files where !file.path.hasSuffix(SnapshotCipher.suffix) {
@@ -363,7 +367,9 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
         var total: Int64 = 0
         for file in files {
             guard InputValidation.isContainedRelativePath(file.path), file.size >= 0, file.sha256.utf8.count == 64,
-                  file.sha256.utf8.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) })
+                file.sha256.utf8.allSatisfy({
+                    (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0)
+                })
             else { return "its file entry '\(file.path)' is invalid" }
             guard seen.insert(file.path).inserted else { return "it lists '\(file.path)' twice" }
             let (sum, overflow) = total.addingReportingOverflow(file.size)

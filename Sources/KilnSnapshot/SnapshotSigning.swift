@@ -59,7 +59,8 @@ public struct SnapshotSigningKey: @unchecked Sendable {
     static func readPrivate(_ path: String) throws -> Data {
         var info = stat()
         guard stat(path, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
-            throw KilnError(.invalidArgument, "the signing key \(path) does not exist or is not a file", hint: "make one with: kiln keygen --signing KEYFILE")
+            throw KilnError(
+                .invalidArgument, "the signing key \(path) does not exist or is not a file", hint: "make one with: kiln keygen --signing KEYFILE")
         }
         guard info.st_mode & 0o077 == 0 else {
             throw KilnError(
@@ -92,7 +93,8 @@ public struct SnapshotVerifyingKey: @unchecked Sendable {
             throw KilnError(.invalidArgument, "the public key \(path) cannot be read", hint: "give the .pub file kiln keygen --signing wrote")
         }
         guard let bytes = SnapshotKey.hexKey(data), let key = try? Curve25519.Signing.PublicKey(rawRepresentation: bytes) else {
-            throw KilnError(.invalidArgument, "\(path) is not a kiln public key (64 hex digits)", hint: "give the .pub file kiln keygen --signing wrote")
+            throw KilnError(
+                .invalidArgument, "\(path) is not a kiln public key (64 hex digits)", hint: "give the .pub file kiln keygen --signing wrote")
         }
         self.init(key: key, source: path)
     }

@@ -42,7 +42,10 @@ public struct SnapshotStore: SnapshotStoring {
 
     /// Snapshot names are used as directory names and in container ids.
     public static func validate(name: String) throws {
-        let allowed = name.unicodeScalars.allSatisfy { CharacterSet.lowercaseLetters.contains($0) && $0.isASCII || CharacterSet.decimalDigits.contains($0) && $0.isASCII || $0 == "-" || $0 == "_" }
+        let allowed = name.unicodeScalars.allSatisfy {
+            CharacterSet.lowercaseLetters.contains($0) && $0.isASCII || CharacterSet.decimalDigits.contains($0) && $0.isASCII || $0 == "-"
+                || $0 == "_"
+        }
         guard !name.isEmpty, name.count <= 40, allowed, name.first!.isLetter || name.first!.isNumber else {
             throw KilnError(
                 .invalidArgument, "'\(name)' is not a valid snapshot name",
@@ -72,12 +75,16 @@ public struct SnapshotStore: SnapshotStoring {
         let path = manifestPath(of: name)
         guard let data = FileManager.default.contents(atPath: path) else {
             if FileManager.default.fileExists(atPath: directory(of: name)) {
-                throw KilnError(.snapshotCorrupt, "snapshot '\(name)' has no readable manifest (\(path))", hint: "remove it with 'kiln rm \(name)' and bake it again")
+                throw KilnError(
+                    .snapshotCorrupt, "snapshot '\(name)' has no readable manifest (\(path))",
+                    hint: "remove it with 'kiln rm \(name)' and bake it again")
             }
             let known = ((try? FileManager.default.contentsOfDirectory(atPath: snapshotsDirectory)) ?? []).sorted()
             throw KilnError(
                 .snapshotNotFound, "no snapshot named '\(name)' in \(snapshotsDirectory)",
-                hint: known.isEmpty ? "bake one first: kiln bake \(name) --port PORT --ready /health -- COMMAND..." : "known snapshots: \(known.joined(separator: ", ")) ('kiln ls' lists them)")
+                hint: known.isEmpty
+                    ? "bake one first: kiln bake \(name) --port PORT --ready /health -- COMMAND..."
+                    : "known snapshots: \(known.joined(separator: ", ")) ('kiln ls' lists them)")
         }
         let manifest = try SnapshotManifest.decode(data, source: path)
         guard manifest.name == name else {
@@ -108,7 +115,8 @@ public struct SnapshotStore: SnapshotStoring {
         let before = VerificationRecord.current(of: manifest, images: images)
         let present = Set(Self.relativeFiles(under: images))
         if let records = verificationRecords, let before, present == Set(manifest.files.map(\.path)),
-           records.matches(before, name: manifest.name), try imageRootIsAsBaked(manifest) {
+            records.matches(before, name: manifest.name), try imageRootIsAsBaked(manifest)
+        {
             return .trusted
         }
         try hashEveryFile(manifest, images: images, present: present)
@@ -216,7 +224,8 @@ public struct SnapshotStore: SnapshotStoring {
     public func remove(_ name: String) throws {
         try Self.validate(name: name)
         guard FileManager.default.fileExists(atPath: directory(of: name)) else {
-            throw KilnError(.snapshotNotFound, "no snapshot named '\(name)' in \(snapshotsDirectory)", hint: "'kiln ls' lists the snapshots there are")
+            throw KilnError(
+                .snapshotNotFound, "no snapshot named '\(name)' in \(snapshotsDirectory)", hint: "'kiln ls' lists the snapshots there are")
         }
         verificationRecords?.forget(name)
         try FileManager.default.removeItem(atPath: directory(of: name))
@@ -226,7 +235,7 @@ public struct SnapshotStore: SnapshotStoring {
     /// child of ``rootfsDirectory`` counts, whatever a damaged manifest says.
     public func imageRoot(of manifest: SnapshotManifest) -> String? {
         guard manifest.image != nil, case .directory(let path) = manifest.sandbox.rootFilesystem,
-              (path as NSString).deletingLastPathComponent == rootfsDirectory, InputValidation.isCleanAbsolutePath(path)
+            (path as NSString).deletingLastPathComponent == rootfsDirectory, InputValidation.isCleanAbsolutePath(path)
         else { return nil }
         return path
     }

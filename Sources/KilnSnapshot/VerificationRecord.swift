@@ -70,7 +70,7 @@ package struct VerificationRecords: Sendable {
     /// Whether `record` is exactly what was recorded for snapshot `name`.
     func matches(_ record: VerificationRecord, name: String) -> Bool {
         guard let data = FileManager.default.contents(atPath: path(of: name)),
-              let saved = try? JSONDecoder().decode(VerificationRecord.self, from: data)
+            let saved = try? JSONDecoder().decode(VerificationRecord.self, from: data)
         else { return false }
         return saved == record
     }

@@ -32,8 +32,10 @@ struct CLIHost {
     }
 
     /// The tools kiln looks for, each where this machine has it; hidden by ``runWithoutTools(_:)``.
-    static let tools = ["/usr/local/sbin/criu", "/usr/sbin/criu", "/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc",
-                        (kilnBinary as NSString).deletingLastPathComponent + "/kiln-shim"]
+    static let tools = [
+        "/usr/local/sbin/criu", "/usr/sbin/criu", "/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc",
+        (kilnBinary as NSString).deletingLastPathComponent + "/kiln-shim",
+    ]
 
     func kiln(_ arguments: [String], environment: [String: String]? = nil) throws -> CommandOutput {
         try Subprocess.run(kilnBinary, arguments, environment: environment ?? self.environment)
@@ -46,7 +48,8 @@ struct CLIHost {
         var environment = self.environment
         environment["PATH"] = "/usr/bin:/bin"
         for name in ["KILN_CRIU", "KILN_RUNC", "KILN_SHIM"] { environment[name] = nil }
-        let hide = #"for tool in "$@"; do [ "$tool" = -- ] && break; [ -e "$tool" ] && { mount --bind /dev/null "$tool" || exit 97; }; done; "#
+        let hide =
+            #"for tool in "$@"; do [ "$tool" = -- ] && break; [ -e "$tool" ] && { mount --bind /dev/null "$tool" || exit 97; }; done; "#
             + #"while [ "$1" != -- ]; do shift; done; shift; exec "$@""#
         return try Subprocess.run(
             "/usr/bin/unshare", ["--mount", "--propagation", "private", "--", "/bin/sh", "-c", hide, "sh"] + Self.tools + ["--"] + command,
@@ -65,8 +68,10 @@ struct CLIHost {
         _ = try? kiln(["gc"])
         try? FileManager.default.removeItem(atPath: base)
         try? FileManager.default.removeItem(atPath: "/dev/shm/kiln-images" + state.replacingOccurrences(of: "/", with: "_"))
-        for controller in ["memory", "pids", "cpu", "cpuacct", "cpuset", "devices", "freezer", "blkio", "net_cls", "net_prio", "perf_event",
-                           "hugetlb", "rdma", "misc", "systemd", "unified"] {
+        for controller in [
+            "memory", "pids", "cpu", "cpuacct", "cpuset", "devices", "freezer", "blkio", "net_cls", "net_prio", "perf_event",
+            "hugetlb", "rdma", "misc", "systemd", "unified",
+        ] {
             rmdir("/sys/fs/cgroup/\(controller)\(cgroupParent)")
         }
     }

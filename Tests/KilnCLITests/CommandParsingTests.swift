@@ -1,10 +1,11 @@
 import ArgumentParser
 import Foundation
-@testable import KilnCLI
 import KilnEngine
 import KilnGateway
 import KilnSystem
 import Testing
+
+@testable import KilnCLI
 
 #if canImport(Glibc)
 import Glibc

@@ -15,7 +15,8 @@ struct ReportTextTests {
     }
 
     func soakReport(failedOther: Int, leaks: [String]) throws -> SoakReport {
-        let resources = #"{"processes":2,"containers":1,"networkNamespacePins":1,"cgroups":3,"mounts":0,"instanceDirectories":1,"zombies":0,"openFileDescriptors":40,"residentBytes":1048576}"#
+        let resources =
+            #"{"processes":2,"containers":1,"networkNamespacePins":1,"cgroups":3,"mounts":0,"instanceDirectories":1,"zombies":0,"openFileDescriptors":40,"residentBytes":1048576}"#
         let json = """
             {"snapshot":"hello",
              "cycles":{"count":10,"failures":0,"errors":[],"seconds":12.5,"firstResponse":{"count":10,"min":20,"p50":30,"p90":40,"p99":50,"max":60}},

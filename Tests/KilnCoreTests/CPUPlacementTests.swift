@@ -1,12 +1,12 @@
 import Foundation
+import Testing
+
 @testable import KilnBench
 @testable import KilnEngine
 @testable import KilnGateway
 @testable import KilnOCI
 @testable import KilnSnapshot
 @testable import KilnSystem
-import Testing
-
 
 @Suite("CPU placement of bench serve")
 struct CPUPlacementTests {

@@ -40,8 +40,11 @@ struct CRIURestoreStatisticsTests {
         let restore: [UInt8] = [0x08, 0x01, 0x10, 0x02, 0x48, 0x96, 0x01, 0x18, 0x03, 0x52, 0x02, 0xAA, 0xBB, 0x20, 0xE8, 0x07]
         let entry: [UInt8] = [0x39, 1, 2, 3, 4, 5, 6, 7, 8, 0x12, UInt8(restore.count)] + restore
         let statistics = try CRIURestoreStatistics(parsing: Self.file(entry))
-        #expect(statistics == CRIURestoreStatistics(pagesCompared: 1, pagesSkippedCopyOnWrite: 2, forkingTimeMicroseconds: 3,
-                                                     restoreTimeMicroseconds: 1000, pagesRestored: nil))
+        #expect(
+            statistics
+                == CRIURestoreStatistics(
+                    pagesCompared: 1, pagesSkippedCopyOnWrite: 2, forkingTimeMicroseconds: 3,
+                    restoreTimeMicroseconds: 1000, pagesRestored: nil))
     }
 
     @Test func refusesWhatIsNotARestoresStatistics() throws {

@@ -30,7 +30,8 @@ struct CRaCAgentSandboxTests {
                 id: "svc-\(copy)", bundlePath: "\(root)/\(copy)/bundle", networkNamespacePath: "/run/netns/x", cgroupPath: "/kiln/x",
                 agentDirectory: "\(root)/\(copy)/agent")
             try SandboxBundle.create(spec: spec, instance: instance)
-            let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(root)/\(copy)/bundle/config.json"))) as? [String: Any]
+            let config =
+                try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(root)/\(copy)/bundle/config.json"))) as? [String: Any]
             let mounts = config?["mounts"] as? [[String: Any]] ?? []
             let jarMount = mounts.first { $0["destination"] as? String == "/run/kiln/agent/kiln-crac-agent.jar" }
             let control = mounts.first { $0["destination"] as? String == "/run/kiln/control" }
@@ -46,12 +47,17 @@ struct CRaCAgentSandboxTests {
     @Test func aSpecWithoutTheAgentHasNeitherMountNorOption() throws {
         let spec = SandboxSpec(command: ["java"], workingDirectory: "/", appDirectory: nil, port: 8080)
         #expect(spec.processEnvironment["JAVA_TOOL_OPTIONS"]?.contains("javaagent") == false)
-        #expect(try SandboxBundle.agentBinds(spec, instance: SandboxContainer(id: "x", bundlePath: "/b", networkNamespacePath: "", cgroupPath: ""), root: "/r").isEmpty)
+        #expect(
+            try SandboxBundle.agentBinds(
+                spec, instance: SandboxContainer(id: "x", bundlePath: "/b", networkNamespacePath: "", cgroupPath: ""), root: "/r"
+            ).isEmpty)
     }
 
     @Test func aMissingJarIsNamedWithTheFix() throws {
-        let spec = SandboxSpec(command: ["java"], workingDirectory: "/", appDirectory: nil, port: 8080, agent: CRaCAgent(jarPath: "/nonexistent/kiln-crac-agent.jar"))
-        let instance = SandboxContainer(id: "x", bundlePath: "/nonexistent/b", networkNamespacePath: "", cgroupPath: "", agentDirectory: "/nonexistent/a")
+        let spec = SandboxSpec(
+            command: ["java"], workingDirectory: "/", appDirectory: nil, port: 8080, agent: CRaCAgent(jarPath: "/nonexistent/kiln-crac-agent.jar"))
+        let instance = SandboxContainer(
+            id: "x", bundlePath: "/nonexistent/b", networkNamespacePath: "", cgroupPath: "", agentDirectory: "/nonexistent/a")
         do {
             _ = try SandboxBundle.agentBinds(spec, instance: instance, root: "/nonexistent/r")
             Issue.record("a missing jar was bound")

@@ -22,13 +22,15 @@ struct CheckpointPreflightTests {
         .init(fd: 6, target: "socket:[500]", flags: 2), .init(fd: 8, target: "socket:[502]", flags: 0o4002),
         .init(fd: 9, target: "anon_inode:[eventpoll]", flags: 0o2000002), .init(fd: 10, target: "/tmp/cache.bin", flags: 0o100002),
     ]
-    static let tcp = header
+    static let tcp =
+        header
         + tcpLine(0, "00000000000000000000000000000000:1F90", "00000000000000000000000000000000:0000", "0A", inode: 502)
         + tcpLine(1, "0100007F:A028", "0100007F:238B", "01", inode: 600)
         + tcpLine(2, "0100007F:238B", "0100007F:A028", "01", inode: 601)
         + tcpLine(3, "0100007F:1F91", "00000000:0000", "0A", inode: 602)
         + tcpLine(4, "0000000000000000FFFF00000100007F:1F90", "0000000000000000FFFF00000100007F:B000", "08", inode: 603)
-    static let unix = "Num       RefCount Protocol Flags    Type St Inode Path\n"
+    static let unix =
+        "Num       RefCount Protocol Flags    Type St Inode Path\n"
         + "0000000010a98fd1: 00000002 00000000 00000000 0001 03 500\n"
         + "0000000010a98fd2: 00000002 00000000 00000000 0001 03 501\n"
         + "0000000010a98fd3: 00000002 00000000 00000000 0001 03 510\n"
@@ -65,9 +67,10 @@ struct CheckpointPreflightTests {
 
     @Test func anEstablishedConnectionIsNamedWithBothEndsAndAFix() throws {
         let findings = CheckpointPreflight.analyze(Self.connectedJVM, servicePort: 8080, servicePid: 5000)
-        #expect(findings.map(\.what) == [
-            "TCP 127.0.0.1:41000 -> 127.0.0.1:9099 (ESTABLISHED)", "TCP 127.0.0.1:9099 -> 127.0.0.1:41000 (ESTABLISHED)",
-        ])
+        #expect(
+            findings.map(\.what) == [
+                "TCP 127.0.0.1:41000 -> 127.0.0.1:9099 (ESTABLISHED)", "TCP 127.0.0.1:9099 -> 127.0.0.1:41000 (ESTABLISHED)",
+            ])
         #expect(findings.allSatisfy { $0.kind == .tcpConnection && $0.process == "pid 1 (java)" })
         let error = try #require(CheckpointPreflight.blocked(findings, allowed: []))
         #expect(error.code == .checkpointBlocked)
@@ -88,29 +91,33 @@ struct CheckpointPreflightTests {
 
     @Test func unixSocketsBlockOnlyWithAPeerOutsideTheSandbox() {
         // 501's peer 777 is held by nobody in the sandbox; 510/511 is a pair the JVM holds both ends of.
-        let files = Self.jvmFiles + [
-            .init(fd: 11, target: "socket:[501]", flags: 2), .init(fd: 12, target: "socket:[510]", flags: 2), .init(fd: 13, target: "socket:[511]", flags: 2),
-        ]
+        let files =
+            Self.jvmFiles + [
+                .init(fd: 11, target: "socket:[501]", flags: 2), .init(fd: 12, target: "socket:[510]", flags: 2),
+                .init(fd: 13, target: "socket:[511]", flags: 2),
+            ]
         let findings = CheckpointPreflight.analyze(Self.snapshot(files), servicePort: 8080, servicePid: 5000)
         #expect(findings.map(\.kind) == [.unixSocket])
         #expect(findings.first?.what == "connected unix socket (unnamed) fd 11")
     }
 
     @Test func filesDevicesAndChildrenAreNamed() {
-        let files = Self.jvmFiles + [
-            .init(fd: 11, target: "/var/data/app.log", flags: 0o102001), .init(fd: 12, target: "/var/data/old.db (deleted)", flags: 0o100002),
-            .init(fd: 13, target: "/dev/nvidia0", flags: 2), .init(fd: 14, target: "/work/app/app.jar", flags: 0o100000),
-            .init(fd: 15, target: "/memfd:jit (deleted)", flags: 2),
-        ]
+        let files =
+            Self.jvmFiles + [
+                .init(fd: 11, target: "/var/data/app.log", flags: 0o102001), .init(fd: 12, target: "/var/data/old.db (deleted)", flags: 0o100002),
+                .init(fd: 13, target: "/dev/nvidia0", flags: 2), .init(fd: 14, target: "/work/app/app.jar", flags: 0o100000),
+                .init(fd: 15, target: "/memfd:jit (deleted)", flags: 2),
+            ]
         let child = PreflightSnapshot.Process(pid: 5100, namespacePid: 40, parent: 5000, command: "convert", files: [])
         let wrapper = PreflightSnapshot.Process(pid: 4990, namespacePid: 1, parent: 1, command: "sh", files: [])
         var snapshot = Self.snapshot(files, more: [child, wrapper])
         snapshot.processes[0].namespacePid = 7
         let findings = CheckpointPreflight.analyze(snapshot, servicePort: 8080, servicePid: 5000)
         #expect(findings.map(\.kind) == [.fileWrite, .deletedFile, .childProcess, .device])
-        #expect(findings.map(\.what) == [
-            "/var/data/app.log open for writing (fd 11, ext4)", "/var/data/old.db (deleted, fd 12)", "child of pid 7", "/dev/nvidia0 (fd 13)",
-        ])
+        #expect(
+            findings.map(\.what) == [
+                "/var/data/app.log open for writing (fd 11, ext4)", "/var/data/old.db (deleted, fd 12)", "child of pid 7", "/dev/nvidia0 (fd 13)",
+            ])
         #expect(findings[2].process == "pid 40 (convert)")
         // The wrapper shell above the JVM is the service's own line, not a child.
         #expect(!findings.contains { $0.process.contains("sh") })

@@ -30,9 +30,11 @@ struct ErrorCauseTests {
         #expect(outer.errno == ENOSPC)
         #expect(outer.causeChain.count == 3)
 
-        let foundation = NSError(domain: NSCocoaErrorDomain, code: CocoaError.fileWriteUnknown.rawValue, userInfo: [
-            NSUnderlyingErrorKey: NSError(domain: NSPOSIXErrorDomain, code: Int(ENOSPC))
-        ])
+        let foundation = NSError(
+            domain: NSCocoaErrorDomain, code: CocoaError.fileWriteUnknown.rawValue,
+            userInfo: [
+                NSUnderlyingErrorKey: NSError(domain: NSPOSIXErrorDomain, code: Int(ENOSPC))
+            ])
         #expect(KilnError.wrapping(foundation, as: .systemCall).errno == ENOSPC)
         #expect(KilnError.wrapping(CocoaError(.fileWriteOutOfSpace), as: .systemCall).errno == ENOSPC)
         #expect(KilnError(.runtimeFailed, "no cause").errno == nil)
@@ -41,7 +43,9 @@ struct ErrorCauseTests {
     @Test func aFullStoreIsRecognisedByErrnoOrByAToolsLogButNotByTheServicesOutput() {
         #expect(StoreSpace.isOutOfSpace(POSIXError(.ENOSPC)))
         #expect(StoreSpace.isOutOfSpace(KilnError.systemCall("write", errno: ENOSPC, "a file")))
-        #expect(StoreSpace.isOutOfSpace(KilnError(.checkpointFailed, "criu dump failed", details: ["Error (criu/page-xfer.c:123): Can't write: No space left on device"])))
+        #expect(
+            StoreSpace.isOutOfSpace(
+                KilnError(.checkpointFailed, "criu dump failed", details: ["Error (criu/page-xfer.c:123): Can't write: No space left on device"])))
         #expect(!StoreSpace.isOutOfSpace(KilnError(.warmupFailed, "GET /x answered 500", details: ["java.io.IOException: No space left on device"])))
         #expect(!StoreSpace.isOutOfSpace(POSIXError(.EIO)))
 

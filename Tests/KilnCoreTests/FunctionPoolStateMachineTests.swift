@@ -1,8 +1,9 @@
+import Logging
+import Testing
+
 @testable import KilnEngine
 @testable import KilnGateway
 @testable import KilnSystem
-import Logging
-import Testing
 
 /// The pool's decisions, event by event, at made-up times: no gateway, no sleeps, no root.
 /// Waiters are request numbers; instances are `hello-N`, launched in the order the test says.
@@ -141,7 +142,8 @@ struct FunctionPoolStateMachineTests {
         _ = pool.terminated(Self.instance(2), now: at(12.1))
         #expect(pool.tick(now: at(100)).stops.isEmpty, "the minimum stays, however long idle")
         // Down to zero once the minimum is lifted; the next request restores without verifying again.
-        #expect(pool.setPolicy(ScalingPolicy(minInstances: 0, maxInstances: 3, concurrency: 1, keepAliveSeconds: 10), now: at(101)).stops == ["hello-1"])
+        #expect(
+            pool.setPolicy(ScalingPolicy(minInstances: 0, maxInstances: 3, concurrency: 1, keepAliveSeconds: 10), now: at(101)).stops == ["hello-1"])
         _ = pool.terminated(Self.instance(1), now: at(101))
         let status = pool.status(now: at(101))
         #expect(status.instances.isEmpty && status.stopping == 0)
@@ -330,8 +332,12 @@ struct FunctionPoolStateMachineTests {
 extension Array where Element == FunctionPoolStateMachine<Int>.Effect {
     /// Each launch asked for: whether it verifies the snapshot first.
     var launches: [Bool] { compactMap { if case .launch(let verify) = $0 { verify } else { nil } } }
-    var grants: [(waiter: Int, instance: String)] { compactMap { if case .grant(let waiter, let lease) = $0 { (waiter, lease.instance.id) } else { nil } } }
-    var failures: [(waiter: Int, failure: GatewayFailure)] { compactMap { if case .fail(let waiter, let failure) = $0 { (waiter, failure) } else { nil } } }
+    var grants: [(waiter: Int, instance: String)] {
+        compactMap { if case .grant(let waiter, let lease) = $0 { (waiter, lease.instance.id) } else { nil } }
+    }
+    var failures: [(waiter: Int, failure: GatewayFailure)] {
+        compactMap { if case .fail(let waiter, let failure) = $0 { (waiter, failure) } else { nil } }
+    }
     var stops: [String] { compactMap { if case .stop(let instance) = $0 { instance.id } else { nil } } }
     var metrics: [PoolMetric] { compactMap { if case .metric(let metric) = $0 { metric } else { nil } } }
     var logs: [(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata)] {

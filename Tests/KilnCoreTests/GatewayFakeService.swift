@@ -1,11 +1,11 @@
 import Foundation
-
-@testable import KilnGateway
-@testable import KilnSystem
 import NIOCore
 import NIOHTTP1
 import NIOPosix
 import Synchronization
+
+@testable import KilnGateway
+@testable import KilnSystem
 
 /// A stand-in for a function's service on loopback, answering by path:
 ///
@@ -157,7 +157,8 @@ final class FakeServiceHandler: ChannelInboundHandler {
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
             let content = Array(FakeService.pattern(n).utf8)
             for start in stride(from: 0, to: n, by: 16 << 10) {
-                context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: content[start..<min(n, start + (16 << 10))])))), promise: nil)
+                context.writeAndFlush(
+                    wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: content[start..<min(n, start + (16 << 10))])))), promise: nil)
             }
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         case "/head":
@@ -167,13 +168,16 @@ final class FakeServiceHandler: ChannelInboundHandler {
             respond(context, .noContent, body: "")
         case "/close":
             let channel = context.channel
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: ["Content-Length": "3", "Connection": "close"]))), promise: nil)
+            context.write(
+                wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: ["Content-Length": "3", "Connection": "close"]))),
+                promise: nil)
             context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "bye")))), promise: nil)
             context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
         case "/cut", "/cut-big":
             let promised = path == "/cut" ? 100 : 1 << 20
             let channel = context.channel
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: ["Content-Length": String(promised)]))), promise: nil)
+            context.write(
+                wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: ["Content-Length": String(promised)]))), promise: nil)
             context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(repeating: UInt8(ascii: "x"), count: promised / 10)))))
                 .whenComplete { _ in channel.close(promise: nil) }
         case "/hold":

@@ -1,10 +1,4 @@
 import Foundation
-@testable import KilnBench
-@testable import KilnEngine
-@testable import KilnGateway
-@testable import KilnOCI
-@testable import KilnSnapshot
-@testable import KilnSystem
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -12,6 +6,12 @@ import NIOPosix
 import Synchronization
 import Testing
 
+@testable import KilnBench
+@testable import KilnEngine
+@testable import KilnGateway
+@testable import KilnOCI
+@testable import KilnSnapshot
+@testable import KilnSystem
 
 /// The gateway's data path over real sockets: a client on loopback, the public listener, the
 /// pooled transport, and a stand-in service (``FakeService``, plain NIO) in place of a JVM.
@@ -108,7 +108,8 @@ struct GatewayForwardingTests {
         try await withForwardingGateway { port, _, _ in
             let channel = try await connectRaw(port: port)
             try await channel.executeThenClose { inbound, outbound in
-                try await outbound.write(ByteBuffer(string: "PUT /hello/echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"))
+                try await outbound.write(
+                    ByteBuffer(string: "PUT /hello/echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"))
                 var received = ""
                 var iterator = inbound.makeAsyncIterator()
                 while !received.contains("\r\n\r\n"), let chunk = try await iterator.next() { received += String(buffer: chunk) }
@@ -123,7 +124,8 @@ struct GatewayForwardingTests {
 
     @Test func aMalformedRequestGetsA400InJSONAndTheConnectionCloses() async throws {
         try await withForwardingGateway { port, service, _ in
-            let text = try await rawExchange(port: port, "GET /hello/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", halfClose: false)
+            let text = try await rawExchange(
+                port: port, "GET /hello/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", halfClose: false)
             #expect(text.hasPrefix("HTTP/1.1 400 Bad Request"), "\(text)")
             #expect(text.contains(#""code":"bad-request""#))
             #expect(text.lowercased().contains("connection: close"))
@@ -191,7 +193,9 @@ struct GatewayForwardingTests {
                 try await outbound.write(ByteBuffer(string: "GET /hello/chunked HTTP/1.1\r\nHost: x\r\n\r\n"))
                 #expect(await eventually { (try? service.gateway?.function("hello"))?.queueLength == 1 })
             }
-            #expect(await eventually(timeout: .seconds(10)) { (try? service.gateway?.function("hello"))?.queueLength == 0 }, "the request of a client that left is dropped")
+            #expect(
+                await eventually(timeout: .seconds(10)) { (try? service.gateway?.function("hello"))?.queueLength == 0 },
+                "the request of a client that left is dropped")
             service.release()
             #expect(try await held.value.status == .ok)
             #expect(service.requests == 1, "the dropped request never reached the service")

@@ -1,14 +1,14 @@
 import Foundation
 import HTTPTypes
+import NIOCore
+import Testing
+
 @testable import KilnBench
 @testable import KilnEngine
 @testable import KilnGateway
 @testable import KilnOCI
 @testable import KilnSnapshot
 @testable import KilnSystem
-import NIOCore
-import Testing
-
 
 @Suite("gateway routing")
 struct GatewayRoutingTests {

@@ -1,21 +1,22 @@
 import Foundation
 import HTTPTypes
+import NIOCore
+import Testing
+
 @testable import KilnBench
 @testable import KilnEngine
 @testable import KilnGateway
 @testable import KilnOCI
 @testable import KilnSnapshot
 @testable import KilnSystem
-import NIOCore
-import Testing
-
 
 @Suite("gateway queueing and scaling (fake instances)")
 struct GatewayScalingTests {
     @Test func concurrentFirstRequestsShareOneRestore() async throws {
         // More first requests than one instance takes at once: still one restore (and one
         // verification); the rest wait for it, then for the scale-up it triggers.
-        try await withFakeGateway(policy: ScalingPolicy(maxInstances: 4, concurrency: 8), provider: FakeProvider(launchDelay: .milliseconds(200))) { gateway, provider, _ in
+        try await withFakeGateway(policy: ScalingPolicy(maxInstances: 4, concurrency: 8), provider: FakeProvider(launchDelay: .milliseconds(200))) {
+            gateway, provider, _ in
             let responses = await concurrently(gateway, count: 8) { GatewayRequest(.get, "/hello/greet") }
             #expect(responses.allSatisfy { $0.status == .ok })
             #expect(provider.launches == 1, "8 concurrent first requests must share one restore")
@@ -52,7 +53,12 @@ struct GatewayScalingTests {
     @Test func perInstanceConcurrencyLimitQueuesTheRest() async throws {
         let gate = Gate()
         let transport = FakeTransport()
-        transport.behaviour.withLock { $0 = { _, _ in await gate.wait(); return nil } }
+        transport.behaviour.withLock {
+            $0 = { _, _ in
+                await gate.wait()
+                return nil
+            }
+        }
         try await withFakeGateway(policy: ScalingPolicy(maxInstances: 1, concurrency: 3), transport: transport) { gateway, _, _ in
             let task = Task { await concurrently(gateway, count: 7) { GatewayRequest(.get, "/hello/greet") } }
             #expect(await eventually { (try? gateway.function("hello"))?.queueLength == 4 })
@@ -75,8 +81,14 @@ struct GatewayScalingTests {
         let transport = FakeTransport()
         // Only the first request is held: were the second one to reach the instance (the first
         // timed out in the queue on a starved machine), waiting for it must not block the test.
-        transport.behaviour.withLock { $0 = { _, request in if request.head.uri == "/one" { await gate.wait() }; return nil } }
-        try await withFakeGateway(policy: ScalingPolicy(maxInstances: 1, concurrency: 1, queueTimeoutSeconds: 0.3), transport: transport) { gateway, _, _ in
+        transport.behaviour.withLock {
+            $0 = { _, request in
+                if request.head.uri == "/one" { await gate.wait() }
+                return nil
+            }
+        }
+        try await withFakeGateway(policy: ScalingPolicy(maxInstances: 1, concurrency: 1, queueTimeoutSeconds: 0.3), transport: transport) {
+            gateway, _, _ in
             // The instance first: from zero, the held request itself would wait for the restore
             // under the same 0.3 s queue timeout, and on a loaded machine time out before it.
             _ = try gateway.scale("hello", ScalingPolicyUpdate(min: 1))
@@ -104,7 +116,12 @@ struct GatewayScalingTests {
         let transport = FakeTransport()
         // Only the first request is held (it keeps the one slot busy): a later one that reached
         // the instance after all must not block the test.
-        transport.behaviour.withLock { $0 = { _, request in if request.head.uri == "/first" { await gate.wait() }; return nil } }
+        transport.behaviour.withLock {
+            $0 = { _, request in
+                if request.head.uri == "/first" { await gate.wait() }
+                return nil
+            }
+        }
         try await withFakeGateway(policy: ScalingPolicy(maxInstances: 1, concurrency: 1, queueLimit: 2), transport: transport) { gateway, _, _ in
             // From zero even the first request waits (for the restore): get one in flight first.
             let first = Task { await gateway.handle(GatewayRequest(.get, "/hello/first")) }

@@ -1,15 +1,15 @@
 import Foundation
 import HTTPTypes
+import Logging
+import NIOCore
+import Testing
+
 @testable import KilnBench
 @testable import KilnEngine
 @testable import KilnGateway
 @testable import KilnOCI
 @testable import KilnSnapshot
 @testable import KilnSystem
-import Logging
-import NIOCore
-import Testing
-
 
 @Suite("gateway listeners over loopback (fake instances)")
 struct GatewayServerTests {

@@ -1,17 +1,17 @@
 import Foundation
 import HTTPTypes
-@testable import KilnBench
-@testable import KilnEngine
-@testable import KilnGateway
-@testable import KilnOCI
-@testable import KilnSnapshot
-@testable import KilnSystem
 import Logging
 import NIOCore
 import NIOPosix
 import Synchronization
 import Testing
 
+@testable import KilnBench
+@testable import KilnEngine
+@testable import KilnGateway
+@testable import KilnOCI
+@testable import KilnSnapshot
+@testable import KilnSystem
 
 /// A fake ``InstanceProvider``: "launches" are counted, take `launchDelay`, and produce
 /// instances whose liveness the test controls. No root, no containers.
@@ -105,7 +105,10 @@ final class FakeTransport: InstanceTransport {
         _ request: ForwardedRequest, to instance: GatewayInstance, timeout: Duration, on loop: any EventLoop, receiver: any ResponseReceiver
     ) -> any ResponseReading {
         sent.withLock { $0.append((instance.id, request)) }
-        inFlight.withLock { $0.now += 1; $0.peak = max($0.peak, $0.now) }
+        inFlight.withLock {
+            $0.now += 1
+            $0.peak = max($0.peak, $0.now)
+        }
         let receiver = NIOLoopBound(receiver, eventLoop: loop)
         let behaviour = behaviour.withLock { $0 }
         Task {
@@ -116,7 +119,9 @@ final class FakeTransport: InstanceTransport {
                 } else {
                     if delay > .zero { try await Task.sleep(for: delay) }
                     let body = #"{"instance":"\#(instance.id)","path":"\#(request.head.uri)"}"#
-                    outcome = .success(GatewayResponse(head: HTTPResponse(status: .ok, headerFields: [.contentType: "application/json"]), body: ByteBuffer(string: body)))
+                    outcome = .success(
+                        GatewayResponse(
+                            head: HTTPResponse(status: .ok, headerFields: [.contentType: "application/json"]), body: ByteBuffer(string: body)))
                 }
             } catch let failure as TransportFailure {
                 outcome = .failure(failure)
@@ -239,7 +244,8 @@ func connectRaw(port: Int) async throws -> NIOAsyncChannel<ByteBuffer, ByteBuffe
         // which the integration tests running alongside may keep busy.
         .connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: port)) { channel in
             channel.eventLoop.makeCompletedFuture {
-                try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
+                try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
+                    wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
             }
         }
 }
@@ -254,7 +260,7 @@ func rawExchange(port: Int, _ text: String, halfClose: Bool = true, toleratingRe
         var received = ""
         do {
             for try await chunk in inbound { received += String(buffer: chunk) }
-        } catch where toleratingReset {
+        } catch  where toleratingReset {
             // What arrived before the reset is the answer.
         }
         return received

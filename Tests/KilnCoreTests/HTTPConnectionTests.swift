@@ -1,15 +1,16 @@
 import Foundation
 import HTTPTypes
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Testing
+
 @testable import KilnBench
 @testable import KilnEngine
 @testable import KilnGateway
 @testable import KilnOCI
 @testable import KilnSnapshot
 @testable import KilnSystem
-import NIOCore
-import NIOHTTP1
-import NIOPosix
-import Testing
 
 #if canImport(Glibc)
 import Glibc
@@ -33,7 +34,8 @@ struct HTTPConnectionTests {
         try #require(!connection.isActive)
 
         let started = ContinuousClock.now
-        let request = ForwardedRequest(head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/greet", headers: ["Host": "localhost"]), body: nil)
+        let request = ForwardedRequest(
+            head: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/greet", headers: ["Host": "localhost"]), body: nil)
         do {
             _ = try await connection.execute(request, timeout: .seconds(30))
             Issue.record("a request on a closed connection succeeded")

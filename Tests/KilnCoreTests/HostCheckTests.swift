@@ -1,9 +1,10 @@
 import Foundation
+import Testing
+
 @testable import KilnEngine
 @testable import KilnOCI
 @testable import KilnSnapshot
 @testable import KilnSystem
-import Testing
 
 #if canImport(Glibc)
 import Glibc
@@ -160,7 +161,8 @@ struct HostCheckTests {
         let path = "/tmp/kiln-unit-hostfacts-\(UUID().uuidString).json"
         defer { try? FileManager.default.removeItem(atPath: path) }
         try Data(#"{"criuVersion":"4.0.0","removeCPUFlags":["sse2"]}"#.utf8).write(to: URL(fileURLWithPath: path))
-        let source = ProcHostFactsSource(criu: CRIU(path: "/nonexistent/criu", version: SemanticVersion(4, 2, 1)), runtime: "runc", overridePath: path)
+        let source = ProcHostFactsSource(
+            criu: CRIU(path: "/nonexistent/criu", version: SemanticVersion(4, 2, 1)), runtime: "runc", overridePath: path)
         let facts = try source.facts(for: SandboxSpec(command: ["x"], workingDirectory: "/", appDirectory: nil, port: 8080))
         #expect(facts.criuVersion == "4.0.0")
         #expect(facts.cpuFlags?.contains("sse2") == false)
@@ -191,7 +193,8 @@ struct SnapshotSigningTests {
         #expect(SnapshotSignature.refusal(of: [signature], manifestDigest: digest, trusted: [publicKey], reference: "r") == nil)
 
         let other = try SnapshotSigningKey.generate(at: "\(directory)/other.key")
-        let wrong = try #require(SnapshotSignature.refusal(of: [try other.sign(manifestDigest: digest)], manifestDigest: digest, trusted: [publicKey], reference: "r"))
+        let wrong = try #require(
+            SnapshotSignature.refusal(of: [try other.sign(manifestDigest: digest)], manifestDigest: digest, trusted: [publicKey], reference: "r"))
         #expect(wrong.code == .signatureInvalid)
         #expect(wrong.message.contains(other.id) && wrong.message.contains(publicKey.id))
         let unsigned = try #require(SnapshotSignature.refusal(of: [], manifestDigest: digest, trusted: [publicKey], reference: "r"))
@@ -199,7 +202,9 @@ struct SnapshotSigningTests {
         // A forged signature claiming the trusted key's id.
         var forged = try other.sign(manifestDigest: digest)
         forged.keyID = publicKey.id
-        #expect(SnapshotSignature.refusal(of: [forged], manifestDigest: digest, trusted: [publicKey], reference: "r")?.message.contains("invalid signature") == true)
+        #expect(
+            SnapshotSignature.refusal(of: [forged], manifestDigest: digest, trusted: [publicKey], reference: "r")?.message.contains(
+                "invalid signature") == true)
 
         #expect(throws: KilnError.self) { try SnapshotSigningKey.generate(at: "\(directory)/sign.key") }
         chmod("\(directory)/sign.key", 0o644)

@@ -1,12 +1,12 @@
 import Foundation
+import Testing
+
 @testable import KilnBench
 @testable import KilnEngine
 @testable import KilnGateway
 @testable import KilnOCI
 @testable import KilnSnapshot
 @testable import KilnSystem
-import Testing
-
 
 @Suite("images: references, OCI layouts and configs for kiln bake --image")
 struct ImageConfigTests {
@@ -18,7 +18,9 @@ struct ImageConfigTests {
         #expect(try ImageReference(parsing: "oci:/a:b/layout") == .ociLayout(path: "/a:b/layout", tag: nil))
         #expect(try ImageReference(parsing: "podman:localhost/hello:1") == .podman("localhost/hello:1"))
         #expect(try ImageReference(parsing: "docker:hello") == .docker("hello"))
-        #expect(try ImageReference(parsing: "podman:[vfs@/tmp/s/root+/tmp/s/run]localhost/hello:1") == .podman("[vfs@/tmp/s/root+/tmp/s/run]localhost/hello:1"))
+        #expect(
+            try ImageReference(parsing: "podman:[vfs@/tmp/s/root+/tmp/s/run]localhost/hello:1")
+                == .podman("[vfs@/tmp/s/root+/tmp/s/run]localhost/hello:1"))
     }
 
     @Test func aBarePathIsALayoutOnlyWhenItHoldsOne() throws {
@@ -45,7 +47,8 @@ struct ImageConfigTests {
         #expect(ImageReference.ociLayout(path: "/l", tag: "1").skopeoSource == "oci:/l:1")
     }
 
-    static let config = Data("""
+    static let config = Data(
+        """
         {"architecture":"amd64","os":"linux","config":{"Entrypoint":["/opt/jre/bin/java","-cp","/app"],"Cmd":["Main"],
          "Env":["PATH=/opt/jre/bin:/usr/bin","GREETING=hi","JAVA_TOOL_OPTIONS=-Xss1m"],"WorkingDir":"/app","User":"1000:1000",
          "ExposedPorts":{"8080/tcp":{}}},"rootfs":{"type":"layers","diff_ids":[]}}
@@ -71,7 +74,8 @@ struct ImageConfigTests {
 
     @Test func theImageFillsInTheSandbox() throws {
         let config = try ImageConfig(json: Self.config)
-        let spec = try config.sandbox(applyingTo: base(environment: ["GREETING": "hello", "EXTRA": "1"]), rootfs: "/store/rootfs/x", reference: "oci:/l")
+        let spec = try config.sandbox(
+            applyingTo: base(environment: ["GREETING": "hello", "EXTRA": "1"]), rootfs: "/store/rootfs/x", reference: "oci:/l")
         #expect(spec.command == ["/opt/jre/bin/java", "-cp", "/app", "Main"])
         #expect(spec.rootFilesystem == .directory("/store/rootfs/x"))
         #expect(spec.workingDirectory == "/app")
@@ -106,7 +110,8 @@ struct ImageConfigTests {
         let user = #expect(throws: KilnError.self) { try named.sandbox(applyingTo: base(), rootfs: "/r", reference: "oci:/l") }
         #expect(user?.code == .imageUnsupported)
         #expect(user?.hint?.contains("numeric USER") == true)
-        #expect(try ImageConfig(cmd: ["/s"], user: "0", exposedPorts: ["1/tcp"]).sandbox(applyingTo: base(), rootfs: "/r", reference: "x").user == nil)
+        #expect(
+            try ImageConfig(cmd: ["/s"], user: "0", exposedPorts: ["1/tcp"]).sandbox(applyingTo: base(), rootfs: "/r", reference: "x").user == nil)
 
         for ports in [[String](), ["8080/tcp", "8443/tcp"], ["53/udp"]] {
             let config = ImageConfig(cmd: ["/s"], exposedPorts: ports)
@@ -131,7 +136,9 @@ struct ImageConfigTests {
             return digest
         }
         let configDigest = try put(Self.config)
-        let manifest = Data(#"{"schemaVersion":2,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"\#(configDigest)","size":1},"layers":[]}"#.utf8)
+        let manifest = Data(
+            #"{"schemaVersion":2,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"\#(configDigest)","size":1},"layers":[]}"#
+                .utf8)
         let manifestDigest = try put(manifest)
         try #"{"schemaVersion":2,"manifests":[{"digest":"\#(manifestDigest)","size":1,"annotations":{"org.opencontainers.image.ref.name":"1"}}]}"#
             .write(toFile: "\(layout)/index.json", atomically: true, encoding: .utf8)
@@ -151,7 +158,9 @@ struct ImageConfigTests {
     }
 
     @Test func aManifestWithAnImageNeedsValidDigestsAndItsOwnRoot() throws {
-        let image = SnapshotImage(reference: "oci:/l", manifestDigest: "sha256:" + String(repeating: "a", count: 64), configDigest: "sha256:" + String(repeating: "b", count: 64), architecture: "amd64", copyMs: 1, unpackMs: 2)
+        let image = SnapshotImage(
+            reference: "oci:/l", manifestDigest: "sha256:" + String(repeating: "a", count: 64),
+            configDigest: "sha256:" + String(repeating: "b", count: 64), architecture: "amd64", copyMs: 1, unpackMs: 2)
         let file = SnapshotFile(path: "pages-1.img", size: 1, sha256: String(repeating: "c", count: 64))
         let host = HostFacts(kernel: "6.18", criuVersion: "4.2.1", runtime: "runc")
         var spec = base(command: ["/s"], port: 8080)

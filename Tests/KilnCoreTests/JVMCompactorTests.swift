@@ -1,11 +1,11 @@
+import Testing
+
 @testable import KilnBench
 @testable import KilnEngine
 @testable import KilnGateway
 @testable import KilnOCI
 @testable import KilnSnapshot
 @testable import KilnSystem
-import Testing
-
 
 @Suite("JVM compaction")
 struct JVMCompactorTests {

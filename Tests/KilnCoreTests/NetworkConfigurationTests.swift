@@ -31,7 +31,9 @@ struct NetworkConfigurationTests {
     }
 
     @Test func environmentOverridesSubnetBridgeAndDNS() throws {
-        let configuration = try NetworkConfiguration.kilnDefault(environment: ["KILN_SUBNET": "10.214.7.0/24", "KILN_BRIDGE": "kt0", "KILN_DNS": "10.214.7.53, 10.214.7.54"])
+        let configuration = try NetworkConfiguration.kilnDefault(environment: [
+            "KILN_SUBNET": "10.214.7.0/24", "KILN_BRIDGE": "kt0", "KILN_DNS": "10.214.7.53, 10.214.7.54",
+        ])
         #expect(configuration.subnet == "10.214.7.0/24")
         #expect(configuration.bridge == "kt0")
         #expect(try configuration.gatewayAddress() == "10.214.7.1")
@@ -48,7 +50,10 @@ struct NetworkConfigurationTests {
     }
 
     @Test func hostLoopbackNameServersAreLeftOut() {
-        let dns = DNSConfiguration.fromHost(resolvConf: "# generated\nnameserver 127.0.0.53\nnameserver 10.255.255.53\nnameserver ::1\nsearch example.test corp.test\noptions edns0 ndots:2\n")
+        let dns = DNSConfiguration.fromHost(
+            resolvConf:
+                "# generated\nnameserver 127.0.0.53\nnameserver 10.255.255.53\nnameserver ::1\nsearch example.test corp.test\noptions edns0 ndots:2\n"
+        )
         #expect(dns.nameservers == ["10.255.255.53"])
         #expect(dns.resolvConf == "nameserver 10.255.255.53\nsearch example.test corp.test\noptions edns0 ndots:2\n")
         #expect(DNSConfiguration.fromHost(resolvConf: "nameserver 127.0.0.1\n").resolvConf == "")
@@ -77,27 +82,35 @@ struct NetworkConfigurationTests {
     @Test func pluginsGetTheCNIEnvironmentAndTheirConfigurationOnStdin() async throws {
         let plugins = try FakePlugins()
         defer { plugins.remove() }
-        try plugins.add("recorder", script: """
-            env | grep -E '^CNI_' | sort > "$LOG.env"
-            cat > "$LOG.stdin"
-            echo '{"cniVersion":"1.0.0","ips":[{"address":"10.1.2.3/24","gateway":"10.1.2.1"}]}'
-            """)
-        let call = CNIPluginCall(.add, containerID: "hello-1a2b", namespacePath: "/run/netns/x", interface: "eth0", pluginDirectories: ["/nonexistent", plugins.directory])
+        try plugins.add(
+            "recorder",
+            script: """
+                env | grep -E '^CNI_' | sort > "$LOG.env"
+                cat > "$LOG.stdin"
+                echo '{"cniVersion":"1.0.0","ips":[{"address":"10.1.2.3/24","gateway":"10.1.2.1"}]}'
+                """)
+        let call = CNIPluginCall(
+            .add, containerID: "hello-1a2b", namespacePath: "/run/netns/x", interface: "eth0", pluginDirectories: ["/nonexistent", plugins.directory])
         let output = try await call.run(type: "recorder", configuration: Data(#"{"type":"recorder","name":"n"}"#.utf8))
         #expect(try JSONDecoder().decode(CNIResult.self, from: output).ips?.first?.address == "10.1.2.3/24")
         let environment = try String(contentsOfFile: "\(plugins.log).env", encoding: .utf8)
-        #expect(environment == "CNI_COMMAND=ADD\nCNI_CONTAINERID=hello-1a2b\nCNI_IFNAME=eth0\nCNI_NETNS=/run/netns/x\nCNI_PATH=/nonexistent:\(plugins.directory)\n")
+        #expect(
+            environment
+                == "CNI_COMMAND=ADD\nCNI_CONTAINERID=hello-1a2b\nCNI_IFNAME=eth0\nCNI_NETNS=/run/netns/x\nCNI_PATH=/nonexistent:\(plugins.directory)\n"
+        )
         #expect(try String(contentsOfFile: "\(plugins.log).stdin", encoding: .utf8) == #"{"type":"recorder","name":"n"}"#)
     }
 
     @Test func aPluginsErrorObjectBecomesAKilnErrorWithItsMessageDetailsAndAFix() async throws {
         let plugins = try FakePlugins()
         defer { plugins.remove() }
-        try plugins.add("failing", script: """
-            cat > /dev/null
-            echo '{"cniVersion":"1.0.0","code":999,"msg":"failed to allocate for range 0: no IP addresses available in range set: 10.9.0.2-10.9.0.6","details":"range set exhausted"}'
-            exit 1
-            """)
+        try plugins.add(
+            "failing",
+            script: """
+                cat > /dev/null
+                echo '{"cniVersion":"1.0.0","code":999,"msg":"failed to allocate for range 0: no IP addresses available in range set: 10.9.0.2-10.9.0.6","details":"range set exhausted"}'
+                exit 1
+                """)
         try plugins.add("garbage", script: "echo 'panic: runtime error' >&2; exit 2")
         let call = CNIPluginCall(.add, containerID: "c1", namespacePath: "/run/netns/x", interface: "eth0", pluginDirectories: [plugins.directory])
         let error = await #expect(throws: KilnError.self) { _ = try await call.run(type: "failing", configuration: Data("{}".utf8)) }
@@ -130,15 +143,17 @@ struct NetworkConfigurationTests {
         let plugins = try FakePlugins()
         defer { plugins.remove() }
         for name in ["first", "second"] {
-            try plugins.add(name, script: """
-                input=$(cat)
-                prev=$(printf '%s' "$input" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("prevResult",{}).get("ips",[{}])[0].get("address","none"))')
-                echo "\(name) $CNI_COMMAND $CNI_CONTAINERID prev=$prev netns=$CNI_NETNS" >> "$LOG"
-                if [ "$CNI_COMMAND" = ADD ]; then
-                  if [ \(name) = first ]; then echo '{"cniVersion":"1.0.0","interfaces":[{"name":"br9"},{"name":"vethA"},{"name":"eth0","sandbox":"'$CNI_NETNS'"}],"ips":[{"interface":2,"address":"10.9.0.5/24","gateway":"10.9.0.1"}],"dns":{"nameservers":["10.9.0.53"]}}'
-                  else printf '%s' "$input" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["prevResult"]))'; fi
-                fi
-                """)
+            try plugins.add(
+                name,
+                script: """
+                    input=$(cat)
+                    prev=$(printf '%s' "$input" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("prevResult",{}).get("ips",[{}])[0].get("address","none"))')
+                    echo "\(name) $CNI_COMMAND $CNI_CONTAINERID prev=$prev netns=$CNI_NETNS" >> "$LOG"
+                    if [ "$CNI_COMMAND" = ADD ]; then
+                      if [ \(name) = first ]; then echo '{"cniVersion":"1.0.0","interfaces":[{"name":"br9"},{"name":"vethA"},{"name":"eth0","sandbox":"'$CNI_NETNS'"}],"ips":[{"interface":2,"address":"10.9.0.5/24","gateway":"10.9.0.1"}],"dns":{"nameservers":["10.9.0.53"]}}'
+                      else printf '%s' "$input" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["prevResult"]))'; fi
+                    fi
+                    """)
         }
         let state = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: state) }
@@ -166,27 +181,32 @@ struct NetworkConfigurationTests {
 
         let log = try String(contentsOfFile: plugins.log, encoding: .utf8).split(separator: "\n")
         // DEL of a namespace that is not pinned passes an empty CNI_NETNS, as the spec allows.
-        #expect(log == [
-            "first ADD a prev=none netns=/run/netns/a", "second ADD a prev=10.9.0.5/24 netns=/run/netns/a",
-            "first ADD b prev=none netns=/run/netns/b", "second ADD b prev=10.9.0.5/24 netns=/run/netns/b",
-            "first CHECK a prev=10.9.0.5/24 netns=/run/netns/a", "second CHECK a prev=10.9.0.5/24 netns=/run/netns/a",
-            "second DEL a prev=10.9.0.5/24 netns=", "first DEL a prev=10.9.0.5/24 netns=",
-            "second DEL b prev=10.9.0.5/24 netns=", "first DEL b prev=10.9.0.5/24 netns=",
-        ])
+        #expect(
+            log == [
+                "first ADD a prev=none netns=/run/netns/a", "second ADD a prev=10.9.0.5/24 netns=/run/netns/a",
+                "first ADD b prev=none netns=/run/netns/b", "second ADD b prev=10.9.0.5/24 netns=/run/netns/b",
+                "first CHECK a prev=10.9.0.5/24 netns=/run/netns/a", "second CHECK a prev=10.9.0.5/24 netns=/run/netns/a",
+                "second DEL a prev=10.9.0.5/24 netns=", "first DEL a prev=10.9.0.5/24 netns=",
+                "second DEL b prev=10.9.0.5/24 netns=", "first DEL b prev=10.9.0.5/24 netns=",
+            ])
     }
 
     @Test func aFailedAddIsUndoneByTheDelOfThePluginsThatRan() async throws {
         let plugins = try FakePlugins()
         defer { plugins.remove() }
-        try plugins.add("good", script: """
-            cat > /dev/null; echo "good $CNI_COMMAND" >> "$LOG"
-            [ "$CNI_COMMAND" = ADD ] && echo '{"cniVersion":"1.0.0","ips":[{"address":"10.9.0.5/24"}]}'
-            exit 0
-            """)
-        try plugins.add("bad", script: """
-            cat > /dev/null; echo "bad $CNI_COMMAND" >> "$LOG"
-            echo '{"cniVersion":"1.0.0","code":7,"msg":"invalid configuration"}'; exit 1
-            """)
+        try plugins.add(
+            "good",
+            script: """
+                cat > /dev/null; echo "good $CNI_COMMAND" >> "$LOG"
+                [ "$CNI_COMMAND" = ADD ] && echo '{"cniVersion":"1.0.0","ips":[{"address":"10.9.0.5/24"}]}'
+                exit 0
+                """)
+        try plugins.add(
+            "bad",
+            script: """
+                cat > /dev/null; echo "bad $CNI_COMMAND" >> "$LOG"
+                echo '{"cniVersion":"1.0.0","code":7,"msg":"invalid configuration"}'; exit 1
+                """)
         let list = try CNIConfigurationList(json: Data(#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"good"},{"type":"bad"}]}"#.utf8))
         let state = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: state) }
@@ -206,26 +226,32 @@ struct NetworkConfigurationTests {
         #expect(firewall.tagChain("hello").hasPrefix(firewall.tagChainPrefix))
         #expect(firewall.tagChain("hello").count <= 28)
         #expect(firewall.tagChain("hello") != firewall.tagChain("other"))
-        #expect(NetworkFirewall(bridge: "kiln1", subnet: "10.214.0.0/16", masquerade: true, lockPath: "/tmp/x").tagChain("hello") != firewall.tagChain("hello"))
+        #expect(
+            NetworkFirewall(bridge: "kiln1", subnet: "10.214.0.0/16", masquerade: true, lockPath: "/tmp/x").tagChain("hello")
+                != firewall.tagChain("hello"))
         #expect("KILN-ISO-a-bridge-15char".count <= 28)
         #expect(IPv4.broadcast(of: "10.213.0.0/16") == "10.213.255.255/32")
         #expect(IPv4.broadcast(of: "10.213.7.0/24") == "10.213.7.255/32")
-        #expect(firewall.baseFilterRules().prefix(3) == [
-            "-A KILN-FWD-kiln0 -i kiln0 -o kiln0 -d 10.213.255.255/32 -j DROP",
-            "-A KILN-FWD-kiln0 -i kiln0 -o kiln0 -d 255.255.255.255/32 -j DROP",
-            "-A KILN-FWD-kiln0 -i kiln0 -o kiln0 -d 224.0.0.0/4 -j DROP",
-        ])
+        #expect(
+            firewall.baseFilterRules().prefix(3) == [
+                "-A KILN-FWD-kiln0 -i kiln0 -o kiln0 -d 10.213.255.255/32 -j DROP",
+                "-A KILN-FWD-kiln0 -i kiln0 -o kiln0 -d 255.255.255.255/32 -j DROP",
+                "-A KILN-FWD-kiln0 -i kiln0 -o kiln0 -d 224.0.0.0/4 -j DROP",
+            ])
         let rules = firewall.sandboxRules(id: "hello-1", address: "10.213.0.7", tag: "hello")
-        #expect(rules == [
-            "-A KILN-ISO-kiln0 -d 10.213.0.7/32 -m comment --comment \"kiln:hello-1\" -j \(firewall.tagChain("hello"))",
-            "-I \(firewall.tagChain("hello")) 1 -s 10.213.0.7/32 -m comment --comment \"kiln:hello-1\" -j RETURN",
-        ])
+        #expect(
+            rules == [
+                "-A KILN-ISO-kiln0 -d 10.213.0.7/32 -m comment --comment \"kiln:hello-1\" -j \(firewall.tagChain("hello"))",
+                "-I \(firewall.tagChain("hello")) 1 -s 10.213.0.7/32 -m comment --comment \"kiln:hello-1\" -j RETURN",
+            ])
         // What iptables-save prints back is parsed for the owner.
         #expect(NetworkFirewall.commentID("-A KILN-ISO-kiln0 -d 10.213.0.7/32 -m comment --comment \"kiln:hello-1\" -j X") == "hello-1")
         #expect(NetworkFirewall.commentID("-A KILN-ISO-kiln0 -d 10.213.0.7/32 -m comment --comment kiln:b.2 -j X") == "b.2")
         #expect(NetworkFirewall.commentID("-A FORWARD -j ACCEPT") == nil)
-        let save = ":KILN-ISO-kiln0 - [0:0]\n:\(firewall.tagChain("hello")) - [0:0]\n-A KILN-ISO-kiln0 -d 10.213.0.7/32 -m comment --comment \"kiln:hello-1\" -j Y\n-A KILN-ISO-kiln0 -d 10.213.0.8/32 -m comment --comment \"kiln:hello-2\" -j Y\n"
-        #expect(NetworkFirewall.rules(in: save, for: ["hello-2"]) == ["-A KILN-ISO-kiln0 -d 10.213.0.8/32 -m comment --comment \"kiln:hello-2\" -j Y"])
+        let save =
+            ":KILN-ISO-kiln0 - [0:0]\n:\(firewall.tagChain("hello")) - [0:0]\n-A KILN-ISO-kiln0 -d 10.213.0.7/32 -m comment --comment \"kiln:hello-1\" -j Y\n-A KILN-ISO-kiln0 -d 10.213.0.8/32 -m comment --comment \"kiln:hello-2\" -j Y\n"
+        #expect(
+            NetworkFirewall.rules(in: save, for: ["hello-2"]) == ["-A KILN-ISO-kiln0 -d 10.213.0.8/32 -m comment --comment \"kiln:hello-2\" -j Y"])
         #expect(NetworkFirewall.chains(in: save) == ["KILN-ISO-kiln0", firewall.tagChain("hello")])
     }
 }

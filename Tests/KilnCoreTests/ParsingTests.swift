@@ -1,12 +1,12 @@
 import Foundation
+import Testing
+
 @testable import KilnBench
 @testable import KilnEngine
 @testable import KilnGateway
 @testable import KilnOCI
 @testable import KilnSnapshot
 @testable import KilnSystem
-import Testing
-
 
 @Suite("parsing what users and tools give kiln")
 struct ParsingTests {
@@ -24,7 +24,9 @@ struct ParsingTests {
         #expect(error?.hint?.contains("COUNT:PATH") == true)
     }
 
-    @Test(arguments: [("1024", Int64(1) << 30), ("512m", 512 << 20), ("2g", 2 << 30), ("1536MiB", 1536 << 20), (" 2 GiB ", 2 << 30), ("6144k", 6 << 20)])
+    @Test(arguments: [
+        ("1024", Int64(1) << 30), ("512m", 512 << 20), ("2g", 2 << 30), ("1536MiB", 1536 << 20), (" 2 GiB ", 2 << 30), ("6144k", 6 << 20),
+    ])
     func memoryLimitsParse(text: String, bytes: Int64) throws {
         #expect(try SandboxSpec.memoryLimit(parsing: text) == bytes)
     }
@@ -160,4 +162,3 @@ struct ParsingTests {
         #expect(Wrk.milliseconds("12") == nil)
     }
 }
-

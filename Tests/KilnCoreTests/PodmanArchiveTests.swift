@@ -1,12 +1,12 @@
 import Foundation
+import Testing
+
 @testable import KilnBench
 @testable import KilnEngine
 @testable import KilnGateway
 @testable import KilnOCI
 @testable import KilnSnapshot
 @testable import KilnSystem
-import Testing
-
 
 @Suite struct PodmanArchiveTests {
     /// The base image is a valid tar that `podman load` reads as a docker-archive, and its id
@@ -18,7 +18,10 @@ import Testing
         let listing = try Subprocess.run("tar", ["-tf", path], stdin: .null)
         #expect(listing.status.isSuccess, "\(listing.stderr)")
         let id = PodmanArchive.BaseImage.id
-        #expect(listing.stdout.split(separator: "\n").map(String.init) == ["\(id).json", "\(PodmanArchive.BaseImage.layerDigest)/layer.tar", "manifest.json"])
+        #expect(
+            listing.stdout.split(separator: "\n").map(String.init) == [
+                "\(id).json", "\(PodmanArchive.BaseImage.layerDigest)/layer.tar", "manifest.json",
+            ])
         let config = try Subprocess.run("tar", ["-xOf", path, "\(id).json"], stdin: .null)
         #expect(Array(config.stdout.utf8) == PodmanArchive.BaseImage.config)
         #expect(id.count == 64 && id.allSatisfy(\.isHexDigit))
@@ -28,32 +31,39 @@ import Testing
     /// A Podman container's mounts become kiln binds: host directories as they are, the files
     /// Podman generated per container as fresh ones per copy; an unknown source is refused.
     @Test func podmanSpecBecomesASandbox() throws {
-        let spec = try JSONDecoder().decode(PodmanArchive.RuntimeSpec.self, from: Data(#"""
-            {"process": {"args": ["/app/bin/server", "--x"], "env": ["PATH=/usr/bin", "PORT=9000", "EMPTY="], "cwd": "/app"},
-             "mounts": [
-               {"destination": "/proc", "type": "proc", "source": "proc"},
-               {"destination": "/usr", "type": "bind", "source": "/usr", "options": ["ro", "rprivate", "rbind"]},
-               {"destination": "/etc/hosts", "type": "bind", "source": "/var/lib/containers/storage/overlay-containers/abc/userdata/hosts", "options": ["bind"]},
-               {"destination": "/dev/shm", "type": "bind", "source": "/var/lib/containers/storage/overlay-containers/abc/userdata/shm", "options": ["bind"]}
-             ],
-             "linux": {"namespaces": [{"type": "network", "path": "/run/netns/x"}], "resources": {"memory": {"limit": 536870912}}}}
-            """#.utf8))
+        let spec = try JSONDecoder().decode(
+            PodmanArchive.RuntimeSpec.self,
+            from: Data(
+                #"""
+                {"process": {"args": ["/app/bin/server", "--x"], "env": ["PATH=/usr/bin", "PORT=9000", "EMPTY="], "cwd": "/app"},
+                 "mounts": [
+                   {"destination": "/proc", "type": "proc", "source": "proc"},
+                   {"destination": "/usr", "type": "bind", "source": "/usr", "options": ["ro", "rprivate", "rbind"]},
+                   {"destination": "/etc/hosts", "type": "bind", "source": "/var/lib/containers/storage/overlay-containers/abc/userdata/hosts", "options": ["bind"]},
+                   {"destination": "/dev/shm", "type": "bind", "source": "/var/lib/containers/storage/overlay-containers/abc/userdata/shm", "options": ["bind"]}
+                 ],
+                 "linux": {"namespaces": [{"type": "network", "path": "/run/netns/x"}], "resources": {"memory": {"limit": 536870912}}}}
+                """#.utf8))
         let sandbox = try Kiln.sandbox(from: spec, port: 9000, rootfs: nil, archive: "a.tar")
         #expect(sandbox.command == ["/app/bin/server", "--x"])
         #expect(sandbox.environment["EMPTY"] == "" && sandbox.environment["PORT"] == "9000")
         #expect(sandbox.workingDirectory == "/app")
         #expect(sandbox.memoryLimitBytes == 512 << 20)
         #expect(sandbox.rootMode == PodmanArchive.rootMode)
-        #expect(sandbox.binds == [
-            .init(destination: "/usr", source: "/usr", readOnly: true, isDirectory: true),
-            .init(destination: "/etc/hosts", source: nil, readOnly: false, isDirectory: false),
-            .init(destination: "/dev/shm", source: nil, readOnly: false, isDirectory: true),
-        ])
+        #expect(
+            sandbox.binds == [
+                .init(destination: "/usr", source: "/usr", readOnly: true, isDirectory: true),
+                .init(destination: "/etc/hosts", source: nil, readOnly: false, isDirectory: false),
+                .init(destination: "/dev/shm", source: nil, readOnly: false, isDirectory: true),
+            ])
         #expect(sandbox.problem == nil)
 
-        let missing = try JSONDecoder().decode(PodmanArchive.RuntimeSpec.self, from: Data(#"""
-            {"process": {"args": ["/x"]}, "mounts": [{"destination": "/data", "type": "bind", "source": "/nonexistent-kiln-test-dir"}]}
-            """#.utf8))
+        let missing = try JSONDecoder().decode(
+            PodmanArchive.RuntimeSpec.self,
+            from: Data(
+                #"""
+                {"process": {"args": ["/x"]}, "mounts": [{"destination": "/data", "type": "bind", "source": "/nonexistent-kiln-test-dir"}]}
+                """#.utf8))
         #expect(throws: KilnError.self) { try Kiln.sandbox(from: missing, port: 1, rootfs: nil, archive: "a.tar") }
     }
 

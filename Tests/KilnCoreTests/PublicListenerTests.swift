@@ -1,15 +1,15 @@
 import HTTPTypes
+import Logging
+import NIOCore
+import NIOPosix
+import Testing
+
 @testable import KilnBench
 @testable import KilnEngine
 @testable import KilnGateway
 @testable import KilnOCI
 @testable import KilnSnapshot
 @testable import KilnSystem
-import Logging
-import NIOCore
-import NIOPosix
-import Testing
-
 
 /// The public listener's HTTP/1.1 on the wire: what a client library would not show (pipelining,
 /// half-closed connections, `Connection: close`, HTTP/1.0), over loopback with fake instances.
@@ -53,7 +53,12 @@ struct PublicListenerTests {
     @Test func gracefulShutdownFinishesTheRequestInFlightThenCloses() async throws {
         let gate = Gate()
         let transport = FakeTransport()
-        transport.behaviour.withLock { $0 = { _, _ in await gate.wait(); return nil } }
+        transport.behaviour.withLock {
+            $0 = { _, _ in
+                await gate.wait()
+                return nil
+            }
+        }
         try await withListener(transport: transport, shutdownAtEnd: false) { port, server in
             async let answer = rawExchange(port: port, "GET /hello/slow HTTP/1.1\r\nHost: x\r\n\r\n", halfClose: false)
             #expect(await eventually { transport.requests.count == 1 })

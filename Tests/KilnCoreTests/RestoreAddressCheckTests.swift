@@ -26,9 +26,9 @@ struct RestoreAddressCheckTests {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try """
-            (00.1) 1: Restore: family AF_INET type SOCK_STREAM proto IPPROTO_TCP port 9000 state TCP_LISTEN src_addr 10.213.0.7
-            (00.2) 1: Error (criu/sk-inet.c:1059): Can't bind inet socket (id 12): Cannot assign requested address
-            """.write(toFile: "\(directory)/restore.log", atomically: true, encoding: .utf8)
+        (00.1) 1: Restore: family AF_INET type SOCK_STREAM proto IPPROTO_TCP port 9000 state TCP_LISTEN src_addr 10.213.0.7
+        (00.2) 1: Error (criu/sk-inet.c:1059): Can't bind inet socket (id 12): Cannot assign requested address
+        """.write(toFile: "\(directory)/restore.log", atomically: true, encoding: .utf8)
         let attachment = NetworkAttachment(
             network: "kiln", id: "svc-1", tag: "svc", interface: "eth0", address: "10.213.0.9/16", gateway: nil, hostInterface: nil,
             namespacePath: "/run/kiln/netns/svc-1", resolvConf: "", result: Data())

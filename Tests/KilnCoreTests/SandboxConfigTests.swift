@@ -1,19 +1,20 @@
 import Foundation
+import Testing
+
 @testable import KilnBench
 @testable import KilnEngine
 @testable import KilnGateway
 @testable import KilnOCI
 @testable import KilnSnapshot
 @testable import KilnSystem
-import Testing
-
 
 @Suite("the sandbox kiln asks runc for")
 struct SandboxConfigTests {
     let spec = SandboxSpec(
         command: ["bin/app", "--flag"], environment: ["GREETING": "hi", "PORT": "1"], workingDirectory: "/srv/app",
         appDirectory: "/srv/app", port: 8080, memoryLimitBytes: 256 << 20, pidsLimit: 100)
-    let instance = SandboxContainer(id: "app-abc123", bundlePath: "/tmp/b", networkNamespacePath: "/run/kiln/netns/app-abc123", cgroupPath: "/kiln/app-abc123")
+    let instance = SandboxContainer(
+        id: "app-abc123", bundlePath: "/tmp/b", networkNamespacePath: "/run/kiln/netns/app-abc123", cgroupPath: "/kiln/app-abc123")
 
     func config() throws -> [String: Any] {
         let data = try JSONEncoder().encode(OCIConfig(spec: spec, instance: instance, rootPath: "/tmp/b/rootfs", binds: ["/usr"]))
@@ -54,10 +55,11 @@ struct SandboxConfigTests {
         #expect(!denied.contains("clone") && !denied.contains("fork") && !denied.contains("execve"))
         let cloneRules = rules.filter { ($0["names"] as? [String]) == ["clone"] }
         let newUser: UInt64 = 0x1000_0000
-        #expect(cloneRules.contains { rule in
-            let argument = (rule["args"] as? [[String: Any]])?.first
-            return (argument?["value"] as? NSNumber)?.uint64Value == newUser && argument?["op"] as? String == "SCMP_CMP_MASKED_EQ"
-        })
+        #expect(
+            cloneRules.contains { rule in
+                let argument = (rule["args"] as? [[String: Any]])?.first
+                return (argument?["value"] as? NSNumber)?.uint64Value == newUser && argument?["op"] as? String == "SCMP_CMP_MASKED_EQ"
+            })
         #expect(rules.contains { ($0["names"] as? [String]) == ["clone3"] && $0["errnoRet"] as? Int == 38 })
     }
 
@@ -138,4 +140,3 @@ struct SandboxConfigTests {
         #expect(error.code == .commandNotFound, "the host's /bin/sh is not in the image")
     }
 }
-

@@ -30,7 +30,11 @@ extension SandboxLifecycleTests {
         #expect(manifest.agentProcess == 1)
         #expect(manifest.sandbox.agent?.jarPath == "/nonexistent/kiln-crac-agent.jar")
         let steps = world.calls.filter { !$0.hasPrefix("mkdir") }
-        #expect(steps == ["netns create", "bundle", "start", "ready?", "signal", "preflight", "checkpoint", "delete", "leftovers", "netns remove", "reap", "rmdir"])
+        #expect(
+            steps == [
+                "netns create", "bundle", "start", "ready?", "signal", "preflight", "checkpoint", "delete", "leftovers", "netns remove", "reap",
+                "rmdir",
+            ])
         #expect(world.state.withLock { $0.agentRequests } == ["checkpoint"])
         Self.expectNothingLeft(world, kiln)
     }
@@ -92,7 +96,9 @@ extension SandboxLifecycleTests {
             Issue.record("baked with an open connection")
         } catch let error as KilnError {
             #expect(error.code == .checkpointBlocked)
-            #expect(error.details.contains { $0.contains("tcp-connection: pid 1 (java): TCP 127.0.0.1:41000 -> 127.0.0.1:9099 (ESTABLISHED)") }, "\(error.details)")
+            #expect(
+                error.details.contains { $0.contains("tcp-connection: pid 1 (java): TCP 127.0.0.1:41000 -> 127.0.0.1:9099 (ESTABLISHED)") },
+                "\(error.details)")
             #expect(error.action.contains("(while \(SandboxLifecycle.Step.preflight))"), "\(error.action)")
         }
         #expect(!world.calls.contains("checkpoint"))

@@ -335,7 +335,10 @@ struct SandboxLifecycleTests {
         #expect(manifest.files.map(\.path) == ["pages-1.img"])
         #expect(manifest.host.runtime == "fake 1.0")
         let bakeSteps = world.calls.filter { !$0.hasPrefix("mkdir") }
-        #expect(bakeSteps == ["netns create", "bundle", "start", "ready?", "preflight", "checkpoint", "delete", "leftovers", "netns remove", "reap", "rmdir"])
+        #expect(
+            bakeSteps == [
+                "netns create", "bundle", "start", "ready?", "preflight", "checkpoint", "delete", "leftovers", "netns remove", "reap", "rmdir",
+            ])
         Self.expectNothingLeft(world, kiln)
     }
 
@@ -409,7 +412,8 @@ struct SandboxLifecycleTests {
         let world = World(failAt: point)
         let (kiln, root) = try Self.makeKiln(world)
         defer { try? FileManager.default.removeItem(atPath: root) }
-        var sandbox = kiln.makeSandbox(id: "svc-000002", directory: "\(kiln.paths.instances)/svc-000002", purpose: "restoring snapshot 'svc' as svc-000002")
+        var sandbox = kiln.makeSandbox(
+            id: "svc-000002", directory: "\(kiln.paths.instances)/svc-000002", purpose: "restoring snapshot 'svc' as svc-000002")
         do {
             try await sandbox.prepare(Self.spec, ownerMark: false, network: .attach(FakeNetwork(world: world), tag: "svc"))
             _ = try await sandbox.restore(dump: "/nonexistent", mergeMemory: false)
@@ -440,7 +444,8 @@ struct SandboxLifecycleTests {
         #expect(record.networkNamespacePath.hasPrefix("\(kiln.paths.networkNamespaces)/pool-test/"))
         #expect(record.endpoint.address == record.address)
         // The record round-trips with its attachment: stop and gc need it.
-        let saved = try InstanceRecord.decode(try Data(contentsOf: URL(fileURLWithPath: "\(kiln.paths.instances)/\(record.id)/instance.json")), source: "test")
+        let saved = try InstanceRecord.decode(
+            try Data(contentsOf: URL(fileURLWithPath: "\(kiln.paths.instances)/\(record.id)/instance.json")), source: "test")
         #expect(saved.network == record.network)
         try await kiln.stop(saved)
         await pool.drain()

@@ -1,11 +1,12 @@
 import Foundation
+import Testing
+
 @testable import KilnBench
 @testable import KilnEngine
 @testable import KilnGateway
 @testable import KilnOCI
 @testable import KilnSnapshot
 @testable import KilnSystem
-import Testing
 
 #if canImport(Glibc)
 import Glibc
@@ -163,8 +164,12 @@ struct SnapshotCipherTests {
         // Whole files exchanged between two paths of one snapshot.
         let a = try encrypt(Data("core".utf8), in: directory, binding: SnapshotCipher.Binding(snapshot: "svc", bake: "b", path: "core-1.img.enc"))
         let b = try encrypt(Data("mm".utf8), in: directory, binding: SnapshotCipher.Binding(snapshot: "svc", bake: "b", path: "mm-1.img.enc"))
-        #expect(throws: SnapshotCipher.Failure.self) { try decrypt(b, in: directory, binding: .init(snapshot: "svc", bake: "b", path: "core-1.img.enc")) }
-        #expect(throws: SnapshotCipher.Failure.self) { try decrypt(a, in: directory, binding: .init(snapshot: "svc", bake: "b", path: "mm-1.img.enc")) }
+        #expect(throws: SnapshotCipher.Failure.self) {
+            try decrypt(b, in: directory, binding: .init(snapshot: "svc", bake: "b", path: "core-1.img.enc"))
+        }
+        #expect(throws: SnapshotCipher.Failure.self) {
+            try decrypt(a, in: directory, binding: .init(snapshot: "svc", bake: "b", path: "mm-1.img.enc"))
+        }
     }
 
     @Test func theManifestsChunkSizeMustMatchTheHeaders() throws {
@@ -184,7 +189,8 @@ struct SnapshotCipherTests {
         let plain = "\(directory)/plain"
         try plaintext.write(to: URL(fileURLWithPath: plain))
         try SnapshotCipher.encrypt(plain, to: "\(plain).enc", binding: binding, key: try makeKey())
-        try SnapshotCipher.decrypt("\(plain).enc", to: "\(directory)/out", binding: binding, key: try makeKey(), expectedChunkSize: SnapshotCipher.defaultChunkSize)
+        try SnapshotCipher.decrypt(
+            "\(plain).enc", to: "\(directory)/out", binding: binding, key: try makeKey(), expectedChunkSize: SnapshotCipher.defaultChunkSize)
         #expect(try Data(contentsOf: URL(fileURLWithPath: "\(directory)/out")) == plaintext)
     }
 }

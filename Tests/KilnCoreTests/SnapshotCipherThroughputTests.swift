@@ -36,7 +36,9 @@ struct SnapshotCipherThroughputTests {
         #expect(sealedSize > mib << 20, "the sealed file holds every byte plus headers and tags")
         let encryptS = started.duration(to: encrypted).milliseconds / 1000
         let decryptS = encrypted.duration(to: decrypted).milliseconds / 1000
-        print(String(format: "cipher throughput, %d MiB on tmpfs: encrypt %.0f ms (%.0f MiB/s), decrypt %.0f ms (%.0f MiB/s)",
-                     mib, encryptS * 1000, Double(mib) / encryptS, decryptS * 1000, Double(mib) / decryptS))
+        print(
+            String(
+                format: "cipher throughput, %d MiB on tmpfs: encrypt %.0f ms (%.0f MiB/s), decrypt %.0f ms (%.0f MiB/s)",
+                mib, encryptS * 1000, Double(mib) / encryptS, decryptS * 1000, Double(mib) / decryptS))
     }
 }

@@ -1,12 +1,12 @@
 import Foundation
+import Testing
+
 @testable import KilnBench
 @testable import KilnEngine
 @testable import KilnGateway
 @testable import KilnOCI
 @testable import KilnSnapshot
 @testable import KilnSystem
-import Testing
-
 
 @Suite("the snapshot store")
 struct SnapshotStoreTests {
@@ -135,7 +135,8 @@ struct SmallInputCheckTests {
     @Test func aPortInTheEnvironmentMustMatchThePortOption() throws {
         func request(_ environment: [String: String]) -> BakeRequest {
             BakeRequest(
-                name: "svc", sandbox: SandboxSpec(command: ["/bin/sh"], environment: environment, workingDirectory: "/", appDirectory: nil, port: 8080),
+                name: "svc",
+                sandbox: SandboxSpec(command: ["/bin/sh"], environment: environment, workingDirectory: "/", appDirectory: nil, port: 8080),
                 readiness: ReadinessCheck(path: "/health"))
         }
         let error = #expect(throws: KilnError.self) { try request(["PORT": "9090"]).validate() }

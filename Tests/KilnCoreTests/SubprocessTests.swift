@@ -1,16 +1,16 @@
 import Foundation
+import Testing
+
 @testable import KilnBench
 @testable import KilnEngine
 @testable import KilnGateway
 @testable import KilnOCI
 @testable import KilnSnapshot
 @testable import KilnSystem
-import Testing
 
 #if canImport(Glibc)
 import Glibc
 #endif
-
 
 @Suite("subprocesses")
 struct SubprocessTests {

@@ -13,72 +13,76 @@ extension Integration {
         /// The dependency-free sample: bake, restore two copies, check they answer as themselves.
         @Test func jdkSampleBakesAndRestoresTwoDistinctCopies() async throws {
             try await withTestHost { host in
-            let manifest = try await host.kiln.bake(BakeRequest(
-                name: "jdk", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health", timeoutSeconds: 60),
-                warmup: [WarmupStep(count: 20, path: "/greet")]))
-            #expect(manifest.compacted, "a full GC should run in the JVM before the dump")
-            #expect(manifest.sizeBytes > 1 << 20)
-            #expect(manifest.files.contains { $0.path.hasPrefix("pages-") })
-            #expect(manifest.host.criuVersion == "4.2.1")
+                let manifest = try await host.kiln.bake(
+                    BakeRequest(
+                        name: "jdk", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health", timeoutSeconds: 60),
+                        warmup: [WarmupStep(count: 20, path: "/greet")]))
+                #expect(manifest.compacted, "a full GC should run in the JVM before the dump")
+                #expect(manifest.sizeBytes > 1 << 20)
+                #expect(manifest.files.contains { $0.path.hasPrefix("pages-") })
+                #expect(manifest.host.criuVersion == "4.2.1")
 
-            let (verified, _) = try host.kiln.loadVerified("jdk")
-            let copies = try await host.kiln.restore(verified, count: 2)
-            #expect(copies.count == 2)
-            var hostnames: Set<String> = []
-            for copy in copies {
-                let reply = try await host.kiln.request(copy, path: "/id")
-                #expect(reply.status == 200)
-                let id = try JSONSerialization.jsonObject(with: Data(reply.body)) as? [String: Any]
-                let hostname = id?["hostname"] as? String
-                #expect(hostname == copy.id, "each copy's /id should report the hostname kiln gave it")
-                hostnames.insert(hostname ?? "")
-                // The warmup requests happened before the dump: the restored copy remembers them.
-                #expect((id?["requests"] as? Int ?? 0) > 20)
-            }
-            #expect(hostnames.count == 2)
-            let status = try await host.kiln.status()
-            #expect(status.count == 2)
-            #expect(status.allSatisfy { $0.state == "running" && $0.memory.rssBytes > 10 << 20 && $0.memory.pssBytes > 0 })
-            for copy in copies { try await host.kiln.stop(copy) }
-            try await expectNoLeftovers(host)
+                let (verified, _) = try host.kiln.loadVerified("jdk")
+                let copies = try await host.kiln.restore(verified, count: 2)
+                #expect(copies.count == 2)
+                var hostnames: Set<String> = []
+                for copy in copies {
+                    let reply = try await host.kiln.request(copy, path: "/id")
+                    #expect(reply.status == 200)
+                    let id = try JSONSerialization.jsonObject(with: Data(reply.body)) as? [String: Any]
+                    let hostname = id?["hostname"] as? String
+                    #expect(hostname == copy.id, "each copy's /id should report the hostname kiln gave it")
+                    hostnames.insert(hostname ?? "")
+                    // The warmup requests happened before the dump: the restored copy remembers them.
+                    #expect((id?["requests"] as? Int ?? 0) > 20)
+                }
+                #expect(hostnames.count == 2)
+                let status = try await host.kiln.status()
+                #expect(status.count == 2)
+                #expect(status.allSatisfy { $0.state == "running" && $0.memory.rssBytes > 10 << 20 && $0.memory.pssBytes > 0 })
+                for copy in copies { try await host.kiln.stop(copy) }
+                try await expectNoLeftovers(host)
             }
         }
 
         /// The acceptance test of the foundation: the Spring sample, three copies at once.
         @Test func springSampleRestoresThreeCopiesThatAnswerIndependently() async throws {
             try await withTestHost { host in
-            let manifest = try await host.kiln.bake(BakeRequest(
-                name: "spring", sandbox: host.sandbox([helloSpring]), readiness: ReadinessCheck(path: "/health", timeoutSeconds: 120),
-                warmup: [WarmupStep(count: 100, path: "/greet"), WarmupStep(count: 50, path: "/owners/1")]))
-            #expect(manifest.timings.coldStartMs > 0)
+                let manifest = try await host.kiln.bake(
+                    BakeRequest(
+                        name: "spring", sandbox: host.sandbox([helloSpring]), readiness: ReadinessCheck(path: "/health", timeoutSeconds: 120),
+                        warmup: [WarmupStep(count: 100, path: "/greet"), WarmupStep(count: 50, path: "/owners/1")]))
+                #expect(manifest.timings.coldStartMs > 0)
 
-            let (verified, _) = try host.kiln.loadVerified("spring")
-            let copies = try await host.kiln.restore(verified, count: 3)
-            // All three run side by side: every one answers after all are up.
-            var identities: Set<String> = []
-            for copy in copies {
-                let health = try await host.kiln.request(copy, path: "/health")
-                #expect(health.status == 200)
-                let owners = try await host.kiln.request(copy, path: "/owners/1")
-                #expect(owners.status == 200)
-                #expect(owners.bodyText.contains("\"pets\""))
-                let id = try await host.kiln.request(copy, path: "/id")
-                #expect(id.status == 200)
-                let hostname = (try JSONSerialization.jsonObject(with: Data(id.body)) as? [String: Any])?["hostname"] as? String
-                #expect(hostname == copy.id)
-                identities.insert(hostname ?? "")
-            }
-            #expect(identities.count == 3, "copies must report distinct identities")
-            // A write to one copy is not seen by another: they are independent processes.
-            let created = try await host.kiln.request(copies[0], method: "POST", path: "/owners", body: Array(#"{"firstName":"Kiln","lastName":"Zzyzx","city":"Madison","telephone":"6085551023","address":"1 Oven St"}"#.utf8))
-            #expect((200..<300).contains(created.status), "POST /owners answered \(created.status): \(created.bodyText)")
-            let seenByFirst = try await host.kiln.request(copies[0], path: "/owners?lastName=Zzyzx")
-            let seenBySecond = try await host.kiln.request(copies[1], path: "/owners?lastName=Zzyzx")
-            #expect(seenByFirst.bodyText.contains("Kiln"))
-            #expect(!seenBySecond.bodyText.contains("Kiln"))
+                let (verified, _) = try host.kiln.loadVerified("spring")
+                let copies = try await host.kiln.restore(verified, count: 3)
+                // All three run side by side: every one answers after all are up.
+                var identities: Set<String> = []
+                for copy in copies {
+                    let health = try await host.kiln.request(copy, path: "/health")
+                    #expect(health.status == 200)
+                    let owners = try await host.kiln.request(copy, path: "/owners/1")
+                    #expect(owners.status == 200)
+                    #expect(owners.bodyText.contains("\"pets\""))
+                    let id = try await host.kiln.request(copy, path: "/id")
+                    #expect(id.status == 200)
+                    let hostname = (try JSONSerialization.jsonObject(with: Data(id.body)) as? [String: Any])?["hostname"] as? String
+                    #expect(hostname == copy.id)
+                    identities.insert(hostname ?? "")
+                }
+                #expect(identities.count == 3, "copies must report distinct identities")
+                // A write to one copy is not seen by another: they are independent processes.
+                let created = try await host.kiln.request(
+                    copies[0], method: "POST", path: "/owners",
+                    body: Array(#"{"firstName":"Kiln","lastName":"Zzyzx","city":"Madison","telephone":"6085551023","address":"1 Oven St"}"#.utf8))
+                #expect((200..<300).contains(created.status), "POST /owners answered \(created.status): \(created.bodyText)")
+                let seenByFirst = try await host.kiln.request(copies[0], path: "/owners?lastName=Zzyzx")
+                let seenBySecond = try await host.kiln.request(copies[1], path: "/owners?lastName=Zzyzx")
+                #expect(seenByFirst.bodyText.contains("Kiln"))
+                #expect(!seenBySecond.bodyText.contains("Kiln"))
 
-            for copy in copies { try await host.kiln.stop(copy) }
-            try await expectNoLeftovers(host)
+                for copy in copies { try await host.kiln.stop(copy) }
+                try await expectNoLeftovers(host)
             }
         }
     }
@@ -91,9 +95,10 @@ extension Integration {
         /// per snapshot or per run.
         @Test func sharingIsOnByDefaultAndOffWhenSwitchedOff() async throws {
             try await withTestHost { host in
-                let shared = try await host.kiln.bake(BakeRequest(
-                    name: "shared", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"),
-                    warmup: [WarmupStep(count: 20, path: "/greet")]))
+                let shared = try await host.kiln.bake(
+                    BakeRequest(
+                        name: "shared", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"),
+                        warmup: [WarmupStep(count: 20, path: "/greet")]))
                 #expect(shared.shareMemory)
                 let copies = try await host.kiln.restore(shared, count: 2)
                 for copy in copies {
@@ -105,8 +110,9 @@ extension Integration {
                 #expect(!unshared.sharesMemory)
                 #expect(!PageMerging.mergesAll(pid: unshared.pid))
 
-                let isolated = try await host.kiln.bake(BakeRequest(
-                    name: "isolated", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"), shareMemory: false))
+                let isolated = try await host.kiln.bake(
+                    BakeRequest(
+                        name: "isolated", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"), shareMemory: false))
                 #expect(!isolated.shareMemory)
                 let loner = try await host.kiln.restoreOne(isolated)
                 #expect(!PageMerging.mergesAll(pid: loner.pid))
@@ -129,7 +135,9 @@ extension Integration {
                 if mapped {
                     for copy in copies {
                         let usage = MemoryUsage.of(pids: [copy.pid])
-                        #expect(usage.pssBytes * 4 < usage.rssBytes * 3, "a mapped copy shares its untouched pages: PSS \(usage.pssBytes >> 20) MiB of RSS \(usage.rssBytes >> 20) MiB")
+                        #expect(
+                            usage.pssBytes * 4 < usage.rssBytes * 3,
+                            "a mapped copy shares its untouched pages: PSS \(usage.pssBytes >> 20) MiB of RSS \(usage.rssBytes >> 20) MiB")
                     }
                 }
                 for record in host.kiln.instanceRecords() { try await host.kiln.stop(record) }
@@ -141,14 +149,18 @@ extension Integration {
         /// cache, then from the cache) and answers; removing it drops the cache.
         @Test func compressedSnapshotIsSmallerAndRestores() async throws {
             try await withTestHost { host in
-                let compressed = try await host.kiln.bake(BakeRequest(
-                    name: "zst", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"), compress: true))
+                let compressed = try await host.kiln.bake(
+                    BakeRequest(
+                        name: "zst", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"), compress: true))
                 #expect(compressed.compression == .zstd)
                 #expect(compressed.files.contains { $0.path.hasPrefix("pages-") && $0.path.hasSuffix(".img.zst") })
                 #expect(!compressed.files.contains { $0.path.hasPrefix("pages-") && $0.path.hasSuffix(".img") })
-                let plain = try await host.kiln.bake(BakeRequest(
-                    name: "plain", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health")))
-                #expect(compressed.sizeBytes * 2 < plain.sizeBytes, "zstd should at least halve a JVM's pages: \(compressed.sizeBytes) vs \(plain.sizeBytes)")
+                let plain = try await host.kiln.bake(
+                    BakeRequest(
+                        name: "plain", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health")))
+                #expect(
+                    compressed.sizeBytes * 2 < plain.sizeBytes,
+                    "zstd should at least halve a JVM's pages: \(compressed.sizeBytes) vs \(plain.sizeBytes)")
                 let (verified, _) = try host.kiln.loadVerified("zst")
                 let copies = try await host.kiln.restore(verified, count: 2)
                 for copy in copies {
@@ -169,9 +181,10 @@ extension Integration {
         /// so the sizes are compared by `kiln bench memory`, not asserted here.
         @Test func compactedSnapshotStillRestoresAndAnswers() async throws {
             try await withTestHost { host in
-                let compacted = try await host.kiln.bake(BakeRequest(
-                    name: "compacted", sandbox: host.sandbox([helloSpring]), readiness: ReadinessCheck(path: "/health", timeoutSeconds: 120),
-                    warmup: [WarmupStep(count: 200, path: "/greet"), WarmupStep(count: 100, path: "/owners/1")], compact: true))
+                let compacted = try await host.kiln.bake(
+                    BakeRequest(
+                        name: "compacted", sandbox: host.sandbox([helloSpring]), readiness: ReadinessCheck(path: "/health", timeoutSeconds: 120),
+                        warmup: [WarmupStep(count: 200, path: "/greet"), WarmupStep(count: 100, path: "/owners/1")], compact: true))
                 #expect(compacted.compacted, "kiln should have found the JVM and compacted it")
                 #expect(compacted.timings.compactMs > 0)
                 let copy = try await host.kiln.restoreOne(compacted)

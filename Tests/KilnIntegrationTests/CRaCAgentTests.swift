@@ -26,7 +26,10 @@ extension Integration {
             try FileManager.default.copyItem(atPath: cracJar, toPath: "\(fixture)/crac.jar")
             let javac = try Subprocess.run(
                 "\(jdk)/bin/javac",
-                ["--release", "17", "-cp", "\(fixture)/crac.jar", "-d", "\(fixture)/classes", "\(packageRoot)/Tests/KilnIntegrationTests/Fixtures/CracService.java"])
+                [
+                    "--release", "17", "-cp", "\(fixture)/crac.jar", "-d", "\(fixture)/classes",
+                    "\(packageRoot)/Tests/KilnIntegrationTests/Fixtures/CracService.java",
+                ])
             #expect(javac.status == .exited(0), "javac: \(javac.stderr)")
             return ["\(jdk)/bin/java", "-XX:-UsePerfData", "-cp", "\(fixture)/classes:\(fixture)/crac.jar", "CracService"]
         }
@@ -43,10 +46,11 @@ extension Integration {
         static func state(_ host: TestHost, _ copy: InstanceRecord) async throws -> [String: String] {
             let reply = try await host.kiln.request(copy, path: "/state")
             #expect(reply.status == 200)
-            return Dictionary(reply.bodyText.split(separator: " ").compactMap { pair -> (String, String)? in
-                guard let equals = pair.firstIndex(of: "=") else { return nil }
-                return (String(pair[..<equals]), String(pair[pair.index(after: equals)...]))
-            }, uniquingKeysWith: { first, _ in first })
+            return Dictionary(
+                reply.bodyText.split(separator: " ").compactMap { pair -> (String, String)? in
+                    guard let equals = pair.firstIndex(of: "=") else { return nil }
+                    return (String(pair[..<equals]), String(pair[pair.index(after: equals)...]))
+                }, uniquingKeysWith: { first, _ in first })
         }
 
         static func expectKilnError(_ code: KilnError.Code, _ body: () async throws -> Void) async -> KilnError? {
@@ -78,7 +82,9 @@ extension Integration {
                     #expect(state["host"] == copy.id, "InetAddress.getLocalHost() should name the copy")
                     randoms.insert(state["random"] ?? "")
                     #expect((copy.afterRestoreMs ?? 0) > 0)
-                    print("afterRestore of \(copy.id): \(String(format: "%.1f", copy.afterRestoreMs ?? -1)) ms (first response \(String(format: "%.1f", copy.firstResponseMs)) ms)")
+                    print(
+                        "afterRestore of \(copy.id): \(String(format: "%.1f", copy.afterRestoreMs ?? -1)) ms (first response \(String(format: "%.1f", copy.firstResponseMs)) ms)"
+                    )
                     let log = (try? String(contentsOfFile: copy.logPath, encoding: .utf8)) ?? ""
                     #expect(log.contains("fixture: afterRestore ran as \(copy.id)"))
                 }
@@ -111,7 +117,9 @@ extension Integration {
                 let error = await Self.expectKilnError(.checkpointFailed) {
                     _ = try await host.kiln.bake(try Self.request(host, mode: "throw-before", name: "refuses"))
                 }
-                #expect(error?.message.contains("java.lang.IllegalStateException: fixture refuses the checkpoint") == true, "\(String(describing: error))")
+                #expect(
+                    error?.message.contains("java.lang.IllegalStateException: fixture refuses the checkpoint") == true, "\(String(describing: error))"
+                )
                 #expect(error?.details.contains { $0.contains("CracService") } == true, "the Java stack should be in the details")
                 let log = error?.logPath.flatMap { try? String(contentsOfFile: $0, encoding: .utf8) } ?? ""
                 #expect(log.contains("fixture: beforeCheckpoint ran"), "log at \(error?.logPath ?? "-")")
@@ -172,7 +180,10 @@ extension Integration {
             try await withTestHost { host in
                 let command = try Self.prepare()
                 let output = try runKiln(
-                    ["bake", "pf", "--port", "8080", "--ready", "/health", "--app", packageRoot, "--env", "CRAC_MODE=connect", "--no-compact", "--preflight", "--"]
+                    [
+                        "bake", "pf", "--port", "8080", "--ready", "/health", "--app", packageRoot, "--env", "CRAC_MODE=connect", "--no-compact",
+                        "--preflight", "--",
+                    ]
                         + command, environment: host.environment)
                 #expect(output.status == .exited(0), "\(output.stderr)")
                 #expect(output.stdout.contains("tcp-connection: pid 1 (java): TCP 127.0.0.1:"), "\(output.stdout)")
@@ -180,12 +191,17 @@ extension Integration {
                 #expect(output.stdout.contains("A bake would refuse the dump"), "\(output.stdout)")
                 #expect(!host.kiln.store.exists("pf"))
                 let allowed = try runKiln(
-                    ["bake", "pf", "--port", "8080", "--ready", "/health", "--app", packageRoot, "--env", "CRAC_MODE=connect", "--no-compact", "--preflight",
-                     "--allow", "tcp-connection", "--json", "--"] + command, environment: host.environment)
+                    [
+                        "bake", "pf", "--port", "8080", "--ready", "/health", "--app", packageRoot, "--env", "CRAC_MODE=connect", "--no-compact",
+                        "--preflight",
+                        "--allow", "tcp-connection", "--json", "--",
+                    ] + command, environment: host.environment)
                 #expect(allowed.status == .exited(0), "\(allowed.stderr)")
                 let json = try JSONSerialization.jsonObject(with: Data(allowed.stdout.utf8)) as? [String: Any]
                 #expect(json?["blocked"] as? Bool == false, "\(allowed.stdout)")
-                #expect((json?["findings"] as? [[String: Any]])?.contains { $0["kind"] as? String == "tcp-connection" && $0["allowed"] as? Bool == true } == true)
+                #expect(
+                    (json?["findings"] as? [[String: Any]])?.contains { $0["kind"] as? String == "tcp-connection" && $0["allowed"] as? Bool == true }
+                        == true)
                 #expect(!host.kiln.store.exists("pf"))
                 try await expectNoLeftovers(host)
             }

@@ -16,9 +16,10 @@ extension Integration {
         /// call, and UUID.randomUUID() draws from it, so copies differ without help from kiln.
         @Test func copiesGenerateDifferentRandomValues() async throws {
             try await withTestHost { host in
-                let manifest = try await host.kiln.bake(BakeRequest(
-                    name: "random", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"),
-                    warmup: [WarmupStep(count: 5, path: "/random")]))
+                let manifest = try await host.kiln.bake(
+                    BakeRequest(
+                        name: "random", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"),
+                        warmup: [WarmupStep(count: 5, path: "/random")]))
                 let copies = try await host.kiln.restore(manifest, count: 2)
                 var uuids: Set<String> = []
                 var secure: Set<String> = []
@@ -41,15 +42,17 @@ extension Integration {
         @Test func restoreHookLetsCopiesReseedWhatNeverReseedsItself() async throws {
             try await withTestHost { host in
                 func secureRandomOfTwoCopies(hook: String?) async throws -> (values: Set<String>, restoredAs: [String]) {
-                    let manifest = try await host.kiln.bake(BakeRequest(
-                        name: "drbg", sandbox: host.sandbox([helloJdk], environment: ["SECURE_RANDOM_ALGORITHM": "DRBG"]),
-                        readiness: ReadinessCheck(path: "/health"), warmup: [WarmupStep(count: 3, path: "/random")], compact: false,
-                        replace: true, restoreHook: hook))
+                    let manifest = try await host.kiln.bake(
+                        BakeRequest(
+                            name: "drbg", sandbox: host.sandbox([helloJdk], environment: ["SECURE_RANDOM_ALGORITHM": "DRBG"]),
+                            readiness: ReadinessCheck(path: "/health"), warmup: [WarmupStep(count: 3, path: "/random")], compact: false,
+                            replace: true, restoreHook: hook))
                     #expect(manifest.restoreHook == hook)
                     var values: Set<String> = []
                     var restoredAs: [String] = []
                     for copy in try await host.kiln.restore(manifest, count: 2) {
-                        let random = try JSONSerialization.jsonObject(with: Data(try await host.kiln.request(copy, path: "/random").body)) as? [String: Any]
+                        let random =
+                            try JSONSerialization.jsonObject(with: Data(try await host.kiln.request(copy, path: "/random").body)) as? [String: Any]
                         values.insert(try #require(random?["secureRandom"] as? String))
                         let id = try JSONSerialization.jsonObject(with: Data(try await host.kiln.request(copy, path: "/id").body)) as? [String: Any]
                         restoredAs.append(id?["restoredAs"] as? String ?? "")
@@ -58,15 +61,18 @@ extension Integration {
                     return (values, restoredAs)
                 }
                 let without = try await secureRandomOfTwoCopies(hook: nil)
-                #expect(without.values.count == 1, "without the hook, two copies of a DRBG snapshot repeat each other (the hazard this guards against)")
+                #expect(
+                    without.values.count == 1, "without the hook, two copies of a DRBG snapshot repeat each other (the hazard this guards against)")
                 let with = try await secureRandomOfTwoCopies(hook: "/kiln/restored")
                 #expect(with.values.count == 2, "with the hook, each copy reseeds")
-                #expect(with.restoredAs.allSatisfy { $0.contains("\"instance\":\"drbg-") && $0.contains("\"snapshot\":\"drbg\"") }, "\(with.restoredAs)")
+                #expect(
+                    with.restoredAs.allSatisfy { $0.contains("\"instance\":\"drbg-") && $0.contains("\"snapshot\":\"drbg\"") }, "\(with.restoredAs)")
 
                 // A hook that does not answer 2xx fails the restore, and leaves nothing.
-                let broken = try await host.kiln.bake(BakeRequest(
-                    name: "nohook", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"), compact: false,
-                    restoreHook: "/no-such-hook"))
+                let broken = try await host.kiln.bake(
+                    BakeRequest(
+                        name: "nohook", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"), compact: false,
+                        restoreHook: "/no-such-hook"))
                 let error = try await #require(throws: KilnError.self) { _ = try await host.kiln.restoreOne(broken) }
                 #expect(error.code == .restoreFailed && error.message.contains("/no-such-hook") && error.message.contains("HTTP 4"), "\(error)")
                 try await expectNoLeftovers(host)
@@ -76,8 +82,9 @@ extension Integration {
         /// One flipped byte in any image file is caught before anything is restored, naming the file.
         @Test func aFlippedByteInAnyImageFileIsCaught() async throws {
             try await withTestHost { host in
-                let manifest = try await host.kiln.bake(BakeRequest(
-                    name: "tamper", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"), compact: false))
+                let manifest = try await host.kiln.bake(
+                    BakeRequest(
+                        name: "tamper", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"), compact: false))
                 let images = host.kiln.store.dumpDirectory(of: "tamper")
                 for file in manifest.files where file.size > 0 {
                     let path = "\(images)/\(file.path)"

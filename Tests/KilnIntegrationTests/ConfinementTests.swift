@@ -26,9 +26,10 @@ extension Integration {
 
         @Test func everyEscapeAttemptFromARestoredCopyIsRefused() async throws {
             try await withTestHost { host in
-                let manifest = try await host.kiln.bake(BakeRequest(
-                    name: "hostile", sandbox: host.sandbox(["\(hostileSample)/bin/hostile"], app: hostileSample),
-                    readiness: ReadinessCheck(path: "/health"), compact: false))
+                let manifest = try await host.kiln.bake(
+                    BakeRequest(
+                        name: "hostile", sandbox: host.sandbox(["\(hostileSample)/bin/hostile"], app: hostileSample),
+                        readiness: ReadinessCheck(path: "/health"), compact: false))
                 let record = try await host.kiln.restoreOne(manifest)
 
                 let reply = try await host.kiln.request(record, path: "/attack")
@@ -79,7 +80,9 @@ extension Integration {
 
                 // Taking more memory than the limit gets the taker killed, and only it.
                 let hog = try await host.kiln.request(record, path: "/hog?mib=700")
-                #expect(String(decoding: hog.body, as: UTF8.self).contains("\"exit\":137"), "the memory hog should be killed: \(String(decoding: hog.body, as: UTF8.self))")
+                #expect(
+                    String(decoding: hog.body, as: UTF8.self).contains("\"exit\":137"),
+                    "the memory hog should be killed: \(String(decoding: hog.body, as: UTF8.self))")
                 #expect(try await host.kiln.request(record, path: "/health").status == 200, "the function survives its child's OOM kill")
                 #expect(!FileManager.default.fileExists(atPath: "/usr/bin/hostile-was-here"))
 

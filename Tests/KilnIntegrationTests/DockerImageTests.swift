@@ -24,7 +24,7 @@ let hasDebianDocker = FileManager.default.isExecutableFile(atPath: debianDocker)
 let boundingSetIsFull: Bool = {
     let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
     guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapBnd:") }),
-          let mask = UInt64(line.dropFirst("CapBnd:".count).trimmingCharacters(in: .whitespaces), radix: 16)
+        let mask = UInt64(line.dropFirst("CapBnd:".count).trimmingCharacters(in: .whitespaces), radix: 16)
     else { return false }
     let wanted: UInt64 = (1 << 41) - 1
     return mask & wanted == wanted
@@ -50,7 +50,8 @@ extension Integration {
                 let tag = "kiln:test-\(getpid())"
                 let started = ContinuousClock.now
                 let build = try await Subprocess.run(
-                    "/bin/bash", ["\(packageRoot)/scripts/docker-image.sh", "--tag", tag, "--bin-dir", (kilnBinary as NSString).deletingLastPathComponent],
+                    "/bin/bash",
+                    ["\(packageRoot)/scripts/docker-image.sh", "--tag", tag, "--bin-dir", (kilnBinary as NSString).deletingLastPathComponent],
                     environment: docker.environment)
                 try #require(build.status.isSuccess, "docker-image.sh failed: \(build.stderr.suffix(3000))")
                 print("docker image \(tag): built in \(Int(started.duration(to: .now).milliseconds)) ms, \(try await docker.imageSizeMiB(tag)) MiB")
@@ -61,7 +62,9 @@ extension Integration {
                 if boundingSetIsFull {
                     try await bakeAndRestore(docker, image: tag, volume: volume, variant: "--privileged", flags: ["--privileged"])
                 } else {
-                    print("docker --privileged: not tried; this host's root lacks capabilities in its bounding set, so runc cannot give a container all of them")
+                    print(
+                        "docker --privileged: not tried; this host's root lacks capabilities in its bounding set, so runc cannot give a container all of them"
+                    )
                 }
             } catch {
                 _ = await docker.tearDown()
@@ -98,16 +101,21 @@ extension Integration {
             let address = try #require(listen, "kiln serve did not report its address: \(serveLog.suffix(2000))")
 
             // From the host, through the gateway in the container: a restore from zero.
-            let first = try await Subprocess.run("curl", ["-s", "-o", "/dev/null", "-w", "%{http_code} %{time_total}", "--max-time", "60", "http://\(address)/hello/greet"])
+            let first = try await Subprocess.run(
+                "curl", ["-s", "-o", "/dev/null", "-w", "%{http_code} %{time_total}", "--max-time", "60", "http://\(address)/hello/greet"])
             let parts = first.stdout.split(separator: " ")
             #expect(parts.first == "200", "GET /hello/greet through the gateway: \(first.stdout) \(first.stderr)")
-            print("docker (\(variant)): first request through kiln serve at zero instances: HTTP \(parts.first ?? "?") in \(Double(parts.last ?? "") .map { Int($0 * 1000) } ?? -1) ms")
+            print(
+                "docker (\(variant)): first request through kiln serve at zero instances: HTTP \(parts.first ?? "?") in \(Double(parts.last ?? "") .map { Int($0 * 1000) } ?? -1) ms"
+            )
 
             // kiln run beside the gateway, and a request to that copy.
             let run = try await docker.succeed(["exec", name, "kiln", "run", "hello", "--json"])
             let instance = try #require((jsonObject(run.stdout)?["instances"] as? [[String: Any]])?.first)
             let id = try #require(instance["id"] as? String)
-            print("docker (\(variant)): kiln run: restore \(Int(instance["restoreMs"] as? Double ?? -1)) ms, first response \(Int(instance["firstResponseMs"] as? Double ?? -1)) ms")
+            print(
+                "docker (\(variant)): kiln run: restore \(Int(instance["restoreMs"] as? Double ?? -1)) ms, first response \(Int(instance["firstResponseMs"] as? Double ?? -1)) ms"
+            )
             let reply = try await docker.succeed(["exec", name, "kiln", "request", id, "/greet", "--json"])
             #expect(jsonObject(reply.stdout)?["status"] as? Int == 200, "kiln request: \(reply.stdout)")
             try await docker.succeed(["exec", name, "kiln", "stop", id])
@@ -167,7 +175,8 @@ struct PrivateDocker: Sendable {
         var environment = ProcessInfo.processInfo.environment
         environment["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin"
         let parents = cgroupControllers.map { "/sys/fs/cgroup/\($0)/docker" }.filter { !FileManager.default.fileExists(atPath: $0) }
-        let pid = try Subprocess.spawn(debianDockerd, arguments, environment: environment, stdout: .descriptor(log), stderr: .descriptor(log), newSession: true)
+        let pid = try Subprocess.spawn(
+            debianDockerd, arguments, environment: environment, stdout: .descriptor(log), stderr: .descriptor(log), newSession: true)
         let docker = PrivateDocker(base: base, execRoot: execRoot, pid: pid, cgroupParents: parents)
         let deadline = ContinuousClock.now + .seconds(60)
         while ContinuousClock.now < deadline {
@@ -187,7 +196,10 @@ struct PrivateDocker: Sendable {
     @discardableResult
     func succeed(_ arguments: [String], sourceLocation: SourceLocation = #_sourceLocation) async throws -> CommandOutput {
         let output = try await run(arguments)
-        try #require(output.status.isSuccess, "docker \(arguments.prefix(3).joined(separator: " ")) \(output.status): \(output.stderr.suffix(3000)) \(output.stdout.suffix(1500))", sourceLocation: sourceLocation)
+        try #require(
+            output.status.isSuccess,
+            "docker \(arguments.prefix(3).joined(separator: " ")) \(output.status): \(output.stderr.suffix(3000)) \(output.stdout.suffix(1500))",
+            sourceLocation: sourceLocation)
         return output
     }
 
@@ -243,7 +255,7 @@ struct PrivateDocker: Sendable {
     private func processesUsing() -> [(pid: Int32, commandLine: String)] {
         ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { entry in
             guard let pid = Int32(entry), ProcessInspector.isAlive(pid),
-                  let raw = try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8)
+                let raw = try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8)
             else { return nil }
             let commandLine = raw.replacingOccurrences(of: "\0", with: " ")
             return commandLine.contains(base) || commandLine.contains(execRoot) ? (pid, commandLine) : nil

@@ -40,10 +40,11 @@ extension Integration {
                 let marker = "kiln-enc-marker-\(UInt64.random(in: 0...UInt64.max))"
                 let className = "dev/kiln/samples/hello/HelloJdk"
                 for (name, compress) in [("sealed", true), ("sealedraw", false)] {
-                    let manifest = try await host.kiln.bake(BakeRequest(
-                        name: name, sandbox: host.sandbox([helloJdk], environment: ["KILN_TEST_MARKER": marker]),
-                        readiness: ReadinessCheck(path: "/health"), warmup: [WarmupStep(count: 20, path: "/greet")], compress: compress,
-                        encryptionKey: key))
+                    let manifest = try await host.kiln.bake(
+                        BakeRequest(
+                            name: name, sandbox: host.sandbox([helloJdk], environment: ["KILN_TEST_MARKER": marker]),
+                            readiness: ReadinessCheck(path: "/health"), warmup: [WarmupStep(count: 20, path: "/greet")], compress: compress,
+                            encryptionKey: key))
                     #expect(manifest.encryption?.keyID == key.id)
                     #expect(manifest.encryption?.cipher == "aes-256-gcm")
                     #expect(manifest.files.allSatisfy { $0.path.hasSuffix(".enc") }, "\(manifest.files.map(\.path))")
@@ -69,7 +70,9 @@ extension Integration {
                 #expect((error?["hint"] as? String)?.contains("--key KEYFILE") == true)
                 let wrongKey = try runKiln(["run", "sealed", "--key", wrongPath], environment: host.environment)
                 #expect(wrongKey.status == .exited(2))
-                #expect(wrongKey.stderr.contains("snapshot 'sealed' was encrypted with key \(key.id); \(wrongPath) is key \(wrong.id)"), "\(wrongKey.stderr)")
+                #expect(
+                    wrongKey.stderr.contains("snapshot 'sealed' was encrypted with key \(key.id); \(wrongPath) is key \(wrong.id)"),
+                    "\(wrongKey.stderr)")
                 let sealed = try host.kiln.store.load("sealed")
                 do {
                     _ = try await host.kiln.restoreOne(sealed)
@@ -93,7 +96,9 @@ extension Integration {
                     let (verified, _) = try kiln.loadVerified(name)
                     let first = try await kiln.restoreOne(verified)
                     let second = try await kiln.restoreOne(verified)
-                    print("encrypted snapshot '\(name)': restore to first response \(Int(first.firstResponseMs)) ms (decrypting into tmpfs), then \(Int(second.firstResponseMs)) ms (from the cache)")
+                    print(
+                        "encrypted snapshot '\(name)': restore to first response \(Int(first.firstResponseMs)) ms (decrypting into tmpfs), then \(Int(second.firstResponseMs)) ms (from the cache)"
+                    )
                     for copy in [first, second] {
                         #expect(try await kiln.request(copy, path: "/greet").status == 200)
                         try await kiln.stop(copy)

@@ -32,7 +32,8 @@ extension Integration {
 
         @Test func notRootIsRefusedWithAHint() async throws {
             try await withTestHost { host in
-                let output = try runKiln(["ls"], environment: host.environment, prefix: ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"])
+                let output = try runKiln(
+                    ["ls"], environment: host.environment, prefix: ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"])
                 #expect(output.status == .exited(3))
                 #expect(output.stderr.contains("must run as root"))
                 #expect(output.stderr.contains("sudo"))
@@ -84,14 +85,17 @@ extension Integration {
             try await withTestHost { host in
                 for command in [["/nonexistent/bin/service"], ["no-such-command-kiln"], ["examples/nope/bin/nope"]] {
                     let error = await expectKilnError(.commandNotFound) {
-                        _ = try await host.kiln.bake(BakeRequest(name: "nocmd", sandbox: host.sandbox(command), readiness: ReadinessCheck(path: "/health")))
+                        _ = try await host.kiln.bake(
+                            BakeRequest(name: "nocmd", sandbox: host.sandbox(command), readiness: ReadinessCheck(path: "/health")))
                     }
                     #expect(error?.message.contains(command[0]) == true)
                 }
                 // A command outside what the sandbox sees is refused with the fix.
                 let outside = await expectKilnError(.commandNotFound) {
-                    _ = try await host.kiln.bake(BakeRequest(
-                        name: "outside", sandbox: host.sandbox([helloJdk], app: "\(packageRoot)/Sources"), readiness: ReadinessCheck(path: "/health")))
+                    _ = try await host.kiln.bake(
+                        BakeRequest(
+                            name: "outside", sandbox: host.sandbox([helloJdk], app: "\(packageRoot)/Sources"),
+                            readiness: ReadinessCheck(path: "/health")))
                 }
                 #expect(outside?.hint?.contains("--app") == true)
                 try await expectNoLeftovers(host)
@@ -101,11 +105,14 @@ extension Integration {
         @Test func serviceThatCrashesShowsItsLastOutput() async throws {
             try await withTestHost { host in
                 let error = await expectKilnError(.serviceExited) {
-                    _ = try await host.kiln.bake(BakeRequest(
-                        name: "crash", sandbox: host.sandbox([helloJdk], environment: ["HELLO_FAIL": "crash"]),
-                        readiness: ReadinessCheck(path: "/health", timeoutSeconds: 30)))
+                    _ = try await host.kiln.bake(
+                        BakeRequest(
+                            name: "crash", sandbox: host.sandbox([helloJdk], environment: ["HELLO_FAIL": "crash"]),
+                            readiness: ReadinessCheck(path: "/health", timeoutSeconds: 30)))
                 }
-                #expect(error?.details.contains { $0.contains("HELLO_FAIL=crash") } == true, "the crash message should be quoted: \(String(describing: error))")
+                #expect(
+                    error?.details.contains { $0.contains("HELLO_FAIL=crash") } == true,
+                    "the crash message should be quoted: \(String(describing: error))")
                 #expect(error?.logPath.map { FileManager.default.fileExists(atPath: $0) } == true)
                 try await expectNoLeftovers(host)
             }
@@ -114,9 +121,10 @@ extension Integration {
         @Test func serviceNeverReadyTimesOutWithLogAndHint() async throws {
             try await withTestHost { host in
                 let error = await expectKilnError(.serviceNeverReady) {
-                    _ = try await host.kiln.bake(BakeRequest(
-                        name: "never", sandbox: host.sandbox([helloJdk], environment: ["HELLO_FAIL": "never-ready"]),
-                        readiness: ReadinessCheck(path: "/health", timeoutSeconds: 3)))
+                    _ = try await host.kiln.bake(
+                        BakeRequest(
+                            name: "never", sandbox: host.sandbox([helloJdk], environment: ["HELLO_FAIL": "never-ready"]),
+                            readiness: ReadinessCheck(path: "/health", timeoutSeconds: 3)))
                 }
                 #expect(error?.message.contains("HTTP 503") == true)
                 #expect(error?.details.isEmpty == false)
@@ -124,9 +132,10 @@ extension Integration {
 
                 // Listening on another port than --port: the hint names the port it listens on.
                 let wrongPort = await expectKilnError(.serviceNeverReady) {
-                    _ = try await host.kiln.bake(BakeRequest(
-                        name: "wrongport", sandbox: host.sandbox(["/bin/sh", "-c", "PORT=9191 exec \(helloJdk)"], port: 8080),
-                        readiness: ReadinessCheck(path: "/health", timeoutSeconds: 4)))
+                    _ = try await host.kiln.bake(
+                        BakeRequest(
+                            name: "wrongport", sandbox: host.sandbox(["/bin/sh", "-c", "PORT=9191 exec \(helloJdk)"], port: 8080),
+                            readiness: ReadinessCheck(path: "/health", timeoutSeconds: 4)))
                 }
                 #expect(wrongPort?.hint?.contains("--port 9191") == true, "\(String(describing: wrongPort))")
                 try await expectNoLeftovers(host)
@@ -136,11 +145,13 @@ extension Integration {
         @Test func portAlreadyInUseIsReportedAsSuch() async throws {
             try await withTestHost { host in
                 // Something else in the sandbox holds the port before the service starts.
-                let squatter = #"python3 -c 'import socket,time; s=socket.socket(); s.bind(("0.0.0.0", 8080)); s.listen(); time.sleep(120)' & sleep 1; exec "$0""#
+                let squatter =
+                    #"python3 -c 'import socket,time; s=socket.socket(); s.bind(("0.0.0.0", 8080)); s.listen(); time.sleep(120)' & sleep 1; exec "$0""#
                 let error = await expectKilnError(.portInUse) {
-                    _ = try await host.kiln.bake(BakeRequest(
-                        name: "taken", sandbox: host.sandbox(["/bin/sh", "-c", squatter, helloJdk]),
-                        readiness: ReadinessCheck(path: "/health", timeoutSeconds: 30)))
+                    _ = try await host.kiln.bake(
+                        BakeRequest(
+                            name: "taken", sandbox: host.sandbox(["/bin/sh", "-c", squatter, helloJdk]),
+                            readiness: ReadinessCheck(path: "/health", timeoutSeconds: 30)))
                 }
                 #expect(error?.message.contains("8080") == true)
                 try await expectNoLeftovers(host)
@@ -152,11 +163,13 @@ extension Integration {
                 let missing = await expectKilnError(.snapshotNotFound) { _ = try host.kiln.loadVerified("nope") }
                 #expect(missing?.hint?.contains("kiln bake") == true)
 
-                _ = try await host.kiln.bake(BakeRequest(
-                    name: "victim", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"), compact: false))
+                _ = try await host.kiln.bake(
+                    BakeRequest(
+                        name: "victim", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"), compact: false))
 
                 // bench serve's options are checked before anything is restored.
-                let twice = try runKiln(["bench", "serve", "victim", "--placement", "shared", "--placement", "shared"], environment: host.environment)
+                let twice = try runKiln(
+                    ["bench", "serve", "victim", "--placement", "shared", "--placement", "shared"], environment: host.environment)
                 #expect(twice.status == .exited(2))
                 #expect(twice.stderr.contains("each placement at most once"))
                 let unknown = try runKiln(["bench", "serve", "victim", "--placement", "nowhere"], environment: host.environment)
@@ -193,12 +206,15 @@ extension Integration {
             try await withTestHost { host in
                 // A service holding an established TCP connection: CRIU refuses to dump it unless
                 // told to (--tcp-established), which kiln deliberately does not do.
-                let holder = #"exec python3 -c 'import http.server,os,socket; s=http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), http.server.SimpleHTTPRequestHandler); c=socket.create_connection(("127.0.0.1", s.server_port)); s.serve_forever()'"#
+                let holder =
+                    #"exec python3 -c 'import http.server,os,socket; s=http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), http.server.SimpleHTTPRequestHandler); c=socket.create_connection(("127.0.0.1", s.server_port)); s.serve_forever()'"#
                 var request = BakeRequest(
                     name: "holdsconn", sandbox: host.sandbox(["/bin/sh", "-c", holder]), readiness: ReadinessCheck(path: "/", timeoutSeconds: 30))
                 // kiln's preflight names it first (a python service: no JVM, no agent callbacks)...
                 let blocked = await expectKilnError(.checkpointBlocked) { _ = try await host.kiln.bake(request) }
-                #expect(blocked?.details.contains { $0.contains("tcp-connection: pid 1 (python3): TCP 127.0.0.1:") } == true, "\(String(describing: blocked))")
+                #expect(
+                    blocked?.details.contains { $0.contains("tcp-connection: pid 1 (python3): TCP 127.0.0.1:") } == true,
+                    "\(String(describing: blocked))")
                 try await expectNoLeftovers(host)
                 // ...and once allowed, CRIU refuses it itself.
                 request.allow = [.tcpConnection]
@@ -220,9 +236,12 @@ extension Integration {
                 let app = "\(host.scratch)/app"
                 try FileManager.default.createDirectory(atPath: app, withIntermediateDirectories: true)
                 try String(repeating: "seed data\n", count: 100).write(toFile: "\(app)/data.txt", atomically: true, encoding: .utf8)
-                let server = #"exec python3 -c 'import http.server,os; f=open("data.txt"); http.server.HTTPServer(("0.0.0.0", int(os.environ["PORT"])), http.server.SimpleHTTPRequestHandler).serve_forever()'"#
-                _ = try await host.kiln.bake(BakeRequest(
-                    name: "openfile", sandbox: host.sandbox(["/bin/sh", "-c", server], app: app), readiness: ReadinessCheck(path: "/", timeoutSeconds: 30)))
+                let server =
+                    #"exec python3 -c 'import http.server,os; f=open("data.txt"); http.server.HTTPServer(("0.0.0.0", int(os.environ["PORT"])), http.server.SimpleHTTPRequestHandler).serve_forever()'"#
+                _ = try await host.kiln.bake(
+                    BakeRequest(
+                        name: "openfile", sandbox: host.sandbox(["/bin/sh", "-c", server], app: app),
+                        readiness: ReadinessCheck(path: "/", timeoutSeconds: 30)))
                 try "changed\n".write(toFile: "\(app)/data.txt", atomically: false, encoding: .utf8)
                 let (manifest, _) = try host.kiln.loadVerified("openfile")
                 let error = await expectKilnError(.restoreFailed) { _ = try await host.kiln.restoreOne(manifest) }
@@ -244,13 +263,17 @@ extension Integration {
         @Test func gcCleansUpAfterAKilledBakeAndKeepsRunningInstances() async throws {
             try await withTestHost { host in
                 // A running instance that gc must keep.
-                let manifest = try await host.kiln.bake(BakeRequest(name: "keeper", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health")))
+                let manifest = try await host.kiln.bake(
+                    BakeRequest(name: "keeper", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health")))
                 let keeper = try await host.kiln.restoreOne(manifest)
 
                 // A bake killed with SIGKILL while it waits for a service that never gets ready.
                 let pid = try Subprocess.spawn(
-                    kilnBinary, ["bake", "doomed", "--port", "8080", "--ready", "/health", "--ready-timeout", "60", "--env", "HELLO_FAIL=never-ready",
-                                 "--app", packageRoot, "--", helloJdk],
+                    kilnBinary,
+                    [
+                        "bake", "doomed", "--port", "8080", "--ready", "/health", "--ready-timeout", "60", "--env", "HELLO_FAIL=never-ready",
+                        "--app", packageRoot, "--", helloJdk,
+                    ],
                     environment: host.environment, stdout: .null, stderr: .null)
                 let deadline = ContinuousClock.now + .seconds(30)
                 while ContinuousClock.now < deadline, try await host.kiln.runtime.list().count < 2 {

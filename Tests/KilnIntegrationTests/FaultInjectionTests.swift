@@ -30,8 +30,9 @@ struct ProcessAssassin {
     func find() -> Int32? {
         for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
             guard let pid = Int32(entry), ProcessInspector.isAlive(pid),
-                  let comm = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8),
-                  comm.trimmingCharacters(in: .whitespacesAndNewlines) == name else { continue }
+                let comm = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8),
+                comm.trimmingCharacters(in: .whitespacesAndNewlines) == name
+            else { continue }
             let lines = commandLine(pid) + " " + (parent(of: pid).map(commandLine) ?? "")
             if markers.allSatisfy(lines.contains) { return pid }
         }
@@ -69,9 +70,12 @@ extension Integration {
     /// restores, and nothing is left behind.
     @Suite("faults: killed CRIU and runc, crashes, a full disk, a vanished snapshot, a killed gateway", .serialized)
     struct FaultInjectionTests {
-        func bakeRequest(_ host: TestHost, name: String, replace: Bool = false, environment: [String: String] = [:], warmup: [WarmupStep] = []) -> BakeRequest {
+        func bakeRequest(_ host: TestHost, name: String, replace: Bool = false, environment: [String: String] = [:], warmup: [WarmupStep] = [])
+            -> BakeRequest
+        {
             BakeRequest(
-                name: name, sandbox: host.sandbox([helloJdk], environment: environment), readiness: ReadinessCheck(path: "/health", timeoutSeconds: 30),
+                name: name, sandbox: host.sandbox([helloJdk], environment: environment),
+                readiness: ReadinessCheck(path: "/health", timeoutSeconds: 30),
                 warmup: warmup, compact: false, replace: replace)
         }
 
@@ -136,8 +140,9 @@ extension Integration {
         @Test func serviceCrashingDuringWarmupIsReported() async throws {
             try await withTestHost { host in
                 let error = try await #require(throws: KilnError.self) {
-                    _ = try await host.kiln.bake(bakeRequest(
-                        host, name: "crashy", environment: ["HELLO_FAIL": "crash-on-greet"], warmup: [WarmupStep(count: 20, path: "/greet")]))
+                    _ = try await host.kiln.bake(
+                        bakeRequest(
+                            host, name: "crashy", environment: ["HELLO_FAIL": "crash-on-greet"], warmup: [WarmupStep(count: 20, path: "/greet")]))
                 }
                 #expect(error.code == .warmupFailed, "\(error)")
                 #expect(error.details.contains { $0.contains("crash-on-greet") }, "the service's last words should be quoted: \(error)")
@@ -160,7 +165,8 @@ extension Integration {
                 var logger = host.kiln.logger
                 logger.logLevel = .critical
                 let kiln = try Kiln.open(
-                    paths: KilnPaths(store: "\(small)/store", state: host.paths.state, cgroupParent: host.paths.cgroupParent), logger: logger, toDo: "test")
+                    paths: KilnPaths(store: "\(small)/store", state: host.paths.state, cgroupParent: host.paths.cgroupParent), logger: logger,
+                    toDo: "test")
                 _ = try await kiln.bake(bakeRequest(host, name: "first"))
 
                 let error = try await #require(throws: KilnError.self) { _ = try await kiln.bake(bakeRequest(host, name: "second")) }
@@ -168,7 +174,9 @@ extension Integration {
                 #expect(error.message.contains("\(small)/store") && error.message.contains("free"), "\(error)")
                 #expect(error.hint?.contains("KILN_STORE") == true)
                 #expect(!kiln.store.exists("second"))
-                #expect(((try? FileManager.default.contentsOfDirectory(atPath: "\(small)/store/staging")) ?? []).isEmpty, "the partial snapshot must be removed")
+                #expect(
+                    ((try? FileManager.default.contentsOfDirectory(atPath: "\(small)/store/staging")) ?? []).isEmpty,
+                    "the partial snapshot must be removed")
                 // The snapshot already there still restores.
                 let (first, _) = try kiln.loadVerified("first")
                 let record = try await kiln.restoreOne(first)
@@ -222,7 +230,8 @@ extension Integration {
 
             /// GET through the gateway with curl; the HTTP status, or nil when nothing answered.
             func get(_ path: String) -> Int? {
-                let output = try? Subprocess.run("curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "60", "http://127.0.0.1:\(port)\(path)"])
+                let output = try? Subprocess.run(
+                    "curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "60", "http://127.0.0.1:\(port)\(path)"])
                 return output.flatMap { Int($0.stdout) }.flatMap { $0 == 0 ? nil : $0 }
             }
 

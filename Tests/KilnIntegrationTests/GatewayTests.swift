@@ -21,9 +21,10 @@ extension Integration {
         /// that had not reached the killed instance, and shutdown leaves nothing behind.
         @Test func springScalesFromZeroOutAndBackAndSurvivesAKill() async throws {
             try await withTestHost { host in
-                _ = try await host.kiln.bake(BakeRequest(
-                    name: "spring", sandbox: host.sandbox([helloSpring]), readiness: ReadinessCheck(path: "/health", timeoutSeconds: 120),
-                    warmup: [WarmupStep(count: 100, path: "/greet"), WarmupStep(count: 50, path: "/owners/1")]))
+                _ = try await host.kiln.bake(
+                    BakeRequest(
+                        name: "spring", sandbox: host.sandbox([helloSpring]), readiness: ReadinessCheck(path: "/health", timeoutSeconds: 120),
+                        warmup: [WarmupStep(count: 100, path: "/greet"), WarmupStep(count: 50, path: "/owners/1")]))
                 let configuration = GatewayConfiguration(
                     listen: ListenAddress(host: "127.0.0.1", port: 0), admin: ListenAddress(host: "127.0.0.1", port: 0),
                     defaultPolicy: ScalingPolicy(maxInstances: 3, concurrency: 4, keepAliveSeconds: 2, queueTimeoutSeconds: 60),
@@ -35,7 +36,7 @@ extension Integration {
 
                     // 1. From zero, a burst: one restore, and only 200s.
                     let burst = await LoadGenerator.burst(.loopback(port: port), path: "/spring/greet?name=burst", count: 24)
-                    #expect(burst.filter { $0.status != 200 } .isEmpty, "burst failures: \(burst.compactMap(\.error).prefix(3))")
+                    #expect(burst.filter { $0.status != 200 }.isEmpty, "burst failures: \(burst.compactMap(\.error).prefix(3))")
                     // Gateway instances are ordinary kiln instances: `kiln ps` lists them.
                     let listed = try await host.kiln.status()
                     #expect(!listed.isEmpty && listed.allSatisfy { $0.snapshot == "spring" && $0.state == "running" })
@@ -95,8 +96,13 @@ extension Integration {
                     let failures = underKill.samples.filter { $0.status != 200 }
                     let inFlightToVictim = failures.filter { $0.instance == victim }
                     let others = failures.filter { $0.instance != victim }
-                    print("kill -9 of \(victim) under load: \(underKill.samples.count) requests, \(inFlightToVictim.count) failed in flight to it, \(others.count) other failures")
-                    #expect(others.isEmpty, "requests that had not reached the killed instance must not fail: \(others.prefix(3).map { "\($0.status.map(String.init) ?? "-") \($0.error ?? "")" })")
+                    print(
+                        "kill -9 of \(victim) under load: \(underKill.samples.count) requests, \(inFlightToVictim.count) failed in flight to it, \(others.count) other failures"
+                    )
+                    #expect(
+                        others.isEmpty,
+                        "requests that had not reached the killed instance must not fail: \(others.prefix(3).map { "\($0.status.map(String.init) ?? "-") \($0.error ?? "")" })"
+                    )
                     #expect(underKill.ok > 100)
                     let after = try gateway.function("spring")
                     #expect(after.deaths >= 1)
@@ -117,8 +123,9 @@ extension Integration {
         /// cold start of the function's command, and says so in the metrics.
         @Test func failedRestoreFallsBackToAColdStart() async throws {
             try await withTestHost { host in
-                _ = try await host.kiln.bake(BakeRequest(
-                    name: "jdk", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health", timeoutSeconds: 60)))
+                _ = try await host.kiln.bake(
+                    BakeRequest(
+                        name: "jdk", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health", timeoutSeconds: 60)))
                 var broken = host.kiln
                 var runc = try #require(broken.runtime as? Runc)
                 runc.criuPath = "/bin/false"

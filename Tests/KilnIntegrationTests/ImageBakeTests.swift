@@ -58,19 +58,28 @@ extension Integration {
         @Test func bakesFromAnOCILayoutAndRestores() async throws {
             let layout = try HelloImage.layout()
             try await withTestHost { host in
-                var sandbox = SandboxSpec(command: [], environment: ["HELLO_EXTRA": "from-kiln"], workingDirectory: "/", appDirectory: nil, port: 0, memoryLimitBytes: 512 << 20)
+                var sandbox = SandboxSpec(
+                    command: [], environment: ["HELLO_EXTRA": "from-kiln"], workingDirectory: "/", appDirectory: nil, port: 0,
+                    memoryLimitBytes: 512 << 20)
                 sandbox.rootFilesystem = .host
-                let manifest = try await host.kiln.bake(BakeRequest(
-                    name: "img", sandbox: sandbox, readiness: ReadinessCheck(path: "/health", timeoutSeconds: 60),
-                    warmup: [WarmupStep(count: 20, path: "/greet")], image: try ImageReference(parsing: "oci:\(layout):1")))
+                let manifest = try await host.kiln.bake(
+                    BakeRequest(
+                        name: "img", sandbox: sandbox, readiness: ReadinessCheck(path: "/health", timeoutSeconds: 60),
+                        warmup: [WarmupStep(count: 20, path: "/greet")], image: try ImageReference(parsing: "oci:\(layout):1")))
                 #expect(manifest.sandbox.port == 8080, "the image's one exposed port is the default")
-                #expect(manifest.sandbox.command == ["/usr/lib/jvm/kiln-jre/bin/java", "-XX:-UsePerfData", "-cp", "/srv/hello/classes", "dev.kiln.samples.hello.HelloJdk"])
+                #expect(
+                    manifest.sandbox.command == [
+                        "/usr/lib/jvm/kiln-jre/bin/java", "-XX:-UsePerfData", "-cp", "/srv/hello/classes", "dev.kiln.samples.hello.HelloJdk",
+                    ])
                 #expect(manifest.sandbox.workingDirectory == "/srv/hello")
                 #expect(manifest.compacted, "jcmd is found in the image's JDK")
                 let image = try #require(manifest.image)
                 #expect(image.reference == "oci:\(layout):1")
                 #expect(image.manifestDigest.hasPrefix("sha256:") && image.configDigest.hasPrefix("sha256:"))
-                guard case .directory(let root) = manifest.sandbox.rootFilesystem else { Issue.record("no image root"); return }
+                guard case .directory(let root) = manifest.sandbox.rootFilesystem else {
+                    Issue.record("no image root")
+                    return
+                }
                 #expect(root.hasPrefix("\(host.paths.store)/rootfs/"))
                 var info = stat()
                 #expect(stat("\(host.paths.store)/rootfs", &info) == 0 && info.st_mode & 0o777 == 0o700, "the image roots are private to root")
@@ -106,7 +115,9 @@ extension Integration {
                 let planted = "\(root)/srv/hello/planted"
                 try "x".write(toFile: planted, atomically: false, encoding: .utf8)
                 let tampered = #expect(throws: KilnError.self) { try host.kiln.loadVerified("img") }
-                #expect(tampered?.code == .snapshotCorrupt && tampered?.message.contains("image root filesystem") == true, "\(String(describing: tampered))")
+                #expect(
+                    tampered?.code == .snapshotCorrupt && tampered?.message.contains("image root filesystem") == true,
+                    "\(String(describing: tampered))")
                 try FileManager.default.removeItem(atPath: planted)
                 _ = try host.kiln.loadVerified("img")
 
@@ -127,15 +138,25 @@ extension Integration {
                 let specifier = "[vfs@\(storage)/root+\(storage)/run]"
                 // A vfs store makes no mounts: it is plain files in the test's scratch directory,
                 // removed with it (no `podman system reset`, which may touch host-wide state).
-                let copied = try await Subprocess.run("/usr/bin/skopeo", ["--insecure-policy", "copy", "--quiet", "oci:\(layout):1", "containers-storage:\(specifier)localhost/kiln-hello:1"])
+                let copied = try await Subprocess.run(
+                    "/usr/bin/skopeo",
+                    ["--insecure-policy", "copy", "--quiet", "oci:\(layout):1", "containers-storage:\(specifier)localhost/kiln-hello:1"])
                 #expect(copied.status.isSuccess, "\(copied.stderr)")
-                let listed = try await Subprocess.run("/usr/bin/podman", ["--root", "\(storage)/root", "--runroot", "\(storage)/run", "--storage-driver", "vfs", "images", "--format", "{{.Repository}}:{{.Tag}}"])
+                let listed = try await Subprocess.run(
+                    "/usr/bin/podman",
+                    [
+                        "--root", "\(storage)/root", "--runroot", "\(storage)/run", "--storage-driver", "vfs", "images", "--format",
+                        "{{.Repository}}:{{.Tag}}",
+                    ])
                 #expect(listed.stdout.contains("localhost/kiln-hello:1"), "podman sees the image: \(listed.stdout) \(listed.stderr)")
 
                 let reference = try ImageReference(parsing: "podman:\(specifier)localhost/kiln-hello:1")
                 // The override: user.dir changed on the java command line, then the main class.
-                let sandbox = SandboxSpec(command: ["-Duser.dir=/tmp", "dev.kiln.samples.hello.HelloJdk"], workingDirectory: "/", appDirectory: nil, port: 0, memoryLimitBytes: 512 << 20)
-                let request = BakeRequest(name: "pod", sandbox: sandbox, readiness: ReadinessCheck(path: "/health"), compact: false, replace: true, image: reference)
+                let sandbox = SandboxSpec(
+                    command: ["-Duser.dir=/tmp", "dev.kiln.samples.hello.HelloJdk"], workingDirectory: "/", appDirectory: nil, port: 0,
+                    memoryLimitBytes: 512 << 20)
+                let request = BakeRequest(
+                    name: "pod", sandbox: sandbox, readiness: ReadinessCheck(path: "/health"), compact: false, replace: true, image: reference)
                 let first = try await host.kiln.bake(request)
                 #expect(first.sandbox.command.suffix(2) == ["-Duser.dir=/tmp", "dev.kiln.samples.hello.HelloJdk"])
                 #expect(first.image?.reference == "podman:\(specifier)localhost/kiln-hello:1")
@@ -160,12 +181,16 @@ extension Integration {
             let layout = try HelloImage.layout()
             try await withTestHost { host in
                 let arm = try HelloImage.variant(of: layout, in: host.scratch, tag: "arm", ["--architecture", "arm64"])
-                let bare = try HelloImage.variant(of: layout, in: host.scratch, tag: "bare", ["--clear", "config.entrypoint", "--clear", "config.cmd"])
+                let bare = try HelloImage.variant(
+                    of: layout, in: host.scratch, tag: "bare", ["--clear", "config.entrypoint", "--clear", "config.cmd"])
                 let named = try HelloImage.variant(of: layout, in: host.scratch, tag: "named", ["--config.user", "app"])
                 let cases: [(arguments: [String], environment: [String: String], exit: Int32, code: String, says: String)] = [
                     (["--image", "oci:\(layout):nope"], [:], 2, "image-not-found", "was not found in the OCI layout"),
                     (["--image", "oci:\(host.scratch)/missing"], [:], 2, "image-not-found", "no OCI image layout"),
-                    (["--image", "podman:[vfs@\(host.scratch)/c/root+\(host.scratch)/c/run]localhost/nope:1"], [:], 2, "image-not-found", "not found in containers-storage"),
+                    (
+                        ["--image", "podman:[vfs@\(host.scratch)/c/root+\(host.scratch)/c/run]localhost/nope:1"], [:], 2, "image-not-found",
+                        "not found in containers-storage"
+                    ),
                     (["--image", "oci:\(arm):arm"], [:], 1, "image-unsupported", "linux/arm64"),
                     (["--image", "oci:\(bare):bare"], [:], 2, "invalid-argument", "no Entrypoint or Cmd"),
                     (["--image", "oci:\(named):named"], [:], 1, "image-unsupported", "only a numeric user"),
@@ -174,7 +199,8 @@ extension Integration {
                 ]
                 for item in cases {
                     let output = try runKiln(
-                        ["bake", "bad", "--ready", "/health", "--json"] + item.arguments, environment: host.environment.merging(item.environment) { $1 })
+                        ["bake", "bad", "--ready", "/health", "--json"] + item.arguments,
+                        environment: host.environment.merging(item.environment) { $1 })
                     let error = (try? JSONSerialization.jsonObject(with: Data(output.stdout.utf8)) as? [String: Any])?["error"] as? [String: Any]
                     #expect(output.status == .exited(item.exit), "\(item.arguments): \(output.stdout)")
                     #expect(error?["code"] as? String == item.code, "\(item.arguments): \(output.stdout)")

@@ -74,7 +74,8 @@ extension Integration {
                     plugins[0]["ipMasq"] = ipMasq
                     json["plugins"] = plugins
                     json["name"] = "kiln-bench-\(ipMasq)"
-                    let plain = CNINetwork(list: try CNIConfigurationList(json: JSONSerialization.data(withJSONObject: json)), directory: "\(bed.state)/cni")
+                    let plain = CNINetwork(
+                        list: try CNIConfigurationList(json: JSONSerialization.data(withJSONObject: json)), directory: "\(bed.state)/cni")
                     var adds: [Duration] = [], dels: [Duration] = []
                     for index in 0..<rounds {
                         let path = try bed.makeNamespace("p-\(ipMasq)-\(index)")
@@ -87,10 +88,15 @@ extension Integration {
                         NetworkNamespace.remove(at: path)
                     }
                     try? FileManager.default.removeItem(atPath: "\(bed.state)/cni/ipam/kiln-bench-\(ipMasq)")
-                    variants.append((ipMasq ? "bridge plugin with ipMasq (a NAT chain per sandbox)" : "bridge plugin alone (kiln's conflist)", adds, dels))
+                    variants.append(
+                        (ipMasq ? "bridge plugin with ipMasq (a NAT chain per sandbox)" : "bridge plugin alone (kiln's conflist)", adds, dels))
                 }
-                print("network figures (\(rounds) namespaces each, load average \((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.prefix(14) ?? "?")):")
-                print("  kiln attach/detach (plugins + isolation rules, one MASQUERADE rule): attach \(formatted(summary(attach))); detach \(formatted(summary(detach)))")
+                print(
+                    "network figures (\(rounds) namespaces each, load average \((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.prefix(14) ?? "?")):"
+                )
+                print(
+                    "  kiln attach/detach (plugins + isolation rules, one MASQUERADE rule): attach \(formatted(summary(attach))); detach \(formatted(summary(detach)))"
+                )
                 for (label, adds, dels) in variants {
                     print("  \(label): ADD \(formatted(summary(adds))); DEL \(formatted(summary(dels)))")
                 }
@@ -145,7 +151,9 @@ extension Integration {
                 let gateway = try #require(a1.gateway)
                 let port = 8080
                 let hostPort = Int.random(in: 20000...40000)
-                var servers = [try await ProbeServer.start(in: a2.namespacePath, port: port), try await ProbeServer.start(in: a1.namespacePath, port: port)]
+                var servers = [
+                    try await ProbeServer.start(in: a2.namespacePath, port: port), try await ProbeServer.start(in: a1.namespacePath, port: port),
+                ]
                 servers.append(try await ProbeServer.start(in: nil, port: hostPort))
                 // An "upstream" host beyond the host (a namespace of ours behind a routed veth).
                 let upstream = try await Upstream.make()
@@ -225,7 +233,9 @@ extension Integration {
                 #expect(removed.contains("deleted veth \(orphan.hostInterface!)"))
                 #expect(try await bed.network.leftovers(liveIDs: [live.id]) == [])
                 let after = try await bed.network.usage()
-                #expect(after.veths == [live.hostInterface!] && after.addresses == [live.ip: live.id] && after.rules.count == 2 && after.cachedIDs == [live.id], "\(after)")
+                #expect(
+                    after.veths == [live.hostInterface!] && after.addresses == [live.ip: live.id] && after.rules.count == 2
+                        && after.cachedIDs == [live.id], "\(after)")
                 try await bed.network.check(live)
                 try await bed.remove(live)
                 NetworkNamespace.remove(at: dead.namespacePath)

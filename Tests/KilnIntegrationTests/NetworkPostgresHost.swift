@@ -52,16 +52,23 @@ struct PostgresTestHost {
             cleanups.append { try? FileManager.default.removeItem(atPath: directory) }
             try await run("/bin/chown", ["postgres:postgres", directory])
             try await run("/bin/chmod", ["0700", directory])
-            try await asPostgres(["\(binaries)/initdb", "-D", "\(directory)/data", "-U", "postgres", "--auth-local=trust", "--auth-host=reject", "-E", "UTF8", "--no-sync"])
+            try await asPostgres([
+                "\(binaries)/initdb", "-D", "\(directory)/data", "-U", "postgres", "--auth-local=trust", "--auth-host=reject", "-E", "UTF8",
+                "--no-sync",
+            ])
             // Password (SCRAM) logins from the network's subnet, nothing else over TCP.
-            try "local all all trust\nhost all all \(subnet) scram-sha-256\n".write(toFile: "\(directory)/data/pg_hba.conf", atomically: false, encoding: .utf8)
+            try "local all all trust\nhost all all \(subnet) scram-sha-256\n".write(
+                toFile: "\(directory)/data/pg_hba.conf", atomically: false, encoding: .utf8)
 
             let log = open("\(directory)/server.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
             defer { close(log) }
             let pid = try Subprocess.spawn(
-                "/usr/bin/nsenter", ["--net=/var/run/netns/\(name)", "--", "/usr/bin/setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups",
+                "/usr/bin/nsenter",
+                [
+                    "--net=/var/run/netns/\(name)", "--", "/usr/bin/setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups",
                     "\(binaries)/postgres", "-D", "\(directory)/data", "-c", "listen_addresses=\(attachment.ip)", "-c", "port=5432",
-                    "-c", "unix_socket_directories=\(directory)", "-c", "password_encryption=scram-sha-256", "-c", "fsync=off"],
+                    "-c", "unix_socket_directories=\(directory)", "-c", "password_encryption=scram-sha-256", "-c", "fsync=off",
+                ],
                 stdout: .descriptor(log), stderr: .descriptor(log))
             let host = PostgresTestHost(name: name, attachment: attachment, network: network, directory: directory, pid: pid)
             cleanups.append { host.stopServer() }
@@ -85,7 +92,11 @@ struct PostgresTestHost {
     /// SQL as the superuser over the Unix socket (from the host).
     func superuser(_ sql: String) async throws -> CommandOutput {
         try await Subprocess.run(
-            "/usr/sbin/runuser", ["-u", "postgres", "--", "\(Self.binaries)/psql", "-h", socketDirectory, "-p", "5432", "-U", "postgres", "-d", "postgres", "-XAtq", "-c", sql],
+            "/usr/sbin/runuser",
+            [
+                "-u", "postgres", "--", "\(Self.binaries)/psql", "-h", socketDirectory, "-p", "5432", "-U", "postgres", "-d", "postgres", "-XAtq",
+                "-c", sql,
+            ],
             environment: ["PATH": "/usr/bin:/bin"], input: nil)
     }
 
@@ -98,8 +109,10 @@ struct PostgresTestHost {
 
     /// The psql command line that runs `sql` as the test user over TCP (run it in a namespace).
     func clientCommand(_ sql: String, password: String = PostgresTestHost.password) -> (command: [String], environment: [String: String]) {
-        (["\(Self.binaries)/psql", "host=\(address) port=5432 dbname=\(Self.database) user=\(Self.user) connect_timeout=3", "-XAtq", "-c", sql],
-         ["PGPASSWORD": password, "PATH": "/usr/bin:/bin"])
+        (
+            ["\(Self.binaries)/psql", "host=\(address) port=5432 dbname=\(Self.database) user=\(Self.user) connect_timeout=3", "-XAtq", "-c", sql],
+            ["PGPASSWORD": password, "PATH": "/usr/bin:/bin"]
+        )
     }
 
     func stopServer() {

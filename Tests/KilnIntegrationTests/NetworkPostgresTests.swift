@@ -25,7 +25,8 @@ extension Integration {
                     let deadline = ContinuousClock.now + .seconds(10)
                     while ContinuousClock.now < deadline {
                         clients = try await database.superuserChecked(
-                            "SELECT client_addr FROM pg_stat_activity WHERE usename = '\(PostgresTestHost.user)' AND datname = '\(PostgresTestHost.database)'")
+                            "SELECT client_addr FROM pg_stat_activity WHERE usename = '\(PostgresTestHost.user)' AND datname = '\(PostgresTestHost.database)'"
+                        )
                         if !clients.isEmpty { break }
                         try await Task.sleep(for: .milliseconds(50))
                     }
@@ -71,7 +72,9 @@ extension Integration {
                         #expect(output.status.isSuccess, "\(sandbox.id) reaches the database: \(output.stderr)")
                     }
                     #expect(try await probe(from: other.namespacePath, first.ip, 8080) == "timeout", "billing cannot reach orders")
-                    #expect(try await probe(from: database.namespacePath, first.ip, 8080) == "timeout", "a shared host answers sandboxes, it does not call them")
+                    #expect(
+                        try await probe(from: database.namespacePath, first.ip, 8080) == "timeout",
+                        "a shared host answers sandboxes, it does not call them")
                     let gateway = try #require(other.gateway)
                     #expect(try await probe(from: other.namespacePath, gateway, hostPort) == "refused")
                     #expect(try await probe(from: other.namespacePath, gateway, 5432) == "refused", "a host PostgreSQL would be refused too")

@@ -15,9 +15,10 @@ extension Integration {
         @Test func aRestoredServiceAnswersItsPeersOnItsNewAddressAndNotOtherSnapshots() async throws {
             try await withTestHost { host in
                 try await withNetwork { bed in
-                    _ = try await host.kiln.bake(BakeRequest(
-                        name: "jdk", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health", timeoutSeconds: 90),
-                        warmup: [WarmupStep(count: 10, path: "/greet")]))
+                    _ = try await host.kiln.bake(
+                        BakeRequest(
+                            name: "jdk", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health", timeoutSeconds: 90),
+                            warmup: [WarmupStep(count: 10, path: "/greet")]))
                     let (verified, _) = try host.kiln.loadVerified("jdk")
                     let copies = try await host.kiln.restore(verified, count: 2)
                     var attachments: [NetworkAttachment] = []

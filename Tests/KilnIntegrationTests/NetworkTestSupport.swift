@@ -95,7 +95,8 @@ struct ProbeServer {
 
     static func start(in path: String?, port: Int) async throws -> ProbeServer {
         let command = ["/usr/bin/python3", netProbe, "serve", "\(port)"]
-        let pid = try path.map { try Subprocess.spawn("/usr/bin/nsenter", ["--net=\($0)", "--"] + command, stdout: .null, stderr: .null) }
+        let pid =
+            try path.map { try Subprocess.spawn("/usr/bin/nsenter", ["--net=\($0)", "--"] + command, stdout: .null, stderr: .null) }
             ?? Subprocess.spawn(command[0], Array(command.dropFirst()), stdout: .null, stderr: .null)
         let server = ProbeServer(pid: pid)
         let deadline = ContinuousClock.now + .seconds(10)

@@ -30,9 +30,10 @@ extension Integration {
             try await withTestHost { host in
                 try await withNetwork { bed in
                     let kiln = kiln(host, on: bed)
-                    let manifest = try await kiln.bake(BakeRequest(
-                        name: "jdk", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health", timeoutSeconds: 90),
-                        warmup: [WarmupStep(count: 10, path: "/greet")], network: "kiln"))
+                    let manifest = try await kiln.bake(
+                        BakeRequest(
+                            name: "jdk", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health", timeoutSeconds: 90),
+                            warmup: [WarmupStep(count: 10, path: "/greet")], network: "kiln"))
                     #expect(manifest.network == "kiln")
                     // The bake's address is released with its sandbox.
                     let afterBake = try await bed.network.usage()
@@ -83,7 +84,8 @@ extension Integration {
                         for instance in instances {
                             let record = try kiln.instance(instance.id)
                             #expect(record.address != nil, "a gateway instance on the network has an address")
-                            #expect(record.networkNamespacePath.contains("/pool-"), "taken from the prepared namespaces: \(record.networkNamespacePath)")
+                            #expect(
+                                record.networkNamespacePath.contains("/pool-"), "taken from the prepared namespaces: \(record.networkNamespacePath)")
                         }
                         await server.shutdown()
                         try await group.waitForAll()
@@ -101,13 +103,19 @@ extension Integration {
             try await withTestHost { host in
                 try await withNetwork { bed in
                     let kiln = kiln(host, on: bed)
-                    _ = try await kiln.bake(BakeRequest(
-                        name: "jdk", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health", timeoutSeconds: 90), network: "kiln"))
+                    _ = try await kiln.bake(
+                        BakeRequest(
+                            name: "jdk", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health", timeoutSeconds: 90),
+                            network: "kiln"))
                     let (verified, _) = try kiln.loadVerified("jdk")
                     let copy = try await kiln.restoreOne(verified)
                     // An attachment no record names, in kiln's own namespace directory.
                     let ghost = try await bed.network.attach(
-                        namespacePath: try { let path = "\(host.paths.networkNamespaces)/jdk-dead01"; try NetworkNamespace.create(at: path); return path }(),
+                        namespacePath: try {
+                            let path = "\(host.paths.networkNamespaces)/jdk-dead01"
+                            try NetworkNamespace.create(at: path)
+                            return path
+                        }(),
                         id: "jdk-dead01", tag: "jdk")
                     kill(copy.pid, SIGKILL)
                     try await Task.sleep(for: .milliseconds(300))
@@ -139,9 +147,10 @@ extension Integration {
                             def log_message(self, *a): pass
                         http.server.HTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
                         """.replacingOccurrences(of: "10.213.0.1", with: try bed.configuration.gatewayAddress())
-                    _ = try await kiln.bake(BakeRequest(
-                        name: "pinned", sandbox: host.sandbox(["/usr/bin/python3", "-c", script]),
-                        readiness: ReadinessCheck(path: "/", timeoutSeconds: 30), compact: false, network: "kiln"))
+                    _ = try await kiln.bake(
+                        BakeRequest(
+                            name: "pinned", sandbox: host.sandbox(["/usr/bin/python3", "-c", script]),
+                            readiness: ReadinessCheck(path: "/", timeoutSeconds: 30), compact: false, network: "kiln"))
                     let (verified, _) = try kiln.loadVerified("pinned")
                     do {
                         let copy = try await kiln.restoreOne(verified, readinessTimeout: .seconds(5))

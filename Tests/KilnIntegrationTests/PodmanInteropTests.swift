@@ -22,9 +22,10 @@ extension Integration {
     struct PodmanInteropTests {
         @Test func podmanRestoresAKilnExport() async throws {
             try await withPodman { host, podman in
-                let manifest = try await host.kiln.bake(BakeRequest(
-                    name: "hello", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"),
-                    warmup: [WarmupStep(count: 20, path: "/greet")], agent: false))
+                let manifest = try await host.kiln.bake(
+                    BakeRequest(
+                        name: "hello", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"),
+                        warmup: [WarmupStep(count: 20, path: "/greet")], agent: false))
                 let archive = "\(host.scratch)/hello.tar.zst"
                 let export = try runKiln(["export", "hello", "-o", archive, "--json"], environment: host.environment)
                 #expect(export.status == .exited(0), "\(export.stderr)")
@@ -53,7 +54,9 @@ extension Integration {
                 // The same snapshot restored by kiln, for the comparison.
                 let record = try await host.kiln.restoreOne(manifest)
                 try await host.kiln.stop(record)
-                print("kiln export: \(Int(report.milliseconds)) ms, \(report.archiveBytes) bytes; podman restore --import to first 200: \(Int(podmanMs)) ms; kiln restore to first 200: \(Int(record.firstResponseMs)) ms")
+                print(
+                    "kiln export: \(Int(report.milliseconds)) ms, \(report.archiveBytes) bytes; podman restore --import to first 200: \(Int(podmanMs)) ms; kiln restore to first 200: \(Int(record.firstResponseMs)) ms"
+                )
             }
         }
 
@@ -115,9 +118,10 @@ extension Integration {
             try await withTestHost { host in
                 let keyPath = "\(host.scratch)/snapshot.key"
                 let key = try SnapshotKey.generate(at: keyPath)
-                let manifest = try await host.kiln.bake(BakeRequest(
-                    name: "sealed", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"),
-                    warmup: [WarmupStep(count: 5, path: "/greet")], compress: true, encryptionKey: key, agent: false))
+                let manifest = try await host.kiln.bake(
+                    BakeRequest(
+                        name: "sealed", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"),
+                        warmup: [WarmupStep(count: 5, path: "/greet")], compress: true, encryptionKey: key, agent: false))
                 let archive = "\(host.scratch)/sealed.tar.zst"
                 let refused = try runKiln(["export", "sealed", "-o", archive], environment: host.environment)
                 #expect(refused.status == .exited(2) && refused.stderr.contains(key.id), "\(refused.stderr)")
@@ -152,7 +156,9 @@ func waitForOK(_ endpoint: ServiceEndpoint, path: String) async throws -> HTTPRe
     let deadline = ContinuousClock.now + .seconds(30)
     while true {
         if let reply = try? await InstanceHTTPClient.send(.GET, path, to: endpoint), reply.status == 200 { return reply }
-        guard ContinuousClock.now < deadline else { throw KilnError(.serviceNeverReady, "GET \(path) in \(endpoint.networkNamespacePath) never answered 200") }
+        guard ContinuousClock.now < deadline else {
+            throw KilnError(.serviceNeverReady, "GET \(path) in \(endpoint.networkNamespacePath) never answered 200")
+        }
         try await Task.sleep(for: .milliseconds(5))
     }
 }
@@ -199,7 +205,8 @@ struct PodmanHost {
     }
 
     func arguments(_ arguments: [String]) -> [String] {
-        ["--root", root, "--runroot", runRoot, "--cgroup-manager", "cgroupfs", "--events-backend", "file", "--runtime", PodmanArchive.runtimeName] + arguments
+        ["--root", root, "--runroot", runRoot, "--cgroup-manager", "cgroupfs", "--events-backend", "file", "--runtime", PodmanArchive.runtimeName]
+            + arguments
     }
 
     @discardableResult
@@ -212,7 +219,9 @@ struct PodmanHost {
     func check(_ arguments: [String]) throws -> CommandOutput {
         let output = try run(arguments)
         guard output.status.isSuccess else {
-            throw KilnError(.runtimeFailed, "podman \(arguments.joined(separator: " ")) \(output.status)", details: (output.stderr + output.stdout).split(separator: "\n").suffix(12).map(String.init))
+            throw KilnError(
+                .runtimeFailed, "podman \(arguments.joined(separator: " ")) \(output.status)",
+                details: (output.stderr + output.stdout).split(separator: "\n").suffix(12).map(String.init))
         }
         return output
     }
@@ -294,7 +303,8 @@ struct PodmanHost {
                     chains.append(fields[1])
                 } else if fields[0] == "-A", !fields[1].hasPrefix("CNI-"), line.contains("CNI-") {
                     // Comments are quoted in the listing: delete by the rule's number instead.
-                    let rules = (try? Subprocess.run("/usr/sbin/iptables", ["-t", table, "-S", fields[1]]))?.stdout.split(separator: "\n").dropFirst() ?? []
+                    let rules =
+                        (try? Subprocess.run("/usr/sbin/iptables", ["-t", table, "-S", fields[1]]))?.stdout.split(separator: "\n").dropFirst() ?? []
                     if let index = rules.firstIndex(where: { $0 == line }) {
                         _ = try? Subprocess.run("/usr/sbin/iptables", ["-t", table, "-D", fields[1], String(index - rules.startIndex + 1)])
                     }
@@ -311,13 +321,17 @@ struct PodmanHost {
         for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
             guard let pid = Int32(entry), ProcessInspector.isAlive(pid) else { continue }
             let cmdline = (try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8)) ?? ""
-            if cmdline.contains(runRoot) || cmdline.contains(root) { found.append("process \(pid): \(cmdline.replacingOccurrences(of: "\0", with: " "))") }
+            if cmdline.contains(runRoot) || cmdline.contains(root) {
+                found.append("process \(pid): \(cmdline.replacingOccurrences(of: "\0", with: " "))")
+            }
         }
         let mounts = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
         for line in mounts.split(separator: "\n") where line.contains(root) || line.contains(runRoot) { found.append("mount: \(line)") }
         let netns = Set((try? FileManager.default.contentsOfDirectory(atPath: "/run/netns")) ?? [])
         for name in netns.subtracting(netnsBefore) where name.hasPrefix("netns-") { found.append("network namespace /run/netns/\(name)") }
-        if FileManager.default.fileExists(atPath: root) || FileManager.default.fileExists(atPath: runRoot) { found.append("podman storage \(root) / \(runRoot)") }
+        if FileManager.default.fileExists(atPath: root) || FileManager.default.fileExists(atPath: runRoot) {
+            found.append("podman storage \(root) / \(runRoot)")
+        }
         return found
     }
 }

@@ -83,8 +83,10 @@ extension Integration {
 
         func run(_ hosts: [TestHost], network: TestFleetNetwork, registry: TestRegistry) async throws {
             let (a, b, c) = (hosts[0], hosts[1], hosts[2])
-            _ = try await a.kiln.bake(BakeRequest(
-                name: "hello", sandbox: a.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"), warmup: [WarmupStep(count: 20, path: "/greet")]))
+            _ = try await a.kiln.bake(
+                BakeRequest(
+                    name: "hello", sandbox: a.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"),
+                    warmup: [WarmupStep(count: 20, path: "/greet")]))
             let key = "\(a.scratch)/publisher.key"
             #expect(try runKiln(["keygen", "--signing", key], environment: a.environment).status == .exited(0))
             let reference = "\(registry.address)/kiln/hello:v1"
@@ -92,20 +94,30 @@ extension Integration {
             #expect(push.status == .exited(0), "\(push.stdout) \(push.stderr)")
 
             var servers: [(pid: pid_t, log: String)] = []
-            defer { for server in servers where kill(server.pid, 0) == 0 { kill(server.pid, SIGTERM); _ = Subprocess.wait(server.pid) } }
+            defer {
+                for server in servers where kill(server.pid, 0) == 0 {
+                    kill(server.pid, SIGTERM)
+                    _ = Subprocess.wait(server.pid)
+                }
+            }
             for (index, host) in hosts.enumerated() {
                 let log = "\(host.scratch)/serve.log"
                 let fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
                 defer { close(fd) }
                 let pid = try Subprocess.spawn(
                     "/usr/bin/nsenter",
-                    ["--net=\(network.namespacePath(index))", kilnBinary, "serve", "--listen", "\(network.address(index)):8080", "--admin", "127.0.0.1:0",
-                     "--pull", "hello=\(reference)", "--verify", "\(key).pub"] + registry.accessArguments,
+                    [
+                        "--net=\(network.namespacePath(index))", kilnBinary, "serve", "--listen", "\(network.address(index)):8080", "--admin",
+                        "127.0.0.1:0",
+                        "--pull", "hello=\(reference)", "--verify", "\(key).pub",
+                    ] + registry.accessArguments,
                     environment: host.environment, stdout: .descriptor(fd), stderr: .descriptor(fd))
                 servers.append((pid, log))
             }
             for (index, server) in servers.enumerated() {
-                let up = await poll(timeout: .seconds(30)) { (try? String(contentsOfFile: server.log, encoding: .utf8))?.contains("kiln serve: functions on") == true }
+                let up = await poll(timeout: .seconds(30)) {
+                    (try? String(contentsOfFile: server.log, encoding: .utf8))?.contains("kiln serve: functions on") == true
+                }
                 try #require(up, "kiln serve on host \(index) did not start: \((try? String(contentsOfFile: server.log, encoding: .utf8)) ?? "")")
             }
 
@@ -139,7 +151,9 @@ extension Integration {
             for _ in 0..<30 where try await get("http://127.0.0.1:\(nginx.port)/hello/greet").status == "200" { afterStop += 1 }
             #expect(afterStop == 30, "\(afterStop) of 30 requests answered with host B stopped")
             steady.sort()
-            print("three hosts: push \((try? JSONSerialization.jsonObject(with: Data(push.stdout.utf8)) as? [String: Any])?["pushMs"] ?? "?") ms; first request on a host that never saw the function (pull + verify + restore): \(firstRequests.joined(separator: ", ")); through nginx, 30 requests: median \(Int(steady[15])) ms, max \(Int(steady[29])) ms; with host B stopped: \(afterStop)/30 answered")
+            print(
+                "three hosts: push \((try? JSONSerialization.jsonObject(with: Data(push.stdout.utf8)) as? [String: Any])?["pushMs"] ?? "?") ms; first request on a host that never saw the function (pull + verify + restore): \(firstRequests.joined(separator: ", ")); through nginx, 30 requests: median \(Int(steady[15])) ms, max \(Int(steady[29])) ms; with host B stopped: \(afterStop)/30 answered"
+            )
 
             for server in servers where kill(server.pid, 0) == 0 {
                 kill(server.pid, SIGTERM)
@@ -210,7 +224,8 @@ struct TestNginx {
                 stdout: .null, stderr: .null)
             let proxy = TestNginx(directory: directory, port: port, pid: pid)
             for _ in 0..<100 {
-                let probe = try await Subprocess.run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2", "http://127.0.0.1:\(port)/"])
+                let probe = try await Subprocess.run(
+                    "/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2", "http://127.0.0.1:\(port)/"])
                 if probe.stdout != "000" { return proxy }
                 if waitpid(pid, nil, WNOHANG) == pid { break }
                 try await Task.sleep(for: .milliseconds(50))

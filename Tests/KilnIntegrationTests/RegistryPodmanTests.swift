@@ -17,9 +17,10 @@ extension Integration {
             try await withPodman { host, podman in
                 let registry = try await TestRegistry.start(in: "\(host.scratch)/registry")
                 defer { registry.stop() }
-                _ = try await host.kiln.bake(BakeRequest(
-                    name: "hello", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"),
-                    warmup: [WarmupStep(count: 20, path: "/greet")]))
+                _ = try await host.kiln.bake(
+                    BakeRequest(
+                        name: "hello", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"),
+                        warmup: [WarmupStep(count: 20, path: "/greet")]))
                 let reference = "\(registry.address)/kiln/hello-checkpoint:v1"
                 let base = "\(host.scratch)/kiln-root-image.tar"
                 let push = try runKiln(
@@ -34,7 +35,9 @@ extension Integration {
 
                 try podman.check(["load", "-i", base])
                 try podman.check(["pull", "--creds", registry.credentials, "--cert-dir", registry.certificateDirectory, reference])
-                let inspect = try podman.check(["image", "inspect", "--format", "{{index .Annotations \"io.podman.annotations.checkpoint.name\"}}", reference])
+                let inspect = try podman.check([
+                    "image", "inspect", "--format", "{{index .Annotations \"io.podman.annotations.checkpoint.name\"}}", reference,
+                ])
                 #expect(inspect.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "hello")
                 let start = ContinuousClock.now
                 try podman.check(["container", "restore", reference, "--name", "kiln-image"])
@@ -44,7 +47,9 @@ extension Integration {
                 #expect(reply.status == 200)
                 #expect(reply.bodyText.contains("hello-jdk"), "\(reply.bodyText)")
                 try podman.check(["rm", "-f", "-t", "0", "kiln-image"])
-                print("kiln push --format checkpoint-image: \(pushed["layerBytes"] ?? "?") bytes in \(pushed["pushMs"] ?? "?") ms; podman container restore IMAGE to first 200: \(Int(restoreMs)) ms")
+                print(
+                    "kiln push --format checkpoint-image: \(pushed["layerBytes"] ?? "?") bytes in \(pushed["pushMs"] ?? "?") ms; podman container restore IMAGE to first 200: \(Int(restoreMs)) ms"
+                )
                 try host.kiln.removeSnapshot("hello")
             }
         }

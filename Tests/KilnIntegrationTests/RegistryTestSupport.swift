@@ -36,10 +36,13 @@ struct TestRegistry {
         for directory in [directory, "\(directory)/certs.d", "\(directory)/storage"] {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         }
-        let certificate = try await Subprocess.run("/usr/bin/openssl", [
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
-            "-keyout", "\(directory)/key.pem", "-out", "\(directory)/cert.pem", "-subj", "/CN=\(host)", "-addext", "subjectAltName=IP:127.0.0.1" + (host == "127.0.0.1" ? "" : ",IP:\(host)"),
-        ])
+        let certificate = try await Subprocess.run(
+            "/usr/bin/openssl",
+            [
+                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+                "-keyout", "\(directory)/key.pem", "-out", "\(directory)/cert.pem", "-subj", "/CN=\(host)", "-addext",
+                "subjectAltName=IP:127.0.0.1" + (host == "127.0.0.1" ? "" : ",IP:\(host)"),
+            ])
         try #require(certificate.status == .exited(0), "openssl: \(certificate.stderr)")
         try FileManager.default.copyItem(atPath: "\(directory)/cert.pem", toPath: "\(directory)/certs.d/ca.crt")
         let htpasswd = try await Subprocess.run("/usr/bin/htpasswd", ["-Bbc", "\(directory)/htpasswd", "kiln", password])
@@ -77,7 +80,9 @@ struct TestRegistry {
             let registry = TestRegistry(directory: directory, host: host, port: port, pid: pid, password: password)
             // Up once /v2/ asks for credentials over TLS.
             for _ in 0..<100 {
-                let probe = try await Subprocess.run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", "\(directory)/cert.pem", "https://\(host):\(port)/v2/"])
+                let probe = try await Subprocess.run(
+                    "/usr/bin/curl",
+                    ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", "\(directory)/cert.pem", "https://\(host):\(port)/v2/"])
                 if probe.stdout == "401" { return registry }
                 if waitpid(pid, nil, WNOHANG) == pid { break }
                 try await Task.sleep(for: .milliseconds(50))

@@ -14,7 +14,8 @@ extension Integration {
     /// and basic auth), between two kiln hosts with stores of their own: the pulled snapshot
     /// restores and answers; a wrong signature, a missing one, a host without a CPU feature and
     /// a tampered blob are each refused with nothing left in the store.
-    @Suite("snapshots through an OCI registry", .serialized, .enabled(if: TestRegistry.isInstalled, "needs docker-registry and htpasswd (make setup)"))
+    @Suite(
+        "snapshots through an OCI registry", .serialized, .enabled(if: TestRegistry.isInstalled, "needs docker-registry and htpasswd (make setup)"))
     struct RegistryTests {
         @Test func pushPullRestoreAndEveryRefusal() async throws {
             try await withTestHost { baker in
@@ -29,9 +30,10 @@ extension Integration {
         }
 
         func run(baker: TestHost, puller: TestHost, registry: TestRegistry) async throws {
-            let manifest = try await baker.kiln.bake(BakeRequest(
-                name: "jdk", sandbox: baker.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health", timeoutSeconds: 60),
-                warmup: [WarmupStep(count: 20, path: "/greet")]))
+            let manifest = try await baker.kiln.bake(
+                BakeRequest(
+                    name: "jdk", sandbox: baker.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health", timeoutSeconds: 60),
+                    warmup: [WarmupStep(count: 20, path: "/greet")]))
             // The bake recorded what a restore depends on.
             let facts = manifest.host
             #expect(facts.architecture != nil && facts.pageSize != nil && facts.cgroupVersion != nil && facts.glibc != nil)
@@ -69,7 +71,8 @@ extension Integration {
 
             // The other host pulls it, checking the publisher's signature, and restores it.
             let pull = try runKiln(
-                ["pull", reference, "--name", "jdkcopy", "--verify", "\(key).pub", "--json"] + registry.accessArguments, environment: puller.environment)
+                ["pull", reference, "--name", "jdkcopy", "--verify", "\(key).pub", "--json"] + registry.accessArguments,
+                environment: puller.environment)
             #expect(pull.status == .exited(0), "\(pull.stderr)")
             let pulled = try jsonObject(pull.stdout)
             #expect(pulled["digest"] as? String == digest)
@@ -90,7 +93,8 @@ extension Integration {
             }
 
             // Verified with someone else's key: refused, naming both key ids.
-            let wrong = try runKiln(["pull", reference, "--name", "wrongkey", "--verify", "\(other).pub"] + registry.accessArguments, environment: puller.environment)
+            let wrong = try runKiln(
+                ["pull", reference, "--name", "wrongkey", "--verify", "\(other).pub"] + registry.accessArguments, environment: puller.environment)
             #expect(wrong.status != .exited(0))
             #expect(wrong.stderr.contains(keyID) && wrong.stderr.contains(otherID), "\(wrong.stderr)")
             #expect(!puller.kiln.store.exists("wrongkey"))
@@ -99,7 +103,9 @@ extension Integration {
             let unsignedReference = "\(registry.address)/kiln/unsigned:v1"
             let unsignedPush = try runKiln(["push", "jdk", unsignedReference] + registry.accessArguments, environment: baker.environment)
             #expect(unsignedPush.status == .exited(0), "\(unsignedPush.stderr)")
-            let unsigned = try runKiln(["pull", unsignedReference, "--name", "unsigned", "--verify", "\(key).pub", "--json"] + registry.accessArguments, environment: puller.environment)
+            let unsigned = try runKiln(
+                ["pull", unsignedReference, "--name", "unsigned", "--verify", "\(key).pub", "--json"] + registry.accessArguments,
+                environment: puller.environment)
             #expect(unsigned.status != .exited(0))
             let unsignedError = try jsonObject(unsigned.stdout)["error"] as? [String: Any]
             #expect(unsignedError?["code"] as? String == "signature-invalid")
@@ -115,13 +121,16 @@ extension Integration {
             otherCPU["KILN_HOST_FACTS"] = hostFacts
             let refusedPull = try runKiln(["pull", reference, "--name", "othercpu"] + registry.accessArguments, environment: otherCPU)
             #expect(refusedPull.status != .exited(0))
-            #expect(refusedPull.stderr.contains("cpu-flags") && refusedPull.stderr.contains("lacks \(missing)") && refusedPull.stderr.contains("SIGILL"), "\(refusedPull.stderr)")
+            #expect(
+                refusedPull.stderr.contains("cpu-flags") && refusedPull.stderr.contains("lacks \(missing)") && refusedPull.stderr.contains("SIGILL"),
+                "\(refusedPull.stderr)")
             #expect(!puller.kiln.store.exists("othercpu"))
             let refusedRun = try runKiln(["run", "jdkcopy", "--json"], environment: otherCPU)
             #expect(refusedRun.status != .exited(0))
             #expect((try jsonObject(refusedRun.stdout)["error"] as? [String: Any])?["code"] as? String == "host-mismatch", "\(refusedRun.stdout)")
             #expect(puller.kiln.instanceRecords().isEmpty)
-            let waived = try runKiln(["pull", reference, "--name", "othercpu", "--ignore-host-check", "cpu-flags"] + registry.accessArguments, environment: otherCPU)
+            let waived = try runKiln(
+                ["pull", reference, "--name", "othercpu", "--ignore-host-check", "cpu-flags"] + registry.accessArguments, environment: otherCPU)
             #expect(waived.status == .exited(0), "\(waived.stderr)")
             #expect(waived.stderr.contains("ignored"), "\(waived.stderr)")
             try puller.kiln.removeSnapshot("othercpu")
@@ -136,7 +145,8 @@ extension Integration {
             try handle.seek(toOffset: UInt64(largest.size / 2))
             try handle.write(contentsOf: [byte ^ 0xFF])
             try handle.close()
-            let tampered = try runKiln(["pull", reference, "--name", "tampered", "--verify", "\(key).pub"] + registry.accessArguments, environment: puller.environment)
+            let tampered = try runKiln(
+                ["pull", reference, "--name", "tampered", "--verify", "\(key).pub"] + registry.accessArguments, environment: puller.environment)
             #expect(tampered.status != .exited(0))
             #expect(tampered.stderr.contains("does not match its digest") || tampered.stderr.contains("failed verification"), "\(tampered.stderr)")
             #expect(!puller.kiln.store.exists("tampered"))
@@ -156,9 +166,11 @@ extension Integration {
                     let keyPath = "\(baker.scratch)/snapshot.key"
                     let key = try SnapshotKey.generate(at: keyPath)
                     let marker = "kiln-registry-marker-\(UInt64.random(in: 0...UInt64.max))"
-                    let manifest = try await baker.kiln.bake(BakeRequest(
-                        name: "sealed", sandbox: baker.sandbox([helloJdk], environment: ["KILN_TEST_MARKER": marker]),
-                        readiness: ReadinessCheck(path: "/health"), warmup: [WarmupStep(count: 20, path: "/greet")], compress: true, encryptionKey: key))
+                    let manifest = try await baker.kiln.bake(
+                        BakeRequest(
+                            name: "sealed", sandbox: baker.sandbox([helloJdk], environment: ["KILN_TEST_MARKER": marker]),
+                            readiness: ReadinessCheck(path: "/health"), warmup: [WarmupStep(count: 20, path: "/greet")], compress: true,
+                            encryptionKey: key))
                     #expect(manifest.encryption?.keyID == key.id)
                     let reference = "\(registry.address)/kiln/sealed:v1"
                     let push = try runKiln(["push", "sealed", reference] + registry.accessArguments, environment: baker.environment)
@@ -171,7 +183,8 @@ extension Integration {
                         guard path.hasSuffix("/data") else { continue }
                         count += 1
                         let data = try Data(contentsOf: URL(fileURLWithPath: "\(registry.storage)/docker/registry/v2/blobs/\(path)"))
-                        #expect(data.range(of: Data("dev/kiln/samples/hello/HelloJdk".utf8)) == nil, "\(path) holds the JVM's class names in plain text")
+                        #expect(
+                            data.range(of: Data("dev/kiln/samples/hello/HelloJdk".utf8)) == nil, "\(path) holds the JVM's class names in plain text")
                         #expect(data.range(of: Data(key.id.utf8)) == nil || data.count < 1 << 16, "only the manifest names the key")
                     }
                     #expect(count == manifest.files.count + 2, "the files, the kiln manifest and the OCI manifest")
@@ -204,21 +217,28 @@ extension Integration {
                 try await withTestHost { server in
                     let registry = try await TestRegistry.start(in: "\(baker.scratch)/registry")
                     defer { registry.stop() }
-                    _ = try await baker.kiln.bake(BakeRequest(
-                        name: "jdk", sandbox: baker.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"),
-                        warmup: [WarmupStep(count: 20, path: "/greet")]))
+                    _ = try await baker.kiln.bake(
+                        BakeRequest(
+                            name: "jdk", sandbox: baker.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"),
+                            warmup: [WarmupStep(count: 20, path: "/greet")]))
                     let key = "\(baker.scratch)/publisher.key"
                     #expect(try runKiln(["keygen", "--signing", key], environment: baker.environment).status == .exited(0))
                     let signed = "\(registry.address)/kiln/jdk:v1", unsigned = "\(registry.address)/kiln/unsigned:v1"
-                    #expect(try runKiln(["push", "jdk", signed, "--sign", key] + registry.accessArguments, environment: baker.environment).status == .exited(0))
+                    #expect(
+                        try runKiln(["push", "jdk", signed, "--sign", key] + registry.accessArguments, environment: baker.environment).status
+                            == .exited(0))
                     #expect(try runKiln(["push", "jdk", unsigned] + registry.accessArguments, environment: baker.environment).status == .exited(0))
 
                     let output = "\(server.scratch)/serve.out", errors = "\(server.scratch)/serve.err"
-                    let out = open(output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600), err = open(errors, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+                    let out = open(output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600),
+                        err = open(errors, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
                     let pid = try Subprocess.spawn(
                         kilnBinary,
-                        ["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--json", "--pull", "hello=\(signed)", "--pull", "unsigned=\(unsigned)",
-                         "--verify", "\(key).pub"] + registry.accessArguments,
+                        [
+                            "serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--json", "--pull", "hello=\(signed)", "--pull",
+                            "unsigned=\(unsigned)",
+                            "--verify", "\(key).pub",
+                        ] + registry.accessArguments,
                         environment: server.environment, stdout: .descriptor(out), stderr: .descriptor(err))
                     close(out)
                     close(err)
@@ -232,18 +252,21 @@ extension Integration {
                     var port: String?
                     for _ in 0..<200 where port == nil {
                         if let text = try? String(contentsOfFile: output, encoding: .utf8), let object = try? jsonObject(text),
-                           let listen = object["listen"] as? String {
+                            let listen = object["listen"] as? String
+                        {
                             port = listen.split(separator: ":").last.map(String.init)
                         } else {
                             try await Task.sleep(for: .milliseconds(50))
                         }
                     }
-                    let listen = try #require(port, "kiln serve did not report its port: \((try? String(contentsOfFile: errors, encoding: .utf8)) ?? "")")
+                    let listen = try #require(
+                        port, "kiln serve did not report its port: \((try? String(contentsOfFile: errors, encoding: .utf8)) ?? "")")
                     #expect(!server.kiln.store.exists("hello"))
 
                     func get(_ path: String) async throws -> (status: String, ms: Double) {
                         let start = ContinuousClock.now
-                        let reply = try await Subprocess.run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "60", "http://127.0.0.1:\(listen)\(path)"])
+                        let reply = try await Subprocess.run(
+                            "/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "60", "http://127.0.0.1:\(listen)\(path)"])
                         return (reply.stdout, start.duration(to: .now).milliseconds)
                     }
                     let first = try await get("/hello/greet")

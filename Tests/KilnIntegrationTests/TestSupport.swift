@@ -35,7 +35,10 @@ let helloJdk = "\(packageRoot)/examples/hello-jdk/bin/hello-jdk"
 let helloSpring = "\(packageRoot)/examples/hello-spring/bin/hello-spring"
 
 /// The cgroup v1 hierarchies runc creates a container's cgroups in.
-let cgroupControllers = ["memory", "pids", "cpu", "cpuacct", "cpuset", "devices", "freezer", "blkio", "net_cls", "net_prio", "perf_event", "hugetlb", "rdma", "misc", "systemd", "unified"]
+let cgroupControllers = [
+    "memory", "pids", "cpu", "cpuacct", "cpuset", "devices", "freezer", "blkio", "net_cls", "net_prio", "perf_event", "hugetlb", "rdma", "misc",
+    "systemd", "unified",
+]
 
 /// Every integration suite nests in this one, so they run one at a time: they share two cores,
 /// and a timing-sensitive readiness wait should not compete with another test's JVM start.

@@ -43,7 +43,8 @@ extension Bench {
             let json = common.json
             let report = try await kiln.soak(
                 manifest, cycles: cycles, loadSeconds: loadSeconds, connections: connections, killInterval: .milliseconds(killEvery * 1000),
-                requestPath: path) { line in
+                requestPath: path
+            ) { line in
                 if !json { Output.progress(line) }
             }
             if json {

@@ -34,7 +34,9 @@ extension Bench {
                 [label, String(summary.count), Output.ms(summary.min), Output.ms(summary.median), Output.ms(summary.p90), Output.ms(summary.max)]
             }
             print("")
-            print("Start-up of '\(manifest.name)' (\(manifest.sandbox.command.joined(separator: " "))), time to first HTTP 200 of \(manifest.readiness.path):")
+            print(
+                "Start-up of '\(manifest.name)' (\(manifest.sandbox.command.joined(separator: " "))), time to first HTTP 200 of \(manifest.readiness.path):"
+            )
             var rows = [row("cold start (JVM in the kiln sandbox)", result.cold)]
             if let network = result.network, let loopback = result.restoreLoopback {
                 rows.append(row("kiln restore, --network \(network) (prepared namespace)", result.restore))

@@ -54,9 +54,10 @@ struct Serve: AsyncParsableCommand, ReportingCommand {
     @Flag(help: "When a restore fails, answer 503 instead of cold-starting the function's command.")
     var noColdStartFallback = false
 
-    @Option(help: ArgumentHelp(
-        "Pull function NAME from this registry reference on its first request when the store lacks it (repeatable); see kiln pull.",
-        valueName: "NAME=HOST[:PORT]/REPO[:TAG]"))
+    @Option(
+        help: ArgumentHelp(
+            "Pull function NAME from this registry reference on its first request when the store lacks it (repeatable); see kiln pull.",
+            valueName: "NAME=HOST[:PORT]/REPO[:TAG]"))
     var pull: [String] = []
 
     @Option(help: "Functions pulled with --pull must be signed by this public key (KEYFILE.pub of kiln keygen --signing; repeatable: any of them).")
@@ -90,10 +91,13 @@ struct Serve: AsyncParsableCommand, ReportingCommand {
             kiln.ownsInstances = true
             let garbage = try await kiln.collectGarbage()
             if !garbage.isEmpty {
-                logger.notice("removed what a previous kiln left behind", metadata: [
-                    "instances": "\(garbage.instances)", "containers": "\(garbage.containers)",
-                    "network_namespaces": "\(garbage.networkNamespaces.count)", "directories": "\(garbage.directories.count)",
-                    "cgroups": "\(garbage.cgroups.count)"])
+                logger.notice(
+                    "removed what a previous kiln left behind",
+                    metadata: [
+                        "instances": "\(garbage.instances)", "containers": "\(garbage.containers)",
+                        "network_namespaces": "\(garbage.networkNamespaces.count)", "directories": "\(garbage.directories.count)",
+                        "cgroups": "\(garbage.cgroups.count)",
+                    ])
             }
             let server = buildGateway(
                 kiln: kiln, configuration: configuration, coldStartFallback: !noColdStartFallback,

@@ -15,7 +15,9 @@ struct DoctorCommand: AsyncParsableCommand, ReportingCommand {
         if common.json {
             Output.printJSON(["ok": AnyEncodable(!failed), "checks": AnyEncodable(checks)])
         } else {
-            print(Output.table(["CHECK", "STATUS", "DETAIL"], checks.map { [$0.name, $0.status.rawValue, $0.detail + ($0.fix.map { " -> fix: \($0)" } ?? "")] }))
+            print(
+                Output.table(
+                    ["CHECK", "STATUS", "DETAIL"], checks.map { [$0.name, $0.status.rawValue, $0.detail + ($0.fix.map { " -> fix: \($0)" } ?? "")] }))
             print(failed ? "\nkiln cannot run here yet: fix the failed checks above." : "\nThis machine can bake and restore.")
         }
         if failed { throw ExitCode(3) }

@@ -17,8 +17,10 @@ struct GC: AsyncParsableCommand, ReportingCommand {
         } else if report.isEmpty {
             print("nothing to clean")
         } else {
-            for (kind, items) in [("instance", report.instances), ("container", report.containers), ("network namespace", report.networkNamespaces),
-                                  ("directory", report.directories), ("cgroup", report.cgroups)] {
+            for (kind, items) in [
+                ("instance", report.instances), ("container", report.containers), ("network namespace", report.networkNamespaces),
+                ("directory", report.directories), ("cgroup", report.cgroups),
+            ] {
                 for item in items { print("removed \(kind) \(item)") }
             }
             for item in report.network {

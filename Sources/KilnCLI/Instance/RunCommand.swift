@@ -5,7 +5,8 @@ import KilnSystem
 /// `kiln run`: verifies a snapshot, restores copies of it side by side and reports each one's
 /// restore time and time to first response; the copies keep running after it exits.
 struct Run: AsyncParsableCommand, ReportingCommand {
-    static let configuration = CommandConfiguration(abstract: "Restore copies of a snapshot side by side and report each one's time to first response.")
+    static let configuration = CommandConfiguration(
+        abstract: "Restore copies of a snapshot side by side and report each one's time to first response.")
 
     @Argument(help: "Snapshot name.")
     var name: String
@@ -53,10 +54,16 @@ struct Run: AsyncParsableCommand, ReportingCommand {
         if common.json {
             Output.printJSON(Report(snapshot: name, verifyMs: verifyMs, verifyTrusted: trusted, wallMs: wallMs, instances: records))
         } else {
-            print(Output.table(["INSTANCE", "PID", "ADDRESS", "RESTORE", "FIRST RESPONSE"], records.map {
-                [$0.id, String($0.pid), $0.address ?? "-", Output.ms($0.restoreMs), Output.ms($0.firstResponseMs)]
-            }))
-            if count > 1 { Output.progress("\(count) copies, \(min(parallel, count)) at a time: all answering \(Output.ms(wallMs)) after the first restore began") }
+            print(
+                Output.table(
+                    ["INSTANCE", "PID", "ADDRESS", "RESTORE", "FIRST RESPONSE"],
+                    records.map {
+                        [$0.id, String($0.pid), $0.address ?? "-", Output.ms($0.restoreMs), Output.ms($0.firstResponseMs)]
+                    }))
+            if count > 1 {
+                Output.progress(
+                    "\(count) copies, \(min(parallel, count)) at a time: all answering \(Output.ms(wallMs)) after the first restore began")
+            }
         }
     }
 }

@@ -21,7 +21,9 @@ struct Keygen: AsyncParsableCommand, ReportingCommand {
                 Output.printJSON(["path": key.source, "publicKey": "\(key.source).pub", "keyID": key.id])
             } else {
                 print("wrote a new signing key to \(key.source) and its public key to \(key.source).pub (key id \(key.id))")
-                Output.progress("sign pushes with: kiln push --sign \(key.source) ...; hand \(key.source).pub to whoever pulls: kiln pull --verify \(key.source).pub ...")
+                Output.progress(
+                    "sign pushes with: kiln push --sign \(key.source) ...; hand \(key.source).pub to whoever pulls: kiln pull --verify \(key.source).pub ..."
+                )
             }
             return
         }

@@ -18,6 +18,7 @@ struct RegistryOptions: ParsableArguments {
 
     var access: RegistryAccess {
         let environment = ProcessInfo.processInfo.environment["KILN_REGISTRY_CREDS"].flatMap { $0.isEmpty ? nil : $0 }
-        return RegistryAccess(credentials: creds ?? (authfile == nil ? environment : nil), authFile: authfile, certificateDirectory: certDir, insecure: insecure)
+        return RegistryAccess(
+            credentials: creds ?? (authfile == nil ? environment : nil), authFile: authfile, certificateDirectory: certDir, insecure: insecure)
     }
 }

@@ -36,9 +36,10 @@ struct Bake: AsyncParsableCommand, ReportingCommand {
     @Option(help: "Use this directory as the (read-only) root filesystem instead of the host's /usr.")
     var rootfs: String?
 
-    @Option(help: ArgumentHelp(
-        "Bake from a container image: its root filesystem (read-only), Entrypoint, Cmd (replaced by a command after --), Env, WorkingDir, User and exposed port. REF: oci:DIR[:TAG] (an OCI layout), podman:NAME[:TAG] (containers-storage), docker:NAME[:TAG] (the Docker daemon).",
-        valueName: "REF"))
+    @Option(
+        help: ArgumentHelp(
+            "Bake from a container image: its root filesystem (read-only), Entrypoint, Cmd (replaced by a command after --), Env, WorkingDir, User and exposed port. REF: oci:DIR[:TAG] (an OCI layout), podman:NAME[:TAG] (containers-storage), docker:NAME[:TAG] (the Docker daemon).",
+            valueName: "REF"))
     var image: String?
 
     @Option(name: .customLong("env"), help: "Extra environment variable KEY=VALUE (repeatable).")
@@ -59,9 +60,10 @@ struct Bake: AsyncParsableCommand, ReportingCommand {
     @Flag(help: "Compress the memory images at rest (zstd); the first restore decompresses them into a tmpfs cache.")
     var compress = false
 
-    @Option(help: ArgumentHelp(
-        "After each restore, POST {\"instance\",\"snapshot\",\"hostname\"} to PATH before the copy takes traffic (reseed generators, renew ids); a non-2xx answer fails the restore.",
-        valueName: "PATH"))
+    @Option(
+        help: ArgumentHelp(
+            "After each restore, POST {\"instance\",\"snapshot\",\"hostname\"} to PATH before the copy takes traffic (reseed generators, renew ids); a non-2xx answer fails the restore.",
+            valueName: "PATH"))
     var onRestore: String?
 
     @Option(
@@ -75,12 +77,16 @@ struct Bake: AsyncParsableCommand, ReportingCommand {
     @Flag(help: "Do not run kiln's CRaC agent in the JVM (no beforeCheckpoint/afterRestore callbacks; for a service that is no JVM).")
     var noAgent = false
 
-    @Flag(help: "The application asks for its checkpoint (org.crac.Core.checkpointRestore(), e.g. Spring's -Dspring.context.checkpoint=onRefresh): wait for it instead of the readiness path and warm-up.")
+    @Flag(
+        help:
+            "The application asks for its checkpoint (org.crac.Core.checkpointRestore(), e.g. Spring's -Dspring.context.checkpoint=onRefresh): wait for it instead of the readiness path and warm-up."
+    )
     var onRequest = false
 
-    @Option(help: ArgumentHelp(
-        "Accept a kind of preflight finding instead of refusing the dump (repeatable): \(CheckpointPreflight.Kind.allCases.map(\.rawValue).joined(separator: ", ")).",
-        valueName: "KIND"))
+    @Option(
+        help: ArgumentHelp(
+            "Accept a kind of preflight finding instead of refusing the dump (repeatable): \(CheckpointPreflight.Kind.allCases.map(\.rawValue).joined(separator: ", ")).",
+            valueName: "KIND"))
     var allow: [String] = []
 
     @Flag(help: "Start and warm up the service, run its beforeCheckpoint, print what would block a checkpoint, and stop (nothing is stored).")
@@ -117,21 +123,23 @@ struct Bake: AsyncParsableCommand, ReportingCommand {
         guard reference != nil || port != nil else {
             throw KilnError(.invalidArgument, "no --port given", hint: "pass the port the service listens on, e.g. --port 8080")
         }
-        let allowed = try Set(allow.map { kind in
-            guard let parsed = CheckpointPreflight.Kind(rawValue: kind) else {
-                throw KilnError(
-                    .invalidArgument, "--allow \(kind) is not a kind of preflight finding",
-                    hint: "one of \(CheckpointPreflight.Kind.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
-            return parsed
-        })
+        let allowed = try Set(
+            allow.map { kind in
+                guard let parsed = CheckpointPreflight.Kind(rawValue: kind) else {
+                    throw KilnError(
+                        .invalidArgument, "--allow \(kind) is not a kind of preflight finding",
+                        hint: "one of \(CheckpointPreflight.Kind.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                return parsed
+            })
         let kiln = try common.openKiln(toDo: "bake a snapshot")
         let appDirectory = app.map { URL(fileURLWithPath: $0, relativeTo: URL(fileURLWithPath: current)).standardizedFileURL.path }
         // With --image, the image's configuration fills in the root, working directory and
         // (port 0) the port: see BakeRequest.image.
         let ownRoot = rootfs != nil || reference != nil
         let sandbox = SandboxSpec(
-            command: command, environment: try SandboxSpec.environment(parsing: environment), workingDirectory: appDirectory ?? (ownRoot ? "/" : current),
+            command: command, environment: try SandboxSpec.environment(parsing: environment),
+            workingDirectory: appDirectory ?? (ownRoot ? "/" : current),
             appDirectory: ownRoot ? appDirectory : (appDirectory ?? current),
             rootFilesystem: rootfs.map { .directory(URL(fileURLWithPath: $0).standardizedFileURL.path) } ?? .host,
             port: port ?? 0, memoryLimitBytes: try SandboxSpec.memoryLimit(parsing: memory))
@@ -147,14 +155,16 @@ struct Bake: AsyncParsableCommand, ReportingCommand {
             case .importingImage(let reference): Output.progress("copying and unpacking image \(reference)...")
             case .importedImage(let image):
                 Output.progress(
-                    "image \(image.reference) (\(image.image.manifestDigest.prefix(19))): copied in \(Output.ms(image.copyMs)), unpacked in \(Output.ms(image.unpackMs))")
+                    "image \(image.reference) (\(image.image.manifestDigest.prefix(19))): copied in \(Output.ms(image.copyMs)), unpacked in \(Output.ms(image.unpackMs))"
+                )
             case .starting(let command): Output.progress("starting \(command.joined(separator: " ")) in a sandbox...")
             case .ready(let ms): Output.progress("ready after \(Output.ms(ms)) (cold start)")
             case .warmingUp(let step): Output.progress("warming up: \(step.count) x GET \(step.path)")
             case .warmedUp(let ms, let requests): Output.progress("warmed up: \(requests) requests in \(Output.ms(ms))")
             case .beforeCheckpoint(let ms, let resources, let app):
                 Output.progress(
-                    "\(app ? "the application asked for its checkpoint; " : "")beforeCheckpoint of \(resources.map(String.init) ?? "?") CRaC resources done in \(Output.ms(ms))")
+                    "\(app ? "the application asked for its checkpoint; " : "")beforeCheckpoint of \(resources.map(String.init) ?? "?") CRaC resources done in \(Output.ms(ms))"
+                )
             case .preflight(let lines, let blocked):
                 Output.progress("preflight: \(blocked ? "blocked" : "ok")")
                 if !preflightOnly { for line in lines { Output.progress("  \(line)") } }
@@ -170,9 +180,14 @@ struct Bake: AsyncParsableCommand, ReportingCommand {
             let findings = try await kiln.preflight(request, progress: progress)
             let blocked = CheckpointPreflight.blocked(findings, allowed: allowed) != nil
             if common.json {
-                Output.printJSON(PreflightReport(name: name, blocked: blocked, findings: findings.map {
-                    .init(kind: $0.kind.rawValue, process: $0.process, what: $0.what, why: $0.why, fix: $0.fix, allowed: allowed.contains($0.kind))
-                }))
+                Output.printJSON(
+                    PreflightReport(
+                        name: name, blocked: blocked,
+                        findings: findings.map {
+                            .init(
+                                kind: $0.kind.rawValue, process: $0.process, what: $0.what, why: $0.why, fix: $0.fix,
+                                allowed: allowed.contains($0.kind))
+                        }))
             } else {
                 for line in CheckpointPreflight.render(findings, allowed: allowed) { print(line) }
                 print(blocked ? "\nA bake would refuse the dump (see the fixes above, or --allow KIND)." : "\nA bake would dump this service.")
@@ -183,10 +198,15 @@ struct Bake: AsyncParsableCommand, ReportingCommand {
         if common.json {
             Output.printJSON(manifest)
         } else {
-            print(Output.table(["SNAPSHOT", "COLD START", "WARMUP", "COMPACT", "CHECKPOINT", "SIZE"], [[
-                manifest.name, Output.ms(manifest.timings.coldStartMs), Output.ms(manifest.timings.warmupMs),
-                Output.ms(manifest.timings.compactMs), Output.ms(manifest.timings.checkpointMs), Output.bytes(manifest.sizeBytes),
-            ]]))
+            print(
+                Output.table(
+                    ["SNAPSHOT", "COLD START", "WARMUP", "COMPACT", "CHECKPOINT", "SIZE"],
+                    [
+                        [
+                            manifest.name, Output.ms(manifest.timings.coldStartMs), Output.ms(manifest.timings.warmupMs),
+                            Output.ms(manifest.timings.compactMs), Output.ms(manifest.timings.checkpointMs), Output.bytes(manifest.sizeBytes),
+                        ]
+                    ]))
         }
     }
 }

@@ -38,7 +38,9 @@ struct Export: AsyncParsableCommand, ReportingCommand {
         if common.json {
             Output.printJSON(report)
         } else {
-            print("wrote \(report.archive) (\(Output.bytes(report.archiveBytes)), in \(Output.ms(report.milliseconds))): it holds the service's memory, keep it private")
+            print(
+                "wrote \(report.archive) (\(Output.bytes(report.archiveBytes)), in \(Output.ms(report.milliseconds))): it holds the service's memory, keep it private"
+            )
             print("wrote \(report.baseImage) (the empty base image \(report.baseImageName))")
             print("restore it with Podman:")
             for command in report.podmanCommands { print("  \(command)") }

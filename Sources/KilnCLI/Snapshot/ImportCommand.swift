@@ -45,7 +45,9 @@ struct Import: AsyncParsableCommand, ReportingCommand {
         if common.json {
             Output.printJSON(report)
         } else {
-            print("imported a \(report.source) checkpoint as snapshot '\(report.manifest.name)': \(report.manifest.files.count) image files, \(Output.bytes(report.manifest.sizeBytes)), in \(Output.ms(report.milliseconds))")
+            print(
+                "imported a \(report.source) checkpoint as snapshot '\(report.manifest.name)': \(report.manifest.files.count) image files, \(Output.bytes(report.manifest.sizeBytes)), in \(Output.ms(report.milliseconds))"
+            )
             if !report.hostPaths.isEmpty {
                 print("every copy sees these host paths, read-only: \(report.hostPaths.joined(separator: ", "))")
             }

@@ -15,11 +15,16 @@ struct List: AsyncParsableCommand, ReportingCommand {
             Output.printJSON(["snapshots": snapshots])
         } else {
             let formatter = ISO8601DateFormatter()
-            print(Output.table(["SNAPSHOT", "CREATED", "SIZE", "PORT", "COLD START", "KEY", "IMAGE", "COMMAND"], snapshots.map {
-                [$0.name, formatter.string(from: $0.createdAt), Output.bytes($0.sizeBytes), String($0.sandbox.port),
-                 Output.ms($0.timings.coldStartMs), $0.encryption?.keyID ?? "-",
-                 $0.image.map { "\($0.reference)@\($0.manifestDigest.prefix(19))" } ?? "-", $0.sandbox.command.joined(separator: " ")]
-            }))
+            print(
+                Output.table(
+                    ["SNAPSHOT", "CREATED", "SIZE", "PORT", "COLD START", "KEY", "IMAGE", "COMMAND"],
+                    snapshots.map {
+                        [
+                            $0.name, formatter.string(from: $0.createdAt), Output.bytes($0.sizeBytes), String($0.sandbox.port),
+                            Output.ms($0.timings.coldStartMs), $0.encryption?.keyID ?? "-",
+                            $0.image.map { "\($0.reference)@\($0.manifestDigest.prefix(19))" } ?? "-", $0.sandbox.command.joined(separator: " "),
+                        ]
+                    }))
         }
     }
 }

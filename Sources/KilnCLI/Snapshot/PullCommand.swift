@@ -46,7 +46,9 @@ struct Pull: AsyncParsableCommand, ReportingCommand {
             if common.json {
                 Output.printJSON(result)
             } else {
-                print("pulled \(result.reference) as \(result.snapshot): \(result.files) files, \(Output.bytes(result.sizeBytes)) in \(Output.ms(result.pullMs)) (verified in \(Output.ms(result.verifyMs)))")
+                print(
+                    "pulled \(result.reference) as \(result.snapshot): \(result.files) files, \(Output.bytes(result.sizeBytes)) in \(Output.ms(result.pullMs)) (verified in \(Output.ms(result.verifyMs)))"
+                )
                 print("digest \(result.digest)" + (result.signedBy.map { ", signed by key \($0)" } ?? ""))
                 if !result.hostNotes.isEmpty {
                     Output.progress("this host differs from the bake host (harmless or waived):")

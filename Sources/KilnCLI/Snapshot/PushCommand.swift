@@ -23,9 +23,10 @@ struct Push: AsyncParsableCommand, ReportingCommand {
     @Option(help: "Sign the pushed snapshot with this Ed25519 key (kiln keygen --signing).")
     var sign: String?
 
-    @Option(help: ArgumentHelp(
-        "snapshot: kiln's artifact (kiln pull reads it); checkpoint-image: a Podman checkpoint image (podman container restore IMAGE reads it; it holds the service's memory unencrypted, like kiln export).",
-        valueName: "snapshot|checkpoint-image"))
+    @Option(
+        help: ArgumentHelp(
+            "snapshot: kiln's artifact (kiln pull reads it); checkpoint-image: a Podman checkpoint image (podman container restore IMAGE reads it; it holds the service's memory unencrypted, like kiln export).",
+            valueName: "snapshot|checkpoint-image"))
     var format = "snapshot"
 
     @Option(help: "With --format checkpoint-image: where to write kiln's empty base image for 'podman load -i' (default: kiln-root-image.tar).")
@@ -46,7 +47,9 @@ struct Push: AsyncParsableCommand, ReportingCommand {
             }
             if format == "checkpoint-image" {
                 guard sign == nil else {
-                    throw KilnError(.invalidArgument, "--sign is for kiln's own format", hint: "sign checkpoint images with the registry's tools (cosign, skopeo --sign-by)")
+                    throw KilnError(
+                        .invalidArgument, "--sign is for kiln's own format",
+                        hint: "sign checkpoint images with the registry's tools (cosign, skopeo --sign-by)")
                 }
                 let kiln = try common.openKiln(toDo: "push a checkpoint image", keys: keys)
                 let path = baseImage.hasPrefix("/") ? baseImage : FileManager.default.currentDirectoryPath + "/" + baseImage
@@ -54,7 +57,9 @@ struct Push: AsyncParsableCommand, ReportingCommand {
                 if common.json {
                     Output.printJSON(result)
                 } else {
-                    print("pushed \(name) to \(result.reference) as a Podman checkpoint image (\(Output.bytes(result.layerBytes)), in \(Output.ms(result.pushMs))): it holds the service's memory unencrypted")
+                    print(
+                        "pushed \(name) to \(result.reference) as a Podman checkpoint image (\(Output.bytes(result.layerBytes)), in \(Output.ms(result.pushMs))): it holds the service's memory unencrypted"
+                    )
                     print("digest \(result.digest)")
                     print("restore it with Podman:")
                     for command in result.podmanCommands { print("  \(command)") }
@@ -66,7 +71,8 @@ struct Push: AsyncParsableCommand, ReportingCommand {
             if common.json {
                 Output.printJSON(result)
             } else {
-                print("pushed \(name) to \(result.reference): \(result.files) files, \(Output.bytes(result.sizeBytes)) in \(Output.ms(result.pushMs))")
+                print(
+                    "pushed \(name) to \(result.reference): \(result.files) files, \(Output.bytes(result.sizeBytes)) in \(Output.ms(result.pushMs))")
                 print("digest \(result.digest)")
                 if let tag = result.signatureTag, let id = result.keyID { print("signed with key \(id) (tag \(tag))") }
             }

@@ -69,7 +69,8 @@ public struct BakeRequest: Sendable {
     public func validate() throws {
         try SnapshotStore.validate(name: name)
         guard InputValidation.isServicePort(sandbox.port) else {
-            throw KilnError(.invalidArgument, "port \(sandbox.port) is out of range", hint: "pass the port the service listens on, 1-65535, e.g. --port 8080")
+            throw KilnError(
+                .invalidArgument, "port \(sandbox.port) is out of range", hint: "pass the port the service listens on, 1-65535, e.g. --port 8080")
         }
         if let given = sandbox.environment["PORT"], given != String(sandbox.port) {
             // The sandbox's PORT is always --port's (the readiness check and every restore dial
@@ -89,20 +90,26 @@ public struct BakeRequest: Sendable {
             throw KilnError(.invalidArgument, "restore hook '\(hook)' must be a path starting with '/'", hint: "e.g. --on-restore /kiln/restored")
         }
         guard SandboxSpec.memoryLimitRange.contains(sandbox.memoryLimitBytes) else {
-            throw KilnError(.invalidArgument, "memory limit \(sandbox.memoryLimitBytes) bytes is out of range (6 MiB to 1 TiB)", hint: "e.g. --memory 1024")
+            throw KilnError(
+                .invalidArgument, "memory limit \(sandbox.memoryLimitBytes) bytes is out of range (6 MiB to 1 TiB)", hint: "e.g. --memory 1024")
         }
         if let app = sandbox.appDirectory {
             var isDirectory: ObjCBool = false
             guard FileManager.default.fileExists(atPath: app, isDirectory: &isDirectory), isDirectory.boolValue else {
-                throw KilnError(.invalidArgument, "the app directory '\(app)' does not exist", hint: "pass --app DIR with the directory holding your service (default: the current directory)")
+                throw KilnError(
+                    .invalidArgument, "the app directory '\(app)' does not exist",
+                    hint: "pass --app DIR with the directory holding your service (default: the current directory)")
             }
         }
         // CRIU reads and restores the resource limits of the service's tasks with prlimit(),
         // which another user's process allows only with CAP_SYS_RESOURCE: refuse before a cold start.
         if let user = sandbox.user, !HostPrivileges.has(.sysResource) {
             throw KilnError(
-                .missingCapability, "the service would run as uid \(user.uid), and kiln lacks CAP_SYS_RESOURCE, without which CRIU cannot read a non-root process's resource limits to checkpoint it",
-                hint: "run kiln with its full capability set, or run the service as root inside its sandbox (USER 0 in the image; it still gets no privileges)")
+                .missingCapability,
+                "the service would run as uid \(user.uid), and kiln lacks CAP_SYS_RESOURCE, without which CRIU cannot read a non-root process's resource limits to checkpoint it",
+                hint:
+                    "run kiln with its full capability set, or run the service as root inside its sandbox (USER 0 in the image; it still gets no privileges)"
+            )
         }
         _ = try CommandResolver(sandbox: sandbox).resolve()
     }
@@ -124,7 +131,9 @@ struct CommandResolver {
     /// The host path of the executable.
     func resolve() throws -> String {
         guard let program = sandbox.command.first, !program.isEmpty else {
-            throw KilnError(.invalidArgument, "no command given", hint: "put the service's command after '--', e.g. kiln bake hello --port 8080 --ready /health -- java -jar app.jar")
+            throw KilnError(
+                .invalidArgument, "no command given",
+                hint: "put the service's command after '--', e.g. kiln bake hello --port 8080 --ready /health -- java -jar app.jar")
         }
         let root: String?
         if case .directory(let path) = sandbox.rootFilesystem { root = path } else { root = nil }
@@ -190,4 +199,3 @@ extension CommandResolver {
         return root + "/" + resolved.joined(separator: "/")
     }
 }
-

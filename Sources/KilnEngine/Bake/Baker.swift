@@ -64,7 +64,9 @@ extension Kiln {
         do {
             if request.image == nil { try request.validate() } else { try SnapshotStore.validate(name: request.name) }
             if store.exists(request.name), !request.replace, !preflightOnly {
-                throw KilnError(.snapshotExists, "a snapshot named '\(request.name)' already exists", hint: "pass --replace to bake it again, or choose another name")
+                throw KilnError(
+                    .snapshotExists, "a snapshot named '\(request.name)' already exists",
+                    hint: "pass --replace to bake it again, or choose another name")
             }
             let id = makeInstanceID(for: request.name) + "-bake"
             var sandbox = makeSandbox(id: id, directory: "\(paths.bakes)/\(id)", purpose: action, forCheckpoint: true)
@@ -96,7 +98,8 @@ extension Kiln {
                 }
                 request.sandbox.agent = withAgent ? CRaCAgent(jarPath: try request.agentJar ?? CRaCAgent.locate()) : nil
                 staging = try store.makeStagingDirectory(for: request.name)
-                let outcome = try await bake(request, imported: imported, sandbox: &sandbox, staging: staging!, preflightOnly: preflightOnly, progress: progress)
+                let outcome = try await bake(
+                    request, imported: imported, sandbox: &sandbox, staging: staging!, preflightOnly: preflightOnly, progress: progress)
                 guard case .snapshot(let manifest) = outcome else {
                     await sandbox.tearDown()
                     try? FileManager.default.removeItem(atPath: staging!)
@@ -109,7 +112,8 @@ extension Kiln {
                 // The old version's image root goes too, unless copies restored from it still run
                 // in it (then `kiln gc` removes it once they are gone).
                 if let previous, let root = store.imageRoot(of: previous), root != store.imageRoot(of: manifest),
-                   !instanceRecords().contains(where: { $0.snapshot == request.name }) {
+                    !instanceRecords().contains(where: { $0.snapshot == request.name })
+                {
                     store.removeImageRoot(root)
                 }
                 return .snapshot(manifest)
@@ -176,7 +180,8 @@ extension Kiln {
             progress(.beforeCheckpoint(ms: checkpoint.elapsedMs, resources: checkpoint.resources, appRequested: true))
         } else {
             let coldStartMs = try await lifecycle.waitUntilReady(
-                port: sandbox.port, readiness: request.readiness, interval: .milliseconds(25), appDirectory: sandbox.appDirectory, keptLogPath: keptLog,
+                port: sandbox.port, readiness: request.readiness, interval: .milliseconds(25), appDirectory: sandbox.appDirectory,
+                keptLogPath: keptLog,
                 since: started)
             timings = BakeTimings(coldStartMs: coldStartMs)
             progress(.ready(coldStartMs: timings.coldStartMs))
@@ -309,14 +314,15 @@ extension Kiln {
                 architecture: $0.image.config.architecture, copyMs: $0.copyMs, unpackMs: $0.unpackMs,
                 rootListingSHA256: try FileDigest.listingSHA256(of: root))
         }
-        return .snapshot(try store.commit(staging: staging) { files in
-            SnapshotManifest(
-                name: request.name, createdAt: Date(), sandbox: sandbox, readiness: request.readiness, warmup: request.warmup,
-                host: host, timings: timings, compacted: compacted, shareMemory: request.shareMemory,
-                compression: request.compress ? DumpCache.compression : nil, encryption: encryption, restoreHook: request.restoreHook,
-                image: image,
-                cgroupsInImages: true, network: NetworkChoice.recorded(request.network), agentProcess: agentProcess, files: files)
-        })
+        return .snapshot(
+            try store.commit(staging: staging) { files in
+                SnapshotManifest(
+                    name: request.name, createdAt: Date(), sandbox: sandbox, readiness: request.readiness, warmup: request.warmup,
+                    host: host, timings: timings, compacted: compacted, shareMemory: request.shareMemory,
+                    compression: request.compress ? DumpCache.compression : nil, encryption: encryption, restoreHook: request.restoreHook,
+                    image: image,
+                    cgroupsInImages: true, network: NetworkChoice.recorded(request.network), agentProcess: agentProcess, files: files)
+            })
     }
 }
 
@@ -340,7 +346,8 @@ struct StoreSpace {
         let space = bytes.map { " (\(Self.mib($0.free)) free of \(Self.mib($0.total)) once the partial snapshot was removed)" } ?? ""
         return KilnError(
             .storeFull, "the snapshot store \(path) ran out of space while the snapshot was written\(space)",
-            hint: "free space there ('kiln rm' old snapshots), bake with --compress (about a quarter of the size), or point KILN_STORE at a larger filesystem; a snapshot needs about the service's resident memory",
+            hint:
+                "free space there ('kiln rm' old snapshots), bake with --compress (about a quarter of the size), or point KILN_STORE at a larger filesystem; a snapshot needs about the service's resident memory",
             details: original?.details.filter { $0.contains("No space") || $0.contains("ENOSPC") }.prefix(3).map { $0 } ?? ["\(error)"],
             logPath: original?.logPath)
     }

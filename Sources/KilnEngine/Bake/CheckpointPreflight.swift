@@ -78,7 +78,9 @@ package enum CheckpointPreflight {
     }
 
     /// Devices every sandbox has (runc's defaults) and that carry no state a copy would miss.
-    static let harmlessDevices: Set<String> = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/ptmx", "/dev/console"]
+    static let harmlessDevices: Set<String> = [
+        "/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/ptmx", "/dev/console",
+    ]
 
     /// Everything in `snapshot` that blocks a checkpoint. `servicePort` is the port kiln routes;
     /// `servicePid` (host pid) the service's main process (the JVM whose agent answered, else
@@ -102,7 +104,8 @@ package enum CheckpointPreflight {
         for process in snapshot.processes {
             let name = "pid \(process.namespacePid ?? process.pid) (\(process.command))"
             if !serviceLine.contains(process.pid), byPid[process.parent] != nil {
-                findings.append(Finding(kind: .childProcess, process: name, what: "child of pid \(byPid[process.parent]!.namespacePid ?? process.parent)"))
+                findings.append(
+                    Finding(kind: .childProcess, process: name, what: "child of pid \(byPid[process.parent]!.namespacePid ?? process.parent)"))
             }
             for file in process.files {
                 let target = file.target
@@ -113,14 +116,20 @@ package enum CheckpointPreflight {
                                 findings.append(Finding(kind: .listener, process: name, what: "TCP listener on \(socket.local)"))
                             }
                         } else if socket.state != "07" {
-                            findings.append(Finding(kind: .tcpConnection, process: name, what: "TCP \(socket.local) -> \(socket.remote) (\(tcpStateName(socket.state)))"))
+                            findings.append(
+                                Finding(
+                                    kind: .tcpConnection, process: name,
+                                    what: "TCP \(socket.local) -> \(socket.remote) (\(tcpStateName(socket.state)))"))
                         }
                     } else if let socket = udp[inode], socket.state == "01" {
                         findings.append(Finding(kind: .udpConnected, process: name, what: "UDP \(socket.local) -> \(socket.remote)"))
                     } else if let socket = unix[inode], socket.state == "03", !peers[inode].map({ $0 == 0 || heldSockets.contains($0) }).orFalse {
                         // A pair whose both ends the sandbox holds is dumped whole; one whose peer is
                         // closed (peer 0: the JDK's pre-close socketpair, one end closed at once) too.
-                        findings.append(Finding(kind: .unixSocket, process: name, what: "connected unix socket \(socket.path.isEmpty ? "(unnamed)" : socket.path) fd \(file.fd)"))
+                        findings.append(
+                            Finding(
+                                kind: .unixSocket, process: name,
+                                what: "connected unix socket \(socket.path.isEmpty ? "(unnamed)" : socket.path) fd \(file.fd)"))
                     }
                     continue
                 }
@@ -205,7 +214,7 @@ package enum CheckpointPreflight {
         for line in text.split(separator: "\n") {
             let fields = line.split(separator: " ", omittingEmptySubsequences: true)
             guard fields.count >= 10, fields[0].hasSuffix(":"), let inode = UInt64(fields[9]), inode != 0,
-                  let local = endpoint(fields[1]), let remote = endpoint(fields[2])
+                let local = endpoint(fields[1]), let remote = endpoint(fields[2])
             else { continue }
             sockets[inode] = InetSocket(local: local, remote: remote, state: String(fields[3]))
         }
@@ -292,7 +301,7 @@ package enum CheckpointPreflight {
     }
 }
 
-extension Optional<Bool> {
+extension Bool? {
     var orFalse: Bool { self ?? false }
 }
 
@@ -354,18 +363,24 @@ package struct PreflightSnapshot: Sendable, Equatable {
         var processes: [Process] = []
         for pid in ProcessInspector.pids(inCgroup: cgroupPath) {
             let status = text("/proc/\(pid)/status")
-            let parent = status.split(separator: "\n").first { $0.hasPrefix("PPid:") }
+            let parent =
+                status.split(separator: "\n").first { $0.hasPrefix("PPid:") }
                 .flatMap { Int32($0.dropFirst("PPid:".count).trimmingCharacters(in: .whitespaces)) } ?? 0
             let command = text("/proc/\(pid)/comm").trimmingCharacters(in: .whitespacesAndNewlines)
             var files: [OpenFile] = []
             let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
             for name in fds {
-                guard let fd = Int(name), let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(name)") else { continue }
+                guard let fd = Int(name), let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(name)") else {
+                    continue
+                }
                 let flags = text("/proc/\(pid)/fdinfo/\(name)").split(separator: "\n").first { $0.hasPrefix("flags:") }
                     .flatMap { Int($0.dropFirst("flags:".count).trimmingCharacters(in: .whitespaces), radix: 8) }
                 files.append(OpenFile(fd: fd, target: target, flags: flags))
             }
-            processes.append(Process(pid: pid, namespacePid: ProcessInspector.namespacePid(of: pid), parent: parent, command: command, files: files.sorted { $0.fd < $1.fd }))
+            processes.append(
+                Process(
+                    pid: pid, namespacePid: ProcessInspector.namespacePid(of: pid), parent: parent, command: command,
+                    files: files.sorted { $0.fd < $1.fd }))
         }
         let base = "/proc/\(containerPid)"
         let peers = (try? Subprocess.run("/usr/bin/nsenter", ["--net=\(base)/ns/net", "ss", "-xn"]))?.stdout ?? ""

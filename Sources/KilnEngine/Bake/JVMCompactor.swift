@@ -42,7 +42,7 @@ struct JVMCompactor {
     static func freeRatios(inFlags text: String) -> (min: Int, max: Int)? {
         func value(_ name: String) -> Int? {
             guard let line = text.split(separator: "\n").first(where: { $0.contains(" \(name) ") }),
-                  let equals = line.firstIndex(of: "=")
+                let equals = line.firstIndex(of: "=")
             else { return nil }
             return line[line.index(after: equals)...].split(separator: " ").first.flatMap { Int($0) }
         }

@@ -41,7 +41,8 @@ extension Kiln {
             let layer = "\(work)/layer.tar"
             let unpacked = try await Subprocess.run("zstd", ["-d", "-q", "\(work)/archive.tar.zst", "-o", layer])
             guard unpacked.status.isSuccess else {
-                throw KilnError(.systemCall, "zstd could not decompress the export (\(unpacked.status))", details: ImageImporter.lastLines(unpacked.stderr))
+                throw KilnError(
+                    .systemCall, "zstd could not decompress the export (\(unpacked.status))", details: ImageImporter.lastLines(unpacked.stderr))
             }
             try? FileManager.default.removeItem(atPath: "\(work)/archive.tar.zst")
             let layerSHA = try FileDigest.sha256(ofFile: layer)
@@ -62,16 +63,20 @@ extension Kiln {
             _ = try SnapshotArtifact.writeLayout(
                 at: "\(work)/layout", artifactType: nil, config: try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys]),
                 configMediaType: "application/vnd.oci.image.config.v1+json",
-                layers: [(
-                    blob: SnapshotArtifact.Blob(sha256: layerSHA, size: layerSize, source: layer),
-                    descriptor: SnapshotArtifact.Descriptor(mediaType: "application/vnd.oci.image.layer.v1.tar", digest: "sha256:\(layerSHA)", size: layerSize)
-                )],
+                layers: [
+                    (
+                        blob: SnapshotArtifact.Blob(sha256: layerSHA, size: layerSize, source: layer),
+                        descriptor: SnapshotArtifact.Descriptor(
+                            mediaType: "application/vnd.oci.image.layer.v1.tar", digest: "sha256:\(layerSHA)", size: layerSize)
+                    )
+                ],
                 annotations: annotations)
             // skopeo gzips the uncompressed layer on its way to a registry (as Podman's own push
             // does), so the registry's manifest digest is the one to report, not the layout's.
             let digest = try await copy(skopeo, from: "oci:\(work)/layout:\(SnapshotArtifact.tag)", to: reference, access: access, work: work)
             return CheckpointImagePushResult(
-                snapshot: name, reference: reference.description, digest: digest, layerBytes: layerSize, pushMs: start.duration(to: .now).milliseconds,
+                snapshot: name, reference: reference.description, digest: digest, layerBytes: layerSize,
+                pushMs: start.duration(to: .now).milliseconds,
                 baseImage: report.baseImage, baseImageName: report.baseImageName,
                 podmanCommands: [
                     "podman load -i \(report.baseImage)",

@@ -68,7 +68,8 @@ extension Kiln {
                     hint: "the registry or skopeo rewrote the manifest; use an OCI distribution registry (e.g. CNCF distribution 2.8+)")
             }
             var result = PushResult(
-                snapshot: name, reference: reference.description, digest: digest, files: manifest.files.count, sizeBytes: manifest.sizeBytes, pushMs: 0)
+                snapshot: name, reference: reference.description, digest: digest, files: manifest.files.count, sizeBytes: manifest.sizeBytes,
+                pushMs: 0)
             if let signingKey {
                 let signature = try signingKey.sign(manifestDigest: digest)
                 let tag = reference.signatureTag(for: digest)
@@ -128,7 +129,8 @@ extension Kiln {
                 } catch let error as KilnError where error.code == .imageNotFound {
                     // No signature tag: unsigned.
                 }
-                if let refusal = SnapshotSignature.refusal(of: signatures, manifestDigest: digest, trusted: trusted, reference: reference.description) {
+                if let refusal = SnapshotSignature.refusal(of: signatures, manifestDigest: digest, trusted: trusted, reference: reference.description)
+                {
                     throw refusal
                 }
                 signedBy = trusted.first { key in signatures.contains { key.isValid($0, manifestDigest: digest) } }?.id
@@ -137,11 +139,13 @@ extension Kiln {
             // 3. The kiln manifest (the config blob), checked against its digest, and the host check.
             let configData = try await inspect(skopeo, byDigest, config: true, access: access, reference: reference, work: work)
             guard "sha256:" + FileDigest.sha256(configData) == artifact.config.digest else {
-                throw KilnError(.snapshotCorrupt, "the kiln manifest of \(reference) does not match its digest \(artifact.config.digest); refusing it")
+                throw KilnError(
+                    .snapshotCorrupt, "the kiln manifest of \(reference) does not match its digest \(artifact.config.digest); refusing it")
             }
             let pulled = try SnapshotManifest.decode(configData, source: "of \(reference)")
             guard pulled.image == nil else {
-                throw KilnError(.invalidArgument, "\(reference) was baked from a container image; kiln pull does not carry image root filesystems yet")
+                throw KilnError(
+                    .invalidArgument, "\(reference) was baked from a container image; kiln pull does not carry image root filesystems yet")
             }
             try Self.checkLayers(artifact.layers, match: pulled, reference: reference)
             let differences = try hostDifferences(pulled)
@@ -207,13 +211,15 @@ extension Kiln {
     static func checkLayers(_ layers: [SnapshotArtifact.Descriptor], match manifest: SnapshotManifest, reference: RegistryReference) throws {
         guard layers.count == manifest.files.count else {
             throw KilnError(
-                .snapshotCorrupt, "\(reference) has \(layers.count) layers for the \(manifest.files.count) files its kiln manifest lists; refusing it")
+                .snapshotCorrupt, "\(reference) has \(layers.count) layers for the \(manifest.files.count) files its kiln manifest lists; refusing it"
+            )
         }
         for (layer, file) in zip(layers, manifest.files) {
             guard layer.digest == "sha256:\(file.sha256)", layer.size == file.size, layer.annotations?[SnapshotArtifact.titleAnnotation] == file.path,
-                  layer.mediaType == SnapshotArtifact.fileMediaType
+                layer.mediaType == SnapshotArtifact.fileMediaType
             else {
-                throw KilnError(.snapshotCorrupt, "\(reference): its layer \(layer.digest) is not the file \(file.path) its kiln manifest lists; refusing it")
+                throw KilnError(
+                    .snapshotCorrupt, "\(reference): its layer \(layer.digest) is not the file \(file.path) its kiln manifest lists; refusing it")
             }
         }
     }
@@ -235,7 +241,9 @@ extension Kiln {
     static func locateSkopeo(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> String {
         let searchPath = (environment["PATH"] ?? "") + ":/usr/local/bin:/usr/bin:/bin"
         guard let path = ExecutableSearch.find(environment["KILN_SKOPEO"].flatMap { $0.isEmpty ? nil : $0 } ?? "skopeo", in: searchPath) else {
-            throw KilnError(.toolMissing, "skopeo is not installed (kiln push and pull copy snapshots with it)", hint: "apt-get install skopeo (or run 'make setup')")
+            throw KilnError(
+                .toolMissing, "skopeo is not installed (kiln push and pull copy snapshots with it)",
+                hint: "apt-get install skopeo (or run 'make setup')")
         }
         return path
     }
@@ -248,7 +256,8 @@ extension Kiln {
     func inspect(
         _ skopeo: String, _ transport: String, config: Bool, access: RegistryAccess, reference: RegistryReference, work: String
     ) async throws -> Data {
-        let arguments = ["inspect", "--raw"] + (config ? ["--config"] : []) + (try access.skopeoOptions("", reference: reference, work: work)) + [transport]
+        let arguments =
+            ["inspect", "--raw"] + (config ? ["--config"] : []) + (try access.skopeoOptions("", reference: reference, work: work)) + [transport]
         logger.debug("registry: \(skopeo) \(arguments.joined(separator: " "))")
         let output = try await Subprocess.run(skopeo, arguments)
         guard output.status.isSuccess else { throw Self.explainRegistryFailure(reference, stderr: output.stderr) }
@@ -260,7 +269,8 @@ extension Kiln {
         let digestFile = "\(work)/pushed-digest"
         try? FileManager.default.removeItem(atPath: digestFile)
         let arguments =
-            ["--insecure-policy", "copy", "--quiet", "--digestfile", digestFile] + (try access.skopeoOptions("dest", reference: reference, work: work))
+            ["--insecure-policy", "copy", "--quiet", "--digestfile", digestFile]
+            + (try access.skopeoOptions("dest", reference: reference, work: work))
             + [source, reference.transport]
         logger.debug("registry: \(skopeo) \(arguments.joined(separator: " "))")
         let output = try await Subprocess.run(skopeo, arguments)
@@ -269,9 +279,12 @@ extension Kiln {
     }
 
     /// `skopeo copy` from the registry into a layout (skopeo checks each blob against its digest).
-    func copy(_ skopeo: String, from source: String, to destination: String, access: RegistryAccess, reference: RegistryReference, work: String) async throws {
+    func copy(_ skopeo: String, from source: String, to destination: String, access: RegistryAccess, reference: RegistryReference, work: String)
+        async throws
+    {
         // --insecure-policy: kiln checks its own signatures (--verify), not containers' policy.json.
-        let arguments = ["--insecure-policy", "copy", "--quiet"] + (try access.skopeoOptions("src", reference: reference, work: work)) + [source, destination]
+        let arguments =
+            ["--insecure-policy", "copy", "--quiet"] + (try access.skopeoOptions("src", reference: reference, work: work)) + [source, destination]
         logger.debug("registry: \(skopeo) \(arguments.joined(separator: " "))")
         let output = try await Subprocess.run(skopeo, arguments)
         guard output.status.isSuccess else { throw Self.explainRegistryFailure(reference, stderr: output.stderr) }
@@ -282,7 +295,9 @@ extension Kiln {
         let details = stderr.split(separator: "\n").suffix(4).map { String($0.prefix(400)) }
         let text = stderr.lowercased()
         if text.contains("manifest unknown") || text.contains("name unknown") || text.contains("not found") {
-            return KilnError(.imageNotFound, "\(reference) is not in the registry", hint: "check the repository and tag (kiln push NAME \(reference))", details: details)
+            return KilnError(
+                .imageNotFound, "\(reference) is not in the registry", hint: "check the repository and tag (kiln push NAME \(reference))",
+                details: details)
         }
         if text.contains("unauthorized") || text.contains("authentication required") || text.contains("denied") {
             return KilnError(
@@ -296,11 +311,14 @@ extension Kiln {
         }
         if text.contains("digest") && (text.contains("match") || text.contains("verif")) {
             return KilnError(
-                .snapshotCorrupt, "a blob of \(reference) does not match its digest: the registry's copy is damaged or was tampered with; nothing was stored",
+                .snapshotCorrupt,
+                "a blob of \(reference) does not match its digest: the registry's copy is damaged or was tampered with; nothing was stored",
                 hint: "push the snapshot again from a host that has it intact", details: details)
         }
         if text.contains("connection refused") || text.contains("no such host") || text.contains("timeout") {
-            return KilnError(.registryFailed, "the registry \(reference.registry) cannot be reached", hint: "is it running, and is the address right?", details: details)
+            return KilnError(
+                .registryFailed, "the registry \(reference.registry) cannot be reached", hint: "is it running, and is the address right?",
+                details: details)
         }
         return KilnError(.registryFailed, "skopeo failed for \(reference)", details: details)
     }

@@ -20,9 +20,10 @@ extension Kiln {
     /// C library, `criu check --feature`, cached in the state directory), with
     /// `$KILN_HOST_FACTS` replacing any of them.
     public var hostFactsSource: any HostFactsSource {
-        hostCheck.source ?? ProcHostFactsSource(
-            criu: criu, runtime: runtime.versionDescription(), cachePath: "\(paths.state)/host-facts.json",
-            overridePath: ProcessInfo.processInfo.environment["KILN_HOST_FACTS"].flatMap { $0.isEmpty ? nil : $0 })
+        hostCheck.source
+            ?? ProcHostFactsSource(
+                criu: criu, runtime: runtime.versionDescription(), cachePath: "\(paths.state)/host-facts.json",
+                overridePath: ProcessInfo.processInfo.environment["KILN_HOST_FACTS"].flatMap { $0.isEmpty ? nil : $0 })
     }
 
     /// The facts to record in a snapshot baked here for `sandbox`.

@@ -28,9 +28,11 @@ public struct RegistryReference: Sendable, Equatable, CustomStringConvertible {
         let hostCharacters = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]")
         let pathCharacters = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyz0123456789._-/")
         let tagCharacters = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-        guard !registry.isEmpty, registry.unicodeScalars.allSatisfy(hostCharacters.contains), registry.contains(".") || registry.contains(":") || registry == "localhost"
+        guard !registry.isEmpty, registry.unicodeScalars.allSatisfy(hostCharacters.contains),
+            registry.contains(".") || registry.contains(":") || registry == "localhost"
         else {
-            throw KilnError(.invalidArgument, "'\(text)' does not start with a registry host (a name with a dot or a port, or localhost)", hint: syntax)
+            throw KilnError(
+                .invalidArgument, "'\(text)' does not start with a registry host (a name with a dot or a port, or localhost)", hint: syntax)
         }
         guard !path.isEmpty, path.unicodeScalars.allSatisfy(pathCharacters.contains), !path.hasPrefix("/"), !path.hasSuffix("/"), !path.contains("//")
         else {
@@ -57,7 +59,9 @@ public struct RegistryReference: Sendable, Equatable, CustomStringConvertible {
 
     /// The registry's host without its port.
     var host: String {
-        if registry.hasPrefix("["), let end = registry.firstIndex(of: "]") { return String(registry[registry.index(after: registry.startIndex)..<end]) }
+        if registry.hasPrefix("["), let end = registry.firstIndex(of: "]") {
+            return String(registry[registry.index(after: registry.startIndex)..<end])
+        }
         return String(registry.split(separator: ":").first ?? "")
     }
 

@@ -99,7 +99,8 @@ enum SnapshotArtifact {
         let layers = manifest.files.map { file in
             (
                 blob: Blob(sha256: file.sha256, size: file.size, source: "\(dumpDirectory)/\(file.path)"),
-                descriptor: Descriptor(mediaType: fileMediaType, digest: "sha256:\(file.sha256)", size: file.size, annotations: [titleAnnotation: file.path])
+                descriptor: Descriptor(
+                    mediaType: fileMediaType, digest: "sha256:\(file.sha256)", size: file.size, annotations: [titleAnnotation: file.path])
             )
         }
         return try writeLayout(
@@ -111,7 +112,9 @@ enum SnapshotArtifact {
     static func readLayout(_ layout: String) throws -> (digest: String, manifest: Manifest, blob: (String) -> String) {
         let blobPath = { (digest: String) in "\(layout)/blobs/sha256/\(digest.dropFirst("sha256:".count))" }
         func read(_ path: String, _ what: String) throws -> Data {
-            guard let data = FileManager.default.contents(atPath: path) else { throw KilnError(.snapshotCorrupt, "the pulled \(what) is missing (\(path))") }
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw KilnError(.snapshotCorrupt, "the pulled \(what) is missing (\(path))")
+            }
             return data
         }
         let index = try decode(Index.self, try read("\(layout)/index.json", "index"), "index")

@@ -30,7 +30,9 @@ public enum Doctor {
             add("root", .failed, "running as uid \(geteuid())", fix: "run kiln as root (sudo)")
         } else {
             let missing = HostPrivileges.missingCapabilities()
-            add("root", missing.isEmpty ? .ok : .failed, missing.isEmpty ? "uid 0 with the capabilities CRIU needs" : "missing \(missing.joined(separator: ", "))",
+            add(
+                "root", missing.isEmpty ? .ok : .failed,
+                missing.isEmpty ? "uid 0 with the capabilities CRIU needs" : "missing \(missing.joined(separator: ", "))",
                 fix: missing.isEmpty ? nil : "run kiln with its full capability set")
         }
         let kernel = HostFacts.kernelRelease()
@@ -41,8 +43,10 @@ public enum Doctor {
             add("criu", .ok, "CRIU \(criu.version) at \(criu.path)")
             if geteuid() == 0 {
                 let check = criu.check()
-                add("criu check", check.ok ? .ok : .failed, check.output.split(separator: "\n").last.map(String.init) ?? "",
-                    fix: check.ok ? nil : "see 'criu check' output; CRIU \(CRIU.minimumVersion)+ built by 'make setup' is known to work on Linux 6.18")
+                add(
+                    "criu check", check.ok ? .ok : .failed, check.output.split(separator: "\n").last.map(String.init) ?? "",
+                    fix: check.ok ? nil : "see 'criu check' output; CRIU \(CRIU.minimumVersion)+ built by 'make setup' is known to work on Linux 6.18"
+                )
             }
         } catch let error as KilnError {
             add("criu", .failed, error.message, fix: error.hint)
@@ -50,7 +54,8 @@ public enum Doctor {
             add("criu", .failed, "\(error)")
         }
         let kdat = FileManager.default.fileExists(atPath: "/dev/shm/criu.kdat") || FileManager.default.fileExists(atPath: "/run/criu.kdat")
-        add("criu kdat cache", kdat ? .ok : .warning, kdat ? "kernel feature cache present (saves ~30 ms per restore)" : "no criu.kdat cache yet",
+        add(
+            "criu kdat cache", kdat ? .ok : .warning, kdat ? "kernel feature cache present (saves ~30 ms per restore)" : "no criu.kdat cache yet",
             fix: kdat ? nil : "run 'criu check' once as root; CRIU built with RUNDIR on tmpfs (make setup) keeps the cache")
 
         do {
@@ -80,14 +85,16 @@ public enum Doctor {
         } catch {}
 
         let memoryCgroup = CgroupHierarchy.isUnified || CgroupHierarchy.hierarchies().contains("\(CgroupHierarchy.mountPoint)/memory")
-        add("cgroups", memoryCgroup ? .ok : .failed,
+        add(
+            "cgroups", memoryCgroup ? .ok : .failed,
             CgroupHierarchy.isUnified ? "cgroup v2" : "cgroup v1 (memory controller \(memoryCgroup ? "mounted" : "missing"))",
             fix: memoryCgroup ? nil : "mount the memory cgroup controller")
 
         var storeInfo = stat()
         if stat(paths.store, &storeInfo) == 0 {
             let mode = storeInfo.st_mode & 0o777
-            add("snapshot store", mode & 0o077 == 0 ? .ok : .failed, "\(paths.store) mode \(String(mode, radix: 8))",
+            add(
+                "snapshot store", mode & 0o077 == 0 ? .ok : .failed, "\(paths.store) mode \(String(mode, radix: 8))",
                 fix: mode & 0o077 == 0 ? nil : "chmod 700 \(paths.store): snapshots hold process memory, secrets included")
         } else {
             add("snapshot store", .ok, "\(paths.store) (created on first bake, mode 700)")

@@ -65,7 +65,10 @@ extension Kiln {
             }
             var moved = false
             defer { if !moved { unlink(partial) } }
-            let members = [PodmanArchive.configDump, PodmanArchive.specDump, PodmanArchive.rootfsDiff, PodmanArchive.kilnManifest, PodmanArchive.checkpointDirectory]
+            let members = [
+                PodmanArchive.configDump, PodmanArchive.specDump, PodmanArchive.rootfsDiff, PodmanArchive.kilnManifest,
+                PodmanArchive.checkpointDirectory,
+            ]
             // -h: `checkpoint` is a link to the image directory; its files go in as files.
             let output = try await Subprocess.run(
                 "tar", ["--zstd", "-chf", partial, "-C", scratch, "--owner=0", "--group=0", "--numeric-owner", "--mode=go-rwx"] + members)
@@ -96,19 +99,22 @@ extension Kiln {
     static func checkExportable(_ manifest: SnapshotManifest) throws {
         guard manifest.cgroupsInImages == true else {
             throw KilnError(
-                .invalidArgument, "snapshot '\(manifest.name)' was baked by a kiln that left the cgroup controllers out of its images, which a Podman restore needs",
+                .invalidArgument,
+                "snapshot '\(manifest.name)' was baked by a kiln that left the cgroup controllers out of its images, which a Podman restore needs",
                 hint: "bake it again with this kiln (kiln bake \(manifest.name) --replace ...)")
         }
         switch manifest.sandbox.rootFilesystem {
         case .host:
             guard (manifest.sandbox.rootMode ?? 0o755) == PodmanArchive.rootMode else {
                 throw KilnError(
-                    .invalidArgument, "snapshot '\(manifest.name)' has a root of mode \(String(manifest.sandbox.rootMode ?? 0o755, radix: 8)), and CRIU only restores it on a root of that mode (Podman's is \(String(PodmanArchive.rootMode, radix: 8)))",
+                    .invalidArgument,
+                    "snapshot '\(manifest.name)' has a root of mode \(String(manifest.sandbox.rootMode ?? 0o755, radix: 8)), and CRIU only restores it on a root of that mode (Podman's is \(String(PodmanArchive.rootMode, radix: 8)))",
                     hint: "bake it again with this kiln (kiln bake \(manifest.name) --replace ...)")
             }
         case .directory(let path):
             throw KilnError(
-                .invalidArgument, "snapshot '\(manifest.name)' runs on its own root filesystem (\(path)), which a Podman archive cannot carry as its image",
+                .invalidArgument,
+                "snapshot '\(manifest.name)' runs on its own root filesystem (\(path)), which a Podman archive cannot carry as its image",
                 hint: "export snapshots baked on kiln's default root (without --rootfs or --image)")
         }
         if let binds = manifest.sandbox.binds, binds.contains(where: { $0.source == nil }) {
@@ -120,7 +126,8 @@ extension Kiln {
             // Its JVM holds the agent jar open and expects a control directory per copy: mounts a
             // Podman archive cannot describe.
             throw KilnError(
-                .invalidArgument, "snapshot '\(manifest.name)' runs kiln's CRaC agent, whose jar and per-copy control directory a Podman archive cannot carry",
+                .invalidArgument,
+                "snapshot '\(manifest.name)' runs kiln's CRaC agent, whose jar and per-copy control directory a Podman archive cannot carry",
                 hint: "bake it again with --no-agent to export it")
         }
     }
@@ -149,7 +156,8 @@ extension Kiln {
         try SandboxBundle.layOutHostRoot(at: root, hostname: manifest.name, binds: binds)
         if let app = sandbox.appDirectory { try FileManager.default.createDirectory(atPath: root + app, withIntermediateDirectories: true) }
         chmod(root, mode_t(PodmanArchive.rootMode))
-        let tar = try Subprocess.run("tar", ["-cf", "\(directory)/\(PodmanArchive.rootfsDiff)", "-C", root, "--owner=0", "--group=0", "--numeric-owner", "."])
+        let tar = try Subprocess.run(
+            "tar", ["-cf", "\(directory)/\(PodmanArchive.rootfsDiff)", "-C", root, "--owner=0", "--group=0", "--numeric-owner", "."])
         guard tar.status.isSuccess else { throw KilnError(.systemCall, "tar could not write the root file system layer: \(tar.stderr)") }
 
         var kilnManifest = manifest
@@ -175,10 +183,13 @@ extension Kiln {
             let start = ContinuousClock.now
             try SnapshotStore.validate(name: name)
             if store.exists(name), !replace {
-                throw KilnError(.snapshotExists, "a snapshot named '\(name)' already exists", hint: "pass --replace to overwrite it, or choose another --name")
+                throw KilnError(
+                    .snapshotExists, "a snapshot named '\(name)' already exists", hint: "pass --replace to overwrite it, or choose another --name")
             }
             guard FileManager.default.isReadableFile(atPath: archive) else {
-                throw KilnError(.invalidArgument, "cannot read \(archive)", hint: "give the path of a 'podman container checkpoint --export' or 'kiln export' archive")
+                throw KilnError(
+                    .invalidArgument, "cannot read \(archive)",
+                    hint: "give the path of a 'podman container checkpoint --export' or 'kiln export' archive")
             }
             // An import in progress counts as a bake for `kiln gc`, which then keeps the store's
             // staging directory (where the snapshot is written) alone.
@@ -248,14 +259,17 @@ extension Kiln {
             let network = spec.linux?.namespaces?.first { $0.type == "network" }
             guard network?.path != nil else {
                 throw KilnError(
-                    .invalidArgument, "\(archive): the container's network namespace is in the checkpoint (it ran with --network none or without a network namespace of its own), and kiln restores into network namespaces it makes itself",
+                    .invalidArgument,
+                    "\(archive): the container's network namespace is in the checkpoint (it ran with --network none or without a network namespace of its own), and kiln restores into network namespaces it makes itself",
                     hint: "checkpoint a container on a Podman network (the default bridge)")
             }
             guard let port else {
                 throw KilnError(.invalidArgument, "a Podman archive does not say which port the service listens on", hint: "pass --port PORT")
             }
             guard let readiness else {
-                throw KilnError(.invalidArgument, "a Podman archive does not say how to tell the service is ready", hint: "pass --ready PATH (a path that answers GET with 2xx)")
+                throw KilnError(
+                    .invalidArgument, "a Podman archive does not say how to tell the service is ready",
+                    hint: "pass --ready PATH (a path that answers GET with 2xx)")
             }
             let sandbox = try Self.sandbox(from: spec, port: port, rootfs: rootfs, archive: archive)
             manifest = SnapshotManifest(
@@ -291,8 +305,11 @@ extension Kiln {
     static func checkHostExposure(_ sandbox: SandboxSpec, source: String, archive: String) throws {
         if let writable = sandbox.binds?.first(where: { $0.source != nil && !$0.readOnly }) {
             throw KilnError(
-                .invalidArgument, "\(archive) binds the host's \(writable.source!) writable at \(writable.destination); kiln imports host directories read-only only",
-                hint: "checkpoint the container with that volume mounted read-only (-v \(writable.source!):\(writable.destination):ro), or put what it needs in its image")
+                .invalidArgument,
+                "\(archive) binds the host's \(writable.source!) writable at \(writable.destination); kiln imports host directories read-only only",
+                hint:
+                    "checkpoint the container with that volume mounted read-only (-v \(writable.source!):\(writable.destination):ro), or put what it needs in its image"
+            )
         }
         if source == "kiln", case .directory(let root) = sandbox.rootFilesystem {
             throw KilnError(
@@ -326,25 +343,30 @@ extension Kiln {
             var isDirectory: ObjCBool = false
             guard InputValidation.isCleanAbsolutePath(hostPath), FileManager.default.fileExists(atPath: hostPath, isDirectory: &isDirectory) else {
                 throw KilnError(
-                    .invalidArgument, "the checkpointed container had \(hostPath) bound at \(mount.destination), and there is no \(hostPath) on this host",
-                    hint: "CRIU restores a process only with the same mounts at the same paths: make \(hostPath) available here (the same content) and import again")
+                    .invalidArgument,
+                    "the checkpointed container had \(hostPath) bound at \(mount.destination), and there is no \(hostPath) on this host",
+                    hint:
+                        "CRIU restores a process only with the same mounts at the same paths: make \(hostPath) available here (the same content) and import again"
+                )
             }
             binds.append(.init(destination: mount.destination, source: hostPath, readOnly: readOnly, isDirectory: isDirectory.boolValue))
         }
         let limit = spec.linux?.resources?.memory?.limit.flatMap { SandboxSpec.memoryLimitRange.contains($0) ? $0 : nil }
-        let root: SandboxSpec.RootFilesystem = try rootfs.map { path in
-            let absolute = URL(fileURLWithPath: path).standardizedFileURL.path
-            var info = stat()
-            guard stat(absolute, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {
-                throw KilnError(.invalidArgument, "--rootfs \(path) is not a directory")
-            }
-            guard Int(info.st_mode & 0o7777) == PodmanArchive.rootMode else {
-                throw KilnError(
-                    .invalidArgument, "--rootfs \(path) has mode \(String(info.st_mode & 0o7777, radix: 8)); CRIU restores the container only on a root of mode \(String(PodmanArchive.rootMode, radix: 8)), the mode Podman's root had",
-                    hint: "chmod \(String(PodmanArchive.rootMode, radix: 8)) \(path)")
-            }
-            return .directory(absolute)
-        } ?? .host
+        let root: SandboxSpec.RootFilesystem =
+            try rootfs.map { path in
+                let absolute = URL(fileURLWithPath: path).standardizedFileURL.path
+                var info = stat()
+                guard stat(absolute, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {
+                    throw KilnError(.invalidArgument, "--rootfs \(path) is not a directory")
+                }
+                guard Int(info.st_mode & 0o7777) == PodmanArchive.rootMode else {
+                    throw KilnError(
+                        .invalidArgument,
+                        "--rootfs \(path) has mode \(String(info.st_mode & 0o7777, radix: 8)); CRIU restores the container only on a root of mode \(String(PodmanArchive.rootMode, radix: 8)), the mode Podman's root had",
+                        hint: "chmod \(String(PodmanArchive.rootMode, radix: 8)) \(path)")
+                }
+                return .directory(absolute)
+            } ?? .host
         return SandboxSpec(
             command: args, environment: environment, workingDirectory: spec.process?.cwd ?? "/", appDirectory: nil, rootFilesystem: root,
             port: port, memoryLimitBytes: limit ?? (1 << 30), rootMode: PodmanArchive.rootMode, binds: binds)

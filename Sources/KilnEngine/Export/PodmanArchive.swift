@@ -79,6 +79,8 @@ public enum PodmanArchive {
         var name: String
         var rootfsImageID = BaseImage.id
         var rootfsImageName = BaseImage.name
+        // Podman's own spelling of this field of config.dump.
+        // swift-format-ignore: AlwaysUseLowerCamelCase
         var RawImageName = BaseImage.name
         var spec: OCIConfig
         var command: [String]
@@ -113,7 +115,10 @@ public enum PodmanArchive {
             var isBind: Bool { type == "bind" || (options ?? []).contains { $0 == "bind" || $0 == "rbind" } }
         }
         struct Linux: Decodable {
-            struct Namespace: Decodable { var type: String; var path: String? }
+            struct Namespace: Decodable {
+                var type: String
+                var path: String?
+            }
             struct Resources: Decodable {
                 struct Memory: Decodable { var limit: Int64? }
                 var memory: Memory?

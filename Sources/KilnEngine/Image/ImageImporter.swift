@@ -33,7 +33,8 @@ public struct ImageImporter: Sendable {
             guard let path = ExecutableSearch.find(explicit ?? tool, in: searchPath) else {
                 throw KilnError(
                     .toolMissing,
-                    explicit.map { "\(variable) points at '\($0)', which is not an executable file" } ?? "\(tool) is not installed (kiln bakes images with skopeo and umoci)",
+                    explicit.map { "\(variable) points at '\($0)', which is not an executable file" }
+                        ?? "\(tool) is not installed (kiln bakes images with skopeo and umoci)",
                     hint: "install it: apt-get install skopeo umoci (or run 'make setup')\(explicit == nil ? "" : ", or unset \(variable)")")
             }
             return path
@@ -103,20 +104,25 @@ public struct ImageImporter: Sendable {
                 .imageUnsupported, "image \(reference) has no variant for linux/\(ImageConfig.hostArchitecture)",
                 hint: "build or pull it for linux/\(ImageConfig.hostArchitecture); kiln cannot emulate another CPU", details: details)
         }
-        if case .docker = reference, text.contains("cannot connect to the docker daemon") || text.contains("docker.sock") || text.contains("is the docker daemon running") {
+        if case .docker = reference,
+            text.contains("cannot connect to the docker daemon") || text.contains("docker.sock") || text.contains("is the docker daemon running")
+        {
             return KilnError(
                 .toolMissing, "the Docker daemon is not reachable, so image \(reference) cannot be read from it",
-                hint: "start dockerd (or set DOCKER_HOST), or export the image first: docker save, or skopeo copy into an OCI layout and bake from oci:DIR", details: details)
+                hint:
+                    "start dockerd (or set DOCKER_HOST), or export the image first: docker save, or skopeo copy into an OCI layout and bake from oci:DIR",
+                details: details)
         }
-        let where_: String =
+        let place: String =
             switch reference {
             case .ociLayout(let path, _): "the OCI layout \(path)"
             case .podman: "containers-storage (podman images lists it)"
             case .docker: "the Docker daemon (docker images lists it)"
             }
         return KilnError(
-            .imageNotFound, "image \(reference) was not found in \(where_)",
-            hint: "check the name and tag; kiln reads local images only, pull or load it first (podman pull, docker pull, podman load)", details: details)
+            .imageNotFound, "image \(reference) was not found in \(place)",
+            hint: "check the name and tag; kiln reads local images only, pull or load it first (podman pull, docker pull, podman load)",
+            details: details)
     }
 
     static func lastLines(_ text: String) -> [String] {

@@ -73,7 +73,8 @@ extension Kiln {
             }
         }
         // Instance directories without a readable record are half-made restores.
-        for id in (try? FileManager.default.contentsOfDirectory(atPath: paths.instances)) ?? [] where !keep.contains(id) && !report.instances.contains(id) {
+        for id in (try? FileManager.default.contentsOfDirectory(atPath: paths.instances)) ?? []
+        where !keep.contains(id) && !report.instances.contains(id) {
             var sandbox = adoptSandbox(id: id, directory: instanceDirectory(id))
             await sandbox.tearDown()
             report.directories.append(instanceDirectory(id))
@@ -93,10 +94,11 @@ extension Kiln {
         // Image root filesystems no snapshot refers to (a replaced version, a bake that was
         // killed), unless a live bake is unpacking it or a running copy still has it as its root.
         let referenced = Set(((try? store.list()) ?? []).compactMap { store.imageRoot(of: $0) })
-        let inUse = Set(keep.compactMap { id in
-            (try? Data(contentsOf: URL(fileURLWithPath: "\(instanceDirectory(id))/bundle/config.json")))
-                .flatMap { try? JSONDecoder().decode(OCIConfig.self, from: $0).root.path }
-        })
+        let inUse = Set(
+            keep.compactMap { id in
+                (try? Data(contentsOf: URL(fileURLWithPath: "\(instanceDirectory(id))/bundle/config.json")))
+                    .flatMap { try? JSONDecoder().decode(OCIConfig.self, from: $0).root.path }
+            })
         for entry in (try? FileManager.default.contentsOfDirectory(atPath: store.rootfsDirectory)) ?? [] where !keep.contains(entry) {
             let path = "\(store.rootfsDirectory)/\(entry)"
             guard !referenced.contains(path), !inUse.contains(path) else { continue }
@@ -117,7 +119,8 @@ extension Kiln {
         }
         let pools = sweepNamespacePools()
         report.networkNamespaces += pools.removed
-        for pin in (try? FileManager.default.contentsOfDirectory(atPath: paths.networkNamespaces)) ?? [] where !keep.contains(pin) && !pin.hasPrefix("pool-") {
+        for pin in (try? FileManager.default.contentsOfDirectory(atPath: paths.networkNamespaces)) ?? []
+        where !keep.contains(pin) && !pin.hasPrefix("pool-") {
             NetworkNamespace.remove(at: "\(paths.networkNamespaces)/\(pin)")
             report.networkNamespaces.append(pin)
         }

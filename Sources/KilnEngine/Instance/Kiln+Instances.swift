@@ -41,7 +41,8 @@ extension Kiln {
     /// fails, the copies that came up are left running and the first failure is thrown.
     /// `progress` sees each copy as it comes up; the result is in the order they came up.
     public func restore(
-        _ manifest: SnapshotManifest, count: Int, parallel: Int = 4, readinessTimeout: Duration = .seconds(30), shareMemory: Bool? = nil, network: String? = nil,
+        _ manifest: SnapshotManifest, count: Int, parallel: Int = 4, readinessTimeout: Duration = .seconds(30), shareMemory: Bool? = nil,
+        network: String? = nil,
         progress: @Sendable (InstanceRecord) -> Void = { _ in }
     ) async throws -> [InstanceRecord] {
         guard count >= 1, count <= 256 else {
@@ -89,7 +90,8 @@ extension Kiln {
             do {
                 try PageMerging.enable()
             } catch let error as KilnError {
-                logger.warning("copies will not share memory until ksmd runs", metadata: ["reason": "\(error.message)", "fix": "\(error.hint ?? "")"])
+                logger.warning(
+                    "copies will not share memory until ksmd runs", metadata: ["reason": "\(error.message)", "fix": "\(error.hint ?? "")"])
             }
         }
         InstanceHTTPClient.prepare()
@@ -98,7 +100,9 @@ extension Kiln {
         do {
             let start = ContinuousClock.now
             if manifest.network != nil { sandbox.keepResolvConfMount() } else { sandbox.mountsNetworkResolvConf = false }
-            try await sandbox.prepare(manifest.sandbox, ownerMark: ownsInstances, network: try networkPlan(network ?? manifest.network, snapshot: manifest.name, pool: pool))
+            try await sandbox.prepare(
+                manifest.sandbox, ownerMark: ownsInstances, network: try networkPlan(network ?? manifest.network, snapshot: manifest.name, pool: pool)
+            )
             // Only the first restore of a compressed or encrypted snapshot unpacks it (into tmpfs).
             let dump = try DumpCache(root: paths.dumpCache, store: store).directory(for: manifest, key: try keys.key(for: manifest))
             let prepared = ContinuousClock.now
@@ -110,7 +114,9 @@ extension Kiln {
             }
             let restored = ContinuousClock.now
             try sandbox.assumeIdentity(hostname: id)
-            if let attachment = sandbox.attachment, let socket = RestoreAddressCheck.strandedListeners(ofProcess: container.pid, address: attachment.ip).first {
+            if let attachment = sandbox.attachment,
+                let socket = RestoreAddressCheck.strandedListeners(ofProcess: container.pid, address: attachment.ip).first
+            {
                 throw RestoreAddressCheck.stranded(("", socket.port, socket.address), attachment: attachment, details: [], logPath: sandbox.logPath)
             }
             // The copy's CRaC afterRestore, in its new identity, before anything can reach it.
@@ -120,20 +126,26 @@ extension Kiln {
                 afterRestoreMs = agent.elapsedMs
                 for warning in agent.warnings { logger.warning("\(id): the agent says: \(warning)") }
             }
-            let outcome = try await sandbox.probe(port: manifest.sandbox.port, path: manifest.readiness.path, timeout: readinessTimeout, interval: pollInterval)
+            let outcome = try await sandbox.probe(
+                port: manifest.sandbox.port, path: manifest.readiness.path, timeout: readinessTimeout, interval: pollInterval)
             guard outcome == .ready else {
                 throw KilnError(
                     .restoreFailed, "the restored service did not answer \(manifest.readiness.path) (\(outcome))",
                     details: ProcessInspector.lastLines(ofFile: sandbox.logPath, count: 15), logPath: sandbox.logPath)
             }
             let endpoint = sandbox.endpoint(port: manifest.sandbox.port)
-            if let hook = manifest.restoreHook { try await notifyRestored(hook, id: id, manifest: manifest, endpoint: endpoint, logPath: sandbox.logPath) }
+            if let hook = manifest.restoreHook {
+                try await notifyRestored(hook, id: id, manifest: manifest, endpoint: endpoint, logPath: sandbox.logPath)
+            }
             let answered = ContinuousClock.now
-            logger.debug("\(id): sandbox prepared in \(start.duration(to: prepared).milliseconds) ms, runc restore took \(prepared.duration(to: restored).milliseconds) ms, first response \(restored.duration(to: answered).milliseconds) ms later (afterRestore \(afterRestoreMs.map { String(format: "%.1f", $0) } ?? "-") ms)")
+            logger.debug(
+                "\(id): sandbox prepared in \(start.duration(to: prepared).milliseconds) ms, runc restore took \(prepared.duration(to: restored).milliseconds) ms, first response \(restored.duration(to: answered).milliseconds) ms later (afterRestore \(afterRestoreMs.map { String(format: "%.1f", $0) } ?? "-") ms)"
+            )
             let record = InstanceRecord(
                 id: id, snapshot: manifest.name, pid: container.pid, shimPid: container.shimPid, port: manifest.sandbox.port,
                 createdAt: Date(), networkNamespacePath: sandbox.instance.networkNamespacePath, cgroupPath: sandbox.instance.cgroupPath,
-                logPath: sandbox.logPath, restoreMs: start.duration(to: restored).milliseconds, firstResponseMs: start.duration(to: answered).milliseconds,
+                logPath: sandbox.logPath, restoreMs: start.duration(to: restored).milliseconds,
+                firstResponseMs: start.duration(to: answered).milliseconds,
                 sharesMemory: sharing, network: sandbox.attachment, afterRestoreMs: afterRestoreMs)
             try save(record)
             return record
@@ -155,7 +167,9 @@ extension Kiln {
         do {
             reply = try await InstanceHTTPClient.send(.POST, hook, to: endpoint, body: Array(body), headers: [("Content-Type", "application/json")])
         } catch {
-            throw KilnError(.restoreFailed, "the restored service's restore hook POST \(hook) failed: \(error)", details: ProcessInspector.lastLines(ofFile: logPath, count: 15), logPath: logPath)
+            throw KilnError(
+                .restoreFailed, "the restored service's restore hook POST \(hook) failed: \(error)",
+                details: ProcessInspector.lastLines(ofFile: logPath, count: 15), logPath: logPath)
         }
         guard (200..<300).contains(reply.status) else {
             throw KilnError(
@@ -183,7 +197,8 @@ extension Kiln {
         adoptNetwork(of: record, into: &sandbox)
         await sandbox.tearDown()
         if try await runtime.list().contains(where: { $0.id == record.id }) {
-            throw KilnError(.runtimeFailed, "instance \(record.id) is still known to runc after delete", hint: "see 'runc --root \(paths.runcRoot) list'")
+            throw KilnError(
+                .runtimeFailed, "instance \(record.id) is still known to runc after delete", hint: "see 'runc --root \(paths.runcRoot) list'")
         }
     }
 

@@ -70,7 +70,9 @@ public struct KilnStoreAccess: Sendable {
         guard matches.count == 1 else {
             throw KilnError(
                 .instanceNotFound,
-                matches.isEmpty ? "no instance '\(idOrPrefix)'" : "'\(idOrPrefix)' matches \(matches.count) instances: \(matches.map(\.id).joined(separator: ", "))",
+                matches.isEmpty
+                    ? "no instance '\(idOrPrefix)'"
+                    : "'\(idOrPrefix)' matches \(matches.count) instances: \(matches.map(\.id).joined(separator: ", "))",
                 hint: "'kiln ps' lists the running instances")
         }
         return matches[0]

@@ -12,7 +12,8 @@ package enum RestoreAddressCheck {
     /// that could not be bound; otherwise unchanged.
     package static func explain(_ error: any Error, attachment: NetworkAttachment?) -> any Error {
         guard let attachment, let kiln = error as? KilnError, let log = kiln.logPath,
-              let text = try? String(contentsOfFile: log, encoding: .utf8) else { return error }
+            let text = try? String(contentsOfFile: log, encoding: .utf8)
+        else { return error }
         guard let socket = unboundSocket(inCRIULog: text) else { return error }
         return stranded(socket, attachment: attachment, details: [socket.line], logPath: log)
     }
@@ -21,7 +22,8 @@ package enum RestoreAddressCheck {
     /// the socket it was restoring then (its debug line "Restore: family ... port P ... src_addr A").
     package static func unboundSocket(inCRIULog text: String) -> (line: String, port: Int?, address: String?)? {
         let lines = text.split(separator: "\n", omittingEmptySubsequences: true).map(String.init)
-        guard let failure = lines.firstIndex(where: { $0.contains("Can't bind inet socket") && $0.contains("Cannot assign requested address") }) else {
+        guard let failure = lines.firstIndex(where: { $0.contains("Can't bind inet socket") && $0.contains("Cannot assign requested address") })
+        else {
             return nil
         }
         var port: Int?
@@ -89,7 +91,8 @@ package enum RestoreAddressCheck {
         return KilnError(
             .restoreFailed,
             "the service has a socket\(what.isEmpty ? "" : " (\(what))") bound to the address it had when the snapshot was baked; this copy is at \(attachment.ip), so the socket cannot be restored",
-            hint: "make the service listen on the wildcard address (0.0.0.0 or ::, e.g. server.address unset or --bind 0.0.0.0) instead of its own address, then bake again; every copy gets an address of its own",
+            hint:
+                "make the service listen on the wildcard address (0.0.0.0 or ::, e.g. server.address unset or --bind 0.0.0.0) instead of its own address, then bake again; every copy gets an address of its own",
             details: details, logPath: logPath)
     }
 

@@ -85,7 +85,8 @@ extension SandboxLifecycle {
         let text = try await awaitFile(
             [AgentFile.ready], step: .beforeCheckpoint, timeout: timeout, interval: interval,
             missing: "kiln's CRaC agent did not start in the service's JVM (no \(AgentFile.ready) in \(agentDirectory))",
-            hint: "the service must run a JVM (JAVA_TOOL_OPTIONS carries -javaagent); bake a service that is no JVM with --no-agent").text
+            hint: "the service must run a JVM (JAVA_TOOL_OPTIONS carries -javaagent); bake a service that is no JVM with --no-agent"
+        ).text
         guard let pid = AgentFile.properties(text)["pid"].flatMap({ Int32($0) }) else {
             throw KilnError(.checkpointFailed, "the agent's \(AgentFile.ready) names no pid: \(text.prefix(200))").during(action(.beforeCheckpoint))
         }
@@ -105,7 +106,9 @@ extension SandboxLifecycle {
             _ = try await awaitFile(
                 [AgentFile.checkpointAppRequest], step: .beforeCheckpoint, timeout: timeout, interval: interval, watching: container.pid,
                 missing: "the application did not ask for a checkpoint (no \(AgentFile.checkpointAppRequest)) within \(timeout.seconds) s",
-                hint: "with --on-request the application calls org.crac.Core.checkpointRestore() (Spring: -Dspring.context.checkpoint=onRefresh); or allow more time with --ready-timeout")
+                hint:
+                    "with --on-request the application calls org.crac.Core.checkpointRestore() (Spring: -Dspring.context.checkpoint=onRefresh); or allow more time with --ready-timeout"
+            )
             start = .now
         } else {
             remove(AgentFile.checkpointReady)
@@ -122,13 +125,15 @@ extension SandboxLifecycle {
         if name == AgentFile.checkpointFailed {
             let failure = AgentFile.failure(text)
             throw KilnError(
-                .checkpointFailed, "the service's CRaC beforeCheckpoint failed: \(failure.summary); nothing was dumped (afterRestore ran in the service)",
+                .checkpointFailed,
+                "the service's CRaC beforeCheckpoint failed: \(failure.summary); nothing was dumped (afterRestore ran in the service)",
                 hint: "fix the resource's beforeCheckpoint (its stack is below), or bake with --no-agent to checkpoint without the callbacks",
                 details: failure.details, logPath: logPath
             ).during(action(.beforeCheckpoint))
         }
         let fields = AgentFile.properties(text)
-        return AgentCheckpoint(namespacePid: pid, resources: fields["resources"].flatMap { Int($0) }, elapsedMs: start.duration(to: .now).milliseconds)
+        return AgentCheckpoint(
+            namespacePid: pid, resources: fields["resources"].flatMap { Int($0) }, elapsedMs: start.duration(to: .now).milliseconds)
     }
 
     /// The `afterRestore` step of a restored copy (or of the original whose dump failed, with

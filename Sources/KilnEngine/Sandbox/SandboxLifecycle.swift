@@ -133,7 +133,9 @@ package struct SandboxLifecycle {
                 holdsNetworkNamespace = true
                 try host.createNetworkNamespace(at: instance.networkNamespacePath)
             }
-            attachment = try await step(.network) { [instance, id] in try await network.attach(namespacePath: instance.networkNamespacePath, id: id, tag: tag) }
+            attachment = try await step(.network) { [instance, id] in
+                try await network.attach(namespacePath: instance.networkNamespacePath, id: id, tag: tag)
+            }
         case .pool(let pool):
             // The pool owns the namespace: it deletes it when the attachment is given back.
             let taken = try await step(.network) { try await pool.take() }
@@ -317,13 +319,15 @@ package struct SandboxLifecycle {
             }
             return KilnError(
                 .serviceExited, "the service exited before it answered \(readiness.path); its last output:",
-                hint: "run the command by hand to see it start (it sees /usr and \(appDirectory ?? "its root") read-only, a tmpfs /tmp, and PORT=\(port))",
+                hint:
+                    "run the command by hand to see it start (it sees /usr and \(appDirectory ?? "its root") read-only, a tmpfs /tmp, and PORT=\(port))",
                 details: lastLines, logPath: keptLogPath)
         case .timedOut(let lastSeen):
             let listening = host.listeningPorts(ofProcess: pid)
             let hint: String
             if !listening.isEmpty, !listening.contains(port) {
-                hint = "the service listens on \(listening.map(String.init).joined(separator: ", ")), not \(port): pass --port \(listening[0]) or make it listen on $PORT"
+                hint =
+                    "the service listens on \(listening.map(String.init).joined(separator: ", ")), not \(port): pass --port \(listening[0]) or make it listen on $PORT"
             } else {
                 hint = "check that \(readiness.path) answers 2xx once the service is up, or allow more time with --ready-timeout"
             }

@@ -51,7 +51,9 @@ public struct CRIU: Sendable {
             throw KilnError(
                 .criuTooOld,
                 "CRIU \(version) at \(path) is too old: this kernel needs CRIU \(minimumVersion) or newer (older ones fail on the vDSO layout of Linux 6.13+ and on TCP sockets from 6.16)",
-                hint: "run 'make setup' as root: it builds CRIU 4.2.1 from Debian's source package into /usr/local/sbin (or set KILN_CRIU to a newer binary)")
+                hint:
+                    "run 'make setup' as root: it builds CRIU 4.2.1 from Debian's source package into /usr/local/sbin (or set KILN_CRIU to a newer binary)"
+            )
         }
         var criu = CRIU(path: path, version: version)
         if let help = try? Subprocess.run(path, ["--help"]) {
@@ -90,7 +92,7 @@ public struct SemanticVersion: Comparable, Codable, Sendable, CustomStringConver
     /// Parses the "Version: 4.2.1" line `criu --version` prints.
     public init?(criuVersionOutput output: String) {
         guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix("Version:") }),
-              let version = SemanticVersion(line.dropFirst("Version:".count).trimmingCharacters(in: .whitespaces))
+            let version = SemanticVersion(line.dropFirst("Version:".count).trimmingCharacters(in: .whitespaces))
         else { return nil }
         self = version
     }

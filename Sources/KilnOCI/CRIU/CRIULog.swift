@@ -33,12 +33,15 @@ public enum FailureLog {
     }
 
     public static func runcErrorMessages(in text: String, limit: Int = 8) -> [String] {
-        struct Entry: Decodable { var level: String?; var msg: String? }
+        struct Entry: Decodable {
+            var level: String?
+            var msg: String?
+        }
         let decoder = JSONDecoder()
         let messages = text.split(separator: "\n").flatMap { line -> [String] in
             guard let entry = try? decoder.decode(Entry.self, from: Data(line.utf8)),
-                  let level = entry.level, level == "error" || level == "fatal",
-                  let message = entry.msg
+                let level = entry.level, level == "error" || level == "fatal",
+                let message = entry.msg
             else { return [] }
             // runc's pointer to CRIU's log names a scratch path kiln moves; kiln gives the real one.
             return message.split(separator: "\n").map(String.init).filter { !$0.hasPrefix("log file:") }

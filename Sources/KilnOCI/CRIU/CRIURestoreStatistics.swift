@@ -26,8 +26,10 @@ public struct CRIURestoreStatistics: Codable, Equatable, Sendable {
     static let serviceMagic: UInt32 = 0x5510_5940
     static let statsMagic: UInt32 = 0x5709_3306
 
-    public init(pagesCompared: UInt64 = 0, pagesSkippedCopyOnWrite: UInt64 = 0, forkingTimeMicroseconds: UInt64 = 0,
-                restoreTimeMicroseconds: UInt64 = 0, pagesRestored: UInt64? = nil) {
+    public init(
+        pagesCompared: UInt64 = 0, pagesSkippedCopyOnWrite: UInt64 = 0, forkingTimeMicroseconds: UInt64 = 0,
+        restoreTimeMicroseconds: UInt64 = 0, pagesRestored: UInt64? = nil
+    ) {
         self.pagesCompared = pagesCompared
         self.pagesSkippedCopyOnWrite = pagesSkippedCopyOnWrite
         self.forkingTimeMicroseconds = forkingTimeMicroseconds

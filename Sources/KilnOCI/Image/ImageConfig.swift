@@ -34,6 +34,8 @@ public struct ImageConfig: Sendable, Equatable {
     /// Docker's config format matches in every field read here).
     public init(json data: Data) throws {
         struct Document: Decodable {
+            // The field names are the OCI image config's own.
+            // swift-format-ignore: AlwaysUseLowerCamelCase
             struct Config: Decodable {
                 var Entrypoint: [String]?
                 var Cmd: [String]?
@@ -78,8 +80,11 @@ public struct ImageConfig: Sendable, Equatable {
     public func checkPlatform(reference: String, hostArchitecture: String = Self.hostArchitecture) throws {
         guard os.isEmpty || os == "linux", architecture == hostArchitecture else {
             throw KilnError(
-                .imageUnsupported, "image \(reference) is for \(os.isEmpty ? "linux" : os)/\(architecture), this machine runs linux/\(hostArchitecture)",
-                hint: "build or pull the image for linux/\(hostArchitecture) (e.g. docker build --platform linux/\(hostArchitecture)); kiln cannot emulate another CPU")
+                .imageUnsupported,
+                "image \(reference) is for \(os.isEmpty ? "linux" : os)/\(architecture), this machine runs linux/\(hostArchitecture)",
+                hint:
+                    "build or pull the image for linux/\(hostArchitecture) (e.g. docker build --platform linux/\(hostArchitecture)); kiln cannot emulate another CPU"
+            )
         }
     }
 
@@ -87,7 +92,9 @@ public struct ImageConfig: Sendable, Equatable {
     public var tcpPorts: [Int] {
         exposedPorts.compactMap { entry in
             let parts = entry.split(separator: "/", omittingEmptySubsequences: false)
-            guard parts.count <= 2, parts.count == 1 || parts[1] == "tcp", let port = Int(parts[0]), InputValidation.isServicePort(port) else { return nil }
+            guard parts.count <= 2, parts.count == 1 || parts[1] == "tcp", let port = Int(parts[0]), InputValidation.isServicePort(port) else {
+                return nil
+            }
             return port
         }
     }
@@ -181,8 +188,11 @@ public struct OCILayout: Sendable {
         let candidates = tag.map { tag in index.manifests.filter { $0.annotations?[Self.refNameAnnotation] == tag } } ?? index.manifests
         guard candidates.count == 1, let descriptor = candidates.first else {
             throw KilnError(
-                .imageNotFound, "the OCI layout \(path) has \(candidates.isEmpty ? "no" : "more than one") image\(tag.map { " tagged '\($0)'" } ?? "")",
-                hint: "name the tag, e.g. oci:\(path):latest (tags: \(index.manifests.compactMap { $0.annotations?[Self.refNameAnnotation] }.joined(separator: ", ")))")
+                .imageNotFound,
+                "the OCI layout \(path) has \(candidates.isEmpty ? "no" : "more than one") image\(tag.map { " tagged '\($0)'" } ?? "")",
+                hint:
+                    "name the tag, e.g. oci:\(path):latest (tags: \(index.manifests.compactMap { $0.annotations?[Self.refNameAnnotation] }.joined(separator: ", ")))"
+            )
         }
         let manifest: Manifest = try decode(try blob(descriptor.digest), "manifest \(descriptor.digest)")
         let config = try ImageConfig(json: try blob(manifest.config.digest))
@@ -205,7 +215,8 @@ public struct OCILayout: Sendable {
     public static func isDigest(_ text: String) -> Bool {
         guard text.hasPrefix("sha256:") else { return false }
         let hex = text.utf8.dropFirst(7)
-        return hex.count == 64 && hex.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) }
+        return hex.count == 64
+            && hex.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) }
     }
 
     private func decode<T: Decodable>(_ data: Data, _ what: String) throws -> T {
@@ -218,7 +229,8 @@ public struct OCILayout: Sendable {
 
     private func read(_ relative: String) throws -> Data {
         guard let data = FileManager.default.contents(atPath: "\(path)/\(relative)") else {
-            throw KilnError(.imageNotFound, "the OCI layout \(path) has no \(relative)", hint: "is \(path) an OCI image layout (skopeo copy ... oci:\(path))?")
+            throw KilnError(
+                .imageNotFound, "the OCI layout \(path) has no \(relative)", hint: "is \(path) an OCI image layout (skopeo copy ... oci:\(path))?")
         }
         return data
     }

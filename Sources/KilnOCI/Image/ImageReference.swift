@@ -51,7 +51,8 @@ public enum ImageReference: Sendable, Equatable, CustomStringConvertible {
 
     /// A name skopeo will take as one argument: no spaces, no leading dash (an option), not empty.
     static func isImageName(_ name: String) -> Bool {
-        !name.isEmpty && !name.hasPrefix("-") && !name.contains(where: { $0.isWhitespace }) && name.unicodeScalars.allSatisfy { $0.value >= 0x20 && $0.isASCII }
+        !name.isEmpty && !name.hasPrefix("-") && !name.contains(where: { $0.isWhitespace })
+            && name.unicodeScalars.allSatisfy { $0.value >= 0x20 && $0.isASCII }
     }
 
     /// The name with `:latest` added when it has neither tag nor digest (skopeo's docker-daemon

@@ -8,13 +8,20 @@ import Glibc
 /// The subset of the OCI runtime spec (config.json) kiln writes for runc.
 package struct OCIConfig: Codable {
     package struct Process: Codable {
-        package struct User: Codable { package var uid: UInt32; package var gid: UInt32 }
+        package struct User: Codable {
+            package var uid: UInt32
+            package var gid: UInt32
+        }
         package struct Capabilities: Codable {
             package var bounding: [String]
             package var effective: [String]
             package var permitted: [String]
         }
-        package struct Rlimit: Codable { package var type: String; package var hard: UInt64; package var soft: UInt64 }
+        package struct Rlimit: Codable {
+            package var type: String
+            package var hard: UInt64
+            package var soft: UInt64
+        }
         package var terminal = false
         package var user = User(uid: 0, gid: 0)
         package var args: [String]
@@ -24,7 +31,10 @@ package struct OCIConfig: Codable {
         package var rlimits: [Rlimit]
         package var noNewPrivileges = true
     }
-    package struct Root: Codable { package var path: String; package var readonly: Bool }
+    package struct Root: Codable {
+        package var path: String
+        package var readonly: Bool
+    }
     package struct Mount: Codable {
         package var destination: String
         package var type: String
@@ -97,7 +107,8 @@ package struct OCIConfig: Codable {
         var mounts: [Mount] = [
             .init(destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"]),
             .init(destination: "/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid", "strictatime", "mode=755", "size=65536k"]),
-            .init(destination: "/dev/pts", type: "devpts", source: "devpts", options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]),
+            .init(
+                destination: "/dev/pts", type: "devpts", source: "devpts", options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]),
             .init(destination: "/dev/shm", type: "tmpfs", source: "shm", options: ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
             .init(destination: "/dev/mqueue", type: "mqueue", source: "mqueue", options: ["nosuid", "noexec", "nodev"]),
             .init(destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"]),

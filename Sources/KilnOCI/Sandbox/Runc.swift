@@ -52,7 +52,9 @@ public struct Runc: ContainerRuntime {
         if directory.hasSuffix(".xctest") { directory = (directory as NSString).deletingLastPathComponent }
         if FileManager.default.isExecutableFile(atPath: "\(directory)/kiln-shim") { return "\(directory)/kiln-shim" }
         if let found = ExecutableSearch.find("kiln-shim", in: environment["PATH"] ?? "") { return found }
-        throw KilnError(.runtimeMissing, "kiln-shim was not found beside \(executable) nor on PATH", hint: "build with 'swift build' (it builds kiln-shim beside kiln), or set KILN_SHIM")
+        throw KilnError(
+            .runtimeMissing, "kiln-shim was not found beside \(executable) nor on PATH",
+            hint: "build with 'swift build' (it builds kiln-shim beside kiln), or set KILN_SHIM")
     }
 
     /// How long `runc run`, `restore` and `checkpoint` may take before kiln gives up on them.
@@ -143,7 +145,7 @@ public struct Runc: ContainerRuntime {
 
     private func readPid(_ path: String) throws -> Int32 {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8),
-              let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
+            let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
         else { throw KilnError(.runtimeFailed, "runc did not write the container's pid to \(path)") }
         return pid
     }
@@ -167,7 +169,8 @@ public struct Runc: ContainerRuntime {
             if FileManager.default.fileExists(atPath: criuLog) {
                 error.code = .checkpointFailed
                 error.message = "CRIU could not checkpoint the service (\(error.message)); from its log:"
-                error.hint = "the lines above say what CRIU could not dump; a service must not hold connections to peers outside its sandbox (or to itself) when it is checkpointed"
+                error.hint =
+                    "the lines above say what CRIU could not dump; a service must not hold connections to peers outside its sandbox (or to itself) when it is checkpointed"
                 error.details = FailureLog.criuErrorLines(inFile: criuLog) + error.details
                 error.logPath = criuLog
             }
@@ -193,7 +196,9 @@ public struct Runc: ContainerRuntime {
             error.code = .restoreFailed
             if FileManager.default.fileExists(atPath: criuLog) {
                 error.message = "CRIU could not restore the snapshot (\(error.message)); from its log:"
-                error.hint = error.hint ?? "a restore needs the same files the service had open at the checkpoint (its app directory, /usr) unchanged; re-bake after changing them"
+                error.hint =
+                    error.hint
+                    ?? "a restore needs the same files the service had open at the checkpoint (its app directory, /usr) unchanged; re-bake after changing them"
                 error.details = FailureLog.criuErrorLines(inFile: criuLog) + error.details
                 error.logPath = criuLog
             }
@@ -212,7 +217,8 @@ public struct Runc: ContainerRuntime {
         try? FileManager.default.removeItem(atPath: log)
         // "does not exist" is success: the goal is that the container is gone.
         if !output.status.isSuccess, !output.stderr.contains("does not exist"),
-           (try? await list().contains(where: { $0.id == id })) ?? true {
+            (try? await list().contains(where: { $0.id == id })) ?? true
+        {
             throw KilnError(.runtimeFailed, "runc delete \(id) \(output.status)", details: [output.stderr])
         }
     }

@@ -40,7 +40,8 @@ public enum SandboxBundle {
                 binds = ["/usr"] + hostEtcBinds()
                 try layOutHostRoot(at: rootPath, hostname: instance.id, binds: binds, mode: spec.rootMode)
             }
-            let extra = try extraBinds(spec, instance: instance, root: rootPath, kilnBinds: binds)
+            let extra =
+                try extraBinds(spec, instance: instance, root: rootPath, kilnBinds: binds)
                 + agentBinds(spec, instance: instance, root: rootPath)
             let config = OCIConfig(spec: spec, instance: instance, rootPath: rootPath, binds: binds, extraMounts: extra)
             try KilnJSON.prettyEncoder().encode(config).write(to: URL(fileURLWithPath: "\(bundle)/config.json"))
@@ -69,11 +70,12 @@ public enum SandboxBundle {
                 if bind.isDirectory {
                     try fileManager.createDirectory(atPath: source, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o1777])
                 } else {
-                    let content = switch bind.destination {
-                    case "/etc/hostname": "\(instance.id)\n"
-                    case "/etc/hosts": hostsFile(hostname: instance.id)
-                    default: ""
-                    }
+                    let content =
+                        switch bind.destination {
+                        case "/etc/hostname": "\(instance.id)\n"
+                        case "/etc/hosts": hostsFile(hostname: instance.id)
+                        default: ""
+                        }
                     try content.write(toFile: source, atomically: false, encoding: .utf8)
                 }
             }
@@ -86,15 +88,17 @@ public enum SandboxBundle {
                     _ = fileManager.createFile(atPath: target, contents: nil)
                 }
             }
-            mounts.append(.init(
-                destination: bind.destination, type: "bind", source: source,
-                options: ["rbind", "nosuid", "nodev"] + (bind.readOnly ? ["ro"] : [])))
+            mounts.append(
+                .init(
+                    destination: bind.destination, type: "bind", source: source,
+                    options: ["rbind", "nosuid", "nodev"] + (bind.readOnly ? ["ro"] : [])))
         }
         // A sandbox on a network gets its network's DNS configuration, read-only. The mount is
         // in every container of a networked snapshot (bake and copies alike), so CRIU finds the
         // mount tree it dumped; each copy's file has its own network's text.
         if let resolvConf = instance.resolvConf, !mounts.contains(where: { $0.destination == "/etc/resolv.conf" }),
-           !(spec.binds ?? []).contains(where: { $0.destination == "/etc/resolv.conf" }) {
+            !(spec.binds ?? []).contains(where: { $0.destination == "/etc/resolv.conf" })
+        {
             let source = "\(instance.bundlePath)/resolv.conf"
             try resolvConf.write(toFile: source, atomically: false, encoding: .utf8)
             let target = root + "/etc/resolv.conf"

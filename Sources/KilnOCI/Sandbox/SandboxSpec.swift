@@ -98,7 +98,8 @@ public struct SandboxSpec: Codable, Sendable, Equatable {
     /// with a unit, `k`, `m` or `g` (powers of 1024; `512m`, `2g`, `1536MiB`, `2 GiB` are fine).
     public static func memoryLimit(parsing text: String) throws -> Int64 {
         let invalid = KilnError(
-            .invalidArgument, "memory limit '\(text)' is not a size from 6 MiB to 1 TiB", hint: "give MiB or a unit, e.g. --memory 1024 or --memory 2g")
+            .invalidArgument, "memory limit '\(text)' is not a size from 6 MiB to 1 TiB",
+            hint: "give MiB or a unit, e.g. --memory 1024 or --memory 2g")
         let trimmed = text.trimmingCharacters(in: .whitespaces).lowercased()
         let digits = trimmed.prefix { $0.isASCII && $0.isNumber }
         let unit = trimmed.dropFirst(digits.count).trimmingCharacters(in: .whitespaces)
@@ -144,7 +145,7 @@ public struct SandboxSpec: Codable, Sendable, Equatable {
         if let rootMode, !(0...0o7777).contains(rootMode) { return "its root mode \(rootMode) is not a permission mode" }
         for bind in binds ?? [] {
             guard InputValidation.isCleanAbsolutePath(bind.destination), bind.destination != "/",
-                  bind.source.map(InputValidation.isCleanAbsolutePath) ?? true
+                bind.source.map(InputValidation.isCleanAbsolutePath) ?? true
             else { return "its bind mount '\(bind.destination)' is not between clean absolute paths" }
         }
         if let agent, !InputValidation.isCleanAbsolutePath(agent.jarPath) { return "its agent jar '\(agent.jarPath)' is not a clean absolute path" }
@@ -180,11 +181,13 @@ public struct SandboxSpec: Codable, Sendable, Equatable {
         env["PORT"] = String(port)
         let user = env["JAVA_TOOL_OPTIONS"].map { $0.split(separator: " ").map(String.init) } ?? []
         let agentOptions = agent.map { _ in CRaCAgent.jvmOptions } ?? []
-        env["JAVA_TOOL_OPTIONS"] = (user + agentOptions + Self.jvmOptions.filter { option in
-            // The user's own setting of a flag wins.
-            let name = option.drop { "-+X:".contains($0) }.split(separator: "=").first.map(String.init) ?? option
-            return !user.contains { $0.contains(name) }
-        }).joined(separator: " ")
+        env["JAVA_TOOL_OPTIONS"] =
+            (user + agentOptions
+            + Self.jvmOptions.filter { option in
+                // The user's own setting of a flag wins.
+                let name = option.drop { "-+X:".contains($0) }.split(separator: "=").first.map(String.init) ?? option
+                return !user.contains { $0.contains(name) }
+            }).joined(separator: " ")
         return env
     }
 }
@@ -215,7 +218,9 @@ public struct CRaCAgent: Codable, Sendable, Equatable {
     public static func locate(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> String {
         if let explicit = environment["KILN_AGENT_JAR"], !explicit.isEmpty {
             guard FileManager.default.fileExists(atPath: explicit) else {
-                throw KilnError(.toolMissing, "KILN_AGENT_JAR names \(explicit), which does not exist", hint: "build it with 'agent/build.sh' or unset KILN_AGENT_JAR")
+                throw KilnError(
+                    .toolMissing, "KILN_AGENT_JAR names \(explicit), which does not exist",
+                    hint: "build it with 'agent/build.sh' or unset KILN_AGENT_JAR")
             }
             return explicit
         }

@@ -89,9 +89,10 @@ package struct SeccompProfile: Codable, Equatable {
         // falls back to clone, whose flags it can (Docker does the same).
         rules.append(Rule(names: ["clone3"], action: .errno, errnoRet: notImplemented))
         for flag in namespaceCloneFlags {
-            rules.append(Rule(
-                names: ["clone"], action: .errno, errnoRet: permissionDenied,
-                args: [.init(index: 0, value: flag, valueTwo: flag, op: .maskedEqual)]))
+            rules.append(
+                Rule(
+                    names: ["clone"], action: .errno, errnoRet: permissionDenied,
+                    args: [.init(index: 0, value: flag, valueTwo: flag, op: .maskedEqual)]))
         }
         return SeccompProfile(defaultAction: .allow, architectures: [nativeArchitecture], syscalls: rules)
     }()

@@ -37,14 +37,17 @@ public enum HostPrivileges {
     public static func requireRoot(toDo action: String) throws {
         guard geteuid() == 0 else {
             throw KilnError(
-                .notRoot, "kiln must run as root to \(action) (CRIU and runc create namespaces, cgroups and mounts, and read and write process memory)",
+                .notRoot,
+                "kiln must run as root to \(action) (CRIU and runc create namespaces, cgroups and mounts, and read and write process memory)",
                 hint: "run it as root, e.g. 'sudo kiln ...'; the service itself never gets these privileges")
         }
         let missing = missingCapabilities()
         guard missing.isEmpty else {
             throw KilnError(
                 .missingCapability, "kiln runs as root but without \(missing.joined(separator: ", ")), which it needs to \(action)",
-                hint: "run kiln with its full capability set (not under 'capsh --drop' or a restricted container); inside Docker use --privileged or the flags in the README's 'In Docker' section")
+                hint:
+                    "run kiln with its full capability set (not under 'capsh --drop' or a restricted container); inside Docker use --privileged or the flags in the README's 'In Docker' section"
+            )
         }
     }
 }

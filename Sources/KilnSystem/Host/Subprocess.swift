@@ -131,7 +131,8 @@ public enum Subprocess {
                 executable, arguments, environment: environment, stdin: stdin,
                 stdout: .descriptor(out.write), stderr: .descriptor(err.write))
         } catch {
-            out.closeBoth(); err.closeBoth()
+            out.closeBoth()
+            err.closeBoth()
             throw error
         }
         close(out.write)

@@ -47,4 +47,3 @@ public struct MemoryUsage: Codable, Sendable, Equatable {
             mergedBytes: lhs.mergedBytes + rhs.mergedBytes)
     }
 }
-

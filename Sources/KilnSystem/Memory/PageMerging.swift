@@ -31,8 +31,9 @@ public enum PageMerging {
     /// Starts ksmd with `tuning` unless it already runs (an administrator's own tuning is kept).
     public static func enable(_ tuning: Tuning = Tuning()) throws {
         guard isAvailable else {
-            throw KilnError(.systemCall, "this kernel has no KSM (\(sysfs) is missing), so copies cannot share memory",
-                            hint: "bake with --no-share-memory, or use a kernel built with CONFIG_KSM")
+            throw KilnError(
+                .systemCall, "this kernel has no KSM (\(sysfs) is missing), so copies cannot share memory",
+                hint: "bake with --no-share-memory, or use a kernel built with CONFIG_KSM")
         }
         guard read("run") != 1 else { return }
         try write("pages_to_scan", tuning.pagesToScan)
@@ -67,7 +68,7 @@ public enum PageMerging {
     /// Bytes of `pid`'s memory currently merged by KSM.
     public static func mergedBytes(pid: Int32) -> Int64 {
         guard let text = try? String(contentsOfFile: "/proc/\(pid)/ksm_merging_pages", encoding: .utf8),
-              let pages = Int64(text.trimmingCharacters(in: .whitespacesAndNewlines))
+            let pages = Int64(text.trimmingCharacters(in: .whitespacesAndNewlines))
         else { return 0 }
         return pages * Int64(sysconf(Int32(_SC_PAGESIZE)))
     }

@@ -11,7 +11,7 @@ public enum ProcessInspector {
     /// the process is gone.
     public static func statFields(of pid: Int32) -> [Substring]? {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")"),
-              let start = stat.index(close, offsetBy: 2, limitedBy: stat.endIndex)
+            let start = stat.index(close, offsetBy: 2, limitedBy: stat.endIndex)
         else { return nil }
         return stat[start...].split(separator: " ")
     }
@@ -53,7 +53,9 @@ public enum ProcessInspector {
             guard let text = try? String(contentsOfFile: "/proc/\(pid)/net/\(table)", encoding: .utf8) else { continue }
             for line in text.split(separator: "\n").dropFirst() {
                 let fields = line.split(separator: " ")
-                guard fields.count > 3, fields[3] == "0A", let port = fields[1].split(separator: ":").last.flatMap({ Int($0, radix: 16) }) else { continue }
+                guard fields.count > 3, fields[3] == "0A", let port = fields[1].split(separator: ":").last.flatMap({ Int($0, radix: 16) }) else {
+                    continue
+                }
                 ports.insert(port)
             }
         }
@@ -83,7 +85,7 @@ public enum ProcessInspector {
     /// `pid` as seen inside its own pid namespace (last field of NSpid).
     public static func namespacePid(of pid: Int32) -> Int32? {
         guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("NSpid:") })
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("NSpid:") })
         else { return nil }
         return line.split(whereSeparator: { $0 == " " || $0 == "\t" }).last.flatMap { Int32($0) }
     }

@@ -46,7 +46,9 @@ struct Fuzzer {
             do {
                 try await check(seed)
             } catch {
-                Issue.record("fuzz target '\(target)' broke on corpus seed \(index): \(error)\n  input: \(Self.excerpt(describe(seed)))", sourceLocation: sourceLocation)
+                Issue.record(
+                    "fuzz target '\(target)' broke on corpus seed \(index): \(error)\n  input: \(Self.excerpt(describe(seed)))",
+                    sourceLocation: sourceLocation)
             }
         }
         var failures = 0

@@ -296,7 +296,8 @@ indirect enum JSONValue {
             document[path] = .number(String(repeating: "[", count: depth) + String(repeating: "]", count: depth))
         case 6:  // a long string, or a long array (of a small node: the document stays under ~1 MB)
             let small = node.text.utf8.count <= 256 ? node : .number("1")
-            document[path] = random.oneIn(2)
+            document[path] =
+                random.oneIn(2)
                 ? .string(String(repeating: random.pick(["a", "/", "é", "\u{0}", ".."]), count: random.pick([100, 4_096, 65_536])))
                 : .array(Array(repeating: small, count: random.pick([2, 100, 1_000])))
         case 7, 8:  // drop, duplicate or rename a member or element
@@ -313,7 +314,8 @@ indirect enum JSONValue {
             case 0: members.remove(at: index)
             case 1: members.append(members[index])  // duplicate key: the later one wins or the decoder refuses
             case 2: members[index].key = random.pick([members[index].key.uppercased(), "", members[index].key + " ", "__proto__", "\u{0}"])
-            default: members.append((random.pick(["extra", "format", "files", "path", "id", "pid"]), random.pick([.null, .number("1"), .string("x")])))
+            default:
+                members.append((random.pick(["extra", "format", "files", "path", "id", "pid"]), random.pick([.null, .number("1"), .string("x")])))
             }
             document[path] = .object(members)
         case 9:  // swap with another node of the document
@@ -321,7 +323,8 @@ indirect enum JSONValue {
         case 10:  // a number nudged by one, or a string by one character
             switch node {
             case .number(let text): document[path] = .number(Int(text).map { String($0 &+ (random.oneIn(2) ? 1 : -1)) } ?? text + "0")
-            case .string(let text): document[path] = .string(random.oneIn(2) ? String(text.dropLast()) : text + random.pick(["/", ".", "..", "\u{0}", "A"]))
+            case .string(let text):
+                document[path] = .string(random.oneIn(2) ? String(text.dropLast()) : text + random.pick(["/", ".", "..", "\u{0}", "A"]))
             default: document[path] = .null
             }
         default:  // empty it
@@ -372,7 +375,8 @@ struct JSONFuzzInputs {
         switch random.below(10) {
         case 0: return random.pick(seeds)
         case 1, 2, 3:
-            return ByteMutator.mutate(random.pick(seeds), others: seeds, dictionary: dictionary + ["{", "}", "[", "]", ",", ":", "\"", "null"], random: &random)
+            return ByteMutator.mutate(
+                random.pick(seeds), others: seeds, dictionary: dictionary + ["{", "}", "[", "]", ",", ":", "\"", "null"], random: &random)
         default:
             var tree = generate.map { random.oneIn(2) ? $0(&random) : random.pick(trees) } ?? random.pick(trees)
             for _ in 0..<random.below(4) { tree = JSONValue.mutate(tree, random: &random) }

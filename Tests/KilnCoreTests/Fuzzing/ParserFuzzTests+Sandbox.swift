@@ -12,13 +12,16 @@ extension ParserFuzzTests {
     /// every input, accepted or not.
     @Test func memoryLimits() async throws {
         let inputs = StringFuzzInputs(
-            seeds: FuzzCorpus.lines("memory"), dictionary: ["k", "m", "g", "t", "MiB", "GB", "0", "9", "-", ".", " ", "17592186044416", "9223372036854775807"])
+            seeds: FuzzCorpus.lines("memory"),
+            dictionary: ["k", "m", "g", "t", "MiB", "GB", "0", "9", "-", ".", " ", "17592186044416", "9223372036854775807"])
         try #require(!inputs.seeds.isEmpty)
         await Fuzzer("memory", iterations: 20_000).run(seeds: inputs.seeds, generate: inputs.next, describe: { $0 }) { text in
             let expected = Self.expectedMemoryBytes(text)
             do {
                 let bytes = try SandboxSpec.memoryLimit(parsing: text)
-                try invariant(expected.map { Double(bytes) == $0 } == true, "read '\(text)' as \(bytes) bytes, expected \(expected.map { "\($0)" } ?? "an error")")
+                try invariant(
+                    expected.map { Double(bytes) == $0 } == true,
+                    "read '\(text)' as \(bytes) bytes, expected \(expected.map { "\($0)" } ?? "an error")")
             } catch let error as KilnError {
                 try invariant(error.code == .invalidArgument && error.message.contains("'\(text)'"), "refused without naming the input: \(error)")
                 try invariant(expected == nil, "refused '\(text)', which is \(expected!) bytes")
@@ -42,11 +45,14 @@ extension ParserFuzzTests {
     }
 
     @Test func readinessChecks() async throws {
-        let paths = StringFuzzInputs(seeds: FuzzCorpus.lines("warmup").map { "/" + $0.drop { $0 != "/" }.dropFirst() }, dictionary: ["/", " ", "\r\n", "\u{0}", "?", "health"])
+        let paths = StringFuzzInputs(
+            seeds: FuzzCorpus.lines("warmup").map { "/" + $0.drop { $0 != "/" }.dropFirst() }, dictionary: ["/", " ", "\r\n", "\u{0}", "?", "health"])
         let seconds = FuzzCorpus.lines("seconds").compactMap(Double.init) + EdgeValues.doubles
-        await Fuzzer("readiness", iterations: 20_000).run(generate: { random in
-            ReadinessCheck(path: paths.next(&random), timeoutSeconds: random.oneIn(2) ? 60 : random.pick(seconds))
-        }, describe: { "\($0)" }) { check in
+        await Fuzzer("readiness", iterations: 20_000).run(
+            generate: { random in
+                ReadinessCheck(path: paths.next(&random), timeoutSeconds: random.oneIn(2) ? 60 : random.pick(seconds))
+            }, describe: { "\($0)" }
+        ) { check in
             do {
                 try check.validate()
             } catch let error as KilnError {
@@ -85,14 +91,16 @@ extension ParserFuzzTests {
             timings: BakeTimings(coldStartMs: 6116, warmupMs: 5567, compactMs: 6960, checkpointMs: 490), compacted: true,
             files: [
                 SnapshotFile(path: "core-1.img", size: 2186, sha256: digest("a")), SnapshotFile(path: "inventory.img", size: 42, sha256: digest("0")),
-                SnapshotFile(path: "pages-1.img", size: 120_000_000, sha256: digest("f")), SnapshotFile(path: "pstree.img", size: 37, sha256: digest("9")),
+                SnapshotFile(path: "pages-1.img", size: 120_000_000, sha256: digest("f")),
+                SnapshotFile(path: "pstree.img", size: 37, sha256: digest("9")),
             ])
     }
 
     static func sampleRecord() -> InstanceRecord {
         InstanceRecord(
             id: "hello-06ed7c", snapshot: "hello", pid: 24042, shimPid: 24040, port: 8080, createdAt: Date(timeIntervalSince1970: 1_795_000_000),
-            networkNamespacePath: "/run/kiln/netns/hello-06ed7c", cgroupPath: "/kiln/hello-06ed7c", logPath: "/run/kiln/instances/hello-06ed7c/console.log",
+            networkNamespacePath: "/run/kiln/netns/hello-06ed7c", cgroupPath: "/kiln/hello-06ed7c",
+            logPath: "/run/kiln/instances/hello-06ed7c/console.log",
             restoreMs: 386, firstResponseMs: 408, sharesMemory: true)
     }
 }

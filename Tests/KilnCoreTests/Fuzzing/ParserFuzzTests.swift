@@ -1,12 +1,12 @@
 import Foundation
+import Testing
+
 @testable import KilnBench
 @testable import KilnEngine
 @testable import KilnGateway
 @testable import KilnOCI
 @testable import KilnSnapshot
 @testable import KilnSystem
-import Testing
-
 
 /// Issue 7, "Bad input": every parser of what files, users and the admin API give kiln answers a
 /// bad input with a ``KilnError`` of the right kind that names the problem, and anything it
@@ -21,7 +21,9 @@ struct ParserFuzzTests {
     @Test func manifestSeedsAreWhatTheTypesWrite() throws {
         try Self.checkGeneratedSeed("manifest/generated.json", Self.sampleManifest().encoded())
         try Self.checkGeneratedSeed("instance/generated.json", SnapshotManifest.encoder.encode(Self.sampleRecord()))
-        #expect(try SnapshotManifest.decode(Data(contentsOf: FuzzCorpus.directory.appendingPathComponent("manifest/generated.json")), source: "seed") == Self.sampleManifest())
+        #expect(
+            try SnapshotManifest.decode(Data(contentsOf: FuzzCorpus.directory.appendingPathComponent("manifest/generated.json")), source: "seed")
+                == Self.sampleManifest())
     }
 
     @Test func everyCorpusLineIsAJSONString() throws {
@@ -71,7 +73,8 @@ struct ParserFuzzTests {
         } catch let error as KilnError {
             try invariant(error.code == .snapshotCorrupt, "refused as \(error.code), not snapshot-corrupt: \(error.message)")
             try invariant(error.message.hasPrefix("the manifest \(source) is corrupt: "), "the message does not name the file: \(error.message)")
-            try invariant(error.message.count > "the manifest \(source) is corrupt: ".count + 5, "the message does not name the problem: \(error.message)")
+            try invariant(
+                error.message.count > "the manifest \(source) is corrupt: ".count + 5, "the message does not name the problem: \(error.message)")
             try invariant(error.hint?.contains("kiln bake") == true, "no hint to re-bake: \(error)")
             return
         } catch {
@@ -82,22 +85,28 @@ struct ParserFuzzTests {
         try invariant(!manifest.sandbox.command.isEmpty, "accepted an empty command")
         try invariant(isRequestLinePath(manifest.readiness.path), "accepted readiness path '\(manifest.readiness.path)'")
         // Baker turns it into milliseconds with Int(seconds * 1000), which traps past Int.max.
-        try invariant(manifest.readiness.timeoutSeconds > 0 && manifest.readiness.timeoutSeconds < 1e12, "accepted readiness timeout \(manifest.readiness.timeoutSeconds)")
+        try invariant(
+            manifest.readiness.timeoutSeconds > 0 && manifest.readiness.timeoutSeconds < 1e12,
+            "accepted readiness timeout \(manifest.readiness.timeoutSeconds)")
         for step in manifest.warmup {
             try invariant(step.count > 0 && isRequestLinePath(step.path), "accepted warmup step \(step.count):\(step.path)")
         }
         try invariant(manifest.sandbox.memoryLimitBytes > 0, "accepted memory limit \(manifest.sandbox.memoryLimitBytes)")
         try invariant(manifest.sandbox.workingDirectory.hasPrefix("/"), "accepted working directory '\(manifest.sandbox.workingDirectory)'")
-        try invariant(manifest.compression == nil || manifest.compression == .zstd, "accepted compression '\(String(describing: manifest.compression))'")
+        try invariant(
+            manifest.compression == nil || manifest.compression == .zstd, "accepted compression '\(String(describing: manifest.compression))'")
         try invariant(!manifest.files.isEmpty, "accepted a manifest without files")
         var total: Int64 = 0
         for file in manifest.files {
             try invariant(!file.path.utf8.contains(0), "accepted a NUL in file path '\(file.path)'")
             // Joined to the image directory, a listed path must name a file inside it.
             let joined = URL(fileURLWithPath: "/images").appendingPathComponent(file.path).standardizedFileURL.path
-            try invariant(!file.path.hasPrefix("/") && joined.hasPrefix("/images/") && joined.count > "/images/".count, "accepted file path '\(file.path)' (-> \(joined))")
+            try invariant(
+                !file.path.hasPrefix("/") && joined.hasPrefix("/images/") && joined.count > "/images/".count,
+                "accepted file path '\(file.path)' (-> \(joined))")
             // FileDigest writes lowercase ASCII hex; anything else can never verify.
-            try invariant(file.sha256.utf8.count == 64 && file.sha256.allSatisfy { "0123456789abcdef".contains($0) }, "accepted sha256 '\(file.sha256)'")
+            try invariant(
+                file.sha256.utf8.count == 64 && file.sha256.allSatisfy { "0123456789abcdef".contains($0) }, "accepted sha256 '\(file.sha256)'")
             try invariant(file.size >= 0, "accepted size \(file.size)")
             total = total.addingReportingOverflow(file.size).partialValue
         }
@@ -120,12 +129,16 @@ struct ParserFuzzTests {
         let files: [JSONValue] = (0..<1 + random.below(5)).map { index in
             let sha = String((0..<64).map { _ in hex[random.below(16)] })
             return .object([
-                ("path", string(["core-\(index).img", "pages-\(index).img", "pages-\(index).img.zst", "sub/dir-\(index).img", "inventory.img"], &random)),
+                (
+                    "path",
+                    string(["core-\(index).img", "pages-\(index).img", "pages-\(index).img.zst", "sub/dir-\(index).img", "inventory.img"], &random)
+                ),
                 ("sha256", or(.string(random.oneIn(20) ? sha.uppercased() : sha), &random)),
                 ("size", or(.number(String(random.below(1 << 20))), &random)),
             ])
         }
-        let root: JSONValue = random.oneIn(3)
+        let root: JSONValue =
+            random.oneIn(3)
             ? .object([("directory", .object([("_0", string(["/srv/rootfs", "rootfs", "/srv/../etc"], &random))]))])
             : .object([("host", .object([]))])
         return .object([
@@ -134,29 +147,67 @@ struct ParserFuzzTests {
             ("createdAt", string(["2026-11-25T10:55:45Z", "2026-11-25T10:55:45.123Z", "yesterday"], &random)),
             ("files", .array(files)),
             ("format", or(.number("1"), &random)),
-            ("host", .object([("criuVersion", string(["4.2.1"], &random)), ("kernel", string(["6.18.44"], &random)), ("runtime", string(["runc 1.1.5"], &random))])),
+            (
+                "host",
+                .object([
+                    ("criuVersion", string(["4.2.1"], &random)), ("kernel", string(["6.18.44"], &random)),
+                    ("runtime", string(["runc 1.1.5"], &random)),
+                ])
+            ),
             ("name", string(["hello", "svc-2_b", "9lives", "Hello", "../x", ""], &random)),
-            ("readiness", .object([("path", string(["/health", "/", "health", "/a b"], &random)), ("timeoutSeconds", or(.number(random.pick(["60", "0.5", "1e300"])), &random))])),
-            ("sandbox", .object([
-                ("appDirectory", random.oneIn(4) ? .null : string(["/work/main", "work/main", "/work/../etc"], &random)),
-                ("command", .array((0..<random.below(3)).map { _ in string(["java", "-jar", "app.jar", "bin/hello"], &random) })),
-                ("environment", .object(random.oneIn(2) ? [] : [(random.pick(["JAVA_TOOL_OPTIONS", "", "A=B"]), string(["-Xmx256m", ""], &random))])),
-                ("memoryLimitBytes", or(.number(random.pick(["1073741824", "536870912", "0", "-1"])), &random)),
-                ("pidsLimit", or(.number("1024"), &random)),
-                ("port", or(.number(random.pick(["8080", "1", "65535", "0", "65536"])), &random)),
-                ("rootFilesystem", root),
-                ("tmpfsSizeBytes", or(.number("67108864"), &random)),
-                ("workingDirectory", string(["/work/main", "/", "relative"], &random)),
-            ])),
+            (
+                "readiness",
+                .object([
+                    ("path", string(["/health", "/", "health", "/a b"], &random)),
+                    ("timeoutSeconds", or(.number(random.pick(["60", "0.5", "1e300"])), &random)),
+                ])
+            ),
+            (
+                "sandbox",
+                .object([
+                    ("appDirectory", random.oneIn(4) ? .null : string(["/work/main", "work/main", "/work/../etc"], &random)),
+                    ("command", .array((0..<random.below(3)).map { _ in string(["java", "-jar", "app.jar", "bin/hello"], &random) })),
+                    (
+                        "environment",
+                        .object(random.oneIn(2) ? [] : [(random.pick(["JAVA_TOOL_OPTIONS", "", "A=B"]), string(["-Xmx256m", ""], &random))])
+                    ),
+                    ("memoryLimitBytes", or(.number(random.pick(["1073741824", "536870912", "0", "-1"])), &random)),
+                    ("pidsLimit", or(.number("1024"), &random)),
+                    ("port", or(.number(random.pick(["8080", "1", "65535", "0", "65536"])), &random)),
+                    ("rootFilesystem", root),
+                    ("tmpfsSizeBytes", or(.number("67108864"), &random)),
+                    ("workingDirectory", string(["/work/main", "/", "relative"], &random)),
+                ])
+            ),
             ("shareMemory", or(.bool(true), &random)),
-            ("sizeBytes", or(.number(String(files.reduce(0) { sum, file in
-                guard case .object(let members) = file, case .number(let size)? = members.first(where: { $0.key == "size" })?.value else { return sum }
-                return sum &+ (Int(size) ?? 0)
-            })), &random)),
-            ("timings", .object(["checkpointMs", "coldStartMs", "compactMs", "warmupMs"].map { name -> (key: String, value: JSONValue) in (name, or(.number("403.5"), &random)) })),
-            ("warmup", .array((0..<random.below(3)).map { _ in
-                .object([("count", or(.number(random.pick(["200", "1", "0", "1000001"])), &random)), ("path", string(["/greet", "greet"], &random))])
-            })),
+            (
+                "sizeBytes",
+                or(
+                    .number(
+                        String(
+                            files.reduce(0) { sum, file in
+                                guard case .object(let members) = file, case .number(let size)? = members.first(where: { $0.key == "size" })?.value
+                                else { return sum }
+                                return sum &+ (Int(size) ?? 0)
+                            })), &random)
+            ),
+            (
+                "timings",
+                .object(
+                    ["checkpointMs", "coldStartMs", "compactMs", "warmupMs"].map { name -> (key: String, value: JSONValue) in
+                        (name, or(.number("403.5"), &random))
+                    })
+            ),
+            (
+                "warmup",
+                .array(
+                    (0..<random.below(3)).map { _ in
+                        .object([
+                            ("count", or(.number(random.pick(["200", "1", "0", "1000001"])), &random)),
+                            ("path", string(["/greet", "greet"], &random)),
+                        ])
+                    })
+            ),
         ])
     }
 
@@ -171,14 +222,16 @@ struct ParserFuzzTests {
         let seeds = FuzzCorpus.files("instance")
         try #require(seeds.count >= 2, "no instance seeds under \(FuzzCorpus.directory.path)")
         let inputs = JSONFuzzInputs(seeds: seeds, dictionary: ["\"..\"", "0", "-1", "\"/\"", "\"\"", "2147483648", "\"../..\""])
-        await Fuzzer("instance-record", iterations: 8_000).run(seeds: seeds, generate: inputs.next, describe: { String(decoding: $0, as: UTF8.self) }) { bytes in
+        await Fuzzer("instance-record", iterations: 8_000).run(seeds: seeds, generate: inputs.next, describe: { String(decoding: $0, as: UTF8.self) })
+        { bytes in
             let source = "/run/kiln/instances/x/instance.json"
             let record: InstanceRecord
             do {
                 record = try InstanceRecord.decode(Data(bytes), source: source)
             } catch let error as KilnError {
                 try invariant(error.code == .instanceNotFound, "refused as \(error.code): \(error.message)")
-                try invariant(error.message.hasPrefix("the instance record \(source) is unusable: "), "the message does not name the record: \(error.message)")
+                try invariant(
+                    error.message.hasPrefix("the instance record \(source) is unusable: "), "the message does not name the record: \(error.message)")
                 return
             }
             // kiln removes instanceDirectory(id), the netns and cgroup paths, and reaps shimPid.
@@ -200,13 +253,18 @@ struct ParserFuzzTests {
     @Test func scalingUpdates() async throws {
         let seeds = FuzzCorpus.files("scale")
         try #require(seeds.count >= 3)
-        let inputs = JSONFuzzInputs(seeds: seeds, dictionary: ["\"min\"", "\"max\"", "\"concurrency\"", "\"keepAliveSeconds\"", "1e21", "-1", "9223372036854775807"]) { random in
-            .object([("min", "max"), ("max", "max"), ("concurrency", "concurrency"), ("keepAliveSeconds", "seconds")].compactMap { key, kind -> (key: String, value: JSONValue)? in
-                guard random.oneIn(2) else { return nil }
-                return (key, .number(kind == "seconds" ? random.pick(EdgeValues.numbers) : String(random.pick(EdgeValues.integers))))
-            })
+        let inputs = JSONFuzzInputs(
+            seeds: seeds, dictionary: ["\"min\"", "\"max\"", "\"concurrency\"", "\"keepAliveSeconds\"", "1e21", "-1", "9223372036854775807"]
+        ) { random in
+            .object(
+                [("min", "max"), ("max", "max"), ("concurrency", "concurrency"), ("keepAliveSeconds", "seconds")].compactMap {
+                    key, kind -> (key: String, value: JSONValue)? in
+                    guard random.oneIn(2) else { return nil }
+                    return (key, .number(kind == "seconds" ? random.pick(EdgeValues.numbers) : String(random.pick(EdgeValues.integers))))
+                })
         }
-        await Fuzzer("scale-update", iterations: 20_000).run(seeds: seeds, generate: inputs.next, describe: { String(decoding: $0, as: UTF8.self) }) { bytes in
+        await Fuzzer("scale-update", iterations: 20_000).run(seeds: seeds, generate: inputs.next, describe: { String(decoding: $0, as: UTF8.self) }) {
+            bytes in
             guard let update = try? JSONDecoder().decode(ScalingPolicyUpdate.self, from: Data(bytes)) else { return }  // 400 from the admin API
             try Self.checkPolicy(update.applied(to: ScalingPolicy()))
         }
@@ -220,8 +278,10 @@ struct ParserFuzzTests {
             try invariant(error.code == .invalidArgument && error.hint != nil && !error.message.isEmpty, "refused with \(error)")
             return
         }
-        try invariant(policy.minInstances >= 0 && policy.minInstances <= policy.maxInstances, "accepted min \(policy.minInstances), max \(policy.maxInstances)")
-        try invariant(policy.concurrency >= 1 && policy.queueLimit >= 0, "accepted concurrency \(policy.concurrency), queue limit \(policy.queueLimit)")
+        try invariant(
+            policy.minInstances >= 0 && policy.minInstances <= policy.maxInstances, "accepted min \(policy.minInstances), max \(policy.maxInstances)")
+        try invariant(
+            policy.concurrency >= 1 && policy.queueLimit >= 0, "accepted concurrency \(policy.concurrency), queue limit \(policy.queueLimit)")
         // Duration.seconds(_:) traps from ~1.7e20 s; FunctionPool also adds these to instants.
         for (name, seconds) in [("keep-alive", policy.keepAliveSeconds), ("queue timeout", policy.queueTimeoutSeconds)] {
             try invariant(seconds >= 0 && seconds < 1e15, "accepted \(name) \(seconds) s")
@@ -229,7 +289,9 @@ struct ParserFuzzTests {
         _ = ContinuousClock.now + policy.keepAlive + policy.queueTimeout
         // FunctionPool sums the room of up to maxInstances instances of `concurrency` each.
         let (room, overflow) = policy.maxInstances.multipliedReportingOverflow(by: policy.concurrency)
-        try invariant(!overflow && room < Int.max / 4, "accepted max \(policy.maxInstances) x concurrency \(policy.concurrency): the pool's arithmetic overflows")
+        try invariant(
+            !overflow && room < Int.max / 4,
+            "accepted max \(policy.maxInstances) x concurrency \(policy.concurrency): the pool's arithmetic overflows")
     }
 
     struct ServeOptions: CustomStringConvertible {
@@ -246,34 +308,43 @@ struct ParserFuzzTests {
 
     /// `kiln serve`'s options, as `ServeCommand` hands them to `GatewayConfiguration.parsing`.
     @Test func serveOptions() async throws {
-        let listen = StringFuzzInputs(seeds: FuzzCorpus.lines("listen"), dictionary: [":", "[", "]", "::1", "127.", "localhost", "0", "-1", "65536", ".example.com", " "])
+        let listen = StringFuzzInputs(
+            seeds: FuzzCorpus.lines("listen"), dictionary: [":", "[", "]", "::1", "127.", "localhost", "0", "-1", "65536", ".example.com", " "])
         let warm = StringFuzzInputs(seeds: FuzzCorpus.lines("warm"), dictionary: ["=", "hello", "-1", "0", "257", "Hello", "../x"])
         let seconds = FuzzCorpus.lines("seconds").compactMap(Double.init) + EdgeValues.doubles
         try #require(!listen.seeds.isEmpty && !warm.seeds.isEmpty && !seconds.isEmpty)
         func number(_ sound: Int, _ random: inout FuzzRandom) -> Int { random.oneIn(6) ? random.pick(EdgeValues.integers) : sound }
         func time(_ sound: Double, _ random: inout FuzzRandom) -> Double { random.oneIn(6) ? random.pick(seconds) : sound }
-        await Fuzzer("serve-options", iterations: 20_000).run(generate: { random in
-            ServeOptions(
-                listen: random.oneIn(3) ? "127.0.0.1:8080" : listen.next(&random), admin: random.oneIn(3) ? "127.0.0.1:8081" : listen.next(&random),
-                warm: (0..<random.below(3)).map { _ in warm.next(&random) },
-                policy: ScalingPolicy(
-                    minInstances: number(0, &random), maxInstances: number(4, &random), concurrency: number(8, &random),
-                    keepAliveSeconds: time(60, &random), queueLimit: number(256, &random), queueTimeoutSeconds: time(30, &random)),
-                requestTimeout: time(60, &random))
-        }, describe: \.description) { options in
+        await Fuzzer("serve-options", iterations: 20_000).run(
+            generate: { random in
+                ServeOptions(
+                    listen: random.oneIn(3) ? "127.0.0.1:8080" : listen.next(&random),
+                    admin: random.oneIn(3) ? "127.0.0.1:8081" : listen.next(&random),
+                    warm: (0..<random.below(3)).map { _ in warm.next(&random) },
+                    policy: ScalingPolicy(
+                        minInstances: number(0, &random), maxInstances: number(4, &random), concurrency: number(8, &random),
+                        keepAliveSeconds: time(60, &random), queueLimit: number(256, &random), queueTimeoutSeconds: time(30, &random)),
+                    requestTimeout: time(60, &random))
+            }, describe: \.description
+        ) { options in
             let configuration: GatewayConfiguration
             do {
                 configuration = try GatewayConfiguration.parsing(
-                    listen: options.listen, admin: options.admin, defaultPolicy: options.policy, warm: options.warm, requestTimeoutSeconds: options.requestTimeout)
+                    listen: options.listen, admin: options.admin, defaultPolicy: options.policy, warm: options.warm,
+                    requestTimeoutSeconds: options.requestTimeout)
             } catch let error as KilnError {
                 try invariant(error.code == .invalidArgument && error.hint != nil && !error.message.isEmpty, "refused with \(error)")
                 return
             }
-            try invariant(Self.isLoopbackLiteral(configuration.admin.host), "accepted admin host '\(configuration.admin.host)', which need not be loopback")
-            try invariant(configuration.requestTimeout > .zero && configuration.requestTimeout < .seconds(1e15), "accepted request timeout \(configuration.requestTimeout)")
+            try invariant(
+                Self.isLoopbackLiteral(configuration.admin.host), "accepted admin host '\(configuration.admin.host)', which need not be loopback")
+            try invariant(
+                configuration.requestTimeout > .zero && configuration.requestTimeout < .seconds(1e15),
+                "accepted request timeout \(configuration.requestTimeout)")
             try Self.checkPolicy(configuration.defaultPolicy)
             for (name, policy) in configuration.policies {
-                try invariant((try? SnapshotStore.validate(name: name)) != nil && policy.minInstances >= 1, "accepted --warm \(name)=\(policy.minInstances)")
+                try invariant(
+                    (try? SnapshotStore.validate(name: name)) != nil && policy.minInstances >= 1, "accepted --warm \(name)=\(policy.minInstances)")
                 try Self.checkPolicy(policy)
             }
         }
@@ -282,7 +353,8 @@ struct ParserFuzzTests {
     /// What `--listen` and `--admin` accept reads back the same from its description, and only
     /// `localhost` or a loopback address literal counts as loopback.
     @Test func listenAddresses() async throws {
-        let inputs = StringFuzzInputs(seeds: FuzzCorpus.lines("listen"), dictionary: [":", "[", "]", "::1", "127.", "localhost", "0", "65536", ".example.com", " ", "%", "/"])
+        let inputs = StringFuzzInputs(
+            seeds: FuzzCorpus.lines("listen"), dictionary: [":", "[", "]", "::1", "127.", "localhost", "0", "65536", ".example.com", " ", "%", "/"])
         try #require(!inputs.seeds.isEmpty)
         await Fuzzer("listen-address", iterations: 20_000).run(seeds: inputs.seeds, generate: inputs.next, describe: { $0 }) { text in
             let address: ListenAddress
@@ -323,14 +395,16 @@ struct ParserFuzzTests {
     // MARK: kiln bake options
 
     @Test func warmupSteps() async throws {
-        let inputs = StringFuzzInputs(seeds: FuzzCorpus.lines("warmup"), dictionary: [":", "/", "0", "-1", "1000001", "9223372036854775808", " ", "\r\n", "?", "%20"])
+        let inputs = StringFuzzInputs(
+            seeds: FuzzCorpus.lines("warmup"), dictionary: [":", "/", "0", "-1", "1000001", "9223372036854775808", " ", "\r\n", "?", "%20"])
         try #require(!inputs.seeds.isEmpty)
         await Fuzzer("warmup-step", iterations: 20_000).run(seeds: inputs.seeds, generate: inputs.next, describe: { $0 }) { text in
             let step: WarmupStep
             do {
                 step = try WarmupStep(parsing: text)
             } catch let error as KilnError {
-                try invariant(error.code == .invalidArgument && error.message.hasPrefix("warmup '\(text)' "), "refused without naming the input: \(error)")
+                try invariant(
+                    error.code == .invalidArgument && error.message.hasPrefix("warmup '\(text)' "), "refused without naming the input: \(error)")
                 try invariant(error.hint?.contains("COUNT:PATH") == true, "refused without the syntax: \(error)")
                 return
             }
@@ -343,14 +417,17 @@ struct ParserFuzzTests {
     @Test func environmentEntries() async throws {
         let inputs = StringFuzzInputs(seeds: FuzzCorpus.lines("env"), dictionary: ["=", "==", "\u{0}", "A", " ", "PATH", "é"])
         try #require(!inputs.seeds.isEmpty)
-        await Fuzzer("env", iterations: 20_000).run(generate: { random in (0...random.below(3)).map { _ in inputs.next(&random) } }, describe: { $0.description }) { entries in
+        await Fuzzer("env", iterations: 20_000).run(
+            generate: { random in (0...random.below(3)).map { _ in inputs.next(&random) } }, describe: { $0.description }
+        ) { entries in
             let environment: [String: String]
             do {
                 environment = try SandboxSpec.environment(parsing: entries)
             } catch let error as KilnError {
                 let named = entries.first { error.message == "--env '\($0)' is not KEY=VALUE" }
                 try invariant(error.code == .invalidArgument && named != nil, "refused without naming the entry: \(error)")
-                try invariant(named.map { $0.hasPrefix("=") || !$0.contains("=") || $0.utf8.contains(0) } == true, "refused the sound entry \(named!)")
+                try invariant(
+                    named.map { $0.hasPrefix("=") || !$0.contains("=") || $0.utf8.contains(0) } == true, "refused the sound entry \(named!)")
                 return
             }
             var expected: [String: String] = [:]

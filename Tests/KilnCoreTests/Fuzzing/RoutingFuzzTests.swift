@@ -1,14 +1,14 @@
 import Foundation
 import HTTPTypes
+import NIOHTTP1
+import Testing
+
 @testable import KilnBench
 @testable import KilnEngine
 @testable import KilnGateway
 @testable import KilnOCI
 @testable import KilnSnapshot
 @testable import KilnSystem
-import NIOHTTP1
-import Testing
-
 
 /// Issue 7, "Bad input", for the gateway: any request target and Host header is routed to a
 /// function with a path that starts with `/` and cannot climb above the service's root, or gets
@@ -24,11 +24,15 @@ struct RoutingFuzzTests {
     }
 
     static func inputs() throws -> (targets: StringFuzzInputs, hosts: StringFuzzInputs) {
-        let targets = StringFuzzInputs(seeds: FuzzCorpus.lines("targets"), dictionary: [
-            "/", "//", "?", "#", ".", "..", "%2e", "%2E", "%2f", "%2F", "%5c", "\\", ";", ";jsessionid=1", "%00", "\u{0}", " ", "\r\n", "%", "%%", "%zz",
-            "hello", "pet-clinic", "HELLO", "\u{212A}iln", "é", "*", "@", "http://",
-        ])
-        let hosts = StringFuzzInputs(seeds: FuzzCorpus.lines("hosts"), dictionary: [".", ":", "[", "]", "hello", "kiln", "\u{212A}", "HELLO", "fns", "8080", "1", " "])
+        let targets = StringFuzzInputs(
+            seeds: FuzzCorpus.lines("targets"),
+            dictionary: [
+                "/", "//", "?", "#", ".", "..", "%2e", "%2E", "%2f", "%2F", "%5c", "\\", ";", ";jsessionid=1", "%00", "\u{0}", " ", "\r\n", "%", "%%",
+                "%zz",
+                "hello", "pet-clinic", "HELLO", "\u{212A}iln", "é", "*", "@", "http://",
+            ])
+        let hosts = StringFuzzInputs(
+            seeds: FuzzCorpus.lines("hosts"), dictionary: [".", ":", "[", "]", "hello", "kiln", "\u{212A}", "HELLO", "fns", "8080", "1", " "])
         try #require(!targets.seeds.isEmpty && !hosts.seeds.isEmpty, "no routing seeds under \(FuzzCorpus.directory.path)")
         return (targets, hosts)
     }
@@ -43,8 +47,11 @@ struct RoutingFuzzTests {
 
     @Test func routes() async throws {
         let (targets, hosts) = try Self.inputs()
-        let seeds = targets.seeds.flatMap { target in [Request(target: target, host: nil)] + hosts.seeds.prefix(5).map { Request(target: target, host: $0) } }
-        await Fuzzer("routing", iterations: 20_000).run(seeds: seeds, generate: { Self.generate(targets, hosts, &$0) }, describe: \.description) { request in
+        let seeds = targets.seeds.flatMap { target in
+            [Request(target: target, host: nil)] + hosts.seeds.prefix(5).map { Request(target: target, host: $0) }
+        }
+        await Fuzzer("routing", iterations: 20_000).run(seeds: seeds, generate: { Self.generate(targets, hosts, &$0) }, describe: \.description) {
+            request in
             try Self.checkRoute(target: request.target, host: request.host)
         }
     }
@@ -69,7 +76,8 @@ struct RoutingFuzzTests {
         if let prefix = route.strippedPrefix {
             // Path routing: the first segment names the function, the service sees the rest.
             try invariant(prefix == "/" + route.function && !route.function.isEmpty, "stripped '\(prefix)' for function '\(route.function)'")
-            try invariant(route.function == firstSegment(of: target), "routed to '\(route.function)', the first segment is '\(firstSegment(of: target))'")
+            try invariant(
+                route.function == firstSegment(of: target), "routed to '\(route.function)', the first segment is '\(firstSegment(of: target))'")
             let rest = String(decoding: target.utf8.drop { $0 == UInt8(ascii: "/") }.dropFirst(route.function.utf8.count), as: UTF8.self)
             try invariant(route.path == rest || route.path == "/" + rest, "'\(target)' became \(route.function) + '\(route.path)'")
         } else {
@@ -77,8 +85,11 @@ struct RoutingFuzzTests {
             let label = (host ?? "").split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)[0]
                 .split(separator: ".", omittingEmptySubsequences: false)[0]
             try invariant(functions.contains(route.function), "host-routed to '\(route.function)', not a function")
-            try invariant(label.unicodeScalars.allSatisfy(\.isASCII) && label.lowercased() == route.function, "host '\(host ?? "")' routed to '\(route.function)'")
-            try invariant(route.path == target || route.path == "/" + target || (target.isEmpty && route.path == "/"), "'\(target)' became '\(route.path)'")
+            try invariant(
+                label.unicodeScalars.allSatisfy(\.isASCII) && label.lowercased() == route.function,
+                "host '\(host ?? "")' routed to '\(route.function)'")
+            try invariant(
+                route.path == target || route.path == "/" + target || (target.isEmpty && route.path == "/"), "'\(target)' became '\(route.path)'")
         }
     }
 
@@ -110,7 +121,9 @@ struct RoutingFuzzTests {
             }
         }
         decoded = decoded.map { $0 == UInt8(ascii: "\\") ? UInt8(ascii: "/") : $0 }
-        let segments = decoded.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).map { Array($0.prefix { $0 != UInt8(ascii: ";") }) }
+        let segments = decoded.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).map {
+            Array($0.prefix { $0 != UInt8(ascii: ";") })
+        }
         var resolved: [[UInt8]] = []
         for segment in segments {
             switch segment {
@@ -133,7 +146,8 @@ struct RoutingFuzzTests {
                 // target carries its own host: route what the gateway sees.
                 let head = gatewayRequest.head
                 let (target, host) = Gateway.targetAndHost(
-                    of: HTTPRequestHead(version: .http1_1, method: .GET, uri: head.path ?? "/", headers: HTTPHeaders(head.authority.map { [("Host", $0)] } ?? [])))
+                    of: HTTPRequestHead(
+                        version: .http1_1, method: .GET, uri: head.path ?? "/", headers: HTTPHeaders(head.authority.map { [("Host", $0)] } ?? [])))
                 let expected = Result { () throws(GatewayRouteRejection) in
                     try GatewayRoute.resolve(target: target, host: host, isFunction: Self.functions.contains)
                 }
@@ -147,7 +161,9 @@ struct RoutingFuzzTests {
                     try invariant(response.status == .badRequest && error["code"] == "invalid-path", "answered \(response.status) \(error)")
                     try invariant(error["message"]?.contains("cannot be forwarded") == true, "the message does not say why: \(error)")
                 case .success(let route) where !Self.functions.contains(route.function):
-                    try invariant(response.status == .notFound && error["code"] == "function-not-found", "answered \(response.status) \(error) for '\(route.function)'")
+                    try invariant(
+                        response.status == .notFound && error["code"] == "function-not-found",
+                        "answered \(response.status) \(error) for '\(route.function)'")
                 case .success(let route):
                     try invariant(response.status == .ok, "answered \(response.status) \(error)")
                     try invariant(transport.requests.count == sentBefore + 1, "forwarded \(transport.requests.count - sentBefore) requests")
