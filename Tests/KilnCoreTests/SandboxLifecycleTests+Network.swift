@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Synchronization
 import Testing
+
 @testable import KilnEngine
 @testable import KilnNetwork
 @testable import KilnOCI

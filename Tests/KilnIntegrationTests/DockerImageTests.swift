@@ -81,7 +81,8 @@ extension Integration {
             let bake = try await docker.succeed(
                 ["run", "--rm"] + common + [
                     // The image carries no CNI plugins (README, In Docker): its sandboxes are loopback-only.
-                    image, "bake", "hello", "--replace", "--json", "--network", "none", "--port", "8080", "--ready", "/health", "--warmup", "50:/greet",
+                    image, "bake", "hello", "--replace", "--json", "--network", "none", "--port", "8080", "--ready", "/health", "--warmup",
+                    "50:/greet",
                     "--", "/opt/kiln/examples/hello-spring/bin/hello-spring",
                 ])
             let manifest = try #require(jsonObject(bake.stdout))

@@ -147,10 +147,13 @@ extension Integration {
                             def log_message(self, *a): pass
                         http.server.HTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
                         """.replacingOccurrences(of: "10.213.0.1", with: try bed.configuration.gatewayAddress())
-                    _ = try await kiln.bake(
-                        BakeRequest(
-                            name: "pinned", sandbox: host.sandbox(["/usr/bin/python3", "-c", script]),
-                            readiness: ReadinessCheck(path: "/", timeoutSeconds: 30), compact: false, network: "kiln"))
+                    var request = BakeRequest(
+                        name: "pinned", sandbox: host.sandbox(["/usr/bin/python3", "-c", script]),
+                        readiness: ReadinessCheck(path: "/", timeoutSeconds: 30), compact: false, network: "kiln")
+                    // The preflight would refuse the second listener before the dump: accepted
+                    // here, so that the restore's own check is what this test sees.
+                    request.allow = [.listener]
+                    _ = try await kiln.bake(request)
                     let (verified, _) = try kiln.loadVerified("pinned")
                     do {
                         let copy = try await kiln.restoreOne(verified, readinessTimeout: .seconds(5))

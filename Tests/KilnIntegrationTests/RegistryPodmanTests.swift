@@ -20,7 +20,7 @@ extension Integration {
                 _ = try await host.kiln.bake(
                     BakeRequest(
                         name: "hello", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"),
-                        warmup: [WarmupStep(count: 20, path: "/greet")]))
+                        warmup: [WarmupStep(count: 20, path: "/greet")], agent: false))
                 let reference = "\(registry.address)/kiln/hello-checkpoint:v1"
                 let base = "\(host.scratch)/kiln-root-image.tar"
                 let push = try runKiln(
