@@ -53,19 +53,6 @@ extension Integration {
                 }, uniquingKeysWith: { first, _ in first })
         }
 
-        static func expectKilnError(_ code: KilnError.Code, _ body: () async throws -> Void) async -> KilnError? {
-            do {
-                try await body()
-                Issue.record("expected a \(code.rawValue) error, got success")
-            } catch let error as KilnError {
-                #expect(error.code == code, "\(error)")
-                return error
-            } catch {
-                Issue.record("expected a KilnError, got \(error)")
-            }
-            return nil
-        }
-
         @Test func everyCopyRunsAfterRestoreInItsOwnIdentityBeforeItIsReady() async throws {
             try await withTestHost { host in
                 let manifest = try await host.kiln.bake(try Self.request(host, mode: "ok", name: "crac"))
@@ -114,7 +101,7 @@ extension Integration {
 
         @Test func aThrowingBeforeCheckpointAbortsTheBakeAndTheOriginalRunsAfterRestore() async throws {
             try await withTestHost { host in
-                let error = await Self.expectKilnError(.checkpointFailed) {
+                let error = await expectKilnError(.checkpointFailed) {
                     _ = try await host.kiln.bake(try Self.request(host, mode: "throw-before", name: "refuses"))
                 }
                 #expect(
@@ -132,7 +119,7 @@ extension Integration {
         @Test func aThrowingAfterRestoreFailsThatCopyAndLeavesNothing() async throws {
             try await withTestHost { host in
                 let manifest = try await host.kiln.bake(try Self.request(host, mode: "throw-after", name: "restorefails"))
-                let error = await Self.expectKilnError(.restoreFailed) {
+                let error = await expectKilnError(.restoreFailed) {
                     _ = try await host.kiln.restoreOne(manifest)
                 }
                 #expect(error?.message.contains("fixture refuses the restore") == true, "\(String(describing: error))")
@@ -144,7 +131,7 @@ extension Integration {
 
         @Test func thePreflightNamesAnOpenConnectionAndAllowLetsItThrough() async throws {
             try await withTestHost { host in
-                let error = await Self.expectKilnError(.checkpointBlocked) {
+                let error = await expectKilnError(.checkpointBlocked) {
                     _ = try await host.kiln.bake(try Self.request(host, mode: "connect", name: "connected"))
                 }
                 let report = error?.details.joined(separator: "\n") ?? ""

@@ -16,20 +16,6 @@ import Glibc
 extension Integration {
     @Suite("errors a user will hit", .serialized)
     struct ErrorCaseTests {
-        func expectKilnError(_ code: KilnError.Code, _ body: () async throws -> Void) async -> KilnError? {
-            do {
-                try await body()
-                Issue.record("expected a \(code.rawValue) error, got success")
-                return nil
-            } catch let error as KilnError {
-                #expect(error.code == code, "\(error)")
-                return error
-            } catch {
-                Issue.record("expected a KilnError, got \(error)")
-                return nil
-            }
-        }
-
         @Test func notRootIsRefusedWithAHint() async throws {
             try await withTestHost { host in
                 let output = try runKiln(

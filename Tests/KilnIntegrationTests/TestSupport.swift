@@ -148,3 +148,21 @@ func expectNoLeftovers(_ host: TestHost, network: CNINetwork? = nil, sourceLocat
     let leftovers = try await host.leftovers(network: network)
     #expect(leftovers == [], "kiln left these behind", sourceLocation: sourceLocation)
 }
+
+/// Runs `body` and expects it to fail with a ``KilnError`` of `code`; returns that error (nil,
+/// with an issue recorded, when it succeeded or failed otherwise).
+func expectKilnError(
+    _ code: KilnError.Code, sourceLocation: SourceLocation = #_sourceLocation, _ body: () async throws -> Void
+) async -> KilnError? {
+    do {
+        try await body()
+        Issue.record("expected a \(code.rawValue) error, got success", sourceLocation: sourceLocation)
+        return nil
+    } catch let error as KilnError {
+        #expect(error.code == code, "\(error)", sourceLocation: sourceLocation)
+        return error
+    } catch {
+        Issue.record("expected a KilnError, got \(error)", sourceLocation: sourceLocation)
+        return nil
+    }
+}
