@@ -60,6 +60,19 @@ struct Run: AsyncParsableCommand, ReportingCommand {
                     records.map {
                         [$0.id, String($0.pid), $0.address ?? "-", Output.ms($0.restoreMs), Output.ms($0.firstResponseMs)]
                     }))
+            if common.verbose {
+                print(
+                    Output.table(
+                        ["INSTANCE", "PREPARE", "RUNC RESTORE", "(CRIU)", "IDENTITY", "AFTERRESTORE", "FIRST RESPONSE"],
+                        records.compactMap { record in
+                            record.phases.map { phases in
+                                [
+                                    record.id, Output.ms(phases.prepareMs), Output.ms(phases.runtimeMs), phases.criuRestoreMs.map(Output.ms) ?? "-",
+                                    Output.ms(phases.identityMs), phases.afterRestoreMs.map(Output.ms) ?? "-", Output.ms(phases.firstResponseMs),
+                                ]
+                            }
+                        }))
+            }
             if count > 1 {
                 Output.progress(
                     "\(count) copies, \(min(parallel, count)) at a time: all answering \(Output.ms(wallMs)) after the first restore began")

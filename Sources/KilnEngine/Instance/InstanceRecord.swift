@@ -30,6 +30,8 @@ public struct InstanceRecord: Codable, Sendable, Equatable {
     /// How long the copy's CRaC afterRestore took (restore.request to restore.done, as kiln saw
     /// it), included in ``firstResponseMs``; nil without the agent.
     public var afterRestoreMs: Double? = nil
+    /// Where the restore's time went (nil for cold starts and older records).
+    public var phases: RestorePhases? = nil
 
     /// Its address on its network, without prefix.
     public var address: String? { network?.ip }
@@ -91,4 +93,33 @@ public struct InstanceStatus: Codable, Sendable {
     public var sharesMemory: Bool
     /// Its address on its network, or nil (loopback only).
     public var address: String?
+}
+
+/// Where one restore's time went, from the start of `restoreOne` to the first response, in order;
+/// the phases add up to the copy's ``InstanceRecord/firstResponseMs`` (verification happens once
+/// per `kiln run`, before them).
+public struct RestorePhases: Codable, Sendable, Equatable {
+    /// Scratch directory, network namespace (or one taken from a pool), network, bundle.
+    public var prepareMs: Double
+    /// `runc restore`, CRIU included, until runc returns with the copy running.
+    public var runtimeMs: Double
+    /// CRIU's own restore time, from its statistics (`stats-restore`), within ``runtimeMs``.
+    public var criuRestoreMs: Double?
+    /// The copy's hostname, and the check that no socket is bound to the bake-time address.
+    public var identityMs: Double
+    /// The CRaC agent's identity refresh and the service's `afterRestore` (nil without the agent).
+    public var afterRestoreMs: Double?
+    /// Readiness probe to the first 2xx (and the restore hook, if any).
+    public var firstResponseMs: Double
+
+    public init(
+        prepareMs: Double, runtimeMs: Double, criuRestoreMs: Double?, identityMs: Double, afterRestoreMs: Double?, firstResponseMs: Double
+    ) {
+        self.prepareMs = prepareMs
+        self.runtimeMs = runtimeMs
+        self.criuRestoreMs = criuRestoreMs
+        self.identityMs = identityMs
+        self.afterRestoreMs = afterRestoreMs
+        self.firstResponseMs = firstResponseMs
+    }
 }

@@ -113,12 +113,14 @@ extension Kiln {
                 throw RestoreAddressCheck.explain(error, attachment: sandbox.attachment)
             }
             let restored = ContinuousClock.now
+            let criu = try? CRIURestoreStatistics.read(fromWorkDirectory: sandbox.workDirectory)
             try sandbox.assumeIdentity(hostname: id)
             if let attachment = sandbox.attachment,
                 let socket = RestoreAddressCheck.strandedListeners(ofProcess: container.pid, address: attachment.ip).first
             {
                 throw RestoreAddressCheck.stranded(("", socket.port, socket.address), attachment: attachment, details: [], logPath: sandbox.logPath)
             }
+            let identified = ContinuousClock.now
             // The copy's CRaC afterRestore, in its new identity, before anything can reach it.
             var afterRestoreMs: Double?
             if manifest.sandbox.agent != nil, let jvm = manifest.agentProcess {
@@ -126,6 +128,7 @@ extension Kiln {
                 afterRestoreMs = agent.elapsedMs
                 for warning in agent.warnings { logger.warning("\(id): the agent says: \(warning)") }
             }
+            let probing = ContinuousClock.now
             let outcome = try await sandbox.probe(
                 port: manifest.sandbox.port, path: manifest.readiness.path, timeout: readinessTimeout, interval: pollInterval)
             guard outcome == .ready else {
@@ -146,7 +149,11 @@ extension Kiln {
                 createdAt: Date(), networkNamespacePath: sandbox.instance.networkNamespacePath, cgroupPath: sandbox.instance.cgroupPath,
                 logPath: sandbox.logPath, restoreMs: start.duration(to: restored).milliseconds,
                 firstResponseMs: start.duration(to: answered).milliseconds,
-                sharesMemory: sharing, network: sandbox.attachment, afterRestoreMs: afterRestoreMs)
+                sharesMemory: sharing, network: sandbox.attachment, afterRestoreMs: afterRestoreMs,
+                phases: RestorePhases(
+                    prepareMs: start.duration(to: prepared).milliseconds, runtimeMs: prepared.duration(to: restored).milliseconds,
+                    criuRestoreMs: criu?.restoreMs, identityMs: restored.duration(to: identified).milliseconds,
+                    afterRestoreMs: afterRestoreMs, firstResponseMs: probing.duration(to: answered).milliseconds))
             try save(record)
             return record
         } catch {
