@@ -258,6 +258,12 @@ struct SandboxLifecycleTests {
         let record = try await kiln.restoreOne(Self.manifest("svc"), shareMemory: false)
         #expect(world.calls == ["mkdir \(record.id)", "mkdir work", "netns create", "bundle", "restore", "hostname", "ready?"])
         #expect(FileManager.default.fileExists(atPath: "\(kiln.paths.instances)/\(record.id)/instance.json"))
+        // Where the time went: every phase measured, none with CRIU's statistics (no CRIU ran),
+        // and together no more than the whole.
+        let phases = try #require(record.phases)
+        #expect(phases.criuRestoreMs == nil && phases.afterRestoreMs == nil)
+        let sum = phases.prepareMs + phases.runtimeMs + phases.identityMs + phases.firstResponseMs
+        #expect(sum <= record.firstResponseMs + 0.001, "\(phases) against \(record.firstResponseMs) ms")
 
         let before = world.calls.count
         try await kiln.stop(record)
