@@ -115,10 +115,3 @@ extension KilnError {
         }
     }
 }
-
-/// Runs a command body. Failures are reported where every command's are
-/// (``KilnCommand/execute(_:)``), so this adds nothing: it stays so that a command's body reads
-/// as it did (Serve.run's body is changed elsewhere at the same time).
-func reporting(_ common: CommonOptions, _ body: () async throws -> Void) async throws {
-    try await body()
-}

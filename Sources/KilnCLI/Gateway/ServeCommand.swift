@@ -72,51 +72,49 @@ struct Serve: AsyncParsableCommand, ReportingCommand {
     @OptionGroup var common: CommonOptions
 
     func run() async throws {
-        try await reporting(common) {
-            let remote = try RemoteFunctions(
-                arguments: pull, access: registry.access, trusted: try verify.map { try SnapshotVerifyingKey(contentsOf: $0) })
-            if let reference = remote.references.values.first { try registry.access.check(for: reference) }
-            var logger = Logger(label: "kiln.gateway") { StreamLogHandler.standardError(label: $0) }
-            logger.logLevel = common.verbose ? .debug : .info
-            // Bad options are refused before anything is touched.
-            let configuration = try makeConfiguration()
-            // runc and CRIU calls are logged only with -v, as in every other command.
-            let keyring = try keys.keyring()
-            let ignored = try HostFact.parse(keys.ignoreHostCheck)
-            var kiln = try Kiln.open(logger: common.makeLogger(), toDo: "run the gateway")
-            kiln.keys = keyring
-            kiln.hostCheck.ignored = ignored
-            // The gateway's instances die with it; what an earlier, killed gateway left is removed
-            // before this one starts.
-            kiln.ownsInstances = true
-            let garbage = try await kiln.collectGarbage()
-            if !garbage.isEmpty {
-                logger.notice(
-                    "removed what a previous kiln left behind",
-                    metadata: [
-                        "instances": "\(garbage.instances)", "containers": "\(garbage.containers)",
-                        "network_namespaces": "\(garbage.networkNamespaces.count)", "directories": "\(garbage.directories.count)",
-                        "cgroups": "\(garbage.cgroups.count)",
-                    ])
-            }
-            let server = buildGateway(
-                kiln: kiln, configuration: configuration, coldStartFallback: !noColdStartFallback,
-                idleConnectionsPerInstance: max(concurrency, 8), remote: remote, network: networkOption.network, logger: logger)
-            let json = common.json
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { try await server.run() }
-                group.addTask {
-                    let ports = await server.boundPorts()
-                    let listen = ListenAddress(host: configuration.listen.host, port: ports.listen)
-                    let admin = ListenAddress(host: configuration.admin.host, port: ports.admin)
-                    if json {
-                        Output.printJSON(["listen": "\(listen)", "admin": "\(admin)"])
-                    } else {
-                        Output.progress("kiln serve: functions on http://\(listen)/<function>/..., admin API and /metrics on http://\(admin)")
-                    }
+        let remote = try RemoteFunctions(
+            arguments: pull, access: registry.access, trusted: try verify.map { try SnapshotVerifyingKey(contentsOf: $0) })
+        if let reference = remote.references.values.first { try registry.access.check(for: reference) }
+        var logger = Logger(label: "kiln.gateway") { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = common.verbose ? .debug : .info
+        // Bad options are refused before anything is touched.
+        let configuration = try makeConfiguration()
+        // runc and CRIU calls are logged only with -v, as in every other command.
+        let keyring = try keys.keyring()
+        let ignored = try HostFact.parse(keys.ignoreHostCheck)
+        var kiln = try Kiln.open(logger: common.makeLogger(), toDo: "run the gateway")
+        kiln.keys = keyring
+        kiln.hostCheck.ignored = ignored
+        // The gateway's instances die with it; what an earlier, killed gateway left is removed
+        // before this one starts.
+        kiln.ownsInstances = true
+        let garbage = try await kiln.collectGarbage()
+        if !garbage.isEmpty {
+            logger.notice(
+                "removed what a previous kiln left behind",
+                metadata: [
+                    "instances": "\(garbage.instances)", "containers": "\(garbage.containers)",
+                    "network_namespaces": "\(garbage.networkNamespaces.count)", "directories": "\(garbage.directories.count)",
+                    "cgroups": "\(garbage.cgroups.count)",
+                ])
+        }
+        let server = buildGateway(
+            kiln: kiln, configuration: configuration, coldStartFallback: !noColdStartFallback,
+            idleConnectionsPerInstance: max(concurrency, 8), remote: remote, network: networkOption.network, logger: logger)
+        let json = common.json
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await server.run() }
+            group.addTask {
+                let ports = await server.boundPorts()
+                let listen = ListenAddress(host: configuration.listen.host, port: ports.listen)
+                let admin = ListenAddress(host: configuration.admin.host, port: ports.admin)
+                if json {
+                    Output.printJSON(["listen": "\(listen)", "admin": "\(admin)"])
+                } else {
+                    Output.progress("kiln serve: functions on http://\(listen)/<function>/..., admin API and /metrics on http://\(admin)")
                 }
-                try await group.waitForAll()
             }
+            try await group.waitForAll()
         }
     }
 

@@ -36,24 +36,22 @@ struct Pull: AsyncParsableCommand, ReportingCommand {
     @OptionGroup var common: CommonOptions
 
     func run() async throws {
-        try await reporting(common) {
-            let source = try RegistryReference(parsing: reference)
-            let trusted = try verify.map { try SnapshotVerifyingKey(contentsOf: $0) }
-            let ignored = try HostFact.parse(ignoreHostCheck)
-            var kiln = try common.openKiln(toDo: "pull a snapshot")
-            kiln.hostCheck.ignored = ignored
-            let result = try await kiln.pull(source, as: name, access: registry.access, trusted: trusted, replace: replace)
-            if common.json {
-                Output.printJSON(result)
-            } else {
-                print(
-                    "pulled \(result.reference) as \(result.snapshot): \(result.files) files, \(Output.bytes(result.sizeBytes)) in \(Output.ms(result.pullMs)) (verified in \(Output.ms(result.verifyMs)))"
-                )
-                print("digest \(result.digest)" + (result.signedBy.map { ", signed by key \($0)" } ?? ""))
-                if !result.hostNotes.isEmpty {
-                    Output.progress("this host differs from the bake host (harmless or waived):")
-                    for line in HostCheck.table(result.hostNotes) { Output.progress("  \(line)") }
-                }
+        let source = try RegistryReference(parsing: reference)
+        let trusted = try verify.map { try SnapshotVerifyingKey(contentsOf: $0) }
+        let ignored = try HostFact.parse(ignoreHostCheck)
+        var kiln = try common.openKiln(toDo: "pull a snapshot")
+        kiln.hostCheck.ignored = ignored
+        let result = try await kiln.pull(source, as: name, access: registry.access, trusted: trusted, replace: replace)
+        if common.json {
+            Output.printJSON(result)
+        } else {
+            print(
+                "pulled \(result.reference) as \(result.snapshot): \(result.files) files, \(Output.bytes(result.sizeBytes)) in \(Output.ms(result.pullMs)) (verified in \(Output.ms(result.verifyMs)))"
+            )
+            print("digest \(result.digest)" + (result.signedBy.map { ", signed by key \($0)" } ?? ""))
+            if !result.hostNotes.isEmpty {
+                Output.progress("this host differs from the bake host (harmless or waived):")
+                for line in HostCheck.table(result.hostNotes) { Output.progress("  \(line)") }
             }
         }
     }

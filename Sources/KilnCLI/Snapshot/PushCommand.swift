@@ -39,43 +39,41 @@ struct Push: AsyncParsableCommand, ReportingCommand {
     @OptionGroup var common: CommonOptions
 
     func run() async throws {
-        try await reporting(common) {
-            let target = try RegistryReference(parsing: reference)
-            let key = try sign.map { try SnapshotSigningKey(contentsOf: $0) }
-            guard ["snapshot", "checkpoint-image"].contains(format) else {
-                throw KilnError(.invalidArgument, "--format '\(format)' is not a push format", hint: "use snapshot (the default) or checkpoint-image")
+        let target = try RegistryReference(parsing: reference)
+        let key = try sign.map { try SnapshotSigningKey(contentsOf: $0) }
+        guard ["snapshot", "checkpoint-image"].contains(format) else {
+            throw KilnError(.invalidArgument, "--format '\(format)' is not a push format", hint: "use snapshot (the default) or checkpoint-image")
+        }
+        if format == "checkpoint-image" {
+            guard sign == nil else {
+                throw KilnError(
+                    .invalidArgument, "--sign is for kiln's own format",
+                    hint: "sign checkpoint images with the registry's tools (cosign, skopeo --sign-by)")
             }
-            if format == "checkpoint-image" {
-                guard sign == nil else {
-                    throw KilnError(
-                        .invalidArgument, "--sign is for kiln's own format",
-                        hint: "sign checkpoint images with the registry's tools (cosign, skopeo --sign-by)")
-                }
-                let kiln = try common.openKiln(toDo: "push a checkpoint image", keys: keys)
-                let path = baseImage.hasPrefix("/") ? baseImage : FileManager.default.currentDirectoryPath + "/" + baseImage
-                let result = try await kiln.pushCheckpointImage(name, to: target, access: registry.access, baseImage: path)
-                if common.json {
-                    Output.printJSON(result)
-                } else {
-                    print(
-                        "pushed \(name) to \(result.reference) as a Podman checkpoint image (\(Output.bytes(result.layerBytes)), in \(Output.ms(result.pushMs))): it holds the service's memory unencrypted"
-                    )
-                    print("digest \(result.digest)")
-                    print("restore it with Podman:")
-                    for command in result.podmanCommands { print("  \(command)") }
-                }
-                return
-            }
-            let kiln = try common.openKiln(toDo: "push a snapshot")
-            let result = try await kiln.push(name, to: target, access: registry.access, signingKey: key)
+            let kiln = try common.openKiln(toDo: "push a checkpoint image", keys: keys)
+            let path = baseImage.hasPrefix("/") ? baseImage : FileManager.default.currentDirectoryPath + "/" + baseImage
+            let result = try await kiln.pushCheckpointImage(name, to: target, access: registry.access, baseImage: path)
             if common.json {
                 Output.printJSON(result)
             } else {
                 print(
-                    "pushed \(name) to \(result.reference): \(result.files) files, \(Output.bytes(result.sizeBytes)) in \(Output.ms(result.pushMs))")
+                    "pushed \(name) to \(result.reference) as a Podman checkpoint image (\(Output.bytes(result.layerBytes)), in \(Output.ms(result.pushMs))): it holds the service's memory unencrypted"
+                )
                 print("digest \(result.digest)")
-                if let tag = result.signatureTag, let id = result.keyID { print("signed with key \(id) (tag \(tag))") }
+                print("restore it with Podman:")
+                for command in result.podmanCommands { print("  \(command)") }
             }
+            return
+        }
+        let kiln = try common.openKiln(toDo: "push a snapshot")
+        let result = try await kiln.push(name, to: target, access: registry.access, signingKey: key)
+        if common.json {
+            Output.printJSON(result)
+        } else {
+            print(
+                "pushed \(name) to \(result.reference): \(result.files) files, \(Output.bytes(result.sizeBytes)) in \(Output.ms(result.pushMs))")
+            print("digest \(result.digest)")
+            if let tag = result.signatureTag, let id = result.keyID { print("signed with key \(id) (tag \(tag))") }
         }
     }
 }
