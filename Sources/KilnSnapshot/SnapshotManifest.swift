@@ -239,8 +239,9 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
     public var timings: BakeTimings
     /// Whether kiln ran a full GC in the JVM before the dump.
     public var compacted: Bool
-    /// Whether copies share identical memory pages through KSM (off for services that must not
-    /// share pages with other tenants: merging is a timing side channel).
+    /// Whether copies also merge identical pages through KSM (`kiln bake --share-memory ksm`).
+    /// Off by default: copies of one snapshot already share the pages nobody wrote by mapping the
+    /// page images, and merging is a timing side channel between everything merged.
     public var shareMemory: Bool
     /// How the memory images are compressed at rest ("zstd"), or nil. Compressed snapshots are
     /// decompressed once into a tmpfs cache and restored from there (see ``DumpCache``).
@@ -273,7 +274,7 @@ public struct SnapshotManifest: Codable, Sendable, Equatable {
 
     public init(
         name: String, createdAt: Date, sandbox: SandboxSpec, readiness: ReadinessCheck, warmup: [WarmupStep],
-        host: HostFacts, timings: BakeTimings, compacted: Bool, shareMemory: Bool = true, compression: SnapshotCompression? = nil,
+        host: HostFacts, timings: BakeTimings, compacted: Bool, shareMemory: Bool = false, compression: SnapshotCompression? = nil,
         encryption: SnapshotEncryption? = nil, restoreHook: String? = nil, image: SnapshotImage? = nil, cgroupsInImages: Bool? = nil,
         network: String? = nil, agentProcess: Int32? = nil, files: [SnapshotFile]
     ) {

@@ -68,6 +68,7 @@ struct CLIHost {
         _ = try? kiln(["gc"])
         try? FileManager.default.removeItem(atPath: base)
         try? FileManager.default.removeItem(atPath: "/dev/shm/kiln-images" + state.replacingOccurrences(of: "/", with: "_"))
+        try? FileManager.default.removeItem(atPath: "/dev/shm/kiln-verified" + state.replacingOccurrences(of: "/", with: "_"))
         for controller in [
             "memory", "pids", "cpu", "cpuacct", "cpuset", "devices", "freezer", "blkio", "net_cls", "net_prio", "perf_event",
             "hugetlb", "rdma", "misc", "systemd", "unified",

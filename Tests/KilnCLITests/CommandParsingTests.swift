@@ -28,7 +28,7 @@ struct CommandParsingTests {
         #expect(bake.readyTimeout == 60)
         #expect(bake.memory == "1024")
         #expect(bake.warmup.isEmpty && bake.environment.isEmpty)
-        #expect(!bake.noCompact && !bake.replace && !bake.noShareMemory && !bake.compress)
+        #expect(!bake.noCompact && !bake.replace && bake.shareMemory == .mapped && !bake.noShareMemory && !bake.compress)
         #expect(bake.encrypt == nil && bake.onRestore == nil && bake.image == nil && bake.rootfs == nil && bake.app == nil)
         #expect(bake.command == ["java", "-jar", "app.jar"])
         #expect(!bake.common.json && !bake.common.verbose)
@@ -88,8 +88,11 @@ struct CommandParsingTests {
     @Test func instanceCommandDefaults() throws {
         let run: Run = try parse(["run", "hello"])
         #expect(run.count == 1 && run.shareMemory == nil && run.keys.keyFiles.isEmpty)
-        let noShare: Run = try parse(["run", "hello", "--no-share-memory", "--count", "3"])
-        #expect(noShare.shareMemory == false && noShare.count == 3)
+        let ksm: Run = try parse(["run", "hello", "--share-memory", "ksm", "--count", "3"])
+        #expect(ksm.shareMemory == .ksm && ksm.count == 3)
+        let legacy: Run = try parse(["run", "hello", "--no-share-memory"])
+        #expect(legacy.noShareMemory && legacy.shareMemory == nil)
+        #expect(throws: (any Error).self) { try parse(["run", "hello", "--share-memory", "all"]) as Run }
         let request: Request = try parse(["request", "hello-1a2b3c", "/greet"])
         #expect(request.method == "GET" && request.data == nil)
         let stop: Stop = try parse(["stop", "--all"])

@@ -91,14 +91,14 @@ extension Integration {
 extension Integration {
     @Suite("copies share memory", .serialized, .enabled(if: PageMerging.isAvailable, "needs a kernel with KSM"))
     struct MemorySharingTests {
-        /// Sharing is on by default for copies (every mapping offered to KSM) and off when switched off,
-        /// per snapshot or per run.
-        @Test func sharingIsOnByDefaultAndOffWhenSwitchedOff() async throws {
+        /// KSM merging is on for copies of a snapshot baked with it (every mapping offered to KSM),
+        /// off when a run switches it off, and off by default (copies share the mapped page images).
+        @Test func mergingIsOffByDefaultAndOnWhenAsked() async throws {
             try await withTestHost { host in
                 let shared = try await host.kiln.bake(
                     BakeRequest(
                         name: "shared", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"),
-                        warmup: [WarmupStep(count: 20, path: "/greet")]))
+                        warmup: [WarmupStep(count: 20, path: "/greet")], shareMemory: true))
                 #expect(shared.shareMemory)
                 let copies = try await host.kiln.restore(shared, count: 2)
                 for copy in copies {
@@ -112,7 +112,7 @@ extension Integration {
 
                 let isolated = try await host.kiln.bake(
                     BakeRequest(
-                        name: "isolated", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health"), shareMemory: false))
+                        name: "isolated", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health")))
                 #expect(!isolated.shareMemory)
                 let loner = try await host.kiln.restoreOne(isolated)
                 #expect(!PageMerging.mergesAll(pid: loner.pid))

@@ -17,8 +17,12 @@ struct Run: AsyncParsableCommand, ReportingCommand {
     @Option(help: "How many copies to restore at the same time.")
     var parallel: Int = 4
 
-    @Flag(inversion: .prefixedNo, help: "Share identical memory pages between copies through KSM (default: as the snapshot was baked).")
-    var shareMemory: Bool?
+    @Option(help: "\(MemorySharingMode.help.abstract) Default: as the snapshot was baked.")
+    var shareMemory: MemorySharingMode?
+
+    /// Before `--share-memory mapped|ksm`, this turned KSM off for the copies.
+    @Flag(help: .hidden)
+    var noShareMemory = false
 
     @OptionGroup var networkOption: RestoreNetworkOption
 
@@ -49,7 +53,8 @@ struct Run: AsyncParsableCommand, ReportingCommand {
                     : "verified \(manifest.files.count) image files (\(Output.bytes(manifest.sizeBytes))) in \(Output.ms(verifyMs))")
         }
         let started = ContinuousClock.now
-        let records = try await kiln.restore(manifest, count: count, parallel: parallel, shareMemory: shareMemory, network: networkOption.network)
+        let merging = noShareMemory ? false : shareMemory?.mergesPages
+        let records = try await kiln.restore(manifest, count: count, parallel: parallel, shareMemory: merging, network: networkOption.network)
         let wallMs = started.duration(to: .now).milliseconds
         if common.json {
             Output.printJSON(Report(snapshot: name, verifyMs: verifyMs, verifyTrusted: trusted, wallMs: wallMs, instances: records))

@@ -54,7 +54,11 @@ struct Bake: AsyncParsableCommand, ReportingCommand {
     @Flag(help: "Replace an existing snapshot of the same name.")
     var replace = false
 
-    @Flag(help: "Do not let copies share identical memory pages (KSM): for services that must not share pages with other tenants.")
+    @Option(help: MemorySharingMode.help)
+    var shareMemory: MemorySharingMode = .mapped
+
+    /// Before `--share-memory`, KSM was the default and this turned it off; `mapped` is the default now.
+    @Flag(help: .hidden)
     var noShareMemory = false
 
     @Flag(help: "Compress the memory images at rest (zstd); the first restore decompresses them into a tmpfs cache.")
@@ -145,8 +149,9 @@ struct Bake: AsyncParsableCommand, ReportingCommand {
             port: port ?? 0, memoryLimitBytes: try SandboxSpec.memoryLimit(parsing: memory))
         var request = BakeRequest(
             name: name, sandbox: sandbox, readiness: ReadinessCheck(path: ready, timeoutSeconds: readyTimeout),
-            warmup: try warmup.map(WarmupStep.init(parsing:)), compact: !noCompact, replace: replace, shareMemory: !noShareMemory, compress: compress,
-            encryptionKey: key, restoreHook: onRestore, image: reference, network: networkOption.network, agent: !noAgent)
+            warmup: try warmup.map(WarmupStep.init(parsing:)), compact: !noCompact, replace: replace,
+            shareMemory: shareMemory.mergesPages && !noShareMemory, compress: compress, encryptionKey: key, restoreHook: onRestore, image: reference,
+            network: networkOption.network, agent: !noAgent)
         request.onRequest = onRequest
         request.allow = allowed
         let preflightOnly = preflight

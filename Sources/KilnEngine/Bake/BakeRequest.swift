@@ -13,7 +13,7 @@ public struct BakeRequest: Sendable {
     public var compact: Bool
     /// Replace an existing snapshot of the same name.
     public var replace: Bool
-    /// Let copies share identical pages through KSM (see ``PageMerging``).
+    /// Also merge identical pages of the copies through KSM (`--share-memory ksm`; see ``PageMerging``).
     public var shareMemory: Bool
     /// Compress the memory images at rest with zstd (see ``DumpCache``).
     public var compress: Bool
@@ -45,7 +45,7 @@ public struct BakeRequest: Sendable {
 
     public init(
         name: String, sandbox: SandboxSpec, readiness: ReadinessCheck, warmup: [WarmupStep] = [], compact: Bool = true,
-        replace: Bool = false, shareMemory: Bool = true, compress: Bool = false, encryptionKey: SnapshotKey? = nil,
+        replace: Bool = false, shareMemory: Bool = false, compress: Bool = false, encryptionKey: SnapshotKey? = nil,
         restoreHook: String? = nil, image: ImageReference? = nil, network: String? = nil, agent: Bool = true
     ) {
         self.network = network

@@ -5,7 +5,7 @@ import Foundation
 /// Copies restored from one snapshot start with byte-identical memory: the same heap, class
 /// metadata and JIT code. kiln restores each copy with `PR_SET_MEMORY_MERGE` (set in `kiln-shim`
 /// and inherited by runc, CRIU and the restored process), and `ksmd` then folds identical pages
-/// into one copy-on-write page. The switch is per snapshot (`kiln bake --no-share-memory`)
+/// into one copy-on-write page. The switch is per snapshot (`kiln bake --share-memory ksm`)
 /// because merging across tenants is a timing side channel: a write to a merged page takes
 /// measurably longer (the copy-on-write fault), which tells a process that another one holds the
 /// same content.
@@ -33,7 +33,7 @@ public enum PageMerging {
         guard isAvailable else {
             throw KilnError(
                 .systemCall, "this kernel has no KSM (\(sysfs) is missing), so copies cannot share memory",
-                hint: "bake with --no-share-memory, or use a kernel built with CONFIG_KSM")
+                hint: "bake with --share-memory mapped (the default), or use a kernel built with CONFIG_KSM")
         }
         guard read("run") != 1 else { return }
         try write("pages_to_scan", tuning.pagesToScan)
