@@ -44,6 +44,8 @@ public struct KilnPaths: Sendable, Equatable {
     public var verificationRecords: String {
         "/dev/shm/kiln-verified" + (state == "/run/kiln" ? "" : state.replacingOccurrences(of: "/", with: "_"))
     }
+    /// What CRIU and runc answered about themselves (``ExecutableProbeCache``).
+    public var executableProbes: String { "\(state)/executable-probes.json" }
     /// Scratch space of bakes in progress.
     public var bakes: String { "\(state)/bakes" }
     /// The CRIU configuration runc passes to every checkpoint and restore.
@@ -80,14 +82,16 @@ public struct Kiln: Sendable {
 
     public static func open(paths: KilnPaths = .fromEnvironment(), logger: Logger = Logger(label: "kiln"), toDo action: String) throws -> Kiln {
         try HostPrivileges.requireRoot(toDo: action)
-        let criu = try CRIU.locate()
+        let probes = ExecutableProbeCache(file: paths.executableProbes)
+        let criu = try CRIU.locate(probes: FileManager.default.fileExists(atPath: paths.state) ? probes : nil)
         let runcBinary = try Runc.locate()
         let shim = try Runc.locateShim()
         for directory in [paths.state, paths.runcRoot, paths.instances, paths.networkNamespaces, paths.logs, paths.bakes] {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         }
-        let runtime = Runc(
+        var runtime = Runc(
             binary: runcBinary, stateRoot: paths.runcRoot, criuPath: criu.path, logDirectory: paths.logs, shimPath: shim, logger: logger)
+        runtime.probes = probes
         try CRIUConfiguration.write(to: paths.criuConfig, contents: CRIUConfiguration.restoreContents(mapPageImages: criu.mapsPageImages))
         try CRIUConfiguration.write(to: paths.criuDumpConfig, contents: CRIUConfiguration.dumpContents(inlineTmpfs: criu.inlinesTmpfs))
         var store = SnapshotStore(root: paths.store)

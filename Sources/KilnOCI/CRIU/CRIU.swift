@@ -22,8 +22,14 @@ public struct CRIU: Sendable {
     public var inlinesTmpfs = false
 
     /// Finds CRIU (`$KILN_CRIU`, else the first `criu` on PATH, /usr/local/sbin and /usr/sbin
-    /// included) and checks its version.
-    public static func locate(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> CRIU {
+    /// included) and checks its version; `probes` keeps CRIU's answers about itself between
+    /// commands (nil: ask it every time).
+    public static func locate(
+        environment: [String: String] = ProcessInfo.processInfo.environment, probes: ExecutableProbeCache? = nil
+    ) throws -> CRIU {
+        func ask(_ arguments: [String]) throws -> CommandOutput {
+            try probes?.output(of: path, arguments) ?? Subprocess.run(path, arguments)
+        }
         let path: String
         if let explicit = environment["KILN_CRIU"], !explicit.isEmpty {
             guard FileManager.default.isExecutableFile(atPath: explicit) else {
@@ -41,7 +47,7 @@ public struct CRIU: Sendable {
             }
             path = found
         }
-        let output = try Subprocess.run(path, ["--version"])
+        let output = try ask(["--version"])
         guard let version = SemanticVersion(criuVersionOutput: output.stdout + output.stderr) else {
             throw KilnError(
                 .criuMissing, "'\(path) --version' did not print a version (\(output.status))",
@@ -56,7 +62,7 @@ public struct CRIU: Sendable {
             )
         }
         var criu = CRIU(path: path, version: version)
-        if let help = try? Subprocess.run(path, ["--help"]) {
+        if let help = try? ask(["--help"]) {
             let options = help.stdout + help.stderr
             criu.mapsPageImages = environment["KILN_MAP_PAGE_IMAGES"] != "0" && options.contains("--mmap-page-images")
             criu.inlinesTmpfs = environment["KILN_TMPFS_INLINE"] != "0" && options.contains("--tmpfs-inline")

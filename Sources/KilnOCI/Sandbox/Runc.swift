@@ -23,6 +23,8 @@ public struct Runc: ContainerRuntime {
     /// The `kiln-shim` binary that supervises each container.
     public var shimPath: String
     public var logger: Logger
+    /// Keeps runc's answer to `--version` between commands (nil: ask it every time).
+    public var probes: ExecutableProbeCache?
 
     public init(binary: String, stateRoot: String, criuPath: String, logDirectory: String, shimPath: String, logger: Logger) {
         self.binary = binary
@@ -235,7 +237,7 @@ public struct Runc: ContainerRuntime {
 
     /// runc's version line, e.g. "1.1.5+ds1".
     public func version() -> String {
-        let output = try? Subprocess.run(binary, ["--version"])
+        let output = try? (probes?.output(of: binary, ["--version"]) ?? Subprocess.run(binary, ["--version"]))
         let first = output?.stdout.split(separator: "\n").first ?? "unknown"
         return first.replacingOccurrences(of: "runc version ", with: "")
     }
