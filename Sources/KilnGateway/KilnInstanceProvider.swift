@@ -105,7 +105,7 @@ public final class KilnInstanceProvider: InstanceProvider {
             "restore failed; cold-starting the function's command instead", metadata: ["function": "\(function)", "error": "\(restoreError)"])
         let coldStarted = ContinuousClock.now
         do {
-            let record = try await kiln.startColdInstance(manifest)
+            let record = try await kiln.startColdInstance(manifest, network: network)
             return LaunchReport(
                 instance: Self.instance(record, .coldStart), restoreFailure: "\(restoreError)", coldStartDuration: coldStarted.duration(to: .now))
         } catch {

@@ -107,6 +107,31 @@ extension SandboxLifecycleTests {
         Self.expectNothingLeft(world, kiln)
     }
 
+    /// The gateway's cold fallback for a networked snapshot joins the snapshot's network (a
+    /// service that reached its database at the bake must reach it now), and its stop detaches it.
+    @Test func aColdStartOfANetworkedSnapshotJoinsItsNetworkAndLeavesIt() async throws {
+        let world = World(failAt: nil)
+        var (kiln, root) = try Self.makeKiln(world)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        kiln.openNetwork = { _ in FakeNetwork(world: world) }
+        var manifest = Self.manifest("svc")
+        manifest.network = "kiln"
+        let record = try await kiln.startColdInstance(manifest)
+        #expect(world.calls.firstIndex(of: "attach").map { $0 > world.calls.firstIndex(of: "netns create")! } == true, "\(world.calls)")
+        #expect(record.address?.hasPrefix("10.213.0.") == true)
+        #expect(record.endpoint.address == record.address, "the gateway reaches it at its address")
+        #expect(world.state.withLock { $0.resolvConf } == "nameserver 10.213.0.1\n")
+        try await kiln.stop(record)
+        #expect(world.calls.contains("detach"))
+        Self.expectNothingLeft(world, kiln)
+
+        // --network none keeps it on loopback.
+        let loopback = try await kiln.startColdInstance(manifest, network: "none")
+        #expect(loopback.address == nil && loopback.network == nil)
+        try await kiln.stop(loopback)
+        Self.expectNothingLeft(world, kiln)
+    }
+
     @Test func aRestoreFromAPoolThatFailsGivesTheNamespaceBack() async throws {
         let world = World(failAt: .restore)
         let (kiln, root) = try Self.makeKiln(world)

@@ -8,12 +8,17 @@ extension Kiln {
     /// its checkpoint, and records it as an instance (so `kiln ps` and `kiln stop` see it). The
     /// gateway's fallback when a restore fails: seconds instead of milliseconds, but an answer.
     /// On failure nothing of it is left behind but its output, kept in the logs directory.
-    public func startColdInstance(_ manifest: SnapshotManifest) async throws -> InstanceRecord {
+    ///
+    /// It joins the network the snapshot was baked on (or `network`; `none` for loopback only),
+    /// as a restored copy does: a service that reached a database when it was baked must reach it
+    /// when it starts from scratch too, and the gateway finds it at its address.
+    public func startColdInstance(_ manifest: SnapshotManifest, network: String? = nil) async throws -> InstanceRecord {
         let id = makeInstanceID(for: manifest.name)
         var sandbox = makeSandbox(id: id, directory: instanceDirectory(id), purpose: "cold-starting '\(manifest.name)' as \(id)")
         let keptLog = "\(paths.logs)/\(id)-console.log"
         do {
-            try sandbox.prepare(manifest.sandbox, ownerMark: ownsInstances)
+            try await sandbox.prepare(
+                manifest.sandbox, ownerMark: ownsInstances, network: try networkPlan(network ?? manifest.network, snapshot: manifest.name))
             let started = ContinuousClock.now
             let container = try await sandbox.start()
             let coldStartMs = try await sandbox.waitUntilReady(
@@ -22,7 +27,8 @@ extension Kiln {
             let record = InstanceRecord(
                 id: id, snapshot: manifest.name, pid: container.pid, shimPid: container.shimPid, port: manifest.sandbox.port,
                 createdAt: Date(), networkNamespacePath: sandbox.instance.networkNamespacePath, cgroupPath: sandbox.instance.cgroupPath,
-                logPath: sandbox.logPath, restoreMs: coldStartMs, firstResponseMs: coldStartMs, sharesMemory: false)
+                logPath: sandbox.logPath, restoreMs: coldStartMs, firstResponseMs: coldStartMs, sharesMemory: false,
+                network: sandbox.attachment)
             try save(record)
             return record
         } catch {
