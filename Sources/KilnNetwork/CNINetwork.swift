@@ -243,6 +243,20 @@ public struct CNINetwork: SandboxNetwork {
         var namespacePath: String
         var tag: String
         var result: Data
+        /// The network's name (absent in results cached before it was recorded).
+        var network: String?
+    }
+
+    /// The names of the networks with attachments cached under `stateDirectory` (`$KILN_STATE`):
+    /// what `kiln gc` must look at besides kiln's own network.
+    public static func networksWithCachedAttachments(stateDirectory: String) -> Set<String> {
+        let directory = "\(stateDirectory)/cni/results"
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return Set(
+            files.filter { $0.hasSuffix(".json") }.compactMap { file in
+                FileManager.default.contents(atPath: "\(directory)/\(file)").flatMap { try? JSONDecoder().decode(CachedAttachment.self, from: $0) }?
+                    .network
+            })
     }
 
     var resultsDirectory: String { "\(directory)/results" }
@@ -251,7 +265,7 @@ public struct CNINetwork: SandboxNetwork {
 
     func cacheResult(_ result: Data, id: String, namespacePath: String, tag: String) throws {
         try FileManager.default.createDirectory(atPath: resultsDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        let data = try JSONEncoder().encode(CachedAttachment(id: id, namespacePath: namespacePath, tag: tag, result: result))
+        let data = try JSONEncoder().encode(CachedAttachment(id: id, namespacePath: namespacePath, tag: tag, result: result, network: name))
         try data.write(to: URL(fileURLWithPath: resultPath(id: id)), options: .atomic)
     }
 

@@ -51,11 +51,16 @@ extension CNINetwork {
     ///
     /// `liveIDs` must hold the ``NetworkAttachment/id`` of every running instance and of every
     /// namespace a ``PreparedNamespacePool`` of a running kiln holds.
+    ///
+    /// On a user's network (no ``configuration``) only the attachments kiln cached are undone: its
+    /// bridge and its IPAM are shared with whatever else uses that network (podman, another kiln
+    /// state directory), so an address or veth kiln has no result for is not kiln's to take.
     @discardableResult
     public func garbageCollect(liveIDs: Set<String>) async throws -> [String] {
         var removed: [String] = []
         let cached = cachedAttachments()
-        var dead = Set(cached.map(\.id)).union(ipamAddresses().values)
+        var dead = Set(cached.map(\.id))
+        if configuration != nil { dead.formUnion(ipamAddresses().values) }
         if let firewall { dead.formUnion(try await firewall.sandboxRules().map(\.id)) }
         dead.subtract(liveIDs)
         for id in dead.sorted() {
@@ -74,7 +79,7 @@ extension CNINetwork {
         // Veths: the kernel deletes a veth with its namespace, so these are only left where a
         // namespace is still pinned and its attachment forgotten.
         let liveVeths = Set(cachedAttachments().filter { liveIDs.contains($0.id) }.compactMap { hostInterface(of: $0) })
-        if let bridge = configuration?.bridge ?? list.bridge {
+        if let bridge = configuration?.bridge {
             for veth in try await Self.interfaces(onBridge: bridge) where !liveVeths.contains(veth) {
                 let output = try await Subprocess.run(Self.ipTool, ["link", "del", veth], environment: NetworkFirewall.environment)
                 removed.append(output.status.isSuccess ? "deleted veth \(veth)" : "could not delete veth \(veth): \(output.stderr)")

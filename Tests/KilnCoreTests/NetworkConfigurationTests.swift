@@ -191,6 +191,42 @@ struct NetworkConfigurationTests {
             ])
     }
 
+    /// On a user's network, garbage collection undoes only what kiln cached: an address another
+    /// user of the same network holds in its IPAM directory is not kiln's to release.
+    @Test func garbageCollectionOfAUsersNetworkTakesOnlyKilnsOwnAttachments() async throws {
+        let plugins = try FakePlugins()
+        defer { plugins.remove() }
+        try plugins.add(
+            "plug",
+            script: """
+                cat > /dev/null; echo "$CNI_COMMAND $CNI_CONTAINERID" >> "$LOG"
+                [ "$CNI_COMMAND" = ADD ] && echo '{"cniVersion":"1.0.0","ips":[{"address":"10.9.0.5/24"}]}'
+                exit 0
+                """)
+        let state = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: state) }
+        let ipam = "\(state)/shared-ipam"
+        try FileManager.default.createDirectory(atPath: "\(ipam)/shared", withIntermediateDirectories: true)
+        try "podman-1234\r\neth0".write(toFile: "\(ipam)/shared/10.9.0.77", atomically: true, encoding: .utf8)
+        try FileManager.default.createDirectory(atPath: "\(state)/cni", withIntermediateDirectories: true)
+        try #"{"cniVersion":"1.0.0","name":"shared","plugins":[{"type":"plug","bridge":"br9","ipam":{"type":"host-local","dataDir":"\#(ipam)"}}]}"#
+            .write(toFile: "\(state)/cni/shared.conflist", atomically: true, encoding: .utf8)
+        var network = try CNINetwork.named("shared", stateDirectory: state, searchDirectories: [])
+        network.pluginDirectories = [plugins.directory]
+        #expect(network.ipamAddresses() == ["10.9.0.77": "podman-1234"])
+
+        _ = try await network.attach(namespacePath: "/run/netns/k", id: "kiln-1", tag: "t")
+        _ = try await network.attach(namespacePath: "/run/netns/l", id: "kiln-2", tag: "t")
+        #expect(CNINetwork.networksWithCachedAttachments(stateDirectory: state) == ["shared"])
+        let removed = try await network.garbageCollect(liveIDs: ["kiln-2"])
+        #expect(removed == ["released 'kiln-1' (CNI DEL)"])
+        #expect(try String(contentsOfFile: plugins.log, encoding: .utf8) == "ADD kiln-1\nADD kiln-2\nDEL kiln-1\n")
+        #expect(network.ipamAddresses() == ["10.9.0.77": "podman-1234"], "the other user's address stays")
+        #expect(network.cachedAttachments().map(\.id) == ["kiln-2"])
+        try await network.garbageCollect(liveIDs: [])
+        #expect(CNINetwork.networksWithCachedAttachments(stateDirectory: state).isEmpty)
+    }
+
     @Test func aFailedAddIsUndoneByTheDelOfThePluginsThatRan() async throws {
         let plugins = try FakePlugins()
         defer { plugins.remove() }

@@ -125,18 +125,24 @@ extension Kiln {
     }
 
     /// Releases the addresses, veths and firewall rules of kiln's network that belong to no id in
-    /// `liveIDs` (an instance kiln keeps, a live bake, a live pool's namespace). Nothing is asked
-    /// of the host where the network was never used.
+    /// `liveIDs` (an instance kiln keeps, a live bake, a live pool's namespace), and the
+    /// attachments kiln made on users' networks (`--network <name>`) that no live id owns.
+    /// Nothing is asked of the host where no network was ever used.
     package func collectNetworkGarbage(liveIDs: Set<String>) async -> [String] {
         guard openNetwork != nil || FileManager.default.fileExists(atPath: "\(paths.state)/cni") else { return [] }
-        do {
-            guard let network = try network(named: NetworkChoice.kiln) as? CNINetwork else { return [] }
-            // A copy on a pool's namespace is known to the network by the namespace's id.
-            let attached = Set(instanceRecords().compactMap { $0.network?.id })
-            return try await network.garbageCollect(liveIDs: liveIDs.union(attached))
-        } catch {
-            logger.warning("could not collect the network's garbage: \(error)")
-            return ["network garbage collection failed: \(error)"]
+        // A copy on a pool's namespace is known to the network by the namespace's id.
+        let live = liveIDs.union(instanceRecords().compactMap { $0.network?.id })
+        let others = CNINetwork.networksWithCachedAttachments(stateDirectory: paths.state).subtracting([NetworkChoice.kiln]).sorted()
+        var removed: [String] = []
+        for name in [NetworkChoice.kiln] + others {
+            do {
+                guard let network = try network(named: name) as? CNINetwork else { continue }
+                removed += try await network.garbageCollect(liveIDs: live).map { name == NetworkChoice.kiln ? $0 : "\($0) on '\(name)'" }
+            } catch {
+                logger.warning("could not collect the garbage of network '\(name)': \(error)")
+                removed.append("garbage collection of network '\(name)' failed: \(error)")
+            }
         }
+        return removed
     }
 }
