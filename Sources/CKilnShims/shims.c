@@ -14,7 +14,12 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/vfs.h>
+#include <arpa/inet.h>
 #include <linux/capability.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #ifndef PR_SET_MEMORY_MERGE
@@ -147,4 +152,60 @@ int kiln_set_thread_cpus(pid_t tid, const unsigned char *mask, size_t mask_bytes
         if (mask[core / 8] & (1u << (core % 8))) CPU_SET(core, &set);
     }
     return sched_setaffinity(tid, sizeof(set), &set);
+}
+
+/* Sends one inet_diag dump request for `family` (LISTEN only) and collects the answers. */
+static int dump_listeners(int fd, int family, struct kiln_tcp_listener *out, int max, int count) {
+    struct {
+        struct nlmsghdr header;
+        struct inet_diag_req_v2 request;
+    } message;
+    memset(&message, 0, sizeof message);
+    message.header.nlmsg_len = sizeof message;
+    message.header.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+    message.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    message.request.sdiag_family = (unsigned char)family;
+    message.request.sdiag_protocol = IPPROTO_TCP;
+    message.request.idiag_states = 1u << 10; /* TCP_LISTEN */
+    struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+    if (sendto(fd, &message, sizeof message, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0) return -1;
+    char buffer[16384];
+    for (;;) {
+        ssize_t length = recv(fd, buffer, sizeof buffer, 0);
+        if (length < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        for (struct nlmsghdr *header = (struct nlmsghdr *)buffer; NLMSG_OK(header, (size_t)length);
+             header = NLMSG_NEXT(header, length)) {
+            if (header->nlmsg_type == NLMSG_DONE) return count;
+            if (header->nlmsg_type == NLMSG_ERROR) {
+                struct nlmsgerr *error = NLMSG_DATA(header);
+                errno = error->error ? -error->error : EPROTO;
+                return -1;
+            }
+            if (header->nlmsg_type != SOCK_DIAG_BY_FAMILY) continue;
+            struct inet_diag_msg *socket_info = NLMSG_DATA(header);
+            if (count < max) {
+                out[count].family = socket_info->idiag_family;
+                memcpy(out[count].address, socket_info->id.idiag_src, 16);
+                out[count].port = ntohs(socket_info->id.idiag_sport);
+            }
+            count++;
+        }
+    }
+}
+
+int kiln_tcp_listeners(const char *netns_path, struct kiln_tcp_listener *out, int max) {
+    int self = enter_ns(netns_path, CLONE_NEWNET, "/proc/thread-self/ns/net");
+    if (self < 0) return -1;
+    int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    leave_ns(self, CLONE_NEWNET);
+    if (fd < 0) return -1;
+    int count = dump_listeners(fd, AF_INET, out, max, 0);
+    if (count >= 0) count = dump_listeners(fd, AF_INET6, out, max, count);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return count;
 }

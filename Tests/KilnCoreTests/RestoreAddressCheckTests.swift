@@ -5,6 +5,10 @@ import Testing
 @testable import KilnNetwork
 @testable import KilnSystem
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 @Suite("a copy restored at another address")
 struct RestoreAddressCheckTests {
     @Test func criusBindFailureNamesTheSocketItWasRestoring() throws {
@@ -60,5 +64,55 @@ struct RestoreAddressCheckTests {
                2: 00000000000000000000000001000000:1F92 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 3 1 0 100 0 0 10 0
             """
         #expect(RestoreAddressCheck.strandedListeners(inTable: tcp6, address: "10.213.0.9").map { "\($0.address):\($0.port)" } == ["10.213.0.7:9000"])
+    }
+
+    /// The kernel's own answer (sock_diag), for this process's namespace: an IPv4 listener on
+    /// loopback, a dual-stack wildcard one and one bound with IP_FREEBIND to an IPv4-mapped
+    /// address no interface has (what CRIU restores for a JVM baked at another address).
+    @Test(.enabled(if: getuid() == 0, "setns(2) into a network namespace needs CAP_SYS_ADMIN"))
+    func theKernelListsListenersOfANamespaceAndTheStrandedOneIsFound() throws {
+        func listener(_ family: Int32, bind: (Int32) -> Int32) throws -> (fd: Int32, port: Int) {
+            let fd = socket(family, Int32(SOCK_STREAM.rawValue), 0)
+            try #require(fd >= 0)
+            var on: Int32 = 1
+            _ = setsockopt(fd, Int32(IPPROTO_IP), IP_FREEBIND, &on, socklen_t(MemoryLayout<Int32>.size))
+            try #require(bind(fd) == 0, "bind: \(String(cString: strerror(errno)))")
+            try #require(Glibc.listen(fd, 1) == 0)
+            var address = sockaddr_in6()
+            var length = socklen_t(MemoryLayout<sockaddr_in6>.size)
+            _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+            return (fd, Int(UInt16(bigEndian: address.sin6_port)))
+        }
+        let loopback = try listener(AF_INET) { fd in
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr = in_addr(s_addr: inet_addr("127.0.0.1"))
+            return withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+        }
+        func v6(_ text: String) -> (Int32) -> Int32 {
+            { fd in
+                var address = sockaddr_in6()
+                address.sin6_family = sa_family_t(AF_INET6)
+                _ = inet_pton(AF_INET6, text, &address.sin6_addr)
+                return withUnsafePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
+                }
+            }
+        }
+        let wildcard = try listener(AF_INET6, bind: v6("::"))
+        let stranded = try listener(AF_INET6, bind: v6("::ffff:10.213.0.7"))
+        defer { for fd in [loopback.fd, wildcard.fd, stranded.fd] { close(fd) } }
+
+        let listeners = try NetworkNamespace.tcpListeners(at: "/proc/self/ns/net")
+        #expect(listeners.contains(NetworkNamespace.TCPListener(address: "127.0.0.1", port: loopback.port, isIPv6: false)), "\(listeners)")
+        #expect(listeners.contains(NetworkNamespace.TCPListener(address: "::", port: wildcard.port, isIPv6: true)), "\(listeners)")
+        #expect(listeners.contains(NetworkNamespace.TCPListener(address: "10.213.0.7", port: stranded.port, isIPv6: true)), "\(listeners)")
+        let ours = listeners.filter { [loopback.port, wildcard.port, stranded.port].contains($0.port) }
+        let found = RestoreAddressCheck.strandedListeners(ours, address: "10.213.0.9")
+        #expect(found.map { "\($0.address):\($0.port)" } == ["10.213.0.7:\(stranded.port)"])
+        #expect(RestoreAddressCheck.strandedListeners(ours, address: "10.213.0.7").isEmpty, "its own address is fine")
+        #expect(throws: KilnError.self) { try NetworkNamespace.tcpListeners(at: "/nonexistent/ns/net") }
     }
 }

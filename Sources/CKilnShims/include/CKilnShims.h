@@ -56,4 +56,21 @@ int kiln_get_thread_cpus(pid_t tid, unsigned char *mask, size_t mask_bytes);
 /// sched_setaffinity(tid, ...), with `mask` as for kiln_get_thread_cpus. Returns 0, or -1 with errno.
 int kiln_set_thread_cpus(pid_t tid, const unsigned char *mask, size_t mask_bytes);
 
+/// One listening TCP socket, as the kernel's sock_diag reports it.
+struct kiln_tcp_listener {
+    /// AF_INET or AF_INET6.
+    int family;
+    /// The local address, network byte order (4 bytes used for AF_INET).
+    unsigned char address[16];
+    /// The local port, host byte order.
+    int port;
+};
+
+/// The listening TCP sockets (IPv4 and IPv6) of the network namespace at `netns_path`, through a
+/// NETLINK_SOCK_DIAG dump filtered to the LISTEN state by the kernel: it walks only the listening
+/// hash, where reading /proc/PID/net/tcp walks every bucket of the host's established hash
+/// (milliseconds on a machine with a large one). At most `max` are written to `out`. Returns how
+/// many there are (possibly more than `max`), or -1 with errno.
+int kiln_tcp_listeners(const char *netns_path, struct kiln_tcp_listener *out, int max);
+
 #endif

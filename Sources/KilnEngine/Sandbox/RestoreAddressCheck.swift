@@ -38,13 +38,28 @@ package enum RestoreAddressCheck {
 
     /// Listening sockets in the restored process's namespace bound to an address this sandbox
     /// does not have (neither a wildcard, loopback nor `address`): `(address, port)` each.
+    ///
+    /// Asked of the kernel's sock_diag (``NetworkNamespace/tcpListeners(at:)``); the /proc tables
+    /// only if that fails: reading them walks the host's whole TCP hash, milliseconds on the
+    /// restore path of every networked copy.
     package static func strandedListeners(ofProcess pid: Int32, address: String) -> [(address: String, port: Int)] {
+        if let listeners = try? NetworkNamespace.tcpListeners(at: "/proc/\(pid)/ns/net") {
+            return strandedListeners(listeners, address: address)
+        }
         var found: [(String, Int)] = []
         for table in ["tcp", "tcp6"] {
             guard let text = try? String(contentsOfFile: "/proc/\(pid)/net/\(table)", encoding: .utf8) else { continue }
             found += strandedListeners(inTable: text, address: address)
         }
         return found
+    }
+
+    /// The same, from the namespace's listening sockets. IPv6 addresses that map no IPv4 one are
+    /// not kiln's to judge (kiln's network has no IPv6), `::` is the wildcard.
+    package static func strandedListeners(_ listeners: [NetworkNamespace.TCPListener], address: String) -> [(address: String, port: Int)] {
+        listeners.filter { listener in
+            !listener.address.contains(":") && listener.address != "0.0.0.0" && !listener.address.hasPrefix("127.") && listener.address != address
+        }.map { ($0.address, $0.port) }
     }
 
     /// The same, from the text of a `/proc/net/tcp` or `tcp6` table.

@@ -39,4 +39,44 @@ public enum NetworkNamespace {
     public static func isPinned(_ path: String) -> Bool {
         kiln_is_nsfs(path) == 1
     }
+
+    /// A listening TCP socket in a namespace: its local address (dotted IPv4, or IPv6 text) and port.
+    public struct TCPListener: Sendable, Equatable {
+        public var address: String
+        public var port: Int
+        /// Whether the socket is IPv6 (an IPv4-mapped address is shown as its IPv4 text).
+        public var isIPv6: Bool
+    }
+
+    /// The listening TCP sockets of the namespace at `path` (a pin or `/proc/PID/ns/net`), from
+    /// the kernel's sock_diag with only the LISTEN state asked for: fast on any host, where
+    /// `/proc/PID/net/tcp` walks the whole established hash first (4-15 ms measured here, on the
+    /// restore path of every networked copy).
+    public static func tcpListeners(at path: String) throws -> [TCPListener] {
+        var capacity = 64
+        while true {
+            var buffer = [kiln_tcp_listener](repeating: kiln_tcp_listener(), count: capacity)
+            let count = Int(kiln_tcp_listeners(path, &buffer, Int32(capacity)))
+            guard count >= 0 else { throw KilnError.systemCall("sock_diag dump of listening sockets", errno: errno, path) }
+            guard count <= capacity else {
+                capacity = count + 16  // sockets came and went between the two families' dumps
+                continue
+            }
+            return buffer.prefix(count).map(Self.listener)
+        }
+    }
+
+    static func listener(_ raw: kiln_tcp_listener) -> TCPListener {
+        let bytes = withUnsafeBytes(of: raw.address) { Array($0) }
+        if raw.family == AF_INET {
+            return TCPListener(address: bytes.prefix(4).map(String.init).joined(separator: "."), port: Int(raw.port), isIPv6: false)
+        }
+        // ::ffff:a.b.c.d and :: are what a JVM's dual-stack sockets show; name them as IPv4.
+        if bytes.prefix(10).allSatisfy({ $0 == 0 }) && bytes[10] == 0xFF && bytes[11] == 0xFF {
+            return TCPListener(address: bytes.suffix(4).map(String.init).joined(separator: "."), port: Int(raw.port), isIPv6: true)
+        }
+        var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+        _ = bytes.withUnsafeBytes { inet_ntop(AF_INET6, $0.baseAddress, &text, socklen_t(text.count)) }
+        return TCPListener(address: String(cString: text), port: Int(raw.port), isIPv6: true)
+    }
 }
