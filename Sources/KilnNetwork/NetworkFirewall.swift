@@ -74,34 +74,67 @@ public struct NetworkFirewall: Sendable {
 
     /// The network's chains and jumps, added where missing (the per-sandbox rules are kept).
     /// Checked once per process and network; ``removeAll()`` forgets it.
+    ///
+    /// Every `kiln run` is a new process, so the check itself is on the restore path: it reads
+    /// the rules (one `iptables-save` of every table and one `ip6tables-save`) and writes them
+    /// only when they differ from what kiln last wrote, recorded as a digest of the base chains'
+    /// lines as iptables printed them back (``baseFingerprint(ipv4:ipv6:)``). Any change to those
+    /// lines by anyone, a flush, a reboot, shows as a different digest and kiln writes them again.
     public func ensureBase() async throws {
         guard !Self.ensured.contains(key) else { return }
         try enableBridgeFiltering()
         try await locked {
-            let filter = try await save(table: "filter")
-            let nat = try await save(table: "nat")
+            let tables = try await save(table: nil)
+            let filter6 = try await save(table: "filter", ipv6: true)
+            if let recorded = try? String(contentsOfFile: fingerprintPath, encoding: .utf8),
+                recorded == baseFingerprint(ipv4: tables, ipv6: filter6)
+            {
+                return
+            }
             var filterBatch = ["*filter"]
             // Declared chains are flushed and written again: they hold only network-wide rules.
             filterBatch += [":\(inputChain) - [0:0]", ":\(forwardChain) - [0:0]"]
-            if !filter.contains(":\(isolationChain) ") { filterBatch.append(":\(isolationChain) - [0:0]") }
+            if !tables.contains(":\(isolationChain) ") { filterBatch.append(":\(isolationChain) - [0:0]") }
             filterBatch += baseFilterRules()
-            if !filter.contains("-A INPUT -i \(bridge) -j \(inputChain)\n") { filterBatch.append("-I INPUT 1 -i \(bridge) -j \(inputChain)") }
-            if !filter.contains("-A FORWARD -j \(forwardChain)\n") { filterBatch.append("-I FORWARD 1 -j \(forwardChain)") }
+            if !tables.contains("-A INPUT -i \(bridge) -j \(inputChain)\n") { filterBatch.append("-I INPUT 1 -i \(bridge) -j \(inputChain)") }
+            if !tables.contains("-A FORWARD -j \(forwardChain)\n") { filterBatch.append("-I FORWARD 1 -j \(forwardChain)") }
             filterBatch.append("COMMIT")
             var natBatch = ["*nat", ":\(natChain) - [0:0]"]
             if masquerade { natBatch.append("-A \(natChain) -s \(subnet) ! -d \(subnet) -j MASQUERADE") }
-            if !nat.contains("-A POSTROUTING -j \(natChain)\n") { natBatch.append("-A POSTROUTING -j \(natChain)") }
+            if !tables.contains("-A POSTROUTING -j \(natChain)\n") { natBatch.append("-A POSTROUTING -j \(natChain)") }
             natBatch.append("COMMIT")
             try await restore(filterBatch + natBatch)
             // IPv6: kiln's network has none, but every sandbox gets a link-local address on eth0,
             // and bridged IPv6 would pass the IPv4 rules by: drop all of it on the bridge.
-            let filter6 = try await save(table: "filter", ipv6: true)
             var batch6 = ["*filter", ":\(inputChain) - [0:0]", ":\(forwardChain) - [0:0]"] + baseIPv6Rules()
             if !filter6.contains("-A INPUT -i \(bridge) -j \(inputChain)\n") { batch6.append("-I INPUT 1 -i \(bridge) -j \(inputChain)") }
             if !filter6.contains("-A FORWARD -j \(forwardChain)\n") { batch6.append("-I FORWARD 1 -j \(forwardChain)") }
             try await restore(batch6 + ["COMMIT"], ipv6: true)
+            let written = baseFingerprint(ipv4: try await save(table: nil), ipv6: try await save(table: "filter", ipv6: true))
+            try? written.write(toFile: fingerprintPath, atomically: true, encoding: .utf8)
         }
         Self.ensured.insert(key)
+    }
+
+    /// Where ``ensureBase()`` records the digest of the base rules it wrote (beside the lock).
+    var fingerprintPath: String { "\((lockPath as NSString).deletingLastPathComponent)/firewall-\(bridge).base" }
+
+    /// A digest of this network's base rules as iptables-save printed them: the lines of its
+    /// input, forward and NAT chains, the isolation chain's existence, and the jumps to them from
+    /// INPUT, FORWARD and POSTROUTING. Per-sandbox rules (isolation and tag chains) are not in it:
+    /// they change with every sandbox.
+    func baseFingerprint(ipv4: String, ipv6: String) -> String {
+        let own = ["-A \(inputChain) ", "-A \(forwardChain) ", "-A \(natChain) "]
+        let jumps = [
+            "-A INPUT -i \(bridge) -j \(inputChain)", "-A FORWARD -j \(forwardChain)", "-A POSTROUTING -j \(natChain)",
+        ]
+        func lines(_ save: String) -> [String] {
+            save.split(separator: "\n").map(String.init).filter { line in
+                own.contains { line.hasPrefix($0) } || jumps.contains(line) || line.hasPrefix(":\(isolationChain) ")
+            }.map { $0.hasPrefix(":") ? ":\(isolationChain)" : $0 }
+        }
+        let text = (["v4"] + lines(ipv4) + ["v6"] + lines(ipv6)).joined(separator: "\n")
+        return "\(Self.hash(text))-\(text.utf8.count)"
     }
 
     func baseFilterRules() -> [String] {
@@ -152,6 +185,7 @@ public struct NetworkFirewall: Sendable {
     /// Removes every chain and jump of this network (its sandboxes' rules included).
     public func removeAll() async throws {
         Self.ensured.remove(key)
+        unlink(fingerprintPath)
         try await locked {
             let filter = try await save(table: "filter")
             let nat = try await save(table: "nat")
@@ -201,8 +235,9 @@ public struct NetworkFirewall: Sendable {
                 let chain = tagChain(tag)
                 let filter = try await save(table: "filter")
                 guard !Self.chains(in: filter).contains(chain) else { throw error }
-                try await restore(["*filter", ":\(chain) - [0:0]", "-A \(chain) -j DROP", "COMMIT"])
-                try await restore(batch)
+                // Made, closed with its DROP and given the sandbox's rules in one batch.
+                let rules = sandboxRules(id: id, address: address, tag: tag)
+                try await restore(["*filter", ":\(chain) - [0:0]", "-A \(chain) -j DROP"] + rules + ["COMMIT"])
             }
         }
     }
@@ -282,11 +317,14 @@ public struct NetworkFirewall: Sendable {
 
     // MARK: running iptables
 
-    func save(table: String, ipv6: Bool = false) async throws -> String {
+    /// What `iptables-save` prints for `table` (nil: every table, in one call).
+    func save(table: String?, ipv6: Bool = false) async throws -> String {
         let tool = ipv6 ? "ip6tables-save" : "iptables-save"
-        let output = try await Subprocess.run(Self.tool(tool), ["-t", table], environment: Self.environment)
+        let output = try await Subprocess.run(Self.tool(tool), table.map { ["-t", $0] } ?? [], environment: Self.environment)
         guard output.status.isSuccess else {
-            throw KilnError(.runtimeFailed, "\(tool) -t \(table) \(output.status)", action: "reading kiln's network rules", details: [output.stderr])
+            throw KilnError(
+                .runtimeFailed, "\(tool)\(table.map { " -t \($0)" } ?? "") \(output.status)", action: "reading kiln's network rules",
+                details: [output.stderr])
         }
         return output.stdout
     }

@@ -255,6 +255,41 @@ struct NetworkConfigurationTests {
         #expect(network.cachedAttachments().isEmpty)
     }
 
+    /// The digest that lets a new kiln process skip rewriting the base rules: it covers the base
+    /// chains and the jumps to them, ignores per-sandbox rules and counters, and changes with any
+    /// base line (a flushed chain, a deleted jump).
+    @Test func theBaseRulesDigestSeesEveryBaseLineAndNoSandbox() {
+        let firewall = NetworkFirewall(bridge: "kiln0", subnet: "10.213.0.0/16", masquerade: true, lockPath: "/tmp/x/firewall.lock")
+        #expect(firewall.fingerprintPath == "/tmp/x/firewall-kiln0.base")
+        let base = """
+            *filter
+            :INPUT ACCEPT [10:20]
+            :KILN-IN-kiln0 - [0:0]
+            :KILN-ISO-kiln0 - [0:0]
+            -A INPUT -i kiln0 -j KILN-IN-kiln0
+            -A FORWARD -j KILN-FWD-kiln0
+            -A KILN-IN-kiln0 -j REJECT --reject-with icmp-port-unreachable
+            -A KILN-FWD-kiln0 -i kiln0 ! -o kiln0 -j ACCEPT
+            COMMIT
+            *nat
+            -A POSTROUTING -j KILN-NAT-kiln0
+            -A KILN-NAT-kiln0 -s 10.213.0.0/16 ! -d 10.213.0.0/16 -j MASQUERADE
+            COMMIT
+            """
+        let v6 = "*filter\n-A INPUT -i kiln0 -j KILN-IN-kiln0\n-A KILN-IN-kiln0 -j DROP\nCOMMIT\n"
+        let digest = firewall.baseFingerprint(ipv4: base, ipv6: v6)
+        let withSandbox = base.replacingOccurrences(
+            of: ":INPUT ACCEPT [10:20]", with: ":INPUT ACCEPT [99:999]\n-A KILN-ISO-kiln0 -d 10.213.0.7/32 -m comment --comment \"kiln:a\" -j X")
+        #expect(firewall.baseFingerprint(ipv4: withSandbox, ipv6: v6) == digest, "sandboxes and counters are not part of it")
+        let baseLines = [
+            "-A FORWARD -j KILN-FWD-kiln0\n", "-A KILN-IN-kiln0 -j REJECT --reject-with icmp-port-unreachable\n", ":KILN-ISO-kiln0 - [0:0]\n",
+        ]
+        for line in baseLines {
+            #expect(firewall.baseFingerprint(ipv4: base.replacingOccurrences(of: line, with: ""), ipv6: v6) != digest, "without \(line)")
+        }
+        #expect(firewall.baseFingerprint(ipv4: base, ipv6: "*filter\nCOMMIT\n") != digest, "IPv6 rules count too")
+    }
+
     @Test func firewallRulesAreNamedPerBridgeTagAndSandbox() {
         let firewall = NetworkFirewall(bridge: "kiln0", subnet: "10.213.0.0/16", masquerade: true, lockPath: "/tmp/x")
         #expect(NetworkFirewall.hash("kiln0") == NetworkFirewall.hash("kiln0"))
