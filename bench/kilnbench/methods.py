@@ -454,8 +454,10 @@ class BareCRIU(Method):
 
     def start(self, slot=0):
         pidfile = os.path.join(self.ctx.work, f"criu-restore-{slot}.pid")
-        if os.path.exists(pidfile):
-            os.unlink(pidfile)
+        # A previous restore's statistics must not pass for this one's.
+        for stale in (pidfile, os.path.join(self.images(), "stats-restore")):
+            if os.path.exists(stale):
+                os.unlink(stale)
         argv = [self.ctx.criu, "restore", "-D", self.images(), "-d", "--tcp-established", "--pidfile", pidfile,
                 "-o", f"restore-{slot}.log"]
         start_ns = time.perf_counter_ns()
