@@ -4,8 +4,9 @@
   python3 bench/run.py [--quick] [--out DIR] [--only ID,ID...] [--no-report]
 
 Writes DIR/results.json (every raw sample), then DIR/report.md and DIR/*.png (bench/report.py).
-DIR defaults to bench/results/<UTC timestamp>/ (git-ignored). Method ids: cold-jdk17 cold-jdk25
-aot-jdk25 appcds-jdk17 criu-bare podman docker kiln kiln-serve.
+DIR defaults to bench/results/<UTC timestamp>/ (git-ignored). Method ids: cold-jdk17
+cold-jdk17-jar cold-jdk25 aot-jdk25 appcds-jdk17 criu-bare podman docker kiln
+kiln-serve.
 """
 
 import argparse

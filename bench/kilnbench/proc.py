@@ -299,3 +299,119 @@ def du_bytes(path):
             except OSError:
                 pass
     return total
+
+
+# CRIU's stats-restore: a "service" image (magics 0x55105940, 0x57093306), a 32-bit little-endian
+# length, one protobuf stats_entry whose field 2 is restore_stats_entry (criu/images/stats.proto:
+# 1 pages_compared, 2 pages_skipped_cow, 3 forking_time, 4 restore_time (µs), 5 pages_restored).
+CRIU_SERVICE_MAGIC, CRIU_STATS_MAGIC = 0x55105940, 0x57093306
+
+
+def _varint(data, offset):
+    value, shift = 0, 0
+    while True:
+        if offset >= len(data) or shift > 63:
+            raise ValueError(f"truncated varint at byte {offset}")
+        byte = data[offset]
+        offset += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, offset
+        shift += 7
+
+
+def _fields(data):
+    """(field number, wire type, value) of a protobuf message; value: int for varints, bytes otherwise."""
+    offset = 0
+    while offset < len(data):
+        key, offset = _varint(data, offset)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, offset = _varint(data, offset)
+        elif wire == 2:
+            length, offset = _varint(data, offset)
+            value, offset = data[offset:offset + length], offset + length
+            if offset > len(data):
+                raise ValueError("length-delimited field runs past the end")
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            value, offset = data[offset:offset + size], offset + size
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        yield field, wire, value
+
+
+def criu_restore_stats(path):
+    """{"restore_ms", "forking_ms", "pages_restored"} from a stats-restore file CRIU wrote, or None
+    when there is none or it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    try:
+        if len(data) < 12 or int.from_bytes(data[0:4], "little") != CRIU_SERVICE_MAGIC \
+                or int.from_bytes(data[4:8], "little") != CRIU_STATS_MAGIC:
+            return None
+        length = int.from_bytes(data[8:12], "little")
+        entry = data[12:12 + length]
+        restore = next((v for f, w, v in _fields(entry) if f == 2 and w == 2), None)
+        if restore is None:
+            return None
+        values = {f: v for f, w, v in _fields(restore) if w == 0}
+        if 4 not in values:
+            return None
+        return {"restore_ms": values[4] / 1000, "forking_ms": values.get(3, 0) / 1000, "pages_restored": values.get(5)}
+    except ValueError:
+        return None
+
+
+def _socket_inodes(pid):
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        pass
+    return inodes
+
+
+def connection_sockets(pid):
+    """Inodes of the sockets process `pid` holds that are neither unix sockets nor TCP listeners (as
+    its own network namespace lists them): accepted connections, including ones already closed by
+    the peer whose descriptor the server has not closed yet (those are in no ss listing)."""
+    mine = _socket_inodes(pid)
+    known = set()
+    for table in ("unix", "tcp", "tcp6", "udp", "udp6"):
+        try:
+            with open(f"/proc/{pid}/net/{table}") as f:
+                next(f, None)
+                for line in f:
+                    fields = line.split()
+                    if table == "unix":
+                        if len(fields) >= 7:
+                            known.add(fields[6])
+                    elif len(fields) >= 10 and (fields[3] == "0A" or table.startswith("udp")):
+                        known.add(fields[9])  # LISTEN (0A), or a UDP socket (not a connection)
+        except OSError:
+            pass
+    return sorted(mine - known)
+
+
+def wait_connections_closed(pid, timeout_s=30.0):
+    """Waits until `pid` holds no connection socket (connection_sockets). A server closes an accepted
+    connection a moment after its last response (Tomcat's poller thread does it); CRIU refuses to
+    restore a connected TCP socket without --tcp-established, which docker cannot pass, so every
+    checkpoint but kiln's (whose agent stops the connector) waits for this first. Returns
+    (ms waited, inodes still open at the end)."""
+    start = time.perf_counter()
+    while True:
+        left = connection_sockets(pid)
+        if not left or time.perf_counter() - start >= timeout_s:
+            return (time.perf_counter() - start) * 1000, left
+        time.sleep(0.05)

@@ -10,9 +10,12 @@ import os
 from . import stats
 
 # The brief's numbering, so the report and the issue speak the same language.
-NUMBERS = {"cold-jdk17": "1", "cold-jdk25": "2", "aot-jdk25": "3", "appcds-jdk17": "4", "criu-bare": "5",
+NUMBERS = {"cold-jdk17": "1", "cold-jdk17-jar": "1b", "cold-jdk25": "2", "aot-jdk25": "3", "appcds-jdk17": "4", "criu-bare": "5",
            "podman": "6", "docker": "7", "kiln": "8", "kiln-serve": "8b"}
 BASELINE = "cold-jdk17"
+# Runs recorded before the suite moved to the Spring Boot 3 sample carry no "service" entry.
+OLD_SERVICE = ("`examples/hello-spring` (Spring MVC 4.3 on Jetty 9.4, H2 seeded with 2,000 owners at start), "
+               "its classes packed in one jar")
 MIB = 1024 * 1024
 
 PLOTS = {
@@ -267,6 +270,8 @@ def prepare_markdown(results):
             what, ms, size, note = "archive (training run)", p.get("training_ms"), p.get("archive_bytes"), p.get("archive_note", "")
         else:
             continue
+        if p.get("connections_closed_after_ms") is not None:
+            note += f"; taken once the JVM had closed its last connection, {fmt_ms(p['connections_closed_after_ms'])} after the warmup"
         if mid == "kiln" and p.get("compact_ms") is not None:
             note += f"; full GC + trim {fmt_ms(p['compact_ms'])} before it"
         if mid == "docker" and p.get("daemon_start_ms"):
@@ -334,10 +339,70 @@ def kiln_detail_markdown(results):
     restore = stats.median([s["extra"].get("kiln_restore_ms") for s in rows])
     first = stats.median([s["extra"].get("kiln_first_response_ms") for s in rows])
     ttfr = stats.median([s["ttfr_ms"] for s in rows])
-    return (f"kiln's own figures for the same runs (medians): SHA-256 verification of the snapshot "
-            f"{fmt_ms(verify)}, `runc restore` {fmt_ms(restore)} and first response {fmt_ms(first)} after the "
-            f"restore began; the harness saw the first 200 {fmt_ms(ttfr)} after spawning `kiln run` (that includes "
-            f"starting the kiln process and the verification).")
+    return (f"kiln's own figures for the same runs (medians): verification of the snapshot "
+            f"{fmt_ms(verify)}, then from the start of the restore: runc restore returned after {fmt_ms(restore)} "
+            f"and the first response came {fmt_ms(first)} after it began; the harness saw its first 200 "
+            f"{fmt_ms(ttfr)} after spawning `kiln run` (the whole command: starting the kiln process and the "
+            f"verification included).")
+
+
+def kiln_vs_criu(results):
+    """`kiln run` (the whole command) against bare `criu restore -d` (the whole command), both from
+    the spawn to the first 200, paired round by round: issue 17's first target is a ratio <= 1.
+    None unless both ran."""
+    by_method = {}
+    for s in measured(results):
+        by_method.setdefault(s["method"], {})[s["round"]] = s["ttfr_ms"]
+    kiln, criu = by_method.get("kiln"), by_method.get("criu-bare")
+    if not kiln or not criu:
+        return None
+    ratios = stats.paired_ratios(kiln, criu)
+    return {"kiln": stats.summary(list(kiln.values())), "criu": stats.summary(list(criu.values())),
+            "ratio": stats.summary(ratios), "pairs": len(ratios)}
+
+
+def kiln_vs_criu_markdown(results):
+    versus = kiln_vs_criu(results)
+    if not versus:
+        return ""
+    r = versus["ratio"]
+    if r["median"] is None:
+        verdict = "no round ran both"
+    elif r["median"] <= 1:
+        verdict = f"target met: kiln is {1 / r['median']:.2f}× as fast"
+    else:
+        verdict = f"target not met: kiln takes {r['median']:.2f}× as long"
+    lines = [
+        "### `kiln run` against bare `criu restore` of the same service",
+        "",
+        "Both whole commands, from the spawn to the first HTTP 200 of `/health`, in the same rounds: "
+        "`kiln run` with its verification, fresh sandbox, network and readiness probe, against `criu restore -d` "
+        "of images dumped from the same JVM command line on the host (no sandbox, no verification). "
+        "Issue 17's first target: kiln ≤ bare CRIU.",
+        "",
+        "| | runs | min | median | max |",
+        "|---|---|---|---|---|",
+    ]
+    for key, label in (("kiln", "`kiln run` (8)"), ("criu", "`criu restore -d` (5)")):
+        s = versus[key]
+        lines.append(f"| {label} | {s['count']} | {fmt_ms(s['min'])} | **{fmt_ms(s['median'])}** | {fmt_ms(s['max'])} |")
+    lines.append(f"| kiln / criu-bare, paired by round | {versus['pairs']} | {fmt_ratio(r['min'])} | "
+                 f"**{fmt_ratio(r['median'])}** | {fmt_ratio(r['max'])} |")
+    lines += ["", f"kiln run / criu restore = **{fmt_ratio(r['median'])}** (median of {versus['pairs']} paired rounds; {verdict})."]
+    return "\n".join(lines)
+
+
+def service_line(results):
+    service = results.get("service") or {}
+    text = service.get("description") or OLD_SERVICE
+    if service.get("extraction"):
+        text += f"; extracted for every method but 1b: {service['extraction']}"
+    return text
+
+
+def service_name(results):
+    sample = (results.get("service") or {}).get("sample") or "examples/hello-spring"
+    return os.path.basename(sample)
 
 
 def run_phases(sample):
@@ -373,13 +438,20 @@ def phases_by_method(results):
     return out
 
 
+def phase_names(table):
+    """Every phase name of the table, in the order of the method that reports the most (kiln's
+    include criu-bare's), so that the columns and the stacked bars follow the restore's order."""
+    names = []
+    for row in sorted(table.values(), key=lambda r: -len(r["phases"])):
+        names += [n for n in row["phases"] if n not in names]
+    return names
+
+
 def phases_markdown(results):
     table = phases_by_method(results)
     if not table:
         return ""
-    names = []
-    for row in table.values():
-        names += [n for n in row["phases"] if n not in names]
+    names = phase_names(table)
     name = labels(results)
     lines = ["| # | method | runs | " + " | ".join(names) + " | sum |", "|---|---|---:|" + "---:|" * (len(names) + 1)]
     for mid, row in table.items():
@@ -407,8 +479,9 @@ def build_markdown(results, plots):
         "",
         f"Versions: {versions_line(machine)}.",
         "",
-        "Service: `examples/hello-spring` (Spring MVC 4.3 on Jetty 9.4, H2 seeded with 2,000 owners at start), "
-        "the same command line for every method:",
+        f"Service: {service_line(results)}. The same command line for every method"
+        + (" (1b: `" + " ".join((results.get("service") or {}).get("executable_jar_command") or []) + "`)"
+           if (results.get("service") or {}).get("executable_jar_command") else "") + ":",
         "",
         "```",
         " ".join(results.get("command") or []),
@@ -417,15 +490,19 @@ def build_markdown(results, plots):
         "How it was measured:",
         "",
     ]
-    for key in ("warm_cache", "readiness", "client", "interleaving", "sandbox", "jvm", "first_requests", "steady", "memory"):
+    for key in ("warm_cache", "readiness", "client", "interleaving", "sandbox", "network", "jvm", "jar", "first_requests",
+                "steady", "memory"):
         if policy.get(key):
             parts.append(f"- **{key.replace('_', ' ')}**: {policy[key]}")
     if policy.get("warmup"):
         parts.append(f"- **checkpoints and archives** are all trained with the same requests: {', '.join(policy['warmup'])}")
     parts += ["", "## Time to first response", "",
               "From spawning the start command to the first HTTP 200 of `/health` (kiln serve: from sending "
-              "`GET /hello/health` to a gateway with zero instances).", "",
+              "`GET /<snapshot>/health` to a gateway with zero instances).", "",
               startup_markdown_table(results), ""]
+    versus = kiln_vs_criu_markdown(results)
+    if versus:
+        parts += [versus, ""]
     detail = kiln_detail_markdown(results)
     if detail:
         parts += [detail, ""]
@@ -434,8 +511,12 @@ def build_markdown(results, plots):
     phases = phases_markdown(results)
     if phases:
         parts += ["### Where a start's time goes", "",
-                  "Each phase's median over the runs, as the method itself reported it (kiln: `kiln run --json`). "
-                  "The medians of the phases need not add up to the median of the whole.", "", phases, ""]
+                  "Each phase's median over the runs, as the method itself reported it: kiln's from `kiln run --json` "
+                  "(its verification, then each phase of the restore; CRIU's own restore time from its statistics, "
+                  "taken out of runc's), criu-bare's from the `stats-restore` file CRIU writes; the rest of the "
+                  "command is the time to first response minus those (starting and ending the kiln or criu process, "
+                  "the harness's own request). The medians of the phases need not add up to the median of the "
+                  "whole.", "", phases, ""]
         if plots.get("phases"):
             parts += [f"![where a start's time goes]({plots['phases']})", ""]
     parts += ["## Methods and measurements not run", "", not_run_markdown(results), "",
@@ -451,9 +532,11 @@ def build_markdown(results, plots):
               f"started side by side, each given the same 50 requests, then sampled every "
               f"{profile.get('sample_every_s')} s until the total PSS changed by less than 1 % over 4 s (at least "
               f"{profile.get('settle_min_s', profile.get('settle_s'))} s, at most {profile.get('settle_s')} s, the same "
-              "rule for every method); the table shows the last sample. kiln's copies share identical pages through "
-              "KSM, which takes ~10–20 s to converge: the last sample is after it settled (see the settle plot). No "
-              "other method opts into KSM. PSS splits shared pages (the JDK's and the jars' page cache, merged pages) "
+              "rule for every method); the table shows the last sample. kiln's copies share the snapshot's pages "
+              "they have not written (page images mapped copy-on-write, kiln's default `--share-memory mapped`); "
+              "a snapshot baked with `--share-memory ksm` also has identical written pages merged, which takes "
+              "~10–20 s to converge: the last sample is after it settled (see the settle plot). No other method "
+              "shares more than the page cache. PSS splits shared pages (the JDK's and the jars' page cache, merged pages) "
               "between the processes sharing them, so the total PSS of N is what N instances cost together.", "",
               memory_markdown(results), ""]
     if plots.get("memory"):
@@ -507,7 +590,7 @@ def make_plots(results, out_dir):
     ax.set_yticklabels([f"{r['number']}. {r['label']}" for r in reversed(rows)], fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("start command → first HTTP 200 (ms, log scale); bar: median, dots: runs")
-    ax.set_title("hello-spring: time to first response", fontsize=10)
+    ax.set_title(f"{service_name(results)}: time to first response", fontsize=10)
     ax.grid(axis="x", which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, PLOTS["startup"]), dpi=110)
@@ -598,7 +681,7 @@ def make_plots(results, out_dir):
         ax.set_xlabel(f"seconds after the {n} instances served their first 50 requests")
         ax.set_ylabel(f"total PSS of {n} instances (MiB)")
         ax.set_ylim(bottom=0)
-        ax.set_title("memory of N instances while it settles (kiln: KSM merging)", fontsize=10)
+        ax.set_title("memory of N instances while it settles", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         fig.tight_layout()
@@ -609,9 +692,7 @@ def make_plots(results, out_dir):
     # 5. where a start's time goes: one stacked bar per method whose runs report phases
     table = phases_by_method(results)
     if table:
-        names = []
-        for row in table.values():
-            names += [n for n in row["phases"] if n not in names]
+        names = phase_names(table)
         phase_colors = {n: plt.get_cmap("tab20")(i % 20) for i, n in enumerate(names)}
         mids = list(table)
         fig, ax = plt.subplots(figsize=(9, max(0.6 * len(mids) + 1.4, 2.2)))

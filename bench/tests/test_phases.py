@@ -25,11 +25,20 @@ def fixture(name):
         return f.read()
 
 
+def without_phases(results):
+    """The recorded sample run with no phases in any run (as a kiln without phases would leave it)."""
+    results = copy.deepcopy(results)
+    for sample in results.get("startup", []):
+        sample.pop("phases", None)
+        (sample.get("extra") or {}).pop("phases", None)
+    return results
+
+
 def with_phases(results):
     """The recorded sample run, its kiln runs given the fixture's phases the way the harness keeps them
-    (extra["phases"], from the first instance of each `kiln run --json` document)."""
+    (extra["phases"], from the first instance of each `kiln run --json` document), no other method's."""
     runs = json.loads(fixture("kiln-run-phases.json"))["runs"]
-    results = copy.deepcopy(results)
+    results = without_phases(results)
     kiln = [s for s in report.measured(results) if s["method"] == "kiln"]
     assert len(kiln) >= len(runs), "the sample has fewer kiln runs than the fixture"
     for sample, run in zip(kiln, runs):
@@ -69,8 +78,21 @@ class PhasesReportTests(unittest.TestCase):
             self.assertGreater(os.path.getsize(os.path.join(self.tmp.name, "phases.png")), 5000)
             self.assertIn("![where a start's time goes](phases.png)", text)
 
+    def test_the_recorded_run_has_kiln_and_criu_bare_phases_adding_up(self):
+        results = load_sample()
+        table = report.phases_by_method(results)
+        self.assertEqual(list(table), ["criu-bare", "kiln"])
+        self.assertEqual(report.phase_names(table)[0], "verify snapshot")  # kiln's order, which includes criu-bare's
+        for s in report.measured(results):
+            phases = report.run_phases(s)
+            if s["method"] in ("kiln", "criu-bare"):
+                # Slices that add up to the whole command (the harness's "rest of the command" closes it).
+                self.assertAlmostEqual(sum(phases.values()), s["ttfr_ms"], delta=0.01)
+            else:
+                self.assertIsNone(phases)
+
     def test_no_phases_no_section_no_plot(self):
-        text, made = self.generate(load_sample())
+        text, made = self.generate(without_phases(load_sample()))
         self.assertNotIn("Where a start's time goes", text)
         self.assertNotIn("phases", made)
         self.assertFalse(os.path.exists(os.path.join(self.tmp.name, "phases.png")))
