@@ -90,7 +90,7 @@ func withBootPostgres(_ body: (BootPostgresBed) async throws -> Void) async thro
 }
 
 /// An HTTP exchange with curl from the host (the host reaches instances at their addresses).
-func curl(_ url: String, method: String = "GET", json: String? = nil) async throws -> (status: Int, body: String) {
+private func curl(_ url: String, method: String = "GET", json: String? = nil) async throws -> (status: Int, body: String) {
     var arguments = ["-s", "-m", "15", "-X", method, "-w", "\n%{http_code}", url]
     if let json { arguments += ["-H", "Content-Type: application/json", "--data", json] }
     let output = try await Subprocess.run("/usr/bin/curl", arguments, environment: nil, input: nil)
@@ -98,7 +98,7 @@ func curl(_ url: String, method: String = "GET", json: String? = nil) async thro
     return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n"))
 }
 
-func jsonObject(_ text: String) -> [String: Any]? {
+private func bootJSON(_ text: String) -> [String: Any]? {
     try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
 }
 
@@ -159,14 +159,14 @@ extension Integration {
                 #expect(bake.stderr.contains("preflight: ok"), "the dump held no established connection: \(bake.stderr)")
                 #expect(bake.mostConnectionsBefore >= 1, "the pool was open during the cold start and warm-up")
                 #expect(bake.connectionsAtPreflight == 0, "PostgreSQL saw \(bake.connectionsAtPreflight ?? -1) connections of the app at the dump")
-                let manifest = jsonObject(bake.stdout)
+                let manifest = bootJSON(bake.stdout)
                 #expect(manifest?["network"] as? String == "kiln", "\(bake.stdout.prefix(400))")
                 #expect((manifest?["sandbox"] as? [String: Any])?["agent"] != nil, "baked with the agent")
 
                 let run = try runKiln(["run", "boot", "--count", "3", "--json"], environment: bed.environment)
                 #expect(run.status == .exited(0), "kiln run: \(run.stderr)\n\(run.stdout)")
                 let ps = try runKiln(["ps", "--json"], environment: bed.environment)
-                let instances = (jsonObject(ps.stdout)?["instances"] as? [[String: Any]]) ?? []
+                let instances = (bootJSON(ps.stdout)?["instances"] as? [[String: Any]]) ?? []
                 let copies = instances.compactMap { row -> (id: String, address: String)? in
                     guard let id = row["id"] as? String, let address = row["address"] as? String else { return nil }
                     return (id, address)
@@ -184,13 +184,13 @@ extension Integration {
                         json: #"{"firstName":"Copy","lastName":"\#(lastName)","address":"1 Oven St","city":"Madison","telephone":"6085551023"}"#)
                     #expect(created.status == 201, "\(copy.id) writes an owner: \(created.status) \(created.body.prefix(300))")
                     let back = try await curl("\(base)/owners?lastName=\(lastName)")
-                    let total = jsonObject(back.body)?["total"] as? Int
+                    let total = bootJSON(back.body)?["total"] as? Int
                     #expect(back.status == 200 && total == 1, "\(copy.id) reads it back: \(back.body.prefix(300))")
                     let row = try await bed.database.superuserChecked(
                         "SELECT count(*) FROM owners WHERE first_name = 'Copy' AND last_name = '\(lastName)'", database: PostgresTestHost.database)
                     #expect(row == "1", "the row of \(copy.id) is in PostgreSQL")
                     let identity = try await curl("\(base)/id")
-                    #expect(jsonObject(identity.body)?["hostname"] as? String == copy.id, "\(identity.body.prefix(300))")
+                    #expect(bootJSON(identity.body)?["hostname"] as? String == copy.id, "\(identity.body.prefix(300))")
                 }
                 let addresses = Set(try await bed.clientAddresses())
                 print("pg_stat_activity client addresses: \(addresses.sorted()); copies: \(copies.map { "\($0.id)=\($0.address)" })")
@@ -215,7 +215,7 @@ extension Integration {
             try await withBootPostgres { bed in
                 let bake = try runKiln(bed.bakeArguments("noagent", ["--no-agent", "--json"]), environment: bed.environment)
                 #expect(bake.status != .exited(0), "the bake should be refused: \(bake.stdout)")
-                let error = jsonObject(bake.stdout)?["error"] as? [String: Any]
+                let error = bootJSON(bake.stdout)?["error"] as? [String: Any]
                 #expect(error?["code"] as? String == "checkpoint-blocked", "\(bake.stdout)\n\(bake.stderr)")
                 let details = (error?["details"] as? [String] ?? []).joined(separator: "\n")
                 let message = error?["message"] as? String ?? ""
@@ -257,7 +257,7 @@ extension Integration {
 
                 let json = try runKiln(bed.bakeArguments("pf", ["--preflight", "--json"], environment: keepOpen), environment: bed.environment)
                 #expect(json.status == .exited(0), "\(json.stderr)")
-                let report = jsonObject(json.stdout)
+                let report = bootJSON(json.stdout)
                 #expect(report?["blocked"] as? Bool == true, "\(json.stdout.prefix(500))")
                 let toDatabase = (report?["findings"] as? [[String: Any]] ?? []).filter {
                     $0["kind"] as? String == "tcp-connection" && $0["peer"] as? String == peer
