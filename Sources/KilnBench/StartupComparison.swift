@@ -34,6 +34,18 @@ public struct StartupComparison: Codable, Sendable {
     public var restoreLoopback: SampleSummary?
     /// Median networked restore minus median loopback-only restore (ms).
     public var networkCostMs: Double?
+    /// Another snapshot restored in the same run (`kiln bench startup --versus`), e.g. the same
+    /// service baked `--no-agent`: its restores, interleaved with this one's, on its own network.
+    public var versus: String?
+    public var restoreVersusMs: [Double]?
+    public var restoreVersus: SampleSummary?
+    /// Median restore minus median restore of ``versus`` (ms): what the agent costs, when the
+    /// two differ only in it.
+    public var versusDifferenceMs: Double?
+    /// The agent's afterRestore in each restore of this snapshot (ms; part of ``restoreMs``), when
+    /// it was baked with the agent.
+    public var afterRestoreMs: [Double]?
+    public var afterRestore: SampleSummary?
     /// The caches policy, stated with the figures.
     public var notes: String
 }
@@ -69,18 +81,22 @@ extension Kiln {
     /// cold, ...) so drift on a noisy machine hits both alike. Both are timed to the first 2xx
     /// answer to the snapshot's readiness path, with the same client polling every 5 ms.
     /// Every container is removed before the next run starts.
-    public func compareStartup(_ manifest: SnapshotManifest, runs: Int, progress: @Sendable (String) -> Void = { _ in }) async throws
-        -> StartupComparison
-    {
+    public func compareStartup(
+        _ manifest: SnapshotManifest, runs: Int, versus other: SnapshotManifest? = nil, progress: @Sendable (String) -> Void = { _ in }
+    ) async throws -> StartupComparison {
         guard (1...100).contains(runs) else {
             throw KilnError(.invalidArgument, "cannot measure \(runs) runs", hint: "pass --runs between 1 and 100")
         }
         var cold: [Double] = []
         var restored: [Double] = []
         var loopback: [Double] = []
+        var versus: [Double] = []
+        var afterRestore: [Double] = []
         // A networked snapshot's copies take a namespace prepared ahead of demand, as the gateway's do.
         let pool = try await namespacePool(for: manifest, capacity: 2)
+        var otherPool: PreparedNamespacePool?
         do {
+            if let other { otherPool = try await namespacePool(for: other, capacity: 2) }
             for run in 1...runs {
                 cold.append(try await withColdInstance(manifest, pollInterval: .milliseconds(5)) { _, coldStartMs in coldStartMs })
                 progress("run \(run)/\(runs): cold start \(String(format: "%.0f", cold.last!)) ms")
@@ -92,6 +108,7 @@ extension Kiln {
                     try await stop(record)
                     if networked {
                         restored.append(record.firstResponseMs)
+                        if let ms = record.afterRestoreMs { afterRestore.append(ms) }
                         progress(
                             "run \(run)/\(runs): restore    \(String(format: "%.1f", record.firstResponseMs)) ms\(pool == nil ? "" : " (network \(manifest.network ?? ""), \(record.address ?? "?"))")"
                         )
@@ -100,14 +117,24 @@ extension Kiln {
                         progress("run \(run)/\(runs): restore    \(String(format: "%.1f", record.firstResponseMs)) ms (network none)")
                     }
                 }
+                if let other {
+                    if let otherPool { await Self.waitUntilReady(otherPool) }
+                    let record = try await restoreOne(other, pollInterval: .milliseconds(5), pool: otherPool)
+                    try await stop(record)
+                    versus.append(record.firstResponseMs)
+                    progress("run \(run)/\(runs): restore    \(String(format: "%.1f", record.firstResponseMs)) ms (\(other.name))")
+                }
             }
         } catch {
             await pool?.drain()
+            await otherPool?.drain()
             removePoolNamespaceDirectory()
             throw error
         }
         await pool?.drain()
+        await otherPool?.drain()
         removePoolNamespaceDirectory()
+        let versusSummary = other == nil ? nil : SampleSummary(versus)
         let coldSummary = SampleSummary(cold)
         let restoreSummary = SampleSummary(restored)
         let loopbackSummary = pool == nil ? nil : SampleSummary(loopback)
@@ -117,6 +144,9 @@ extension Kiln {
             speedup: restoreSummary.median > 0 ? coldSummary.median / restoreSummary.median : 0,
             network: pool == nil ? nil : manifest.network, restoreLoopbackMs: pool == nil ? nil : loopback, restoreLoopback: loopbackSummary,
             networkCostMs: loopbackSummary.map { restoreSummary.median - $0.median },
+            versus: other?.name, restoreVersusMs: other == nil ? nil : versus, restoreVersus: versusSummary,
+            versusDifferenceMs: versusSummary.map { restoreSummary.median - $0.median },
+            afterRestoreMs: afterRestore.isEmpty ? nil : afterRestore, afterRestore: afterRestore.isEmpty ? nil : SampleSummary(afterRestore),
             notes:
                 "warm page cache for both (the JDK, the app and the snapshot images were read moments before); same sandbox, same readiness check, same client"
                 + (pool == nil ? "" : "; networked restores take a namespace prepared ahead of demand (pool of 2)"))

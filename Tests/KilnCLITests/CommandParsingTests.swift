@@ -80,7 +80,9 @@ struct CommandParsingTests {
         let soak: Bench.Soak = try parse(["bench", "soak", "hello"])
         #expect(soak.cycles == 1000 && soak.loadSeconds == 600 && soak.killEvery == 5 && soak.connections == 8 && soak.path == "/greet")
         let startup: Bench.Startup = try parse(["bench", "startup", "hello"])
-        #expect(startup.runs == 5)
+        #expect(startup.runs == 5 && startup.versus == nil)
+        let versus: Bench.Startup = try parse(["bench", "startup", "hello", "--versus", "hello-noagent", "--runs", "9"])
+        #expect(versus.versus == "hello-noagent" && versus.runs == 9)
         let memory: Bench.Memory = try parse(["bench", "memory", "hello"])
         #expect(memory.copies == 8 && memory.restoreRuns == 3)
     }

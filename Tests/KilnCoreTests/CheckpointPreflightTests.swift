@@ -131,4 +131,42 @@ struct CheckpointPreflightTests {
         #expect(CheckpointPreflight.filesystem(of: "/tmp/x", in: CheckpointPreflight.parseMounts(Self.mounts)) == "tmpfs")
         #expect(CheckpointPreflight.filesystem(of: "/tmpx", in: CheckpointPreflight.parseMounts(Self.mounts)) == "ext4")
     }
+
+    /// The agent's io-stacks.json (`kiln bake --preflight`): each socket finding gets the stack
+    /// recorded for its peer, each file finding the one of its path; a repeat prints once.
+    @Test func openingStacksFromTheAgentAreAttachedByPeerAndPath() throws {
+        let json = """
+            {"protocol":1,"events":12,"elapsed_us":900,"sockets":[
+              {"address":"127.0.0.1","port":9099,"event":"jdk.SocketWrite","time":"t","thread":"main","truncated":false,
+               "stack":["org.postgresql.core.PGStream.flush:724","com.zaxxer.hikari.pool.HikariPool.<init>:110"]},
+              {"address":"0:0:0:0:0:0:0:1%lo","port":5432,"event":"jdk.SocketRead","time":"t","thread":null,"truncated":true,"stack":["A.b:1"]}],
+             "files":[{"path":"/var/data/app.log","event":"jdk.FileWrite","time":"t","thread":"log","truncated":false,"stack":["Log.open:3"]}]}
+            """
+        let stacks = try #require(CheckpointPreflight.IOStacks(json: json))
+        #expect(stacks.sockets.keys.sorted() == ["127.0.0.1:9099", "[0:0:0:0:0:0:0:1]:5432"])
+        #expect(CheckpointPreflight.IOStacks(json: "not json") == nil)
+
+        let findings: [CheckpointPreflight.Finding] = [
+            .init(kind: .tcpConnection, process: "pid 1 (java)", what: "TCP a -> 127.0.0.1:9099", peer: "127.0.0.1:9099"),
+            .init(kind: .tcpConnection, process: "pid 1 (java)", what: "TCP b -> 127.0.0.1:9099", peer: "127.0.0.1:9099"),
+            .init(kind: .tcpConnection, process: "pid 1 (java)", what: "TCP c -> 127.0.0.1:7000", peer: "127.0.0.1:7000"),
+            .init(kind: .fileWrite, process: "pid 1 (java)", what: "/var/data/app.log open for writing", path: "/var/data/app.log"),
+        ]
+        let attached = CheckpointPreflight.attach(stacks, to: findings)
+        #expect(attached[0].openedBy?.frames.first == "org.postgresql.core.PGStream.flush:724")
+        #expect(attached[0].openedBy?.thread == "main")
+        #expect(attached[1].openedBy == attached[0].openedBy)
+        #expect(attached[2].openedBy == nil, "no I/O recorded to that peer")
+        #expect(attached[3].openedBy?.frames == ["Log.open:3"])
+
+        let text = CheckpointPreflight.render(attached).joined(separator: "\n")
+        #expect(text.contains("opened by (Java stack of its first I/O in thread \"main\", jdk.SocketWrite):"), "\(text)")
+        #expect(text.contains("        at com.zaxxer.hikari.pool.HikariPool.<init>:110"), "\(text)")
+        #expect(text.components(separatedBy: "at org.postgresql.core.PGStream.flush").count == 2, "the repeated stack is printed once: \(text)")
+        #expect(text.contains("opened by: the same stack as above"), "\(text)")
+
+        // What analyze records for matching: the remote end as Endpoint prints it, the file's path.
+        let found = CheckpointPreflight.analyze(Self.connectedJVM, servicePort: 8080, servicePid: 5000)
+        #expect(found.compactMap(\.peer).sorted() == ["127.0.0.1:41000", "127.0.0.1:9099"], "\(found)")
+    }
 }

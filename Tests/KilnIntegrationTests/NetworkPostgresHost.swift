@@ -89,20 +89,20 @@ struct PostgresTestHost {
         }
     }
 
-    /// SQL as the superuser over the Unix socket (from the host).
-    func superuser(_ sql: String) async throws -> CommandOutput {
+    /// SQL as the superuser over the Unix socket (from the host), in `database`.
+    func superuser(_ sql: String, database: String = "postgres") async throws -> CommandOutput {
         try await Subprocess.run(
             "/usr/sbin/runuser",
             [
-                "-u", "postgres", "--", "\(Self.binaries)/psql", "-h", socketDirectory, "-p", "5432", "-U", "postgres", "-d", "postgres", "-XAtq",
+                "-u", "postgres", "--", "\(Self.binaries)/psql", "-h", socketDirectory, "-p", "5432", "-U", "postgres", "-d", database, "-XAtq",
                 "-c", sql,
             ],
             environment: ["PATH": "/usr/bin:/bin"], input: nil)
     }
 
     @discardableResult
-    func superuserChecked(_ sql: String) async throws -> String {
-        let output = try await superuser(sql)
+    func superuserChecked(_ sql: String, database: String = "postgres") async throws -> String {
+        let output = try await superuser(sql, database: database)
         guard output.status.isSuccess else { throw KilnError(.requestFailed, "psql: \(sql): \(output.stderr)") }
         return output.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }

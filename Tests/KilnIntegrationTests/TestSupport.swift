@@ -121,6 +121,7 @@ struct TestHost {
         for record in kiln.instanceRecords() { try? await kiln.stop(record) }
         try? FileManager.default.removeItem(atPath: scratch)
         try? FileManager.default.removeItem(atPath: paths.dumpCache)
+        // On tmpfs, named after the state directory: nothing else removes it.
         try? FileManager.default.removeItem(atPath: paths.verificationRecords)
         for controller in cgroupControllers { rmdir("/sys/fs/cgroup/\(controller)\(paths.cgroupParent)") }
     }

@@ -15,6 +15,13 @@ extension Bench {
         @Option(help: "Cold starts and restores to run (each).")
         var runs: Int = 5
 
+        @Option(
+            name: .customLong("versus"),
+            help: ArgumentHelp(
+                "Also restore snapshot OTHER in the same run, interleaved (e.g. the same service baked --no-agent), and print the difference of the medians.",
+                valueName: "OTHER"))
+        var versus: String?
+
         @OptionGroup var keys: KeyOptions
 
         @OptionGroup var common: CommonOptions
@@ -23,7 +30,8 @@ extension Bench {
             let kiln = try common.openKiln(toDo: "measure start-up", keys: keys)
             let (manifest, verifyMs) = try kiln.loadVerified(name)
             let json = common.json
-            let result = try await kiln.compareStartup(manifest, runs: runs) { line in
+            let other = try versus.map { try kiln.loadVerified($0).0 }
+            let result = try await kiln.compareStartup(manifest, runs: runs, versus: other) { line in
                 if !json { Output.progress(line) }
             }
             if common.json {
@@ -44,7 +52,16 @@ extension Bench {
             } else {
                 rows.append(row("kiln restore (runc + CRIU)", result.restore))
             }
+            if let other, let summary = result.restoreVersus {
+                rows.append(row("kiln restore of '\(other.name)'\(other.sandbox.agent == nil ? " (no agent)" : "")", summary))
+            }
+            if let summary = result.afterRestore {
+                rows.append(row("  of which the agent's afterRestore", summary))
+            }
             print(Output.table(["METHOD", "RUNS", "MIN", "MEDIAN", "P90", "MAX"], rows))
+            if let difference = result.versusDifferenceMs, let other = result.versus {
+                print(String(format: "difference (median '%@' - median '%@'): %+.1f ms", manifest.name, other, difference))
+            }
             if let cost = result.networkCostMs, let network = result.network {
                 print(String(format: "network cost (median --network %@ - median --network none): %+.1f ms", network, cost))
             }

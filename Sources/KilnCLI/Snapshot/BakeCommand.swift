@@ -110,6 +110,11 @@ struct Bake: AsyncParsableCommand, ReportingCommand {
             var why: String
             var fix: String
             var allowed: Bool
+            /// A socket's remote `address:port`, a file's path.
+            var peer: String?
+            var path: String?
+            /// The Java stack of its first I/O (with the agent).
+            var openedBy: CheckpointPreflight.OpeningStack?
         }
         var name: String
         var blocked: Bool
@@ -191,7 +196,7 @@ struct Bake: AsyncParsableCommand, ReportingCommand {
                         findings: findings.map {
                             .init(
                                 kind: $0.kind.rawValue, process: $0.process, what: $0.what, why: $0.why, fix: $0.fix,
-                                allowed: allowed.contains($0.kind))
+                                allowed: allowed.contains($0.kind), peer: $0.peer, path: $0.path, openedBy: $0.openedBy)
                         }))
             } else {
                 for line in CheckpointPreflight.render(findings, allowed: allowed) { print(line) }

@@ -96,7 +96,10 @@ extension Kiln {
                         .invalidArgument, "--on-request needs kiln's CRaC agent, which runs only on kiln's own root (not with --image or --rootfs)",
                         hint: "drop --on-request")
                 }
-                request.sandbox.agent = withAgent ? CRaCAgent(jarPath: try request.agentJar ?? CRaCAgent.locate()) : nil
+                // --preflight: the agent also records which code opened each socket and file, so
+                // the report can show the Java stack of what is still open.
+                request.sandbox.agent =
+                    withAgent ? CRaCAgent(jarPath: try request.agentJar ?? CRaCAgent.locate(), ioStacks: preflightOnly ? true : nil) : nil
                 staging = try store.makeStagingDirectory(for: request.name)
                 let outcome = try await bake(
                     request, imported: imported, sandbox: &sandbox, staging: staging!, preflightOnly: preflightOnly, progress: progress)

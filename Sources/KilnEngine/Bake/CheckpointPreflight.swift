@@ -73,8 +73,82 @@ package enum CheckpointPreflight {
         package var process: String
         /// What exactly, e.g. "TCP 127.0.0.1:41234 -> 127.0.0.1:9099 (ESTABLISHED)".
         package var what: String
+        /// A socket's remote end as `address:port` (`[v6]:port`), for TCP and UDP findings.
+        package var peer: String? = nil
+        /// A file's path, for file findings.
+        package var path: String? = nil
+        /// With the agent's I/O stacks (`kiln bake --preflight`): the Java stack of the first I/O
+        /// on this peer or path.
+        package var openedBy: OpeningStack? = nil
         package var why: String { kind.why }
         package var fix: String { kind.fix }
+    }
+
+    /// The Java stack of the first read or write the agent recorded on a socket's remote
+    /// address:port or on a file's path (agent/PROTOCOL.md, `io-stacks.json`): the code that
+    /// opened it, as the first write on a new connection is sent by whatever opened it. Not the
+    /// stack of the open itself (CRaC's `jdk.crac.collect-fd-stacktraces` records that).
+    package struct OpeningStack: Codable, Sendable, Equatable {
+        /// The JFR event: `jdk.SocketWrite`, `jdk.SocketRead` or `jdk.FileWrite`.
+        package var event: String
+        /// The Java thread that did the I/O.
+        package var thread: String?
+        /// Innermost first, as `class.method:line`, starting at the first frame outside the JDK.
+        package var frames: [String]
+        /// JFR cut the stack (deeper than its stack depth).
+        package var truncated: Bool
+
+        package init(event: String, thread: String?, frames: [String], truncated: Bool) {
+            self.event = event
+            self.thread = thread
+            self.frames = frames
+            self.truncated = truncated
+        }
+    }
+
+    /// What the agent's `io-stacks.json` says: the opening stacks by peer (`address:port`, as
+    /// ``Endpoint`` prints it) and by path.
+    package struct IOStacks: Sendable, Equatable {
+        package var sockets: [String: OpeningStack] = [:]
+        package var files: [String: OpeningStack] = [:]
+
+        /// The name of the agent's file in its control directory.
+        package static let fileName = "io-stacks.json"
+
+        package init(sockets: [String: OpeningStack] = [:], files: [String: OpeningStack] = [:]) {
+            self.sockets = sockets
+            self.files = files
+        }
+
+        /// Parses `io-stacks.json`; nil when it is not that document.
+        package init?(json text: String) {
+            guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { return nil }
+            func stack(_ entry: [String: Any]) -> OpeningStack {
+                OpeningStack(
+                    event: entry["event"] as? String ?? "?", thread: entry["thread"] as? String, frames: entry["stack"] as? [String] ?? [],
+                    truncated: entry["truncated"] as? Bool ?? false)
+            }
+            for entry in object["sockets"] as? [[String: Any]] ?? [] {
+                guard var address = entry["address"] as? String, let port = entry["port"] as? Int else { continue }
+                // Java prints an IPv6 scope as "%eth0"; /proc has none.
+                if let percent = address.firstIndex(of: "%") { address = String(address[..<percent]) }
+                sockets[Endpoint(address: address, port: port).description] = stack(entry)
+            }
+            for entry in object["files"] as? [[String: Any]] ?? [] {
+                guard let path = entry["path"] as? String else { continue }
+                files[path] = stack(entry)
+            }
+        }
+    }
+
+    /// `findings` with the opening stack of each socket's peer and each file's path from `stacks`.
+    package static func attach(_ stacks: IOStacks, to findings: [Finding]) -> [Finding] {
+        findings.map { finding in
+            var finding = finding
+            if let peer = finding.peer { finding.openedBy = stacks.sockets[peer] }
+            if let path = finding.path { finding.openedBy = finding.openedBy ?? stacks.files[path] }
+            return finding
+        }
     }
 
     /// Devices every sandbox has (runc's defaults) and that carry no state a copy would miss.
@@ -119,10 +193,12 @@ package enum CheckpointPreflight {
                             findings.append(
                                 Finding(
                                     kind: .tcpConnection, process: name,
-                                    what: "TCP \(socket.local) -> \(socket.remote) (\(tcpStateName(socket.state)))"))
+                                    what: "TCP \(socket.local) -> \(socket.remote) (\(tcpStateName(socket.state)))", peer: socket.remote.description))
                         }
                     } else if let socket = udp[inode], socket.state == "01" {
-                        findings.append(Finding(kind: .udpConnected, process: name, what: "UDP \(socket.local) -> \(socket.remote)"))
+                        findings.append(
+                            Finding(
+                                kind: .udpConnected, process: name, what: "UDP \(socket.local) -> \(socket.remote)", peer: socket.remote.description))
                     } else if let socket = unix[inode], socket.state == "03", let peer = peers[inode], peer != 0, !heldSockets.contains(peer) {
                         // A pair whose both ends the sandbox holds is dumped whole; one whose peer is
                         // closed (peer 0: the JDK's pre-close socketpair, one end closed at once) too.
@@ -139,7 +215,7 @@ package enum CheckpointPreflight {
                 if target.hasSuffix(" (deleted)") {
                     let path = String(target.dropLast(" (deleted)".count))
                     if !path.hasPrefix("/memfd:") {
-                        findings.append(Finding(kind: .deletedFile, process: name, what: "\(path) (deleted, fd \(file.fd))"))
+                        findings.append(Finding(kind: .deletedFile, process: name, what: "\(path) (deleted, fd \(file.fd))", path: path))
                     }
                     continue
                 }
@@ -153,7 +229,8 @@ package enum CheckpointPreflight {
                 guard file.fd > 2, let flags = file.flags, flags & 0o3 != 0 else { continue }
                 let fsType = filesystem(of: target, in: mounts)
                 if !["tmpfs", "proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue"].contains(fsType) {
-                    findings.append(Finding(kind: .fileWrite, process: name, what: "\(target) open for writing (fd \(file.fd), \(fsType))"))
+                    findings.append(
+                        Finding(kind: .fileWrite, process: name, what: "\(target) open for writing (fd \(file.fd), \(fsType))", path: target))
                 }
             }
         }
@@ -164,11 +241,33 @@ package enum CheckpointPreflight {
     package static func render(_ findings: [Finding], allowed: Set<Kind> = []) -> [String] {
         guard !findings.isEmpty else { return ["nothing found that would break the restored copies"] }
         var lines: [String] = []
+        var previous: OpeningStack?
         for finding in findings {
             let mark = allowed.contains(finding.kind) ? " (allowed)" : ""
             lines.append("\(finding.kind.rawValue)\(mark): \(finding.process): \(finding.what)")
             lines.append("    why: \(finding.why)")
             lines.append("    fix: \(finding.fix)")
+            if let stack = finding.openedBy {
+                lines += render(stack, sameAsPrevious: stack == previous)
+                previous = stack
+            }
+        }
+        return lines
+    }
+
+    /// The frames printed of an opening stack (``OpeningStack/frames`` has up to the agent's 40).
+    static let printedFrames = 20
+
+    static func render(_ stack: OpeningStack, sameAsPrevious: Bool) -> [String] {
+        let thread = stack.thread.map { " in thread \"\($0)\"" } ?? ""
+        if sameAsPrevious { return ["    opened by: the same stack as above (first I/O\(thread))"] }
+        var lines = ["    opened by (Java stack of its first I/O\(thread), \(stack.event)):"]
+        lines += stack.frames.prefix(printedFrames).map { "        at \($0)" }
+        let more = stack.frames.count - printedFrames
+        if more > 0 {
+            lines.append("        ... \(more) more (--json has every recorded frame)")
+        } else if stack.truncated {
+            lines.append("        ... (deeper frames not recorded)")
         }
         return lines
     }

@@ -241,6 +241,11 @@ extension SandboxLifecycle {
         guard let container else { throw notRunning(.preflight) }
         let snapshot = host.preflightSnapshot(ofCgroup: instance.cgroupPath, containerPid: container.pid)
         let service = serviceNamespacePid.flatMap { pid in snapshot.processes.first { $0.namespacePid == pid }?.pid } ?? container.pid
-        return CheckpointPreflight.analyze(snapshot, servicePort: servicePort, servicePid: service)
+        let findings = CheckpointPreflight.analyze(snapshot, servicePort: servicePort, servicePid: service)
+        // Written by the agent at checkpoint.ready when it recorded I/O stacks (--preflight).
+        guard let data = FileManager.default.contents(atPath: "\(agentDirectory)/\(CheckpointPreflight.IOStacks.fileName)"),
+            let stacks = CheckpointPreflight.IOStacks(json: String(decoding: data, as: UTF8.self))
+        else { return findings }
+        return CheckpointPreflight.attach(stacks, to: findings)
     }
 }

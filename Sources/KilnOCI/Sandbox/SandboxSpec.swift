@@ -180,7 +180,7 @@ public struct SandboxSpec: Codable, Sendable, Equatable {
         env.merge(environment) { _, user in user }
         env["PORT"] = String(port)
         let user = env["JAVA_TOOL_OPTIONS"].map { $0.split(separator: " ").map(String.init) } ?? []
-        let agentOptions = agent.map { _ in CRaCAgent.jvmOptions } ?? []
+        let agentOptions = agent?.options ?? []
         env["JAVA_TOOL_OPTIONS"] =
             (user + agentOptions
             + Self.jvmOptions.filter { option in
@@ -205,10 +205,22 @@ public struct CRaCAgent: Codable, Sendable, Equatable {
     public static let controlInSandbox = "/run/kiln/control"
     /// The options that load the agent into every JVM the sandbox starts.
     public static let jvmOptions = ["-javaagent:\(jarInSandbox)", "-Dkiln.agent.dir=\(controlInSandbox)"]
+    /// Asks the agent to record the stack of each socket's and file's first I/O (a JFR recording
+    /// from premain) and to write them at the checkpoint (`io-stacks.json`, agent/PROTOCOL.md).
+    public static let ioStacksOption = "-Dkiln.agent.io-stacks=true"
 
-    public init(jarPath: String) {
+    /// Whether the agent records which code opened the sockets and files (``ioStacksOption``):
+    /// `kiln bake --preflight` only, as the recording costs start-up time and its JFR threads
+    /// and files do not belong in a snapshot. nil (as in manifests made before it) means no.
+    public var ioStacks: Bool?
+
+    public init(jarPath: String, ioStacks: Bool? = nil) {
         self.jarPath = jarPath
+        self.ioStacks = ioStacks
     }
+
+    /// The JVM options of this agent: ``jvmOptions``, plus ``ioStacksOption`` when asked.
+    public var options: [String] { Self.jvmOptions + (ioStacks == true ? [Self.ioStacksOption] : []) }
 
     /// The jar's file name, as `make samples` / agent/build.sh build it.
     public static let jarName = "kiln-crac-agent.jar"

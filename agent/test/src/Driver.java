@@ -191,6 +191,7 @@ public class Driver {
                     case "identity" -> identity();
                     case "spring" -> spring();
                     case "order-child" -> orderChild();
+                    case "io-stacks" -> ioStacks();
                     default -> throw new IllegalArgumentException(s);
                 }
             } catch (Exception e) {
@@ -248,6 +249,51 @@ public class Driver {
             String r2 = j.restore("instance=copy-2\n");
             check(tag + "second cycle", "checkpoint.ready".equals(r) && "restore.done".equals(r2)
                 && callbacks(j.events(), "after").size() == 10, j.events());
+        }
+    }
+
+    /** The JSON object of io-stacks.json that contains {@code key}, as text ("" if none). */
+    static String entry(String json, String key) {
+        int at = json.indexOf(key);
+        if (at < 0) {
+            return "";
+        }
+        int start = json.lastIndexOf('{', at);
+        int end = json.indexOf("]}", at);
+        return json.substring(start, end < 0 ? json.length() : end + 2);
+    }
+
+    /** -Dkiln.agent.io-stacks=true: the stack of the first I/O of each socket and file, at the checkpoint. */
+    static void ioStacks() throws Exception {
+        try (Jvm j = new Jvm("io-stacks", List.of(), List.of("-Dkiln.agent.io-stacks=true"), "io")) {
+            String portLine = j.event("io-port=", 20_000);
+            String fileLine = j.event("io-file=", 1_000);
+            check("io-stacks: the app opened its sockets and file", portLine != null && fileLine != null, j.events());
+            if (portLine == null || fileLine == null) {
+                return;
+            }
+            String port = portLine.substring("io-port=".length());
+            String path = fileLine.substring("io-file=".length());
+            String r = j.checkpoint();
+            check("io-stacks: checkpoint.ready", "checkpoint.ready".equals(r), r);
+            check("io-stacks: io-stacks.json written before checkpoint.ready", Files.exists(j.dir.resolve("io-stacks.json")), j.dir);
+            String json = Files.exists(j.dir.resolve("io-stacks.json")) ? j.read("io-stacks.json") : "";
+            String socket = entry(json, "\"address\":\"127.0.0.1\",\"port\":" + port + ",");
+            check("io-stacks: the socket to 127.0.0.1:" + port + " is listed", !socket.isEmpty(), json);
+            check("io-stacks: its stack is the one that opened it (first I/O), not later traffic",
+                socket.contains("\"TestApp$Database.openConnection:") && !socket.contains("TestApp$Later"), socket);
+            check("io-stacks: the JDK's own I/O frames are dropped from the top",
+                socket.contains("\"stack\":[\"TestApp$Database.openConnection:"), socket);
+            String file = entry(json, "\"path\":" + "\"" + path + "\"");
+            check("io-stacks: the file written is listed with its opener", file.contains("TestApp$LogWriter.open"), json);
+            j.restore("instance=io\n");
+        }
+        try (Jvm j = new Jvm("io-stacks-off", List.of(), List.of(), "io")) {
+            j.event("io-port=", 20_000);
+            String r = j.checkpoint();
+            check("io-stacks: off unless asked (no io-stacks.json)", "checkpoint.ready".equals(r)
+                && !Files.exists(j.dir.resolve("io-stacks.json")), j.dir);
+            j.restore("instance=io\n");
         }
     }
 

@@ -108,11 +108,62 @@ public class TestApp {
             case "app" -> app();
             case "identity" -> identity();
             case "timer" -> timer();
+            case "io" -> io();
             case "bench" -> bench(Integer.parseInt(args[1]));
             default -> throw new IllegalArgumentException(scenario);
         }
         event("main-done");
         Thread.sleep(Long.MAX_VALUE); // the driver ends this JVM
+    }
+
+    /** A "driver" that opens a connection, as a JDBC driver does (the stack the preflight shows). */
+    static final class Database {
+        static java.net.Socket openConnection(int port) throws IOException {
+            java.net.Socket s = new java.net.Socket(InetAddress.getLoopbackAddress(), port);
+            s.getOutputStream().write("startup packet\n".getBytes(StandardCharsets.UTF_8));
+            return s;
+        }
+    }
+
+    /** Later traffic to the same address:port, from other code: not the opening stack. */
+    static final class Later {
+        static java.net.Socket reconnect(int port) throws IOException {
+            java.net.Socket s = new java.net.Socket(InetAddress.getLoopbackAddress(), port);
+            s.getOutputStream().write("later\n".getBytes(StandardCharsets.UTF_8));
+            return s;
+        }
+    }
+
+    static final class LogWriter {
+        static java.io.FileOutputStream open(Path path) throws IOException {
+            java.io.FileOutputStream out = new java.io.FileOutputStream(path.toFile(), true);
+            out.write("first line\n".getBytes(StandardCharsets.UTF_8));
+            return out;
+        }
+    }
+
+    /** Sockets and a file left open, for the io-stacks recording (-Dkiln.agent.io-stacks=true). */
+    static void io() throws Exception {
+        java.net.ServerSocket server = new java.net.ServerSocket(0, 50, InetAddress.getLoopbackAddress());
+        keep.add(server);
+        Thread acceptor = new Thread(() -> {
+            try {
+                while (true) {
+                    keep.add(server.accept());
+                }
+            } catch (IOException e) {
+                // closed with the JVM
+            }
+        }, "acceptor");
+        acceptor.setDaemon(true);
+        acceptor.start();
+        keep.add(Database.openConnection(server.getLocalPort()));
+        Thread.sleep(20);
+        keep.add(Later.reconnect(server.getLocalPort()));
+        Path log = events.resolveSibling("app.log");
+        keep.add(LogWriter.open(log));
+        event("io-port=" + server.getLocalPort());
+        event("io-file=" + log);
     }
 
     static void order() {

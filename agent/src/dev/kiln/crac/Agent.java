@@ -30,6 +30,8 @@ public final class Agent {
         } catch (Throwable t) {
             Log.warn("cannot open java.base internals, identity refresh will be partial: " + t);
         }
+        // Before the application's code runs: the sockets it opens at start are the ones wanted.
+        IoStacks.startIfAsked();
         String dir = System.getProperty("kiln.agent.dir");
         if (args != null) {
             for (String a : args.split(",")) {

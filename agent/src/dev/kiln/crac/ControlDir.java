@@ -24,6 +24,7 @@ final class ControlDir {
     static final String RESTORE_REQUEST = "restore.request";
     static final String RESTORE_DONE = "restore.done";
     static final String RESTORE_FAILED = "restore.failed";
+    static final String IO_STACKS = "io-stacks.json";
 
     final Path dir;
 

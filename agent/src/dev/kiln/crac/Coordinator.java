@@ -152,6 +152,7 @@ final class Coordinator {
         // Results of an earlier cycle go (kiln also removes a result before it asks again).
         dir.remove(ControlDir.CHECKPOINT_READY);
         dir.remove(ControlDir.CHECKPOINT_FAILED);
+        dir.remove(ControlDir.IO_STACKS);
         long seen = signalCount();
         if (app) {
             Map<String, Object> req = new LinkedHashMap<>();
@@ -181,6 +182,15 @@ final class Coordinator {
             writeQuietly(ControlDir.CHECKPOINT_FAILED, Json.failure("beforeCheckpoint", checkpointFailures.get()));
             dir.remove(ControlDir.CHECKPOINT_APP_REQUEST);
             throw checkpointFailures.get();
+        }
+        if (IoStacks.active()) {
+            // Before checkpoint.ready, so kiln's preflight finds it: the stacks of the sockets and
+            // files still open after every beforeCheckpoint (kiln bake --preflight only).
+            try {
+                writeQuietly(ControlDir.IO_STACKS, IoStacks.collect());
+            } catch (Throwable t) {
+                Log.warn("io-stacks: " + t);
+            }
         }
         Map<String, Object> ready = new LinkedHashMap<>();
         ready.put("pid", ProcessHandle.current().pid());

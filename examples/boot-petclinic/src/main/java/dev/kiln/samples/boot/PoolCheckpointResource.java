@@ -5,6 +5,7 @@ import com.zaxxer.hikari.HikariPoolMXBean;
 import org.crac.Context;
 import org.crac.Core;
 import org.crac.Resource;
+import org.springframework.beans.factory.annotation.Value;
 import org.springframework.boot.jdbc.HikariCheckpointRestoreLifecycle;
 import org.springframework.context.ConfigurableApplicationContext;
 import org.springframework.stereotype.Component;
@@ -23,6 +24,10 @@ import org.springframework.stereotype.Component;
  * <p>org.crac keeps resources by weak reference (as the JDK's CRaC does): this bean holds itself.
  * On a stock JDK without a CRaC backend ({@code -Dorg.crac.Core.Compat} unset) the registration
  * goes nowhere and no callback runs.
+ *
+ * <p>{@code petclinic.close-pool-at-checkpoint=false} (PETCLINIC_CLOSE_POOL_AT_CHECKPOINT=false)
+ * leaves the resource unregistered, so the pool's connections stay open at a checkpoint: what a
+ * service without this resource does, and what kiln's preflight then reports.
  */
 @Component
 public class PoolCheckpointResource implements Resource {
@@ -30,10 +35,13 @@ public class PoolCheckpointResource implements Resource {
     private final HikariDataSource dataSource;
     private final HikariCheckpointRestoreLifecycle lifecycle;
 
-    public PoolCheckpointResource(HikariDataSource dataSource, ConfigurableApplicationContext context) {
+    public PoolCheckpointResource(HikariDataSource dataSource, ConfigurableApplicationContext context,
+            @Value("${petclinic.close-pool-at-checkpoint:true}") boolean closePoolAtCheckpoint) {
         this.dataSource = dataSource;
         this.lifecycle = new HikariCheckpointRestoreLifecycle(dataSource, context);
-        Core.getGlobalContext().register(this);
+        if (closePoolAtCheckpoint) {
+            Core.getGlobalContext().register(this);
+        }
     }
 
     @Override
