@@ -134,6 +134,8 @@ extension Kiln {
             if standby {
                 try sandbox.freeze()
                 let frozen = ContinuousClock.now
+                // Its sockets cannot change while it is frozen: checked now, off the thaw's path.
+                try checkSockets(of: sandbox, pid: container.pid)
                 record.standby = true
                 record.frozenAfterMs = restored.duration(to: frozen).milliseconds
                 record.phases = RestorePhases(
@@ -181,10 +183,9 @@ extension Kiln {
         InstanceHTTPClient.prepare()
         do {
             let start = ContinuousClock.now
-            try sandbox.thaw()
-            let thawed = ContinuousClock.now
             let container = ContainerProcess(pid: standby.pid, shimPid: standby.shimPid)
-            let activation = try await activate(&sandbox, container: container, manifest: manifest, timeout: readinessTimeout, interval: pollInterval)
+            let activation = try await activate(
+                &sandbox, container: container, manifest: manifest, timeout: readinessTimeout, interval: pollInterval, thawing: true)
             let answered = ContinuousClock.now
             var record = standby
             record.standby = nil
@@ -192,13 +193,13 @@ extension Kiln {
             record.thawMs = start.duration(to: answered).milliseconds
             record.afterRestoreMs = activation.afterRestoreMs
             record.firstResponseMs = record.restoreMs + (record.frozenAfterMs ?? 0) + start.duration(to: answered).milliseconds
-            record.phases?.identityMs = start.duration(to: thawed).milliseconds + activation.identityMs
+            record.phases?.identityMs = activation.identityMs
             record.phases?.afterRestoreMs = activation.afterRestoreMs
             record.phases?.firstResponseMs = activation.firstResponseMs
             try save(record)
             try? FileManager.default.removeItem(atPath: "\(instanceDirectory(record.id))/\(Self.thawClaimFile)")
             logger.debug(
-                "\(record.id): thawed to first response in \(String(format: "%.2f", record.thawMs ?? 0)) ms (afterRestore \(activation.afterRestoreMs.map { String(format: "%.1f", $0) } ?? "-") ms)"
+                "\(record.id): thawed to first response in \(String(format: "%.2f", record.thawMs ?? 0)) ms (hostname and thaw \(String(format: "%.2f", activation.identityMs)) ms, afterRestore \(activation.afterRestoreMs.map { String(format: "%.2f", $0) } ?? "-") ms, readiness \(String(format: "%.2f", activation.firstResponseMs)) ms)"
             )
             return record
         } catch {
@@ -237,16 +238,21 @@ extension Kiln {
     /// The steps of a restored (or thawed) copy before it counts as running: hostname, no socket
     /// left on the bake-time address, the agent's afterRestore in its new identity (before
     /// anything can reach it), readiness, the restore hook.
+    ///
+    /// With `thawing`, the copy is a frozen standby copy: its hostname is set while it is still
+    /// frozen (so it never runs under the bake's name once thawed), then it is thawed; its
+    /// sockets were checked before it was frozen.
     private func activate(
-        _ sandbox: inout SandboxLifecycle, container: ContainerProcess, manifest: SnapshotManifest, timeout: Duration, interval: Duration
+        _ sandbox: inout SandboxLifecycle, container: ContainerProcess, manifest: SnapshotManifest, timeout: Duration, interval: Duration,
+        thawing: Bool = false
     ) async throws -> Activation {
         let id = sandbox.id
         let start = ContinuousClock.now
         try sandbox.assumeIdentity(hostname: id)
-        if let attachment = sandbox.attachment,
-            let socket = RestoreAddressCheck.strandedListeners(ofProcess: container.pid, address: attachment.ip).first
-        {
-            throw RestoreAddressCheck.stranded(("", socket.port, socket.address), attachment: attachment, details: [], logPath: sandbox.logPath)
+        if thawing {
+            try sandbox.thaw()
+        } else {
+            try checkSockets(of: sandbox, pid: container.pid)
         }
         let identified = ContinuousClock.now
         var afterRestoreMs: Double?
@@ -269,6 +275,13 @@ extension Kiln {
         return Activation(
             identityMs: start.duration(to: identified).milliseconds, afterRestoreMs: afterRestoreMs,
             firstResponseMs: probing.duration(to: .now).milliseconds)
+    }
+
+    /// No socket of the restored copy may still listen on the bake-time address.
+    private func checkSockets(of sandbox: SandboxLifecycle, pid: Int32) throws {
+        if let attachment = sandbox.attachment, let socket = RestoreAddressCheck.strandedListeners(ofProcess: pid, address: attachment.ip).first {
+            throw RestoreAddressCheck.stranded(("", socket.port, socket.address), attachment: attachment, details: [], logPath: sandbox.logPath)
+        }
     }
 
     /// A copy that failed: its log kept under the logs directory, everything else removed.
