@@ -58,6 +58,9 @@ struct Run: AsyncParsableCommand, ReportingCommand {
                     ? "verified \(manifest.files.count) image files (\(Output.bytes(manifest.sizeBytes))) in \(Output.ms(verifyMs)): unchanged since their last full check"
                     : "verified \(manifest.files.count) image files (\(Output.bytes(manifest.sizeBytes))) in \(Output.ms(verifyMs))")
         }
+        if let standby, !(1...256).contains(standby) {
+            throw KilnError(.invalidArgument, "cannot keep \(standby) standby copies", hint: "pass --standby between 1 and 256")
+        }
         if let standby, count != 1 {
             throw KilnError(.invalidArgument, "--standby \(standby) and --count \(count) ask for two things", hint: "pass one of them")
         }

@@ -23,6 +23,9 @@ struct Thaw: AsyncParsableCommand, ReportingCommand {
     @OptionGroup var common: CommonOptions
 
     func run() async throws {
+        guard InputValidation.isSeconds(readyTimeout) else {
+            throw KilnError(.invalidArgument, "--ready-timeout \(readyTimeout) is out of range", hint: "pass seconds, e.g. --ready-timeout 30")
+        }
         let kiln = try common.openKiln(toDo: "thaw a standby copy")
         // The copy is in memory already (verified when it was restored): no image file is read.
         let manifest = try kiln.store.load(name)
