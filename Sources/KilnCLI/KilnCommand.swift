@@ -19,7 +19,8 @@ public struct KilnCommand: AsyncParsableCommand {
             Every command takes --json and then prints one JSON document.
             """,
         subcommands: [
-            DoctorCommand.self, Bake.self, Run.self, PS.self, Request.self, Stop.self, List.self, Remove.self, GC.self, Bench.self, Serve.self,
+            DoctorCommand.self, Bake.self, Run.self, Thaw.self, PS.self, Request.self, Stop.self, List.self, Remove.self, GC.self, Bench.self,
+            Serve.self,
             Keygen.self, Export.self, Import.self, Push.self, Pull.self,
         ])
 

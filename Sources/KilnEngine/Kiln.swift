@@ -134,7 +134,11 @@ public struct Kiln: Sendable {
 
     /// The lifecycle of a sandbox that exists already (an instance from its record, or one
     /// `kiln gc` found), to tear it down.
-    package func adoptSandbox(id: String, directory: String, shimPid: Int32? = nil) -> SandboxLifecycle {
-        SandboxLifecycle.adopting(id: id, directory: directory, shimPid: shimPid, paths: paths, runtime: runtime, host: host, logger: logger)
+    package func adoptSandbox(id: String, directory: String, shimPid: Int32? = nil, containerPid: Int32 = 0, purpose: String? = nil)
+        -> SandboxLifecycle
+    {
+        SandboxLifecycle.adopting(
+            id: id, directory: directory, shimPid: shimPid, containerPid: containerPid, paths: paths, runtime: runtime, host: host, logger: logger,
+            purpose: purpose)
     }
 }

@@ -11,6 +11,10 @@ enum PoolCommand: Sendable {
     /// Launch one instance, verifying the snapshot first when asked.
     case launch(FunctionPool, verifyFirst: Bool)
     case terminate(FunctionPool, GatewayInstance)
+    /// Restore one standby copy, verifying the snapshot first when asked.
+    case launchStandby(FunctionPool, verifyFirst: Bool)
+    /// Thaw a standby copy for the requests waiting.
+    case thaw(FunctionPool, GatewayInstance)
     /// Run the pool's maintenance at this time (a queue deadline, the end of a quarantine).
     case maintain(FunctionPool, at: ContinuousClock.Instant)
 }
@@ -106,7 +110,11 @@ public final class FunctionPool: Sendable {
     // MARK: Launches (reported by the gateway's run loop)
 
     func prepared() { update { $0.prepared(now: .now) } }
-    func preparationFailed(_ error: any Error) { update { $0.preparationFailed(error, now: .now) } }
+    func preparationFailed(_ error: any Error, forStandby: Bool = false) { update { $0.preparationFailed(error, forStandby: forStandby, now: .now) } }
+    func standbyLaunched(_ report: StandbyReport) { update { $0.standbyLaunched(report, now: .now) } }
+    func standbyLaunchFailed(_ error: any Error) { update { $0.standbyLaunchFailed(error, now: .now) } }
+    func thawed(_ report: LaunchReport, duration: Duration) { update { $0.thawed(report, duration: duration, now: .now) } }
+    func thawFailed(_ instance: GatewayInstance, error: any Error) { update { $0.thawFailed(instance, error: error, now: .now) } }
     func launched(_ report: LaunchReport) { update { $0.launched(report, now: .now) } }
     func launchFailed(_ error: any Error) { update { $0.launchFailed(error, now: .now) } }
     func terminated(_ instance: GatewayInstance) { update { $0.terminated(instance, now: .now) } }
@@ -178,6 +186,8 @@ public final class FunctionPool: Sendable {
             case .grant(let handler, let lease): handler(.success(lease))
             case .fail(let handler, let failure): handler(.failure(failure))
             case .launch(let verifyFirst): environment.commands.yield(.launch(self, verifyFirst: verifyFirst))
+            case .launchStandby(let verifyFirst): environment.commands.yield(.launchStandby(self, verifyFirst: verifyFirst))
+            case .thaw(let instance): environment.commands.yield(.thaw(self, instance))
             case .stop(let instance): environment.commands.yield(.terminate(self, instance))
             case .wake(let instant): environment.commands.yield(.maintain(self, at: instant))
             case .emptied:
@@ -206,6 +216,14 @@ public final class FunctionPool: Sendable {
         case .coldStartFailed: metrics.coldStartFallbacksFailed.increment()
         case .verificationFailed: metrics.verificationFailures.increment()
         case .instanceDied: metrics.instanceFailures.increment()
+        case .standbyRestored(let duration):
+            metrics.standbyRestores.increment()
+            metrics.standbyRestoreDuration.recordInterval(duration)
+        case .standbyRestoreFailed: metrics.standbyRestoresFailed.increment()
+        case .thawSucceeded(let duration):
+            metrics.thaws.increment()
+            metrics.thawDuration.recordInterval(duration)
+        case .thawFailed: metrics.thawsFailed.increment()
         }
     }
 
@@ -219,6 +237,10 @@ public final class FunctionPool: Sendable {
             for state in GatewayInstanceState.allCases where gauges[state] != recorded.gauges?[state] {
                 metrics.instances[state]?.record(gauges[state])
             }
+            if gauges.standby != recorded.gauges?.standby { metrics.standbyCopies[.ready]?.record(gauges.standby) }
+            if gauges.standbyStarting != recorded.gauges?.standbyStarting { metrics.standbyCopies[.starting]?.record(gauges.standbyStarting) }
+            if gauges.thawing != recorded.gauges?.thawing { metrics.standbyCopies[.thawing]?.record(gauges.thawing) }
+            if gauges.standbyBytes != recorded.gauges?.standbyBytes { metrics.standbyMemory.record(gauges.standbyBytes) }
             recorded = (generation, gauges)
         }
     }

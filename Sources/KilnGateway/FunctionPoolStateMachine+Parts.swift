@@ -16,6 +16,13 @@ extension FunctionPoolStateMachine {
         /// the snapshot first when asked. Report with ``prepared(now:)`` / ``preparationFailed(_:now:)``
         /// and then ``launched(_:now:)`` / ``launchFailed(_:now:)``.
         case launch(verifyFirst: Bool)
+        /// Restore one standby copy (verifying the snapshot first when asked); report with
+        /// ``prepared(now:)`` / ``preparationFailed(_:forStandby:now:)`` and then
+        /// ``standbyLaunched(_:now:)`` / ``standbyLaunchFailed(_:now:)``.
+        case launchStandby(verifyFirst: Bool)
+        /// Thaw this standby copy and give it its identity; report with
+        /// ``thawed(_:duration:now:)`` / ``thawFailed(_:error:now:)``.
+        case thaw(GatewayInstance)
         /// Stop and clean up an instance (then report ``terminated(_:now:)``).
         case stop(GatewayInstance)
         /// Call ``tick(now:dead:)`` at this time: a queue deadline or the end of a quarantine that
@@ -41,12 +48,21 @@ extension FunctionPoolStateMachine {
         /// Could not be reached lately: no new requests until then.
         var quarantinedUntil: ContinuousClock.Instant?
         var unreachableStreak = 0
+        /// Whether a request has been given to it yet (see ``Lease/servedBy``).
+        var granted = false
 
         func state(at now: ContinuousClock.Instant) -> GatewayInstanceState {
             if retiring { return .draining }
             if let until = quarantinedUntil, now < until { return .quarantined }
             return inFlight > 0 ? .busy : .idle
         }
+    }
+
+    /// A standby copy: frozen, taking no request until thawed.
+    struct StandbySlot: Sendable {
+        var instance: GatewayInstance
+        var readyAt: ContinuousClock.Instant
+        var memoryBytes: Int?
     }
 
     struct QueuedWaiter: Sendable {
@@ -86,6 +102,10 @@ extension FunctionPoolStateMachine {
                     id: slot.instance.id, pid: slot.instance.pid, origin: slot.instance.origin, state: slot.state(at: now), inFlight: slot.inFlight,
                     served: slot.served, ageSeconds: slot.startedAt.duration(to: now).milliseconds / 1000,
                     idleSeconds: slot.inFlight > 0 ? 0 : slot.lastUsed.duration(to: now).milliseconds / 1000)
-            })
+            },
+            standby: StandbySummary(
+                wanted: policy.standby, ready: standbys.count, starting: standbyLaunching, thawing: thawing,
+                memoryBytes: standbys.reduce(0) { $0 + ($1.memoryBytes ?? 0) }, budgetBytes: policy.standbyMemoryBytes, thaws: thaws,
+                lastThawMs: lastThaw?.milliseconds, ids: standbys.map(\.instance.id)))
     }
 }

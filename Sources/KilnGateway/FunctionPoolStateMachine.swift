@@ -14,6 +14,12 @@ import Logging
 /// It decides which instance takes a request, when to launch or stop one, and what to do when
 /// one dies or cannot be reached (see each event).
 ///
+/// Standby copies (``ScalingPolicy/standby``) are kept apart from the instances: restored ahead
+/// of demand and frozen, they take no request. When requests wait and more room is needed, a
+/// standby copy is thawed (``Effect/thaw(_:)``) before any restore is launched; it joins the
+/// instances once it answers (``thawed(_:now:)``), and a replacement is restored in the
+/// background (``Effect/launchStandby(verifyFirst:)``), within the memory budget.
+///
 /// `Waiter` is what a waiting request is called back through (a closure in the gateway, a number
 /// in tests); the machine only hands it back in a grant or a failure.
 struct FunctionPoolStateMachine<Waiter: Sendable>: Sendable {
@@ -44,6 +50,17 @@ struct FunctionPoolStateMachine<Waiter: Sendable>: Sendable {
     private(set) var now: ContinuousClock.Instant
     private var effects: [Effect] = []
 
+    /// Standby copies frozen and ready, oldest first; being restored; being thawed.
+    private(set) var standbys: [StandbySlot] = []
+    private(set) var standbyLaunching = 0
+    private(set) var thawing = 0
+    /// After a standby restore failed, no other is tried until then.
+    private var standbyBlockedUntil: ContinuousClock.Instant?
+    /// The memory of one standby copy as last measured (what the budget is checked against).
+    private var standbyCopyBytes: Int?
+    private(set) var lastThaw: Duration?
+    private(set) var thaws = 0
+
     // Counters for the admin API.
     private(set) var launches = 0
     private(set) var coldStarts = 0
@@ -57,7 +74,7 @@ struct FunctionPoolStateMachine<Waiter: Sendable>: Sendable {
     }
 
     /// The instances in the pool: those whose process the owner checks before a ``tick(now:dead:)``.
-    var instances: [GatewayInstance] { slots.map(\.instance) }
+    var instances: [GatewayInstance] { slots.map(\.instance) + standbys.map(\.instance) }
 
     // MARK: Requests
 
@@ -74,7 +91,7 @@ struct FunctionPoolStateMachine<Waiter: Sendable>: Sendable {
         if waiters.isEmpty, let index = pickSlot() {
             return (.leased(lease(index)), [])
         }
-        if let until = launchesBlockedUntil, self.now < until, usableCount == 0, launching == 0 {
+        if let until = launchesBlockedUntil, self.now < until, usableCount == 0, launching == 0, thawing == 0, standbys.isEmpty {
             return (.refused(.launchFailed(reason: lastLaunchFailure ?? "unknown error")), [])
         }
         guard waiters.count < policy.queueLimit else { return (.refused(.queueFull(limit: policy.queueLimit)), []) }
@@ -86,6 +103,8 @@ struct FunctionPoolStateMachine<Waiter: Sendable>: Sendable {
         // Room may have come back with no event (a quarantine over): those ahead take it first.
         dispatch()
         scale()
+        // A standby copy just thawed is replaced at once, in the background.
+        replenishStandbys()
         publishGauges()
         return (.waiting(ticket: ticket), takeEffects())
     }
@@ -155,16 +174,20 @@ struct FunctionPoolStateMachine<Waiter: Sendable>: Sendable {
         return best
     }
 
-    private mutating func lease(_ index: Int) -> Lease {
+    /// A lease on slot `index`; a waiting request that is the first given to an instance was
+    /// answered by that instance's start (restore, thaw or cold start), any other by a running one.
+    private mutating func lease(_ index: Int, forWaiter: Bool = false) -> Lease {
         slots[index].inFlight += 1
-        return Lease(instance: slots[index].instance)
+        defer { slots[index].granted = true }
+        let servedBy = forWaiter && !slots[index].granted ? ServedBy(slots[index].instance.origin) : .running
+        return Lease(instance: slots[index].instance, servedBy: servedBy)
     }
 
     /// Hands waiting requests to instances with room, in arrival order.
     private mutating func dispatch() {
         while !waiters.isEmpty, let index = pickSlot() {
             let waiter = waiters.removeFirst()
-            effects.append(.grant(waiter.waiter, lease(index)))
+            effects.append(.grant(waiter.waiter, lease(index, forWaiter: true)))
         }
     }
 
@@ -179,6 +202,8 @@ struct FunctionPoolStateMachine<Waiter: Sendable>: Sendable {
     ///   first launch after it was (re)marked unverified.
     /// - Otherwise another instance is launched while more requests wait than the room left in
     ///   running instances plus the room that the launches under way will bring.
+    /// - A standby copy, when there is one, stands in for a launch: it is thawed instead (also
+    ///   while launches pause after a failure).
     private mutating func scale() {
         guard !closed else { return }
         // Runs after every request that waits or ends: counted in place, without building arrays.
@@ -190,24 +215,138 @@ struct FunctionPoolStateMachine<Waiter: Sendable>: Sendable {
             if let until = slot.quarantinedUntil, now < until { continue }
             spare += max(0, policy.concurrency - slot.inFlight)
         }
-        if waiters.isEmpty, usable + launching >= policy.minInstances { return }
-        if let until = launchesBlockedUntil, now < until { return }
+        let starting = launching + thawing
+        if waiters.isEmpty, usable + starting >= policy.minInstances { return }
+        let blocked = launchesBlockedUntil.map { now < $0 } ?? false
+        if blocked, standbys.isEmpty { return }
         refreshPreparation()
         if case .failed = preparation { return }
-        let limit = preparation == .prepared && usable > 0 ? policy.maxInstances : min(policy.maxInstances, usable + 1)
+        // Thaws need no verification and share no restore: each standby copy may come at once.
+        let limit = preparation == .prepared && usable > 0 ? policy.maxInstances : min(policy.maxInstances, usable + 1 + thawing + standbys.count)
         var wanted = 0
-        while usable + launching + wanted < limit {
-            let coming = (launching + wanted) * policy.concurrency
-            let belowMinimum = usable + launching + wanted < policy.minInstances
+        while usable + starting + wanted < limit {
+            // While launches pause, only the standby copies there are can come.
+            if blocked, wanted >= standbys.count { break }
+            let coming = (starting + wanted) * policy.concurrency
+            let belowMinimum = usable + starting + wanted < policy.minInstances
             guard waiters.count > spare + coming || belowMinimum else { break }
             wanted += 1
         }
         for _ in 0..<wanted {
+            if !standbys.isEmpty {
+                let standby = standbys.removeFirst()
+                thawing += 1
+                effects.append(.thaw(standby.instance))
+                continue
+            }
             launching += 1
             let verify = preparation == .unprepared
             if verify { preparation = .preparing }
             effects.append(.launch(verifyFirst: verify))
         }
+    }
+
+    /// Restores standby copies up to the policy's number and within its memory budget, once the
+    /// snapshot is verified (or verifying it first, when nothing else has), in the background.
+    private mutating func replenishStandbys() {
+        guard !closed, policy.standby > 0 else { return }
+        if let until = standbyBlockedUntil, now < until { return }
+        refreshPreparation()
+        if case .failed = preparation { return }
+        if preparation == .preparing { return }
+        while standbys.count + standbyLaunching < policy.standby {
+            if let budget = policy.standbyMemoryBytes, let perCopy = standbyCopyBytes, (standbys.count + standbyLaunching + 1) * perCopy > budget {
+                break
+            }
+            standbyLaunching += 1
+            let verify = preparation == .unprepared
+            if verify { preparation = .preparing }
+            effects.append(.launchStandby(verifyFirst: verify))
+            if verify { break }
+        }
+    }
+
+    /// Stops the standby copies beyond the policy's number or its memory budget (newest first).
+    private mutating func trimStandbys() {
+        var held = standbys.reduce(0) { $0 + ($1.memoryBytes ?? 0) }
+        while let last = standbys.last,
+            standbys.count > policy.standby || (policy.standbyMemoryBytes.map { held > $0 } ?? false)
+        {
+            standbys.removeLast()
+            held -= last.memoryBytes ?? 0
+            terminating += 1
+            effects.append(.stop(last.instance))
+        }
+    }
+
+    /// Stops every standby copy (the pool closes, or its snapshot is replaced).
+    private mutating func stopStandbys() {
+        for standby in standbys {
+            terminating += 1
+            effects.append(.stop(standby.instance))
+        }
+        standbys = []
+    }
+
+    // MARK: Standby copies
+
+    /// A standby copy is restored and frozen: it waits for a request (stopped at once if the pool
+    /// closed or no longer wants it).
+    mutating func standbyLaunched(_ report: StandbyReport, now: ContinuousClock.Instant) -> [Effect] {
+        advance(to: now)
+        standbyLaunching -= 1
+        standbyBlockedUntil = nil
+        effects.append(.metric(.standbyRestored(report.duration)))
+        if let bytes = report.memoryBytes { standbyCopyBytes = bytes }
+        let held = standbys.reduce(report.memoryBytes ?? 0) { $0 + ($1.memoryBytes ?? 0) }
+        if closed || standbys.count >= policy.standby || policy.standbyMemoryBytes.map({ held > $0 }) ?? false {
+            terminating += 1
+            effects.append(.stop(report.instance))
+        } else {
+            standbys.append(StandbySlot(instance: report.instance, readyAt: self.now, memoryBytes: report.memoryBytes))
+            log(.info, "standby copy ready", ["instance": "\(report.instance.id)", "restore_ms": "\(Int(report.duration.milliseconds))"])
+        }
+        settle()
+        return takeEffects()
+    }
+
+    /// No standby copy could be restored: the next try waits for ``PoolTiming/launchFailureBackoff``.
+    mutating func standbyLaunchFailed(_ error: any Error, now: ContinuousClock.Instant) -> [Effect] {
+        advance(to: now)
+        standbyLaunching -= 1
+        standbyBlockedUntil = self.now + timing.launchFailureBackoff
+        wake(at: self.now + timing.launchFailureBackoff)
+        effects.append(.metric(.standbyRestoreFailed))
+        log(.error, "could not restore a standby copy", ["error": "\(error)"])
+        settle()
+        return takeEffects()
+    }
+
+    /// A thawed standby copy answers: it is an instance now, and takes the waiting requests.
+    mutating func thawed(_ report: LaunchReport, duration: Duration, now: ContinuousClock.Instant) -> [Effect] {
+        advance(to: now)
+        thawing -= 1
+        thaws += 1
+        lastThaw = duration
+        effects.append(.metric(.thawSucceeded(duration)))
+        log(.info, "standby copy thawed", ["instance": "\(report.instance.id)", "thaw_ms": "\(String(format: "%.1f", duration.milliseconds))"])
+        var instance = report.instance
+        instance.origin = .thawed
+        slots.append(Slot(instance: instance, startedAt: self.now, lastUsed: self.now, retiring: closed))
+        stopIfDone(slots.count - 1)
+        settle()
+        return takeEffects()
+    }
+
+    /// A thaw failed (the copy is gone): the requests it was for are served by what comes next
+    /// (another standby copy, or a restore).
+    mutating func thawFailed(_ instance: GatewayInstance, error: any Error, now: ContinuousClock.Instant) -> [Effect] {
+        advance(to: now)
+        thawing -= 1
+        effects.append(.metric(.thawFailed))
+        log(.error, "could not thaw a standby copy", ["instance": "\(instance.id)", "error": "\(error)"])
+        settle()
+        return takeEffects()
     }
 
     /// A snapshot that failed verification is verified again once the retry interval is over.
@@ -227,9 +366,10 @@ struct FunctionPoolStateMachine<Waiter: Sendable>: Sendable {
 
     /// The snapshot failed verification: the launch is off, waiting requests get 503, and
     /// requests get 503 at once until ``PoolTiming/verificationRetry`` is over.
-    mutating func preparationFailed(_ error: any Error, now: ContinuousClock.Instant) -> [Effect] {
+    /// `forStandby`: the verification was the first step of a standby copy's restore.
+    mutating func preparationFailed(_ error: any Error, forStandby: Bool = false, now: ContinuousClock.Instant) -> [Effect] {
         advance(to: now)
-        launching -= 1
+        if forStandby { standbyLaunching -= 1 } else { launching -= 1 }
         let reason = "snapshot '\(function)' cannot be used: \(error)"
         preparation = .failed(reason: reason, at: self.now)
         effects.append(.metric(.verificationFailed))
@@ -308,6 +448,8 @@ struct FunctionPoolStateMachine<Waiter: Sendable>: Sendable {
             retired.append(slots[index].instance.id)
         }
         if reverify, preparation != .preparing { preparation = .unprepared }
+        // Copies of the snapshot being replaced must not be thawed later.
+        stopStandbys()
         launchesBlockedUntil = nil
         for index in slots.indices.reversed() { stopIfDone(index) }
         settle()
@@ -322,6 +464,7 @@ struct FunctionPoolStateMachine<Waiter: Sendable>: Sendable {
         if !closed {
             closed = true
             failWaiters(.shuttingDown)
+            stopStandbys()
             for index in slots.indices { slots[index].retiring = true }
             for index in slots.indices.reversed() { stopIfDone(index) }
         } else if emptied {
@@ -352,7 +495,16 @@ struct FunctionPoolStateMachine<Waiter: Sendable>: Sendable {
             for index in slots.indices.reversed() where dead.contains(slots[index].instance.id) {
                 remove(at: index, because: "its process is gone")
             }
+            for index in standbys.indices.reversed() where dead.contains(standbys[index].instance.id) {
+                let standby = standbys.remove(at: index)
+                deaths += 1
+                effects.append(.metric(.instanceDied))
+                log(.error, "standby copy died; removing it", ["instance": "\(standby.instance.id)"])
+                terminating += 1
+                effects.append(.stop(standby.instance))
+            }
         }
+        trimStandbys()
         var active = usableCount
         for index in slots.indices.reversed() where !slots[index].retiring && slots[index].inFlight == 0 && waiters.isEmpty {
             let idleFor = slots[index].lastUsed.duration(to: self.now)
@@ -383,8 +535,9 @@ struct FunctionPoolStateMachine<Waiter: Sendable>: Sendable {
     private mutating func settle() {
         dispatch()
         scale()
+        replenishStandbys()
         publishGauges()
-        if closed, !emptied, slots.isEmpty, launching == 0, terminating == 0 {
+        if closed, !emptied, slots.isEmpty, launching == 0, terminating == 0, standbys.isEmpty, standbyLaunching == 0, thawing == 0 {
             emptied = true
             effects.append(.emptied)
         }
@@ -419,6 +572,10 @@ struct FunctionPoolStateMachine<Waiter: Sendable>: Sendable {
     private mutating func publishGauges() {
         var counts = PoolGauges(queue: waiters.count, starting: launching, stopping: terminating)
         for slot in slots { counts[slot.state(at: now)] += 1 }
+        counts.standby = standbys.count
+        counts.standbyStarting = standbyLaunching
+        counts.thawing = thawing
+        counts.standbyBytes = standbys.reduce(0) { $0 + ($1.memoryBytes ?? 0) }
         guard counts != published else { return }
         published = counts
         generation += 1

@@ -44,6 +44,30 @@ public enum GatewayFailure: Error, Sendable, Equatable, CustomStringConvertible 
 /// with ``FunctionPool/release(_:outcome:)`` once the request is over.
 public struct Lease: Sendable, Equatable {
     public let instance: GatewayInstance
+    /// How the request was answered: by an instance that was running, or one started for it.
+    public var servedBy: ServedBy = .running
+}
+
+/// How a request was answered, for honest figures (the `X-Kiln-Served-By` header and the
+/// `kiln_gateway_requests_served_total{served_by}` counter): by an instance that was already
+/// running, or by one that had to be started for it, and how. A request counts as answered by
+/// a start when it waited and was the first one given to the instance that came up.
+public enum ServedBy: String, Codable, Sendable, CaseIterable {
+    case running
+    /// A standby copy thawed for it.
+    case standby
+    /// A copy restored from the snapshot for it.
+    case restore
+    /// The function's command started from scratch for it (the restore had failed).
+    case coldStart = "cold-start"
+
+    init(_ origin: GatewayInstance.Origin) {
+        switch origin {
+        case .restored: self = .restore
+        case .coldStart: self = .coldStart
+        case .thawed: self = .standby
+        }
+    }
 }
 
 /// What happened to a leased request, as far as the instance is concerned.
@@ -103,13 +127,35 @@ public struct FunctionStatus: Codable, Sendable {
     public var coldStarts: Int
     public var deaths: Int
     public var instances: [InstanceSummary]
+    /// Its standby copies.
+    public var standby: StandbySummary
 
     /// A function the gateway has not run yet.
     static func unlaunched(_ name: String, policy: ScalingPolicy) -> FunctionStatus {
         FunctionStatus(
             name: name, state: .unverified, failure: nil, policy: policy, queueLength: 0, starting: 0, stopping: 0, launches: 0, coldStarts: 0,
-            deaths: 0, instances: [])
+            deaths: 0, instances: [], standby: StandbySummary(wanted: policy.standby))
     }
+}
+
+/// A function's standby copies as the admin API shows them.
+public struct StandbySummary: Codable, Sendable, Equatable {
+    /// How many the policy asks for.
+    public var wanted: Int
+    /// Frozen and ready to thaw.
+    public var ready = 0
+    /// Being restored.
+    public var starting = 0
+    /// Being thawed for a request.
+    public var thawing = 0
+    /// Their memory (PSS, measured once each was frozen), together.
+    public var memoryBytes = 0
+    public var budgetBytes: Int?
+    /// Thaws so far, and the last one's time from thaw to first response.
+    public var thaws = 0
+    public var lastThawMs: Double?
+    /// The ready copies' ids, oldest first.
+    public var ids: [String] = []
 }
 
 /// One instance as the admin API lists it.
@@ -155,6 +201,12 @@ enum PoolMetric: Equatable, Sendable {
     case coldStartFailed
     case verificationFailed
     case instanceDied
+    /// A standby copy was restored and frozen (how long it took), or could not be.
+    case standbyRestored(Duration)
+    case standbyRestoreFailed
+    /// A standby copy was thawed to its first response (how long it took), or could not be.
+    case thawSucceeded(Duration)
+    case thawFailed
 }
 
 /// The queue length and the instances per state: the pool's gauges.
@@ -166,6 +218,11 @@ struct PoolGauges: Equatable, Sendable {
     var quarantined = 0
     var draining = 0
     var stopping = 0
+    /// Standby copies: frozen and ready, being restored, being thawed; their memory.
+    var standby = 0
+    var standbyStarting = 0
+    var thawing = 0
+    var standbyBytes = 0
 
     subscript(state: GatewayInstanceState) -> Int {
         get {

@@ -46,8 +46,8 @@ public final class Gateway: Service, Sendable {
     public func run() async throws {
         // Functions to keep warm from the start: those with a minimum of their own, and with a
         // default minimum, every function there is.
-        var warm = configuration.policies.filter { $0.value.minInstances > 0 }
-        if configuration.defaultPolicy.minInstances > 0 {
+        var warm = configuration.policies.filter { $0.value.minInstances > 0 || $0.value.standby > 0 }
+        if configuration.defaultPolicy.minInstances > 0 || configuration.defaultPolicy.standby > 0 {
             for name in provider.functionNames() where configuration.policies[name] == nil { warm[name] = configuration.defaultPolicy }
         }
         for function in warm.keys.sorted() {
@@ -114,6 +114,29 @@ public final class Gateway: Service, Sendable {
                 pool.launched(try await provider.launch(pool.function))
             } catch {
                 pool.launchFailed(error)
+            }
+        case .launchStandby(let pool, let verifyFirst):
+            if verifyFirst {
+                do {
+                    try await provider.prepare(pool.function)
+                    pool.prepared()
+                } catch {
+                    pool.preparationFailed(error, forStandby: true)
+                    return
+                }
+            }
+            do {
+                pool.standbyLaunched(try await provider.launchStandby(pool.function))
+            } catch {
+                pool.standbyLaunchFailed(error)
+            }
+        case .thaw(let pool, let instance):
+            let start = ContinuousClock.now
+            do {
+                let report = try await provider.thaw(instance)
+                pool.thawed(report, duration: start.duration(to: .now))
+            } catch {
+                pool.thawFailed(instance, error: error)
             }
         case .terminate(let pool, let instance):
             transport.forget(instance)
@@ -200,6 +223,9 @@ public final class Gateway: Service, Sendable {
 
     /// The response header naming the instance that answered (for clients, tests and logs).
     public static let instanceHeader = HTTPField.Name("X-Kiln-Instance")!
+    /// The response header saying how the request was answered (``ServedBy``: `running`,
+    /// `standby`, `restore`, `cold-start`).
+    public static let servedByHeader = HTTPField.Name("X-Kiln-Served-By")!
 
     /// The request target and Host of a request. An origin-form target (`/path?query`, what
     /// clients send to a server that is not a proxy) comes with the Host header; an
@@ -300,7 +326,7 @@ public final class Gateway: Service, Sendable {
     /// The fields are copied once into an array with room for the ones still to come (this one,
     /// the length the gateway may set, the client's framing): the parser's array is shared, so
     /// changing it in place would copy it anyway, and then again to grow it.
-    static func clientHead(of head: HTTPResponseHead, from instance: GatewayInstance) -> HTTPResponseHead {
+    static func clientHead(of head: HTTPResponseHead, from instance: GatewayInstance, servedBy: ServedBy = .running) -> HTTPResponseHead {
         let bodiless = head.status.code / 100 == 1 || head.status == .noContent
         var fields = HTTPHeaders()
         fields.reserveCapacity(head.headers.count + 3)
@@ -309,6 +335,7 @@ public final class Gateway: Service, Sendable {
             fields.add(name: name, value: value)
         }
         fields.add(name: instanceHeader.rawName, value: instance.id)
+        fields.add(name: servedByHeader.rawName, value: servedBy.rawValue)
         var client = head
         client.headers = fields
         return client

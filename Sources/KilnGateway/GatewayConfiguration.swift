@@ -22,11 +22,22 @@ public struct ScalingPolicy: Codable, Sendable, Equatable {
     public var queueLimit: Int
     /// How long a request may wait for an instance (a restore included) before it gets 503.
     public var queueTimeoutSeconds: Double
+    /// Standby copies kept per function: restored ahead of demand and frozen, thawed when a
+    /// request finds no instance with room, then replaced in the background. Default 0: a
+    /// standby copy holds memory and a network address for a function that may never be called,
+    /// and a gateway serves every snapshot of its store; an operator asks for them per function
+    /// (`--standby NAME=N`), where a few milliseconds at zero are worth it.
+    public var standby: Int
+    /// The most memory (PSS) the function's standby copies may hold together; nil: no limit but
+    /// ``standby``.
+    public var standbyMemoryBytes: Int?
 
     public init(
         minInstances: Int = 0, maxInstances: Int = 4, concurrency: Int = 8, keepAliveSeconds: Double = 60,
-        queueLimit: Int = 256, queueTimeoutSeconds: Double = 30
+        queueLimit: Int = 256, queueTimeoutSeconds: Double = 30, standby: Int = 0, standbyMemoryBytes: Int? = nil
     ) {
+        self.standby = standby
+        self.standbyMemoryBytes = standbyMemoryBytes
         self.minInstances = minInstances
         self.maxInstances = maxInstances
         self.concurrency = concurrency
@@ -58,6 +69,10 @@ public struct ScalingPolicy: Codable, Sendable, Equatable {
             throw invalid("keep-alive must be 0 to a year in seconds (got \(keepAliveSeconds))")
         }
         guard queueLimit >= 0 else { throw invalid("queue limit must not be negative") }
+        guard (0...Self.maximumInstances).contains(standby) else {
+            throw invalid("standby copies must be 0-\(Self.maximumInstances) (got \(standby))")
+        }
+        if let standbyMemoryBytes, standbyMemoryBytes <= 0 { throw invalid("the standby memory budget must be positive") }
         guard InputValidation.isSeconds(queueTimeoutSeconds) else {
             throw invalid("queue timeout must be positive and at most a year in seconds (got \(queueTimeoutSeconds))")
         }
@@ -74,8 +89,10 @@ public struct ScalingPolicyUpdate: Codable, Sendable, Equatable {
     public var max: Int?
     public var concurrency: Int?
     public var keepAliveSeconds: Double?
+    public var standby: Int?
 
-    public init(min: Int? = nil, max: Int? = nil, concurrency: Int? = nil, keepAliveSeconds: Double? = nil) {
+    public init(min: Int? = nil, max: Int? = nil, concurrency: Int? = nil, keepAliveSeconds: Double? = nil, standby: Int? = nil) {
+        self.standby = standby
         self.min = min
         self.max = max
         self.concurrency = concurrency
@@ -88,6 +105,7 @@ public struct ScalingPolicyUpdate: Codable, Sendable, Equatable {
         if let max { updated.maxInstances = max }
         if let concurrency { updated.concurrency = concurrency }
         if let keepAliveSeconds { updated.keepAliveSeconds = keepAliveSeconds }
+        if let standby { updated.standby = standby }
         return updated
     }
 }
@@ -231,8 +249,8 @@ public struct GatewayConfiguration: Sendable {
     /// addresses as HOST:PORT, `--warm NAME=N` entries (a function kept at N warm instances; its
     /// max raised to N if need be), seconds as the CLI takes them.
     public static func parsing(
-        listen: String, admin: String, defaultPolicy: ScalingPolicy, warm: [String] = [], requestTimeoutSeconds: Double = 60,
-        listenerThreads: Int? = nil
+        listen: String, admin: String, defaultPolicy: ScalingPolicy, warm: [String] = [], standby: [String] = [],
+        requestTimeoutSeconds: Double = 60, listenerThreads: Int? = nil
     ) throws -> GatewayConfiguration {
         var policies: [String: ScalingPolicy] = [:]
         for entry in warm {
@@ -241,6 +259,10 @@ public struct GatewayConfiguration: Sendable {
             warmed.minInstances = setting.count
             warmed.maxInstances = Swift.max(defaultPolicy.maxInstances, setting.count)
             policies[setting.function] = warmed
+        }
+        for entry in standby {
+            let setting = try WarmSetting(parsing: entry, option: "--standby")
+            policies[setting.function, default: defaultPolicy].standby = setting.count
         }
         guard InputValidation.isSeconds(requestTimeoutSeconds) else {
             throw KilnError(
@@ -265,9 +287,10 @@ public struct WarmSetting: Sendable, Equatable, CustomStringConvertible {
         self.count = count
     }
 
-    public init(parsing text: String) throws {
+    /// Parses `NAME=N` (or `NAME`: 1) given to `option` (`--warm`, `--standby`).
+    public init(parsing text: String, option: String = "--warm") throws {
         let invalid = { (problem: String) in
-            KilnError(.invalidArgument, "--warm '\(text)' \(problem)", hint: "write it as NAME=N, e.g. --warm hello=2")
+            KilnError(.invalidArgument, "\(option) '\(text)' \(problem)", hint: "write it as NAME=N, e.g. \(option) hello=2")
         }
         let (name, countText): (Substring, Substring) =
             if let equals = text.firstIndex(of: "=") { (text[..<equals], text[text.index(after: equals)...]) } else { (text[...], "1") }

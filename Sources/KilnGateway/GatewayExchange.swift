@@ -147,7 +147,7 @@ final class GatewayExchange: ResponseReceiver {
 
     func receiveHead(_ head: HTTPResponseHead) {
         guard case .forwarding(let lease) = phase else { return }
-        self.head = Gateway.clientHead(of: head, from: lease.instance)
+        self.head = Gateway.clientHead(of: head, from: lease.instance, servedBy: lease.servedBy)
     }
 
     func receiveBody(_ part: ByteBuffer) {
@@ -176,6 +176,7 @@ final class GatewayExchange: ResponseReceiver {
         phase = .done
         pool.release(lease, outcome: .answered)
         pool.metrics.recordRequest(.answered, arrival.duration(to: .now))
+        pool.metrics.served[lease.servedBy]?.increment()
         if streaming {
             responder?.writeEnd()
         } else if var head = head.take() {

@@ -44,6 +44,12 @@ public final class GatewayMetrics: Sendable {
         // Restores take 0.1-1 s, cold starts seconds; requests take milliseconds.
         factory.durationHistogramBuckets = [
             "kiln_gateway_restore_duration_seconds": [0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30].map { .milliseconds(Int($0 * 1000)) },
+            "kiln_gateway_standby_restore_duration_seconds": [0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30].map {
+                .milliseconds(Int($0 * 1000))
+            },
+            "kiln_gateway_thaw_duration_seconds": [0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1].map {
+                .microseconds(Int($0 * 1_000_000))
+            },
             "kiln_gateway_cold_start_duration_seconds": [0.5, 1, 2, 3, 5, 7.5, 10, 15, 30, 60].map { .milliseconds(Int($0 * 1000)) },
             "kiln_gateway_request_duration_seconds": [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30].map {
                 .microseconds(Int($0 * 1_000_000))
@@ -82,6 +88,23 @@ final class FunctionMetrics: Sendable {
     let queueLength: CoreMetrics.Gauge
     let instances: [GatewayMetrics.InstanceState: CoreMetrics.Gauge]
     let requestDurations: [GatewayMetrics.Outcome: CoreMetrics.Timer]
+    /// Answered requests by how they were answered (``ServedBy``).
+    let served: [ServedBy: CoreMetrics.Counter]
+    let standbyRestores: CoreMetrics.Counter
+    let standbyRestoresFailed: CoreMetrics.Counter
+    let standbyRestoreDuration: CoreMetrics.Timer
+    let thaws: CoreMetrics.Counter
+    let thawsFailed: CoreMetrics.Counter
+    /// From the thaw to the copy's first response (identity and afterRestore included).
+    let thawDuration: CoreMetrics.Timer
+    let standbyCopies: [StandbyGauge: CoreMetrics.Gauge]
+    /// The standby copies' memory (PSS measured once each was frozen), together.
+    let standbyMemory: CoreMetrics.Gauge
+
+    /// The states of the `kiln_gateway_standby_copies` gauge.
+    enum StandbyGauge: String, CaseIterable {
+        case ready, starting, thawing
+    }
     /// `requestDurations[.answered]`, looked up once: nearly every request ends so.
     private let answeredDurations: CoreMetrics.Timer?
 
@@ -111,6 +134,25 @@ final class FunctionMetrics: Sendable {
         }
         requestDurations = durations
         answeredDurations = durations[.answered]
+        var served: [ServedBy: CoreMetrics.Counter] = [:]
+        for way in ServedBy.allCases {
+            served[way] = CoreMetrics.Counter(
+                label: "kiln_gateway_requests_served_total", dimensions: label + [("served_by", way.rawValue)], factory: factory)
+        }
+        self.served = served
+        standbyRestores = CoreMetrics.Counter(label: "kiln_gateway_standby_restores_total", dimensions: label + [("result", "ok")], factory: factory)
+        standbyRestoresFailed = CoreMetrics.Counter(
+            label: "kiln_gateway_standby_restores_total", dimensions: label + [("result", "failed")], factory: factory)
+        standbyRestoreDuration = CoreMetrics.Timer(label: "kiln_gateway_standby_restore_duration_seconds", dimensions: label, factory: factory)
+        thaws = CoreMetrics.Counter(label: "kiln_gateway_thaws_total", dimensions: label + [("result", "ok")], factory: factory)
+        thawsFailed = CoreMetrics.Counter(label: "kiln_gateway_thaws_total", dimensions: label + [("result", "failed")], factory: factory)
+        thawDuration = CoreMetrics.Timer(label: "kiln_gateway_thaw_duration_seconds", dimensions: label, factory: factory)
+        var copies: [StandbyGauge: CoreMetrics.Gauge] = [:]
+        for state in StandbyGauge.allCases {
+            copies[state] = CoreMetrics.Gauge(label: "kiln_gateway_standby_copies", dimensions: label + [("state", state.rawValue)], factory: factory)
+        }
+        standbyCopies = copies
+        standbyMemory = CoreMetrics.Gauge(label: "kiln_gateway_standby_memory_bytes", dimensions: label, factory: factory)
     }
 
     func recordRequest(_ outcome: GatewayMetrics.Outcome, _ duration: Duration) {

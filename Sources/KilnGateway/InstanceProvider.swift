@@ -11,6 +11,8 @@ public struct GatewayInstance: Sendable, Equatable {
         case restored
         /// The restore failed and the function's command was started from scratch instead.
         case coldStart = "cold-start"
+        /// A standby copy (restored ahead of demand, frozen), thawed when a request needed it.
+        case thawed = "thawed-standby"
     }
 
     public var id: String
@@ -48,6 +50,21 @@ public struct LaunchReport: Sendable {
         self.restoreDuration = restoreDuration
         self.restoreFailure = restoreFailure
         self.coldStartDuration = coldStartDuration
+    }
+}
+
+/// A standby copy restored and frozen (``InstanceProvider/launchStandby(_:)``).
+public struct StandbyReport: Sendable {
+    public var instance: GatewayInstance
+    /// From the start of its restore to its freeze.
+    public var duration: Duration
+    /// Its memory (PSS) once frozen, if it could be measured.
+    public var memoryBytes: Int?
+
+    public init(instance: GatewayInstance, duration: Duration, memoryBytes: Int?) {
+        self.instance = instance
+        self.duration = duration
+        self.memoryBytes = memoryBytes
     }
 }
 
@@ -90,8 +107,21 @@ public protocol InstanceProvider: Sendable {
     /// Releases what the provider holds beside instances (kiln: prepared network namespaces),
     /// once every instance is gone.
     func shutdown() async
+    /// Restores one standby copy of `function` and freezes it before its identity step.
+    func launchStandby(_ function: String) async throws -> StandbyReport
+    /// Thaws a standby copy, gives it its identity and returns once it answers; on failure the
+    /// copy is gone.
+    func thaw(_ standby: GatewayInstance) async throws -> LaunchReport
 }
 
 extension InstanceProvider {
     public func shutdown() async {}
+
+    public func launchStandby(_ function: String) async throws -> StandbyReport {
+        throw LaunchFailure(restoreError: "this provider keeps no standby copies", coldStartError: nil)
+    }
+
+    public func thaw(_ standby: GatewayInstance) async throws -> LaunchReport {
+        throw LaunchFailure(restoreError: "this provider keeps no standby copies", coldStartError: nil)
+    }
 }

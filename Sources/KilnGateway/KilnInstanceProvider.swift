@@ -113,6 +113,30 @@ public final class KilnInstanceProvider: InstanceProvider {
         }
     }
 
+    /// Restores a copy and freezes it before its identity step (``Kiln/restoreOne(_:readinessTimeout:pollInterval:shareMemory:network:pool:standby:)``),
+    /// then measures its memory (PSS: what it adds to the machine next to the other copies).
+    public func launchStandby(_ function: String) async throws -> StandbyReport {
+        guard let manifest = manifests.withLock({ $0[function] }) else {
+            throw LaunchFailure(restoreError: "snapshot '\(function)' was not verified before its launch", coldStartError: nil)
+        }
+        let started = ContinuousClock.now
+        let pool = pools.withLock { $0[function] }
+        let record = try await kiln.restoreOne(manifest, readinessTimeout: readinessTimeout, network: network, pool: pool, standby: true)
+        let duration = started.duration(to: .now)
+        let pids = ProcessInspector.pids(inCgroup: record.cgroupPath)
+        let memory = MemoryUsage.of(pids: pids.isEmpty ? [record.pid] : pids)
+        return StandbyReport(instance: Self.instance(record, .restored), duration: duration, memoryBytes: Int(memory.pssBytes))
+    }
+
+    /// Thaws a standby copy: identity, afterRestore, readiness (``Kiln/thaw(_:manifest:readinessTimeout:pollInterval:)``).
+    public func thaw(_ standby: GatewayInstance) async throws -> LaunchReport {
+        guard let record = standby.record, let manifest = manifests.withLock({ $0[standby.function] }) else {
+            throw LaunchFailure(restoreError: "standby copy \(standby.id) has no record or verified snapshot", coldStartError: nil)
+        }
+        let thawed = try await kiln.thaw(record, manifest: manifest, readinessTimeout: readinessTimeout)
+        return LaunchReport(instance: Self.instance(thawed, .thawed))
+    }
+
     /// Detaches and deletes every prepared namespace (once every instance is gone).
     public func shutdown() async {
         let all = pools.withLock { table in

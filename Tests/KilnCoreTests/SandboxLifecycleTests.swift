@@ -18,6 +18,8 @@ struct SandboxLifecycleTests {
         case directory, networkNamespace, network, bundle, start, restore, identity, readinessExited, readinessTimedOut, checkpoint
         /// The fake agent answers checkpoint.failed / restore.failed.
         case beforeCheckpoint, afterRestore
+        /// The cgroup freezer refuses (a standby copy's freeze, its thaw).
+        case freeze, thaw
     }
 
     struct InjectedFailure: Error, CustomStringConvertible {
@@ -41,6 +43,10 @@ struct SandboxLifecycleTests {
             var resolvConf: String?
             /// The fake agent's control directory (made with the bundle of a spec with an agent).
             var agentDirectory: String?
+            /// Every sandbox's agent directory, by its cgroup path (several copies live at once).
+            var agentDirectories: [String: String] = [:]
+            /// The cgroups frozen now.
+            var frozen: Set<String> = []
             /// Every request the fake agent read, in order.
             var agentRequests: [String] = []
             /// What the preflight sees.
@@ -83,7 +89,10 @@ struct SandboxLifecycleTests {
             if spec.agent != nil, let directory = instance.agentDirectory {
                 // The JVM's agent starts with the service (a restored copy's never writes it).
                 try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-                world.state.withLock { $0.agentDirectory = directory }
+                world.state.withLock {
+                    $0.agentDirectory = directory
+                    $0.agentDirectories[instance.cgroupPath] = directory
+                }
                 if !instance.id.hasSuffix("-bake") || world.state.withLock({ $0.noJVM }) { return }
                 try Data("protocol=1\npid=1\nsignal=SIGWINCH\n".utf8).write(to: URL(fileURLWithPath: "\(directory)/agent.ready"))
             }
@@ -91,7 +100,11 @@ struct SandboxLifecycleTests {
         /// The fake agent: a signal makes it look at its directory, as the real one does.
         func signalAgent(namespacePid: Int32, inCgroup cgroupPath: String) throws -> Int32 {
             world.record("signal")
-            guard namespacePid == 1, let directory = world.state.withLock({ $0.agentDirectory }) else { throw InjectedFailure(point: .afterRestore) }
+            guard namespacePid == 1, let directory = world.state.withLock({ $0.agentDirectories[cgroupPath] ?? $0.agentDirectory }) else {
+                throw InjectedFailure(point: .afterRestore)
+            }
+            // A frozen process cannot take a signal's handler: the real agent would not answer.
+            guard !world.state.withLock({ $0.frozen.contains(cgroupPath) }) else { return 4242 }
             let fileManager = FileManager.default
             func write(_ name: String, _ text: String) throws { try Data(text.utf8).write(to: URL(fileURLWithPath: "\(directory)/\(name)")) }
             let failure = { (phase: String, message: String) in
@@ -115,6 +128,13 @@ struct SandboxLifecycleTests {
                 }
             }
             return 4242
+        }
+        func setFrozen(_ frozen: Bool, cgroupPath: String) throws {
+            world.record(frozen ? "freeze" : "thaw")
+            try world.fail(frozen ? .freeze : .thaw)
+            world.state.withLock { state in
+                if frozen { state.frozen.insert(cgroupPath) } else { state.frozen.remove(cgroupPath) }
+            }
         }
         func preflightSnapshot(ofCgroup cgroupPath: String, containerPid: Int32) -> PreflightSnapshot {
             world.record("preflight")
@@ -248,6 +268,8 @@ struct SandboxLifecycleTests {
         case .checkpoint: .checkpoint
         case .beforeCheckpoint: .beforeCheckpoint
         case .afterRestore: .afterRestore
+        case .freeze: .freeze
+        case .thaw: .thaw
         }
     }
 
@@ -267,7 +289,8 @@ struct SandboxLifecycleTests {
 
         let before = world.calls.count
         try await kiln.stop(record)
-        #expect(Array(world.calls.dropFirst(before)) == ["delete", "leftovers", "netns remove", "reap", "rmdir"])
+        // An adopted sandbox may be a frozen standby copy: thawed first, so its tasks can die.
+        #expect(Array(world.calls.dropFirst(before)) == ["thaw", "delete", "leftovers", "netns remove", "reap", "rmdir"])
         Self.expectNothingLeft(world, kiln)
     }
 

@@ -48,6 +48,15 @@ struct Serve: AsyncParsableCommand, ReportingCommand {
     @Option(help: "Keep instances of a function warm from the start, NAME=N (repeatable).")
     var warm: [String] = []
 
+    @Option(
+        help: ArgumentHelp(
+            "Keep N standby copies of a function, NAME=N (repeatable; default 0): restored ahead of demand and frozen, thawed in milliseconds when a request finds no instance, then replaced in the background.",
+            valueName: "name=n"))
+    var standby: [String] = []
+
+    @Option(help: ArgumentHelp("Most memory (PSS) the standby copies of one function may hold together, in MiB.", valueName: "mib"))
+    var standbyMemory: Int?
+
     @Option(help: "Threads forwarding requests (default: a quarter of the cores, at least 1; the instances need the rest).")
     var threads: Int?
 
@@ -121,8 +130,9 @@ struct Serve: AsyncParsableCommand, ReportingCommand {
     func makeConfiguration() throws -> GatewayConfiguration {
         let policy = ScalingPolicy(
             minInstances: minInstances, maxInstances: maxInstances, concurrency: concurrency, keepAliveSeconds: keepAlive,
-            queueLimit: queueLimit, queueTimeoutSeconds: queueTimeout)
+            queueLimit: queueLimit, queueTimeoutSeconds: queueTimeout, standbyMemoryBytes: standbyMemory.map { $0 << 20 })
         return try GatewayConfiguration.parsing(
-            listen: listen, admin: admin, defaultPolicy: policy, warm: warm, requestTimeoutSeconds: requestTimeout, listenerThreads: threads)
+            listen: listen, admin: admin, defaultPolicy: policy, warm: warm, standby: standby, requestTimeoutSeconds: requestTimeout,
+            listenerThreads: threads)
     }
 }

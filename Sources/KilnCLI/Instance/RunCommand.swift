@@ -17,6 +17,12 @@ struct Run: AsyncParsableCommand, ReportingCommand {
     @Option(help: "How many copies to restore at the same time.")
     var parallel: Int = 4
 
+    @Option(
+        help: ArgumentHelp(
+            "Restore this many standby copies instead: each is frozen right after its restore, before it gets its identity, and uses no CPU until 'kiln thaw' hands it out.",
+            valueName: "n"))
+    var standby: Int?
+
     @Option(help: "\(MemorySharingMode.help.abstract) Default: as the snapshot was baked.")
     var shareMemory: MemorySharingMode?
 
@@ -52,12 +58,28 @@ struct Run: AsyncParsableCommand, ReportingCommand {
                     ? "verified \(manifest.files.count) image files (\(Output.bytes(manifest.sizeBytes))) in \(Output.ms(verifyMs)): unchanged since their last full check"
                     : "verified \(manifest.files.count) image files (\(Output.bytes(manifest.sizeBytes))) in \(Output.ms(verifyMs))")
         }
+        if let standby, !(1...256).contains(standby) {
+            throw KilnError(.invalidArgument, "cannot keep \(standby) standby copies", hint: "pass --standby between 1 and 256")
+        }
+        if let standby, count != 1 {
+            throw KilnError(.invalidArgument, "--standby \(standby) and --count \(count) ask for two things", hint: "pass one of them")
+        }
+        let count = standby ?? count
         let started = ContinuousClock.now
         let merging = noShareMemory ? false : shareMemory?.mergesPages
-        let records = try await kiln.restore(manifest, count: count, parallel: parallel, shareMemory: merging, network: networkOption.network)
+        let records = try await kiln.restore(
+            manifest, count: count, parallel: parallel, shareMemory: merging, network: networkOption.network, standby: standby != nil)
         let wallMs = started.duration(to: .now).milliseconds
         if common.json {
             Output.printJSON(Report(snapshot: name, verifyMs: verifyMs, verifyTrusted: trusted, wallMs: wallMs, instances: records))
+        } else if standby != nil {
+            print(
+                Output.table(
+                    ["INSTANCE", "PID", "ADDRESS", "STATE", "RESTORE", "FROZEN AFTER"],
+                    records.map {
+                        [$0.id, String($0.pid), $0.address ?? "-", "standby", Output.ms($0.restoreMs), $0.frozenAfterMs.map(Output.ms) ?? "-"]
+                    }))
+            Output.progress("\(count) standby copies of '\(name)', frozen; 'kiln thaw \(name)' hands one out")
         } else {
             print(
                 Output.table(

@@ -32,6 +32,15 @@ public struct InstanceRecord: Codable, Sendable, Equatable {
     public var afterRestoreMs: Double? = nil
     /// Where the restore's time went (nil for cold starts and older records).
     public var phases: RestorePhases? = nil
+    /// A standby copy: restored, then frozen in its cgroup before its identity step; not
+    /// serving until thawed (nil once thawed, and for every other copy).
+    public var standby: Bool? = nil
+    /// How long the service ran between the end of the runtime's restore and its freeze (a
+    /// standby copy's only run with the bake's identity).
+    public var frozenAfterMs: Double? = nil
+    /// When a standby copy was thawed, and from the thaw to its first response (ms).
+    public var thawedAt: Date? = nil
+    public var thawMs: Double? = nil
 
     /// Its address on its network, without prefix.
     public var address: String? { network?.ip }
@@ -83,7 +92,8 @@ public struct InstanceStatus: Codable, Sendable {
     public var id: String
     public var snapshot: String
     public var pid: Int32
-    /// "running", or what the runtime says ("stopped", "gone" when it no longer knows it).
+    /// "running", "standby" (a standby copy, frozen), or what the runtime says ("paused",
+    /// "stopped", "gone" when it no longer knows it).
     public var state: String
     public var createdAt: Date
     public var ageSeconds: Double
@@ -93,6 +103,8 @@ public struct InstanceStatus: Codable, Sendable {
     public var sharesMemory: Bool
     /// Its address on its network, or nil (loopback only).
     public var address: String?
+    /// Whether its cgroup is frozen (a standby copy, or one paused by hand).
+    public var frozen: Bool = false
 }
 
 /// Where one restore's time went, from the start of `restoreOne` to the first response, in order;

@@ -56,7 +56,8 @@ extension Kiln {
     public func collectGarbage() async throws -> GarbageReport {
         var report = GarbageReport()
         let containers = try await runtime.list()
-        let running = Set(containers.filter { $0.status == "running" }.map(\.id))
+        // A standby copy is "paused" (frozen) for runc: alive, and kept like a running one.
+        let running = Set(containers.filter { $0.status == "running" || $0.status == "paused" }.map(\.id))
 
         var keep = Set<String>()
         for record in instanceRecords() {

@@ -5,6 +5,10 @@ import KilnOCI
 import KilnSnapshot
 import KilnSystem
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Timing of one restored copy.
 public struct RestoredInstance: Sendable {
     public var record: InstanceRecord
@@ -42,7 +46,7 @@ extension Kiln {
     /// `progress` sees each copy as it comes up; the result is in the order they came up.
     public func restore(
         _ manifest: SnapshotManifest, count: Int, parallel: Int = 4, readinessTimeout: Duration = .seconds(30), shareMemory: Bool? = nil,
-        network: String? = nil,
+        network: String? = nil, standby: Bool = false,
         progress: @Sendable (InstanceRecord) -> Void = { _ in }
     ) async throws -> [InstanceRecord] {
         guard count >= 1, count <= 256 else {
@@ -56,7 +60,10 @@ extension Kiln {
                 var firstFailure: (any Error)?
                 func startOne() {
                     started += 1
-                    group.addTask { try await restoreOne(manifest, readinessTimeout: readinessTimeout, shareMemory: shareMemory, network: network) }
+                    group.addTask {
+                        try await restoreOne(
+                            manifest, readinessTimeout: readinessTimeout, shareMemory: shareMemory, network: network, standby: standby)
+                    }
                 }
                 while started < width { startOne() }
                 while let result = await group.nextResult() {
@@ -78,9 +85,13 @@ extension Kiln {
     /// Restores one copy; on failure nothing of it is left behind (the CRIU log is kept).
     /// `shareMemory` overrides the snapshot's own setting; `network` the network it was baked on
     /// (`none` for loopback only); `pool` gives a namespace already on the network.
+    ///
+    /// With `standby`, the copy is frozen in its cgroup right after the runtime's restore, before
+    /// its identity, afterRestore and readiness steps, and recorded as a standby copy
+    /// (``InstanceRecord/standby``); ``thaw(_:manifest:readinessTimeout:)`` takes it from there.
     public func restoreOne(
         _ manifest: SnapshotManifest, readinessTimeout: Duration = .seconds(30), pollInterval: Duration = .milliseconds(2),
-        shareMemory: Bool? = nil, network: String? = nil, pool: PreparedNamespacePool? = nil
+        shareMemory: Bool? = nil, network: String? = nil, pool: PreparedNamespacePool? = nil, standby: Bool = false
     ) async throws -> InstanceRecord {
         let sharing = shareMemory ?? manifest.shareMemory
         if sharing {
@@ -96,7 +107,8 @@ extension Kiln {
         }
         InstanceHTTPClient.prepare()
         let id = makeInstanceID(for: manifest.name)
-        var sandbox = makeSandbox(id: id, directory: instanceDirectory(id), purpose: "restoring snapshot '\(manifest.name)' as \(id)")
+        let purpose = standby ? "restoring a standby copy of '\(manifest.name)' as \(id)" : "restoring snapshot '\(manifest.name)' as \(id)"
+        var sandbox = makeSandbox(id: id, directory: instanceDirectory(id), purpose: purpose)
         do {
             let start = ContinuousClock.now
             if manifest.network != nil { sandbox.keepResolvConfMount() } else { sandbox.mountsNetworkResolvConf = false }
@@ -114,56 +126,172 @@ extension Kiln {
             }
             let restored = ContinuousClock.now
             let criu = try? CRIURestoreStatistics.read(fromWorkDirectory: sandbox.workDirectory)
-            try sandbox.assumeIdentity(hostname: id)
-            if let attachment = sandbox.attachment,
-                let socket = RestoreAddressCheck.strandedListeners(ofProcess: container.pid, address: attachment.ip).first
-            {
-                throw RestoreAddressCheck.stranded(("", socket.port, socket.address), attachment: attachment, details: [], logPath: sandbox.logPath)
-            }
-            let identified = ContinuousClock.now
-            // The copy's CRaC afterRestore, in its new identity, before anything can reach it.
-            var afterRestoreMs: Double?
-            if manifest.sandbox.agent != nil, let jvm = manifest.agentProcess {
-                let agent = try await sandbox.afterRestore(namespacePid: jvm, instance: id, hostname: id, timeout: readinessTimeout)
-                afterRestoreMs = agent.elapsedMs
-                for warning in agent.warnings { logger.warning("\(id): the agent says: \(warning)") }
-            }
-            let probing = ContinuousClock.now
-            let outcome = try await sandbox.probe(
-                port: manifest.sandbox.port, path: manifest.readiness.path, timeout: readinessTimeout, interval: pollInterval)
-            guard outcome == .ready else {
-                throw KilnError(
-                    .restoreFailed, "the restored service did not answer \(manifest.readiness.path) (\(outcome))",
-                    details: ProcessInspector.lastLines(ofFile: sandbox.logPath, count: 15), logPath: sandbox.logPath)
-            }
-            let endpoint = sandbox.endpoint(port: manifest.sandbox.port)
-            if let hook = manifest.restoreHook {
-                try await notifyRestored(hook, id: id, manifest: manifest, endpoint: endpoint, logPath: sandbox.logPath)
-            }
-            let answered = ContinuousClock.now
-            logger.debug(
-                "\(id): sandbox prepared in \(start.duration(to: prepared).milliseconds) ms, runc restore took \(prepared.duration(to: restored).milliseconds) ms, first response \(restored.duration(to: answered).milliseconds) ms later (afterRestore \(afterRestoreMs.map { String(format: "%.1f", $0) } ?? "-") ms)"
-            )
-            let record = InstanceRecord(
+            var record = InstanceRecord(
                 id: id, snapshot: manifest.name, pid: container.pid, shimPid: container.shimPid, port: manifest.sandbox.port,
                 createdAt: Date(), networkNamespacePath: sandbox.instance.networkNamespacePath, cgroupPath: sandbox.instance.cgroupPath,
-                logPath: sandbox.logPath, restoreMs: start.duration(to: restored).milliseconds,
-                firstResponseMs: start.duration(to: answered).milliseconds,
-                sharesMemory: sharing, network: sandbox.attachment, afterRestoreMs: afterRestoreMs,
-                phases: RestorePhases(
+                logPath: sandbox.logPath, restoreMs: start.duration(to: restored).milliseconds, firstResponseMs: 0, sharesMemory: sharing,
+                network: sandbox.attachment)
+            if standby {
+                try sandbox.freeze()
+                let frozen = ContinuousClock.now
+                // Its sockets cannot change while it is frozen: checked now, off the thaw's path.
+                try checkSockets(of: sandbox, pid: container.pid)
+                record.standby = true
+                record.frozenAfterMs = restored.duration(to: frozen).milliseconds
+                record.phases = RestorePhases(
                     prepareMs: start.duration(to: prepared).milliseconds, runtimeMs: prepared.duration(to: restored).milliseconds,
-                    criuRestoreMs: criu?.restoreMs, identityMs: restored.duration(to: identified).milliseconds,
-                    afterRestoreMs: afterRestoreMs, firstResponseMs: probing.duration(to: answered).milliseconds))
+                    criuRestoreMs: criu?.restoreMs, identityMs: 0, afterRestoreMs: nil, firstResponseMs: 0)
+                logger.debug(
+                    "\(id): standby copy restored in \(record.restoreMs) ms, frozen \(String(format: "%.2f", record.frozenAfterMs ?? 0)) ms after runc returned"
+                )
+                try save(record)
+                return record
+            }
+            let activation = try await activate(&sandbox, container: container, manifest: manifest, timeout: readinessTimeout, interval: pollInterval)
+            let answered = ContinuousClock.now
+            logger.debug(
+                "\(id): sandbox prepared in \(start.duration(to: prepared).milliseconds) ms, runc restore took \(prepared.duration(to: restored).milliseconds) ms, first response \(restored.duration(to: answered).milliseconds) ms later (afterRestore \(activation.afterRestoreMs.map { String(format: "%.1f", $0) } ?? "-") ms)"
+            )
+            record.firstResponseMs = start.duration(to: answered).milliseconds
+            record.afterRestoreMs = activation.afterRestoreMs
+            record.phases = RestorePhases(
+                prepareMs: start.duration(to: prepared).milliseconds, runtimeMs: prepared.duration(to: restored).milliseconds,
+                criuRestoreMs: criu?.restoreMs, identityMs: activation.identityMs, afterRestoreMs: activation.afterRestoreMs,
+                firstResponseMs: activation.firstResponseMs)
             try save(record)
             return record
         } catch {
-            var failure = KilnError.wrapping(error, as: .restoreFailed)
-            if let log = failure.logPath {
-                failure.logPath = sandbox.keep(log, at: "\(paths.logs)/\(id)-\((log as NSString).lastPathComponent)")
-            }
-            await sandbox.tearDown()
-            throw failure.during(sandbox.purpose)
+            throw await failed(&sandbox, error, id: id)
         }
+    }
+
+    /// Thaws a standby copy (``restoreOne(_:readinessTimeout:pollInterval:shareMemory:network:pool:standby:)``
+    /// with `standby`) and gives it its identity: hostname, the agent's afterRestore (instance id,
+    /// DNS, reseed, clock), readiness, restore hook; the record then says it is running. The
+    /// caller must own the copy (``claimStandby(of:)``: no two thaw one copy). On failure the
+    /// copy is removed, as a failed restore is.
+    public func thaw(
+        _ standby: InstanceRecord, manifest: SnapshotManifest, readinessTimeout: Duration = .seconds(30), pollInterval: Duration = .milliseconds(1)
+    ) async throws -> InstanceRecord {
+        guard standby.standby == true else {
+            throw KilnError(.invalidArgument, "instance \(standby.id) is no standby copy", hint: "'kiln ps' shows standby copies as such")
+        }
+        var sandbox = adoptSandbox(
+            id: standby.id, directory: instanceDirectory(standby.id), shimPid: standby.shimPid, containerPid: standby.pid,
+            purpose: "thawing standby copy \(standby.id) of '\(manifest.name)'")
+        adoptNetwork(of: standby, into: &sandbox)
+        InstanceHTTPClient.prepare()
+        do {
+            let start = ContinuousClock.now
+            let container = ContainerProcess(pid: standby.pid, shimPid: standby.shimPid)
+            let activation = try await activate(
+                &sandbox, container: container, manifest: manifest, timeout: readinessTimeout, interval: pollInterval, thawing: true)
+            let answered = ContinuousClock.now
+            var record = standby
+            record.standby = nil
+            record.thawedAt = Date()
+            record.thawMs = start.duration(to: answered).milliseconds
+            record.afterRestoreMs = activation.afterRestoreMs
+            record.firstResponseMs = record.restoreMs + (record.frozenAfterMs ?? 0) + start.duration(to: answered).milliseconds
+            record.phases?.identityMs = activation.identityMs
+            record.phases?.afterRestoreMs = activation.afterRestoreMs
+            record.phases?.firstResponseMs = activation.firstResponseMs
+            try save(record)
+            try? FileManager.default.removeItem(atPath: "\(instanceDirectory(record.id))/\(Self.thawClaimFile)")
+            logger.debug(
+                "\(record.id): thawed to first response in \(String(format: "%.2f", record.thawMs ?? 0)) ms (hostname and thaw \(String(format: "%.2f", activation.identityMs)) ms, afterRestore \(activation.afterRestoreMs.map { String(format: "%.2f", $0) } ?? "-") ms, readiness \(String(format: "%.2f", activation.firstResponseMs)) ms)"
+            )
+            return record
+        } catch {
+            throw await failed(&sandbox, error, id: standby.id)
+        }
+    }
+
+    /// The claim file that makes one caller the owner of a standby copy it thaws.
+    static let thawClaimFile = "thaw.claim"
+
+    /// Takes the oldest standby copy of `snapshot` that nobody else is thawing (an `O_EXCL`
+    /// claim file in its directory, so two `kiln thaw` never hand out the same copy), or nil
+    /// when there is none. Copies a `kiln serve` keeps are not handed out.
+    public func claimStandby(of snapshot: String) -> InstanceRecord? {
+        // A gateway's standby copies (marked with their owner) are its own to thaw.
+        let candidates = instanceRecords().filter {
+            $0.snapshot == snapshot && $0.standby == true && !OwnerMark.isMarked(instanceDirectory($0.id))
+        }.sorted { $0.createdAt < $1.createdAt }
+        for record in candidates {
+            let fd = Glibc.open("\(instanceDirectory(record.id))/\(Self.thawClaimFile)", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { continue }
+            _ = "\(getpid())".withCString { Glibc.write(fd, $0, strlen($0)) }
+            Glibc.close(fd)
+            return record
+        }
+        return nil
+    }
+
+    /// What a copy's activation took (ms): its identity, the agent's afterRestore, the probe.
+    struct Activation {
+        var identityMs: Double
+        var afterRestoreMs: Double?
+        var firstResponseMs: Double
+    }
+
+    /// The steps of a restored (or thawed) copy before it counts as running: hostname, no socket
+    /// left on the bake-time address, the agent's afterRestore in its new identity (before
+    /// anything can reach it), readiness, the restore hook.
+    ///
+    /// With `thawing`, the copy is a frozen standby copy: its hostname is set while it is still
+    /// frozen (so it never runs under the bake's name once thawed), then it is thawed; its
+    /// sockets were checked before it was frozen.
+    private func activate(
+        _ sandbox: inout SandboxLifecycle, container: ContainerProcess, manifest: SnapshotManifest, timeout: Duration, interval: Duration,
+        thawing: Bool = false
+    ) async throws -> Activation {
+        let id = sandbox.id
+        let start = ContinuousClock.now
+        try sandbox.assumeIdentity(hostname: id)
+        if thawing {
+            try sandbox.thaw()
+        } else {
+            try checkSockets(of: sandbox, pid: container.pid)
+        }
+        let identified = ContinuousClock.now
+        var afterRestoreMs: Double?
+        if manifest.sandbox.agent != nil, let jvm = manifest.agentProcess {
+            let agent = try await sandbox.afterRestore(namespacePid: jvm, instance: id, hostname: id, timeout: timeout)
+            afterRestoreMs = agent.elapsedMs
+            for warning in agent.warnings { logger.warning("\(id): the agent says: \(warning)") }
+        }
+        let probing = ContinuousClock.now
+        let outcome = try await sandbox.probe(port: manifest.sandbox.port, path: manifest.readiness.path, timeout: timeout, interval: interval)
+        guard outcome == .ready else {
+            throw KilnError(
+                .restoreFailed, "the restored service did not answer \(manifest.readiness.path) (\(outcome))",
+                details: ProcessInspector.lastLines(ofFile: sandbox.logPath, count: 15), logPath: sandbox.logPath)
+        }
+        if let hook = manifest.restoreHook {
+            try await notifyRestored(
+                hook, id: id, manifest: manifest, endpoint: sandbox.endpoint(port: manifest.sandbox.port), logPath: sandbox.logPath)
+        }
+        return Activation(
+            identityMs: start.duration(to: identified).milliseconds, afterRestoreMs: afterRestoreMs,
+            firstResponseMs: probing.duration(to: .now).milliseconds)
+    }
+
+    /// No socket of the restored copy may still listen on the bake-time address.
+    private func checkSockets(of sandbox: SandboxLifecycle, pid: Int32) throws {
+        if let attachment = sandbox.attachment, let socket = RestoreAddressCheck.strandedListeners(ofProcess: pid, address: attachment.ip).first {
+            throw RestoreAddressCheck.stranded(("", socket.port, socket.address), attachment: attachment, details: [], logPath: sandbox.logPath)
+        }
+    }
+
+    /// A copy that failed: its log kept under the logs directory, everything else removed.
+    private func failed(_ sandbox: inout SandboxLifecycle, _ error: any Error, id: String) async -> KilnError {
+        var failure = KilnError.wrapping(error, as: .restoreFailed)
+        if let log = failure.logPath {
+            failure.logPath = sandbox.keep(log, at: "\(paths.logs)/\(id)-\((log as NSString).lastPathComponent)")
+        }
+        await sandbox.tearDown()
+        return failure.during(sandbox.purpose)
     }
 
     /// Tells a restored copy who it is now, through its restore hook, before anything else

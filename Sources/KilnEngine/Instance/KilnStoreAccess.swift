@@ -88,11 +88,15 @@ public struct KilnStoreAccess: Sendable {
         let now = Date()
         return instanceRecords().map { record in
             let pids = ProcessInspector.pids(inCgroup: record.cgroupPath)
-            let state = containers.map { $0[record.id]?.status ?? "gone" } ?? Self.stateFromProc(record, cgroupPids: pids)
+            var state = containers.map { $0[record.id]?.status ?? "gone" } ?? Self.stateFromProc(record, cgroupPids: pids)
+            let frozen = CgroupFreezer(path: record.cgroupPath).isFrozen
+            // runc calls a frozen container "paused"; kiln's frozen copies are its standby copies.
+            if record.standby == true, state == "paused" || (state == "running" && frozen) { state = "standby" }
             return InstanceStatus(
                 id: record.id, snapshot: record.snapshot, pid: record.pid, state: state, createdAt: record.createdAt,
                 ageSeconds: now.timeIntervalSince(record.createdAt), memory: MemoryUsage.of(pids: pids.isEmpty ? [record.pid] : pids),
-                restoreMs: record.restoreMs, firstResponseMs: record.firstResponseMs, sharesMemory: record.sharesMemory, address: record.address)
+                restoreMs: record.restoreMs, firstResponseMs: record.firstResponseMs, sharesMemory: record.sharesMemory, address: record.address,
+                frozen: frozen)
         }
     }
 

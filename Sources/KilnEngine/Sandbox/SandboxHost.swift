@@ -46,6 +46,9 @@ package protocol SandboxHost: Sendable {
     func signalAgent(namespacePid: Int32, inCgroup cgroupPath: String) throws -> Int32
     /// What the checkpoint preflight needs to know of every process in the cgroup `cgroupPath`.
     func preflightSnapshot(ofCgroup cgroupPath: String, containerPid: Int32) -> PreflightSnapshot
+    /// Freezes (`true`) or thaws every task of the cgroup `cgroupPath` (``CgroupFreezer``); a
+    /// freeze returns once all are frozen.
+    func setFrozen(_ frozen: Bool, cgroupPath: String) throws
 }
 
 /// ``SandboxHost`` on Linux, as root.
@@ -122,5 +125,10 @@ package struct LinuxSandboxHost: SandboxHost {
 
     package func preflightSnapshot(ofCgroup cgroupPath: String, containerPid: Int32) -> PreflightSnapshot {
         PreflightSnapshot.read(cgroupPath: cgroupPath, containerPid: containerPid)
+    }
+
+    package func setFrozen(_ frozen: Bool, cgroupPath: String) throws {
+        let freezer = CgroupFreezer(path: cgroupPath)
+        if frozen { try freezer.freeze() } else { try freezer.thaw() }
     }
 }

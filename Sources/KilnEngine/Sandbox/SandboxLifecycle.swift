@@ -15,13 +15,20 @@ import Logging
 /// mutating steps are called by the flow that made it, never shared.
 ///
 /// ```
-/// directory ─► prepare (netns, [network], bundle) ─► start ───────────────────────────► waitUntilReady ─► [beforeCheckpoint ─► checkpoint] ─► tearDown
-///                                                └─► restore ─► identity ─► afterRestore ─┘
+/// directory ─► prepare (netns, [network], bundle) ─► start ───────────────────────────────────────────► waitUntilReady ─► [beforeCheckpoint ─► checkpoint] ─► tearDown
+///                                                └─► restore ─┬──────────────────► identity ─► afterRestore ─┘
+///                                                             └─► freeze ┄┄ thaw ─┘   (a standby copy)
 /// ```
+///
+/// A standby copy stops after ``freeze()``: restored, frozen in its cgroup before its identity
+/// step, so it has no hostname, instance id or reseeded randomness of its own yet; ``thaw()``
+/// (on an adopted lifecycle, later, perhaps in another process) resumes it where the restore
+/// would have gone on.
 package struct SandboxLifecycle {
     /// A step of the life, named in errors ("... (while restoring the container)").
     package enum Step: String, Sendable, CaseIterable, CustomStringConvertible {
-        case directory, networkNamespace, network, bundle, start, restore, identity, readiness, beforeCheckpoint, preflight, checkpoint, afterRestore
+        case directory, networkNamespace, network, bundle, start, restore, identity, readiness, beforeCheckpoint, preflight, checkpoint, afterRestore,
+            freeze, thaw
 
         package var description: String {
             switch self {
@@ -37,6 +44,8 @@ package struct SandboxLifecycle {
             case .preflight: "checking what would break the restored copies"
             case .checkpoint: "checkpointing the container"
             case .afterRestore: "running the copy's CRaC afterRestore"
+            case .freeze: "freezing the standby copy"
+            case .thaw: "thawing the standby copy"
             }
         }
     }
@@ -62,6 +71,9 @@ package struct SandboxLifecycle {
     private var holdsDirectory = false
     private var holdsNetworkNamespace = false
     private var networkPlan = SandboxNetworkPlan.none
+    /// Its cgroup may be frozen (it froze it, or it adopted a sandbox): thawed before the
+    /// tear-down, since a frozen task cannot die.
+    private var mayBeFrozen = false
 
     /// The service's output.
     package var logPath: String { "\(directory)/console.log" }
@@ -95,13 +107,14 @@ package struct SandboxLifecycle {
     /// `kiln gc`): everything it may hold counts as held, so ``tearDown()`` removes it all.
     package static func adopting(
         id: String, directory: String, shimPid: Int32?, containerPid: Int32 = 0, paths: KilnPaths,
-        runtime: any ContainerRuntime, host: any SandboxHost, logger: Logger
+        runtime: any ContainerRuntime, host: any SandboxHost, logger: Logger, purpose: String? = nil
     ) -> SandboxLifecycle {
         var lifecycle = SandboxLifecycle(
-            id: id, directory: directory, purpose: "stopping \(id)", paths: paths, criuConfigPath: paths.criuConfig,
+            id: id, directory: directory, purpose: purpose ?? "stopping \(id)", paths: paths, criuConfigPath: paths.criuConfig,
             runtime: runtime, host: host, logger: logger)
         lifecycle.holdsDirectory = true
         lifecycle.holdsNetworkNamespace = true
+        lifecycle.mayBeFrozen = true
         if let shimPid { lifecycle.container = ContainerProcess(pid: containerPid, shimPid: shimPid) }
         return lifecycle
     }
@@ -184,6 +197,23 @@ package struct SandboxLifecycle {
         return restored
     }
 
+    /// The freeze step of a standby copy: every task of the restored container is frozen in its
+    /// cgroup (the cgroup freezer), so the copy uses no CPU and answers nothing until ``thaw()``.
+    /// Called right after the runtime's restore returns: the service has run since CRIU resumed
+    /// it (a few ms), still with the bake's identity, and must not run longer so.
+    package mutating func freeze() throws {
+        guard container != nil else { throw notRunning(.freeze) }
+        mayBeFrozen = true
+        try step(.freeze) { try host.setFrozen(true, cgroupPath: instance.cgroupPath) }
+    }
+
+    /// The thaw step: the frozen copy runs again from where it was frozen; its identity,
+    /// afterRestore and readiness steps follow as after a restore.
+    package func thaw() throws {
+        guard container != nil else { throw notRunning(.thaw) }
+        try step(.thaw) { try host.setFrozen(false, cgroupPath: instance.cgroupPath) }
+    }
+
     /// Gives a restored copy its own hostname (CRIU brings back the one it was dumped with).
     package func assumeIdentity(hostname: String) throws {
         guard let container else { throw notRunning(.identity) }
@@ -234,6 +264,11 @@ package struct SandboxLifecycle {
     /// (and the cgroups), its network namespace, its shim and its directory. Safe on a half-made
     /// sandbox, on one whose runc or CRIU was killed half-way, and twice.
     package mutating func tearDown() async {
+        if mayBeFrozen {
+            // runc kills a paused container's tasks, but they die only once thawed.
+            try? host.setFrozen(false, cgroupPath: instance.cgroupPath)
+            mayBeFrozen = false
+        }
         do {
             try await runtime.delete(id: id)
         } catch {

@@ -1,0 +1,207 @@
+import Foundation
+import HTTPTypes
+import KilnEngine
+import KilnGateway
+import KilnOCI
+import KilnSnapshot
+import KilnSystem
+
+/// What `kiln bench standby` measures, side by side in one run: a standby copy's thaw against a
+/// restore, a first request through the gateway at zero instances with one standby copy against
+/// a request to a warm instance, and what frozen copies cost in memory.
+public struct StandbyBenchmarkReport: Codable, Sendable {
+    public var snapshot: String
+    /// Thaw (hostname, thaw, afterRestore, readiness) to first response, per run (ms).
+    public var thawMs: [Double]
+    public var thaw: SampleSummary
+    /// The whole restore (prepare, runc restore, identity, afterRestore, readiness) to first response (ms).
+    public var restoreMs: [Double]
+    public var restore: SampleSummary
+    /// restore p50 / thaw p50.
+    public var restoreOverThaw: Double
+    /// How long a standby copy ran between the end of `runc restore` and its freeze (ms).
+    public var frozenAfter: SampleSummary
+    /// Through `kiln serve`: the first request at zero running instances with one standby copy,
+    /// and a request to the warm instance, each on a new connection (ms).
+    public var gatewayAtZeroMs: [Double]
+    public var gatewayAtZero: SampleSummary?
+    public var gatewayWarmMs: [Double]
+    public var gatewayWarm: SampleSummary?
+    /// gatewayAtZero p50 / gatewayWarm p50 (target: at most 2).
+    public var atZeroOverWarm: Double?
+    /// How the gateway said each request at zero was answered (`X-Kiln-Served-By`).
+    public var atZeroServedBy: [String]
+    /// One cold-started instance after the snapshot's warmup, settled.
+    public var coldInstance: MemoryUsage
+    /// Each of `copies` standby copies (no KSM), read once the last was frozen.
+    public var copies: Int
+    public var standbyCopies: [MemoryUsage]
+    /// Mean PSS of one standby copy over the cold instance's PSS (target: at most 0.15).
+    public var standbyPssOverCold: Double
+    /// The load average when the run began: the machine is shared.
+    public var loadAverage: String
+
+    /// The report as text.
+    public var summary: String {
+        func ms(_ value: Double) -> String { String(format: "%.1f ms", value) }
+        func mib(_ bytes: Int64) -> String { String(format: "%.1f MiB", Double(bytes) / 1_048_576) }
+        var lines = [
+            "standby copies of '\(snapshot)' (load average at start: \(loadAverage); a shared machine)",
+            "  thaw -> first response:    p50 \(ms(thaw.p50)) (min \(ms(thaw.min)), p90 \(ms(thaw.p90)), n=\(thaw.count))",
+            "  restore -> first response: p50 \(ms(restore.p50)) (min \(ms(restore.min)), p90 \(ms(restore.p90)), n=\(restore.count))",
+            String(
+                format: "  restore / thaw: %.1fx; a standby copy ran %.2f ms (p50) between runc restore and its freeze", restoreOverThaw,
+                frozenAfter.p50),
+        ]
+        if let atZero = gatewayAtZero, let warm = gatewayWarm, let ratio = atZeroOverWarm {
+            lines.append(
+                "  kiln serve, first request at zero with 1 standby: p50 \(ms(atZero.p50)) (served by \(Set(atZeroServedBy).sorted().joined(separator: ", ")))"
+            )
+            lines.append("  kiln serve, request to the warm instance:        p50 \(ms(warm.p50))")
+            lines.append(String(format: "  at zero / warm: %.2fx (target <= 2)", ratio))
+        }
+        let mean = standbyCopies.isEmpty ? 0 : standbyCopies.reduce(Int64(0)) { $0 + $1.pssBytes } / Int64(standbyCopies.count)
+        lines.append(
+            "  memory: one cold-started instance PSS \(mib(coldInstance.pssBytes)); \(copies) standby copies PSS \(mib(mean)) each on average"
+                + String(format: " = %.1f%% of it (target <= 15%%)", standbyPssOverCold * 100))
+        return lines.joined(separator: "\n")
+    }
+}
+
+extension Kiln {
+    /// Runs the standby benchmark on a baked snapshot: `runs` thaws and restores in turn, `runs`
+    /// first requests through an in-process gateway at zero instances with one standby copy,
+    /// then a cold start and `copies` standby copies for their memory.
+    public func benchmarkStandby(
+        _ manifest: SnapshotManifest, runs: Int = 10, copies: Int = 8, path: String? = nil, gateway withGateway: Bool = true,
+        progress: @escaping @Sendable (String) -> Void = { _ in }
+    ) async throws -> StandbyBenchmarkReport {
+        guard (1...100).contains(runs), (1...64).contains(copies) else {
+            throw KilnError(
+                .invalidArgument, "bench standby takes runs 1-100 and copies 1-64", hint: "e.g. kiln bench standby hello --runs 10 --copies 8")
+        }
+        let load = ((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? "?").split(separator: " ").prefix(3).joined(separator: " ")
+        var thawMs: [Double] = []
+        var restoreMs: [Double] = []
+        var frozenAfter: [Double] = []
+        progress("\(runs) thaws and \(runs) restores, alternating...")
+        for _ in 0..<runs {
+            let standby = try await restoreOne(manifest, shareMemory: false, standby: true)
+            frozenAfter.append(standby.frozenAfterMs ?? 0)
+            do {
+                let thawed = try await thaw(standby, manifest: manifest)
+                thawMs.append(thawed.thawMs ?? 0)
+                try await stop(thawed)
+            } catch {
+                try? await stop(standby)
+                throw error
+            }
+            let restored = try await restoreOne(manifest, pollInterval: .milliseconds(1), shareMemory: false)
+            restoreMs.append(restored.firstResponseMs)
+            try await stop(restored)
+        }
+        let thaw = SampleSummary(thawMs)
+        let restore = SampleSummary(restoreMs)
+        progress(String(format: "thaw p50 %.1f ms, restore p50 %.1f ms", thaw.p50, restore.p50))
+
+        var atZero: [Double] = []
+        var warm: [Double] = []
+        var servedBy: [String] = []
+        if withGateway {
+            (atZero, warm, servedBy) = try await measureGatewayAtZero(manifest, runs: runs, path: path ?? manifest.readiness.path, progress: progress)
+        }
+
+        progress("cold-starting one instance for the memory baseline...")
+        let cold = try await measureColdInstance(manifest)
+        progress("restoring \(copies) standby copies...")
+        var records: [InstanceRecord] = []
+        do {
+            for _ in 0..<copies { records.append(try await restoreOne(manifest, shareMemory: false, standby: true)) }
+        } catch {
+            for record in records { try? await stop(record) }
+            throw error
+        }
+        let usages = records.map { MemoryUsage.of(pids: ProcessInspector.pids(inCgroup: $0.cgroupPath)) }
+        for record in records { try await stop(record) }
+        let meanPss = Double(usages.reduce(Int64(0)) { $0 + $1.pssBytes }) / Double(max(usages.count, 1))
+        let atZeroSummary = atZero.isEmpty ? nil : SampleSummary(atZero)
+        let warmSummary = warm.isEmpty ? nil : SampleSummary(warm)
+        return StandbyBenchmarkReport(
+            snapshot: manifest.name, thawMs: thawMs, thaw: thaw, restoreMs: restoreMs, restore: restore,
+            restoreOverThaw: restore.p50 / max(thaw.p50, 0.001), frozenAfter: SampleSummary(frozenAfter), gatewayAtZeroMs: atZero,
+            gatewayAtZero: atZeroSummary, gatewayWarmMs: warm, gatewayWarm: warmSummary,
+            atZeroOverWarm: atZeroSummary.flatMap { zero in warmSummary.map { zero.p50 / max($0.p50, 0.001) } }, atZeroServedBy: servedBy,
+            coldInstance: cold, copies: copies, standbyCopies: usages, standbyPssOverCold: meanPss / Double(max(cold.pssBytes, 1)),
+            loadAverage: load)
+    }
+
+    /// An in-process gateway keeping one standby copy and no running instance: each round waits
+    /// until the standby copy is frozen and nothing runs, sends one request (which thaws it),
+    /// then a few to the now warm instance, each on a new connection, and drains back to zero.
+    private func measureGatewayAtZero(
+        _ manifest: SnapshotManifest, runs: Int, path: String, progress: @escaping @Sendable (String) -> Void
+    ) async throws -> (atZero: [Double], warm: [Double], servedBy: [String]) {
+        let policy = ScalingPolicy(minInstances: 0, maxInstances: 1, concurrency: 8, keepAliveSeconds: 3600, standby: 1)
+        let configuration = GatewayConfiguration(
+            listen: ListenAddress(host: "127.0.0.1", port: 0), admin: ListenAddress(host: "127.0.0.1", port: 0),
+            defaultPolicy: policy, policies: [manifest.name: policy], maintenanceInterval: .milliseconds(20))
+        let server = buildGateway(kiln: self, configuration: configuration, stopsOnSignals: false, logger: logger)
+        let gateway = server.gateway
+        return try await withThrowingTaskGroup(of: (atZero: [Double], warm: [Double], servedBy: [String])?.self) { group in
+            group.addTask {
+                try await server.run()
+                return nil
+            }
+            do {
+                let port = await server.boundPorts().listen
+                let target = "/\(manifest.name)\(path)"
+                var atZero: [Double] = []
+                var warm: [Double] = []
+                var servedBy: [String] = []
+                progress("kiln serve: \(runs) first requests at zero instances with one standby copy...")
+                for _ in 0..<runs {
+                    try await waitForStandbyOnly(gateway, manifest.name)
+                    let (elapsed, way) = try await timedRequest(port: port, path: target)
+                    atZero.append(elapsed)
+                    servedBy.append(way)
+                    for _ in 0..<3 { warm.append(try await timedRequest(port: port, path: target).ms) }
+                    _ = try gateway.drain(manifest.name)
+                }
+                await server.shutdown()
+                try await group.waitForAll()
+                return (atZero, warm, servedBy)
+            } catch {
+                await server.shutdown()
+                try? await group.waitForAll()
+                throw error
+            }
+        }
+    }
+
+    /// Until the function has no instance and one standby copy ready.
+    private func waitForStandbyOnly(_ gateway: Gateway, _ function: String) async throws {
+        let deadline = ContinuousClock.now + .seconds(120)
+        while ContinuousClock.now < deadline {
+            if let status = try? gateway.function(function), status.instances.isEmpty, status.stopping == 0, status.starting == 0,
+                status.standby.ready == 1
+            {
+                return
+            }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        throw KilnError(.runtimeFailed, "the gateway had no standby copy of '\(function)' and no instance within 120 s")
+    }
+
+    /// One GET on a new connection: how long it took (ms) and the `X-Kiln-Served-By` it came with.
+    private func timedRequest(port: Int, path: String) async throws -> (ms: Double, servedBy: String) {
+        let client = KeepAliveClient(.loopback(port: port))
+        defer { client.close() }
+        let sent = ContinuousClock.now
+        let response = try await client.send(.get, path)
+        let elapsed = sent.duration(to: .now).milliseconds
+        guard (200..<300).contains(response.status.code) else {
+            throw KilnError(.requestFailed, "GET \(path) through the gateway answered \(response.status.code): \(response.bodyText)")
+        }
+        return (elapsed, response.head.headerFields[Gateway.servedByHeader] ?? "?")
+    }
+}

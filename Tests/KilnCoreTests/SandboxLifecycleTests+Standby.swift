@@ -1,0 +1,95 @@
+import Foundation
+import Testing
+
+@testable import KilnEngine
+@testable import KilnOCI
+@testable import KilnSnapshot
+@testable import KilnSystem
+
+/// Standby copies with the fake runtime and host: frozen right after the restore, before their
+/// identity; thawed, then given it; a failure at each new step leaves nothing behind.
+extension SandboxLifecycleTests {
+    @Test func aStandbyCopyIsFrozenBeforeItsIdentityAndGetsItOnlyWhenThawed() async throws {
+        let world = World(failAt: nil)
+        let (kiln, root) = try Self.makeKiln(world)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let manifest = Self.agentManifest()
+        let standby = try await kiln.restoreOne(manifest, shareMemory: false, standby: true)
+        #expect(world.calls == ["mkdir \(standby.id)", "mkdir work", "netns create", "bundle", "restore", "freeze"])
+        #expect(standby.standby == true && standby.frozenAfterMs != nil && standby.thawMs == nil)
+        #expect(world.state.withLock { $0.agentRequests }.isEmpty, "no identity before the thaw")
+        #expect(try kiln.instance(standby.id).standby == true, "the record says standby")
+
+        let claimed = try #require(kiln.claimStandby(of: "svc"))
+        #expect(claimed.id == standby.id)
+        #expect(kiln.claimStandby(of: "svc") == nil, "a claimed copy is not handed out twice")
+        let before = world.calls.count
+        let running = try await kiln.thaw(claimed, manifest: manifest)
+        // The hostname is set while the copy is still frozen: it never runs under the bake's name.
+        #expect(Array(world.calls.dropFirst(before)) == ["hostname", "thaw", "signal", "ready?"])
+        #expect(world.state.withLock { $0.agentRequests } == ["instance=\(standby.id)\nhostname=\(standby.id)\n"])
+        #expect(running.standby == nil && running.thawMs != nil && running.afterRestoreMs != nil)
+        #expect(try kiln.instance(standby.id).standby == nil, "the record says running")
+        await #expect(throws: KilnError.self) { _ = try await kiln.thaw(running, manifest: manifest) }
+
+        try await kiln.stop(running)
+        Self.expectNothingLeft(world, kiln)
+        #expect(world.state.withLock { $0.frozen }.isEmpty)
+    }
+
+    @Test func twoThawedCopiesEachGetTheirOwnIdentity() async throws {
+        let world = World(failAt: nil)
+        let (kiln, root) = try Self.makeKiln(world)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let manifest = Self.agentManifest()
+        let standbys = try await kiln.restore(manifest, count: 2, parallel: 1, shareMemory: false, standby: true)
+        #expect(standbys.count == 2 && standbys.allSatisfy { $0.standby == true })
+        var thawed: [InstanceRecord] = []
+        while let claimed = kiln.claimStandby(of: "svc") { thawed.append(try await kiln.thaw(claimed, manifest: manifest)) }
+        #expect(Set(thawed.map(\.id)) == Set(standbys.map(\.id)))
+        let requests = world.state.withLock { $0.agentRequests }
+        #expect(requests.count == 2 && Set(requests).count == 2, "each copy told its own id: \(requests)")
+        for record in thawed { try await kiln.stop(record) }
+        Self.expectNothingLeft(world, kiln)
+    }
+
+    @Test func aStandbyRestoreThatCannotFreezeLeavesNothing() async throws {
+        let world = World(failAt: .freeze)
+        let (kiln, root) = try Self.makeKiln(world)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        do {
+            let record = try await kiln.restoreOne(Self.manifest("svc"), shareMemory: false, standby: true)
+            Issue.record("made standby copy \(record.id) although its freeze failed")
+        } catch let error as KilnError {
+            #expect(error.action.hasPrefix("restoring a standby copy of 'svc' as svc-"), "\(error)")
+            #expect(error.action.contains("(while \(SandboxLifecycle.Step.freeze))"), "\(error.action)")
+            #expect(error.cause is InjectedFailure, "\(error)")
+        }
+        #expect(!world.calls.contains("hostname"))
+        #expect(world.calls.contains("thaw"), "the tear-down thaws what it may have frozen")
+        Self.expectNothingLeft(world, kiln)
+    }
+
+    @Test(arguments: [FailurePoint.thaw, .identity, .afterRestore, .readinessExited])
+    func aThawThatFailsAtAnyStepRemovesTheCopyAndSaysWhichStep(point: FailurePoint) async throws {
+        let world = World(failAt: point)
+        let (kiln, root) = try Self.makeKiln(world)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let manifest = Self.agentManifest()
+        let standby = try await kiln.restoreOne(manifest, shareMemory: false, standby: true)
+        let claimed = try #require(kiln.claimStandby(of: "svc"))
+        do {
+            let record = try await kiln.thaw(claimed, manifest: manifest, readinessTimeout: .milliseconds(50))
+            Issue.record("thawed \(record.id) although \(point) failed")
+        } catch let error as KilnError {
+            #expect(error.action.hasPrefix("thawing standby copy \(standby.id) of 'svc'"), "\(error)")
+            if point != .readinessExited {
+                #expect(error.action.contains("(while \(Self.step(for: point)))"), "\(error.action)")
+            } else {
+                #expect(error.code == .restoreFailed)
+            }
+        }
+        #expect(kiln.claimStandby(of: "svc") == nil)
+        Self.expectNothingLeft(world, kiln)
+    }
+}

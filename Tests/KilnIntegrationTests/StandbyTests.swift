@@ -1,0 +1,165 @@
+import Foundation
+import KilnEngine
+import KilnOCI
+import KilnSnapshot
+import KilnSystem
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension Integration {
+    /// Standby copies for real (runc, CRIU, a JVM with kiln's CRaC agent: Fixtures/CracService.java):
+    /// frozen in their cgroup, they get no CPU and no request; thawed, each gets its own identity;
+    /// `kiln stop`, `kiln gc` and a gateway's SIGTERM leave no frozen cgroup and no process.
+    @Suite("standby copies", .serialized)
+    struct StandbyTests {
+        /// The CPU time the cgroup's tasks used so far (ns), from cgroup v1's cpuacct.
+        static func cpuUsage(_ record: InstanceRecord) -> UInt64? {
+            (try? String(contentsOfFile: "/sys/fs/cgroup/cpuacct\(record.cgroupPath)/cpuacct.usage", encoding: .utf8))
+                .flatMap { UInt64($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        }
+
+        /// Every frozen cgroup under the test host's parent (freezer.state not THAWED).
+        static func frozenCgroups(_ host: TestHost) -> [String] {
+            let parent = "/sys/fs/cgroup/freezer\(host.paths.cgroupParent)"
+            return ((try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? []).filter { entry in
+                let state = (try? String(contentsOfFile: "\(parent)/\(entry)/freezer.state", encoding: .utf8)) ?? ""
+                return !state.hasPrefix("THAWED") && !state.isEmpty
+            }
+        }
+
+        @Test func frozenCopiesUseNoCPUGetNoRequestAndThawIntoTheirOwnIdentity() async throws {
+            try await withTestHost { host in
+                let manifest = try await host.kiln.bake(try CRaCAgentTests.request(host, mode: "ok", name: "crac"))
+                let standbys = try await host.kiln.restore(manifest, count: 3, parallel: 3, standby: true)
+                for copy in standbys {
+                    #expect(copy.standby == true)
+                    #expect(CgroupFreezer(path: copy.cgroupPath).isFrozen, "\(copy.id) should be frozen")
+                    print(
+                        "standby \(copy.id): restored in \(String(format: "%.1f", copy.restoreMs)) ms, frozen \(String(format: "%.2f", copy.frozenAfterMs ?? -1)) ms after runc returned"
+                    )
+                    // Its agent was told nothing yet: no identity before the thaw.
+                    #expect(!FileManager.default.fileExists(atPath: "\(host.kiln.instanceDirectory(copy.id))/agent/restore.done"))
+                }
+                let states = Dictionary(try await host.kiln.status().map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+                for copy in standbys {
+                    #expect(states[copy.id]?.state == "standby" && states[copy.id]?.frozen == true, "kiln ps: \(String(describing: states[copy.id]))")
+                }
+
+                // No CPU while frozen: the cgroup's CPU time does not move over a second.
+                let before = standbys.map(Self.cpuUsage)
+                try await Task.sleep(for: .seconds(1))
+                let after = standbys.map(Self.cpuUsage)
+                #expect(before.allSatisfy { $0 != nil } && before == after, "cpuacct.usage moved while frozen: \(before) -> \(after)")
+
+                // No request is answered: the kernel may queue the connection, the service never sees it.
+                let frozenOne = standbys[2]
+                do {
+                    let reply = try await InstanceHTTPClient.send(.GET, "/state", to: frozenOne.endpoint, timeout: .milliseconds(500))
+                    Issue.record("a frozen copy answered \(reply.status)")
+                } catch {}
+                // A frozen copy stops cleanly (thawed first, then killed).
+                try await host.kiln.stop(frozenOne)
+                #expect(!ProcessInspector.isAlive(frozenOne.pid))
+
+                var randoms: Set<String> = []
+                var thawed: [InstanceRecord] = []
+                for _ in 0..<2 {
+                    let claimed = try #require(host.kiln.claimStandby(of: "crac"))
+                    let copy = try await host.kiln.thaw(claimed, manifest: manifest)
+                    thawed.append(copy)
+                    #expect(copy.standby == nil)
+                    let state = try await CRaCAgentTests.state(host, copy)
+                    #expect(state["instance"] == copy.id, "kiln.instance of \(copy.id): \(state)")
+                    #expect(state["host"] == copy.id, "InetAddress.getLocalHost() should name the copy: \(state)")
+                    #expect(state["after"] == "1", "afterRestore ran once, at the thaw: \(state)")
+                    randoms.insert(state["random"] ?? "")
+                    print(
+                        "thawed \(copy.id): thaw to first response \(String(format: "%.2f", copy.thawMs ?? -1)) ms (afterRestore \(String(format: "%.2f", copy.afterRestoreMs ?? -1)) ms)"
+                    )
+                }
+                #expect(randoms.count == 2, "two thawed copies drew the same SecureRandom bytes: \(randoms)")
+                #expect(host.kiln.claimStandby(of: "crac") == nil, "every standby copy was handed out")
+                #expect(Self.frozenCgroups(host).isEmpty)
+                for copy in thawed { try await host.kiln.stop(copy) }
+                try await expectNoLeftovers(host)
+            }
+        }
+
+        /// `kiln serve` as a separate process with `args`; its pid and public port.
+        static func serve(_ host: TestHost, _ args: [String]) throws -> (pid: Int32, port: Int) {
+            let port = Int.random(in: 20000...40000)
+            let pid = try Subprocess.spawn(
+                kilnBinary, ["serve", "--listen", "127.0.0.1:\(port)", "--admin", "127.0.0.1:0"] + args,
+                environment: host.environment, stdout: .null, stderr: .null)
+            return (pid, port)
+        }
+
+        /// Waits until `count` standby copies of the host are frozen (or the time is up).
+        static func waitForStandbys(_ host: TestHost, count: Int, timeout: Duration = .seconds(90)) async throws -> [InstanceRecord] {
+            let deadline = ContinuousClock.now + timeout
+            while ContinuousClock.now < deadline {
+                let ready = host.kiln.instanceRecords().filter { $0.standby == true && CgroupFreezer(path: $0.cgroupPath).isFrozen }
+                if ready.count >= count { return ready }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            Issue.record("no \(count) standby copies within \(timeout)")
+            return []
+        }
+
+        @Test func cliStandbyCopiesAndAKilledOrStoppedGatewayLeaveNoFrozenCgroup() async throws {
+            try await withTestHost { host in
+                _ = try await host.kiln.bake(try CRaCAgentTests.request(host, mode: "ok", name: "crac"))
+
+                // The CLI: two standby copies, `kiln ps` shows them, `kiln thaw` hands one out.
+                let run = try runKiln(["run", "crac", "--standby", "2", "--json"], environment: host.environment)
+                #expect(run.status == .exited(0), "\(run.stderr)")
+                let ps = try runKiln(["ps"], environment: host.environment)
+                #expect(ps.stdout.components(separatedBy: "standby").count - 1 == 2, "kiln ps:\n\(ps.stdout)")
+                let thaw = try runKiln(["thaw", "crac", "--json"], environment: host.environment)
+                #expect(thaw.status == .exited(0), "\(thaw.stderr)")
+                let handedOut = try SnapshotManifest.decoder.decode(InstanceRecord.self, from: Data(thaw.stdout.utf8))
+                #expect(try await CRaCAgentTests.state(host, handedOut)["instance"] == handedOut.id)
+                // gc keeps a live standby copy (runc calls it paused).
+                let gc = try runKiln(["gc"], environment: host.environment)
+                #expect(gc.status == .exited(0), "\(gc.stderr)")
+                #expect(host.kiln.instanceRecords().count == 2)
+                // `kiln stop` of the frozen one leaves no frozen cgroup.
+                let frozen = try #require(host.kiln.instanceRecords().first { $0.standby == true })
+                #expect(try runKiln(["stop", frozen.id], environment: host.environment).status == .exited(0))
+                try await host.kiln.stop(handedOut)
+                #expect(Self.frozenCgroups(host).isEmpty)
+
+                // A gateway keeping one standby copy, SIGKILLed: its frozen copy is an orphan, which gc removes.
+                let killed = try Self.serve(host, ["--standby", "crac=1"])
+                let orphans = try await Self.waitForStandbys(host, count: 1)
+                kill(killed.pid, SIGKILL)
+                _ = Subprocess.wait(killed.pid)
+                #expect(orphans.allSatisfy { ProcessInspector.isAlive($0.pid) })
+                let collected = try runKiln(["gc"], environment: host.environment)
+                #expect(collected.status == .exited(0), "\(collected.stderr)")
+                #expect(orphans.allSatisfy { !ProcessInspector.isAlive($0.pid) }, "the killed gateway's standby copy should be gone")
+                #expect(Self.frozenCgroups(host).isEmpty)
+                try await expectNoLeftovers(host)
+
+                // A gateway with one standby copy answers its first request at zero from it, labelled so; SIGTERM leaves nothing.
+                let gateway = try Self.serve(host, ["--standby", "crac=1"])
+                _ = try await Self.waitForStandbys(host, count: 1)
+                let curl = try await Subprocess.run(
+                    "curl", ["-s", "-D", "-", "-o", "/dev/null", "--max-time", "60", "http://127.0.0.1:\(gateway.port)/crac/state"])
+                let headers = curl.stdout.lowercased()
+                #expect(headers.hasPrefix("http/1.1 200"), "\(curl.stdout)")
+                #expect(headers.contains("x-kiln-served-by: standby"), "\(curl.stdout)")
+                // A replacement standby copy comes back in the background.
+                _ = try await Self.waitForStandbys(host, count: 1)
+                kill(gateway.pid, SIGTERM)
+                #expect(Subprocess.wait(gateway.pid) == .exited(0))
+                #expect(host.kiln.instanceRecords().isEmpty)
+                #expect(Self.frozenCgroups(host).isEmpty)
+                try await expectNoLeftovers(host)
+            }
+        }
+    }
+}
