@@ -21,6 +21,14 @@ struct ExecutableProbeCacheTests {
             try "#!/bin/sh\nprintf x >> '\(directory)/runs'\necho \"answer $*\"\necho note >&2\nexit \(exitStatus)\n"
                 .write(toFile: path, atomically: true, encoding: .utf8)
             chmod(path, 0o755)
+            // Other tests spawn processes meanwhile: a child forked while the script was open for
+            // writing holds that descriptor until it execs, and exec of the script fails with
+            // ETXTBSY until then. Wait for that to pass, then forget the settling runs.
+            for _ in 0..<200 {
+                if (try? Subprocess.run(path, ["settle"])) != nil { break }
+                usleep(5000)
+            }
+            unlink("\(directory)/runs")
         }
 
         func remove() { try? FileManager.default.removeItem(atPath: directory) }
