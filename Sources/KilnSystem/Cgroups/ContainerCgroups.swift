@@ -27,10 +27,8 @@ package struct ContainerCgroups {
     @discardableResult
     package func killAndRemove(timeout: Duration = .seconds(5)) async -> [String] {
         guard !existingDirectories.isEmpty else { return [] }
-        // A frozen task cannot die: thaw first (cgroup v1 freezer; v2's cgroup.kill needs no thaw).
-        for directory in existingDirectories where directory.hasPrefix("/sys/fs/cgroup/freezer/") {
-            try? "THAWED".write(toFile: "\(directory)/freezer.state", atomically: false, encoding: .utf8)
-        }
+        // A frozen task cannot die: thaw first.
+        try? CgroupFreezer(path: path).thaw()
         let deadline = ContinuousClock.now + timeout
         while true {
             for pid in ProcessInspector.pids(inCgroup: path) { kill(pid, SIGKILL) }
