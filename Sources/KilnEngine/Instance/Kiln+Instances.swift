@@ -130,7 +130,10 @@ extension Kiln {
                 id: id, snapshot: manifest.name, pid: container.pid, shimPid: container.shimPid, port: manifest.sandbox.port,
                 createdAt: Date(), networkNamespacePath: sandbox.instance.networkNamespacePath, cgroupPath: sandbox.instance.cgroupPath,
                 logPath: sandbox.logPath, restoreMs: start.duration(to: restored).milliseconds, firstResponseMs: 0, sharesMemory: sharing,
-                network: sandbox.attachment)
+                network: sandbox.attachment,
+                phases: RestorePhases(
+                    prepareMs: start.duration(to: prepared).milliseconds, runtimeMs: prepared.duration(to: restored).milliseconds,
+                    criuRestoreMs: criu?.restoreMs, identityMs: 0, afterRestoreMs: nil, firstResponseMs: 0))
             if standby {
                 try sandbox.freeze()
                 let frozen = ContinuousClock.now
@@ -138,9 +141,6 @@ extension Kiln {
                 try checkSockets(of: sandbox, pid: container.pid)
                 record.standby = true
                 record.frozenAfterMs = restored.duration(to: frozen).milliseconds
-                record.phases = RestorePhases(
-                    prepareMs: start.duration(to: prepared).milliseconds, runtimeMs: prepared.duration(to: restored).milliseconds,
-                    criuRestoreMs: criu?.restoreMs, identityMs: 0, afterRestoreMs: nil, firstResponseMs: 0)
                 logger.debug(
                     "\(id): standby copy restored in \(record.restoreMs) ms, frozen \(String(format: "%.2f", record.frozenAfterMs ?? 0)) ms after runc returned"
                 )
@@ -154,10 +154,9 @@ extension Kiln {
             )
             record.firstResponseMs = start.duration(to: answered).milliseconds
             record.afterRestoreMs = activation.afterRestoreMs
-            record.phases = RestorePhases(
-                prepareMs: start.duration(to: prepared).milliseconds, runtimeMs: prepared.duration(to: restored).milliseconds,
-                criuRestoreMs: criu?.restoreMs, identityMs: activation.identityMs, afterRestoreMs: activation.afterRestoreMs,
-                firstResponseMs: activation.firstResponseMs)
+            record.phases?.identityMs = activation.identityMs
+            record.phases?.afterRestoreMs = activation.afterRestoreMs
+            record.phases?.firstResponseMs = activation.firstResponseMs
             try save(record)
             return record
         } catch {
