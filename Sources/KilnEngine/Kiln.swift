@@ -82,8 +82,9 @@ public struct Kiln: Sendable {
 
     public static func open(paths: KilnPaths = .fromEnvironment(), logger: Logger = Logger(label: "kiln"), toDo action: String) throws -> Kiln {
         try HostPrivileges.requireRoot(toDo: action)
+        // Before the state directory exists (the first command) the answers are just not kept.
         let probes = ExecutableProbeCache(file: paths.executableProbes)
-        let criu = try CRIU.locate(probes: FileManager.default.fileExists(atPath: paths.state) ? probes : nil)
+        let criu = try CRIU.locate(probes: probes)
         let runcBinary = try Runc.locate()
         let shim = try Runc.locateShim()
         for directory in [paths.state, paths.runcRoot, paths.instances, paths.networkNamespaces, paths.logs, paths.bakes] {
