@@ -95,6 +95,11 @@ extension Kiln {
         // A networked snapshot's copies take a namespace prepared ahead of demand, as the gateway's do.
         let pool = try await namespacePool(for: manifest, capacity: 2)
         var otherPool: PreparedNamespacePool?
+        func releasePools() async {
+            await pool?.drain()
+            await otherPool?.drain()
+            removePoolNamespaceDirectory()
+        }
         do {
             if let other { otherPool = try await namespacePool(for: other, capacity: 2) }
             for run in 1...runs {
@@ -126,14 +131,10 @@ extension Kiln {
                 }
             }
         } catch {
-            await pool?.drain()
-            await otherPool?.drain()
-            removePoolNamespaceDirectory()
+            await releasePools()
             throw error
         }
-        await pool?.drain()
-        await otherPool?.drain()
-        removePoolNamespaceDirectory()
+        await releasePools()
         let versusSummary = other == nil ? nil : SampleSummary(versus)
         let coldSummary = SampleSummary(cold)
         let restoreSummary = SampleSummary(restored)
