@@ -105,29 +105,40 @@ extension Kiln {
             for run in 1...runs {
                 cold.append(try await withColdInstance(manifest, pollInterval: .milliseconds(5)) { _, coldStartMs in coldStartMs })
                 progress("run \(run)/\(runs): cold start \(String(format: "%.0f", cold.last!)) ms")
-                // Networked and loopback-only restores alternate which goes first.
-                for networked in (run % 2 == 1 ? [true, false] : [false, true]) where networked || pool != nil {
-                    if networked, let pool { await Self.waitUntilReady(pool) }
-                    let record = try await restoreOne(
-                        manifest, pollInterval: .milliseconds(5), network: networked ? nil : NetworkChoice.none, pool: networked ? pool : nil)
-                    try await stop(record)
-                    if networked {
-                        restored.append(record.firstResponseMs)
-                        if let ms = record.afterRestoreMs { afterRestore.append(ms) }
-                        progress(
-                            "run \(run)/\(runs): restore    \(String(format: "%.1f", record.firstResponseMs)) ms\(pool == nil ? "" : " (network \(manifest.network ?? ""), \(record.address ?? "?"))")"
-                        )
-                    } else {
-                        loopback.append(record.firstResponseMs)
-                        progress("run \(run)/\(runs): restore    \(String(format: "%.1f", record.firstResponseMs)) ms (network none)")
+                // The restores of a run take turns going first: the first one after a cold start
+                // meets the machine still reclaiming that JVM's memory, and would pay for it alone.
+                enum Restore { case networked, loopback, versus }
+                var order: [Restore] = pool == nil ? [.networked] : [.networked, .loopback]
+                if other != nil { order.append(.versus) }
+                let turn = (run - 1) % order.count
+                order = Array(order[turn...]) + Array(order[..<turn])
+                for kind in order {
+                    switch kind {
+                    case .networked, .loopback:
+                        let networked = kind == .networked
+                        if networked, let pool { await Self.waitUntilReady(pool) }
+                        let record = try await restoreOne(
+                            manifest, pollInterval: .milliseconds(5), network: networked ? nil : NetworkChoice.none,
+                            pool: networked ? pool : nil)
+                        try await stop(record)
+                        if networked {
+                            restored.append(record.firstResponseMs)
+                            if let ms = record.afterRestoreMs { afterRestore.append(ms) }
+                            progress(
+                                "run \(run)/\(runs): restore    \(String(format: "%.1f", record.firstResponseMs)) ms\(pool == nil ? "" : " (network \(manifest.network ?? ""), \(record.address ?? "?"))")"
+                            )
+                        } else {
+                            loopback.append(record.firstResponseMs)
+                            progress("run \(run)/\(runs): restore    \(String(format: "%.1f", record.firstResponseMs)) ms (network none)")
+                        }
+                    case .versus:
+                        guard let other else { continue }
+                        if let otherPool { await Self.waitUntilReady(otherPool) }
+                        let record = try await restoreOne(other, pollInterval: .milliseconds(5), pool: otherPool)
+                        try await stop(record)
+                        versus.append(record.firstResponseMs)
+                        progress("run \(run)/\(runs): restore    \(String(format: "%.1f", record.firstResponseMs)) ms (\(other.name))")
                     }
-                }
-                if let other {
-                    if let otherPool { await Self.waitUntilReady(otherPool) }
-                    let record = try await restoreOne(other, pollInterval: .milliseconds(5), pool: otherPool)
-                    try await stop(record)
-                    versus.append(record.firstResponseMs)
-                    progress("run \(run)/\(runs): restore    \(String(format: "%.1f", record.firstResponseMs)) ms (\(other.name))")
                 }
             }
         } catch {

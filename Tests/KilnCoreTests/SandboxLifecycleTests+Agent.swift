@@ -140,3 +140,23 @@ extension SandboxLifecycleTests {
         Self.expectNothingLeft(world, kiln)
     }
 }
+
+/// The signal's delivery time kiln logs (`kiln run -v`): the agent's clock runs in the copy's
+/// time namespace, whose offset CRIU set to the dump-time clock.
+@Suite struct AgentSignalDeliveryTests {
+    @Test func theDeliveryTimeSubtractsTheCopysClockOffset() {
+        let restore = AgentRestore(
+            elapsedMs: 5, identityMs: 2, agentMs: 3, handledNanos: 7_000_000_000 + 1_500_000, signalledNanos: 1_000_000_000, warnings: [])
+        // The copy's clock is 6 s ahead: the handler ran 1.5 ms after the signal.
+        #expect(restore.deliveryMs(clockOffsetNanos: 6_000_000_000) == 1.5)
+        #expect(restore.deliveryMs(clockOffsetNanos: nil) == nil)
+        var old = restore
+        old.handledNanos = nil  // an agent from before signal_ns
+        #expect(old.deliveryMs(clockOffsetNanos: 0) == nil)
+    }
+
+    @Test func aProcessInTheHostsTimeNamespaceHasNoOffsetAndAMissingOneNone() {
+        #expect(ProcessInspector.monotonicOffsetNanos(of: getpid()) == 0)
+        #expect(ProcessInspector.monotonicOffsetNanos(of: Int32.max) == nil)
+    }
+}

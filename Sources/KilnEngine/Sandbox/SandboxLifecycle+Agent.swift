@@ -68,6 +68,17 @@ package struct AgentRestore: Sendable, Equatable {
     /// The `identity_us` and `elapsed_us` the agent measured, in ms.
     package var identityMs: Double?
     package var agentMs: Double?
+    /// When the agent's signal handler ran (`signal_ns`: the JVM's CLOCK_MONOTONIC, in its time
+    /// namespace) and when kiln signalled (the host's CLOCK_MONOTONIC), in ns.
+    package var handledNanos: Int64?
+    package var signalledNanos: Int64
+
+    /// How long the JVM took from kiln's signal to running the agent's handler (ms), given the
+    /// JVM's clock offset (``ProcessInspector/monotonicOffsetNanos(of:)``).
+    package func deliveryMs(clockOffsetNanos offset: Int64?) -> Double? {
+        guard let handledNanos, let offset else { return nil }
+        return Double(handledNanos - offset - signalledNanos) / 1e6
+    }
     /// `warning.N` lines (e.g. the kernel's hostname is not the one asked for).
     package var warnings: [String]
 }
@@ -152,6 +163,8 @@ extension SandboxLifecycle {
         }
         try writeFile(AgentFile.restoreRequest, request, step: .afterRestore)
         let start = ContinuousClock.now
+        var signalled = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &signalled)
         _ = try signal(namespacePid, step: .afterRestore)
         let (name, text) = try await awaitFile(
             [AgentFile.restoreDone, AgentFile.restoreFailed], step: .afterRestore, timeout: timeout, interval: interval, watching: container.pid,
@@ -170,7 +183,10 @@ extension SandboxLifecycle {
         let warnings = fields.filter { $0.key.hasPrefix("warning.") }.sorted { $0.key < $1.key }.map(\.value)
         return AgentRestore(
             elapsedMs: elapsed, identityMs: fields["identity_us"].flatMap { Double($0) }.map { $0 / 1000 },
-            agentMs: fields["elapsed_us"].flatMap { Double($0) }.map { $0 / 1000 }, warnings: warnings)
+            agentMs: fields["elapsed_us"].flatMap { Double($0) }.map { $0 / 1000 },
+            handledNanos: fields["signal_ns"].flatMap { Int64($0) },
+            signalledNanos: Int64(signalled.tv_sec) * 1_000_000_000 + Int64(signalled.tv_nsec),
+            warnings: warnings)
     }
 
     // MARK: - The control directory

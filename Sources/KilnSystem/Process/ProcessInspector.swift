@@ -90,6 +90,17 @@ public enum ProcessInspector {
         return line.split(whereSeparator: { $0 == " " || $0 == "\t" }).last.flatMap { Int32($0) }
     }
 
+    /// How far `pid`'s CLOCK_MONOTONIC is ahead of the host's (ns): its time namespace's offset
+    /// (`/proc/PID/timens_offsets`; CRIU gives a restored process the clock it was dumped with).
+    /// 0 in the host's time namespace; nil if unreadable.
+    public static func monotonicOffsetNanos(of pid: Int32) -> Int64? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/timens_offsets", encoding: .utf8) else { return nil }
+        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("monotonic") }) else { return 0 }
+        let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+        guard fields.count == 3, let seconds = Int64(fields[1]), let nanoseconds = Int64(fields[2]) else { return nil }
+        return seconds * 1_000_000_000 + nanoseconds
+    }
+
     /// Every pid in the pids-controller cgroup at `cgroupPath` (cgroup v1 or v2).
     public static func pids(inCgroup cgroupPath: String) -> [Int32] {
         let mount = CgroupHierarchy.mountPoint

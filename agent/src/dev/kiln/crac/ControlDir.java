@@ -1,5 +1,6 @@
 package dev.kiln.crac;
 
+import java.io.File;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.AtomicMoveNotSupportedException;
@@ -68,14 +69,19 @@ final class ControlDir {
         return map;
     }
 
-    /** Removes a file; true when it was there. */
+    /**
+     * Removes a file; true when it was there. java.io.File, not Files.deleteIfExists: that builds
+     * an exception for every missing file, and most files removed here are missing.
+     */
     boolean remove(String name) {
-        try {
-            return Files.deleteIfExists(dir.resolve(name));
-        } catch (IOException e) {
-            Log.warn("cannot remove " + dir.resolve(name) + ": " + e);
-            return false;
+        File file = dir.resolve(name).toFile();
+        if (file.delete()) {
+            return true;
         }
+        if (file.exists()) {
+            Log.warn("cannot remove " + file);
+        }
+        return false;
     }
 
     static String properties(Map<String, ?> map) {

@@ -9,6 +9,11 @@ import java.util.function.Supplier;
  * one flat list, as the CRaC JDK does.
  */
 final class Failures<E extends Exception> {
+    // One call site each, linked once: a method reference at every use would be bootstrapped
+    // where it first runs, which for the afterRestore paths is in a restored copy.
+    static final Supplier<CheckpointException> CHECKPOINT = CheckpointException::new;
+    static final Supplier<RestoreException> RESTORE = RestoreException::new;
+
     private final Supplier<E> factory;
     private E exception;
 

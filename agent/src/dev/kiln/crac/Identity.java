@@ -35,23 +35,6 @@ final class Identity {
         }
     }
 
-    /**
-     * Runs the refresh once without an identity (no property set; the caches it empties refill;
-     * reseeding is always safe), so that in a restored copy this code is loaded, linked and its
-     * reflection resolved already. Runs on the coordinator thread at start, off any request.
-     */
-    static void warmUp() {
-        try {
-            long t0 = System.nanoTime();
-            List<String> w = apply(Map.of());
-            Json.failure("warm-up", new RestoreException());
-            ControlDir.properties(Map.of("warm-up", w.size()));
-            Log.debug("warm-up: " + (System.nanoTime() - t0) / 1000 + " us, warnings " + w);
-        } catch (Throwable t) {
-            Log.debug("warm-up: " + t);
-        }
-    }
-
     /** Applies {@code request} (keys instance, hostname); returns the warnings. */
     static List<String> apply(Map<String, String> request) {
         List<String> warnings = new ArrayList<>();

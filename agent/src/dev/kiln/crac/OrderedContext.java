@@ -112,7 +112,7 @@ public class OrderedContext<R extends Resource> extends Context<R> {
         // afterRestore runs for what beforeCheckpoint reached, in registration order.
         List<R> reached = new ArrayList<>(snapshot.size());
         restoreList = reached;
-        Failures<CheckpointException> failures = new Failures<>(CheckpointException::new);
+        Failures<CheckpointException> failures = new Failures<>(Failures.CHECKPOINT);
         for (int i = snapshot.size() - 1; i >= 0; i--) {
             R r = snapshot.get(i);
             snapshot.set(i, null);
@@ -136,7 +136,7 @@ public class OrderedContext<R extends Resource> extends Context<R> {
             list = restoreList;
             restoreList = null;
         }
-        Failures<RestoreException> failures = new Failures<>(RestoreException::new);
+        Failures<RestoreException> failures = new Failures<>(Failures.RESTORE);
         if (list != null) {
             for (int i = 0; i < list.size(); i++) {
                 R r = list.get(i);
