@@ -46,6 +46,10 @@ public struct StartupComparison: Codable, Sendable {
     /// it was baked with the agent.
     public var afterRestoreMs: [Double]?
     public var afterRestore: SampleSummary?
+    /// Where each restore of ``restoreMs`` and of ``restoreVersusMs`` spent its time, per run:
+    /// what a difference between the two is made of.
+    public var restorePhases: [RestorePhases]?
+    public var restoreVersusPhases: [RestorePhases]?
     /// The caches policy, stated with the figures.
     public var notes: String
 }
@@ -92,6 +96,8 @@ extension Kiln {
         var loopback: [Double] = []
         var versus: [Double] = []
         var afterRestore: [Double] = []
+        var phases: [RestorePhases] = []
+        var versusPhases: [RestorePhases] = []
         // A networked snapshot's copies take a namespace prepared ahead of demand, as the gateway's do.
         let pool = try await namespacePool(for: manifest, capacity: 2)
         var otherPool: PreparedNamespacePool?
@@ -124,6 +130,7 @@ extension Kiln {
                         if networked {
                             restored.append(record.firstResponseMs)
                             if let ms = record.afterRestoreMs { afterRestore.append(ms) }
+                            if let recorded = record.phases { phases.append(recorded) }
                             progress(
                                 "run \(run)/\(runs): restore    \(String(format: "%.1f", record.firstResponseMs)) ms\(pool == nil ? "" : " (network \(manifest.network ?? ""), \(record.address ?? "?"))")"
                             )
@@ -137,6 +144,7 @@ extension Kiln {
                         let record = try await restoreOne(other, pollInterval: .milliseconds(5), pool: otherPool)
                         try await stop(record)
                         versus.append(record.firstResponseMs)
+                        if let recorded = record.phases { versusPhases.append(recorded) }
                         progress("run \(run)/\(runs): restore    \(String(format: "%.1f", record.firstResponseMs)) ms (\(other.name))")
                     }
                 }
@@ -159,6 +167,7 @@ extension Kiln {
             versus: other?.name, restoreVersusMs: other == nil ? nil : versus, restoreVersus: versusSummary,
             versusDifferenceMs: versusSummary.map { restoreSummary.median - $0.median },
             afterRestoreMs: afterRestore.isEmpty ? nil : afterRestore, afterRestore: afterRestore.isEmpty ? nil : SampleSummary(afterRestore),
+            restorePhases: phases, restoreVersusPhases: other == nil ? nil : versusPhases,
             notes:
                 "warm page cache for both (the JDK, the app and the snapshot images were read moments before); same sandbox, same readiness check, same client"
                 + (pool == nil ? "" : "; networked restores take a namespace prepared ahead of demand (pool of 2)"))

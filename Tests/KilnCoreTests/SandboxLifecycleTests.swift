@@ -98,7 +98,7 @@ struct SandboxLifecycleTests {
             }
         }
         /// The fake agent: a signal makes it look at its directory, as the real one does.
-        func signalAgent(namespacePid: Int32, inCgroup cgroupPath: String) throws -> Int32 {
+        func signalAgent(namespacePid: Int32, inCgroup cgroupPath: String, containerPid: Int32) throws -> Int32 {
             world.record("signal")
             guard namespacePid == 1, let directory = world.state.withLock({ $0.agentDirectories[cgroupPath] ?? $0.agentDirectory }) else {
                 throw InjectedFailure(point: .afterRestore)

@@ -59,6 +59,24 @@ extension Bench {
                 rows.append(row("  of which the agent's afterRestore", summary))
             }
             print(Output.table(["METHOD", "RUNS", "MIN", "MEDIAN", "P90", "MAX"], rows))
+            // Where the restores spent their time: what a difference between the two is made of.
+            var phaseRows: [[String]] = []
+            for (label, phases) in [(manifest.name, result.restorePhases), (other?.name ?? "", result.restoreVersusPhases)] {
+                guard let phases, !phases.isEmpty else { continue }
+                func median(_ value: (RestorePhases) -> Double?) -> String {
+                    let values = phases.compactMap(value)
+                    return values.isEmpty ? "-" : Output.ms(SampleSummary(values).median)
+                }
+                phaseRows.append([
+                    label, median(\.prepareMs), median(\.runtimeMs), median(\.criuRestoreMs), median(\.identityMs), median(\.afterRestoreMs),
+                    median(\.firstResponseMs),
+                ])
+            }
+            if !phaseRows.isEmpty {
+                print("")
+                print("Phases of those restores (medians):")
+                print(Output.table(["SNAPSHOT", "PREPARE", "RUNC + CRIU", "OF WHICH CRIU", "IDENTITY", "AFTERRESTORE", "FIRST RESPONSE"], phaseRows))
+            }
             if let difference = result.versusDifferenceMs, let other = result.versus {
                 print(String(format: "difference (median '%@' - median '%@'): %+.1f ms", manifest.name, other, difference))
             }

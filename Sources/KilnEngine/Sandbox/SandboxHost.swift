@@ -42,8 +42,9 @@ package protocol SandboxHost: Sendable {
     func removeDirectory(_ path: String)
     /// Sends SIGWINCH (the CRaC agent's "look at your control directory", agent/PROTOCOL.md) to
     /// the process of the cgroup `cgroupPath` whose pid in its own namespace is `namespacePid`;
-    /// returns its host pid.
-    func signalAgent(namespacePid: Int32, inCgroup cgroupPath: String) throws -> Int32
+    /// returns its host pid. `containerPid` is the host pid of the container's first process
+    /// (pid 1 in its namespace).
+    func signalAgent(namespacePid: Int32, inCgroup cgroupPath: String, containerPid: Int32) throws -> Int32
     /// What the checkpoint preflight needs to know of every process in the cgroup `cgroupPath`.
     func preflightSnapshot(ofCgroup cgroupPath: String, containerPid: Int32) -> PreflightSnapshot
     /// Freezes (`true`) or thaws every task of the cgroup `cgroupPath` (``CgroupFreezer``); a
@@ -112,9 +113,12 @@ package struct LinuxSandboxHost: SandboxHost {
         try? FileManager.default.removeItem(atPath: path)
     }
 
-    package func signalAgent(namespacePid: Int32, inCgroup cgroupPath: String) throws -> Int32 {
-        let pids = ProcessInspector.pids(inCgroup: cgroupPath)
-        guard let pid = pids.first(where: { ProcessInspector.namespacePid(of: $0) == namespacePid }) else {
+    package func signalAgent(namespacePid: Int32, inCgroup cgroupPath: String, containerPid: Int32) throws -> Int32 {
+        // Mostly the JVM is the container's first process: no need to read the cgroup's pids.
+        let found =
+            namespacePid == 1
+            ? containerPid : ProcessInspector.pids(inCgroup: cgroupPath).first(where: { ProcessInspector.namespacePid(of: $0) == namespacePid })
+        guard let pid = found else {
             throw KilnError(
                 .runtimeFailed, "no process of the sandbox has pid \(namespacePid) in it (the JVM whose agent answered)",
                 hint: "the JVM with kiln's CRaC agent exited; see the service's output")

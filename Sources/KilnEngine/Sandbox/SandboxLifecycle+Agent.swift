@@ -208,20 +208,27 @@ extension SandboxLifecycle {
     }
 
     private func signal(_ namespacePid: Int32, step: Step) throws -> Int32 {
+        guard let container else { throw notRunning(step) }
         do {
-            return try host.signalAgent(namespacePid: namespacePid, inCgroup: instance.cgroupPath)
+            return try host.signalAgent(namespacePid: namespacePid, inCgroup: instance.cgroupPath, containerPid: container.pid)
         } catch {
             throw KilnError.wrapping(error, as: .runtimeFailed).during(action(step))
         }
     }
 
-    /// Polls until one of `names` exists and returns it; a timeout, or the container's process
-    /// `watching` dying, is an error with the service's last output.
+    /// Waits until one of `names` exists and returns it; a timeout, or the container's process
+    /// `watching` dying, is an error with the service's last output. Woken by inotify when a
+    /// file arrives (the agent renames its results into place), else every `interval`: a poll
+    /// every millisecond cost up to a millisecond per wait, and a tighter one took CPU from the
+    /// copy it waited for.
     private func awaitFile(
         _ names: [String], step: Step, timeout: Duration, interval: Duration, watching pid: Int32? = nil, missing: String, hint: String
     ) async throws -> (name: String, text: String) {
         let deadline = ContinuousClock.now + timeout
+        // Before the first look: whatever arrives after it is reported.
+        let arrivals = DirectoryArrivals(watching: agentDirectory)
         while true {
+            try Task.checkCancellation()
             for name in names {
                 if let data = FileManager.default.contents(atPath: "\(agentDirectory)/\(name)") {
                     return (name, String(decoding: data, as: UTF8.self))
@@ -235,7 +242,12 @@ extension SandboxLifecycle {
                     hint: hint, details: ProcessInspector.lastLines(ofFile: logPath, count: 15), logPath: logPath
                 ).during(action(step))
             }
-            try await Task.sleep(for: interval)
+            if let arrivals {
+                // Wakes at an arrival; every 20 ms regardless, to notice a dead service or the deadline.
+                _ = await arrivals.next(timeout: min(.milliseconds(20), deadline - ContinuousClock.now))
+            } else {
+                try await Task.sleep(for: interval)
+            }
         }
     }
 }
