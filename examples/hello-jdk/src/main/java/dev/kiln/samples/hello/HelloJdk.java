@@ -72,6 +72,12 @@ public final class HelloJdk {
             Thread.sleep(delayMs);
         }
 
+        // The JDK's server writes a response's headers and body separately; with Nagle's algorithm
+        // on, the body of every request after the first on a kept-alive connection waits for the
+        // client's delayed ACK (~40 ms). Read when the server classes load, so set before create.
+        if (System.getProperty("sun.net.httpserver.nodelay") == null) {
+            System.setProperty("sun.net.httpserver.nodelay", "true");
+        }
         HttpServer server = HttpServer.create(new InetSocketAddress("0.0.0.0", port), 128);
         server.createContext("/", counted(HelloJdk::route));
         server.createContext("/health", counted(healthy
