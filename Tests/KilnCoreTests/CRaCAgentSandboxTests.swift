@@ -4,8 +4,9 @@ import Testing
 @testable import KilnOCI
 @testable import KilnSystem
 
-/// How a sandbox carries kiln's CRaC agent: the jar read-only, its own control directory
-/// read-write, both named in JAVA_TOOL_OPTIONS; a missing jar named with its fix.
+/// How a sandbox carries kiln's CRaC agent: one mount holding a copy of the snapshot's jar and
+/// the copy's own control directory (the older layout: the host's jar read-only and the control
+/// directory read-write), both named in JAVA_TOOL_OPTIONS; a missing jar named with its fix.
 @Suite("the CRaC agent in a sandbox's bundle")
 struct CRaCAgentSandboxTests {
     static func scratch() throws -> String {
@@ -14,7 +15,7 @@ struct CRaCAgentSandboxTests {
         return path
     }
 
-    @Test func theBundleBindsTheJarReadOnlyAndItsOwnControlDirectoryReadWrite() throws {
+    @Test func aSnapshotOfTheOlderLayoutBindsTheHostsJarReadOnlyAndItsOwnControlDirectory() throws {
         let root = try Self.scratch()
         defer { try? FileManager.default.removeItem(atPath: root) }
         let jar = "\(root)/kiln-crac-agent.jar"
@@ -41,6 +42,40 @@ struct CRaCAgentSandboxTests {
             #expect((control?["options"] as? [String])?.contains("ro") == false)
             #expect(FileManager.default.fileExists(atPath: "\(root)/\(copy)/agent"))
             #expect(FileManager.default.fileExists(atPath: "\(root)/\(copy)/bundle/rootfs/run/kiln/control"), "the mount point in the generated root")
+        }
+    }
+
+    @Test func eachCopyMountsOneDirectoryWithItsOwnCopyOfTheSnapshotsJarAndItsControlDirectory() throws {
+        let root = try Self.scratch()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        // The jar as the snapshot stores it among its images.
+        try FileManager.default.createDirectory(atPath: "\(root)/images", withIntermediateDirectories: true)
+        try Data("the snapshot's jar".utf8).write(to: URL(fileURLWithPath: "\(root)/images/kiln-crac-agent.jar"))
+        let baked = CRaCAgent(jarPath: "/where/kiln/was/at/the/bake.jar", jarInSnapshot: "kiln-crac-agent.jar")
+        let agent = baked.fromSnapshot(images: "\(root)/images")
+        #expect(agent.jarPath == "\(root)/images/kiln-crac-agent.jar")
+        #expect(CRaCAgent(jarPath: "/host.jar").fromSnapshot(images: "/x") == CRaCAgent(jarPath: "/host.jar"), "the older layout keeps the host's")
+        let spec = SandboxSpec(command: ["java"], workingDirectory: "/", appDirectory: nil, port: 8080, agent: agent)
+        #expect(
+            spec.processEnvironment["JAVA_TOOL_OPTIONS"]?.hasPrefix("-javaagent:/run/kiln/kiln-crac-agent.jar -Dkiln.agent.dir=/run/kiln/control ")
+                == true)
+        for copy in ["one", "two"] {
+            let instance = SandboxContainer(
+                id: "svc-\(copy)", bundlePath: "\(root)/\(copy)/bundle", networkNamespacePath: "/run/netns/x", cgroupPath: "/kiln/x",
+                agentDirectory: "\(root)/\(copy)/agent/control")
+            try SandboxBundle.create(spec: spec, instance: instance)
+            let config =
+                try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(root)/\(copy)/bundle/config.json"))) as? [String: Any]
+            let mounts = (config?["mounts"] as? [[String: Any]] ?? []).filter { ($0["destination"] as? String)?.hasPrefix("/run/kiln") == true }
+            #expect(mounts.count == 1, "one mount: each bind mount costs runc restore time")
+            #expect(mounts.first?["destination"] as? String == "/run/kiln")
+            #expect(mounts.first?["source"] as? String == "\(root)/\(copy)/agent", "each copy mounts its own directory")
+            let jar = "\(root)/\(copy)/agent/kiln-crac-agent.jar"
+            #expect(FileManager.default.contents(atPath: jar) == Data("the snapshot's jar".utf8))
+            let attributes = try FileManager.default.attributesOfItem(atPath: jar)
+            #expect((attributes[.posixPermissions] as? Int) == 0o444, "the service cannot change its copy of the jar")
+            #expect(FileManager.default.fileExists(atPath: "\(root)/\(copy)/agent/control"))
+            #expect(FileManager.default.fileExists(atPath: "\(root)/\(copy)/bundle/rootfs/run/kiln"), "the mount point in the generated root")
         }
     }
 

@@ -11,13 +11,16 @@ import Testing
 extension SandboxLifecycleTests {
     static func agentRequest() -> BakeRequest {
         var request = BakeRequest(name: "svc", sandbox: Self.spec, readiness: ReadinessCheck(path: "/health", timeoutSeconds: 1), compact: false)
-        request.agentJar = "/nonexistent/kiln-crac-agent.jar"
+        // A real file: the bake stores a copy of the jar with the snapshot's images.
+        let jar = NSTemporaryDirectory() + "kiln-lifecycle-test-agent.jar"
+        if !FileManager.default.fileExists(atPath: jar) { FileManager.default.createFile(atPath: jar, contents: Data("jar".utf8)) }
+        request.agentJar = jar
         return request
     }
 
     static func agentManifest() -> SnapshotManifest {
         var manifest = Self.manifest("svc")
-        manifest.sandbox.agent = CRaCAgent(jarPath: "/nonexistent/kiln-crac-agent.jar")
+        manifest.sandbox.agent = CRaCAgent(jarPath: "/nonexistent/kiln-crac-agent.jar", jarInSnapshot: CRaCAgent.jarName)
         manifest.agentProcess = 1
         return manifest
     }
@@ -28,7 +31,10 @@ extension SandboxLifecycleTests {
         defer { try? FileManager.default.removeItem(atPath: root) }
         let manifest = try await kiln.bake(Self.agentRequest())
         #expect(manifest.agentProcess == 1)
-        #expect(manifest.sandbox.agent?.jarPath == "/nonexistent/kiln-crac-agent.jar")
+        #expect(manifest.sandbox.agent?.jarInSnapshot == CRaCAgent.jarName, "the jar travels with the snapshot")
+        let stored = "\(kiln.store.dumpDirectory(of: "svc"))/\(CRaCAgent.jarName)"
+        #expect(FileManager.default.contents(atPath: stored) == Data("jar".utf8))
+        #expect(manifest.files.contains { $0.path.hasSuffix(CRaCAgent.jarName) }, "digested and verified with the images")
         let steps = world.calls.filter { !$0.hasPrefix("mkdir") }
         #expect(
             steps == [

@@ -99,7 +99,10 @@ extension Kiln {
                 // --preflight: the agent also records which code opened each socket and file, so
                 // the report can show the Java stack of what is still open.
                 request.sandbox.agent =
-                    withAgent ? CRaCAgent(jarPath: try request.agentJar ?? CRaCAgent.locate(), ioStacks: preflightOnly ? true : nil) : nil
+                    withAgent
+                    ? CRaCAgent(
+                        jarPath: try request.agentJar ?? CRaCAgent.locate(), jarInSnapshot: CRaCAgent.jarName, ioStacks: preflightOnly ? true : nil)
+                    : nil
                 staging = try store.makeStagingDirectory(for: request.name)
                 let outcome = try await bake(
                     request, imported: imported, sandbox: &sandbox, staging: staging!, preflightOnly: preflightOnly, progress: progress)
@@ -288,6 +291,11 @@ extension Kiln {
         progress(.checkpointed(ms: timings.checkpointMs))
 
         progress(.storing)
+        // The agent's jar travels with the snapshot (CRaCAgent.jarInSnapshot): a copy restored
+        // after kiln's agent was rebuilt, or on another host, gets the very jar its JVM has open.
+        if let agent = sandbox.agent, let name = agent.jarInSnapshot {
+            try FileManager.default.copyItem(atPath: agent.jarPath, toPath: "\(dump)/\(name)")
+        }
         if request.compress { try await DumpCache.compress(imagesIn: dump) }
         var encryption: SnapshotEncryption?
         if let key = request.encryptionKey {

@@ -18,7 +18,8 @@ extension Kiln {
         let keptLog = "\(paths.logs)/\(id)-console.log"
         do {
             try await sandbox.prepare(
-                manifest.sandbox, ownerMark: ownsInstances, network: try networkPlan(network ?? manifest.network, snapshot: manifest.name))
+                try sandboxToRun(manifest).spec, ownerMark: ownsInstances,
+                network: try networkPlan(network ?? manifest.network, snapshot: manifest.name))
             let started = ContinuousClock.now
             let container = try await sandbox.start()
             let coldStartMs = try await sandbox.waitUntilReady(

@@ -112,11 +112,9 @@ extension Kiln {
         do {
             let start = ContinuousClock.now
             if manifest.network != nil { sandbox.keepResolvConfMount() } else { sandbox.mountsNetworkResolvConf = false }
+            let (spec, dump) = try sandboxToRun(manifest)
             try await sandbox.prepare(
-                manifest.sandbox, ownerMark: ownsInstances, network: try networkPlan(network ?? manifest.network, snapshot: manifest.name, pool: pool)
-            )
-            // Only the first restore of a compressed or encrypted snapshot unpacks it (into tmpfs).
-            let dump = try DumpCache(root: paths.dumpCache, store: store).directory(for: manifest, key: try keys.key(for: manifest))
+                spec, ownerMark: ownsInstances, network: try networkPlan(network ?? manifest.network, snapshot: manifest.name, pool: pool))
             let prepared = ContinuousClock.now
             let container: ContainerProcess
             do {
@@ -164,6 +162,16 @@ extension Kiln {
         }
     }
 
+    /// The sandbox a copy (or a cold start) of `manifest` runs in, and the directory of its
+    /// images: only the first restore of a compressed or encrypted snapshot unpacks them (into
+    /// tmpfs). The agent's jar is the snapshot's own copy among them (``CRaCAgent/fromSnapshot(images:)``).
+    package func sandboxToRun(_ manifest: SnapshotManifest) throws -> (spec: SandboxSpec, images: String) {
+        let images = try DumpCache(root: paths.dumpCache, store: store).directory(for: manifest, key: try keys.key(for: manifest))
+        var spec = manifest.sandbox
+        spec.agent = spec.agent?.fromSnapshot(images: images)
+        return (spec, images)
+    }
+
     /// Thaws a standby copy (``restoreOne(_:readinessTimeout:pollInterval:shareMemory:network:pool:standby:)``
     /// with `standby`) and gives it its identity: hostname, the agent's afterRestore (instance id,
     /// DNS, reseed, clock), readiness, restore hook; the record then says it is running. The
@@ -179,6 +187,7 @@ extension Kiln {
             id: standby.id, directory: instanceDirectory(standby.id), shimPid: standby.shimPid, containerPid: standby.pid,
             purpose: "thawing standby copy \(standby.id) of '\(manifest.name)'")
         adoptNetwork(of: standby, into: &sandbox)
+        sandbox.useAgentLayout(manifest.sandbox.agent)
         InstanceHTTPClient.prepare()
         do {
             let start = ContinuousClock.now

@@ -156,7 +156,16 @@ package struct SandboxLifecycle {
             instance.networkNamespacePath = taken.namespacePath
         }
         if mountsNetworkResolvConf { instance.resolvConf = attachment?.resolvConf }
+        useAgentLayout(spec.agent)
         try step(.bundle) { try host.writeBundle(spec, for: instance) }
+    }
+
+    /// Where this sandbox's agent control directory is on the host, by the agent's layout
+    /// (``CRaCAgent/mountsOneDirectory``): `agent/control`, the mounted `agent` directory also
+    /// holding the jar; in the older layout `agent` itself. Set by ``prepare(_:ownerMark:)``;
+    /// an adopted sandbox (a standby copy being thawed) is told by its snapshot.
+    package mutating func useAgentLayout(_ agent: CRaCAgent?) {
+        instance.agentDirectory = agent?.mountsOneDirectory == true ? "\(directory)/agent/control" : "\(directory)/agent"
     }
 
     /// A sandbox of a networked snapshot restored without a network (`--network none`): the
@@ -177,6 +186,7 @@ package struct SandboxLifecycle {
             holdsNetworkNamespace = true
             try host.createNetworkNamespace(at: instance.networkNamespacePath)
         }
+        useAgentLayout(spec.agent)
         try step(.bundle) { try host.writeBundle(spec, for: instance) }
     }
 

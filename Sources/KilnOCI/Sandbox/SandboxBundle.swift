@@ -111,9 +111,11 @@ public enum SandboxBundle {
         return mounts
     }
 
-    /// The agent's two mounts: its jar read-only, and this container's own control directory
-    /// (created here, writable by the service's user) read-write. In a generated root, their
-    /// mount points are made here.
+    /// The agent's mounts. The current layout (``CRaCAgent/mountsOneDirectory``): one, the parent
+    /// of this container's control directory at ``CRaCAgent/directoryInSandbox``, holding a copy
+    /// of the jar (root's, read-only) and the control directory (writable by the service's user).
+    /// The older layout: the host's jar read-only, and the control directory read-write. In a
+    /// generated root, their mount points are made here.
     static func agentBinds(_ spec: SandboxSpec, instance: SandboxContainer, root: String) throws -> [OCIConfig.Mount] {
         guard let agent = spec.agent else { return [] }
         guard let control = instance.agentDirectory else {
@@ -123,7 +125,23 @@ public enum SandboxBundle {
         guard fileManager.fileExists(atPath: agent.jarPath) else {
             throw KilnError(
                 .toolMissing, "kiln's CRaC agent jar \(agent.jarPath) is missing",
-                hint: "build it with 'make samples' (or agent/build.sh) at that path, or bake again (with --no-agent to go without)")
+                hint: agent.mountsOneDirectory
+                    ? "the snapshot lacks its copy of the agent: pull or bake it again"
+                    : "build it with 'make samples' (or agent/build.sh) at that path, or bake again (with --no-agent to go without)")
+        }
+        if agent.mountsOneDirectory {
+            let directory = (control as NSString).deletingLastPathComponent
+            try fileManager.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+            let jar = "\(directory)/\(CRaCAgent.jarName)"
+            unlink(jar)
+            try fileManager.copyItem(atPath: agent.jarPath, toPath: jar)
+            chmod(jar, 0o444)
+            try fileManager.createDirectory(atPath: control, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            if let user = spec.user { chown(control, user.uid, user.gid) }
+            if spec.rootFilesystem == .host {
+                try fileManager.createDirectory(atPath: root + CRaCAgent.directoryInSandbox, withIntermediateDirectories: true)
+            }
+            return [.init(destination: CRaCAgent.directoryInSandbox, type: "bind", source: directory, options: ["rbind", "nosuid", "nodev"])]
         }
         try fileManager.createDirectory(atPath: control, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         if let user = spec.user { chown(control, user.uid, user.gid) }

@@ -195,16 +195,31 @@ public struct SandboxSpec: Codable, Sendable, Equatable {
 /// kiln's CRaC backend (agent/, a Java agent) in a sandbox: where its jar is on the host. The
 /// paths inside the sandbox are fixed, so every restored copy finds its control directory where
 /// the checkpointed JVM was told it is (agent/PROTOCOL.md).
+///
+/// Two layouts. Snapshots baked since the jar travels with them (``jarInSnapshot`` set) have one
+/// mount, ``directoryInSandbox``: a directory of the sandbox's own holding a copy of the jar
+/// (root's, read-only) and the control directory. The jar is stored among the snapshot's images,
+/// so a copy restored after kiln's agent was rebuilt, or on another host, finds the very jar its
+/// JVM has open; and one mount instead of two: each bind mount costs `runc restore` ~2 ms here.
+/// Older snapshots have two mounts: the host's jar at ``jarPath`` (read-only) and the control
+/// directory.
 public struct CRaCAgent: Codable, Sendable, Equatable {
-    /// The agent jar on the host; it must be the same file at every restore (the JVM keeps it open).
+    /// The agent jar on the host the sandbox's copy is made from: kiln's own at a bake; at a
+    /// restore, the snapshot's (``jarInSnapshot``). In the older layout the jar bound as it is,
+    /// which must then be the same file at every restore (the JVM keeps it open).
     public var jarPath: String
+    /// The jar's name among the snapshot's image files (kiln stores it there at the bake); nil
+    /// in snapshots of the older, two-mount layout.
+    public var jarInSnapshot: String?
 
-    /// Where the jar is bound (read-only) inside the sandbox.
+    /// The one mount of the current layout: the jar (``bundledJarInSandbox``) and the control
+    /// directory (``controlInSandbox``) are in it.
+    public static let directoryInSandbox = "/run/kiln"
+    public static let bundledJarInSandbox = "/run/kiln/kiln-crac-agent.jar"
+    /// Where the jar is bound (read-only) inside the sandbox in the older layout.
     public static let jarInSandbox = "/run/kiln/agent/kiln-crac-agent.jar"
-    /// Where each container's own control directory is bound (read-write) inside the sandbox.
+    /// Where each container's own control directory is inside the sandbox (both layouts).
     public static let controlInSandbox = "/run/kiln/control"
-    /// The options that load the agent into every JVM the sandbox starts.
-    public static let jvmOptions = ["-javaagent:\(jarInSandbox)", "-Dkiln.agent.dir=\(controlInSandbox)"]
     /// Asks the agent to record the stack of each socket's and file's first I/O (a JFR recording
     /// from premain) and to write them at the checkpoint (`io-stacks.json`, agent/PROTOCOL.md).
     public static let ioStacksOption = "-Dkiln.agent.io-stacks=true"
@@ -214,13 +229,30 @@ public struct CRaCAgent: Codable, Sendable, Equatable {
     /// and files do not belong in a snapshot. nil (as in manifests made before it) means no.
     public var ioStacks: Bool?
 
-    public init(jarPath: String, ioStacks: Bool? = nil) {
+    public init(jarPath: String, jarInSnapshot: String? = nil, ioStacks: Bool? = nil) {
         self.jarPath = jarPath
+        self.jarInSnapshot = jarInSnapshot
         self.ioStacks = ioStacks
     }
 
-    /// The JVM options of this agent: ``jvmOptions``, plus ``ioStacksOption`` when asked.
-    public var options: [String] { Self.jvmOptions + (ioStacks == true ? [Self.ioStacksOption] : []) }
+    /// Whether the sandbox has the one-mount layout (``jarInSnapshot`` set).
+    public var mountsOneDirectory: Bool { jarInSnapshot != nil }
+
+    /// The options that load the agent into every JVM the sandbox starts, plus
+    /// ``ioStacksOption`` when asked.
+    public var options: [String] {
+        ["-javaagent:\(mountsOneDirectory ? Self.bundledJarInSandbox : Self.jarInSandbox)", "-Dkiln.agent.dir=\(Self.controlInSandbox)"]
+            + (ioStacks == true ? [Self.ioStacksOption] : [])
+    }
+
+    /// This agent with the jar taken from a snapshot's images directory `images` (a restore or a
+    /// cold start of a snapshot): unchanged in the older layout, whose jar is the host's.
+    public func fromSnapshot(images: String) -> CRaCAgent {
+        guard let jarInSnapshot else { return self }
+        var agent = self
+        agent.jarPath = "\(images)/\(jarInSnapshot)"
+        return agent
+    }
 
     /// The jar's file name, as `make samples` / agent/build.sh build it.
     public static let jarName = "kiln-crac-agent.jar"
