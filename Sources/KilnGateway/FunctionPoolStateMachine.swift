@@ -103,7 +103,7 @@ struct FunctionPoolStateMachine<Waiter: Sendable>: Sendable {
         // Room may have come back with no event (a quarantine over): those ahead take it first.
         dispatch()
         scale()
-        // A standby copy just thawed is replaced at once, in the background.
+        // A standby copy just thawed is replaced in the background once the thaw is done.
         replenishStandbys()
         publishGauges()
         return (.waiting(ticket: ticket), takeEffects())
@@ -250,6 +250,10 @@ struct FunctionPoolStateMachine<Waiter: Sendable>: Sendable {
     /// snapshot is verified (or verifying it first, when nothing else has), in the background.
     private mutating func replenishStandbys() {
         guard !closed, policy.standby > 0 else { return }
+        // Not beside a thaw: a restore takes the CPU the thawing copy and the request it is for
+        // need (on 2 cores, a first request at zero took 20-24 ms beside a replacement's
+        // restore, the thaw itself 8-10 ms). The thaw's end (thawed, thawFailed) comes back here.
+        if thawing > 0 { return }
         if let until = standbyBlockedUntil, now < until { return }
         refreshPreparation()
         if case .failed = preparation { return }
