@@ -11,6 +11,7 @@
  * check to RESULT_FILE ("ok NAME" or "FAIL NAME: why"), then "done", and exits.
  */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdint.h>
@@ -26,6 +27,7 @@
 #define R2_PAGES (4UL << 20) / PG       /* read-only */
 #define R3_PAGES (1UL << 20) / PG       /* rwx, like a JIT code cache */
 #define R6_PAGES (160UL << 20) / PG     /* every other page touched: many small runs */
+#define R7_PAGES 64UL                   /* a private file mapping: even pages written, odd as in the file */
 #define NBLOCKS 256
 #define BLOCK (64UL << 10)
 #define SEED 0x9e3779b97f4a7c15ULL
@@ -91,6 +93,24 @@ static void perms_of(void *addr, char perms[5])
 	}
 	if (f)
 		fclose(f);
+}
+
+/* Whether the mapping holding addr is one of a page image (pages-N.img). */
+static int from_page_image(void *addr)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	char line[512];
+	int found = 0;
+	while (f && fgets(line, sizeof(line), f)) {
+		unsigned long s, e;
+		if (sscanf(line, "%lx-%lx", &s, &e) == 2 && (unsigned long)addr >= s && (unsigned long)addr < e) {
+			found = strstr(line, "/pages-") != NULL;
+			break;
+		}
+	}
+	if (f)
+		fclose(f);
+	return found;
 }
 
 static unsigned long count_maps(void)
@@ -165,6 +185,30 @@ int main(int argc, char **argv)
 			((uint64_t *)blocks[b])[i] = word(4, b, i);
 	}
 
+	/*
+	 * R7, after the big reservation (so at a lower address: the restorer, which
+	 * walks memory upwards, reaches it before R6 runs out of its budget): a
+	 * private mapping of a file of known content whose even pages are written.
+	 */
+	char data_path[4096];
+	snprintf(data_path, sizeof(data_path), "%s.data", argv[1]);
+	char *file_pages = malloc(R7_PAGES * PG);
+	for (p = 0; p < R7_PAGES; p++)
+		fill(7, file_pages, p);
+	int data = open(data_path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	if (data < 0 || write(data, file_pages, R7_PAGES * PG) != (ssize_t)(R7_PAGES * PG)) {
+		perror(data_path);
+		return 1;
+	}
+	char *r7 = mmap(NULL, R7_PAGES * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE, data, 0);
+	close(data);
+	if (r7 == MAP_FAILED) {
+		perror("mmap file");
+		return 1;
+	}
+	for (p = 0; p < R7_PAGES; p += 2)
+		fill(8, r7, p);
+
 	signal(SIGUSR1, on_usr1);
 	snprintf(ready, sizeof(ready), "%s.ready", argv[1]);
 	FILE *rf = fopen(ready, "w");
@@ -211,6 +255,25 @@ int main(int argc, char **argv)
 		for (unsigned long i = 0; i < BLOCK / 8; i++)
 			bad += ((uint64_t *)blocks[b])[i] != word(4, b, i);
 	check(bad == 0, "malloc-heap", "%lu words of the heap blocks differ", bad);
+
+	bad = 0;
+	for (p = 0; p < R7_PAGES; p++)
+		bad += (p % 2) ? !is_fill(7, r7, p) : !is_fill(8, r7, p);
+	check(bad == 0, "file-private-content", "%lu pages of the private file mapping differ (written: the process's, others: the file's)", bad);
+	/* Where the written pages come from: the page image (mapped) or the process's own copy (read). */
+	fprintf(out, "info file-private-written %s\n", from_page_image(r7) ? "image" : "copy");
+	/* Writes, to a written and to a file page, stay in the process: the file keeps its content. */
+	r7[0] ^= 1;
+	r7[PG] ^= 1;
+	int reread = open(data_path, O_RDONLY);
+	bad = reread < 0 || pread(reread, file_pages, R7_PAGES * PG, 0) != (ssize_t)(R7_PAGES * PG);
+	for (p = 0; !bad && p < R7_PAGES; p++)
+		bad += !is_fill(7, file_pages, p);
+	if (reread >= 0)
+		close(reread);
+	uint64_t first = word(8, 0, 0);
+	check(bad == 0 && r7[0] == (char)(((char *)&first)[0] ^ 1), "file-private-writes-stay-private",
+	      "%lu pages of the file changed (or the write did not read back)", bad);
 
 	unsigned long nmaps = count_maps();
 	fprintf(out, "info maps %lu\n", nmaps);

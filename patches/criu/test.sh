@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tests kiln's CRIU patches 0001 (--mmap-page-images) and 0002 (--tmpfs-inline) with real
+# Tests kiln's CRIU patches 0001 and 0003 (--mmap-page-images) and 0002 (--tmpfs-inline) with real
 # processes, real dumps and restores.
 #
 #   patches/criu/test.sh [CRIU]      as root; CRIU defaults to `criu` on PATH
@@ -108,7 +108,7 @@ image_maps() { grep -c '/pages-[0-9]*\.img' "/proc/$1/maps" 2>/dev/null || true;
 anon_kb() { awk '/^Pss_Anon:/ {print $2}' "/proc/$1/smaps_rollup" 2>/dev/null; }
 
 # memtest: RESULT gets the restored process's own checks.
-memtest_checks() { # LABEL RESULT DONTNEED(zero|image)
+memtest_checks() { # LABEL RESULT DONTNEED(zero|image) FILE-PRIVATE-WRITTEN(copy|image)
   local label=$1 result=$2 line
   kill -USR1 "$PID"
   if ! wait_grep '^done' "$result" 60; then
@@ -121,6 +121,7 @@ memtest_checks() { # LABEL RESULT DONTNEED(zero|image)
     esac
   done <"$result"
   check "$label: MADV_DONTNEED on restored memory refills with $3" grep -qx "info dontneed $3" "$result"
+  check "$label: written pages of a private file mapping come from the $4" grep -qx "info file-private-written $4" "$result"
   wait_gone "$PID" 10
 }
 
@@ -137,7 +138,7 @@ if start_and_dump "$res" "$img" "$work/memtest" "$res"; then
     check "read: no page image mapped" [ "$(image_maps "$PID")" = 0 ]
     check "read: restorer did not take the mmap path" bash -c "! grep -q 'mmap-page-images:' '$img/restore-read.log'"
     read_anon=$(anon_kb "$PID")
-    memtest_checks read "$res" zero
+    memtest_checks read "$res" zero copy
   fi
 
   echo "== memtest: restore mapping the page images (--mmap-page-images)"
@@ -152,7 +153,7 @@ if start_and_dump "$res" "$img" "$work/memtest" "$res"; then
     check "mmap: budget ran out on the sparse region (budget left 0)" grep -q 'budget left 0$' "$img/restore-mmap.log"
     check "mmap: mappings stay within half of vm.max_map_count ($maps <= $((max_map_count / 2)))" [ "$maps" -le $((max_map_count / 2)) ]
     check "mmap: anonymous memory after restore < 1/4 of reading's" [ "${mmap_anon:-0}" -lt $((${read_anon:-0} / 4)) ]
-    memtest_checks mmap "$res" image
+    memtest_checks mmap "$res" image image
   fi
   check "page image unchanged by the mapped restore and its writes" [ "$(cat "$img"/pages-*.img | sha256sum)" = "$pages_sum" ]
 
@@ -166,7 +167,7 @@ if start_and_dump "$res" "$img" "$work/memtest" "$res"; then
     if restore "$noexec" restore-noexec.log --mmap-page-images; then
       check "noexec: mmap refused and read instead" grep -q 'mmap-page-images: mmap of .* failed' "$noexec/restore-noexec.log"
       check "noexec: the rest still mapped" [ "$(image_maps "$PID")" -gt 0 ]
-      memtest_checks noexec "$res" image
+      memtest_checks noexec "$res" image image
     fi
     umount "$noexec" && mounts=()
   else
@@ -180,7 +181,7 @@ if start_and_dump "$res" "$img" "$work/memtest" "$res"; then
   if restore "$dedup" restore-dedup.log --mmap-page-images --auto-dedup; then
     check "auto-dedup: option ignored with a warning" grep -q 'mmap-page-images is ignored with --auto-dedup' "$dedup/restore-dedup.log"
     check "auto-dedup: no page image mapped" [ "$(image_maps "$PID")" = 0 ]
-    memtest_checks auto-dedup "$res" zero
+    memtest_checks auto-dedup "$res" zero copy
   fi
   rm -rf "$dedup"
 fi
