@@ -47,6 +47,12 @@ public struct MemoryBenchmarkReport: Codable, Sendable {
     /// Total PSS of the copies over `copies` cold instances.
     public var pssOverAllCold: Double
     public var variants: [SnapshotVariant]
+    /// Without KSM, sharing only the pages mapped from the snapshot: one copy alone, then
+    /// ``copies`` copies together, each read right after the last restore.
+    public var mappedOneCopy: MemoryUsage?
+    public var mappedCopies: MemoryUsage?
+    /// ``mappedCopies`` over ``mappedOneCopy`` (PSS; target: at most 2).
+    public var mappedCopiesOverOne: Double?
 }
 
 extension Kiln {
@@ -65,15 +71,19 @@ extension Kiln {
         let cold = try await measureColdInstance(manifest)
         progress("one cold instance: PSS \(cold.pssBytes >> 20) MiB, RSS \(cold.rssBytes >> 20) MiB")
 
+        // Mapped sharing alone (no KSM): one copy, then all of them, each read right after the
+        // last restore, before any merging could begin.
+        progress("restoring 1 copy, then \(copies) copies, sharing only the pages mapped from the snapshot (no KSM)...")
+        let mappedOne = try await measureRestoredCopies(manifest, count: 1)
+        let mappedAll = try await measureRestoredCopies(manifest, count: copies)
+        progress(
+            String(
+                format: "no KSM: 1 copy PSS %d MiB, %d copies PSS %d MiB (%.2fx)", mappedOne.pssBytes >> 20, copies, mappedAll.pssBytes >> 20,
+                Double(mappedAll.pssBytes) / Double(max(mappedOne.pssBytes, 1))))
+
         progress("restoring \(copies) copies with page sharing...")
         let ksmdBefore = Self.ksmdCPUSeconds()
-        var records: [InstanceRecord] = []
-        do {
-            for _ in 0..<copies { records.append(try await restoreOne(manifest, shareMemory: true)) }
-        } catch {
-            for record in records { try? await stop(record) }
-            throw error
-        }
+        let records = try await restoreCopies(manifest, count: copies, shareMemory: true)
         let pids = { records.flatMap { ProcessInspector.pids(inCgroup: $0.cgroupPath) } }
         let start = ContinuousClock.now
         let atStart = MemoryUsage.of(pids: pids())
@@ -133,7 +143,29 @@ extension Kiln {
             ksmTuning: "pages_to_scan=\(PageMerging.read("pages_to_scan") ?? 0) sleep_millisecs=\(PageMerging.read("sleep_millisecs") ?? 0)",
             pssOverOneCold: Double(settled.pssBytes) / Double(max(cold.pssBytes, 1)),
             pssOverAllCold: Double(settled.pssBytes) / Double(max(cold.pssBytes * Int64(copies), 1)),
-            variants: variants)
+            variants: variants, mappedOneCopy: mappedOne, mappedCopies: mappedAll,
+            mappedCopiesOverOne: Double(mappedAll.pssBytes) / Double(max(mappedOne.pssBytes, 1)))
+    }
+
+    /// Restores `count` copies one after the other; if one fails, those restored are stopped.
+    func restoreCopies(_ manifest: SnapshotManifest, count: Int, shareMemory: Bool) async throws -> [InstanceRecord] {
+        var records: [InstanceRecord] = []
+        do {
+            for _ in 0..<count { records.append(try await restoreOne(manifest, shareMemory: shareMemory)) }
+        } catch {
+            for record in records { try? await stop(record) }
+            throw error
+        }
+        return records
+    }
+
+    /// Restores `count` copies without KSM, reads their memory together right after the last
+    /// restore, and stops them.
+    func measureRestoredCopies(_ manifest: SnapshotManifest, count: Int) async throws -> MemoryUsage {
+        let records = try await restoreCopies(manifest, count: count, shareMemory: false)
+        let usage = MemoryUsage.of(pids: records.flatMap { ProcessInspector.pids(inCgroup: $0.cgroupPath) })
+        for record in records { try await stop(record) }
+        return usage
     }
 
     /// PSS of one cold-started instance after the snapshot's warmup, read after 3 s of rest.

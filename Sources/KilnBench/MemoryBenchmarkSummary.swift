@@ -7,6 +7,18 @@ extension MemoryBenchmarkReport {
         var lines: [String] = []
         let mib = { (bytes: Int64) in String(format: "%.1f MiB", Double(bytes) / 1_048_576) }
         lines.append("")
+        if let one = mappedOneCopy, let all = mappedCopies, let ratio = mappedCopiesOverOne {
+            lines.append("Memory of '\(snapshot)' without KSM (copies share the pages mapped from the snapshot), right after the last restore:")
+            lines.append(
+                ReportText.table(
+                    ["WHAT", "PSS", "RSS"],
+                    [
+                        ["1 restored copy", mib(one.pssBytes), mib(one.rssBytes)],
+                        ["\(copies) restored copies", mib(all.pssBytes), mib(all.rssBytes)],
+                    ]))
+            lines.append(String(format: "total PSS of %d copies = %.2fx one copy's (target <= 2x)", copies, ratio))
+            lines.append("")
+        }
         lines.append("Memory of '\(snapshot)': \(copies) restored copies sharing pages (KSM \(ksmTuning)) vs cold starts")
         lines.append(
             ReportText.table(

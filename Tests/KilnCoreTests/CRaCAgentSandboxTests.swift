@@ -15,6 +15,16 @@ struct CRaCAgentSandboxTests {
         return path
     }
 
+    /// Writes the bundle of copy `copy` under `root` and returns its mounts.
+    static func bundleMounts(_ spec: SandboxSpec, root: String, copy: String, agentDirectory: String) throws -> [[String: Any]] {
+        let instance = SandboxContainer(
+            id: "svc-\(copy)", bundlePath: "\(root)/\(copy)/bundle", networkNamespacePath: "/run/netns/x", cgroupPath: "/kiln/x",
+            agentDirectory: agentDirectory)
+        try SandboxBundle.create(spec: spec, instance: instance)
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(root)/\(copy)/bundle/config.json")))
+        return (config as? [String: Any])?["mounts"] as? [[String: Any]] ?? []
+    }
+
     @Test func aSnapshotOfTheOlderLayoutBindsTheHostsJarReadOnlyAndItsOwnControlDirectory() throws {
         let root = try Self.scratch()
         defer { try? FileManager.default.removeItem(atPath: root) }
@@ -27,13 +37,7 @@ struct CRaCAgentSandboxTests {
         #expect(environment.hasPrefix("-Xmx64m -javaagent:/run/kiln/agent/kiln-crac-agent.jar -Dkiln.agent.dir=/run/kiln/control "), "\(environment)")
 
         for copy in ["one", "two"] {
-            let instance = SandboxContainer(
-                id: "svc-\(copy)", bundlePath: "\(root)/\(copy)/bundle", networkNamespacePath: "/run/netns/x", cgroupPath: "/kiln/x",
-                agentDirectory: "\(root)/\(copy)/agent")
-            try SandboxBundle.create(spec: spec, instance: instance)
-            let config =
-                try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(root)/\(copy)/bundle/config.json"))) as? [String: Any]
-            let mounts = config?["mounts"] as? [[String: Any]] ?? []
+            let mounts = try Self.bundleMounts(spec, root: root, copy: copy, agentDirectory: "\(root)/\(copy)/agent")
             let jarMount = mounts.first { $0["destination"] as? String == "/run/kiln/agent/kiln-crac-agent.jar" }
             let control = mounts.first { $0["destination"] as? String == "/run/kiln/control" }
             #expect(jarMount?["source"] as? String == jar)
@@ -60,13 +64,9 @@ struct CRaCAgentSandboxTests {
             spec.processEnvironment["JAVA_TOOL_OPTIONS"]?.hasPrefix("-javaagent:/run/kiln/kiln-crac-agent.jar -Dkiln.agent.dir=/run/kiln/control ")
                 == true)
         for copy in ["one", "two"] {
-            let instance = SandboxContainer(
-                id: "svc-\(copy)", bundlePath: "\(root)/\(copy)/bundle", networkNamespacePath: "/run/netns/x", cgroupPath: "/kiln/x",
-                agentDirectory: "\(root)/\(copy)/agent/control")
-            try SandboxBundle.create(spec: spec, instance: instance)
-            let config =
-                try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(root)/\(copy)/bundle/config.json"))) as? [String: Any]
-            let mounts = (config?["mounts"] as? [[String: Any]] ?? []).filter { ($0["destination"] as? String)?.hasPrefix("/run/kiln") == true }
+            let mounts = try Self.bundleMounts(spec, root: root, copy: copy, agentDirectory: "\(root)/\(copy)/agent/control").filter {
+                ($0["destination"] as? String)?.hasPrefix("/run/kiln") == true
+            }
             #expect(mounts.count == 1, "one mount: each bind mount costs runc restore time")
             #expect(mounts.first?["destination"] as? String == "/run/kiln")
             #expect(mounts.first?["source"] as? String == "\(root)/\(copy)/agent", "each copy mounts its own directory")
