@@ -9,10 +9,11 @@ import Testing
 /// The CRaC agent's steps in the lifecycle, with the fake runtime and the fake agent behind the
 /// SandboxHost seam (SandboxLifecycleTests.FakeHost.signalAgent).
 extension SandboxLifecycleTests {
-    static func agentRequest() -> BakeRequest {
+    /// A bake with the agent whose jar is a file in `root` (the test's directory, removed with it).
+    static func agentRequest(in root: String) -> BakeRequest {
         var request = BakeRequest(name: "svc", sandbox: Self.spec, readiness: ReadinessCheck(path: "/health", timeoutSeconds: 1), compact: false)
         // A real file: the bake stores a copy of the jar with the snapshot's images.
-        let jar = NSTemporaryDirectory() + "kiln-lifecycle-test-agent.jar"
+        let jar = "\(root)/kiln-crac-agent.jar"
         if !FileManager.default.fileExists(atPath: jar) { FileManager.default.createFile(atPath: jar, contents: Data("jar".utf8)) }
         request.agentJar = jar
         return request
@@ -29,7 +30,7 @@ extension SandboxLifecycleTests {
         let world = World(failAt: nil)
         let (kiln, root) = try Self.makeKiln(world)
         defer { try? FileManager.default.removeItem(atPath: root) }
-        let manifest = try await kiln.bake(Self.agentRequest())
+        let manifest = try await kiln.bake(Self.agentRequest(in: root))
         #expect(manifest.agentProcess == 1)
         #expect(manifest.sandbox.agent?.jarInSnapshot == CRaCAgent.jarName, "the jar travels with the snapshot")
         let stored = "\(kiln.store.dumpDirectory(of: "svc"))/\(CRaCAgent.jarName)"
@@ -50,7 +51,7 @@ extension SandboxLifecycleTests {
         world.state.withLock { $0.noJVM = true }
         let (kiln, root) = try Self.makeKiln(world)
         defer { try? FileManager.default.removeItem(atPath: root) }
-        let manifest = try await kiln.bake(Self.agentRequest())
+        let manifest = try await kiln.bake(Self.agentRequest(in: root))
         #expect(manifest.agentProcess == nil, "copies of it are not signalled")
         #expect(!world.calls.contains("signal"))
         #expect(world.calls.contains("checkpoint"))
@@ -62,7 +63,7 @@ extension SandboxLifecycleTests {
         let (kiln, root) = try Self.makeKiln(world)
         defer { try? FileManager.default.removeItem(atPath: root) }
         do {
-            _ = try await kiln.bake(Self.agentRequest())
+            _ = try await kiln.bake(Self.agentRequest(in: root))
             Issue.record("baked although beforeCheckpoint failed")
         } catch let error as KilnError {
             #expect(error.code == .checkpointFailed)
@@ -81,7 +82,7 @@ extension SandboxLifecycleTests {
         let world = World(failAt: .checkpoint)
         let (kiln, root) = try Self.makeKiln(world)
         defer { try? FileManager.default.removeItem(atPath: root) }
-        await #expect(throws: KilnError.self) { _ = try await kiln.bake(Self.agentRequest()) }
+        await #expect(throws: KilnError.self) { _ = try await kiln.bake(Self.agentRequest(in: root)) }
         let requests = world.state.withLock { $0.agentRequests }
         #expect(requests.count == 2)
         #expect(requests.last?.contains("checkpoint.error=") == true, "\(requests)")
@@ -98,7 +99,7 @@ extension SandboxLifecycleTests {
         defer { try? FileManager.default.removeItem(atPath: root) }
         world.state.withLock { $0.preflight = CheckpointPreflightTests.connectedJVM }
         do {
-            _ = try await kiln.bake(Self.agentRequest())
+            _ = try await kiln.bake(Self.agentRequest(in: root))
             Issue.record("baked with an open connection")
         } catch let error as KilnError {
             #expect(error.code == .checkpointBlocked)
@@ -111,7 +112,7 @@ extension SandboxLifecycleTests {
         #expect(world.state.withLock { $0.agentRequests }.last?.contains("checkpoint.error=") == true, "the original runs afterRestore")
         Self.expectNothingLeft(world, kiln)
 
-        var allowing = Self.agentRequest()
+        var allowing = Self.agentRequest(in: root)
         allowing.allow = [.tcpConnection, .listener]
         let manifest = try await kiln.bake(allowing)
         #expect(manifest.name == "svc")
