@@ -129,22 +129,20 @@ public enum SandboxBundle {
                     ? "the snapshot lacks its copy of the agent: pull or bake it again"
                     : "build it with 'make samples' (or agent/build.sh) at that path, or bake again (with --no-agent to go without)")
         }
+        try fileManager.createDirectory(atPath: control, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        if let user = spec.user { chown(control, user.uid, user.gid) }
         if agent.mountsOneDirectory {
             let directory = (control as NSString).deletingLastPathComponent
-            try fileManager.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+            chmod(directory, 0o755)
             let jar = "\(directory)/\(CRaCAgent.jarName)"
             unlink(jar)
             try fileManager.copyItem(atPath: agent.jarPath, toPath: jar)
             chmod(jar, 0o444)
-            try fileManager.createDirectory(atPath: control, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-            if let user = spec.user { chown(control, user.uid, user.gid) }
             if spec.rootFilesystem == .host {
                 try fileManager.createDirectory(atPath: root + CRaCAgent.directoryInSandbox, withIntermediateDirectories: true)
             }
             return [.init(destination: CRaCAgent.directoryInSandbox, type: "bind", source: directory, options: ["rbind", "nosuid", "nodev"])]
         }
-        try fileManager.createDirectory(atPath: control, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        if let user = spec.user { chown(control, user.uid, user.gid) }
         if spec.rootFilesystem == .host {
             try fileManager.createDirectory(atPath: root + CRaCAgent.controlInSandbox, withIntermediateDirectories: true)
             let jarTarget = root + CRaCAgent.jarInSandbox

@@ -215,7 +215,7 @@ public struct CRaCAgent: Codable, Sendable, Equatable {
     /// The one mount of the current layout: the jar (``bundledJarInSandbox``) and the control
     /// directory (``controlInSandbox``) are in it.
     public static let directoryInSandbox = "/run/kiln"
-    public static let bundledJarInSandbox = "/run/kiln/kiln-crac-agent.jar"
+    public static let bundledJarInSandbox = "\(directoryInSandbox)/\(jarName)"
     /// Where the jar is bound (read-only) inside the sandbox in the older layout.
     public static let jarInSandbox = "/run/kiln/agent/kiln-crac-agent.jar"
     /// Where each container's own control directory is inside the sandbox (both layouts).

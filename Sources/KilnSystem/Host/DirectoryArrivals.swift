@@ -50,7 +50,7 @@ public final class DirectoryArrivals: @unchecked Sendable {
     /// The blocking form of ``next(timeout:)``.
     public func waitBlocking(timeout: Duration) -> Bool {
         var entry = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
-        let milliseconds = Int32(clamping: max(0, timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000))
+        let milliseconds = Int32(clamping: Int64(max(0, timeout.milliseconds)))
         var ready: Int32
         repeat {
             ready = poll(&entry, 1, milliseconds)
