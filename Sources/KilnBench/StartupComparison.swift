@@ -64,7 +64,7 @@ extension Kiln {
         let id = makeInstanceID(for: manifest.name) + "-cold"
         var sandbox = makeSandbox(id: id, directory: "\(paths.bakes)/\(id)", purpose: "cold-starting '\(manifest.name)' to measure it")
         do {
-            try sandbox.prepare(try sandboxToRun(manifest).spec, ownerMark: true)
+            try sandbox.prepare(sandboxToColdStart(manifest), ownerMark: true)
             let started = ContinuousClock.now
             _ = try await sandbox.start()
             let ms = try await sandbox.waitUntilReady(

@@ -18,7 +18,7 @@ extension Kiln {
         let keptLog = "\(paths.logs)/\(id)-console.log"
         do {
             try await sandbox.prepare(
-                try sandboxToRun(manifest).spec, ownerMark: ownsInstances,
+                sandboxToColdStart(manifest), ownerMark: ownsInstances,
                 network: try networkPlan(network ?? manifest.network, snapshot: manifest.name))
             let started = ContinuousClock.now
             let container = try await sandbox.start()

@@ -162,7 +162,7 @@ extension Kiln {
         }
     }
 
-    /// The sandbox a copy (or a cold start) of `manifest` runs in, and the directory of its
+    /// The sandbox a restored copy of `manifest` runs in, and the directory of its
     /// images: only the first restore of a compressed or encrypted snapshot unpacks them (into
     /// tmpfs). The agent's jar is the snapshot's own copy among them (``CRaCAgent/fromSnapshot(images:)``).
     package func sandboxToRun(_ manifest: SnapshotManifest) throws -> (spec: SandboxSpec, images: String) {
@@ -170,6 +170,22 @@ extension Kiln {
         var spec = manifest.sandbox
         spec.agent = spec.agent?.fromSnapshot(images: images)
         return (spec, images)
+    }
+
+    /// The sandbox a cold start of `manifest` runs in. A JVM that starts from scratch takes any
+    /// agent jar, and a cold start (the gateway's fallback when a restore failed) must not depend
+    /// on unpacking the dump it stands in for: the snapshot's stored copy of the jar when it can
+    /// be read as stored (not encrypted), else kiln's own.
+    package func sandboxToColdStart(_ manifest: SnapshotManifest) -> SandboxSpec {
+        var spec = manifest.sandbox
+        guard let agent = spec.agent, agent.mountsOneDirectory else { return spec }
+        let stored = agent.fromSnapshot(images: store.dumpDirectory(of: manifest.name))
+        if FileManager.default.fileExists(atPath: stored.jarPath) {
+            spec.agent = stored
+        } else if let jar = try? CRaCAgent.locate() {
+            spec.agent?.jarPath = jar
+        }
+        return spec
     }
 
     /// Thaws a standby copy (``restoreOne(_:readinessTimeout:pollInterval:shareMemory:network:pool:standby:)``
