@@ -9,9 +9,11 @@ import Testing
 /// The CRaC agent's steps in the lifecycle, with the fake runtime and the fake agent behind the
 /// SandboxHost seam (SandboxLifecycleTests.FakeHost.signalAgent).
 extension SandboxLifecycleTests {
-    /// A bake with the agent whose jar is a file in `root` (the test's directory, removed with it).
-    static func agentRequest(in root: String) -> BakeRequest {
+    /// A bake with the agent whose jar is a file in `root` (the test's directory, removed with it);
+    /// without the restore rehearsal unless `rehearse` (its own tests below).
+    static func agentRequest(in root: String, rehearse: Bool = false) -> BakeRequest {
         var request = BakeRequest(name: "svc", sandbox: Self.spec, readiness: ReadinessCheck(path: "/health", timeoutSeconds: 1), compact: false)
+        request.rehearseRestore = rehearse
         // A real file: the bake stores a copy of the jar with the snapshot's images.
         let jar = "\(root)/kiln-crac-agent.jar"
         if !FileManager.default.fileExists(atPath: jar) { FileManager.default.createFile(atPath: jar, contents: Data("jar".utf8)) }
@@ -44,6 +46,46 @@ extension SandboxLifecycleTests {
             ])
         #expect(world.state.withLock { $0.agentRequests } == ["checkpoint"])
         Self.expectNothingLeft(world, kiln)
+    }
+
+    /// The default bake rehearses the restore: beforeCheckpoint, afterRestore as an original
+    /// whose dump did not happen, the readiness path again; then the real beforeCheckpoint and dump.
+    @Test func aBakeRehearsesTheRestoreBeforeItsCheckpoint() async throws {
+        let world = World(failAt: nil)
+        let (kiln, root) = try Self.makeKiln(world)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        #expect(BakeRequest(name: "svc", sandbox: Self.spec, readiness: ReadinessCheck(path: "/", timeoutSeconds: 1)).rehearseRestore)
+        _ = try await kiln.bake(Self.agentRequest(in: root, rehearse: true))
+        let steps = world.calls.filter { !$0.hasPrefix("mkdir") }
+        #expect(
+            steps == [
+                "netns create", "bundle", "start", "ready?", "signal", "signal", "ready?", "signal", "preflight", "checkpoint", "delete",
+                "leftovers", "netns remove", "reap", "rmdir",
+            ])
+        let requests = world.state.withLock { $0.agentRequests }
+        #expect(requests.count == 3 && requests.first == "checkpoint" && requests.last == "checkpoint", "\(requests)")
+        #expect(requests.dropFirst().first?.contains("checkpoint.error=kiln bake: restore rehearsal") == true, "\(requests)")
+        Self.expectNothingLeft(world, kiln)
+        #expect(kiln.store.exists("svc"))
+    }
+
+    /// An afterRestore that fails in the rehearsal would fail in every copy: the bake stops there,
+    /// with the Java exception, before anything is dumped.
+    @Test func aRehearsalWhoseAfterRestoreFailsAbortsTheBake() async throws {
+        let world = World(failAt: .afterRestore)
+        let (kiln, root) = try Self.makeKiln(world)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        do {
+            _ = try await kiln.bake(Self.agentRequest(in: root, rehearse: true))
+            Issue.record("baked although the rehearsal's afterRestore failed")
+        } catch let error as KilnError {
+            #expect(error.message.contains("no restore today"), "\(error.message)")
+            #expect(error.action.contains("(while \(SandboxLifecycle.Step.afterRestore))"), "\(error.action)")
+            #expect(error.message.contains("restore rehearsal") && error.hint?.contains("--no-rehearsal") == true, "\(error)")
+        }
+        #expect(!world.calls.contains("checkpoint"), "nothing may be dumped")
+        Self.expectNothingLeft(world, kiln)
+        #expect(!kiln.store.exists("svc"))
     }
 
     @Test func aServiceWithoutAJVMIsBakedWithoutTheCallbacks() async throws {

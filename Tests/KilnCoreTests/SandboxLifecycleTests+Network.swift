@@ -82,6 +82,67 @@ extension SandboxLifecycleTests {
         Self.expectNothingLeft(world, kiln)
     }
 
+    /// A copy being restored is attached while the runtime restores it: the bundle's
+    /// resolv.conf starts empty and gets the network's text once it answered; when `restore`
+    /// returns, the copy has its address.
+    @Test func aCopyIsAttachedWhileItIsRestoredAndHasItsAddressWhenTheRestoreReturns() async throws {
+        let world = World(failAt: nil)
+        let (kiln, root) = try Self.makeKiln(world)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        var sandbox = kiln.makeSandbox(id: "svc-000004", directory: "\(kiln.paths.instances)/svc-000004", purpose: "testing")
+        try await sandbox.prepare(Self.spec, ownerMark: false, network: .attach(FakeNetwork(world: world), tag: "svc"), attachDuringRestore: true)
+        #expect(sandbox.attachment == nil, "prepare does not wait for the network")
+        _ = try await sandbox.restore(dump: "/nonexistent", mergeMemory: false)
+        #expect(sandbox.endpoint(port: 8080).address?.hasPrefix("10.213.0.") == true)
+        let calls = world.calls
+        #expect(calls.contains("attach") && calls.last == "resolv.conf", "\(calls)")
+        #expect(calls.firstIndex(of: "attach")! > calls.firstIndex(of: "netns create")!)
+        #expect(world.state.withLock { $0.resolvConf } == "nameserver 10.213.0.1\n", "the mounted file gets the network's text")
+        await sandbox.tearDown()
+        #expect(world.calls.contains("detach"))
+        Self.expectNothingLeft(world, kiln)
+    }
+
+    /// Whichever of the two fails, the other's work is undone: a failed restore waits for the
+    /// attachment under way and detaches it; a failed attachment removes the restored container.
+    @Test(arguments: [FailurePoint.network, .restore])
+    func aCopyAttachedDuringItsRestoreLeavesNothingWhenEitherFails(point: FailurePoint) async throws {
+        let world = World(failAt: point)
+        let (kiln, root) = try Self.makeKiln(world)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        var sandbox = kiln.makeSandbox(
+            id: "svc-000005", directory: "\(kiln.paths.instances)/svc-000005", purpose: "restoring snapshot 'svc' as svc-000005")
+        do {
+            try await sandbox.prepare(
+                Self.spec, ownerMark: false, network: .attach(FakeNetwork(world: world), tag: "svc"), attachDuringRestore: true)
+            _ = try await sandbox.restore(dump: "/nonexistent", mergeMemory: false)
+            Issue.record("no failure at \(point)")
+        } catch let error as KilnError {
+            #expect(error.action.contains("(while \(Self.step(for: point)))"), "\(error.action)")
+            #expect(error.cause is InjectedFailure, "\(error)")
+        }
+        if point == .restore { #expect(sandbox.attachment != nil, "the error's explanation names the copy's address") }
+        await sandbox.tearDown()
+        #expect(world.calls.contains("detach") == (point == .restore), "only an attached sandbox is detached: \(world.calls)")
+        Self.expectNothingLeft(world, kiln)
+    }
+
+    /// `kiln run` on a network: the copy's record has the address the network gave it.
+    @Test func aRestoredCopyOnANetworkRecordsTheAddressItWasGivenDuringTheRestore() async throws {
+        let world = World(failAt: nil)
+        var (kiln, root) = try Self.makeKiln(world)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        kiln.openNetwork = { _ in FakeNetwork(world: world) }
+        var manifest = Self.manifest("svc")
+        manifest.network = "kiln"
+        let record = try await kiln.restoreOne(manifest, shareMemory: false)
+        #expect(record.address?.hasPrefix("10.213.0.") == true)
+        #expect(record.endpoint.address == record.address)
+        #expect(world.state.withLock { $0.resolvConf } == "nameserver 10.213.0.1\n")
+        try await kiln.stop(record)
+        Self.expectNothingLeft(world, kiln)
+    }
+
     @Test func aRestoreFromAPoolTakesAReadyNamespaceRecordsItsAddressAndGivesItBack() async throws {
         let world = World(failAt: nil)
         var (kiln, root) = try Self.makeKiln(world)

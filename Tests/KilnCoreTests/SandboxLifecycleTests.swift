@@ -97,6 +97,10 @@ struct SandboxLifecycleTests {
                 try Data("protocol=1\npid=1\nsignal=SIGWINCH\n".utf8).write(to: URL(fileURLWithPath: "\(directory)/agent.ready"))
             }
         }
+        func updateResolvConf(for instance: SandboxContainer) throws {
+            world.record("resolv.conf")
+            world.state.withLock { $0.resolvConf = instance.resolvConf }
+        }
         /// The fake agent: a signal makes it look at its directory, as the real one does.
         func signalAgent(namespacePid: Int32, inCgroup cgroupPath: String, containerPid: Int32) throws -> Int32 {
             world.record("signal")

@@ -63,8 +63,10 @@ extension Integration {
                 for copy in copies {
                     // The first request after restoreOne returned: afterRestore had already run.
                     let state = try await Self.state(host, copy)
-                    #expect(state["before"] == "1")
-                    #expect(state["after"] == "1", "afterRestore should have run once in \(copy.id) before it counted as ready")
+                    // The bake's restore rehearsal ran each once in the original, then the real
+                    // beforeCheckpoint; this copy's afterRestore is the second.
+                    #expect(state["before"] == "2", "the rehearsal's beforeCheckpoint and the real one: \(state)")
+                    #expect(state["after"] == "2", "afterRestore should have run once in \(copy.id) (after the rehearsal's) before it was ready")
                     #expect(state["instance"] == copy.id)
                     #expect(state["host"] == copy.id, "InetAddress.getLocalHost() should name the copy")
                     randoms.insert(state["random"] ?? "")
@@ -118,7 +120,19 @@ extension Integration {
 
         @Test func aThrowingAfterRestoreFailsThatCopyAndLeavesNothing() async throws {
             try await withTestHost { host in
-                let manifest = try await host.kiln.bake(try Self.request(host, mode: "throw-after", name: "restorefails"))
+                // The bake's restore rehearsal runs afterRestore in the original: one that always
+                // throws fails the bake, before anything is dumped.
+                let rehearsed = await expectKilnError(.restoreFailed) {
+                    _ = try await host.kiln.bake(try Self.request(host, mode: "throw-after", name: "restorefails"))
+                }
+                #expect(rehearsed?.message.contains("fixture refuses the restore") == true, "\(String(describing: rehearsed))")
+                #expect(!host.kiln.store.exists("restorefails"))
+                try await expectNoLeftovers(host)
+
+                // Without the rehearsal the snapshot is made, and each copy's restore fails.
+                var request = try Self.request(host, mode: "throw-after", name: "restorefails")
+                request.rehearseRestore = false
+                let manifest = try await host.kiln.bake(request)
                 let error = await expectKilnError(.restoreFailed) {
                     _ = try await host.kiln.restoreOne(manifest)
                 }

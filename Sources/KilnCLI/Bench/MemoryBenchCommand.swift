@@ -7,6 +7,7 @@ extension Bench {
     /// instances, and the snapshot's size and restore time with and without compaction.
     struct Memory: AsyncParsableCommand, ReportingCommand {
         static let configuration = CommandConfiguration(
+            commandName: "memory",
             abstract: "Memory of N restored copies (with KSM) against one cold-started instance, and snapshot size with and without compaction.")
 
         @Argument(help: "Snapshot name.")

@@ -8,6 +8,7 @@ extension Bench {
     /// instances are killed at random; fails on failed requests or leaked resources.
     struct Soak: AsyncParsableCommand, ReportingCommand {
         static let configuration = CommandConfiguration(
+            commandName: "soak",
             abstract: "Reliability soak: restore/stop cycles, then gateway load with instances killed at random; failures and leaks.")
 
         @Argument(help: "Snapshot name.")

@@ -6,6 +6,7 @@ extension Bench {
     /// `kiln bench standby`: standby copies against restores, through the gateway, and in memory.
     struct Standby: AsyncParsableCommand, ReportingCommand {
         static let configuration = CommandConfiguration(
+            commandName: "standby",
             abstract:
                 "Standby copies: thaw vs restore to first response, a first request through kiln serve at zero with one standby vs a warm instance, and the memory of N frozen copies vs one cold-started instance."
         )

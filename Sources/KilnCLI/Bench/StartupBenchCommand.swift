@@ -7,6 +7,7 @@ extension Bench {
     /// timed to its first response.
     struct Startup: AsyncParsableCommand, ReportingCommand {
         static let configuration = CommandConfiguration(
+            commandName: "startup",
             abstract: "Cold start vs restore of a snapshot's service, interleaved, timed to first response.")
 
         @Argument(help: "Snapshot name.")

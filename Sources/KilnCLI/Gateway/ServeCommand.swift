@@ -9,6 +9,7 @@ import Logging
 /// under load and to zero when idle, and serves the admin API and /metrics.
 struct Serve: AsyncParsableCommand, ReportingCommand {
     static let configuration = CommandConfiguration(
+        commandName: "serve",
         abstract: "Run the HTTP gateway: restore functions (snapshots) on demand, scale them out, scale them to zero.",
         discussion: """
             GET http://LISTEN/<function>/<path> (or any method, or Host: <function>.<domain>) goes to an instance of the

@@ -5,7 +5,7 @@ import KilnEngine
 /// `kiln request`: sends one HTTP request to an instance (inside its network namespace) and prints
 /// the reply; exits 1 on an HTTP status of 400 or more. Needs neither CRIU nor runc.
 struct Request: AsyncParsableCommand, ReportingCommand {
-    static let configuration = CommandConfiguration(abstract: "Send one HTTP request to an instance and print the reply.")
+    static let configuration = CommandConfiguration(commandName: "request", abstract: "Send one HTTP request to an instance and print the reply.")
 
     @Argument(help: "Instance id (or a unique prefix).")
     var instance: String

@@ -6,6 +6,7 @@ import KilnSystem
 /// restore time and time to first response; the copies keep running after it exits.
 struct Run: AsyncParsableCommand, ReportingCommand {
     static let configuration = CommandConfiguration(
+        commandName: "run",
         abstract: "Restore copies of a snapshot side by side and report each one's time to first response.")
 
     @Argument(help: "Snapshot name.")

@@ -4,7 +4,7 @@ import KilnEngine
 /// `kiln stop`: stops instances (or all of them) and removes their containers, cgroups, network
 /// namespaces and directories.
 struct Stop: AsyncParsableCommand, ReportingCommand {
-    static let configuration = CommandConfiguration(abstract: "Stop instances and remove everything they had.")
+    static let configuration = CommandConfiguration(commandName: "stop", abstract: "Stop instances and remove everything they had.")
 
     @Argument(help: "Instance ids (or unique prefixes).")
     var instances: [String] = []

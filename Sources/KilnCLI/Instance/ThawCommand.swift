@@ -7,6 +7,7 @@ import KilnSystem
 /// reseed, clock) and waits for its first response.
 struct Thaw: AsyncParsableCommand, ReportingCommand {
     static let configuration = CommandConfiguration(
+        commandName: "thaw",
         abstract: "Thaw one standby copy of a snapshot (from 'kiln run --standby N') and report its time to first response.",
         discussion: """
             The oldest standby copy nobody else is thawing is taken. It gets its identity only now, so two \

@@ -4,6 +4,7 @@ import KilnSnapshot
 /// `kiln keygen`: writes a new random snapshot key for `kiln bake --encrypt`; never overwrites a file.
 struct Keygen: AsyncParsableCommand, ReportingCommand {
     static let configuration = CommandConfiguration(
+        commandName: "keygen",
         abstract: "Write a new random snapshot key (64 hex digits, mode 0600) for kiln bake --encrypt; never overwrites a file.")
 
     @Argument(help: "Where to write the key (must not exist).")

@@ -9,6 +9,7 @@ import KilnSystem
 /// until it is ready, warms it up, and checkpoints it into a snapshot in the store.
 struct Bake: AsyncParsableCommand, ReportingCommand {
     static let configuration = CommandConfiguration(
+        commandName: "bake",
         abstract: "Cold-start a service in a sandbox, warm it up, and checkpoint it into a snapshot.",
         usage: """
             kiln bake <name> --port <port> --ready <path> [--warmup COUNT:PATH ...] -- <command> [args...]
@@ -87,6 +88,12 @@ struct Bake: AsyncParsableCommand, ReportingCommand {
     )
     var onRequest = false
 
+    @Flag(
+        help:
+            "Do not rehearse the restore before the checkpoint (with the agent, the service runs beforeCheckpoint, afterRestore and one request per warm-up path first, so its copies find that code already loaded and linked)."
+    )
+    var noRehearsal = false
+
     @Option(
         help: ArgumentHelp(
             "Accept a kind of preflight finding instead of refusing the dump (repeatable): \(CheckpointPreflight.Kind.allCases.map(\.rawValue).joined(separator: ", ")).",
@@ -158,6 +165,7 @@ struct Bake: AsyncParsableCommand, ReportingCommand {
             shareMemory: shareMemory.mergesPages && !noShareMemory, compress: compress, encryptionKey: key, restoreHook: onRestore, image: reference,
             network: networkOption.network, agent: !noAgent)
         request.onRequest = onRequest
+        request.rehearseRestore = !noRehearsal
         request.allow = allowed
         let preflightOnly = preflight
         let progress: @Sendable (BakeEvent) -> Void = { event in
@@ -175,6 +183,8 @@ struct Bake: AsyncParsableCommand, ReportingCommand {
                 Output.progress(
                     "\(app ? "the application asked for its checkpoint; " : "")beforeCheckpoint of \(resources.map(String.init) ?? "?") CRaC resources done in \(Output.ms(ms))"
                 )
+            case .rehearsedRestore(let ms):
+                Output.progress("restore rehearsed in \(Output.ms(ms)) (beforeCheckpoint, afterRestore, readiness and warm-up paths once)")
             case .preflight(let lines, let blocked):
                 Output.progress("preflight: \(blocked ? "blocked" : "ok")")
                 if !preflightOnly { for line in lines { Output.progress("  \(line)") } }

@@ -6,6 +6,7 @@ import KilnEngine
 /// beside it) that `podman container restore --import` reads.
 struct Export: AsyncParsableCommand, ReportingCommand {
     static let configuration = CommandConfiguration(
+        commandName: "export",
         abstract: "Write a snapshot as a Podman checkpoint archive (podman container restore --import reads it).",
         discussion: """
             The archive holds the service's process memory, unencrypted and uncompressed whatever the snapshot's \

@@ -5,6 +5,7 @@ import KilnSnapshot
 /// `kiln import`: reads a Podman checkpoint archive (or kiln's own export) into a verified snapshot.
 struct Import: AsyncParsableCommand, ReportingCommand {
     static let configuration = CommandConfiguration(
+        commandName: "import",
         abstract: "Read a Podman checkpoint archive (podman container checkpoint --export), or kiln's own, into a verified snapshot.",
         discussion: """
             kiln needs what a Podman archive does not carry: the port the service listens on (--port) and a path that \

@@ -7,6 +7,7 @@ import KilnSystem
 /// `kiln pull`: a snapshot from an OCI registry into the store, after the signature and host checks.
 struct Pull: AsyncParsableCommand, ReportingCommand {
     static let configuration = CommandConfiguration(
+        commandName: "pull",
         abstract: "Pull a snapshot from an OCI registry into the store, verified, after checking this host can restore it.",
         discussion: """
             Before any image file is downloaded, kiln checks the signature (--verify) and compares the facts the \

@@ -7,6 +7,7 @@ import KilnSystem
 /// `kiln push`: a snapshot to an OCI registry, as kiln's artifact or a Podman checkpoint image.
 struct Push: AsyncParsableCommand, ReportingCommand {
     static let configuration = CommandConfiguration(
+        commandName: "push",
         abstract: "Push a snapshot to an OCI registry as an artifact (its manifest and image files; an encrypted snapshot stays encrypted).",
         discussion: """
             REF is HOST[:PORT]/REPOSITORY[:TAG] (tag default: latest). The snapshot is verified before it leaves. \

@@ -38,6 +38,10 @@ public struct BakeRequest: Sendable {
     /// (`org.crac.Core.checkpointRestore()`); kiln waits for that instead of the readiness
     /// path and the warm-up.
     public var onRequest: Bool = false
+    /// Rehearse the copies' restore path before the checkpoint (with the agent, not with
+    /// `onRequest`, not for `--preflight`): beforeCheckpoint, afterRestore, the readiness path and
+    /// each warm-up path once; `--no-rehearsal` turns it off.
+    public var rehearseRestore: Bool = true
     /// Kinds of preflight finding (``CheckpointPreflight/Kind``) accepted (`--allow KIND`).
     package var allow: Set<CheckpointPreflight.Kind> = []
     /// The agent jar to bind (default: ``CRaCAgent/locate(environment:)``).

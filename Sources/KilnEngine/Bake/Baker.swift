@@ -20,6 +20,9 @@ public enum BakeEvent: Sendable {
     /// kiln's CRaC agent ran every resource's beforeCheckpoint (`appRequested`: the application
     /// asked for the checkpoint itself).
     case beforeCheckpoint(ms: Double, resources: Int?, appRequested: Bool)
+    /// The restore rehearsal (``BakeRequest/rehearseRestore``): the service ran its
+    /// beforeCheckpoint and afterRestore once and answered again, in `ms`.
+    case rehearsedRestore(ms: Double)
     /// The preflight's report (one line per finding and its why/fix), and whether it blocks.
     case preflight(lines: [String], blocked: Bool)
     case compacting
@@ -200,6 +203,13 @@ extension Kiln {
             // A service that answers has long started its JVM, whose agent wrote agent.ready at
             // premain; none there: no JVM with the agent (a service that is no JVM), nothing to ask.
             if sandbox.agent != nil, lifecycle.agentStarted {
+                // Not for `--preflight`: a report, not a snapshot, and its I/O stacks come from a
+                // recording the agent ends at the first beforeCheckpoint.
+                if request.rehearseRestore, !preflightOnly {
+                    let ms = try await rehearseRestore(
+                        &lifecycle, request: request, endpoint: endpoint, timeout: readyTimeout, logPath: consoleLog, keptLogPath: keptLog)
+                    progress(.rehearsedRestore(ms: ms))
+                }
                 let checkpoint = try await lifecycle.beforeCheckpoint(onRequest: false, timeout: readyTimeout)
                 agentCheckpoint = checkpoint
                 progress(.beforeCheckpoint(ms: checkpoint.elapsedMs, resources: checkpoint.resources, appRequested: false))
@@ -226,6 +236,44 @@ extension Kiln {
             throw error
         }
     }
+
+    /// The restore rehearsal: a checkpoint that is not taken, just before the real one. The
+    /// service runs its beforeCheckpoint, then its afterRestore as an original whose dump failed
+    /// (CRaC's semantics, which every resource must bear), then answers its readiness path and
+    /// each warm-up path once more. Every copy runs exactly that code first after its restore:
+    /// Spring's lifecycle restart, Tomcat's new connector, the pool's resume and the first
+    /// requests they serve. Code a JVM runs for the first time pays for loading, linking and
+    /// resolving classes, call sites and reflection; the rehearsal pays it once in the original,
+    /// so the snapshot holds that work and no copy repeats it.
+    /// Returns how long it took (ms).
+    private func rehearseRestore(
+        _ lifecycle: inout SandboxLifecycle, request: BakeRequest, endpoint: ServiceEndpoint, timeout: Duration, logPath: String,
+        keptLogPath: String
+    ) async throws -> Double {
+        let start = ContinuousClock.now
+        let checkpoint = try await lifecycle.beforeCheckpoint(onRequest: false, timeout: timeout)
+        do {
+            _ = try await lifecycle.afterRestore(
+                namespacePid: checkpoint.namespacePid, instance: lifecycle.id, hostname: lifecycle.id, checkpointError: Self.rehearsalReason,
+                timeout: timeout)
+        } catch var error as KilnError where error.code == .restoreFailed {
+            // Said as what it is here: not a copy that failed, but every copy that would.
+            let said = error.message.replacingOccurrences(of: "the copy's CRaC afterRestore", with: "the service's CRaC afterRestore")
+            error.message = said + " in the bake's restore rehearsal (as in the original after a failed dump): every copy would fail the same way"
+            error.hint = "fix the resource's afterRestore (its stack is below), or bake with --no-rehearsal to let each copy try"
+            throw error
+        }
+        try await lifecycle.waitUntilReady(
+            port: request.sandbox.port, readiness: request.readiness, interval: .milliseconds(1), appDirectory: request.sandbox.appDirectory,
+            keptLogPath: keptLogPath)
+        _ = try await warmUp(
+            endpoint, steps: request.warmup.map { WarmupStep(count: 1, path: $0.path) }, logPath: logPath, keptLogPath: keptLogPath)
+        return start.duration(to: .now).milliseconds
+    }
+
+    /// What the original's agent is told in place of a dump error after the rehearsal's
+    /// beforeCheckpoint (the agent reports it to an application that asked for the checkpoint).
+    static let rehearsalReason = "kiln bake: restore rehearsal, no dump (the real checkpoint follows)"
 
     /// Stops a `--preflight` bake once its report is out.
     private struct PreflightStop: Error {

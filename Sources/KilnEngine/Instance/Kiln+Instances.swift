@@ -114,7 +114,8 @@ extension Kiln {
             if manifest.network != nil { sandbox.keepResolvConfMount() } else { sandbox.mountsNetworkResolvConf = false }
             let (spec, dump) = try sandboxToRun(manifest)
             try await sandbox.prepare(
-                spec, ownerMark: ownsInstances, network: try networkPlan(network ?? manifest.network, snapshot: manifest.name, pool: pool))
+                spec, ownerMark: ownsInstances, network: try networkPlan(network ?? manifest.network, snapshot: manifest.name, pool: pool),
+                attachDuringRestore: true)
             let prepared = ContinuousClock.now
             let container: ContainerProcess
             do {

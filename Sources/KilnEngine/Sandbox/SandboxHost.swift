@@ -24,6 +24,9 @@ package protocol SandboxHost: Sendable {
     func removeNetworkNamespace(at path: String)
     /// Writes the OCI bundle of `spec` for `instance` (config.json and, if needed, its root).
     func writeBundle(_ spec: SandboxSpec, for instance: SandboxContainer) throws
+    /// Rewrites the bundle's `/etc/resolv.conf` file with `instance.resolvConf`, in place (a
+    /// running container's bind mount shows the new text).
+    func updateResolvConf(for instance: SandboxContainer) throws
     /// Sets the hostname in the UTS namespace of process `pid`.
     func setHostname(_ name: String, ofProcess pid: Int32) throws
     /// Polls the service until it answers, dies or runs out of time.
@@ -75,6 +78,10 @@ package struct LinuxSandboxHost: SandboxHost {
 
     package func writeBundle(_ spec: SandboxSpec, for instance: SandboxContainer) throws {
         try SandboxBundle.create(spec: spec, instance: instance)
+    }
+
+    package func updateResolvConf(for instance: SandboxContainer) throws {
+        try SandboxBundle.updateResolvConf(of: instance)
     }
 
     package func setHostname(_ name: String, ofProcess pid: Int32) throws {

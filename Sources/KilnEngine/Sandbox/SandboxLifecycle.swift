@@ -20,6 +20,10 @@ import Logging
 ///                                                             └─► freeze ┄┄ thaw ─┘   (a standby copy)
 /// ```
 ///
+/// A copy being restored may be attached to its network while the runtime restores it
+/// (``prepare(_:ownerMark:network:attachDuringRestore:)``); ``restore(dump:mergeMemory:)`` returns
+/// once both are done.
+///
 /// A standby copy stops after ``freeze()``: restored, frozen in its cgroup before its identity
 /// step, so it has no hostname, instance id or reseeded randomness of its own yet; ``thaw()``
 /// (on an adopted lifecycle, later, perhaps in another process) resumes it where the restore
@@ -71,6 +75,10 @@ package struct SandboxLifecycle {
     private var holdsDirectory = false
     private var holdsNetworkNamespace = false
     private var networkPlan = SandboxNetworkPlan.none
+    /// The network step under way while the runtime restores the container
+    /// (``prepare(_:ownerMark:network:attachDuringRestore:)``); ``restore(dump:mergeMemory:)``
+    /// waits for it.
+    private var pendingAttachment: Task<NetworkAttachment, any Error>?
     /// Its cgroup may be frozen (it froze it, or it adopted a sandbox): thawed before the
     /// tear-down, since a frozen task cannot die.
     private var mayBeFrozen = false
@@ -133,7 +141,18 @@ package struct SandboxLifecycle {
     /// Creates the directory if needed, the work directory, the network namespace, its place on
     /// a network (``Step/network``: attached now, or a namespace taken from a pool instead of a
     /// new one) and the bundle, whose `/etc/resolv.conf` is the network's.
-    package mutating func prepare(_ spec: SandboxSpec, ownerMark: Bool, network plan: SandboxNetworkPlan) async throws {
+    ///
+    /// With `attachDuringRestore` (a copy about to be restored), the attachment runs while the
+    /// runtime restores the container and ``restore(dump:mergeMemory:)`` waits for it before it
+    /// returns: CNI's plugins (a few process starts, 20-40 ms here) and `runc restore` then share
+    /// the wait instead of adding up. A restored copy needs its address only once its own code
+    /// runs again after the restore (its agent's afterRestore reopens its connections; the
+    /// restored listening socket is bound to the wildcard address), and its `/etc/resolv.conf` is
+    /// filled in once the network has answered. A bake or cold start attaches first: its service
+    /// may reach the network from its first instruction.
+    package mutating func prepare(
+        _ spec: SandboxSpec, ownerMark: Bool, network plan: SandboxNetworkPlan, attachDuringRestore: Bool = false
+    ) async throws {
         guard plan.isNetworked else { return try prepare(spec, ownerMark: ownerMark) }
         try createDirectory(ownerMark: ownerMark)
         try step(.directory) { try host.makeDirectory(workDirectory, ownerMark: false) }
@@ -146,8 +165,14 @@ package struct SandboxLifecycle {
                 holdsNetworkNamespace = true
                 try host.createNetworkNamespace(at: instance.networkNamespacePath)
             }
-            attachment = try await step(.network) { [instance, id] in
-                try await network.attach(namespacePath: instance.networkNamespacePath, id: id, tag: tag)
+            if attachDuringRestore {
+                pendingAttachment = Task { [instance, id] in
+                    try await network.attach(namespacePath: instance.networkNamespacePath, id: id, tag: tag)
+                }
+            } else {
+                attachment = try await step(.network) { [instance, id] in
+                    try await network.attach(namespacePath: instance.networkNamespacePath, id: id, tag: tag)
+                }
             }
         case .pool(let pool):
             // The pool owns the namespace: it deletes it when the attachment is given back.
@@ -155,7 +180,11 @@ package struct SandboxLifecycle {
             attachment = taken
             instance.networkNamespacePath = taken.namespacePath
         }
-        if mountsNetworkResolvConf { instance.resolvConf = attachment?.resolvConf }
+        if mountsNetworkResolvConf {
+            // An attachment under way gives its text later (``finishAttachment()``): the mount's
+            // file exists, empty, from the start.
+            instance.resolvConf = attachment?.resolvConf ?? (pendingAttachment != nil ? "" : nil)
+        }
         useAgentLayout(spec.agent)
         try step(.bundle) { try host.writeBundle(spec, for: instance) }
     }
@@ -198,13 +227,43 @@ package struct SandboxLifecycle {
     }
 
     /// Restores the checkpoint in `images` as this sandbox's container; with `mergeMemory`, its
-    /// anonymous memory is offered to KSM.
+    /// anonymous memory is offered to KSM. An attachment prepared to run alongside is finished
+    /// when this returns: the copy is on its network.
     package mutating func restore(dump: String, mergeMemory: Bool) async throws -> ContainerProcess {
-        let restored = try await step(.restore) { [instance, logPath, workDirectory, runtime] in
-            try await runtime.restore(instance, dumpDirectory: dump, workDirectory: workDirectory, logPath: logPath, mergeMemory: mergeMemory)
+        let restored: ContainerProcess
+        do {
+            restored = try await step(.restore) { [instance, logPath, workDirectory, runtime] in
+                try await runtime.restore(instance, dumpDirectory: dump, workDirectory: workDirectory, logPath: logPath, mergeMemory: mergeMemory)
+            }
+        } catch {
+            // The attachment is kept for the tear-down to detach, and for the error's explanation
+            // (a socket bound to the bake's address names the copy's).
+            await settleAttachment()
+            throw error
         }
         container = restored
+        try await finishAttachment()
         return restored
+    }
+
+    /// Waits for the attachment under way; its `/etc/resolv.conf` text goes into the file the
+    /// container already mounts (rewritten in place: the bind mount holds the inode).
+    private mutating func finishAttachment() async throws {
+        guard let pending = pendingAttachment else { return }
+        pendingAttachment = nil
+        let attached = try await step(.network) { try await pending.value }
+        attachment = attached
+        guard mountsNetworkResolvConf else { return }
+        instance.resolvConf = attached.resolvConf
+        try step(.network) { try host.updateResolvConf(for: instance) }
+    }
+
+    /// Waits for the attachment under way, whatever it ends in: one that succeeded is this
+    /// sandbox's to detach; one that failed has undone itself.
+    private mutating func settleAttachment() async {
+        guard let pending = pendingAttachment else { return }
+        pendingAttachment = nil
+        attachment = try? await pending.value
     }
 
     /// The freeze step of a standby copy: every task of the restored container is frozen in its
@@ -307,6 +366,7 @@ package struct SandboxLifecycle {
     /// to the pool (detached and deleted in the background), an attachment is detached now. A
     /// detach that fails leaves the address in CNI's cache, where `kiln gc` finds it.
     private mutating func releaseNetwork() async {
+        await settleAttachment()
         guard let attachment else { return }
         switch networkPlan {
         case .none:

@@ -52,6 +52,23 @@ public enum SandboxBundle {
         }
     }
 
+    /// Where the bundle keeps the file bound at `/etc/resolv.conf` (a sandbox on a network).
+    static func resolvConfPath(of instance: SandboxContainer) -> String { "\(instance.bundlePath)/resolv.conf" }
+
+    /// Rewrites the bundle's `/etc/resolv.conf` file with `instance.resolvConf` (a copy whose
+    /// network answered after its bundle was written). Written in place, not replaced: the
+    /// running container's bind mount holds the file's inode. Nothing happens to a bundle
+    /// without that file (the snapshot's own binds provide `/etc/resolv.conf`).
+    public static func updateResolvConf(of instance: SandboxContainer) throws {
+        let path = resolvConfPath(of: instance)
+        guard let text = instance.resolvConf, FileManager.default.fileExists(atPath: path) else { return }
+        do {
+            try text.write(toFile: path, atomically: false, encoding: .utf8)
+        } catch {
+            throw KilnError(.systemCall, "could not write the sandbox's resolv.conf at \(path): \(error)")
+        }
+    }
+
     /// The mounts for ``SandboxSpec/binds``: host paths as they are; for each bind without a
     /// source a fresh file or directory in the bundle (the copy's hostname in `/etc/hostname`,
     /// its hosts file in `/etc/hosts`, empty otherwise). Destinations kiln binds anyway are
@@ -99,7 +116,7 @@ public enum SandboxBundle {
         if let resolvConf = instance.resolvConf, !mounts.contains(where: { $0.destination == "/etc/resolv.conf" }),
             !(spec.binds ?? []).contains(where: { $0.destination == "/etc/resolv.conf" })
         {
-            let source = "\(instance.bundlePath)/resolv.conf"
+            let source = resolvConfPath(of: instance)
             try resolvConf.write(toFile: source, atomically: false, encoding: .utf8)
             let target = root + "/etc/resolv.conf"
             if !fileManager.fileExists(atPath: target) {
