@@ -3,6 +3,8 @@ package dev.kiln.crac;
 import java.io.FileInputStream;
 import java.io.IOException;
 import java.io.InputStream;
+import java.lang.invoke.MethodHandle;
+import java.lang.invoke.MethodType;
 import java.lang.ref.WeakReference;
 import java.lang.reflect.Constructor;
 import java.lang.reflect.Field;
@@ -55,7 +57,7 @@ final class Identity {
     }
 
     interface Step {
-        void run() throws Exception;
+        void run() throws Throwable;
     }
 
     private static void step(List<String> warnings, String name, Step step) {
@@ -135,11 +137,11 @@ final class Identity {
     static void reseed(List<String> warnings) throws Exception {
         // Holders whose static initializer has not run yet are left alone: they will be seeded
         // fresh in this copy when first used (initializing them here would only cost time).
-        Method setSeed = JdkAccess.load("sun.security.provider.SecureRandom").getMethod("engineSetSeed", byte[].class);
+        MethodHandle setSeed = sha1SetSeed();
         step(warnings, "SHA1PRNG seeder", () -> {
             Class<?> holder = JdkAccess.load("sun.security.provider.SecureRandom$SeederHolder");
             if (JdkAccess.initialized(holder)) {
-                setSeed.invoke(JdkAccess.get(holder, "seeder", null), (Object) entropy(32));
+                setSeed.invokeExact(JdkAccess.get(holder, "seeder", null), entropy(32));
             }
         });
         // DRBG seeder: a lambda over a HashDrbg whose own entropy source is SeedGenerator.
@@ -160,9 +162,7 @@ final class Identity {
             if (drbg == null) {
                 throw new IllegalStateException("no HashDrbg in " + lambda.getClass());
             }
-            Method reseed = abstractDrbg.getDeclaredMethod("engineReseed", java.security.SecureRandomParameters.class);
-            reseed.setAccessible(true);
-            reseed.invoke(drbg, (Object) null);
+            drbgReseed(abstractDrbg).invokeExact(drbg, (java.security.SecureRandomParameters) null);
         });
         // NativePRNG (what new SecureRandom() is on Linux): XORs /dev/urandom bytes, buffered for
         // up to 100 ms of wall-clock time, with a SHA1PRNG; both are copied by the snapshot.
@@ -183,7 +183,7 @@ final class Identity {
                     JdkAccess.field(io, "buffered").setInt(rio, 0);
                     Object mix = JdkAccess.get(io, "mixRandom", rio);
                     if (mix != null) {
-                        setSeed.invoke(mix, (Object) entropy(32));
+                        setSeed.invokeExact(mix, entropy(32));
                     }
                 }
             }
@@ -201,6 +201,28 @@ final class Identity {
         for (SecureRandom s : list) {
             step(warnings, "registered " + s.getAlgorithm(), () -> reseedOne(s));
         }
+    }
+
+    private static MethodHandle sha1SetSeed;
+    private static MethodHandle drbgReseed;
+
+    /** sun.security.provider.SecureRandom.engineSetSeed as (Object, byte[]) void. */
+    private static synchronized MethodHandle sha1SetSeed() throws ReflectiveOperationException {
+        if (sha1SetSeed == null) {
+            Method m = JdkAccess.load("sun.security.provider.SecureRandom").getMethod("engineSetSeed", byte[].class);
+            sha1SetSeed = JdkAccess.handle(m).asType(MethodType.methodType(void.class, Object.class, byte[].class));
+        }
+        return sha1SetSeed;
+    }
+
+    /** AbstractDrbg.engineReseed as (Object, SecureRandomParameters) void. */
+    private static synchronized MethodHandle drbgReseed(Class<?> abstractDrbg) throws ReflectiveOperationException {
+        if (drbgReseed == null) {
+            Method m = abstractDrbg.getDeclaredMethod("engineReseed", java.security.SecureRandomParameters.class);
+            drbgReseed = JdkAccess.handle(m)
+                .asType(MethodType.methodType(void.class, Object.class, java.security.SecureRandomParameters.class));
+        }
+        return drbgReseed;
     }
 
     static void reseedOne(SecureRandom s) throws IOException {

@@ -1,7 +1,10 @@
 package dev.kiln.crac;
 
 import java.lang.instrument.Instrumentation;
+import java.lang.invoke.MethodHandle;
+import java.lang.invoke.MethodHandles;
 import java.lang.reflect.Field;
+import java.lang.reflect.Method;
 import java.util.Map;
 import java.util.Set;
 
@@ -10,6 +13,14 @@ import java.util.Set;
  * {@code --add-opens java.base/java.net=ALL-UNNAMED} etc., but only to the agent's own module),
  * through {@link Instrumentation#redefineModule}. Without the agent (no Instrumentation) the
  * reflective steps fail and are reported as warnings.
+ *
+ * <p>Methods are called through method handles, not {@link Method#invoke}: JDK 17's reflection
+ * counts the calls of each method and, at the 16th, generates and loads a class to make later calls
+ * faster ("inflation", 1-3 ms). The restore path calls these methods a few times per checkpoint
+ * (its rehearsals included), so that 16th call fell into some copy's restore: the identity
+ * refresh of hello-jdk took ~6 ms instead of ~2 in every copy of a snapshot baked with kiln's
+ * restore rehearsal. A method handle is linked once, at its first call (in a rehearsal, before the
+ * dump), and costs the same ever after.
  */
 final class JdkAccess {
     static final String[] OPENED = {"java.net", "sun.security.provider"};
@@ -30,21 +41,29 @@ final class JdkAccess {
         opened = true;
     }
 
-    private static java.lang.reflect.Method shouldBeInitialized;
-    private static Object unsafe;
+    /** Unsafe.shouldBeInitialized bound to the Unsafe instance: (Class) boolean. */
+    private static MethodHandle shouldBeInitialized;
 
     /** True when {@code c}'s static initializer has run (false if that cannot be told). */
     static synchronized boolean initialized(Class<?> c) {
         try {
             if (shouldBeInitialized == null) {
                 Class<?> u = Class.forName("jdk.internal.misc.Unsafe");
-                unsafe = u.getMethod("getUnsafe").invoke(null);
-                shouldBeInitialized = u.getMethod("shouldBeInitialized", Class.class);
+                Object unsafe = u.getMethod("getUnsafe").invoke(null);
+                shouldBeInitialized = handle(u.getMethod("shouldBeInitialized", Class.class)).bindTo(unsafe);
             }
-            return !(Boolean) shouldBeInitialized.invoke(unsafe, c);
-        } catch (ReflectiveOperationException | RuntimeException e) {
+            return !(boolean) shouldBeInitialized.invokeExact(c);
+        } catch (Error e) {
+            throw e;
+        } catch (Throwable e) {
             return false;
         }
+    }
+
+    /** A method handle for {@code method} (made accessible: the agent's module has it opened). */
+    static MethodHandle handle(Method method) throws IllegalAccessException {
+        method.setAccessible(true);
+        return MethodHandles.lookup().unreflect(method);
     }
 
     static Class<?> load(String name) throws ClassNotFoundException {
