@@ -80,6 +80,9 @@ public struct BakeTimings: Codable, Sendable, Equatable {
     /// Full GC and other shrinking before the dump.
     public var compactMs: Double
     public var checkpointMs: Double
+    /// The restore rehearsal before the checkpoint (beforeCheckpoint, afterRestore, readiness and
+    /// warm-up paths once); nil when there was none (`--no-rehearsal`, no agent, an older kiln).
+    public var rehearsalMs: Double?
 
     public init(coldStartMs: Double = 0, warmupMs: Double = 0, compactMs: Double = 0, checkpointMs: Double = 0) {
         self.coldStartMs = coldStartMs

@@ -34,6 +34,7 @@ extension SandboxLifecycleTests {
         defer { try? FileManager.default.removeItem(atPath: root) }
         let manifest = try await kiln.bake(Self.agentRequest(in: root))
         #expect(manifest.agentProcess == 1)
+        #expect(manifest.timings.rehearsalMs == nil, "no rehearsal asked for")
         #expect(manifest.sandbox.agent?.jarInSnapshot == CRaCAgent.jarName, "the jar travels with the snapshot")
         let stored = "\(kiln.store.dumpDirectory(of: "svc"))/\(CRaCAgent.jarName)"
         #expect(FileManager.default.contents(atPath: stored) == Data("jar".utf8))
@@ -55,7 +56,8 @@ extension SandboxLifecycleTests {
         let (kiln, root) = try Self.makeKiln(world)
         defer { try? FileManager.default.removeItem(atPath: root) }
         #expect(BakeRequest(name: "svc", sandbox: Self.spec, readiness: ReadinessCheck(path: "/", timeoutSeconds: 1)).rehearseRestore)
-        _ = try await kiln.bake(Self.agentRequest(in: root, rehearse: true))
+        let manifest = try await kiln.bake(Self.agentRequest(in: root, rehearse: true))
+        #expect(manifest.timings.rehearsalMs != nil, "the manifest says the snapshot was rehearsed")
         let steps = world.calls.filter { !$0.hasPrefix("mkdir") }
         #expect(
             steps == [

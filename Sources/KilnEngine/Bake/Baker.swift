@@ -208,6 +208,7 @@ extension Kiln {
                 if request.rehearseRestore, !preflightOnly {
                     let ms = try await rehearseRestore(
                         &lifecycle, request: request, endpoint: endpoint, timeout: readyTimeout, logPath: consoleLog, keptLogPath: keptLog)
+                    timings.rehearsalMs = ms
                     progress(.rehearsedRestore(ms: ms))
                 }
                 let checkpoint = try await lifecycle.beforeCheckpoint(onRequest: false, timeout: readyTimeout)

@@ -242,12 +242,22 @@ final class Coordinator {
         restoreFailures.throwIfAny();
     }
 
-    /** The files a restore consumes, then the results it writes (done, failed). */
-    private static final String[] RESTORE_FILES = {ControlDir.RESTORE_REQUEST, ControlDir.CHECKPOINT_APP_REQUEST,
-        ControlDir.CHECKPOINT_READY, ControlDir.RESTORE_DONE, ControlDir.RESTORE_FAILED};
+    /**
+     * The control files of one run of the restore path: the request it reads, the files of the
+     * checkpoint before it, and its two possible results. A restore removes all five before it
+     * writes one result: a copy's directory then holds only what this restore wrote.
+     */
+    private record RestoreFiles(String request, String appRequest, String ready, String done, String failed) {
+        List<String> all() {
+            return List.of(request, appRequest, ready, done, failed);
+        }
+    }
+
+    private static final RestoreFiles RESTORE_FILES = new RestoreFiles(ControlDir.RESTORE_REQUEST,
+        ControlDir.CHECKPOINT_APP_REQUEST, ControlDir.CHECKPOINT_READY, ControlDir.RESTORE_DONE, ControlDir.RESTORE_FAILED);
     /** The same for the rehearsal: hidden names, which kiln never reads. */
-    private static final String[] REHEARSAL_FILES = {".rehearsal.request", ".rehearsal.app-request", ".rehearsal.ready",
-        ".rehearsal.done", ".rehearsal.failed"};
+    private static final RestoreFiles REHEARSAL_FILES = new RestoreFiles(".rehearsal.request", ".rehearsal.app-request",
+        ".rehearsal.ready", ".rehearsal.done", ".rehearsal.failed");
 
     /**
      * Everything a copy does between reading restore.request and writing its result: removes the
@@ -256,8 +266,8 @@ final class Coordinator {
      * {@code requestRead}: when the request was read. {@code files}: RESTORE_FILES, or REHEARSAL_FILES.
      */
     private Failures<RestoreException> finishRestore(Map<String, String> request, OrderedContext<Resource> context,
-        long restoreStart, long requestRead, int resources, String[] files) {
-        for (String consumed : files) {
+        long restoreStart, long requestRead, int resources, RestoreFiles files) {
+        for (String consumed : files.all()) {
             dir.remove(consumed);
         }
         List<String> warnings = Identity.apply(request);
@@ -282,9 +292,9 @@ final class Coordinator {
             done.put("warning." + (i + 1), warnings.get(i));
         }
         if (failures.any()) {
-            writeQuietly(files[4], Json.failure("afterRestore", failures.get()));
+            writeQuietly(files.failed(), Json.failure("afterRestore", failures.get()));
         } else {
-            writeQuietly(files[3], ControlDir.properties(done));
+            writeQuietly(files.done(), ControlDir.properties(done));
         }
         return failures;
     }
@@ -305,16 +315,16 @@ final class Coordinator {
             empty.beforeCheckpoint(null);
             // The kernel's own hostname: the local host step reads it and, as it matches, pins nothing.
             String hostname = Files.readString(Path.of("/proc/sys/kernel/hostname")).strip();
-            dir.write(REHEARSAL_FILES[0], ControlDir.properties(Map.of("hostname", hostname)));
-            Map<String, String> request = dir.readProperties(REHEARSAL_FILES[0]);
+            dir.write(REHEARSAL_FILES.request(), ControlDir.properties(Map.of("hostname", hostname)));
+            Map<String, String> request = dir.readProperties(REHEARSAL_FILES.request());
             String before = System.getProperty("kiln.hostname");
             Failures<RestoreException> failures = finishRestore(request, empty, t0, System.nanoTime(), 0, REHEARSAL_FILES);
             if (before == null) {
                 System.clearProperty("kiln.hostname");
             }
             Json.failure("rehearsal", new RestoreException()); // the restore.failed path's JSON
-            dir.remove(REHEARSAL_FILES[3]);
-            dir.remove(REHEARSAL_FILES[4]);
+            dir.remove(REHEARSAL_FILES.done());
+            dir.remove(REHEARSAL_FILES.failed());
             Log.debug("restore rehearsal: " + (System.nanoTime() - t0) / 1000 + " us, failures " + failures.any());
         } catch (Throwable t) {
             Log.debug("restore rehearsal: " + t);
