@@ -115,7 +115,9 @@ extension Kiln {
             let (spec, dump) = try sandboxToRun(manifest)
             try await sandbox.prepare(
                 spec, ownerMark: ownsInstances, network: try networkPlan(network ?? manifest.network, snapshot: manifest.name, pool: pool),
-                attachDuringRestore: true)
+                // A standby copy is frozen the moment runc returns, not after a network still
+                // being attached: it runs no longer than it must with the bake's identity.
+                attachDuringRestore: !standby)
             let prepared = ContinuousClock.now
             let container: ContainerProcess
             do {
