@@ -58,12 +58,15 @@ extension SandboxLifecycleTests {
         #expect(BakeRequest(name: "svc", sandbox: Self.spec, readiness: ReadinessCheck(path: "/", timeoutSeconds: 1)).rehearseRestore)
         let manifest = try await kiln.bake(Self.agentRequest(in: root, rehearse: true))
         #expect(manifest.timings.rehearsalMs != nil, "the manifest says the snapshot was rehearsed")
-        let steps = world.calls.filter { !$0.hasPrefix("mkdir") }
+        // The rehearsal's sockets are read until they settle (several reads), then the real preflight.
+        let steps = world.calls.filter { !$0.hasPrefix("mkdir") }.reduce(into: [String]()) { steps, call in
+            if steps.last != call { steps.append(call) }
+        }
         #expect(
             steps == [
-                "netns create", "bundle", "start", "ready?", "signal", "signal", "ready?", "signal", "preflight", "checkpoint", "delete",
+                "netns create", "bundle", "start", "ready?", "signal", "ready?", "preflight", "signal", "preflight", "checkpoint", "delete",
                 "leftovers", "netns remove", "reap", "rmdir",
-            ])
+            ], "\(world.calls)")
         let requests = world.state.withLock { $0.agentRequests }
         #expect(requests.count == 3 && requests.first == "checkpoint" && requests.last == "checkpoint", "\(requests)")
         #expect(requests.dropFirst().first?.contains("checkpoint.error=kiln bake: restore rehearsal") == true, "\(requests)")

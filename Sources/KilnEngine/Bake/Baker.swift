@@ -269,6 +269,12 @@ extension Kiln {
             keptLogPath: keptLogPath)
         _ = try await warmUp(
             endpoint, steps: request.warmup.map { WarmupStep(count: 1, path: $0.path) }, logPath: logPath, keptLogPath: keptLogPath)
+        // What the afterRestore resumed may still be opening connections on its own threads (a
+        // pool refilling): one opened after the next beforeCheckpoint suspended its pool would be
+        // open at the dump (seen: HikariCP to PostgreSQL, refused by the preflight).
+        if try await !lifecycle.settleSockets(quiet: .milliseconds(300), limit: .seconds(5)) {
+            logger.warning("the service's TCP connections were still changing 5 s after the restore rehearsal; checkpointing anyway")
+        }
         return start.duration(to: .now).milliseconds
     }
 

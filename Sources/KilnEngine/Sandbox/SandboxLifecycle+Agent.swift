@@ -263,6 +263,32 @@ extension Duration {
 }
 
 extension SandboxLifecycle {
+    /// Waits until the sandbox's TCP sockets (inode and state) have not changed for `quiet`, or
+    /// `limit` has passed; returns whether they settled. A pool resumed by an afterRestore
+    /// refills on its own threads (HikariCP): a connection still being opened when the next
+    /// beforeCheckpoint suspends the pool is added after it, open at the dump.
+    package func settleSockets(quiet: Duration, limit: Duration, interval: Duration = .milliseconds(50)) async throws -> Bool {
+        guard let container else { throw notRunning(.beforeCheckpoint) }
+        func sockets() -> Set<String> {
+            let snapshot = host.preflightSnapshot(ofCgroup: instance.cgroupPath, containerPid: container.pid)
+            return Set(CheckpointPreflight.parseInet(snapshot.tcp).map { "\($0.key) \($0.value.state)" })
+        }
+        let deadline = ContinuousClock.now + limit
+        var seen = sockets()
+        var since = ContinuousClock.now
+        while ContinuousClock.now < deadline {
+            try await Task.sleep(for: interval)
+            let now = sockets()
+            if now != seen {
+                seen = now
+                since = .now
+            } else if since.duration(to: .now) >= quiet {
+                return true
+            }
+        }
+        return false
+    }
+
     /// The preflight step: what the sandbox's processes hold that would break restored copies.
     /// `serviceNamespacePid` is the JVM whose agent answered (nil: the container's first process).
     package func preflight(servicePort: Int, serviceNamespacePid: Int32?) throws -> [CheckpointPreflight.Finding] {
