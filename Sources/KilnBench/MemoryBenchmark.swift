@@ -147,11 +147,12 @@ extension Kiln {
             mappedCopiesOverOne: Double(mappedAll.pssBytes) / Double(max(mappedOne.pssBytes, 1)))
     }
 
-    /// Restores `count` copies one after the other; if one fails, those restored are stopped.
-    func restoreCopies(_ manifest: SnapshotManifest, count: Int, shareMemory: Bool) async throws -> [InstanceRecord] {
+    /// Restores `count` copies one after the other (`standby`: frozen standby copies); if one
+    /// fails, those restored are stopped.
+    func restoreCopies(_ manifest: SnapshotManifest, count: Int, shareMemory: Bool, standby: Bool = false) async throws -> [InstanceRecord] {
         var records: [InstanceRecord] = []
         do {
-            for _ in 0..<count { records.append(try await restoreOne(manifest, shareMemory: shareMemory)) }
+            for _ in 0..<count { records.append(try await restoreOne(manifest, shareMemory: shareMemory, standby: standby)) }
         } catch {
             for record in records { try? await stop(record) }
             throw error

@@ -114,13 +114,7 @@ extension Kiln {
         progress("cold-starting one instance for the memory baseline...")
         let cold = try await measureColdInstance(manifest)
         progress("restoring \(copies) standby copies...")
-        var records: [InstanceRecord] = []
-        do {
-            for _ in 0..<copies { records.append(try await restoreOne(manifest, shareMemory: false, standby: true)) }
-        } catch {
-            for record in records { try? await stop(record) }
-            throw error
-        }
+        let records = try await restoreCopies(manifest, count: copies, shareMemory: false, standby: true)
         let usages = records.map { MemoryUsage.of(pids: ProcessInspector.pids(inCgroup: $0.cgroupPath)) }
         for record in records { try await stop(record) }
         let meanPss = Double(usages.reduce(Int64(0)) { $0 + $1.pssBytes }) / Double(max(usages.count, 1))

@@ -62,21 +62,27 @@ extension SandboxLifecycleTests {
         Self.expectNothingLeft(world, kiln)
     }
 
-    @Test(arguments: [FailurePoint.network, .bundle, .restore])
-    func aNetworkedSandboxThatFailsReleasesItsAddressAndSaysWhichStep(point: FailurePoint) async throws {
+    /// Whichever step fails, the network step's work is undone and the error names the step; with
+    /// `attachDuringRestore` (the attachment under way while runc restores), a failed restore
+    /// waits for the attachment and detaches it, and a failed attachment removes the restored
+    /// container. A failed restore keeps the attachment for the error's explanation.
+    @Test(arguments: [FailurePoint.network, .bundle, .restore], [false, true])
+    func aNetworkedSandboxThatFailsReleasesItsAddressAndSaysWhichStep(point: FailurePoint, attachDuringRestore: Bool) async throws {
         let world = World(failAt: point)
         let (kiln, root) = try Self.makeKiln(world)
         defer { try? FileManager.default.removeItem(atPath: root) }
         var sandbox = kiln.makeSandbox(
             id: "svc-000002", directory: "\(kiln.paths.instances)/svc-000002", purpose: "restoring snapshot 'svc' as svc-000002")
         do {
-            try await sandbox.prepare(Self.spec, ownerMark: false, network: .attach(FakeNetwork(world: world), tag: "svc"))
+            try await sandbox.prepare(
+                Self.spec, ownerMark: false, network: .attach(FakeNetwork(world: world), tag: "svc"), attachDuringRestore: attachDuringRestore)
             _ = try await sandbox.restore(dump: "/nonexistent", mergeMemory: false)
             Issue.record("no failure at \(point)")
         } catch let error as KilnError {
             #expect(error.action.contains("(while \(Self.step(for: point)))"), "\(error.action)")
             #expect(error.cause is InjectedFailure, "\(error)")
         }
+        if point == .restore { #expect(sandbox.attachment != nil, "the error's explanation names the copy's address") }
         await sandbox.tearDown()
         #expect(world.calls.contains("detach") == (point != .network), "only an attached sandbox is detached: \(world.calls)")
         Self.expectNothingLeft(world, kiln)
@@ -100,46 +106,6 @@ extension SandboxLifecycleTests {
         #expect(world.state.withLock { $0.resolvConf } == "nameserver 10.213.0.1\n", "the mounted file gets the network's text")
         await sandbox.tearDown()
         #expect(world.calls.contains("detach"))
-        Self.expectNothingLeft(world, kiln)
-    }
-
-    /// Whichever of the two fails, the other's work is undone: a failed restore waits for the
-    /// attachment under way and detaches it; a failed attachment removes the restored container.
-    @Test(arguments: [FailurePoint.network, .restore])
-    func aCopyAttachedDuringItsRestoreLeavesNothingWhenEitherFails(point: FailurePoint) async throws {
-        let world = World(failAt: point)
-        let (kiln, root) = try Self.makeKiln(world)
-        defer { try? FileManager.default.removeItem(atPath: root) }
-        var sandbox = kiln.makeSandbox(
-            id: "svc-000005", directory: "\(kiln.paths.instances)/svc-000005", purpose: "restoring snapshot 'svc' as svc-000005")
-        do {
-            try await sandbox.prepare(
-                Self.spec, ownerMark: false, network: .attach(FakeNetwork(world: world), tag: "svc"), attachDuringRestore: true)
-            _ = try await sandbox.restore(dump: "/nonexistent", mergeMemory: false)
-            Issue.record("no failure at \(point)")
-        } catch let error as KilnError {
-            #expect(error.action.contains("(while \(Self.step(for: point)))"), "\(error.action)")
-            #expect(error.cause is InjectedFailure, "\(error)")
-        }
-        if point == .restore { #expect(sandbox.attachment != nil, "the error's explanation names the copy's address") }
-        await sandbox.tearDown()
-        #expect(world.calls.contains("detach") == (point == .restore), "only an attached sandbox is detached: \(world.calls)")
-        Self.expectNothingLeft(world, kiln)
-    }
-
-    /// `kiln run` on a network: the copy's record has the address the network gave it.
-    @Test func aRestoredCopyOnANetworkRecordsTheAddressItWasGivenDuringTheRestore() async throws {
-        let world = World(failAt: nil)
-        var (kiln, root) = try Self.makeKiln(world)
-        defer { try? FileManager.default.removeItem(atPath: root) }
-        kiln.openNetwork = { _ in FakeNetwork(world: world) }
-        var manifest = Self.manifest("svc")
-        manifest.network = "kiln"
-        let record = try await kiln.restoreOne(manifest, shareMemory: false)
-        #expect(record.address?.hasPrefix("10.213.0.") == true)
-        #expect(record.endpoint.address == record.address)
-        #expect(world.state.withLock { $0.resolvConf } == "nameserver 10.213.0.1\n")
-        try await kiln.stop(record)
         Self.expectNothingLeft(world, kiln)
     }
 
@@ -168,16 +134,32 @@ extension SandboxLifecycleTests {
         Self.expectNothingLeft(world, kiln)
     }
 
-    /// The gateway's cold fallback for a networked snapshot joins the snapshot's network (a
-    /// service that reached its database at the bake must reach it now), and its stop detaches it.
-    @Test func aColdStartOfANetworkedSnapshotJoinsItsNetworkAndLeavesIt() async throws {
+    /// How a copy of a snapshot starts.
+    enum CopyStart: String, CaseIterable, Sendable {
+        /// `kiln run`: restored, attached to its network while runc restores it.
+        case restore
+        /// The gateway's fallback when a restore failed: started from scratch, attached first.
+        case coldStart
+    }
+
+    /// A copy of a networked snapshot joins the snapshot's network, restored or cold-started (a
+    /// service that reached its database at the bake must reach it now): its record has the
+    /// address the network gave it, the bundle its DNS, and its stop detaches it.
+    @Test(arguments: CopyStart.allCases)
+    func aCopyOfANetworkedSnapshotJoinsItsNetworkAndLeavesIt(start: CopyStart) async throws {
         let world = World(failAt: nil)
         var (kiln, root) = try Self.makeKiln(world)
         defer { try? FileManager.default.removeItem(atPath: root) }
         kiln.openNetwork = { _ in FakeNetwork(world: world) }
         var manifest = Self.manifest("svc")
         manifest.network = "kiln"
-        let record = try await kiln.startColdInstance(manifest)
+        func startCopy(network: String? = nil) async throws -> InstanceRecord {
+            switch start {
+            case .restore: try await kiln.restoreOne(manifest, shareMemory: false, network: network)
+            case .coldStart: try await kiln.startColdInstance(manifest, network: network)
+            }
+        }
+        let record = try await startCopy()
         #expect(world.calls.firstIndex(of: "attach").map { $0 > world.calls.firstIndex(of: "netns create")! } == true, "\(world.calls)")
         #expect(record.address?.hasPrefix("10.213.0.") == true)
         #expect(record.endpoint.address == record.address, "the gateway reaches it at its address")
@@ -187,7 +169,7 @@ extension SandboxLifecycleTests {
         Self.expectNothingLeft(world, kiln)
 
         // --network none keeps it on loopback.
-        let loopback = try await kiln.startColdInstance(manifest, network: "none")
+        let loopback = try await startCopy(network: "none")
         #expect(loopback.address == nil && loopback.network == nil)
         try await kiln.stop(loopback)
         Self.expectNothingLeft(world, kiln)
