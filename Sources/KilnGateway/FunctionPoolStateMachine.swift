@@ -254,6 +254,10 @@ struct FunctionPoolStateMachine<Waiter: Sendable>: Sendable {
         // need (on 2 cores, a first request at zero took 20-24 ms beside a replacement's
         // restore, the thaw itself 8-10 ms). The thaw's end (thawed, thawFailed) comes back here.
         if thawing > 0 { return }
+        // Nor beside the first request a thawed copy answers: that request is what the thaw was
+        // for (a replacement's restore beside it took a first request at zero from ~10 to ~17 ms).
+        // Its answer (release) or failure comes back here; a request times out at the latest.
+        if slots.contains(where: { $0.instance.origin == .thawed && $0.served == 0 && $0.inFlight > 0 }) { return }
         if let until = standbyBlockedUntil, now < until { return }
         refreshPreparation()
         if case .failed = preparation { return }

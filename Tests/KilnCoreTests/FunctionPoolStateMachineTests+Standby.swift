@@ -36,18 +36,36 @@ extension FunctionPoolStateMachineTests {
         _ = pool.cancelWaiter(1, now: at(1.002))
 
         let thawed = pool.thawed(LaunchReport(instance: Self.instance(11)), duration: .milliseconds(4), now: at(1.004))
-        #expect(thawed.standbyLaunches == [false], "the thaw done, a replacement standby copy is restored in the background")
+        #expect(thawed.standbyLaunches.isEmpty, "no restore beside the request the thaw was for either")
         #expect(thawed.grants.map(\.waiter) == [0])
         #expect(thawed.leases.map(\.servedBy) == [.standby], "the request is labelled as answered by a thawed standby")
         #expect(thawed.metrics == [.thawSucceeded(.milliseconds(4))])
+        // Once it is answered, a replacement standby copy is restored in the background.
+        let answered = pool.release(Lease(instance: Self.instance(11)), outcome: .answered, now: at(1.01))
+        #expect(answered.standbyLaunches == [false])
         // The next request finds it running.
-        _ = pool.release(Lease(instance: Self.instance(11)), outcome: .answered, now: at(1.01))
         let (next, _) = pool.acquire(arrivedAt: at(1.02), now: at(1.02), waiter: 1)
         guard case .leased(let lease) = next else { return #expect(Bool(false), "\(next)") }
         #expect(lease.servedBy == .running)
         let status = pool.status(now: at(1.02))
         #expect(status.instances.map(\.origin) == [.thawed])
         #expect(status.standby.thaws == 1 && status.standby.lastThawMs == 4 && status.standby.starting == 1)
+    }
+
+    @Test(arguments: [LeaseOutcome.failed, .unreachable("connection refused")])
+    func aThawedCopysFirstRequestThatFailsStillLetsTheReplacementCome(outcome: LeaseOutcome) {
+        var pool = withStandbys(ScalingPolicy(maxInstances: 2, concurrency: 1, standby: 1), ready: 1)
+        _ = pool.acquire(arrivedAt: at(1), now: at(1), waiter: 0)
+        #expect(pool.thawed(LaunchReport(instance: Self.instance(11)), duration: .milliseconds(4), now: at(1.004)).standbyLaunches.isEmpty)
+        #expect(pool.release(Lease(instance: Self.instance(11)), outcome: outcome, now: at(1.01)).standbyLaunches == [false])
+    }
+
+    @Test func aThawWhoseRequestLeftMeanwhileIsReplacedAtOnce() {
+        var pool = withStandbys(ScalingPolicy(maxInstances: 2, concurrency: 1, standby: 1), ready: 1)
+        _ = pool.acquire(arrivedAt: at(1), now: at(1), waiter: 0)
+        #expect(pool.cancelWaiter(0, now: at(1.002)).0)
+        let thawed = pool.thawed(LaunchReport(instance: Self.instance(11)), duration: .milliseconds(4), now: at(1.004))
+        #expect(thawed.grants.isEmpty && thawed.standbyLaunches == [false], "no request on it: nothing to wait for")
     }
 
     @Test func withoutAStandbyCopyTheRequestIsLabelledByTheRestore() {
