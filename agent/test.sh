@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tests kiln's CRaC agent with the real org.crac 1.5.0 jar: JVMs with the agent, driven through the
 # real file + signal protocol (test/src/Driver.java), on JDK 17 and (when installed) Temurin 25,
-# then one real CRIU round trip (test/criu-roundtrip.sh) when /usr/local/sbin/criu is there.
+# then real CRIU round trips (test/criu-roundtrip.sh; woken by signal, then through the wake FIFO)
+# when /usr/local/sbin/criu is there.
 # Last line: "N passed, M failed"; exit status 1 on any failure.
 #   CRAC_JAR  default /var/cache/kiln-setup/spring-boot-3/lib/crac-1.5.0.jar
 #   JDKS      JDK homes to test on (default: JDK 17, plus Temurin 25 if present)
@@ -65,8 +66,10 @@ done
 if [ -x /usr/local/sbin/criu ]; then
   for jdk in $JDKS; do
     echo "== CRIU round trip on $jdk"
-    JAVA=$jdk/bin/java "$here/test/criu-roundtrip.sh" "$classes" "$cp_app" "$work/criu" | tee "$work/log-criu"
-    tally "$work/log-criu"
+    for wake in signal fifo; do
+      WAKE=$wake JAVA=$jdk/bin/java "$here/test/criu-roundtrip.sh" "$classes" "$cp_app" "$work/criu" | tee "$work/log-criu"
+      tally "$work/log-criu"
+    done
   done
 else
   echo "criu round trip: skipped (/usr/local/sbin/criu not installed)"

@@ -7,7 +7,7 @@ import Testing
 @testable import KilnSystem
 
 /// The CRaC agent's steps in the lifecycle, with the fake runtime and the fake agent behind the
-/// SandboxHost seam (SandboxLifecycleTests.FakeHost.signalAgent).
+/// SandboxHost seam (SandboxLifecycleTests.FakeHost.wakeAgent).
 extension SandboxLifecycleTests {
     /// A bake with the agent whose jar is a file in `root` (the test's directory, removed with it);
     /// without the restore rehearsal unless `rehearse` (its own tests below).

@@ -101,14 +101,14 @@ struct SandboxLifecycleTests {
             world.record("resolv.conf")
             world.state.withLock { $0.resolvConf = instance.resolvConf }
         }
-        /// The fake agent: a signal makes it look at its directory, as the real one does.
-        func signalAgent(namespacePid: Int32, inCgroup cgroupPath: String, containerPid: Int32) throws -> Int32 {
+        /// The fake agent: a wake makes it look at its directory, as the real one does.
+        func wakeAgent(namespacePid: Int32, inCgroup cgroupPath: String, containerPid: Int32, wakeFIFO: String) throws {
             world.record("signal")
             guard namespacePid == 1, let directory = world.state.withLock({ $0.agentDirectories[cgroupPath] ?? $0.agentDirectory }) else {
                 throw InjectedFailure(point: .afterRestore)
             }
             // A frozen process cannot take a signal's handler: the real agent would not answer.
-            guard !world.state.withLock({ $0.frozen.contains(cgroupPath) }) else { return 4242 }
+            guard !world.state.withLock({ $0.frozen.contains(cgroupPath) }) else { return }
             let fileManager = FileManager.default
             func write(_ name: String, _ text: String) throws { try Data(text.utf8).write(to: URL(fileURLWithPath: "\(directory)/\(name)")) }
             let failure = { (phase: String, message: String) in
@@ -131,7 +131,7 @@ struct SandboxLifecycleTests {
                     try write("restore.done", "pid=1\ninstance=x\nresources=2\nelapsed_us=300\nidentity_us=100\n")
                 }
             }
-            return 4242
+            return
         }
         func setFrozen(_ frozen: Bool, cgroupPath: String) throws {
             world.record(frozen ? "freeze" : "thaw")

@@ -5,19 +5,28 @@
 # restore.request + SIGWINCH -> restore.done. Checks afterRestore ran in the restored process
 # with the copy's identity, that the copies draw different random numbers, and reports what the
 # fixed-rate 1 s timer did across the gap. Usage: criu-roundtrip.sh CLASSES APP_CLASSPATH WORKDIR
+#   WAKE=fifo  wake the agent as kiln does when it can: a byte into the control directory's `wake`
+#              FIFO (made before the JVM starts, and again in each copy's fresh directory before
+#              its restore), no signal at all
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 classes=$1; cp_app=$2; w=$3
 CRIU=${CRIU:-/usr/local/sbin/criu}
 JAVA=${JAVA:-/usr/lib/jvm/java-17-openjdk-amd64/bin/java}
 pass=0; fail=0
-check() { if [ "$2" = 0 ]; then pass=$((pass + 1)); echo "PASS criu: $1"; else fail=$((fail + 1)); echo "FAIL criu: $1 ${3:-}"; fi; }
+check() { if [ "$2" = 0 ]; then pass=$((pass + 1)); echo "PASS $tag: $1"; else fail=$((fail + 1)); echo "FAIL $tag: $1 ${3:-}"; fi; }
 waitfile() { for _ in $(seq 1 1000); do [ -e "$1" ] && return 0; sleep 0.01; done; return 1; }
+WAKE=${WAKE:-signal}
+tag="criu ($WAKE)"
+wake() { # how kiln tells the agent to look at its directory
+  if [ "$WAKE" = fifo ]; then printf x >"$w/ctl/wake"; else kill -WINCH "$pid"; fi
+}
 pid=""
 cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; true; }
 trap cleanup EXIT
 
 rm -rf "$w"; mkdir -p "$w/ctl" "$w/img"
+[ "$WAKE" = fifo ] && mkfifo -m 600 "$w/ctl/wake"
 # A session of its own, stdio on /dev/null, no perf-data mmap: nothing CRIU cannot take along.
 setsid "$JAVA" -XX:-UsePerfData -XX:+UseSerialGC -Xmx64m -Xshare:off \
   ${AGENT_OPTS:-} -javaagent:"$here/build/kiln-crac-agent.jar" -Dkiln.agent.dir="$w/ctl" -Dtest.events="$w/events" \
@@ -26,11 +35,14 @@ disown
 waitfile "$w/ctl/agent.ready"; check "agent.ready" $?
 pid=$(sed -n 's/^pid=//p' "$w/ctl/agent.ready")
 sleep 2.5   # a few timer ticks
-: >"$w/ctl/checkpoint.request"; kill -WINCH "$pid"
+: >"$w/ctl/checkpoint.request"; wake
 waitfile "$w/ctl/checkpoint.ready"; check "checkpoint.ready" $?
-ls -l "/proc/$pid/fd" | grep -v -E 'jar$|/dev/null|urandom|random$|pipe|total|modules$' | grep -q "$w" \
-  && check "no file of the control dir open at the dump" 1 "$(ls -l /proc/$pid/fd)" \
-  || check "no file of the control dir open at the dump" 0
+ls -l "/proc/$pid/fd" | grep -v -E 'jar$|/dev/null|urandom|random$|pipe|total|modules$|/ctl/wake$' | grep -q "$w" \
+  && check "no file of the control dir but the wake FIFO open at the dump" 1 "$(ls -l /proc/$pid/fd)" \
+  || check "no file of the control dir but the wake FIFO open at the dump" 0
+if [ "$WAKE" = fifo ]; then
+  ls -l "/proc/$pid/fd" | grep -q "$w/ctl/wake\$"; check "the JVM holds the wake FIFO open" $? "$(ls -l /proc/$pid/fd)"
+fi
 t0=$(date +%s%N)
 "$CRIU" dump -t "$pid" -D "$w/img" --shell-job -o dump.log -v2; rc=$?
 t1=$(date +%s%N)
@@ -42,6 +54,7 @@ sleep 5     # "restored much later"
 restore_copy() { # NAME: a fresh control dir at the same path, restore, request, signal
   local name=$1
   rm -rf "$w/ctl"; mkdir -p "$w/ctl"
+  [ "$WAKE" = fifo ] && mkfifo -m 600 "$w/ctl/wake"
   echo "== copy $name restored at wall=$(date +%s%3N)" >>"$w/events"
   printf 'instance=%s\nhostname=%s\n' "$name" "$(hostname)" >"$w/ctl/.restore.request.tmp"
   mv "$w/ctl/.restore.request.tmp" "$w/ctl/restore.request"
@@ -50,10 +63,10 @@ restore_copy() { # NAME: a fresh control dir at the same path, restore, request,
   "$CRIU" restore -D "$w/img" --shell-job -d -o "restore-$name.log" -v2; local rc=$?
   r1=$(date +%s%N)
   check "criu restore of $name ($(( (r1 - r0) / 1000000 )) ms)" $rc "$(tail -5 "$w/img/restore-$name.log")"
-  kill -WINCH "$pid"
+  wake
   waitfile "$w/ctl/restore.done"; local rc2=$?
   r2=$(date +%s%N)
-  check "restore.done in $name ($(( (r2 - r1) / 1000 )) us from signal to restore.done, agent: $(sed -n 's/^elapsed_us=//p' "$w/ctl/restore.done" 2>/dev/null) us, of which identity refresh $(sed -n 's/^identity_us=//p' "$w/ctl/restore.done" 2>/dev/null) us)" $rc2
+  check "restore.done in $name ($(( (r2 - r1) / 1000 )) us from the wake to restore.done, agent: $(sed -n 's/^elapsed_us=//p' "$w/ctl/restore.done" 2>/dev/null) us, of which identity refresh $(sed -n 's/^identity_us=//p' "$w/ctl/restore.done" 2>/dev/null) us)" $rc2
   grep -q "^restored .* thread=kiln-crac-coordinator instance=$name\$" "$w/events"; check "afterRestore ran in the restored $name on the coordinator thread, with its identity" $? "$(tail -3 "$w/events")"
   sleep 2.5   # ticks after the restore
   kill -9 "$pid" 2>/dev/null

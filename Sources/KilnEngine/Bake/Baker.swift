@@ -267,8 +267,11 @@ extension Kiln {
         try await lifecycle.waitUntilReady(
             port: request.sandbox.port, readiness: request.readiness, interval: .milliseconds(1), appDirectory: request.sandbox.appDirectory,
             keptLogPath: keptLogPath)
+        // One connection per path (``warmupRequestsPerConnection`` requests): a new, a kept and a
+        // closing one through the restarted service.
         _ = try await warmUp(
-            endpoint, steps: request.warmup.map { WarmupStep(count: 1, path: $0.path) }, logPath: logPath, keptLogPath: keptLogPath)
+            endpoint, steps: request.warmup.map { WarmupStep(count: Self.warmupRequestsPerConnection, path: $0.path) }, logPath: logPath,
+            keptLogPath: keptLogPath)
         // What the afterRestore resumed may still be opening connections on its own threads (a
         // pool refilling): one opened after the next beforeCheckpoint suspended its pool would be
         // open at the dump (seen: HikariCP to PostgreSQL, refused by the preflight).
@@ -435,31 +438,45 @@ struct StoreSpace {
 extension Kiln {
     /// Replays warmup requests against a running service; any failure or non-2xx/3xx answer is
     /// an error quoting the service's last output. Returns the number of requests sent.
+    ///
+    /// Each step's requests go over keep-alive connections of ``warmupRequestsPerConnection``
+    /// requests, the last of each asking to close it: the service then runs its paths for a new
+    /// connection, a kept one and a closing one, as its clients (kiln's gateway keeps them, its
+    /// probes close them) will, each a third of the time.
     package func warmUp(
         _ endpoint: ServiceEndpoint, steps: [WarmupStep], logPath: String, keptLogPath: String, starting: (WarmupStep) -> Void = { _ in }
     ) async throws -> Int {
         var requests = 0
         for step in steps {
             starting(step)
-            for _ in 0..<step.count {
-                let reply: HTTPReply
+            var remaining = step.count
+            while remaining > 0 {
+                let batch = min(remaining, Self.warmupRequestsPerConnection)
                 do {
-                    reply = try await InstanceHTTPClient.send(.GET, step.path, to: endpoint, timeout: .seconds(30))
+                    try await InstanceHTTPClient.sendKeepingAlive(Array(repeating: step.path, count: batch), to: endpoint, timeout: .seconds(30)) {
+                        reply in
+                        guard (200..<400).contains(reply.status) else {
+                            throw KilnError(
+                                .warmupFailed, "warmup request GET \(step.path) answered HTTP \(reply.status)",
+                                hint: "warm up with paths that succeed; the reply was: \(reply.bodyText.prefix(200))")
+                        }
+                        requests += 1
+                    }
+                } catch let error as KilnError {
+                    throw error
                 } catch {
                     throw KilnError(
                         .warmupFailed, "warmup request GET \(step.path) failed: \(error)",
                         details: ProcessInspector.lastLines(ofFile: logPath, count: 15), logPath: keptLogPath)
                 }
-                guard (200..<400).contains(reply.status) else {
-                    throw KilnError(
-                        .warmupFailed, "warmup request GET \(step.path) answered HTTP \(reply.status)",
-                        hint: "warm up with paths that succeed; the reply was: \(reply.bodyText.prefix(200))")
-                }
-                requests += 1
+                remaining -= batch
             }
         }
         return requests
     }
+
+    /// How many warm-up requests share one connection.
+    package static let warmupRequestsPerConnection = 3
 }
 
 extension HostFacts {

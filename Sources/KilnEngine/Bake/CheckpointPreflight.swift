@@ -1,4 +1,5 @@
 import Foundation
+import KilnOCI
 import KilnSystem
 
 /// What a sandbox's processes hold that a checkpoint would copy into every restored copy, or that
@@ -212,6 +213,8 @@ package enum CheckpointPreflight {
                     continue
                 }
                 guard target.hasPrefix("/") else { continue }  // pipe:, anon_inode:, ...
+                // kiln's own wake FIFO for the agent: made again in every copy before its restore.
+                if target == CRaCAgent.wakeInSandbox { continue }
                 if target.hasSuffix(" (deleted)") {
                     let path = String(target.dropLast(" (deleted)".count))
                     if !path.hasPrefix("/memfd:") {

@@ -126,7 +126,7 @@ extension SandboxLifecycle {
             remove(AgentFile.checkpointFailed)
             try writeFile(AgentFile.checkpointRequest, "", step: .beforeCheckpoint)
             start = .now
-            _ = try signal(pid, step: .beforeCheckpoint)
+            try signal(pid, step: .beforeCheckpoint)
         }
         let (name, text) = try await awaitFile(
             [AgentFile.checkpointReady, AgentFile.checkpointFailed], step: .beforeCheckpoint, timeout: timeout, interval: interval,
@@ -165,7 +165,7 @@ extension SandboxLifecycle {
         let start = ContinuousClock.now
         var signalled = timespec()
         clock_gettime(CLOCK_MONOTONIC, &signalled)
-        _ = try signal(namespacePid, step: .afterRestore)
+        try signal(namespacePid, step: .afterRestore)
         let (name, text) = try await awaitFile(
             [AgentFile.restoreDone, AgentFile.restoreFailed], step: .afterRestore, timeout: timeout, interval: interval, watching: container.pid,
             missing: "the service's CRaC afterRestore did not finish within \(timeout.seconds) s",
@@ -207,10 +207,12 @@ extension SandboxLifecycle {
         }
     }
 
-    private func signal(_ namespacePid: Int32, step: Step) throws -> Int32 {
+    private func signal(_ namespacePid: Int32, step: Step) throws {
         guard let container else { throw notRunning(step) }
         do {
-            return try host.signalAgent(namespacePid: namespacePid, inCgroup: instance.cgroupPath, containerPid: container.pid)
+            try host.wakeAgent(
+                namespacePid: namespacePid, inCgroup: instance.cgroupPath, containerPid: container.pid,
+                wakeFIFO: "\(agentDirectory)/\(CRaCAgent.wakeName)")
         } catch {
             throw KilnError.wrapping(error, as: .runtimeFailed).during(action(step))
         }

@@ -148,6 +148,11 @@ public enum SandboxBundle {
         }
         try fileManager.createDirectory(atPath: control, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         if let user = spec.user { chown(control, user.uid, user.gid) }
+        // A restored JVM holds the wake FIFO open: CRIU opens it again by its path.
+        let wake = "\(control)/\(CRaCAgent.wakeName)"
+        unlink(wake)
+        guard mkfifo(wake, 0o600) == 0 else { throw KilnError.systemCall("mkfifo", errno: errno, wake) }
+        if let user = spec.user { chown(wake, user.uid, user.gid) }
         if agent.mountsOneDirectory {
             let directory = (control as NSString).deletingLastPathComponent
             chmod(directory, 0o755)

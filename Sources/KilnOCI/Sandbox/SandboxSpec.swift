@@ -220,6 +220,10 @@ public struct CRaCAgent: Codable, Sendable, Equatable {
     public static let jarInSandbox = "/run/kiln/agent/kiln-crac-agent.jar"
     /// Where each container's own control directory is inside the sandbox (both layouts).
     public static let controlInSandbox = "/run/kiln/control"
+    /// The FIFO in each control directory through which kiln wakes the agent (agent/PROTOCOL.md):
+    /// kiln makes it before the JVM starts or is restored; the JVM holds it open.
+    public static let wakeName = "wake"
+    public static let wakeInSandbox = "\(controlInSandbox)/\(wakeName)"
     /// Asks the agent to record the stack of each socket's and file's first I/O (a JFR recording
     /// from premain) and to write them at the checkpoint (`io-stacks.json`, agent/PROTOCOL.md).
     public static let ioStacksOption = "-Dkiln.agent.io-stacks=true"

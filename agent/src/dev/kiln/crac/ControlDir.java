@@ -13,8 +13,8 @@ import java.util.Map;
 
 /**
  * The control directory shared with kiln (PROTOCOL.md). Every file is written whole to a hidden
- * temporary name and renamed into place, and no file or directory stays open: nothing of the
- * channel is open while CRIU dumps the process.
+ * temporary name and renamed into place, and no file or directory stays open but kiln's wake
+ * FIFO, which kiln makes again in every copy's directory before CRIU restores it.
  */
 final class ControlDir {
     static final String AGENT_READY = "agent.ready";
@@ -26,6 +26,8 @@ final class ControlDir {
     static final String RESTORE_DONE = "restore.done";
     static final String RESTORE_FAILED = "restore.failed";
     static final String IO_STACKS = "io-stacks.json";
+    /** The FIFO kiln writes a byte into to wake the agent (made by kiln; held open by the JVM). */
+    static final String WAKE = "wake";
 
     final Path dir;
 

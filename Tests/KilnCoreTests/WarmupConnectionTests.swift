@@ -1,0 +1,60 @@
+import Foundation
+import Testing
+
+@testable import KilnEngine
+@testable import KilnSnapshot
+@testable import KilnSystem
+
+/// The bake's warm-up requests against a real HTTP server on loopback (``FakeService``): they go
+/// over keep-alive connections, as the service's clients' will, and any failure stops them.
+@Suite("warm-up connections")
+struct WarmupConnectionTests {
+    /// The service in this process's own network namespace, as kiln reaches a sandbox's.
+    static func endpoint(_ service: FakeService) -> ServiceEndpoint {
+        ServiceEndpoint(networkNamespacePath: "/proc/self/ns/net", port: service.port)
+    }
+
+    static func warmUp(_ service: FakeService, _ steps: [WarmupStep]) async throws -> Int {
+        let (kiln, root) = try SandboxLifecycleTests.makeKiln(SandboxLifecycleTests.World(failAt: nil))
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        return try await kiln.warmUp(Self.endpoint(service), steps: steps, logPath: "/nonexistent", keptLogPath: "/nonexistent")
+    }
+
+    @Test func warmupRequestsShareKeepAliveConnections() async throws {
+        let service = try await FakeService.start()
+        defer { Task { await service.stop() } }
+        let sent = try await Self.warmUp(service, [WarmupStep(count: 10, path: "/echo"), WarmupStep(count: 1, path: "/echo?again")])
+        #expect(sent == 11)
+        #expect(service.requests == 11)
+        #expect(Kiln.warmupRequestsPerConnection == 3)
+        #expect(service.connections == 5, "10 requests over connections of 3, 3, 3 and 1, then one more for the next step")
+    }
+
+    @Test func aServiceThatClosesEachConnectionGetsANewOneForTheNextRequest() async throws {
+        let service = try await FakeService.start()
+        defer { Task { await service.stop() } }
+        #expect(try await Self.warmUp(service, [WarmupStep(count: 4, path: "/close")]) == 4)
+        #expect(service.connections == 4)
+    }
+
+    @Test func aFailingAnswerStopsTheWarmupWithWhatItSaid() async throws {
+        let service = try await FakeService.start()
+        defer { Task { await service.stop() } }
+        do {
+            _ = try await Self.warmUp(service, [WarmupStep(count: 5, path: "/no-such-path")])
+            Issue.record("a warm-up answered with an error went on")
+        } catch let error as KilnError {
+            #expect(error.code == .warmupFailed && error.message.contains("/no-such-path") && error.message.contains("HTTP 404"), "\(error)")
+        }
+        #expect(service.requests == 1, "stopped at the first failing answer")
+    }
+
+    @Test func aSingleRequestAsksToCloseItsConnection() async throws {
+        let service = try await FakeService.start()
+        defer { Task { await service.stop() } }
+        let reply = try await InstanceHTTPClient.send(.GET, "/echo", to: Self.endpoint(service))
+        let document = try JSONSerialization.jsonObject(with: Data(reply.body)) as? [String: Any]
+        let headers = (document?["headers"] as? [[String]]) ?? []
+        #expect(headers.contains(["Connection", "close"]), "\(headers)")
+    }
+}
