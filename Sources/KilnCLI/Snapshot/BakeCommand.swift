@@ -184,7 +184,8 @@ struct Bake: AsyncParsableCommand, ReportingCommand {
                     "\(app ? "the application asked for its checkpoint; " : "")beforeCheckpoint of \(resources.map(String.init) ?? "?") CRaC resources done in \(Output.ms(ms))"
                 )
             case .rehearsedRestore(let ms):
-                Output.progress("restore rehearsed in \(Output.ms(ms)) (beforeCheckpoint, afterRestore, readiness once, each warm-up path three times)")
+                Output.progress(
+                    "restore rehearsed in \(Output.ms(ms)) (beforeCheckpoint, afterRestore, readiness once, each warm-up path three times)")
             case .preflight(let lines, let blocked):
                 Output.progress("preflight: \(blocked ? "blocked" : "ok")")
                 if !preflightOnly { for line in lines { Output.progress("  \(line)") } }
