@@ -80,9 +80,13 @@ public struct BakeTimings: Codable, Sendable, Equatable {
     /// Full GC and other shrinking before the dump.
     public var compactMs: Double
     public var checkpointMs: Double
-    /// The restore rehearsal before the checkpoint (beforeCheckpoint, afterRestore, readiness and
-    /// warm-up paths once); nil when there was none (`--no-rehearsal`, no agent, an older kiln).
+    /// The restore rehearsal before the checkpoint (beforeCheckpoint, afterRestore, readiness once
+    /// and each warm-up path three times); nil when there was none (`--no-rehearsal`, no agent, an
+    /// older kiln).
     public var rehearsalMs: Double?
+    /// How long the service had run when its dump began (at least 12 s after a compaction: see
+    /// `Kiln.minimumServiceUptime`); nil in manifests of an older kiln.
+    public var serviceUptimeMs: Double?
 
     public init(coldStartMs: Double = 0, warmupMs: Double = 0, compactMs: Double = 0, checkpointMs: Double = 0) {
         self.coldStartMs = coldStartMs

@@ -187,6 +187,9 @@ extension Integration {
                         warmup: [WarmupStep(count: 200, path: "/greet"), WarmupStep(count: 100, path: "/owners/1")], compact: true))
                 #expect(compacted.compacted, "kiln should have found the JVM and compacted it")
                 #expect(compacted.timings.compactMs > 0)
+                // Its periodic tasks had their first runs in the original (Kiln.minimumServiceUptime).
+                let uptime = try #require(compacted.timings.serviceUptimeMs)
+                #expect(uptime >= Kiln.minimumServiceUptime.milliseconds, "dumped \(uptime) ms after the service started")
                 let copy = try await host.kiln.restoreOne(compacted)
                 let reply = try await host.kiln.request(copy, path: "/owners/2")
                 #expect(reply.status == 200)

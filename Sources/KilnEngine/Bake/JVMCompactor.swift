@@ -11,7 +11,8 @@ import Logging
 ///   1. lowers the heap's free-ratio bounds (both are `manageable` flags) and runs a full GC
 ///      (`GC.run`), so only live objects remain and the collector may hand free heap back;
 ///   2. waits for HotSpot's chunk-pool cleaner (it runs every 5 s) to free the arenas the JIT
-///      compilers used during warmup;
+///      compilers used during warmup, and at least until the service has run
+///      ``Kiln/minimumServiceUptime`` (its periodic tasks' first runs then happen before the dump);
 ///   3. returns free malloc memory to the OS (`System.trim_native_heap`, JDK 17.0.9+/21+) and
 ///      puts the free-ratio bounds back, so the restored service grows its heap as before.
 /// Measured on the Spring sample (JDK 17, host JVM): RSS 158 MiB -> 128 MiB; without the wait the
@@ -50,7 +51,10 @@ struct JVMCompactor {
         return (min, max)
     }
 
-    func compact(containerID: String, cgroupPath: String) async -> Result {
+    /// Compacts every JVM of the sandbox. The wait between the GC and the trim lasts at least
+    /// ``arenaCleanupWait`` and, when `notBefore` is given, until then (see
+    /// ``Kiln/minimumServiceUptime``).
+    func compact(containerID: String, cgroupPath: String, notBefore: ContinuousClock.Instant? = nil) async -> Result {
         let javaProcesses = ProcessInspector.pids(inCgroup: cgroupPath).compactMap { pid -> (Int32, String)? in
             guard let exe = ProcessInspector.executable(of: pid), (exe as NSString).lastPathComponent == "java" else { return nil }
             return (pid, exe)
@@ -73,7 +77,8 @@ struct JVMCompactor {
                 let scripts = Self.scripts(original: original, trimNativeHeap: help.stdout.contains("System.trim_native_heap"))
                 let collected = try await runtime.exec(id: containerID, [jcmd, String(inner), "-f", "/dev/stdin"], input: scripts.collect)
                 logger.debug("jcmd GC of pid \(inner): \(collected.stdout)")
-                try await Task.sleep(for: arenaCleanupWait)
+                let waitUntil = max(ContinuousClock.now + arenaCleanupWait, notBefore ?? .now)
+                try await Task.sleep(until: waitUntil, clock: .continuous)
                 let trimmed = try await runtime.exec(id: containerID, [jcmd, String(inner), "-f", "/dev/stdin"], input: scripts.trim)
                 logger.debug("jcmd trim of pid \(inner): \(trimmed.stdout)")
                 let after = MemoryUsage.of(pids: [pid]).rssBytes
