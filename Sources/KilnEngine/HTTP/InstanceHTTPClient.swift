@@ -138,6 +138,11 @@ public enum InstanceHTTPClient {
         }
         defer { timer.cancel() }
         channel.eventLoop.execute {
+            // A kept connection the service closed meanwhile: say so now, not at the timeout.
+            guard channel.isActive else {
+                promise.fail(Failure.connection("the service closed the connection before the request"))
+                return
+            }
             do {
                 try channel.pipeline.syncOperations.handler(type: ReplyCollector.self).expect(promise, closing: request.closing)
             } catch {
