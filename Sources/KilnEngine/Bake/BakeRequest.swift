@@ -39,8 +39,8 @@ public struct BakeRequest: Sendable {
     /// path and the warm-up.
     public var onRequest: Bool = false
     /// Rehearse the copies' restore path before the checkpoint (with the agent, not with
-    /// `onRequest`, not for `--preflight`): beforeCheckpoint, afterRestore, the readiness path and
-    /// each warm-up path once; `--no-rehearsal` turns it off.
+    /// `onRequest`, not for `--preflight`): beforeCheckpoint, afterRestore, the readiness path once
+    /// and each warm-up path three times; `--no-rehearsal` turns it off.
     public var rehearseRestore: Bool = true
     /// Kinds of preflight finding (``CheckpointPreflight/Kind``) accepted (`--allow KIND`).
     package var allow: Set<CheckpointPreflight.Kind> = []

@@ -287,7 +287,7 @@ extension Kiln {
             let agent = try await sandbox.afterRestore(namespacePid: jvm, instance: id, hostname: id, timeout: timeout)
             afterRestoreMs = agent.elapsedMs
             logger.debug(
-                "\(id): afterRestore \(String(format: "%.2f", agent.elapsedMs)) ms as kiln saw it: the JVM ran the signal handler \(agent.deliveryMs(clockOffsetNanos: ProcessInspector.monotonicOffsetNanos(of: container.pid)).map { String(format: "%.2f", $0) } ?? "?") ms after the signal, the agent took \(agent.agentMs.map { String(format: "%.2f", $0) } ?? "?") ms (identity refresh \(agent.identityMs.map { String(format: "%.2f", $0) } ?? "?") ms)"
+                "\(id): afterRestore \(String(format: "%.2f", agent.elapsedMs)) ms as kiln saw it: the agent woke \(agent.deliveryMs(clockOffsetNanos: ProcessInspector.monotonicOffsetNanos(of: container.pid)).map { String(format: "%.2f", $0) } ?? "?") ms after kiln's wake and took \(agent.agentMs.map { String(format: "%.2f", $0) } ?? "?") ms (its identity refreshed at \(agent.identityMs.map { String(format: "%.2f", $0) } ?? "?") ms)"
             )
             for warning in agent.warnings { logger.warning("\(id): the agent says: \(warning)") }
         }

@@ -65,16 +65,17 @@ package struct AgentCheckpoint: Sendable, Equatable {
 package struct AgentRestore: Sendable, Equatable {
     /// From writing `restore.request` to reading `restore.done`, as kiln saw it.
     package var elapsedMs: Double
-    /// The `identity_us` and `elapsed_us` the agent measured, in ms.
+    /// The `identity_us` (from the agent's wake-up to its identity refreshed) and `elapsed_us`
+    /// (from its wake-up to `restore.done`) the agent measured, in ms.
     package var identityMs: Double?
     package var agentMs: Double?
-    /// When the agent's signal handler ran (`signal_ns`: the JVM's CLOCK_MONOTONIC, in its time
-    /// namespace) and when kiln signalled (the host's CLOCK_MONOTONIC), in ns.
+    /// When the agent woke (`signal_ns`: the JVM's CLOCK_MONOTONIC, in its time namespace) and
+    /// when kiln woke it (the host's CLOCK_MONOTONIC; a byte into the wake FIFO, or the signal), in ns.
     package var handledNanos: Int64?
     package var signalledNanos: Int64
 
-    /// How long the JVM took from kiln's signal to running the agent's handler (ms), given the
-    /// JVM's clock offset (``ProcessInspector/monotonicOffsetNanos(of:)``).
+    /// How long the JVM took from kiln's wake to the agent's wake-up (ms), given the JVM's clock
+    /// offset (``ProcessInspector/monotonicOffsetNanos(of:)``).
     package func deliveryMs(clockOffsetNanos offset: Int64?) -> Double? {
         guard let handledNanos, let offset else { return nil }
         return Double(handledNanos - offset - signalledNanos) / 1e6
@@ -126,7 +127,7 @@ extension SandboxLifecycle {
             remove(AgentFile.checkpointFailed)
             try writeFile(AgentFile.checkpointRequest, "", step: .beforeCheckpoint)
             start = .now
-            try signal(pid, step: .beforeCheckpoint)
+            try wake(pid, step: .beforeCheckpoint)
         }
         let (name, text) = try await awaitFile(
             [AgentFile.checkpointReady, AgentFile.checkpointFailed], step: .beforeCheckpoint, timeout: timeout, interval: interval,
@@ -165,7 +166,7 @@ extension SandboxLifecycle {
         let start = ContinuousClock.now
         var signalled = timespec()
         clock_gettime(CLOCK_MONOTONIC, &signalled)
-        try signal(namespacePid, step: .afterRestore)
+        try wake(namespacePid, step: .afterRestore)
         let (name, text) = try await awaitFile(
             [AgentFile.restoreDone, AgentFile.restoreFailed], step: .afterRestore, timeout: timeout, interval: interval, watching: container.pid,
             missing: "the service's CRaC afterRestore did not finish within \(timeout.seconds) s",
@@ -207,7 +208,7 @@ extension SandboxLifecycle {
         }
     }
 
-    private func signal(_ namespacePid: Int32, step: Step) throws {
+    private func wake(_ namespacePid: Int32, step: Step) throws {
         guard let container else { throw notRunning(step) }
         do {
             try host.wakeAgent(

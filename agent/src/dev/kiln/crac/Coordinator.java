@@ -1,6 +1,10 @@
 package dev.kiln.crac;
 
+import java.io.File;
 import java.io.IOException;
+import java.io.RandomAccessFile;
+import java.lang.management.CompilationMXBean;
+import java.lang.management.ManagementFactory;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
@@ -84,13 +88,13 @@ final class Coordinator {
      * (an older kiln): signals only.
      */
     private void startWakeReader() {
-        java.io.File fifo = dir.dir.resolve(ControlDir.WAKE).toFile();
+        File fifo = dir.dir.resolve(ControlDir.WAKE).toFile();
         if (!fifo.exists() || fifo.isFile() || "signal".equals(System.getProperty("kiln.agent.wake"))) { // signal: diagnosis only
             return;
         }
-        final java.io.RandomAccessFile in;
+        final RandomAccessFile in;
         try {
-            in = new java.io.RandomAccessFile(fifo, "rw");
+            in = new RandomAccessFile(fifo, "rw");
         } catch (IOException e) {
             Log.warn("cannot open the wake FIFO, signals only: " + e);
             return;
@@ -357,9 +361,9 @@ final class Coordinator {
      */
     private static long awaitQuietCompiler() {
         long start = System.nanoTime();
-        java.lang.management.CompilationMXBean compiler;
+        CompilationMXBean compiler;
         try {
-            compiler = java.lang.management.ManagementFactory.getCompilationMXBean();
+            compiler = ManagementFactory.getCompilationMXBean();
         } catch (LinkageError e) { // a runtime image without java.management
             return 0;
         }
@@ -403,7 +407,6 @@ final class Coordinator {
             empty.beforeCheckpoint(null);
             // The kernel's own hostname: the local host step reads it and, as it matches, pins nothing.
             String hostname = Files.readString(Path.of("/proc/sys/kernel/hostname")).strip();
-            dir.write(REHEARSAL_FILES.request(), ControlDir.properties(Map.of("hostname", hostname)));
             String before = System.getProperty("kiln.hostname");
             // Many rounds, not one: the JIT compiles what runs often, and this path runs once in
             // each copy. Interpreted, the agent's part of a copy's afterRestore took ~4 ms (hello-jdk
@@ -413,9 +416,7 @@ final class Coordinator {
             long deadline = t0 + REHEARSAL_BUDGET_NANOS;
             Failures<RestoreException> failures = null;
             for (int i = 0; i < rounds && (i == 0 || System.nanoTime() < deadline); i++) {
-                if (i > 0) {
-                    dir.write(REHEARSAL_FILES.request(), ControlDir.properties(Map.of("hostname", hostname)));
-                }
+                dir.write(REHEARSAL_FILES.request(), ControlDir.properties(Map.of("hostname", hostname)));
                 Map<String, String> request = dir.readProperties(REHEARSAL_FILES.request());
                 failures = finishRestore(request, empty, t0, System.nanoTime(), 0, REHEARSAL_FILES);
                 rehearsalRounds++;
