@@ -84,9 +84,17 @@ public struct BakeTimings: Codable, Sendable, Equatable {
     /// and each warm-up path three times); nil when there was none (`--no-rehearsal`, no agent, an
     /// older kiln).
     public var rehearsalMs: Double?
-    /// How long the service had run when its dump began (at least 12 s after a compaction: see
-    /// `Kiln.minimumServiceUptime`); nil in manifests of an older kiln.
+    /// How long the service had run when its dump began (after a compaction, at least its cold
+    /// start and 11 s more: see `Kiln.minimumTimeReady`); nil in manifests of an older kiln.
     public var serviceUptimeMs: Double?
+    /// How long the warm-up went on after its steps until the JVM's JIT compilers were idle
+    /// (`kiln bake --warmup-settle`); nil when it did not (no warm-up steps, no JIT compiler
+    /// threads found, `--warmup-settle 0`, an older kiln).
+    public var jitSettleMs: Double?
+    /// Whether the compilers were idle when that ended (false: the limit was reached first).
+    public var jitSettled: Bool?
+    /// Warm-up requests sent in that time, beyond the steps' own.
+    public var jitSettleRequests: Int?
 
     public init(coldStartMs: Double = 0, warmupMs: Double = 0, compactMs: Double = 0, checkpointMs: Double = 0) {
         self.coldStartMs = coldStartMs

@@ -110,6 +110,18 @@ struct BinaryTests {
         #expect(text.stderr.contains("hint: "))
     }
 
+    @Test func aWarmupSettleOutOfRangeIsRefusedBeforeAnythingStarts() throws {
+        let host = CLIHost()
+        defer { host.cleanUp() }
+        for value in ["-1", "nan", "1e12"] {
+            let output = try host.kiln(["bake", "settle", "--port", "8080", "--warmup-settle=\(value)", "--json", "--", "/bin/true"])
+            #expect(output.status == .exited(2), "\(value): \(output.stderr)")
+            let error = try errorBody(output)
+            #expect(error["code"] as? String == "invalid-argument")
+            #expect((error["message"] as? String)?.contains("--warmup-settle") == true, "\(value): \(error)")
+        }
+    }
+
     /// An error that starts as a Foundation error (CocoaError around ENOTDIR): today's kiln let
     /// it escape --json; now it is a system-call document with the errno, exit 1.
     @Test func foundationErrorIsAJSONDocument() throws {

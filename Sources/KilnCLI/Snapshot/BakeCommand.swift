@@ -96,6 +96,12 @@ struct Bake: AsyncParsableCommand, ReportingCommand {
 
     @Option(
         help: ArgumentHelp(
+            "After the warm-up steps, go on sending their paths until the JVM's JIT compilers have been idle for a second, at most this long (0: stop after the steps). Copies then run compiled code, not code still being profiled.",
+            valueName: "SECONDS"))
+    var warmupSettle: Double = 30
+
+    @Option(
+        help: ArgumentHelp(
             "Accept a kind of preflight finding instead of refusing the dump (repeatable): \(CheckpointPreflight.Kind.allCases.map(\.rawValue).joined(separator: ", ")).",
             valueName: "KIND"))
     var allow: [String] = []
@@ -148,6 +154,11 @@ struct Bake: AsyncParsableCommand, ReportingCommand {
                 }
                 return parsed
             })
+        guard InputValidation.isSeconds(warmupSettle, allowZero: true) else {
+            throw KilnError(
+                .invalidArgument, "--warmup-settle \(warmupSettle) is out of range",
+                hint: "pass seconds, e.g. --warmup-settle 30, or 0 to stop warming up after the --warmup steps")
+        }
         let kiln = try common.openKiln(toDo: "bake a snapshot")
         let appDirectory = app.map { URL(fileURLWithPath: $0, relativeTo: URL(fileURLWithPath: current)).standardizedFileURL.path }
         // With --image, the image's configuration fills in the root, working directory and
@@ -166,6 +177,7 @@ struct Bake: AsyncParsableCommand, ReportingCommand {
             network: networkOption.network, agent: !noAgent)
         request.onRequest = onRequest
         request.rehearseRestore = !noRehearsal
+        request.warmupSettleLimit = .milliseconds(Int(warmupSettle * 1000))
         request.allow = allowed
         let preflightOnly = preflight
         let progress: @Sendable (BakeEvent) -> Void = { event in
@@ -179,6 +191,14 @@ struct Bake: AsyncParsableCommand, ReportingCommand {
             case .ready(let ms): Output.progress("ready after \(Output.ms(ms)) (cold start)")
             case .warmingUp(let step): Output.progress("warming up: \(step.count) x GET \(step.path)")
             case .warmedUp(let ms, let requests): Output.progress("warmed up: \(requests) requests in \(Output.ms(ms))")
+            case .settlingCompilers(let limit):
+                Output.progress("warming up until the JIT compilers are idle (at most \(Output.ms(limit.milliseconds)))...")
+            case .settledCompilers(let ms, let requests, let settled):
+                Output.progress(
+                    settled
+                        ? "JIT compilers idle after \(requests) more requests in \(Output.ms(ms))"
+                        : "JIT compilers still busy after \(requests) more requests in \(Output.ms(ms)) (the --warmup-settle limit); checkpointing anyway"
+                )
             case .beforeCheckpoint(let ms, let resources, let app):
                 Output.progress(
                     "\(app ? "the application asked for its checkpoint; " : "")beforeCheckpoint of \(resources.map(String.init) ?? "?") CRaC resources done in \(Output.ms(ms))"

@@ -42,6 +42,11 @@ public struct BakeRequest: Sendable {
     /// `onRequest`, not for `--preflight`): beforeCheckpoint, afterRestore, the readiness path once
     /// and each warm-up path three times; `--no-rehearsal` turns it off.
     public var rehearseRestore: Bool = true
+    /// After the warm-up steps, go on sending their paths until the JVM's JIT compilers have been
+    /// idle for a second (``CompilerSettling``), at most this long; zero: not at all
+    /// (`--warmup-settle SECONDS`). Code a copy runs that is still profiled or compiled after
+    /// its restore costs every copy (docs/restore-path.md).
+    public var warmupSettleLimit: Duration = .seconds(30)
     /// Kinds of preflight finding (``CheckpointPreflight/Kind``) accepted (`--allow KIND`).
     package var allow: Set<CheckpointPreflight.Kind> = []
     /// The agent jar to bind (default: ``CRaCAgent/locate(environment:)``).

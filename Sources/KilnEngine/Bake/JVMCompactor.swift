@@ -11,8 +11,8 @@ import Logging
 ///   1. lowers the heap's free-ratio bounds (both are `manageable` flags) and runs a full GC
 ///      (`GC.run`), so only live objects remain and the collector may hand free heap back;
 ///   2. waits for HotSpot's chunk-pool cleaner (it runs every 5 s) to free the arenas the JIT
-///      compilers used during warmup, and at least until the service has run
-///      ``Kiln/minimumServiceUptime`` (its periodic tasks' first runs then happen before the dump);
+///      compilers used during warmup, and at least until the service has been ready
+///      ``Kiln/minimumTimeReady`` (its periodic tasks' first runs then happen before the dump);
 ///   3. returns free malloc memory to the OS (`System.trim_native_heap`, JDK 17.0.9+/21+) and
 ///      puts the free-ratio bounds back, so the restored service grows its heap as before.
 /// Measured on the Spring sample (JDK 17, host JVM): RSS 158 MiB -> 128 MiB; without the wait the
@@ -53,7 +53,7 @@ struct JVMCompactor {
 
     /// Compacts every JVM of the sandbox. The wait between the GC and the trim lasts at least
     /// ``arenaCleanupWait`` and, when `notBefore` is given, until then (see
-    /// ``Kiln/minimumServiceUptime``).
+    /// ``Kiln/minimumTimeReady``).
     func compact(containerID: String, cgroupPath: String, notBefore: ContinuousClock.Instant? = nil) async -> Result {
         let javaProcesses = ProcessInspector.pids(inCgroup: cgroupPath).compactMap { pid -> (Int32, String)? in
             guard let exe = ProcessInspector.executable(of: pid), (exe as NSString).lastPathComponent == "java" else { return nil }
