@@ -52,6 +52,8 @@ public struct KilnPaths: Sendable, Equatable {
     public var criuConfig: String { "\(state)/criu-runc.conf" }
     /// The CRIU configuration of a bake's checkpoint (``CRIUConfiguration/dumpContents``).
     public var criuDumpConfig: String { "\(state)/criu-runc-dump.conf" }
+    /// The CRIU configuration of a standby copy's restore (``CRIUConfiguration/standbyRestoreContents(mapPageImages:)``).
+    public var criuStandbyConfig: String { "\(state)/criu-runc-standby.conf" }
 }
 
 /// kiln's entry point for everything that touches containers: bake, restore, inspect, stop.
@@ -95,6 +97,8 @@ public struct Kiln: Sendable {
         runtime.probes = probes
         try CRIUConfiguration.write(to: paths.criuConfig, contents: CRIUConfiguration.restoreContents(mapPageImages: criu.mapsPageImages))
         try CRIUConfiguration.write(to: paths.criuDumpConfig, contents: CRIUConfiguration.dumpContents(inlineTmpfs: criu.inlinesTmpfs))
+        try CRIUConfiguration.write(
+            to: paths.criuStandbyConfig, contents: CRIUConfiguration.standbyRestoreContents(mapPageImages: criu.mapsPageImages))
         var store = SnapshotStore(root: paths.store)
         store.verificationRecords = VerificationRecords(directory: paths.verificationRecords)
         try store.prepare()
@@ -126,11 +130,18 @@ public struct Kiln: Sendable {
     }
 
     /// The lifecycle of a new sandbox `id` in `directory`, doing `purpose` (the action its errors
-    /// name). A bake's checkpoint uses ``KilnPaths/criuDumpConfig``; everything else the restore one.
-    package func makeSandbox(id: String, directory: String, purpose: String, forCheckpoint: Bool = false) -> SandboxLifecycle {
-        SandboxLifecycle(
-            id: id, directory: directory, purpose: purpose, paths: paths,
-            criuConfigPath: forCheckpoint ? paths.criuDumpConfig : paths.criuConfig, runtime: runtime, host: host, logger: logger)
+    /// name). A bake's checkpoint uses ``KilnPaths/criuDumpConfig``, a standby copy's restore
+    /// ``KilnPaths/criuStandbyConfig`` (its processes are left stopped until it is frozen);
+    /// everything else the restore one.
+    package func makeSandbox(id: String, directory: String, purpose: String, forCheckpoint: Bool = false, standby: Bool = false)
+        -> SandboxLifecycle
+    {
+        let configuration = forCheckpoint ? paths.criuDumpConfig : standby ? paths.criuStandbyConfig : paths.criuConfig
+        var lifecycle = SandboxLifecycle(
+            id: id, directory: directory, purpose: purpose, paths: paths, criuConfigPath: configuration, runtime: runtime, host: host,
+            logger: logger)
+        lifecycle.restoresStopped = standby && !forCheckpoint
+        return lifecycle
     }
 
     /// The lifecycle of a sandbox that exists already (an instance from its record, or one

@@ -16,4 +16,14 @@ struct CRIUConfigurationTests {
         // A restore never gets the dump-only option: listings are recognised whatever the options.
         #expect(!options(CRIUConfiguration.restoreContents(mapPageImages: true)).contains("tmpfs-inline"))
     }
+
+    @Test func onlyAStandbyCopyIsLeftStopped() {
+        for mapped in [false, true] {
+            let restore = options(CRIUConfiguration.restoreContents(mapPageImages: mapped))
+            let standby = options(CRIUConfiguration.standbyRestoreContents(mapPageImages: mapped))
+            #expect(!restore.contains("leave-stopped"))
+            #expect(standby == restore + ["leave-stopped"])
+            #expect(standby.contains("mmap-page-images") == mapped)
+        }
+    }
 }

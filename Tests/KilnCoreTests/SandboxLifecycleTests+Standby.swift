@@ -15,7 +15,8 @@ extension SandboxLifecycleTests {
         defer { try? FileManager.default.removeItem(atPath: root) }
         let manifest = Self.agentManifest()
         let standby = try await kiln.restoreOne(manifest, shareMemory: false, standby: true)
-        #expect(world.calls == ["mkdir \(standby.id)", "mkdir work", "netns create", "bundle", "restore", "freeze"])
+        // CRIU left it stopped (the standby configuration): frozen, then continued into the freezer.
+        #expect(world.calls == ["mkdir \(standby.id)", "mkdir work", "netns create", "bundle", "restore", "freeze", "continue"])
         #expect(standby.standby == true && standby.frozenAfterMs != nil && standby.thawMs == nil)
         #expect(world.state.withLock { $0.agentRequests }.isEmpty, "no identity before the thaw")
         #expect(try kiln.instance(standby.id).standby == true, "the record says standby")

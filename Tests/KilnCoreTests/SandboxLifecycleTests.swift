@@ -140,6 +140,9 @@ struct SandboxLifecycleTests {
                 if frozen { state.frozen.insert(cgroupPath) } else { state.frozen.remove(cgroupPath) }
             }
         }
+        func continueStopped(inCgroup cgroupPath: String) throws {
+            world.record("continue")
+        }
         func preflightSnapshot(ofCgroup cgroupPath: String, containerPid: Int32) -> PreflightSnapshot {
             world.record("preflight")
             return world.state.withLock { $0.preflight }

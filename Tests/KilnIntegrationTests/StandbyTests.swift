@@ -42,6 +42,11 @@ extension Integration {
                     )
                     // Its agent was told nothing yet: no identity before the thaw.
                     #expect(!FileManager.default.fileExists(atPath: "\(host.kiln.instanceDirectory(copy.id))/agent/restore.done"))
+                    // CRIU left it stopped until it was frozen: it ran nothing after its restore, so
+                    // it maps only what the restore touched (~1 MiB; copies that ran until their
+                    // freeze had 3-49 MiB of the snapshot mapped).
+                    let rss = MemoryUsage.of(pids: [copy.pid]).rssBytes
+                    #expect(rss > 0 && rss < 2 << 20, "standby \(copy.id) maps \(rss) bytes")
                 }
                 let states = Dictionary(try await host.kiln.status().map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
                 for copy in standbys {

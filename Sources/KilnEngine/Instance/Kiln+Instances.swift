@@ -108,7 +108,7 @@ extension Kiln {
         InstanceHTTPClient.prepare()
         let id = makeInstanceID(for: manifest.name)
         let purpose = standby ? "restoring a standby copy of '\(manifest.name)' as \(id)" : "restoring snapshot '\(manifest.name)' as \(id)"
-        var sandbox = makeSandbox(id: id, directory: instanceDirectory(id), purpose: purpose)
+        var sandbox = makeSandbox(id: id, directory: instanceDirectory(id), purpose: purpose, standby: standby)
         do {
             let start = ContinuousClock.now
             if manifest.network != nil { sandbox.keepResolvConfMount() } else { sandbox.mountsNetworkResolvConf = false }

@@ -53,6 +53,9 @@ package protocol SandboxHost: Sendable {
     /// Freezes (`true`) or thaws every task of the cgroup `cgroupPath` (``CgroupFreezer``); a
     /// freeze returns once all are frozen.
     func setFrozen(_ frozen: Bool, cgroupPath: String) throws
+    /// Sends SIGCONT to every process of the cgroup `cgroupPath`: a standby copy CRIU left
+    /// stopped, frozen since, moves from its stop into the freezer without running.
+    func continueStopped(inCgroup cgroupPath: String) throws
 }
 
 /// ``SandboxHost`` on Linux, as root.
@@ -156,5 +159,13 @@ package struct LinuxSandboxHost: SandboxHost {
     package func setFrozen(_ frozen: Bool, cgroupPath: String) throws {
         let freezer = CgroupFreezer(path: cgroupPath)
         if frozen { try freezer.freeze() } else { try freezer.thaw() }
+    }
+
+    package func continueStopped(inCgroup cgroupPath: String) throws {
+        let pids = ProcessInspector.pids(inCgroup: cgroupPath)
+        guard !pids.isEmpty else { throw KilnError(.runtimeFailed, "no process left in the cgroup \(cgroupPath) to continue") }
+        for pid in pids where kill(pid, SIGCONT) != 0 && errno != ESRCH {
+            throw KilnError(.systemCall, "could not continue process \(pid) of \(cgroupPath): \(String(cString: strerror(errno)))")
+        }
     }
 }

@@ -82,6 +82,9 @@ package struct SandboxLifecycle {
     /// Its cgroup may be frozen (it froze it, or it adopted a sandbox): thawed before the
     /// tear-down, since a frozen task cannot die.
     private var mayBeFrozen = false
+    /// The restore leaves the copy's processes stopped (CRIU's `leave-stopped`, in a standby
+    /// copy's configuration): ``freeze()`` lets them go from the stop into the freezer.
+    package var restoresStopped = false
 
     /// The service's output.
     package var logPath: String { "\(directory)/console.log" }
@@ -273,7 +276,12 @@ package struct SandboxLifecycle {
     package mutating func freeze() throws {
         guard container != nil else { throw notRunning(.freeze) }
         mayBeFrozen = true
-        try step(.freeze) { try host.setFrozen(true, cgroupPath: instance.cgroupPath) }
+        try step(.freeze) {
+            try host.setFrozen(true, cgroupPath: instance.cgroupPath)
+            // Stopped tasks count as frozen; continued now, they go straight into the freezer,
+            // so not one instruction of the copy runs before its thaw.
+            if restoresStopped { try host.continueStopped(inCgroup: instance.cgroupPath) }
+        }
     }
 
     /// The thaw step: the frozen copy runs again from where it was frozen; its identity,

@@ -37,6 +37,20 @@ public enum CRIUConfiguration {
             """
     }
 
+    /// What a standby copy's restore gets: ``restoreContents(mapPageImages:)`` and CRIU's
+    /// `leave-stopped`. CRIU resumes a restored task, so the copy ran for as long as runc took to
+    /// return and kiln to freeze it (0.2-5 ms): Spring sample standby copies then held 1-48 MiB of
+    /// the snapshot's pages (the kernel maps 16 pages around each page read) and did work in the
+    /// bake's identity. Left stopped, they run nothing until their thaw.
+    public static func standbyRestoreContents(mapPageImages: Bool) -> String {
+        restoreContents(mapPageImages: mapPageImages) + """
+            # A standby copy: CRIU leaves its processes stopped (SIGSTOP); kiln freezes its cgroup,
+            # then continues them into the freezer. Nothing of the copy runs before its thaw.
+            leave-stopped
+
+            """
+    }
+
     /// What a bake's checkpoint gets: the same network lock, but cgroups managed as CRIU does by
     /// default, so the images record the cgroup controllers. A restore that lets CRIU manage
     /// cgroups (Podman's, which passes no CRIU options) fails on images dumped with
