@@ -338,8 +338,16 @@ struct FakePlugins {
 
     func add(_ name: String, script: String) throws {
         let path = "\(directory)/\(name)"
-        try "#!/bin/bash\nLOG=\(log)\n\(script)\n".write(toFile: path, atomically: true, encoding: .utf8)
+        try "#!/bin/bash\n[ -n \"$FAKE_PLUGIN_SETTLE\" ] && exit 0\nLOG=\(log)\n\(script)\n".write(
+            toFile: path, atomically: true, encoding: .utf8)
         try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: path)
+        // Other tests spawn processes meanwhile: a child forked while the script was open for
+        // writing holds that descriptor until it execs, and exec of the script fails with ETXTBSY
+        // (the plugin "exited with status 126") until then. Wait for that to pass.
+        for _ in 0..<200 {
+            if let ran = try? Subprocess.run(path, [], environment: ["FAKE_PLUGIN_SETTLE": "1"]), ran.status.isSuccess { return }
+            usleep(5000)
+        }
     }
 
     func remove() {
