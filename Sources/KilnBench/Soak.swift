@@ -101,7 +101,7 @@ extension Kiln {
                 if fields.count > 1, Int32(fields[1]) == me { resources.zombies += 1 }
                 continue
             }
-            let cgroup = (try? String(contentsOfFile: "/proc/\(pid)/cgroup", encoding: .utf8)) ?? ""
+            let cgroup = ProcFile.text("/proc/\(pid)/cgroup") ?? ""
             if cgroup.contains(":\(paths.cgroupParent)/") { resources.processes += 1 }
         }
         resources.openFileDescriptors = ((try? fileManager.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []).count

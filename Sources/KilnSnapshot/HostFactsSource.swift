@@ -68,7 +68,7 @@ public struct ProcHostFactsSource: HostFactsSource {
     }
 
     /// The first processor's vendor, model and flags (x86 `flags`, arm64 `Features`).
-    static func cpuInfo(_ text: String? = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) -> (
+    static func cpuInfo(_ text: String? = ProcFile.text("/proc/cpuinfo")) -> (
         vendor: String?, model: String?, flags: [String]?
     ) {
         guard let text else { return (nil, nil, nil) }

@@ -68,3 +68,17 @@ struct CompilerSettlingTests {
         #expect(CompilerActivity.cpuNanoseconds(ofProcesses: []) == nil)
     }
 }
+
+/// /proc files say they are empty and come a page at a time: read whole, they are all there.
+@Suite("reading /proc files")
+struct ProcFileTests {
+    @Test func aProcFileLargerThanAPageIsReadWhole() throws {
+        // The kernel's symbol table: megabytes, and it does not change while the test runs.
+        let text = try #require(ProcFile.text("/proc/kallsyms"))
+        let reference = try Subprocess.run("/bin/cat", ["/proc/kallsyms"])
+        #expect(reference.status.isSuccess)
+        #expect(text.utf8.count > 64 * 1024, "read only \(text.utf8.count) bytes")
+        #expect(text == reference.stdout)
+        #expect(ProcFile.text("/proc/self/nonexistent") == nil)
+    }
+}

@@ -459,7 +459,8 @@ package struct PreflightSnapshot: Sendable, Equatable {
     /// Reads a live sandbox (as root): the processes of `cgroupPath`; the tables of
     /// `containerPid`'s namespaces.
     package static func read(cgroupPath: String, containerPid: Int32) -> PreflightSnapshot {
-        func text(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
+        // Read whole: /proc files say they are empty and come a page at a time (``ProcFile``).
+        func text(_ path: String) -> String { ProcFile.text(path) ?? "" }
         var processes: [Process] = []
         for pid in ProcessInspector.pids(inCgroup: cgroupPath) {
             let status = text("/proc/\(pid)/status")

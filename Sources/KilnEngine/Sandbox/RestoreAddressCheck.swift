@@ -48,7 +48,7 @@ package enum RestoreAddressCheck {
         }
         var found: [(String, Int)] = []
         for table in ["tcp", "tcp6"] {
-            guard let text = try? String(contentsOfFile: "/proc/\(pid)/net/\(table)", encoding: .utf8) else { continue }
+            guard let text = ProcFile.text("/proc/\(pid)/net/\(table)") else { continue }
             found += strandedListeners(inTable: text, address: address)
         }
         return found

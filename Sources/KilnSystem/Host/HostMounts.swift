@@ -33,29 +33,12 @@ package enum HostMounts {
     static func stableMountTable(attempts: Int = 5) -> String {
         var previous: String?
         for _ in 0..<attempts {
-            let table = readWhole("/proc/thread-self/mountinfo")
+            // In as few read(2) calls as its size allows: one, for a table that fits in 1 MiB.
+            let table = ProcFile.text("/proc/thread-self/mountinfo", chunk: 1 << 20) ?? ""
             if table == previous { return table }
             previous = table
         }
         return previous ?? ""
-    }
-
-    /// A procfs file in as few read(2) calls as its size allows (one, for a mount table that fits
-    /// in 1 MiB).
-    private static func readWhole(_ path: String) -> String {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return "" }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        let chunk = 1 << 20
-        var buffer = [UInt8](repeating: 0, count: chunk)
-        while true {
-            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, chunk) }
-            if count < 0, errno == EINTR { continue }
-            guard count > 0 else { break }
-            bytes.append(contentsOf: buffer[0..<count])
-        }
-        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// mountinfo writes space, tab, newline and backslash as `\040`-style octal escapes.

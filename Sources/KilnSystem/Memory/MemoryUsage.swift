@@ -17,7 +17,7 @@ public struct MemoryUsage: Codable, Sendable, Equatable {
     public static func of(pids: [Int32]) -> MemoryUsage {
         var total = MemoryUsage.zero
         for pid in pids {
-            guard let text = try? String(contentsOfFile: "/proc/\(pid)/smaps_rollup", encoding: .utf8) else { continue }
+            guard let text = ProcFile.text("/proc/\(pid)/smaps_rollup") else { continue }
             var usage = parse(smapsRollup: text)
             usage.mergedBytes = PageMerging.mergedBytes(pid: pid)
             total = total + usage

@@ -15,9 +15,9 @@ public enum CompilerActivity {
             guard let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task") else { continue }
             for tid in tasks {
                 let directory = "/proc/\(pid)/task/\(tid)"
-                guard let comm = try? String(contentsOfFile: "\(directory)/comm", encoding: .utf8), isCompilerThread(comm) else { continue }
+                guard let comm = ProcFile.text("\(directory)/comm"), isCompilerThread(comm) else { continue }
                 // A thread that ended between the listing and this read simply counts no more.
-                guard let stat = try? String(contentsOfFile: "\(directory)/schedstat", encoding: .utf8),
+                guard let stat = ProcFile.text("\(directory)/schedstat"),
                     let first = stat.split(separator: " ").first, let nanoseconds = UInt64(first)
                 else { continue }
                 total += nanoseconds

@@ -50,7 +50,7 @@ public enum ProcessInspector {
     public static func listeningPorts(of pid: Int32) -> [Int] {
         var ports = Set<Int>()
         for table in ["tcp", "tcp6"] {
-            guard let text = try? String(contentsOfFile: "/proc/\(pid)/net/\(table)", encoding: .utf8) else { continue }
+            guard let text = ProcFile.text("/proc/\(pid)/net/\(table)") else { continue }
             for line in text.split(separator: "\n").dropFirst() {
                 let fields = line.split(separator: " ")
                 guard fields.count > 3, fields[3] == "0A", let port = fields[1].split(separator: ":").last.flatMap({ Int($0, radix: 16) }) else {
@@ -68,7 +68,7 @@ public enum ProcessInspector {
     public static func openConnections(of pid: Int32) -> Int {
         var count = 0
         for table in ["tcp", "tcp6"] {
-            guard let text = try? String(contentsOfFile: "/proc/\(pid)/net/\(table)", encoding: .utf8) else { continue }
+            guard let text = ProcFile.text("/proc/\(pid)/net/\(table)") else { continue }
             for line in text.split(separator: "\n").dropFirst() {
                 let fields = line.split(separator: " ")
                 if fields.count > 3, !["0A", "06", "07"].contains(fields[3]) { count += 1 }
@@ -105,7 +105,7 @@ public enum ProcessInspector {
     public static func pids(inCgroup cgroupPath: String) -> [Int32] {
         let mount = CgroupHierarchy.mountPoint
         for base in ["\(mount)/pids", "\(mount)/memory", mount] {
-            if let text = try? String(contentsOfFile: "\(base)\(cgroupPath)/cgroup.procs", encoding: .utf8) {
+            if let text = ProcFile.text("\(base)\(cgroupPath)/cgroup.procs") {
                 return text.split(separator: "\n").compactMap { Int32($0) }
             }
         }
