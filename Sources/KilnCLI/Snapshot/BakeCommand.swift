@@ -90,7 +90,7 @@ struct Bake: AsyncParsableCommand, ReportingCommand {
 
     @Flag(
         help:
-            "Do not rehearse the restore before the checkpoint (with the agent, the service runs beforeCheckpoint, afterRestore and one request per warm-up path first, so its copies find that code already loaded and linked)."
+            "Do not rehearse the restore before the checkpoint (with the agent, the service runs beforeCheckpoint, afterRestore, the readiness path and each warm-up path three times first, so its copies find that code already loaded and linked)."
     )
     var noRehearsal = false
 
