@@ -21,13 +21,8 @@ struct ExecutableProbeCacheTests {
             try "#!/bin/sh\nprintf x >> '\(directory)/runs'\necho \"answer $*\"\necho note >&2\nexit \(exitStatus)\n"
                 .write(toFile: path, atomically: true, encoding: .utf8)
             chmod(path, 0o755)
-            // Other tests spawn processes meanwhile: a child forked while the script was open for
-            // writing holds that descriptor until it execs, and exec of the script fails with
-            // ETXTBSY until then. Wait for that to pass, then forget the settling runs.
-            for _ in 0..<200 {
-                if (try? Subprocess.run(path, ["settle"])) != nil { break }
-                usleep(5000)
-            }
+            // Exec'd once before the test (ETXTBSY: see waitUntilExecutable); that run is forgotten.
+            waitUntilExecutable(path, ["settle"])
             unlink("\(directory)/runs")
         }
 

@@ -341,13 +341,9 @@ struct FakePlugins {
         try "#!/bin/bash\n[ -n \"$FAKE_PLUGIN_SETTLE\" ] && exit 0\nLOG=\(log)\n\(script)\n".write(
             toFile: path, atomically: true, encoding: .utf8)
         try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: path)
-        // Other tests spawn processes meanwhile: a child forked while the script was open for
-        // writing holds that descriptor until it execs, and exec of the script fails with ETXTBSY
-        // (the plugin "exited with status 126") until then. Wait for that to pass.
-        for _ in 0..<200 {
-            if let ran = try? Subprocess.run(path, [], environment: ["FAKE_PLUGIN_SETTLE": "1"]), ran.status.isSuccess { return }
-            usleep(5000)
-        }
+        // Exec'd once before use (ETXTBSY, which the CNI runner reports as "exited with status
+        // 126": see waitUntilExecutable); the settling run exits at once.
+        waitUntilExecutable(path, environment: ["FAKE_PLUGIN_SETTLE": "1"])
     }
 
     func remove() {

@@ -73,9 +73,8 @@ public struct CompilerSettling: Sendable {
         }
         let elapsed = start.at.duration(to: now)
         if elapsed >= window {
-            let used = Double(cpu &- start.cpu) / 1e9
-            let allowed = quietShare * (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
-            if cpu >= start.cpu, used <= allowed { return .settled }
+            // A falling total (a compiler thread ended) tells nothing: counted as busy.
+            if cpu >= start.cpu, Double(cpu - start.cpu) / 1e6 <= quietShare * elapsed.milliseconds { return .settled }
             // Busy in this window: the next one starts now.
             windowStart = (now, cpu)
         }
