@@ -149,7 +149,7 @@ extension Kiln {
 
     /// Restores `count` copies one after the other (`standby`: frozen standby copies); if one
     /// fails, those restored are stopped.
-    func restoreCopies(_ manifest: SnapshotManifest, count: Int, shareMemory: Bool, standby: Bool = false) async throws -> [InstanceRecord] {
+    func restoreCopies(_ manifest: SnapshotManifest, count: Int, shareMemory: Bool, standby: StandbyMode? = nil) async throws -> [InstanceRecord] {
         var records: [InstanceRecord] = []
         do {
             for _ in 0..<count { records.append(try await restoreOne(manifest, shareMemory: shareMemory, standby: standby)) }

@@ -11,7 +11,10 @@ import KilnSystem
 /// a request to a warm instance, and what frozen copies cost in memory.
 public struct StandbyBenchmarkReport: Codable, Sendable {
     public var snapshot: String
-    /// Thaw (hostname, thaw, afterRestore, readiness) to first response, per run (ms).
+    /// When the standby copies ran their afterRestore (nil in reports older than the choice: at the thaw).
+    public var standbyMode: StandbyMode?
+    /// Thaw (hostname, thaw, afterRestore, readiness; in ``StandbyMode/ready``, thaw and
+    /// readiness) to first response, per run (ms).
     public var thawMs: [Double]
     public var thaw: SampleSummary
     /// The whole restore (prepare, runc restore, identity, afterRestore, readiness) to first response (ms).
@@ -46,7 +49,7 @@ public struct StandbyBenchmarkReport: Codable, Sendable {
         func ms(_ value: Double) -> String { String(format: "%.1f ms", value) }
         func mib(_ bytes: Int64) -> String { String(format: "%.1f MiB", Double(bytes) / 1_048_576) }
         var lines = [
-            "standby copies of '\(snapshot)' (load average at start: \(loadAverage); a shared machine)",
+            "standby copies of '\(snapshot)', afterRestore \(standbyMode == .ready ? "ahead (--standby-mode ready)" : "at the thaw") (load average at start: \(loadAverage); a shared machine)",
             "  thaw -> first response:    p50 \(ms(thaw.p50)) (min \(ms(thaw.min)), p90 \(ms(thaw.p90)), n=\(thaw.count))",
             "  restore -> first response: p50 \(ms(restore.p50)) (min \(ms(restore.min)), p90 \(ms(restore.p90)), n=\(restore.count))",
             String(
@@ -74,7 +77,7 @@ extension Kiln {
     /// then a cold start and `copies` standby copies for their memory.
     public func benchmarkStandby(
         _ manifest: SnapshotManifest, runs: Int = 10, copies: Int = 8, path: String? = nil, gateway withGateway: Bool = true,
-        progress: @escaping @Sendable (String) -> Void = { _ in }
+        mode: StandbyMode = .thaw, progress: @escaping @Sendable (String) -> Void = { _ in }
     ) async throws -> StandbyBenchmarkReport {
         guard (1...100).contains(runs), (1...64).contains(copies) else {
             throw KilnError(
@@ -86,9 +89,11 @@ extension Kiln {
         var frozenAfter: [Double] = []
         progress("\(runs) thaws and \(runs) restores, alternating...")
         for _ in 0..<runs {
-            let standby = try await restoreOne(manifest, shareMemory: false, standby: true)
+            let standby = try await restoreOne(manifest, shareMemory: false, standby: mode)
             frozenAfter.append(standby.frozenAfterMs ?? 0)
             do {
+                // A standby copy waits for its request; it is not thawed the moment it froze.
+                try await Task.sleep(for: Self.standbyWait)
                 let thawed = try await thaw(standby, manifest: manifest)
                 thawMs.append(thawed.thawMs ?? 0)
                 try await stop(thawed)
@@ -108,20 +113,21 @@ extension Kiln {
         var warm: [Double] = []
         var servedBy: [String] = []
         if withGateway {
-            (atZero, warm, servedBy) = try await measureGatewayAtZero(manifest, runs: runs, path: path ?? manifest.readiness.path, progress: progress)
+            (atZero, warm, servedBy) = try await measureGatewayAtZero(
+                manifest, runs: runs, path: path ?? manifest.readiness.path, mode: mode, progress: progress)
         }
 
         progress("cold-starting one instance for the memory baseline...")
         let cold = try await measureColdInstance(manifest)
         progress("restoring \(copies) standby copies...")
-        let records = try await restoreCopies(manifest, count: copies, shareMemory: false, standby: true)
+        let records = try await restoreCopies(manifest, count: copies, shareMemory: false, standby: mode)
         let usages = records.map { MemoryUsage.of(pids: ProcessInspector.pids(inCgroup: $0.cgroupPath)) }
         for record in records { try await stop(record) }
         let meanPss = Double(usages.reduce(Int64(0)) { $0 + $1.pssBytes }) / Double(max(usages.count, 1))
         let atZeroSummary = atZero.isEmpty ? nil : SampleSummary(atZero)
         let warmSummary = warm.isEmpty ? nil : SampleSummary(warm)
         return StandbyBenchmarkReport(
-            snapshot: manifest.name, thawMs: thawMs, thaw: thaw, restoreMs: restoreMs, restore: restore,
+            snapshot: manifest.name, standbyMode: mode, thawMs: thawMs, thaw: thaw, restoreMs: restoreMs, restore: restore,
             restoreOverThaw: restore.p50 / max(thaw.p50, 0.001), frozenAfter: SampleSummary(frozenAfter), gatewayAtZeroMs: atZero,
             gatewayAtZero: atZeroSummary, gatewayWarmMs: warm, gatewayWarm: warmSummary,
             atZeroOverWarm: atZeroSummary.flatMap { zero in warmSummary.map { zero.p50 / max($0.p50, 0.001) } }, atZeroServedBy: servedBy,
@@ -129,16 +135,21 @@ extension Kiln {
             loadAverage: load)
     }
 
+    /// How long each standby copy stays frozen before it is thawed.
+    static let standbyWait: Duration = .milliseconds(500)
+
     /// An in-process gateway keeping one standby copy and no running instance: each round waits
     /// until the standby copy is frozen and nothing runs, sends one request (which thaws it),
-    /// then a few to the now warm instance, each on a new connection, and drains back to zero.
+    /// waits until the replacement standby copy is frozen (its restore would otherwise compete
+    /// with the warm requests for the CPU), sends a few to the now warm instance, each on a new
+    /// connection, and drains back to zero.
     private func measureGatewayAtZero(
-        _ manifest: SnapshotManifest, runs: Int, path: String, progress: @escaping @Sendable (String) -> Void
+        _ manifest: SnapshotManifest, runs: Int, path: String, mode: StandbyMode, progress: @escaping @Sendable (String) -> Void
     ) async throws -> (atZero: [Double], warm: [Double], servedBy: [String]) {
         let policy = ScalingPolicy(minInstances: 0, maxInstances: 1, concurrency: 8, keepAliveSeconds: 3600, standby: 1)
         let configuration = GatewayConfiguration(
             listen: ListenAddress(host: "127.0.0.1", port: 0), admin: ListenAddress(host: "127.0.0.1", port: 0),
-            defaultPolicy: policy, policies: [manifest.name: policy], maintenanceInterval: .milliseconds(20))
+            defaultPolicy: policy, policies: [manifest.name: policy], maintenanceInterval: .milliseconds(20), standbyMode: mode)
         let server = buildGateway(kiln: self, configuration: configuration, stopsOnSignals: false, logger: logger)
         let gateway = server.gateway
         return try await withThrowingTaskGroup(of: (atZero: [Double], warm: [Double], servedBy: [String])?.self) { group in
@@ -155,9 +166,11 @@ extension Kiln {
                 progress("kiln serve: \(runs) first requests at zero instances with one standby copy...")
                 for _ in 0..<runs {
                     try await waitForStandbyOnly(gateway, manifest.name)
+                    try await Task.sleep(for: Self.standbyWait)
                     let (elapsed, way) = try await timedRequest(port: port, path: target)
                     atZero.append(elapsed)
                     servedBy.append(way)
+                    try await waitForReplacement(gateway, manifest.name)
                     for _ in 0..<3 { warm.append(try await timedRequest(port: port, path: target).ms) }
                     _ = try gateway.drain(manifest.name)
                 }
@@ -184,6 +197,18 @@ extension Kiln {
             try await Task.sleep(for: .milliseconds(10))
         }
         throw KilnError(.runtimeFailed, "the gateway had no standby copy of '\(function)' and no instance within 120 s")
+    }
+
+    /// Until the function's replacement standby copy is frozen and nothing else starts.
+    private func waitForReplacement(_ gateway: Gateway, _ function: String) async throws {
+        let deadline = ContinuousClock.now + .seconds(120)
+        while ContinuousClock.now < deadline {
+            if let status = try? gateway.function(function), status.starting == 0, status.standby.ready == 1, status.standby.starting == 0 {
+                return
+            }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        throw KilnError(.runtimeFailed, "the gateway restored no replacement standby copy of '\(function)' within 120 s")
     }
 
     /// One GET on a new connection: how long it took (ms) and the `X-Kiln-Served-By` it came with.

@@ -180,6 +180,8 @@ public struct GatewayConfiguration: Sendable {
     public var quarantine: Duration
     /// How long `restoreOne` waits for a restored copy's readiness path.
     public var readinessTimeout: Duration
+    /// When every function's standby copies run their afterRestore (`kiln serve --standby-mode`).
+    public var standbyMode: StandbyMode
     /// Threads (event loops) of the public listener; each request and its exchange with the
     /// instance stay on one of them. See ``defaultListenerThreads``.
     public var listenerThreads: Int
@@ -198,8 +200,9 @@ public struct GatewayConfiguration: Sendable {
         requestTimeout: Duration = .seconds(60), maxAttempts: Int = 3, maxBodyBytes: Int = 8 << 20,
         maintenanceInterval: Duration = .milliseconds(100), launchFailureBackoff: Duration = .seconds(5),
         verificationRetry: Duration = .seconds(30), quarantine: Duration = .milliseconds(500), readinessTimeout: Duration = .seconds(30),
-        listenerThreads: Int = GatewayConfiguration.defaultListenerThreads
+        listenerThreads: Int = GatewayConfiguration.defaultListenerThreads, standbyMode: StandbyMode = .thaw
     ) {
+        self.standbyMode = standbyMode
         self.listen = listen
         self.admin = admin
         self.defaultPolicy = defaultPolicy
@@ -250,7 +253,7 @@ public struct GatewayConfiguration: Sendable {
     /// max raised to N if need be), seconds as the CLI takes them.
     public static func parsing(
         listen: String, admin: String, defaultPolicy: ScalingPolicy, warm: [String] = [], standby: [String] = [],
-        requestTimeoutSeconds: Double = 60, listenerThreads: Int? = nil
+        requestTimeoutSeconds: Double = 60, listenerThreads: Int? = nil, standbyMode: StandbyMode = .thaw
     ) throws -> GatewayConfiguration {
         var policies: [String: ScalingPolicy] = [:]
         for entry in warm {
@@ -271,7 +274,8 @@ public struct GatewayConfiguration: Sendable {
         }
         let configuration = GatewayConfiguration(
             listen: try ListenAddress(parsing: listen), admin: try ListenAddress(parsing: admin), defaultPolicy: defaultPolicy,
-            policies: policies, requestTimeout: .seconds(requestTimeoutSeconds), listenerThreads: listenerThreads ?? Self.defaultListenerThreads)
+            policies: policies, requestTimeout: .seconds(requestTimeoutSeconds), listenerThreads: listenerThreads ?? Self.defaultListenerThreads,
+            standbyMode: standbyMode)
         try configuration.validate()
         return configuration
     }

@@ -25,6 +25,8 @@ public final class KilnInstanceProvider: InstanceProvider {
     /// Namespaces each networked function keeps ready on its network, so a restore does not wait
     /// for a CNI ADD; 0: attach on each launch.
     public let preparedNamespaces: Int
+    /// When standby copies run their afterRestore: at their thaw or ahead of it.
+    public let standbyMode: StandbyMode
     private let manifests = Mutex<[String: SnapshotManifest]>([:])
     private let pools = Mutex<[String: PreparedNamespacePool]>([:])
     private let logger: Logger
@@ -32,9 +34,10 @@ public final class KilnInstanceProvider: InstanceProvider {
     /// - Parameter logger: where verification and fallback are logged (default: kiln's own).
     public init(
         kiln: Kiln, readinessTimeout: Duration = .seconds(30), coldStartFallback: Bool = true, remote: RemoteFunctions = RemoteFunctions(),
-        logger: Logger? = nil, network: String? = nil, preparedNamespaces: Int = 2
+        logger: Logger? = nil, network: String? = nil, preparedNamespaces: Int = 2, standbyMode: StandbyMode = .thaw
     ) {
         self.kiln = kiln
+        self.standbyMode = standbyMode
         self.network = network
         self.preparedNamespaces = preparedNamespaces
         self.readinessTimeout = readinessTimeout
@@ -113,7 +116,8 @@ public final class KilnInstanceProvider: InstanceProvider {
         }
     }
 
-    /// Restores a copy and freezes it before its identity step (``Kiln/restoreOne(_:readinessTimeout:pollInterval:shareMemory:network:pool:standby:)``),
+    /// Restores a copy and freezes it, before its identity step or after its readiness as
+    /// ``standbyMode`` says (``Kiln/restoreOne(_:readinessTimeout:pollInterval:shareMemory:network:pool:standby:)``),
     /// then measures its memory (PSS: what it adds to the machine next to the other copies).
     public func launchStandby(_ function: String) async throws -> StandbyReport {
         guard let manifest = manifests.withLock({ $0[function] }) else {
@@ -121,14 +125,15 @@ public final class KilnInstanceProvider: InstanceProvider {
         }
         let started = ContinuousClock.now
         let pool = pools.withLock { $0[function] }
-        let record = try await kiln.restoreOne(manifest, readinessTimeout: readinessTimeout, network: network, pool: pool, standby: true)
+        let record = try await kiln.restoreOne(manifest, readinessTimeout: readinessTimeout, network: network, pool: pool, standby: standbyMode)
         let duration = started.duration(to: .now)
         let pids = ProcessInspector.pids(inCgroup: record.cgroupPath)
         let memory = MemoryUsage.of(pids: pids.isEmpty ? [record.pid] : pids)
         return StandbyReport(instance: Self.instance(record, .restored), duration: duration, memoryBytes: Int(memory.pssBytes))
     }
 
-    /// Thaws a standby copy: identity, afterRestore, readiness (``Kiln/thaw(_:manifest:readinessTimeout:pollInterval:)``).
+    /// Thaws a standby copy: identity, afterRestore (unless it ran them ahead), readiness
+    /// (``Kiln/thaw(_:manifest:readinessTimeout:pollInterval:)``).
     public func thaw(_ standby: GatewayInstance) async throws -> LaunchReport {
         guard let record = standby.record, let manifest = manifests.withLock({ $0[standby.function] }) else {
             throw LaunchFailure(restoreError: "standby copy \(standby.id) has no record or verified snapshot", coldStartError: nil)

@@ -83,6 +83,21 @@ struct CommandParsingTests {
         #expect(configuration.defaultPolicy.maxInstances == 4)
         #expect(configuration.defaultPolicy.concurrency == 8)
         #expect(configuration.requestTimeout == .seconds(60))
+        #expect(configuration.standbyMode == .thaw)
+    }
+
+    /// `--standby-mode` reaches the gateway's configuration and the CLI's restore; a value it does
+    /// not know is refused by the parser, before anything starts.
+    @Test func standbyModeIsParsedAndCheckedEverywhereItIsTaken() throws {
+        let serve: Serve = try parse(["serve", "--standby", "hello=2", "--standby-mode", "ready"])
+        #expect(try serve.makeConfiguration().standbyMode == .ready)
+        let run: Run = try parse(["run", "hello", "--standby", "2", "--standby-mode", "ready"])
+        #expect(run.standbyMode == .ready && run.standby == 2)
+        let bench: Bench.Standby = try parse(["bench", "standby", "hello"])
+        #expect(bench.standbyMode == .thaw)
+        for command in [["serve"], ["run", "hello", "--standby", "1"], ["bench", "standby", "hello"]] {
+            #expect(throws: (any Error).self) { try KilnCommand.parseAsRoot(command + ["--standby-mode", "warm"]) }
+        }
     }
 
     @Test func benchDefaults() throws {

@@ -7,14 +7,15 @@ import Testing
 @testable import KilnSystem
 
 /// Standby copies with the fake runtime and host: frozen right after the restore, before their
-/// identity; thawed, then given it; a failure at each new step leaves nothing behind.
+/// identity; thawed, then given it (or, ready, frozen after it and only thawed); a failure at
+/// each new step leaves nothing behind.
 extension SandboxLifecycleTests {
     @Test func aStandbyCopyIsFrozenBeforeItsIdentityAndGetsItOnlyWhenThawed() async throws {
         let world = World(failAt: nil)
         let (kiln, root) = try Self.makeKiln(world)
         defer { try? FileManager.default.removeItem(atPath: root) }
         let manifest = Self.agentManifest()
-        let standby = try await kiln.restoreOne(manifest, shareMemory: false, standby: true)
+        let standby = try await kiln.restoreOne(manifest, shareMemory: false, standby: .thaw)
         // CRIU left it stopped (the standby configuration): frozen, then continued into the freezer.
         #expect(world.calls == ["mkdir \(standby.id)", "mkdir work", "netns create", "bundle", "restore", "freeze", "continue"])
         #expect(standby.standby == true && standby.frozenAfterMs != nil && standby.thawMs == nil)
@@ -38,12 +39,39 @@ extension SandboxLifecycleTests {
         #expect(world.state.withLock { $0.frozen }.isEmpty)
     }
 
+    /// `StandbyMode.ready`: the steps of any restored copy first (no CRIU stop, identity,
+    /// afterRestore, readiness), then the freeze; the thaw only thaws and probes.
+    @Test func aReadyStandbyCopyRunsItsStepsBeforeItsFreezeAndItsThawOnlyResumesIt() async throws {
+        let world = World(failAt: nil)
+        let (kiln, root) = try Self.makeKiln(world)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let manifest = Self.agentManifest()
+        let standby = try await kiln.restoreOne(manifest, shareMemory: false, standby: .ready)
+        #expect(
+            world.calls == ["mkdir \(standby.id)", "mkdir work", "netns create", "bundle", "restore", "hostname", "signal", "ready?", "freeze"],
+            "no 'continue': CRIU did not leave it stopped")
+        #expect(world.state.withLock { $0.agentRequests } == ["instance=\(standby.id)\nhostname=\(standby.id)\n"])
+        #expect(standby.standby == true && standby.standbyMode == .ready && standby.afterRestoreMs != nil)
+        #expect(try kiln.instance(standby.id).standbyMode == .ready, "the record keeps the mode for the thaw")
+
+        let claimed = try #require(kiln.claimStandby(of: "svc"))
+        let before = world.calls.count
+        let running = try await kiln.thaw(claimed, manifest: manifest)
+        #expect(Array(world.calls.dropFirst(before)) == ["thaw", "ready?"])
+        #expect(world.state.withLock { $0.agentRequests }.count == 1, "its afterRestore ran once, at its restore")
+        #expect(running.standby == nil && running.thawMs != nil && running.firstResponseMs == standby.firstResponseMs)
+
+        try await kiln.stop(running)
+        Self.expectNothingLeft(world, kiln)
+        #expect(world.state.withLock { $0.frozen }.isEmpty)
+    }
+
     @Test func twoThawedCopiesEachGetTheirOwnIdentity() async throws {
         let world = World(failAt: nil)
         let (kiln, root) = try Self.makeKiln(world)
         defer { try? FileManager.default.removeItem(atPath: root) }
         let manifest = Self.agentManifest()
-        let standbys = try await kiln.restore(manifest, count: 2, parallel: 1, shareMemory: false, standby: true)
+        let standbys = try await kiln.restore(manifest, count: 2, parallel: 1, shareMemory: false, standby: .thaw)
         #expect(standbys.count == 2 && standbys.allSatisfy { $0.standby == true })
         var thawed: [InstanceRecord] = []
         while let claimed = kiln.claimStandby(of: "svc") { thawed.append(try await kiln.thaw(claimed, manifest: manifest)) }
@@ -59,7 +87,7 @@ extension SandboxLifecycleTests {
         let (kiln, root) = try Self.makeKiln(world)
         defer { try? FileManager.default.removeItem(atPath: root) }
         do {
-            let record = try await kiln.restoreOne(Self.manifest("svc"), shareMemory: false, standby: true)
+            let record = try await kiln.restoreOne(Self.manifest("svc"), shareMemory: false, standby: .thaw)
             Issue.record("made standby copy \(record.id) although its freeze failed")
         } catch let error as KilnError {
             #expect(error.action.hasPrefix("restoring a standby copy of 'svc' as svc-"), "\(error)")
@@ -77,7 +105,7 @@ extension SandboxLifecycleTests {
         let (kiln, root) = try Self.makeKiln(world)
         defer { try? FileManager.default.removeItem(atPath: root) }
         let manifest = Self.agentManifest()
-        let standby = try await kiln.restoreOne(manifest, shareMemory: false, standby: true)
+        let standby = try await kiln.restoreOne(manifest, shareMemory: false, standby: .thaw)
         let claimed = try #require(kiln.claimStandby(of: "svc"))
         do {
             let record = try await kiln.thaw(claimed, manifest: manifest, readinessTimeout: .milliseconds(50))

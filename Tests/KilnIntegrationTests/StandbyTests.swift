@@ -33,7 +33,7 @@ extension Integration {
         @Test func frozenCopiesUseNoCPUGetNoRequestAndThawIntoTheirOwnIdentity() async throws {
             try await withTestHost { host in
                 let manifest = try await host.kiln.bake(try CRaCAgentTests.request(host, mode: "ok", name: "crac"))
-                let standbys = try await host.kiln.restore(manifest, count: 3, parallel: 3, standby: true)
+                let standbys = try await host.kiln.restore(manifest, count: 3, parallel: 3, standby: .thaw)
                 for copy in standbys {
                     #expect(copy.standby == true)
                     #expect(CgroupFreezer(path: copy.cgroupPath).isFrozen, "\(copy.id) should be frozen")
@@ -41,7 +41,7 @@ extension Integration {
                         "standby \(copy.id): restored in \(String(format: "%.1f", copy.restoreMs)) ms, frozen \(String(format: "%.2f", copy.frozenAfterMs ?? -1)) ms after runc returned"
                     )
                     // Its agent was told nothing yet: no identity before the thaw.
-                    #expect(!FileManager.default.fileExists(atPath: "\(host.kiln.instanceDirectory(copy.id))/agent/restore.done"))
+                    #expect(!FileManager.default.fileExists(atPath: "\(host.kiln.instanceDirectory(copy.id))/agent/control/restore.done"))
                     // CRIU left it stopped until it was frozen: it ran nothing after its restore, so
                     // it maps only what the restore touched (~1 MiB; copies that ran until their
                     // freeze had 3-49 MiB of the snapshot mapped).
@@ -89,6 +89,62 @@ extension Integration {
                 #expect(host.kiln.claimStandby(of: "crac") == nil, "every standby copy was handed out")
                 #expect(Self.frozenCgroups(host).isEmpty)
                 for copy in thawed { try await host.kiln.stop(copy) }
+                try await expectNoLeftovers(host)
+            }
+        }
+
+        /// `--standby-mode ready`: each copy gets its identity and runs its afterRestore at its
+        /// restore, then waits frozen (no CPU, no request); a thaw only resumes it, and two thawed
+        /// copies still have their own identities. `kiln serve` hands one out at zero the same way.
+        @Test func readyStandbyCopiesRunTheirAfterRestoreAheadAndKeepTheirOwnIdentity() async throws {
+            try await withTestHost { host in
+                let manifest = try await host.kiln.bake(try CRaCAgentTests.request(host, mode: "ok", name: "crac"))
+                let standbys = try await host.kiln.restore(manifest, count: 2, parallel: 2, standby: .ready)
+                for copy in standbys {
+                    #expect(copy.standby == true && copy.standbyMode == .ready)
+                    #expect(CgroupFreezer(path: copy.cgroupPath).isFrozen, "\(copy.id) should be frozen")
+                    #expect(copy.afterRestoreMs != nil, "\(copy.id) should have run its afterRestore before its freeze")
+                    #expect(FileManager.default.fileExists(atPath: "\(host.kiln.instanceDirectory(copy.id))/agent/control/restore.done"))
+                }
+                let before = standbys.map(Self.cpuUsage)
+                try await Task.sleep(for: .seconds(1))
+                let after = standbys.map(Self.cpuUsage)
+                #expect(before.allSatisfy { $0 != nil } && before == after, "cpuacct.usage moved while frozen: \(before) -> \(after)")
+                do {
+                    let reply = try await InstanceHTTPClient.send(.GET, "/state", to: standbys[0].endpoint, timeout: .milliseconds(500))
+                    Issue.record("a frozen ready copy answered \(reply.status)")
+                } catch {}
+
+                var randoms: Set<String> = []
+                for _ in standbys {
+                    let claimed = try #require(host.kiln.claimStandby(of: "crac"))
+                    let copy = try await host.kiln.thaw(claimed, manifest: manifest)
+                    #expect(copy.standby == nil && copy.thawMs != nil)
+                    let state = try await CRaCAgentTests.state(host, copy)
+                    #expect(state["instance"] == copy.id && state["host"] == copy.id, "identity of \(copy.id): \(state)")
+                    #expect(state["after"] == "2", "afterRestore ran once, at the restore, not again at the thaw: \(state)")
+                    randoms.insert(state["random"] ?? "")
+                    print("thawed ready copy \(copy.id): thaw to first response \(String(format: "%.2f", copy.thawMs ?? -1)) ms")
+                    try await host.kiln.stop(copy)
+                }
+                #expect(randoms.count == 2, "two ready copies drew the same SecureRandom bytes: \(randoms)")
+
+                // The mode belongs to standby copies only.
+                let misuse = try runKiln(["run", "crac", "--standby-mode", "ready"], environment: host.environment)
+                #expect(misuse.status != .exited(0) && misuse.stderr.contains("--standby-mode"), "\(misuse.stderr)")
+
+                // kiln serve --standby-mode ready: the request at zero is answered by the ready copy.
+                let gateway = try Self.serve(host, ["--standby", "crac=1", "--standby-mode", "ready"])
+                let waiting = try await Self.waitForStandbys(host, count: 1)
+                #expect(waiting.allSatisfy { $0.standbyMode == .ready && $0.afterRestoreMs != nil })
+                let curl = try await Subprocess.run(
+                    "curl", ["-s", "-D", "-", "-o", "/dev/null", "--max-time", "60", "http://127.0.0.1:\(gateway.port)/crac/state"])
+                #expect(curl.stdout.lowercased().hasPrefix("http/1.1 200"), "\(curl.stdout)")
+                #expect(curl.stdout.lowercased().contains("x-kiln-served-by: standby"), "\(curl.stdout)")
+                kill(gateway.pid, SIGTERM)
+                #expect(Subprocess.wait(gateway.pid) == .exited(0))
+                #expect(host.kiln.instanceRecords().isEmpty)
+                #expect(Self.frozenCgroups(host).isEmpty)
                 try await expectNoLeftovers(host)
             }
         }

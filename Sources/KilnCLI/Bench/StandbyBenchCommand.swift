@@ -26,6 +26,9 @@ extension Bench {
         @Flag(help: "Skip the measurement through kiln serve.")
         var noGateway = false
 
+        @Option(help: ArgumentHelp(StandbyMode.help, valueName: "mode"))
+        var standbyMode: StandbyMode = .thaw
+
         @OptionGroup var keys: KeyOptions
 
         @OptionGroup var common: CommonOptions
@@ -34,7 +37,8 @@ extension Bench {
             let kiln = try common.openKiln(toDo: "measure standby copies", keys: keys)
             let (manifest, _) = try kiln.loadVerified(name)
             let json = common.json
-            let report = try await kiln.benchmarkStandby(manifest, runs: runs, copies: copies, path: path, gateway: !noGateway) { line in
+            let report = try await kiln.benchmarkStandby(manifest, runs: runs, copies: copies, path: path, gateway: !noGateway, mode: standbyMode) {
+                line in
                 if !json { Output.progress(line) }
             }
             if json {

@@ -58,6 +58,9 @@ struct Serve: AsyncParsableCommand, ReportingCommand {
     @Option(help: ArgumentHelp("Most memory (PSS) the standby copies of one function may hold together, in MiB.", valueName: "mib"))
     var standbyMemory: Int?
 
+    @Option(help: ArgumentHelp(StandbyMode.help, valueName: "mode"))
+    var standbyMode: StandbyMode = .thaw
+
     @Option(help: "Threads forwarding requests (default: a quarter of the cores, at least 1; the instances need the rest).")
     var threads: Int?
 
@@ -134,6 +137,6 @@ struct Serve: AsyncParsableCommand, ReportingCommand {
             queueLimit: queueLimit, queueTimeoutSeconds: queueTimeout, standbyMemoryBytes: standbyMemory.map { $0 << 20 })
         return try GatewayConfiguration.parsing(
             listen: listen, admin: admin, defaultPolicy: policy, warm: warm, standby: standby, requestTimeoutSeconds: requestTimeout,
-            listenerThreads: threads)
+            listenerThreads: threads, standbyMode: standbyMode)
     }
 }

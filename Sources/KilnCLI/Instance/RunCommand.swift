@@ -20,9 +20,12 @@ struct Run: AsyncParsableCommand, ReportingCommand {
 
     @Option(
         help: ArgumentHelp(
-            "Restore this many standby copies instead: each is frozen right after its restore, before it gets its identity, and uses no CPU until 'kiln thaw' hands it out.",
+            "Restore this many standby copies instead: each is frozen (right after its restore, before it gets its identity, unless --standby-mode ready) and uses no CPU until 'kiln thaw' hands it out.",
             valueName: "n"))
     var standby: Int?
+
+    @Option(help: ArgumentHelp(StandbyMode.help, valueName: "mode"))
+    var standbyMode: StandbyMode?
 
     @Option(help: "\(MemorySharingMode.help.abstract) Default: as the snapshot was baked.")
     var shareMemory: MemorySharingMode?
@@ -65,11 +68,16 @@ struct Run: AsyncParsableCommand, ReportingCommand {
         if let standby, count != 1 {
             throw KilnError(.invalidArgument, "--standby \(standby) and --count \(count) ask for two things", hint: "pass one of them")
         }
+        if let standbyMode, standby == nil {
+            throw KilnError(
+                .invalidArgument, "--standby-mode \(standbyMode.rawValue) applies to standby copies only", hint: "add --standby N, or drop it")
+        }
         let count = standby ?? count
         let started = ContinuousClock.now
         let merging = noShareMemory ? false : shareMemory?.mergesPages
         let records = try await kiln.restore(
-            manifest, count: count, parallel: parallel, shareMemory: merging, network: networkOption.network, standby: standby != nil)
+            manifest, count: count, parallel: parallel, shareMemory: merging, network: networkOption.network,
+            standby: standby.map { _ in standbyMode ?? .thaw })
         let wallMs = started.duration(to: .now).milliseconds
         if common.json {
             Output.printJSON(Report(snapshot: name, verifyMs: verifyMs, verifyTrusted: trusted, wallMs: wallMs, instances: records))
@@ -80,7 +88,10 @@ struct Run: AsyncParsableCommand, ReportingCommand {
                     records.map {
                         [$0.id, String($0.pid), $0.address ?? "-", "standby", Output.ms($0.restoreMs), $0.frozenAfterMs.map(Output.ms) ?? "-"]
                     }))
-            Output.progress("\(count) standby copies of '\(name)', frozen; 'kiln thaw \(name)' hands one out")
+            Output.progress(
+                (standbyMode == .ready
+                    ? "\(count) standby copies of '\(name)', restored with their identities and frozen ready to answer"
+                    : "\(count) standby copies of '\(name)', frozen before their identities") + "; 'kiln thaw \(name)' hands one out")
         } else {
             print(
                 Output.table(

@@ -4,15 +4,17 @@ import KilnSystem
 
 /// `kiln thaw`: hands out one standby copy of a snapshot (made by `kiln run --standby N`): thaws
 /// it, gives it its identity (hostname, instance id, the agent's afterRestore: DNS, random
-/// reseed, clock) and waits for its first response.
+/// reseed, clock; a `--standby-mode ready` copy had them at its restore) and waits for its
+/// first response.
 struct Thaw: AsyncParsableCommand, ReportingCommand {
     static let configuration = CommandConfiguration(
         commandName: "thaw",
         abstract: "Thaw one standby copy of a snapshot (from 'kiln run --standby N') and report its time to first response.",
         discussion: """
-            The oldest standby copy nobody else is thawing is taken. It gets its identity only now, so two \
-            thawed copies never share a hostname, instance id or random state. It is then an ordinary \
-            running instance ('kiln ps', 'kiln stop').
+            The oldest standby copy nobody else is thawing is taken. It gets its identity only now (a copy \
+            restored with --standby-mode ready got it at its restore and only resumes), so two thawed copies \
+            never share a hostname, instance id or random state. It is then an ordinary running instance \
+            ('kiln ps', 'kiln stop').
             """)
 
     @Argument(help: "Snapshot name.")

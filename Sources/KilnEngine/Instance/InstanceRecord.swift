@@ -35,8 +35,12 @@ public struct InstanceRecord: Codable, Sendable, Equatable {
     /// A standby copy: restored, then frozen in its cgroup before its identity step; not
     /// serving until thawed (nil once thawed, and for every other copy).
     public var standby: Bool? = nil
-    /// How long the service ran between the end of the runtime's restore and its freeze (a
-    /// standby copy's only run with the bake's identity).
+    /// When the standby copy runs its identity and afterRestore steps (nil: ``StandbyMode/thaw``,
+    /// also in records older than the choice).
+    public var standbyMode: StandbyMode? = nil
+    /// How long the service ran between the end of the runtime's restore and its freeze (for a
+    /// ``StandbyMode/thaw`` standby copy, its only run with the bake's identity; a
+    /// ``StandbyMode/ready`` one ran its identity, afterRestore and readiness steps meanwhile).
     public var frozenAfterMs: Double? = nil
     /// When a standby copy was thawed, and from the thaw to its first response (ms).
     public var thawedAt: Date? = nil

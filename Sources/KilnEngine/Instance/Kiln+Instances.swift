@@ -46,7 +46,7 @@ extension Kiln {
     /// `progress` sees each copy as it comes up; the result is in the order they came up.
     public func restore(
         _ manifest: SnapshotManifest, count: Int, parallel: Int = 4, readinessTimeout: Duration = .seconds(30), shareMemory: Bool? = nil,
-        network: String? = nil, standby: Bool = false,
+        network: String? = nil, standby: StandbyMode? = nil,
         progress: @Sendable (InstanceRecord) -> Void = { _ in }
     ) async throws -> [InstanceRecord] {
         guard count >= 1, count <= 256 else {
@@ -86,12 +86,13 @@ extension Kiln {
     /// `shareMemory` overrides the snapshot's own setting; `network` the network it was baked on
     /// (`none` for loopback only); `pool` gives a namespace already on the network.
     ///
-    /// With `standby`, the copy is frozen in its cgroup right after the runtime's restore, before
-    /// its identity, afterRestore and readiness steps, and recorded as a standby copy
-    /// (``InstanceRecord/standby``); ``thaw(_:manifest:readinessTimeout:)`` takes it from there.
+    /// With `standby`, the copy is recorded as a standby copy (``InstanceRecord/standby``) and
+    /// frozen in its cgroup: in ``StandbyMode/thaw``, right after the runtime's restore, before
+    /// its identity, afterRestore and readiness steps; in ``StandbyMode/ready``, after them.
+    /// ``thaw(_:manifest:readinessTimeout:pollInterval:)`` takes it from there.
     public func restoreOne(
         _ manifest: SnapshotManifest, readinessTimeout: Duration = .seconds(30), pollInterval: Duration = .milliseconds(2),
-        shareMemory: Bool? = nil, network: String? = nil, pool: PreparedNamespacePool? = nil, standby: Bool = false
+        shareMemory: Bool? = nil, network: String? = nil, pool: PreparedNamespacePool? = nil, standby: StandbyMode? = nil
     ) async throws -> InstanceRecord {
         let sharing = shareMemory ?? manifest.shareMemory
         if sharing {
@@ -107,8 +108,10 @@ extension Kiln {
         }
         InstanceHTTPClient.prepare()
         let id = makeInstanceID(for: manifest.name)
-        let purpose = standby ? "restoring a standby copy of '\(manifest.name)' as \(id)" : "restoring snapshot '\(manifest.name)' as \(id)"
-        var sandbox = makeSandbox(id: id, directory: instanceDirectory(id), purpose: purpose, standby: standby)
+        let purpose = standby != nil ? "restoring a standby copy of '\(manifest.name)' as \(id)" : "restoring snapshot '\(manifest.name)' as \(id)"
+        // Only a copy frozen before its identity step is left stopped by CRIU (and continued into
+        // the freezer): a ready one runs its steps first, like any copy.
+        var sandbox = makeSandbox(id: id, directory: instanceDirectory(id), purpose: purpose, standby: standby == .thaw)
         do {
             let start = ContinuousClock.now
             if manifest.network != nil { sandbox.keepResolvConfMount() } else { sandbox.mountsNetworkResolvConf = false }
@@ -117,7 +120,7 @@ extension Kiln {
                 spec, ownerMark: ownsInstances, network: try networkPlan(network ?? manifest.network, snapshot: manifest.name, pool: pool),
                 // A standby copy is frozen the moment runc returns, not after a network still
                 // being attached: it runs no longer than it must with the bake's identity.
-                attachDuringRestore: !standby)
+                attachDuringRestore: standby != .thaw)
             let prepared = ContinuousClock.now
             let container: ContainerProcess
             do {
@@ -135,7 +138,7 @@ extension Kiln {
                 phases: RestorePhases(
                     prepareMs: start.duration(to: prepared).milliseconds, runtimeMs: prepared.duration(to: restored).milliseconds,
                     criuRestoreMs: criu?.restoreMs, identityMs: 0, afterRestoreMs: nil, firstResponseMs: 0))
-            if standby {
+            if standby == .thaw {
                 try sandbox.freeze()
                 let frozen = ContinuousClock.now
                 // Its sockets cannot change while it is frozen: checked now, off the thaw's path.
@@ -150,6 +153,13 @@ extension Kiln {
             }
             let activation = try await activate(&sandbox, container: container, manifest: manifest, timeout: readinessTimeout, interval: pollInterval)
             let answered = ContinuousClock.now
+            if standby == .ready {
+                // Identity, afterRestore, readiness and restore hook done: frozen ready to answer.
+                try sandbox.freeze()
+                record.standby = true
+                record.standbyMode = .ready
+                record.frozenAfterMs = restored.duration(to: .now).milliseconds
+            }
             logger.debug(
                 "\(id): sandbox prepared in \(start.duration(to: prepared).milliseconds) ms, runc restore took \(prepared.duration(to: restored).milliseconds) ms, first response \(restored.duration(to: answered).milliseconds) ms later (afterRestore \(activation.afterRestoreMs.map { String(format: "%.1f", $0) } ?? "-") ms)"
             )
@@ -192,10 +202,11 @@ extension Kiln {
     }
 
     /// Thaws a standby copy (``restoreOne(_:readinessTimeout:pollInterval:shareMemory:network:pool:standby:)``
-    /// with `standby`) and gives it its identity: hostname, the agent's afterRestore (instance id,
-    /// DNS, reseed, clock), readiness, restore hook; the record then says it is running. The
-    /// caller must own the copy (``claimStandby(of:)``: no two thaw one copy). On failure the
-    /// copy is removed, as a failed restore is.
+    /// with `standby`). A ``StandbyMode/thaw`` copy then gets its identity: hostname, the agent's
+    /// afterRestore (instance id, DNS, reseed, clock), readiness, restore hook; a
+    /// ``StandbyMode/ready`` one had them at its restore and is only unfrozen and probed. The
+    /// record then says it is running. The caller must own the copy (``claimStandby(of:)``: no
+    /// two thaw one copy). On failure the copy is removed, as a failed restore is.
     public func thaw(
         _ standby: InstanceRecord, manifest: SnapshotManifest, readinessTimeout: Duration = .seconds(30), pollInterval: Duration = .milliseconds(1)
     ) async throws -> InstanceRecord {
@@ -211,22 +222,32 @@ extension Kiln {
         do {
             let start = ContinuousClock.now
             let container = ContainerProcess(pid: standby.pid, shimPid: standby.shimPid)
-            let activation = try await activate(
-                &sandbox, container: container, manifest: manifest, timeout: readinessTimeout, interval: pollInterval, thawing: true)
-            let answered = ContinuousClock.now
             var record = standby
+            let activation: Activation
+            if standby.standbyMode == .ready {
+                try sandbox.thaw()
+                let thawed = ContinuousClock.now
+                try await probeReadiness(of: sandbox, manifest: manifest, timeout: readinessTimeout, interval: pollInterval)
+                activation = Activation(
+                    identityMs: start.duration(to: thawed).milliseconds, afterRestoreMs: nil, firstResponseMs: thawed.duration(to: .now).milliseconds)
+            } else {
+                activation = try await activate(
+                    &sandbox, container: container, manifest: manifest, timeout: readinessTimeout, interval: pollInterval, thawing: true)
+                record.afterRestoreMs = activation.afterRestoreMs
+                record.phases?.identityMs = activation.identityMs
+                record.phases?.afterRestoreMs = activation.afterRestoreMs
+                record.phases?.firstResponseMs = activation.firstResponseMs
+            }
+            let thawMs = start.duration(to: .now).milliseconds
             record.standby = nil
             record.thawedAt = Date()
-            record.thawMs = start.duration(to: answered).milliseconds
-            record.afterRestoreMs = activation.afterRestoreMs
-            record.firstResponseMs = record.restoreMs + (record.frozenAfterMs ?? 0) + start.duration(to: answered).milliseconds
-            record.phases?.identityMs = activation.identityMs
-            record.phases?.afterRestoreMs = activation.afterRestoreMs
-            record.phases?.firstResponseMs = activation.firstResponseMs
+            record.thawMs = thawMs
+            // A ready copy answered before it was frozen: that stays its first response.
+            if standby.standbyMode != .ready { record.firstResponseMs = record.restoreMs + (record.frozenAfterMs ?? 0) + thawMs }
             try save(record)
             try? FileManager.default.removeItem(atPath: "\(instanceDirectory(record.id))/\(Self.thawClaimFile)")
             logger.debug(
-                "\(record.id): thawed to first response in \(String(format: "%.2f", record.thawMs ?? 0)) ms (hostname and thaw \(String(format: "%.2f", activation.identityMs)) ms, afterRestore \(activation.afterRestoreMs.map { String(format: "%.2f", $0) } ?? "-") ms, readiness \(String(format: "%.2f", activation.firstResponseMs)) ms)"
+                "\(record.id): thawed to first response in \(String(format: "%.2f", record.thawMs ?? 0)) ms (\(standby.standbyMode == .ready ? "thaw" : "hostname and thaw") \(String(format: "%.2f", activation.identityMs)) ms, afterRestore \(activation.afterRestoreMs.map { String(format: "%.2f", $0) } ?? "-") ms, readiness \(String(format: "%.2f", activation.firstResponseMs)) ms)"
             )
             return record
         } catch {
@@ -292,12 +313,7 @@ extension Kiln {
             for warning in agent.warnings { logger.warning("\(id): the agent says: \(warning)") }
         }
         let probing = ContinuousClock.now
-        let outcome = try await sandbox.probe(port: manifest.sandbox.port, path: manifest.readiness.path, timeout: timeout, interval: interval)
-        guard outcome == .ready else {
-            throw KilnError(
-                .restoreFailed, "the restored service did not answer \(manifest.readiness.path) (\(outcome))",
-                details: ProcessInspector.lastLines(ofFile: sandbox.logPath, count: 15), logPath: sandbox.logPath)
-        }
+        try await probeReadiness(of: sandbox, manifest: manifest, timeout: timeout, interval: interval)
         if let hook = manifest.restoreHook {
             try await notifyRestored(
                 hook, id: id, manifest: manifest, endpoint: sandbox.endpoint(port: manifest.sandbox.port), logPath: sandbox.logPath)
@@ -305,6 +321,16 @@ extension Kiln {
         return Activation(
             identityMs: start.duration(to: identified).milliseconds, afterRestoreMs: afterRestoreMs,
             firstResponseMs: probing.duration(to: .now).milliseconds)
+    }
+
+    /// Waits until the copy answers its readiness path.
+    private func probeReadiness(of sandbox: SandboxLifecycle, manifest: SnapshotManifest, timeout: Duration, interval: Duration) async throws {
+        let outcome = try await sandbox.probe(port: manifest.sandbox.port, path: manifest.readiness.path, timeout: timeout, interval: interval)
+        guard outcome == .ready else {
+            throw KilnError(
+                .restoreFailed, "the restored service did not answer \(manifest.readiness.path) (\(outcome))",
+                details: ProcessInspector.lastLines(ofFile: sandbox.logPath, count: 15), logPath: sandbox.logPath)
+        }
     }
 
     /// No socket of the restored copy may still listen on the bake-time address.
