@@ -47,8 +47,12 @@ extension SandboxLifecycleTests {
         defer { try? FileManager.default.removeItem(atPath: root) }
         let manifest = Self.agentManifest()
         let standby = try await kiln.restoreOne(manifest, shareMemory: false, standby: .ready)
+        // Twelve requests to each warm-up path (the agent manifest's one) before the freeze.
         #expect(
-            world.calls == ["mkdir \(standby.id)", "mkdir work", "netns create", "bundle", "restore", "hostname", "signal", "ready?", "freeze"],
+            world.calls == [
+                "mkdir \(standby.id)", "mkdir work", "netns create", "bundle", "restore", "hostname", "signal", "ready?",
+                "requests \(Kiln.readyStandbyRequestsPerPath * max(manifest.warmup.count, 1))", "freeze",
+            ],
             "no 'continue': CRIU did not leave it stopped")
         #expect(world.state.withLock { $0.agentRequests } == ["instance=\(standby.id)\nhostname=\(standby.id)\n"])
         #expect(standby.standby == true && standby.standbyMode == .ready && standby.afterRestoreMs != nil)
@@ -64,6 +68,21 @@ extension SandboxLifecycleTests {
         try await kiln.stop(running)
         Self.expectNothingLeft(world, kiln)
         #expect(world.state.withLock { $0.frozen }.isEmpty)
+    }
+
+    @Test func aReadyStandbyCopyWhoseWarmUpFailsLeavesNothingAndSaysWhichStep() async throws {
+        let world = World(failAt: .warmUp)
+        let (kiln, root) = try Self.makeKiln(world)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        do {
+            let record = try await kiln.restoreOne(Self.agentManifest(), shareMemory: false, standby: .ready)
+            Issue.record("made ready standby copy \(record.id) although its warm-up failed")
+        } catch let error as KilnError {
+            #expect(error.action.contains("(while \(SandboxLifecycle.Step.warmUp))"), "\(error.action)")
+            #expect(error.message.contains("answered HTTP 500"), "\(error)")
+        }
+        #expect(!world.calls.contains("freeze"))
+        Self.expectNothingLeft(world, kiln)
     }
 
     @Test func twoThawedCopiesEachGetTheirOwnIdentity() async throws {

@@ -20,6 +20,8 @@ struct SandboxLifecycleTests {
         case beforeCheckpoint, afterRestore
         /// The cgroup freezer refuses (a standby copy's freeze, its thaw).
         case freeze, thaw
+        /// A ready standby copy's warm-up gets an error status.
+        case warmUp
     }
 
     struct InjectedFailure: Error, CustomStringConvertible {
@@ -159,6 +161,10 @@ struct SandboxLifecycleTests {
             default: return .ready
             }
         }
+        func sendRequests(_ paths: [String], to endpoint: ServiceEndpoint, perConnection: Int) async throws -> [Int] {
+            world.record("requests \(paths.count)")
+            return paths.map { _ in world.failAt == .warmUp ? 500 : 200 }
+        }
         func listeningPorts(ofProcess pid: Int32) -> [Int] { [] }
         func removeLeftovers(cgroupPath: String, mountRoots: [String], runtimeState: String) async -> [String] {
             world.record("leftovers")
@@ -277,6 +283,7 @@ struct SandboxLifecycleTests {
         case .afterRestore: .afterRestore
         case .freeze: .freeze
         case .thaw: .thaw
+        case .warmUp: .warmUp
         }
     }
 

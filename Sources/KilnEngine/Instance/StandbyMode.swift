@@ -11,13 +11,13 @@ public enum StandbyMode: String, Codable, Sendable, CaseIterable {
     /// exactly as a copy restored at that moment would, and a thaw costs what the service's
     /// `afterRestore` costs (the Spring sample: Tomcat's restart, ~10 ms). The default.
     case thaw
-    /// Restored like any copy (identity, `afterRestore`, readiness, restore hook), then frozen
-    /// ready to answer; a thaw only unfreezes it, and its first request costs about what a
-    /// request to a warm instance does. Its identity was assigned when it was restored, not when
-    /// it is handed out, and it holds the memory its `afterRestore` touched while it waits.
+    /// Restored like any copy (identity, `afterRestore`, readiness, restore hook), given a few
+    /// requests to each of the snapshot's warm-up paths, then frozen ready to answer; a thaw
+    /// only unfreezes it. Its identity was assigned when it was restored, not when it is handed
+    /// out, and it holds the memory its `afterRestore` and those requests touched while it waits.
     case ready
 
     /// The help text of the options that choose it.
     public static let help =
-        "When standby copies run their afterRestore: 'thaw' (default: at the thaw, so a copy gets its identity when it is handed out; the thaw costs the service's afterRestore) or 'ready' (at their restore, then frozen ready to answer: a thaw costs about one warm request; the identity, still each copy's own, is assigned at the restore)."
+        "When standby copies run their afterRestore: 'thaw' (default: at the thaw, so a copy gets its identity when it is handed out; the thaw costs the service's afterRestore) or 'ready' (at their restore, followed by a few requests to the warm-up paths, then frozen ready to answer: a thaw costs a few milliseconds and each copy holds more memory; the identity, still each copy's own, is assigned at the restore)."
 }

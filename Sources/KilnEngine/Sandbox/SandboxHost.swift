@@ -31,6 +31,9 @@ package protocol SandboxHost: Sendable {
     func setHostname(_ name: String, ofProcess pid: Int32) throws
     /// Polls the service until it answers, dies or runs out of time.
     func waitUntilReady(_ probe: ReadinessProbe) async -> ReadinessProbe.Outcome
+    /// Sends `GET` of each of `paths` in turn over kept-alive connections of `perConnection`
+    /// requests each, and returns each reply's HTTP status.
+    func sendRequests(_ paths: [String], to endpoint: ServiceEndpoint, perConnection: Int) async throws -> [Int]
     /// The ports process `pid` listens on (to explain a service that never answered).
     func listeningPorts(ofProcess pid: Int32) -> [Int]
     /// Kills whatever is left in the cgroup `cgroupPath` and removes it, unmounts what is mounted
@@ -95,6 +98,17 @@ package struct LinuxSandboxHost: SandboxHost {
 
     package func waitUntilReady(_ probe: ReadinessProbe) async -> ReadinessProbe.Outcome {
         await probe.wait()
+    }
+
+    package func sendRequests(_ paths: [String], to endpoint: ServiceEndpoint, perConnection: Int) async throws -> [Int] {
+        var statuses: [Int] = []
+        var start = 0
+        while start < paths.count {
+            let batch = Array(paths[start..<min(start + perConnection, paths.count)])
+            try await InstanceHTTPClient.sendKeepingAlive(batch, to: endpoint, timeout: .seconds(30)) { statuses.append($0.status) }
+            start += batch.count
+        }
+        return statuses
     }
 
     package func listeningPorts(ofProcess pid: Int32) -> [Int] {

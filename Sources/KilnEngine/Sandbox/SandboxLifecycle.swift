@@ -32,7 +32,7 @@ package struct SandboxLifecycle {
     /// A step of the life, named in errors ("... (while restoring the container)").
     package enum Step: String, Sendable, CaseIterable, CustomStringConvertible {
         case directory, networkNamespace, network, bundle, start, restore, identity, readiness, beforeCheckpoint, preflight, checkpoint, afterRestore,
-            freeze, thaw
+            freeze, thaw, warmUp
 
         package var description: String {
             switch self {
@@ -50,6 +50,7 @@ package struct SandboxLifecycle {
             case .afterRestore: "running the copy's CRaC afterRestore"
             case .freeze: "freezing the standby copy"
             case .thaw: "thawing the standby copy"
+            case .warmUp: "warming up the standby copy before its freeze"
             }
         }
     }
@@ -320,6 +321,21 @@ package struct SandboxLifecycle {
         guard let container else { throw notRunning(.readiness) }
         let probe = ReadinessProbe(endpoint: endpoint(port: port), path: path, pid: container.pid, timeout: timeout, interval: interval)
         return await host.waitUntilReady(probe)
+    }
+
+    /// Sends `GET` of `paths` to the service on `port` (kept-alive connections of
+    /// `perConnection` requests); an answer that is no success (2xx or 3xx) fails the step with
+    /// the service's last output.
+    package func warmUp(paths: [String], port: Int, perConnection: Int) async throws {
+        guard container != nil else { throw notRunning(.warmUp) }
+        try await step(.warmUp) { [host, endpoint = endpoint(port: port), logPath] in
+            let statuses = try await host.sendRequests(paths, to: endpoint, perConnection: perConnection)
+            if let failed = zip(paths, statuses).first(where: { !(200..<400).contains($0.1) }) {
+                throw KilnError(
+                    .restoreFailed, "GET \(failed.0) answered HTTP \(failed.1)", details: ProcessInspector.lastLines(ofFile: logPath, count: 15),
+                    logPath: logPath)
+            }
+        }
     }
 
     /// Checkpoints the container into `dumpDirectory`; the container is gone afterwards.
