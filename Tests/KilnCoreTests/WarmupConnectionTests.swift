@@ -49,6 +49,17 @@ struct WarmupConnectionTests {
         #expect(service.requests == 1, "stopped at the first failing answer")
     }
 
+    /// A ready standby copy's requests before its freeze (``SandboxHost/sendRequests(_:to:perConnection:)``):
+    /// the same connections of `perConnection`, every status returned for the lifecycle to judge.
+    @Test func theHostsRequestsShareConnectionsAndReturnEveryStatus() async throws {
+        let service = try await FakeService.start()
+        defer { Task { await service.stop() } }
+        let statuses = try await LinuxSandboxHost().sendRequests(
+            ["/echo", "/echo", "/no-such-path", "/echo", "/echo", "/echo", "/echo"], to: Self.endpoint(service), perConnection: 3)
+        #expect(statuses == [200, 200, 404, 200, 200, 200, 200])
+        #expect(service.connections == 3, "7 requests over connections of 3, 3 and 1")
+    }
+
     @Test func aSingleRequestAsksToCloseItsConnection() async throws {
         let service = try await FakeService.start()
         defer { Task { await service.stop() } }

@@ -463,27 +463,23 @@ extension Kiln {
         var requests = 0
         for step in steps {
             starting(step)
-            var remaining = step.count
-            while remaining > 0 {
-                let batch = min(remaining, Self.warmupRequestsPerConnection)
-                do {
-                    try await InstanceHTTPClient.sendKeepingAlive(Array(repeating: step.path, count: batch), to: endpoint, timeout: .seconds(30)) {
-                        reply in
-                        guard (200..<400).contains(reply.status) else {
-                            throw KilnError(
-                                .warmupFailed, "warmup request GET \(step.path) answered HTTP \(reply.status)",
-                                hint: "warm up with paths that succeed; the reply was: \(reply.bodyText.prefix(200))")
-                        }
-                        requests += 1
+            do {
+                try await InstanceHTTPClient.sendKeepingAlive(
+                    repeatElement(step.path, count: step.count), to: endpoint, perConnection: Self.warmupRequestsPerConnection, timeout: .seconds(30)
+                ) { reply in
+                    guard (200..<400).contains(reply.status) else {
+                        throw KilnError(
+                            .warmupFailed, "warmup request GET \(step.path) answered HTTP \(reply.status)",
+                            hint: "warm up with paths that succeed; the reply was: \(reply.bodyText.prefix(200))")
                     }
-                } catch let error as KilnError {
-                    throw error
-                } catch {
-                    throw KilnError(
-                        .warmupFailed, "warmup request GET \(step.path) failed: \(error)",
-                        details: ProcessInspector.lastLines(ofFile: logPath, count: 15), logPath: keptLogPath)
+                    requests += 1
                 }
-                remaining -= batch
+            } catch let error as KilnError {
+                throw error
+            } catch {
+                throw KilnError(
+                    .warmupFailed, "warmup request GET \(step.path) failed: \(error)",
+                    details: ProcessInspector.lastLines(ofFile: logPath, count: 15), logPath: keptLogPath)
             }
         }
         return requests

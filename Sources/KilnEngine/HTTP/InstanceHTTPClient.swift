@@ -73,21 +73,25 @@ public enum InstanceHTTPClient {
         return try await exchange(request, on: channel, timeout: timeout).reply
     }
 
-    /// Sends `GET` of each of `paths` in turn over one keep-alive connection, the last asking to
-    /// close it, as a browser or kiln's gateway would; a new connection is opened when the
-    /// service closes one. `each` sees every reply as it comes and may throw to stop. Warm-up
+    /// Sends `GET` of each of `paths` in turn over keep-alive connections of at most
+    /// `perConnection` requests, the last of each asking to close it, as a browser or kiln's
+    /// gateway would; a new connection is opened after that, or when the service closes one.
+    /// `each` sees every reply as it comes and may throw to stop. Warm-up
     /// requests go this way: a service's keep-alive path is code a copy runs for every client
     /// that keeps its connection (the gateway does), and a snapshot warmed up only with
     /// `Connection: close` left it unrun (hello-jdk: a thawed copy's first kept-alive request
     /// took 7 ms, a closing one 1.5 ms).
     public static func sendKeepingAlive(
-        _ paths: [String], to endpoint: ServiceEndpoint, timeout: Duration = .seconds(10), each: (HTTPReply) throws -> Void
+        _ paths: some Collection<String>, to endpoint: ServiceEndpoint, perConnection: Int = .max, timeout: Duration = .seconds(10),
+        each: (HTTPReply) throws -> Void
     ) async throws {
+        precondition(perConnection >= 1, "a connection carries at least one request")
         var channel: Channel?
         defer { channel?.close(promise: nil) }
         for (index, path) in paths.enumerated() {
             if channel == nil { channel = try await open(endpoint) }
-            let request = Request(method: .GET, path: path, port: endpoint.port, body: nil, headers: [], closing: index == paths.count - 1)
+            let closing = index == paths.count - 1 || index % perConnection == perConnection - 1
+            let request = Request(method: .GET, path: path, port: endpoint.port, body: nil, headers: [], closing: closing)
             let (reply, reusable) = try await exchange(request, on: channel!, timeout: timeout)
             if !reusable {
                 channel?.close(promise: nil)

@@ -102,11 +102,8 @@ package struct LinuxSandboxHost: SandboxHost {
 
     package func sendRequests(_ paths: [String], to endpoint: ServiceEndpoint, perConnection: Int) async throws -> [Int] {
         var statuses: [Int] = []
-        var start = 0
-        while start < paths.count {
-            let batch = Array(paths[start..<min(start + perConnection, paths.count)])
-            try await InstanceHTTPClient.sendKeepingAlive(batch, to: endpoint, timeout: .seconds(30)) { statuses.append($0.status) }
-            start += batch.count
+        try await InstanceHTTPClient.sendKeepingAlive(paths, to: endpoint, perConnection: perConnection, timeout: .seconds(30)) {
+            statuses.append($0.status)
         }
         return statuses
     }
