@@ -69,6 +69,9 @@ struct NetworkPoolTests {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let pool = PreparedNamespacePool(network: fake, tag: "t", capacity: 4, namespaceDirectory: directory, namespaces: .files)
         await pool.start()
+        // The filler's failure recorded first (on a loaded machine its task may not have run
+        // its attempt to the end yet), then time for it to spin if it would.
+        try await waitUntil { await pool.statistics.failures == 1 }
         try await Task.sleep(for: .milliseconds(200))
         #expect(await fake.attempts == 1, "the filler stops at the first failure")
         let error = await #expect(throws: KilnError.self) { _ = try await pool.take() }
