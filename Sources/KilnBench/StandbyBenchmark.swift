@@ -17,6 +17,10 @@ public struct StandbyBenchmarkReport: Codable, Sendable {
     /// readiness) to first response, per run (ms).
     public var thawMs: [Double]
     public var thaw: SampleSummary
+    /// Per thaw, the pages of the copy copied on write ahead of it, while it was frozen (what
+    /// an earlier copy wrote first, ``FirstWrites``; 0 before any copy taught it, and in
+    /// ``StandbyMode/ready``). Nil in reports older than the copying.
+    public var copiedAheadPages: [Int]?
     /// The whole restore (prepare, runc restore, identity, afterRestore, readiness) to first response (ms).
     public var restoreMs: [Double]
     public var restore: SampleSummary
@@ -56,6 +60,12 @@ public struct StandbyBenchmarkReport: Codable, Sendable {
                 format: "  restore / thaw: %.1fx; a standby copy ran %.2f ms (p50) between runc restore and its freeze", restoreOverThaw,
                 frozenAfter.p50),
         ]
+        if let copied = copiedAheadPages, copied.contains(where: { $0 > 0 }) {
+            let ahead = copied.filter { $0 > 0 }
+            lines.append(
+                "  \(ahead.count) of \(copied.count) thawed copies had \(ahead.max() ?? 0) pages (\(mib(Int64(ahead.max() ?? 0) * 4096))) copied on write ahead of their thaw, while frozen"
+            )
+        }
         if let atZero = gatewayAtZero, let warm = gatewayWarm, let ratio = atZeroOverWarm {
             lines.append(
                 "  kiln serve, first request at zero with 1 standby: p50 \(ms(atZero.p50)) (served by \(Set(atZeroServedBy).sorted().joined(separator: ", ")))"
@@ -87,10 +97,12 @@ extension Kiln {
         var thawMs: [Double] = []
         var restoreMs: [Double] = []
         var frozenAfter: [Double] = []
+        var copiedAhead: [Int] = []
         progress("\(runs) thaws and \(runs) restores, alternating...")
         for _ in 0..<runs {
             let standby = try await restoreOne(manifest, shareMemory: false, standby: mode)
             frozenAfter.append(standby.frozenAfterMs ?? 0)
+            copiedAhead.append(standby.copiedAheadPages ?? 0)
             do {
                 // A standby copy waits for its request; it is not thawed the moment it froze.
                 try await Task.sleep(for: Self.standbyWait)
@@ -127,7 +139,8 @@ extension Kiln {
         let atZeroSummary = atZero.isEmpty ? nil : SampleSummary(atZero)
         let warmSummary = warm.isEmpty ? nil : SampleSummary(warm)
         return StandbyBenchmarkReport(
-            snapshot: manifest.name, standbyMode: mode, thawMs: thawMs, thaw: thaw, restoreMs: restoreMs, restore: restore,
+            snapshot: manifest.name, standbyMode: mode, thawMs: thawMs, thaw: thaw, copiedAheadPages: copiedAhead, restoreMs: restoreMs,
+            restore: restore,
             restoreOverThaw: restore.p50 / max(thaw.p50, 0.001), frozenAfter: SampleSummary(frozenAfter), gatewayAtZeroMs: atZero,
             gatewayAtZero: atZeroSummary, gatewayWarmMs: warm, gatewayWarm: warmSummary,
             atZeroOverWarm: atZeroSummary.flatMap { zero in warmSummary.map { zero.p50 / max($0.p50, 0.001) } }, atZeroServedBy: servedBy,

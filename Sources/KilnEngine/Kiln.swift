@@ -46,6 +46,8 @@ public struct KilnPaths: Sendable, Equatable {
     }
     /// What CRIU and runc answered about themselves (``ExecutableProbeCache``).
     public var executableProbes: String { "\(state)/executable-probes.json" }
+    /// What the first copy of each snapshot wrote first (``Kiln/firstWritesPath(of:)``).
+    public var firstWrites: String { "\(state)/first-writes" }
     /// Scratch space of bakes in progress.
     public var bakes: String { "\(state)/bakes" }
     /// The CRIU configuration runc passes to every checkpoint and restore.

@@ -93,6 +93,41 @@ extension Integration {
             }
         }
 
+        /// The first copy of a snapshot to answer teaches kiln which image pages its copies write
+        /// first; a standby copy restored afterwards has them copied while it is frozen (its own
+        /// pages then, no longer the image's), still thaws into its own identity, and `kiln rm`
+        /// forgets what was learned.
+        @Test func standbyCopiesHaveWhatCopiesWriteFirstCopiedAhead() async throws {
+            try await withTestHost { host in
+                try #require(host.kiln.criu.mapsPageImages, "kiln's CRIU maps page images (patch 0001, installed by make setup)")
+                let manifest = try await host.kiln.bake(try CRaCAgentTests.request(host, mode: "ok", name: "crac"))
+                #expect(host.kiln.knownFirstWrites(of: manifest) == nil)
+                let first = try await host.kiln.restoreOne(manifest)
+                let learned = try #require(host.kiln.knownFirstWrites(of: manifest), "the first copy to answer should teach what copies write first")
+                #expect(learned.pageCount > 0)
+                try await host.kiln.stop(first)
+
+                let standby = try #require(try await host.kiln.restore(manifest, count: 1, parallel: 1, standby: .thaw).first)
+                let copied = standby.copiedAheadPages ?? 0
+                #expect(copied > 0 && copied <= learned.pageCount, "copied \(copied) of \(learned.pageCount) pages ahead")
+                #expect(CgroupFreezer(path: standby.cgroupPath).isFrozen)
+                #expect(try FirstWrites.read(ofProcess: standby.pid).pageCount >= copied, "the copied pages should be the frozen copy's own")
+                #expect(!FileManager.default.fileExists(atPath: "\(host.kiln.instanceDirectory(standby.id))/agent/control/restore.done"))
+
+                let claimed = try #require(host.kiln.claimStandby(of: "crac"))
+                let copy = try await host.kiln.thaw(claimed, manifest: manifest)
+                let state = try await CRaCAgentTests.state(host, copy)
+                #expect(state["instance"] == copy.id && state["host"] == copy.id, "identity of \(copy.id): \(state)")
+                #expect(state["after"] == "2", "afterRestore ran once, at the thaw: \(state)")
+                print("thawed \(copy.id) with \(copied) pages copied ahead: thaw to first response \(String(format: "%.2f", copy.thawMs ?? -1)) ms")
+                try await host.kiln.stop(copy)
+
+                try host.kiln.removeSnapshot("crac")
+                #expect(!FileManager.default.fileExists(atPath: host.kiln.firstWritesPath(of: "crac")))
+                try await expectNoLeftovers(host)
+            }
+        }
+
         /// `--standby-mode ready`: each copy gets its identity and runs its afterRestore at its
         /// restore, then waits frozen (no CPU, no request); a thaw only resumes it, and two thawed
         /// copies still have their own identities. `kiln serve` hands one out at zero the same way.

@@ -84,9 +84,12 @@ struct Run: AsyncParsableCommand, ReportingCommand {
         } else if standby != nil {
             print(
                 Output.table(
-                    ["INSTANCE", "PID", "ADDRESS", "STATE", "RESTORE", "FROZEN AFTER"],
+                    ["INSTANCE", "PID", "ADDRESS", "STATE", "RESTORE", "FROZEN AFTER", "COPIED AHEAD"],
                     records.map {
-                        [$0.id, String($0.pid), $0.address ?? "-", "standby", Output.ms($0.restoreMs), $0.frozenAfterMs.map(Output.ms) ?? "-"]
+                        [
+                            $0.id, String($0.pid), $0.address ?? "-", "standby", Output.ms($0.restoreMs), $0.frozenAfterMs.map(Output.ms) ?? "-",
+                            $0.copiedAheadPages.map { "\($0) pages" } ?? "-",
+                        ]
                     }))
             Output.progress(
                 (standbyMode == .ready

@@ -42,6 +42,9 @@ public struct InstanceRecord: Codable, Sendable, Equatable {
     /// ``StandbyMode/thaw`` standby copy, its only run with the bake's identity; a
     /// ``StandbyMode/ready`` one ran its identity, afterRestore and readiness steps meanwhile).
     public var frozenAfterMs: Double? = nil
+    /// Pages of a ``StandbyMode/thaw`` standby copy copied on write while it was frozen: those
+    /// an earlier copy of the snapshot wrote first (``FirstWrites``), taken off its thaw.
+    public var copiedAheadPages: Int? = nil
     /// When a standby copy was thawed, and from the thaw to its first response (ms).
     public var thawedAt: Date? = nil
     public var thawMs: Double? = nil

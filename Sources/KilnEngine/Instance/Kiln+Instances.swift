@@ -145,14 +145,20 @@ extension Kiln {
                 try checkSockets(of: sandbox, pid: container.pid)
                 record.standby = true
                 record.frozenAfterMs = restored.duration(to: frozen).milliseconds
+                // Off the thaw's path: the pages an earlier copy wrote first are copied now,
+                // while no thread runs (each would otherwise cost the thaw a copy and, for a
+                // page the kernel had mapped read-only, a TLB shoot-down of the other CPU).
+                let copying = ContinuousClock.now
+                record.copiedAheadPages = copyFirstWritesAhead(of: manifest, inProcess: container.pid)
                 logger.debug(
-                    "\(id): standby copy restored in \(record.restoreMs) ms, frozen \(String(format: "%.2f", record.frozenAfterMs ?? 0)) ms after runc returned"
+                    "\(id): standby copy restored in \(record.restoreMs) ms, frozen \(String(format: "%.2f", record.frozenAfterMs ?? 0)) ms after runc returned, \(record.copiedAheadPages ?? 0) pages copied ahead in \(String(format: "%.1f", copying.duration(to: .now).milliseconds)) ms"
                 )
                 try save(record)
                 return record
             }
             let activation = try await activate(&sandbox, container: container, manifest: manifest, timeout: readinessTimeout, interval: pollInterval)
             let answered = ContinuousClock.now
+            learnFirstWrites(of: manifest, fromProcess: container.pid)
             if standby == .ready {
                 // Identity, afterRestore, readiness and restore hook done. A restored copy's first
                 // requests on its other paths are still slow (the Spring sample's first two
@@ -247,6 +253,7 @@ extension Kiln {
                 record.phases?.firstResponseMs = activation.firstResponseMs
             }
             let thawMs = start.duration(to: .now).milliseconds
+            if standby.standbyMode != .ready { learnFirstWrites(of: manifest, fromProcess: standby.pid) }
             record.standby = nil
             record.thawedAt = Date()
             record.thawMs = thawMs

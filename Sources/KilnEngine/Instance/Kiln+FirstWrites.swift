@@ -1,0 +1,69 @@
+import Foundation
+import KilnSnapshot
+import KilnSystem
+
+/// What the first copy of a snapshot wrote by its first response, kept per snapshot version, so
+/// later standby copies are copied on write ahead of their thaw (``FirstWrites``).
+///
+/// Learned, not baked: any copy that answered its readiness path is a faithful sample (its
+/// afterRestore and first request run the code every copy runs), a pulled snapshot learns on its
+/// first restore, and the snapshot's signed files stay as baked. Kept in the state directory
+/// (tmpfs): a reboot forgets it and the next copy learns it again.
+struct StoredFirstWrites: Codable, Equatable {
+    /// The snapshot version it was learned from (``Kiln/snapshotVersion(of:)``).
+    var snapshotVersion: String
+    var writes: FirstWrites
+}
+
+extension Kiln {
+    /// Where what `snapshot`'s copies write first is kept.
+    package func firstWritesPath(of snapshot: String) -> String { "\(paths.firstWrites)/\(snapshot).json" }
+
+    /// Tells one bake of a snapshot from another: a re-bake under the same name writes first
+    /// elsewhere.
+    static func snapshotVersion(of manifest: SnapshotManifest) -> String {
+        "\(manifest.createdAt.timeIntervalSince1970)-\(manifest.sizeBytes)"
+    }
+
+    /// What copies of this version of `manifest` write first, if a copy of it taught it.
+    package func knownFirstWrites(of manifest: SnapshotManifest) -> FirstWrites? {
+        guard let data = FileManager.default.contents(atPath: firstWritesPath(of: manifest.name)),
+            let stored = try? JSONDecoder().decode(StoredFirstWrites.self, from: data),
+            stored.snapshotVersion == Self.snapshotVersion(of: manifest)
+        else { return nil }
+        return stored.writes
+    }
+
+    /// Records what process `pid`, a copy of `manifest` that just gave its first response, has
+    /// written of its image-backed memory, unless this version's first writes are known already.
+    /// Only with mapped page images (read pages are all written, by CRIU). A failure only costs
+    /// later standby copies their head start: logged, not thrown.
+    func learnFirstWrites(of manifest: SnapshotManifest, fromProcess pid: Int32) {
+        guard criu.mapsPageImages, knownFirstWrites(of: manifest) == nil else { return }
+        do {
+            let writes = try FirstWrites.read(ofProcess: pid)
+            guard writes.pageCount > 0 else { return }
+            try FileManager.default.createDirectory(
+                atPath: paths.firstWrites, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            let stored = StoredFirstWrites(snapshotVersion: Self.snapshotVersion(of: manifest), writes: writes)
+            // Atomic (a temporary file renamed): copies restored side by side may all learn.
+            try JSONEncoder().encode(stored).write(to: URL(fileURLWithPath: firstWritesPath(of: manifest.name)), options: .atomic)
+            logger.debug("\(manifest.name): its copies write \(writes.pageCount) image pages first (\(writes.ranges.count) ranges)")
+        } catch {
+            logger.warning("could not learn what copies of '\(manifest.name)' write first: \(error)")
+        }
+    }
+
+    /// Copies on write, in the frozen standby copy `pid` of `manifest`, the pages its copies
+    /// write first; returns how many (nil when none are known or it failed, which only leaves
+    /// them to the thaw).
+    func copyFirstWritesAhead(of manifest: SnapshotManifest, inProcess pid: Int32) -> Int? {
+        guard let writes = knownFirstWrites(of: manifest) else { return nil }
+        do {
+            return try writes.copyAhead(inProcess: pid)
+        } catch {
+            logger.warning("could not copy the first writes of a standby copy of '\(manifest.name)' ahead: \(error)")
+            return nil
+        }
+    }
+}
