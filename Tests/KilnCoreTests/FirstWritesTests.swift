@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 
+@testable import KilnEngine
 @testable import KilnSystem
 
 #if canImport(Glibc)
@@ -19,6 +20,22 @@ struct FirstWritesTests {
         #expect(writes.ranges == [0x3000..<0x6000, 0x9000..<0xA000])
         #expect(writes.pageCount == 4)
         #expect(FirstWrites(pages: []).ranges.isEmpty)
+    }
+
+    @Test func rangesTravelAsTextAndBadTextIsRefused() throws {
+        let writes = FirstWrites(pages: [0x7F00_0000_3000, 0x7F00_0000_4000, 0xF000_0000])
+        #expect(writes.text == "f0000000-f0001000\n7f0000003000-7f0000005000\n")
+        #expect(FirstWrites(text: writes.text) == writes)
+        #expect(FirstWrites(text: "")?.ranges == [])
+        #expect(FirstWrites(text: "f0000000-f0000800\n") == nil, "not page-aligned")
+        #expect(FirstWrites(text: "f0002000-f0001000\n") == nil, "empty")
+        #expect(FirstWrites(text: "f0002000-f0003000\nf0000000-f0001000\n") == nil, "out of order")
+        #expect(FirstWrites(text: "f0000000 f0001000\n") == nil)
+
+        let stored = StoredFirstWrites(snapshotVersion: "1796491606.0-153406089", writes: writes)
+        #expect(stored.text.hasPrefix("version 1796491606.0-153406089\n"))
+        #expect(StoredFirstWrites(text: stored.text) == stored)
+        #expect(StoredFirstWrites(text: "f0000000-f0001000\n") == nil, "no version line")
     }
 
     @Test func onlyPageImageMappingsCount() {

@@ -8,16 +8,32 @@ import KilnSystem
 /// Learned, not baked: any copy that answered its readiness path is a faithful sample (its
 /// afterRestore and first request run the code every copy runs), a pulled snapshot learns on its
 /// first restore, and the snapshot's signed files stay as baked. Kept in the state directory
-/// (tmpfs): a reboot forgets it and the next copy learns it again.
-struct StoredFirstWrites: Codable, Equatable {
-    /// The snapshot version it was learned from (``Kiln/snapshotVersion(of:)``).
+/// (tmpfs): a reboot forgets it and the next copy learns it again. The file is text: a
+/// `version V` line (``Kiln/snapshotVersion(of:)``), then ``FirstWrites/text``.
+struct StoredFirstWrites: Equatable {
+    /// The snapshot version it was learned from.
     var snapshotVersion: String
     var writes: FirstWrites
+
+    var text: String { "version \(snapshotVersion)\n" + writes.text }
+
+    init(snapshotVersion: String, writes: FirstWrites) {
+        self.snapshotVersion = snapshotVersion
+        self.writes = writes
+    }
+
+    init?(text: String) {
+        guard let newline = text.firstIndex(of: "\n"), text.hasPrefix("version "),
+            let writes = FirstWrites(text: text[text.index(after: newline)...])
+        else { return nil }
+        self.snapshotVersion = String(text[text.index(text.startIndex, offsetBy: 8)..<newline])
+        self.writes = writes
+    }
 }
 
 extension Kiln {
     /// Where what `snapshot`'s copies write first is kept.
-    package func firstWritesPath(of snapshot: String) -> String { "\(paths.firstWrites)/\(snapshot).json" }
+    package func firstWritesPath(of snapshot: String) -> String { "\(paths.firstWrites)/\(snapshot)" }
 
     /// Tells one bake of a snapshot from another: a re-bake under the same name writes first
     /// elsewhere.
@@ -27,9 +43,8 @@ extension Kiln {
 
     /// What copies of this version of `manifest` write first, if a copy of it taught it.
     package func knownFirstWrites(of manifest: SnapshotManifest) -> FirstWrites? {
-        guard let data = FileManager.default.contents(atPath: firstWritesPath(of: manifest.name)),
-            let stored = try? JSONDecoder().decode(StoredFirstWrites.self, from: data),
-            stored.snapshotVersion == Self.snapshotVersion(of: manifest)
+        guard let text = try? String(contentsOfFile: firstWritesPath(of: manifest.name), encoding: .utf8),
+            let stored = StoredFirstWrites(text: text), stored.snapshotVersion == Self.snapshotVersion(of: manifest)
         else { return nil }
         return stored.writes
     }
@@ -40,6 +55,7 @@ extension Kiln {
     /// later standby copies their head start: logged, not thrown.
     func learnFirstWrites(of manifest: SnapshotManifest, fromProcess pid: Int32) {
         guard criu.mapsPageImages, knownFirstWrites(of: manifest) == nil else { return }
+        let start = ContinuousClock.now
         do {
             let writes = try FirstWrites.read(ofProcess: pid)
             guard writes.pageCount > 0 else { return }
@@ -47,8 +63,10 @@ extension Kiln {
                 atPath: paths.firstWrites, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             let stored = StoredFirstWrites(snapshotVersion: Self.snapshotVersion(of: manifest), writes: writes)
             // Atomic (a temporary file renamed): copies restored side by side may all learn.
-            try JSONEncoder().encode(stored).write(to: URL(fileURLWithPath: firstWritesPath(of: manifest.name)), options: .atomic)
-            logger.debug("\(manifest.name): its copies write \(writes.pageCount) image pages first (\(writes.ranges.count) ranges)")
+            try Data(stored.text.utf8).write(to: URL(fileURLWithPath: firstWritesPath(of: manifest.name)), options: .atomic)
+            logger.debug(
+                "\(manifest.name): its copies write \(writes.pageCount) image pages first (\(writes.ranges.count) ranges; learned in \(String(format: "%.1f", start.duration(to: .now).milliseconds)) ms)"
+            )
         } catch {
             logger.warning("could not learn what copies of '\(manifest.name)' write first: \(error)")
         }

@@ -39,7 +39,7 @@ public struct KilnStoreAccess: Sendable {
         let imageRoot = (try? store.load(name)).flatMap { store.imageRoot(of: $0) }
         try store.remove(name)
         DumpCache(root: paths.dumpCache, store: store).evict(name)
-        try? FileManager.default.removeItem(atPath: "\(paths.firstWrites)/\(name).json")
+        try? FileManager.default.removeItem(atPath: "\(paths.firstWrites)/\(name)")
         if let imageRoot { store.removeImageRoot(imageRoot) }
     }
 

@@ -15,7 +15,7 @@ import Glibc
 /// 2-core VM against 2 µs for a page written first (docs/restore-path.md). A frozen standby copy
 /// has no thread running, so copying those pages ahead (``copyAhead(inProcess:)``) costs 2 µs
 /// each and takes them off its thaw.
-public struct FirstWrites: Codable, Sendable, Equatable {
+public struct FirstWrites: Sendable, Equatable {
     /// Page-aligned address ranges, sorted, not overlapping, not adjacent.
     public private(set) var ranges: [Range<UInt64>]
 
@@ -26,13 +26,42 @@ public struct FirstWrites: Codable, Sendable, Equatable {
 
     /// The ranges holding `pages` (page addresses, in any order, duplicates allowed).
     public init(pages: some Sequence<UInt64>) {
+        ranges = []
+        for page in Set(pages).sorted() { appendSorted(page) }
+    }
+
+    /// Adds `page`, which lies above every page so far.
+    mutating func appendSorted(_ page: UInt64) {
+        if let last = ranges.last, last.upperBound == page {
+            ranges[ranges.count - 1] = last.lowerBound..<(page + Self.pageSize)
+        } else {
+            ranges.append(page..<(page + Self.pageSize))
+        }
+    }
+
+    /// The ranges as text, a `start-end` pair of hex addresses per line (as in
+    /// `/proc/PID/maps`): quick to write and read for a thousand ranges, and readable.
+    public var text: String {
+        var text = ""
+        text.reserveCapacity(ranges.count * 26)
+        for range in ranges {
+            text += String(range.lowerBound, radix: 16)
+            text += "-"
+            text += String(range.upperBound, radix: 16)
+            text += "\n"
+        }
+        return text
+    }
+
+    /// The ranges of ``text``; nil if a line is no page-aligned `start-end` pair in order.
+    public init?(text: some StringProtocol) {
         var ranges: [Range<UInt64>] = []
-        for page in Set(pages).sorted() {
-            if let last = ranges.last, last.upperBound == page {
-                ranges[ranges.count - 1] = last.lowerBound..<(page + Self.pageSize)
-            } else {
-                ranges.append(page..<(page + Self.pageSize))
-            }
+        for line in text.utf8.split(separator: UInt8(ascii: "\n")) {
+            let bounds = line.split(separator: UInt8(ascii: "-"))
+            guard bounds.count == 2, let start = Self.hex(bounds[0]), let end = Self.hex(bounds[1]), start < end,
+                (start | end) % Self.pageSize == 0, start >= (ranges.last?.upperBound ?? 0)
+            else { return nil }
+            ranges.append(start..<end)
         }
         self.ranges = ranges
     }
@@ -65,7 +94,7 @@ public struct FirstWrites: Codable, Sendable, Equatable {
         return name.starts(with: "pages-".utf8) && name.reversed().starts(with: "gmi.".utf8)
     }
 
-    private static func hex(_ digits: Substring.UTF8View.SubSequence) -> UInt64? {
+    private static func hex(_ digits: some Collection<UInt8>) -> UInt64? {
         guard !digits.isEmpty, digits.count <= 16 else { return nil }
         var value: UInt64 = 0
         for digit in digits {
@@ -97,8 +126,9 @@ public struct FirstWrites: Codable, Sendable, Equatable {
         let fd = open("/proc/\(pid)/pagemap", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw KilnError(.systemCall, "could not open /proc/\(pid)/pagemap: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
-        var pages: [UInt64] = []
-        for mapping in imageMappings(maps: maps) {
+        var writes = FirstWrites(pages: [])
+        // /proc/PID/maps lists mappings in address order: the pages come sorted.
+        for mapping in imageMappings(maps: maps).sorted(by: { $0.range.lowerBound < $1.range.lowerBound }) {
             let count = Int((mapping.range.upperBound - mapping.range.lowerBound) / pageSize)
             var entries = [UInt64](repeating: 0, count: count)
             let wanted = count * MemoryLayout<UInt64>.size
@@ -108,9 +138,9 @@ public struct FirstWrites: Codable, Sendable, Equatable {
                     .systemCall,
                     "could not read /proc/\(pid)/pagemap at \(String(mapping.range.lowerBound, radix: 16)): read \(got) of \(wanted) bytes")
             }
-            pages += writtenPages(start: mapping.range.lowerBound, entries: entries)
+            for page in writtenPages(start: mapping.range.lowerBound, entries: entries) { writes.appendSorted(page) }
         }
-        return FirstWrites(pages: pages)
+        return writes
     }
 
     /// The ranges, clipped to the writable image-backed mappings of a `/proc/PID/maps` text,
