@@ -135,6 +135,7 @@ public final class Gateway: Service, Sendable {
             do {
                 let report = try await provider.thaw(instance)
                 pool.thawed(report, duration: start.duration(to: .now))
+                provider.handedOut(report.instance)
             } catch {
                 pool.thawFailed(instance, error: error)
             }

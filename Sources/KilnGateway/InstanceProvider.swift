@@ -112,6 +112,9 @@ public protocol InstanceProvider: Sendable {
     /// Thaws a standby copy, gives it its identity and returns once it answers; on failure the
     /// copy is gone.
     func thaw(_ standby: GatewayInstance) async throws -> LaunchReport
+    /// Called once the requests waiting for a thawed copy were handed to it (their forwarding
+    /// under way): what ``thaw(_:)`` left for later (kiln: a ready copy's unfreeze, the record).
+    func handedOut(_ thawed: GatewayInstance)
 }
 
 extension InstanceProvider {
@@ -124,4 +127,6 @@ extension InstanceProvider {
     public func thaw(_ standby: GatewayInstance) async throws -> LaunchReport {
         throw LaunchFailure(restoreError: "this provider keeps no standby copies", coldStartError: nil)
     }
+
+    public func handedOut(_ thawed: GatewayInstance) {}
 }

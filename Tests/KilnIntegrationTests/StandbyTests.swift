@@ -176,6 +176,16 @@ extension Integration {
                     "curl", ["-s", "-D", "-", "-o", "/dev/null", "--max-time", "60", "http://127.0.0.1:\(gateway.port)/crac/state"])
                 #expect(curl.stdout.lowercased().hasPrefix("http/1.1 200"), "\(curl.stdout)")
                 #expect(curl.stdout.lowercased().contains("x-kiln-served-by: standby"), "\(curl.stdout)")
+                // Handed out frozen, its request sent first: unfrozen and recorded as running
+                // beside the request, not before it.
+                let handedOut = try #require(waiting.first)
+                var record = try host.kiln.instance(handedOut.id)
+                for _ in 0..<100 where record.standby != nil {
+                    try await Task.sleep(for: .milliseconds(20))
+                    record = try host.kiln.instance(handedOut.id)
+                }
+                #expect(record.standby == nil && record.thawedAt != nil && record.thawMs != nil, "\(record)")
+                #expect(!CgroupFreezer(path: record.cgroupPath).isFrozen)
                 kill(gateway.pid, SIGTERM)
                 #expect(Subprocess.wait(gateway.pid) == .exited(0))
                 #expect(host.kiln.instanceRecords().isEmpty)

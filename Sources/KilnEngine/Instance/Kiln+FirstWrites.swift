@@ -49,12 +49,21 @@ extension Kiln {
         return stored.writes
     }
 
+    /// Whether this version of `manifest`'s first writes are known: the file's version line
+    /// only (every restore asks, after its first response).
+    func knowsFirstWrites(of manifest: SnapshotManifest) -> Bool {
+        guard let file = FileHandle(forReadingAtPath: firstWritesPath(of: manifest.name)) else { return false }
+        defer { try? file.close() }
+        let expected = Data("version \(Self.snapshotVersion(of: manifest))\n".utf8)
+        return (try? file.read(upToCount: expected.count)) == expected
+    }
+
     /// Records what process `pid`, a copy of `manifest` that just gave its first response, has
     /// written of its image-backed memory, unless this version's first writes are known already.
     /// Only with mapped page images (read pages are all written, by CRIU). A failure only costs
     /// later standby copies their head start: logged, not thrown.
     func learnFirstWrites(of manifest: SnapshotManifest, fromProcess pid: Int32) {
-        guard criu.mapsPageImages, knownFirstWrites(of: manifest) == nil else { return }
+        guard criu.mapsPageImages, !knowsFirstWrites(of: manifest) else { return }
         let start = ContinuousClock.now
         do {
             let writes = try FirstWrites.read(ofProcess: pid)

@@ -222,7 +222,8 @@ extension Kiln {
     /// record then says it is running. The caller must own the copy (``claimStandby(of:)``: no
     /// two thaw one copy). On failure the copy is removed, as a failed restore is.
     public func thaw(
-        _ standby: InstanceRecord, manifest: SnapshotManifest, readinessTimeout: Duration = .seconds(30), pollInterval: Duration = .milliseconds(1)
+        _ standby: InstanceRecord, manifest: SnapshotManifest, readinessTimeout: Duration = .seconds(30), pollInterval: Duration = .milliseconds(1),
+        savingRecord: Bool = true
     ) async throws -> InstanceRecord {
         guard standby.standby == true else {
             throw KilnError(.invalidArgument, "instance \(standby.id) is no standby copy", hint: "'kiln ps' shows standby copies as such")
@@ -259,8 +260,7 @@ extension Kiln {
             record.thawMs = thawMs
             // A ready copy answered before it was frozen: that stays its first response.
             if standby.standbyMode != .ready { record.firstResponseMs = record.restoreMs + (record.frozenAfterMs ?? 0) + thawMs }
-            try save(record)
-            try? FileManager.default.removeItem(atPath: "\(instanceDirectory(record.id))/\(Self.thawClaimFile)")
+            if savingRecord { try recordThawed(record) }
             logger.debug(
                 "\(record.id): thawed to first response in \(String(format: "%.2f", record.thawMs ?? 0)) ms (\(standby.standbyMode == .ready ? "thaw" : "hostname and thaw") \(String(format: "%.2f", activation.identityMs)) ms, afterRestore \(activation.afterRestoreMs.map { String(format: "%.2f", $0) } ?? "-") ms, readiness \(String(format: "%.2f", activation.firstResponseMs)) ms)"
             )
@@ -268,6 +268,39 @@ extension Kiln {
         } catch {
             throw await failed(&sandbox, error, id: standby.id)
         }
+    }
+
+    /// Saves the record of a copy ``thaw(_:manifest:readinessTimeout:pollInterval:savingRecord:)``
+    /// thawed without saving it (the gateway: its request goes first), and drops its thaw claim.
+    public func recordThawed(_ record: InstanceRecord) throws {
+        try save(record)
+        try? FileManager.default.removeItem(atPath: "\(instanceDirectory(record.id))/\(Self.thawClaimFile)")
+    }
+
+    /// Hands out a ``StandbyMode/ready`` copy the gateway's way: its record as a running copy
+    /// while it is still frozen, so the request it is for can be sent first (the kernel accepts
+    /// the connection and queues the request for the frozen service);
+    /// ``unfreezeHandedOut(_:)`` then lets it run and saves the record. Unlike
+    /// ``thaw(_:manifest:readinessTimeout:pollInterval:savingRecord:)`` nothing asks its
+    /// readiness path again: it answered it, and its warm-up requests, before its freeze, and a
+    /// request it cannot take is retried elsewhere by the gateway.
+    public func handOutFrozen(_ standby: InstanceRecord) throws -> InstanceRecord {
+        guard standby.standby == true, standby.standbyMode == .ready else {
+            throw KilnError(.invalidArgument, "instance \(standby.id) is no ready standby copy", hint: "thaw it instead")
+        }
+        var record = standby
+        record.standby = nil
+        record.thawedAt = Date()
+        return record
+    }
+
+    /// Lets a copy ``handOutFrozen(_:)`` handed out run, and saves its record (its thaw: from
+    /// the hand-out to the unfreeze).
+    public func unfreezeHandedOut(_ record: InstanceRecord) throws {
+        try CgroupFreezer(path: record.cgroupPath).thaw()
+        var record = record
+        record.thawMs = record.thawedAt.map { Date().timeIntervalSince($0) * 1000 }
+        try recordThawed(record)
     }
 
     /// Requests a ``StandbyMode/ready`` copy sends to each of its snapshot's warm-up paths
