@@ -64,7 +64,19 @@ struct QuickStatusTests {
         var endpoint: ServiceEndpoint { ServiceEndpoint(networkNamespacePath: "/proc/self/ns/net", port: port) }
         var firstRequest: String { lock.withLock { requests.first ?? "" } }
 
-        deinit { close(fd) }
+        private var closed = false
+
+        /// Stops listening (once: tests run side by side, and a second close could hit another
+        /// test's socket that reused the number).
+        func closeListener() {
+            lock.withLock {
+                guard !closed else { return }
+                closed = true
+                close(fd)
+            }
+        }
+
+        deinit { closeListener() }
     }
 
     @Test func aReplyWithALengthIsReadWithoutWaitingForTheClose() throws {
@@ -96,7 +108,7 @@ struct QuickStatusTests {
         let closed = try CannedServer(reply: nil)
         #expect(throws: InstanceHTTPClient.Failure.self) { try InstanceHTTPClient.quickStatus("/", to: closed.endpoint, within: .seconds(2)) }
         let port = closed.port
-        close(closed.fd)
+        closed.closeListener()
         do {
             _ = try InstanceHTTPClient.quickStatus(
                 "/", to: ServiceEndpoint(networkNamespacePath: "/proc/self/ns/net", port: port), within: .seconds(1))
