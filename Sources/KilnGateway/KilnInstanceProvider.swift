@@ -132,8 +132,10 @@ public final class KilnInstanceProvider: InstanceProvider {
         return StandbyReport(instance: Self.instance(record, .restored), duration: duration, memoryBytes: Int(memory.pssBytes))
     }
 
-    /// Thaws a standby copy: identity, afterRestore (unless it ran them ahead), readiness
-    /// (``Kiln/thaw(_:manifest:readinessTimeout:pollInterval:)``).
+    /// Thaws a ``StandbyMode/thaw`` standby copy: identity, afterRestore, readiness
+    /// (``Kiln/thaw(_:manifest:readinessTimeout:pollInterval:savingRecord:)``); hands a
+    /// ``StandbyMode/ready`` one out still frozen (``Kiln/handOutFrozen(_:)``), for
+    /// ``handedOut(_:)`` to unfreeze once its requests are on their way.
     public func thaw(_ standby: GatewayInstance) async throws -> LaunchReport {
         guard let record = standby.record, let manifest = manifests.withLock({ $0[standby.function] }) else {
             throw LaunchFailure(restoreError: "standby copy \(standby.id) has no record or verified snapshot", coldStartError: nil)

@@ -89,7 +89,7 @@ extension Kiln {
     /// With `standby`, the copy is recorded as a standby copy (``InstanceRecord/standby``) and
     /// frozen in its cgroup: in ``StandbyMode/thaw``, right after the runtime's restore, before
     /// its identity, afterRestore and readiness steps; in ``StandbyMode/ready``, after them.
-    /// ``thaw(_:manifest:readinessTimeout:pollInterval:)`` takes it from there.
+    /// ``thaw(_:manifest:readinessTimeout:pollInterval:savingRecord:)`` takes it from there.
     public func restoreOne(
         _ manifest: SnapshotManifest, readinessTimeout: Duration = .seconds(30), pollInterval: Duration = .milliseconds(2),
         shareMemory: Bool? = nil, network: String? = nil, pool: PreparedNamespacePool? = nil, standby: StandbyMode? = nil
@@ -219,8 +219,10 @@ extension Kiln {
     /// with `standby`). A ``StandbyMode/thaw`` copy then gets its identity: hostname, the agent's
     /// afterRestore (instance id, DNS, reseed, clock), readiness, restore hook; a
     /// ``StandbyMode/ready`` one had them at its restore and is only unfrozen and probed. The
-    /// record then says it is running. The caller must own the copy (``claimStandby(of:)``: no
-    /// two thaw one copy). On failure the copy is removed, as a failed restore is.
+    /// record then says it is running; without `savingRecord` the caller saves it
+    /// (``recordThawed(_:)``: the gateway does, beside the request the copy was thawed for). The
+    /// caller must own the copy (``claimStandby(of:)``: no two thaw one copy). On failure the
+    /// copy is removed, as a failed restore is.
     public func thaw(
         _ standby: InstanceRecord, manifest: SnapshotManifest, readinessTimeout: Duration = .seconds(30), pollInterval: Duration = .milliseconds(1),
         savingRecord: Bool = true
