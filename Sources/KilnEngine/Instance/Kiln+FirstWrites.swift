@@ -15,7 +15,10 @@ struct StoredFirstWrites: Equatable {
     var snapshotVersion: String
     var writes: FirstWrites
 
-    var text: String { "version \(snapshotVersion)\n" + writes.text }
+    var text: String { Self.versionLine(snapshotVersion) + writes.text }
+
+    /// The file's first line: what ``Kiln/knowsFirstWrites(of:)`` compares alone.
+    static func versionLine(_ version: String) -> String { "version \(version)\n" }
 
     init(snapshotVersion: String, writes: FirstWrites) {
         self.snapshotVersion = snapshotVersion
@@ -54,7 +57,7 @@ extension Kiln {
     func knowsFirstWrites(of manifest: SnapshotManifest) -> Bool {
         guard let file = FileHandle(forReadingAtPath: firstWritesPath(of: manifest.name)) else { return false }
         defer { try? file.close() }
-        let expected = Data("version \(Self.snapshotVersion(of: manifest))\n".utf8)
+        let expected = Data(StoredFirstWrites.versionLine(Self.snapshotVersion(of: manifest)).utf8)
         return (try? file.read(upToCount: expected.count)) == expected
     }
 

@@ -299,7 +299,7 @@ extension Kiln {
     /// Lets a copy ``handOutFrozen(_:)`` handed out run, and saves its record (its thaw: from
     /// the hand-out to the unfreeze).
     public func unfreezeHandedOut(_ record: InstanceRecord) throws {
-        try CgroupFreezer(path: record.cgroupPath).thaw()
+        try host.setFrozen(false, cgroupPath: record.cgroupPath)
         var record = record
         record.thawMs = record.thawedAt.map { Date().timeIntervalSince($0) * 1000 }
         try recordThawed(record)

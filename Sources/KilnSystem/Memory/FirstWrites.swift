@@ -127,20 +127,30 @@ public struct FirstWrites: Sendable, Equatable {
         guard fd >= 0 else { throw KilnError(.systemCall, "could not open /proc/\(pid)/pagemap: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         var writes = FirstWrites(pages: [])
-        // /proc/PID/maps lists mappings in address order: the pages come sorted.
+        var entries: [UInt64] = []
+        // appendSorted needs the pages in address order: the kernel lists mappings in it, and
+        // they are sorted to be sure.
         for mapping in imageMappings(maps: maps).sorted(by: { $0.range.lowerBound < $1.range.lowerBound }) {
-            let count = Int((mapping.range.upperBound - mapping.range.lowerBound) / pageSize)
-            var entries = [UInt64](repeating: 0, count: count)
-            let wanted = count * MemoryLayout<UInt64>.size
-            let got = entries.withUnsafeMutableBytes { pread(fd, $0.baseAddress, wanted, off_t(mapping.range.lowerBound / pageSize * 8)) }
-            guard got == wanted else {
+            guard readPagemap(fd, of: mapping.range, into: &entries) else {
                 throw KilnError(
                     .systemCall,
-                    "could not read /proc/\(pid)/pagemap at \(String(mapping.range.lowerBound, radix: 16)): read \(got) of \(wanted) bytes")
+                    "could not read /proc/\(pid)/pagemap at \(String(mapping.range.lowerBound, radix: 16)): \(String(cString: strerror(errno)))")
             }
             for page in writtenPages(start: mapping.range.lowerBound, entries: entries) { writes.appendSorted(page) }
         }
         return writes
+    }
+
+    /// Reads the `/proc/PID/pagemap` entries (open as `fd`) of the pages of `range` into
+    /// `entries` (resized to one per page); false when the read fell short.
+    private static func readPagemap(_ fd: Int32, of range: Range<UInt64>, into entries: inout [UInt64]) -> Bool {
+        let count = Int((range.upperBound - range.lowerBound) / pageSize)
+        if entries.count != count {
+            entries.removeAll(keepingCapacity: true)
+            entries.append(contentsOf: repeatElement(0, count: count))
+        }
+        let wanted = count * MemoryLayout<UInt64>.size
+        return entries.withUnsafeMutableBytes { pread(fd, $0.baseAddress, wanted, off_t(range.lowerBound / pageSize * 8)) } == wanted
     }
 
     /// The ranges, clipped to the writable image-backed mappings of a `/proc/PID/maps` text,
@@ -192,7 +202,7 @@ public struct FirstWrites: Sendable, Equatable {
         let targets = clipped(toImageMappingsOf: maps)
         let largest = targets.map { Int($0.range.upperBound - $0.range.lowerBound) }.max() ?? 0
         var buffer = [UInt8](repeating: 0, count: largest)
-        var entries = [UInt64](repeating: 0, count: largest / Int(Self.pageSize))
+        var entries: [UInt64] = []
         var pages = 0
         for (range, mapping) in targets {
             let file: Int32
@@ -204,10 +214,8 @@ public struct FirstWrites: Sendable, Equatable {
                 guard file >= 0 else { throw failure("open \(path)") }
                 files[mapping.range.lowerBound] = file
             }
-            let count = Int((range.upperBound - range.lowerBound) / Self.pageSize)
-            let wanted = count * MemoryLayout<UInt64>.size
-            let got = entries.withUnsafeMutableBytes { pread(pagemap, $0.baseAddress, wanted, off_t(range.lowerBound / Self.pageSize * 8)) }
-            guard got == wanted else { throw failure("read /proc/\(pid)/pagemap") }
+            guard Self.readPagemap(pagemap, of: range, into: &entries) else { throw failure("read /proc/\(pid)/pagemap") }
+            let count = entries.count
             // Runs of pages that are still the image's (not present, or present as the file's page).
             var index = 0
             while index < count {
