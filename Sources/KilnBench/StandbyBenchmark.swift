@@ -36,6 +36,15 @@ public struct StandbyBenchmarkReport: Codable, Sendable {
     public var gatewayWarm: SampleSummary?
     /// gatewayAtZero p50 / gatewayWarm p50 (target: at most 2).
     public var atZeroOverWarm: Double?
+    /// Through `kiln serve`: a request to the warm instance after it sat idle as long as each
+    /// standby copy waited frozen before its request (``Kiln/standbyWait``), on a new
+    /// connection (ms). A request at zero always follows a pause; an instance that had been
+    /// running all along would meet the request after the same pause, with its caches, TLB and
+    /// the idle CPUs as cold (nil in reports older than it).
+    public var gatewayIdleWarmMs: [Double]?
+    public var gatewayIdleWarm: SampleSummary?
+    /// gatewayAtZero p50 / gatewayIdleWarm p50.
+    public var atZeroOverIdleWarm: Double?
     /// How the gateway said each request at zero was answered (`X-Kiln-Served-By`).
     public var atZeroServedBy: [String]
     /// One cold-started instance after the snapshot's warmup, settled.
@@ -70,8 +79,15 @@ public struct StandbyBenchmarkReport: Codable, Sendable {
             lines.append(
                 "  kiln serve, first request at zero with 1 standby: p50 \(ms(atZero.p50)) (served by \(Set(atZeroServedBy).sorted().joined(separator: ", ")))"
             )
-            lines.append("  kiln serve, request to the warm instance:        p50 \(ms(warm.p50))")
-            lines.append(String(format: "  at zero / warm: %.2fx (target <= 2)", ratio))
+            lines.append("  kiln serve, request to the warm instance:        p50 \(ms(warm.p50)) (right after another)")
+            if let idle = gatewayIdleWarm {
+                lines.append(
+                    "  kiln serve, request to the warm instance idle:   p50 \(ms(idle.p50)) (after \(Int(Kiln.standbyWait.milliseconds)) ms without a request, as long as the standby copy waited)"
+                )
+            }
+            var ratios = String(format: "  at zero / warm: %.2fx (target <= 2)", ratio)
+            if let idleRatio = atZeroOverIdleWarm { ratios += String(format: "; at zero / warm after the same idle: %.2fx", idleRatio) }
+            lines.append(ratios)
         }
         let mean = standbyCopies.isEmpty ? 0 : standbyCopies.reduce(Int64(0)) { $0 + $1.pssBytes } / Int64(standbyCopies.count)
         lines.append(
@@ -123,9 +139,10 @@ extension Kiln {
 
         var atZero: [Double] = []
         var warm: [Double] = []
+        var idleWarm: [Double] = []
         var servedBy: [String] = []
         if withGateway {
-            (atZero, warm, servedBy) = try await measureGatewayAtZero(
+            (atZero, warm, idleWarm, servedBy) = try await measureGatewayAtZero(
                 manifest, runs: runs, path: path ?? manifest.readiness.path, mode: mode, progress: progress)
         }
 
@@ -138,34 +155,39 @@ extension Kiln {
         let meanPss = Double(usages.reduce(Int64(0)) { $0 + $1.pssBytes }) / Double(max(usages.count, 1))
         let atZeroSummary = atZero.isEmpty ? nil : SampleSummary(atZero)
         let warmSummary = warm.isEmpty ? nil : SampleSummary(warm)
+        let idleWarmSummary = idleWarm.isEmpty ? nil : SampleSummary(idleWarm)
         return StandbyBenchmarkReport(
             snapshot: manifest.name, standbyMode: mode, thawMs: thawMs, thaw: thaw, copiedAheadPages: copiedAhead, restoreMs: restoreMs,
             restore: restore,
             restoreOverThaw: restore.p50 / max(thaw.p50, 0.001), frozenAfter: SampleSummary(frozenAfter), gatewayAtZeroMs: atZero,
             gatewayAtZero: atZeroSummary, gatewayWarmMs: warm, gatewayWarm: warmSummary,
-            atZeroOverWarm: atZeroSummary.flatMap { zero in warmSummary.map { zero.p50 / max($0.p50, 0.001) } }, atZeroServedBy: servedBy,
+            atZeroOverWarm: atZeroSummary.flatMap { zero in warmSummary.map { zero.p50 / max($0.p50, 0.001) } },
+            gatewayIdleWarmMs: idleWarm, gatewayIdleWarm: idleWarmSummary,
+            atZeroOverIdleWarm: atZeroSummary.flatMap { zero in idleWarmSummary.map { zero.p50 / max($0.p50, 0.001) } }, atZeroServedBy: servedBy,
             coldInstance: cold, copies: copies, standbyCopies: usages, standbyPssOverCold: meanPss / Double(max(cold.pssBytes, 1)),
             loadAverage: load)
     }
 
-    /// How long each standby copy stays frozen before it is thawed.
+    /// How long each standby copy stays frozen before it is thawed, and the warm instance idle
+    /// before the request it is compared with.
     static let standbyWait: Duration = .milliseconds(500)
 
     /// An in-process gateway keeping one standby copy and no running instance: each round waits
     /// until the standby copy is frozen and nothing runs, sends one request (which thaws it),
     /// waits until the replacement standby copy is frozen (its restore would otherwise compete
     /// with the warm requests for the CPU), sends a few to the now warm instance, each on a new
-    /// connection, and drains back to zero.
+    /// connection, and one more after the instance sat idle as long as the standby copy waited,
+    /// and drains back to zero.
     private func measureGatewayAtZero(
         _ manifest: SnapshotManifest, runs: Int, path: String, mode: StandbyMode, progress: @escaping @Sendable (String) -> Void
-    ) async throws -> (atZero: [Double], warm: [Double], servedBy: [String]) {
+    ) async throws -> (atZero: [Double], warm: [Double], idleWarm: [Double], servedBy: [String]) {
         let policy = ScalingPolicy(minInstances: 0, maxInstances: 1, concurrency: 8, keepAliveSeconds: 3600, standby: 1)
         let configuration = GatewayConfiguration(
             listen: ListenAddress(host: "127.0.0.1", port: 0), admin: ListenAddress(host: "127.0.0.1", port: 0),
             defaultPolicy: policy, policies: [manifest.name: policy], maintenanceInterval: .milliseconds(20), standbyMode: mode)
         let server = buildGateway(kiln: self, configuration: configuration, stopsOnSignals: false, logger: logger)
         let gateway = server.gateway
-        return try await withThrowingTaskGroup(of: (atZero: [Double], warm: [Double], servedBy: [String])?.self) { group in
+        return try await withThrowingTaskGroup(of: (atZero: [Double], warm: [Double], idleWarm: [Double], servedBy: [String])?.self) { group in
             group.addTask {
                 try await server.run()
                 return nil
@@ -175,6 +197,7 @@ extension Kiln {
                 let target = "/\(manifest.name)\(path)"
                 var atZero: [Double] = []
                 var warm: [Double] = []
+                var idleWarm: [Double] = []
                 var servedBy: [String] = []
                 progress("kiln serve: \(runs) first requests at zero instances with one standby copy...")
                 for _ in 0..<runs {
@@ -185,11 +208,13 @@ extension Kiln {
                     servedBy.append(way)
                     try await waitForReplacement(gateway, manifest.name)
                     for _ in 0..<3 { warm.append(try await timedRequest(port: port, path: target).ms) }
+                    try await Task.sleep(for: Self.standbyWait)
+                    idleWarm.append(try await timedRequest(port: port, path: target).ms)
                     _ = try gateway.drain(manifest.name)
                 }
                 await server.shutdown()
                 try await group.waitForAll()
-                return (atZero, warm, servedBy)
+                return (atZero, warm, idleWarm, servedBy)
             } catch {
                 await server.shutdown()
                 try? await group.waitForAll()

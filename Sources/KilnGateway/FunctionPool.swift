@@ -17,6 +17,8 @@ enum PoolCommand: Sendable {
     case thaw(FunctionPool, GatewayInstance)
     /// Run the pool's maintenance at this time (a queue deadline, the end of a quarantine).
     case maintain(FunctionPool, at: ContinuousClock.Instant)
+    /// Save a thawed copy's record, its first request over.
+    case recordThawed(GatewayInstance)
 }
 
 /// What a pool needs from the gateway around it.
@@ -189,6 +191,7 @@ public final class FunctionPool: Sendable {
             case .launchStandby(let verifyFirst): environment.commands.yield(.launchStandby(self, verifyFirst: verifyFirst))
             case .thaw(let instance): environment.commands.yield(.thaw(self, instance))
             case .stop(let instance): environment.commands.yield(.terminate(self, instance))
+            case .recordThawed(let instance): environment.commands.yield(.recordThawed(instance))
             case .wake(let instant): environment.commands.yield(.maintain(self, at: instant))
             case .emptied:
                 let waiters = state.withLock { locked in

@@ -133,6 +133,13 @@ struct FunctionPoolStateMachine<Waiter: Sendable>: Sendable {
     private mutating func released(at index: Int, outcome: LeaseOutcome, processAlive: Bool) {
         slots[index].inFlight -= 1
         slots[index].lastUsed = now
+        // Whatever became of it, the request a thawed copy was thawed for is over: its record
+        // can be written without taking CPU from it (a copy whose process is gone is stopped
+        // instead, and its record removed with it).
+        if slots[index].recordPending, processAlive {
+            slots[index].recordPending = false
+            effects.append(.recordThawed(slots[index].instance))
+        }
         switch outcome {
         case .answered:
             slots[index].served += 1
@@ -340,7 +347,7 @@ struct FunctionPoolStateMachine<Waiter: Sendable>: Sendable {
         log(.info, "standby copy thawed", ["instance": "\(report.instance.id)", "thaw_ms": "\(String(format: "%.1f", duration.milliseconds))"])
         var instance = report.instance
         instance.origin = .thawed
-        slots.append(Slot(instance: instance, startedAt: self.now, lastUsed: self.now, retiring: closed))
+        slots.append(Slot(instance: instance, startedAt: self.now, lastUsed: self.now, retiring: closed, recordPending: true))
         stopIfDone(slots.count - 1)
         settle()
         return takeEffects()

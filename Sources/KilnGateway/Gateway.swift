@@ -139,6 +139,8 @@ public final class Gateway: Service, Sendable {
             } catch {
                 pool.thawFailed(instance, error: error)
             }
+        case .recordThawed(let instance):
+            provider.recordThawed(instance)
         case .terminate(let pool, let instance):
             transport.forget(instance)
             await provider.terminate(instance)

@@ -113,8 +113,12 @@ public protocol InstanceProvider: Sendable {
     /// copy is gone.
     func thaw(_ standby: GatewayInstance) async throws -> LaunchReport
     /// Called once the requests waiting for a thawed copy were handed to it (their forwarding
-    /// under way): what ``thaw(_:)`` left for later (kiln: a ready copy's unfreeze, the record).
+    /// under way): what ``thaw(_:)`` left for later (kiln: a ready copy's unfreeze).
     func handedOut(_ thawed: GatewayInstance)
+    /// Called once the first request a thawed copy was given is over (answered or not), unless
+    /// its process is gone: bookkeeping kept off that request (kiln: the copy's record, saved
+    /// as running). Must not fail: it logs instead.
+    func recordThawed(_ thawed: GatewayInstance)
 }
 
 extension InstanceProvider {
@@ -129,4 +133,6 @@ extension InstanceProvider {
     }
 
     public func handedOut(_ thawed: GatewayInstance) {}
+
+    public func recordThawed(_ thawed: GatewayInstance) {}
 }

@@ -29,6 +29,8 @@ public final class KilnInstanceProvider: InstanceProvider {
     public let standbyMode: StandbyMode
     private let manifests = Mutex<[String: SnapshotManifest]>([:])
     private let pools = Mutex<[String: PreparedNamespacePool]>([:])
+    /// Thawed copies whose records are not saved yet, by instance id.
+    private let unsavedRecords = Mutex<[String: UnsavedRecord]>([:])
     private let logger: Logger
 
     /// - Parameter logger: where verification and fallback are logged (default: kiln's own).
@@ -155,18 +157,51 @@ public final class KilnInstanceProvider: InstanceProvider {
     }
 
     /// A thawed copy's requests are on their way: a ready copy handed out frozen is unfrozen
-    /// now, and its record saved. Until then the record on disk still says standby; the copy is
-    /// the gateway's alone.
+    /// now. Its record is saved once its first request is over (``recordThawed(_:)``); until
+    /// then the record on disk still says standby, and the copy is the gateway's alone.
     public func handedOut(_ thawed: GatewayInstance) {
-        guard let record = thawed.record else { return }
-        do {
-            if record.standbyMode == .ready {
-                try kiln.unfreezeHandedOut(record)
-            } else {
-                try kiln.recordThawed(record)
+        guard var record = thawed.record else { return }
+        if record.standbyMode == .ready {
+            do {
+                record = try kiln.unfreezeHandedOut(record)
+            } catch {
+                logger.warning("could not unfreeze handed-out copy \(record.id): \(error)")
+                return
             }
+        }
+        let answeredAlready = unsavedRecords.withLock { table -> Bool in
+            if case .due = table[record.id] {
+                table[record.id] = nil
+                return true
+            }
+            table[record.id] = .waiting(record)
+            return false
+        }
+        // Its request came back before this ran (a fast answer to a copy thawed by
+        // ``thaw(_:)``): nothing left to wait for.
+        if answeredAlready { save(record) }
+    }
+
+    /// Saves a thawed copy's record as running, its first request over; or notes that it is
+    /// due, when that request came back before ``handedOut(_:)`` ran.
+    public func recordThawed(_ thawed: GatewayInstance) {
+        unsavedRecords.withLock { table in
+            guard case .waiting(let record) = table[thawed.id] else {
+                table[thawed.id] = .due
+                return
+            }
+            table[thawed.id] = nil
+            // Under the lock: ``terminate(_:)`` takes it first, so a copy being stopped never
+            // has its record written into a directory being removed.
+            save(record)
+        }
+    }
+
+    private func save(_ record: InstanceRecord) {
+        do {
+            try kiln.recordThawed(record)
         } catch {
-            logger.warning("could not unfreeze or record thawed copy \(record.id): \(error)")
+            logger.warning("could not record thawed copy \(record.id): \(error)")
         }
     }
 
@@ -185,6 +220,8 @@ public final class KilnInstanceProvider: InstanceProvider {
     }
 
     public func terminate(_ instance: GatewayInstance) async {
+        // Its record is removed with it: no late save.
+        unsavedRecords.withLock { $0[instance.id] = nil }
         guard let record = instance.record else { return }
         // An instance that died (kill -9) may still be exiting: runc cannot remove a cgroup that
         // still holds a task, so give the shim a moment to reap it first.
@@ -232,4 +269,12 @@ public struct RemoteFunctions: Sendable {
         }
         self.init(references: references, access: access, trusted: trusted)
     }
+}
+
+/// A thawed copy's record between its thaw and its save (``KilnInstanceProvider/recordThawed(_:)``).
+private enum UnsavedRecord {
+    /// Handed out, its first request not over yet.
+    case waiting(InstanceRecord)
+    /// Its first request came back before the hand-out was done.
+    case due
 }

@@ -148,10 +148,41 @@ extension FunctionPoolStateMachineTests {
         #expect(effects.standbyLaunches == [false])
         #expect(pool.instances.isEmpty)
     }
+
+    @Test(arguments: [LeaseOutcome.answered, .failed, .unreachable("connection reset")])
+    func aThawedCopysRecordIsSavedOnceItsFirstRequestIsOver(outcome: LeaseOutcome) {
+        var pool = withStandbys(ScalingPolicy(maxInstances: 2, concurrency: 2, standby: 1), ready: 1)
+        _ = pool.acquire(arrivedAt: at(1), now: at(1), waiter: 0)
+        let thawed = pool.thawed(LaunchReport(instance: Self.instance(11)), duration: .milliseconds(4), now: at(1.004))
+        #expect(thawed.recordsThawed.isEmpty, "not beside the request: the write would take CPU from the copy as it wakes")
+        // A second request on it while the first runs: still nothing to save.
+        let (second, _) = pool.acquire(arrivedAt: at(1.005), now: at(1.005), waiter: 1)
+        guard case .leased(let lease) = second else { return #expect(Bool(false), "\(second)") }
+        #expect(pool.release(Lease(instance: Self.instance(11)), outcome: outcome, now: at(1.01)).recordsThawed == ["hello-11"])
+        #expect(pool.release(lease, outcome: .answered, now: at(1.02)).recordsThawed.isEmpty, "saved once")
+    }
+
+    @Test func aThawedCopyWhoseProcessIsGoneIsStoppedNotRecorded() {
+        var pool = withStandbys(ScalingPolicy(maxInstances: 2, concurrency: 1, standby: 1), ready: 1)
+        _ = pool.acquire(arrivedAt: at(1), now: at(1), waiter: 0)
+        _ = pool.thawed(LaunchReport(instance: Self.instance(11)), duration: .milliseconds(4), now: at(1.004))
+        let effects = pool.release(Lease(instance: Self.instance(11)), outcome: .unreachable("refused"), processAlive: false, now: at(1.01))
+        #expect(effects.recordsThawed.isEmpty)
+        #expect(effects.stops == ["hello-11"])
+    }
+
+    @Test func aRestoredInstanceHasNoRecordLeftToSave() {
+        var pool = machine(ScalingPolicy(maxInstances: 2, concurrency: 1))
+        _ = pool.acquire(arrivedAt: at(0), now: at(0), waiter: 0)
+        _ = pool.prepared(now: at(0.1))
+        _ = pool.launched(Self.restored(1), now: at(0.2))
+        #expect(pool.release(Lease(instance: Self.instance(1)), outcome: .answered, now: at(0.3)).recordsThawed.isEmpty)
+    }
 }
 
 extension Array where Element == FunctionPoolStateMachine<Int>.Effect {
     var thaws: [String] { compactMap { if case .thaw(let instance) = $0 { instance.id } else { nil } } }
+    var recordsThawed: [String] { compactMap { if case .recordThawed(let instance) = $0 { instance.id } else { nil } } }
     var standbyLaunches: [Bool] { compactMap { if case .launchStandby(let verify) = $0 { verify } else { nil } } }
     var leases: [Lease] { compactMap { if case .grant(_, let lease) = $0 { lease } else { nil } } }
 }

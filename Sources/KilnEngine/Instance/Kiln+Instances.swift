@@ -220,7 +220,7 @@ extension Kiln {
     /// afterRestore (instance id, DNS, reseed, clock), readiness, restore hook; a
     /// ``StandbyMode/ready`` one had them at its restore and is only unfrozen and probed. The
     /// record then says it is running; without `savingRecord` the caller saves it
-    /// (``recordThawed(_:)``: the gateway does, beside the request the copy was thawed for). The
+    /// (``recordThawed(_:)``: the gateway does once the request the copy was thawed for is over). The
     /// caller must own the copy (``claimStandby(of:)``: no two thaw one copy). On failure the
     /// copy is removed, as a failed restore is.
     public func thaw(
@@ -273,7 +273,8 @@ extension Kiln {
     }
 
     /// Saves the record of a copy ``thaw(_:manifest:readinessTimeout:pollInterval:savingRecord:)``
-    /// thawed without saving it (the gateway: its request goes first), and drops its thaw claim.
+    /// thawed without saving it, or ``unfreezeHandedOut(_:)`` unfroze (the gateway: its request
+    /// goes first), and drops its thaw claim. Creates nothing when the copy's directory is gone.
     public func recordThawed(_ record: InstanceRecord) throws {
         try save(record)
         try? FileManager.default.removeItem(atPath: "\(instanceDirectory(record.id))/\(Self.thawClaimFile)")
@@ -282,7 +283,7 @@ extension Kiln {
     /// Hands out a ``StandbyMode/ready`` copy the gateway's way: its record as a running copy
     /// while it is still frozen, so the request it is for can be sent first (the kernel accepts
     /// the connection and queues the request for the frozen service);
-    /// ``unfreezeHandedOut(_:)`` then lets it run and saves the record. Unlike
+    /// ``unfreezeHandedOut(_:)`` then lets it run (and ``recordThawed(_:)`` saves the record). Unlike
     /// ``thaw(_:manifest:readinessTimeout:pollInterval:savingRecord:)`` nothing asks its
     /// readiness path again: it answered it, and its warm-up requests, before its freeze, and a
     /// request it cannot take is retried elsewhere by the gateway.
@@ -296,20 +297,24 @@ extension Kiln {
         return record
     }
 
-    /// Lets a copy ``handOutFrozen(_:)`` handed out run, and saves its record (its thaw: from
-    /// the hand-out to the unfreeze).
-    public func unfreezeHandedOut(_ record: InstanceRecord) throws {
+    /// Lets a copy ``handOutFrozen(_:)`` handed out run. Returns its record with its thaw (from
+    /// the hand-out to the unfreeze) for the caller to save with ``recordThawed(_:)``: the
+    /// gateway does once the copy's first request is over, so the write takes no CPU from it.
+    public func unfreezeHandedOut(_ record: InstanceRecord) throws -> InstanceRecord {
         try host.setFrozen(false, cgroupPath: record.cgroupPath)
         var record = record
         record.thawMs = record.thawedAt.map { Date().timeIntervalSince($0) * 1000 }
-        try recordThawed(record)
+        return record
     }
 
     /// Requests a ``StandbyMode/ready`` copy sends to each of its snapshot's warm-up paths
-    /// before its freeze: four connections of ``warmupRequestsPerConnection``, enough to run
-    /// each path on a new, a kept and a closing connection, and through Tomcat's ten restarted
-    /// worker threads (idle threads take requests in turn) for the Spring sample's three paths.
-    static let readyStandbyRequestsPerPath = 4 * warmupRequestsPerConnection
+    /// before its freeze: one connection of ``warmupRequestsPerConnection``, each path on a new,
+    /// a kept and a closing connection. Every request writes more of the copy's own memory
+    /// (the Spring sample: allocation fills the young generation, 15 MiB here): four connections
+    /// per path took 8 ready copies from 14.2% to 17.8% of a cold instance's PSS each, and
+    /// their first request at zero was no faster (`kiln bench standby boot --standby-mode ready`,
+    /// one bake, 10 runs each).
+    static let readyStandbyRequestsPerPath = warmupRequestsPerConnection
 
     /// The claim file that makes one caller the owner of a standby copy it thaws.
     static let thawClaimFile = "thaw.claim"
