@@ -1,0 +1,40 @@
+import Foundation
+import Testing
+
+@testable import KilnBench
+@testable import KilnEngine
+@testable import KilnSystem
+
+/// How `kiln bench standby` reports a request at zero against warm requests.
+@Suite struct StandbyBenchmarkReportTests {
+    static func report(atZero: [Double], warm: [Double], idleWarm: [Double]?) -> StandbyBenchmarkReport {
+        let atZeroSummary = SampleSummary(atZero)
+        let warmSummary = SampleSummary(warm)
+        let idleSummary = idleWarm.map { SampleSummary($0) }
+        let memory = MemoryUsage(rssBytes: 200 << 20, pssBytes: 180 << 20, sharedBytes: 0)
+        return StandbyBenchmarkReport(
+            snapshot: "boot", standbyMode: .ready, thawMs: [2.4], thaw: SampleSummary([2.4]), copiedAheadPages: [0], restoreMs: [80],
+            restore: SampleSummary([80]), restoreOverThaw: 33, frozenAfter: SampleSummary([45]), gatewayAtZeroMs: atZero,
+            gatewayAtZero: atZeroSummary, gatewayWarmMs: warm, gatewayWarm: warmSummary, atZeroOverWarm: atZeroSummary.p50 / warmSummary.p50,
+            gatewayIdleWarmMs: idleWarm, gatewayIdleWarm: idleSummary, atZeroOverIdleWarm: idleSummary.map { atZeroSummary.p50 / $0.p50 },
+            atZeroServedBy: ["standby"], coldInstance: memory, copies: 8,
+            standbyCopies: [MemoryUsage(rssBytes: 40 << 20, pssBytes: 18 << 20, sharedBytes: 0)], standbyPssOverCold: 0.1,
+            loadAverage: "0.5 0.5 0.5")
+    }
+
+    @Test func bothRatiosArePrintedTheTargetAgainstBackToBackRequests() {
+        let text = Self.report(atZero: [6, 6, 6], warm: [2, 2, 2], idleWarm: [4, 4, 4]).summary
+        #expect(text.contains("at zero / warm: 3.00x (target <= 2); at zero / warm after the same idle: 1.50x"), "\(text)")
+        #expect(text.contains("request to the warm instance idle:   p50 4.0 ms (after 500 ms without a request"), "\(text)")
+    }
+
+    @Test func aReportFromBeforeTheIdleBaselineStillDecodesAndSaysNothingOfIt() throws {
+        var fields = try #require(
+            JSONSerialization.jsonObject(with: JSONEncoder().encode(Self.report(atZero: [6], warm: [2], idleWarm: [4]))) as? [String: Any])
+        for key in ["gatewayIdleWarmMs", "gatewayIdleWarm", "atZeroOverIdleWarm"] { fields[key] = nil }
+        let old = try JSONDecoder().decode(StandbyBenchmarkReport.self, from: JSONSerialization.data(withJSONObject: fields))
+        #expect(old.atZeroOverIdleWarm == nil)
+        #expect(!old.summary.contains("idle"), "\(old.summary)")
+        #expect(old.summary.contains("at zero / warm: 3.00x (target <= 2)\n"))
+    }
+}
