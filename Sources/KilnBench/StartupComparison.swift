@@ -170,7 +170,9 @@ extension Kiln {
             restorePhases: phases, restoreVersusPhases: other == nil ? nil : versusPhases,
             notes:
                 "warm page cache for both (the JDK, the app and the snapshot images were read moments before); same sandbox, same readiness check, same client"
-                + (pool == nil ? "" : "; networked restores take a namespace prepared ahead of demand (pool of 2)"))
+                + (pool == nil ? "" : "; networked restores take a namespace prepared ahead of demand (pool of 2)")
+                + (CgroupMount.current().contains(where: \.favorsDynamicModifications)
+                    ? "; cgroup favordynmods on (make setup)" : "; cgroup favordynmods off: each restore waits ~10 ms more (kiln doctor)"))
     }
 
     /// Waits (up to 5 s) until `pool` has a namespace ready: the steady state the pool is for.

@@ -10,6 +10,20 @@ import Testing
 extension Integration {
     @Suite("bake and restore real JVM services", .serialized)
     struct BakeAndRestoreTests {
+        /// `make setup` (which every test run follows) leaves a cgroup mount with favordynmods,
+        /// and `kiln doctor` sees it: without it each restore waits an RCU grace period when runc
+        /// moves CRIU into the container's cgroups.
+        @Test func theSetupLeavesCgroupMovesFastAndDoctorSaysSo() async throws {
+            try await withTestHost { host in
+                let doctor = try runKiln(["doctor", "--json"], environment: host.environment)
+                let report = try JSONSerialization.jsonObject(with: Data(doctor.stdout.utf8)) as? [String: Any]
+                let checks = try #require(report?["checks"] as? [[String: Any]], "\(doctor.stdout)")
+                let moves = try #require(checks.first { $0["name"] as? String == "cgroup moves" }, "\(checks)")
+                #expect(moves["status"] as? String == "ok", "\(moves)")
+                #expect(CgroupMount.current().contains { $0.favorsDynamicModifications })
+            }
+        }
+
         /// The dependency-free sample: bake, restore two copies, check they answer as themselves.
         @Test func jdkSampleBakesAndRestoresTwoDistinctCopies() async throws {
             try await withTestHost { host in

@@ -89,6 +89,17 @@ public enum Doctor {
             "cgroups", memoryCgroup ? .ok : .failed,
             CgroupHierarchy.isUnified ? "cgroup v2" : "cgroup v1 (memory controller \(memoryCgroup ? "mounted" : "missing"))",
             fix: memoryCgroup ? nil : "mount the memory cgroup controller")
+        // runc moves CRIU (and so the restored copy) into the container's cgroups: each such move
+        // takes a lock shared by every hierarchy and, without favordynmods, first waits for an RCU
+        // grace period (~10 ms of every restore on this 2-CPU VM; docs/restore-path.md).
+        let cgroupMounts = CgroupMount.current()
+        let favoring = cgroupMounts.first(where: \.favorsDynamicModifications)
+        let remountTarget = cgroupMounts.first(where: { $0.type == "cgroup2" })?.path ?? cgroupMounts.first?.path ?? CgroupHierarchy.mountPoint
+        add(
+            "cgroup moves", favoring == nil ? .warning : .ok,
+            favoring.map { "\($0.path) has favordynmods: moving a task between cgroups waits for no RCU grace period" }
+                ?? "no cgroup mount has favordynmods: each restore waits for an RCU grace period (~10 ms) when runc moves CRIU into the container's cgroups",
+            fix: favoring == nil ? "mount -o remount,favordynmods \(remountTarget) (make setup does; until the next boot)" : nil)
 
         var storeInfo = stat()
         if stat(paths.store, &storeInfo) == 0 {
