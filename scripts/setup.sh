@@ -182,7 +182,8 @@ KILN_SETUP_CACHE="$CACHE" "$(dirname "${BASH_SOURCE[0]}")/spring-boot-jars.sh"
 # the first move waits for a grace period (~10 ms of every restore on a 2-CPU VM; the Spring
 # sample, 12 interleaved pairs: runc restore 52.4 -> 40.9 ms). The price: forks and exits take
 # that lock's slower path (the kernel's trade, docs/restore-path.md). util-linux's remount keeps
-# the mount's other options. Until the next boot; `kiln doctor` says when it is off.
+# the mount's other options, and patch 0004 keeps CRIU's own cgroup2 mounts from turning it off
+# again. Until the next boot; `kiln doctor` says when it is off.
 cgroup_fs=$(findmnt -n -t cgroup2 -o TARGET | head -1 || true)
 [ -n "$cgroup_fs" ] || cgroup_fs=$(findmnt -n -t cgroup -o TARGET | head -1 || true)
 if [ -n "$cgroup_fs" ]; then

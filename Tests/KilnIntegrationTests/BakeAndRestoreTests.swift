@@ -27,6 +27,9 @@ extension Integration {
         /// The dependency-free sample: bake, restore two copies, check they answer as themselves.
         @Test func jdkSampleBakesAndRestoresTwoDistinctCopies() async throws {
             try await withTestHost { host in
+                // CRIU mounts cgroup2 to read cgroups at the dump; without kiln's patch 0004 that
+                // mount turned the host's cgroup2 options (favordynmods, nsdelegate...) off.
+                let cgroup2Before = CgroupMount.current().filter { $0.type == "cgroup2" }
                 let manifest = try await host.kiln.bake(
                     BakeRequest(
                         name: "jdk", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health", timeoutSeconds: 60),
@@ -57,6 +60,9 @@ extension Integration {
                     #expect((id?["requests"] as? Int ?? 0) > 20 + settleRequests)
                 }
                 #expect(hostnames.count == 2)
+                #expect(
+                    CgroupMount.current().filter { $0.type == "cgroup2" } == cgroup2Before,
+                    "a bake and a restore leave the host's cgroup2 options as they were")
                 let status = try await host.kiln.status()
                 #expect(status.count == 2)
                 #expect(status.allSatisfy { $0.state == "running" && $0.memory.rssBytes > 10 << 20 && $0.memory.pssBytes > 0 })

@@ -223,9 +223,17 @@ tmpfs_test() {
     check "tmpfs $mode: /run/a/sock is a socket before the checkpoint" [ -S "/proc/$cpid/root/run/a/sock" ]
     check "tmpfs $mode: the /run tree was made (dir 750, link, fifo)" \
       bash -c "grep -qx 'run d 755 0 0 ' <<<'$tree_before' && grep -qx 'run/a/b d 750 0 0 ' <<<'$tree_before' && grep -qx 'run/a/link l 777 0 0 ../x' <<<'$tree_before' && grep -qx 'run/a/fifo p 640 0 0 ' <<<'$tree_before'"
+    # 0004: the dump mounts cgroup2 to read the container's cgroups; it must keep the host's
+    # cgroup2 options (a cgroup2 mount sets them for every mount of the one root).
+    local cg2 cg2_before cg2_after
+    cg2=$(findmnt -n -t cgroup2 -o TARGET | head -1 || true)
+    [ -n "$cg2" ] && mount -o remount,favordynmods "$cg2" 2>/dev/null || true
+    cg2_before=$([ -n "$cg2" ] && findmnt -n -o FS-OPTIONS "$cg2" || true)
     if ! runc --criu "$criu" checkpoint --image-path "$img" --work-path "$img" "$id"; then
       fail "$mode: runc checkpoint (see $img/dump.log)"; tail -5 "$img/dump.log"; continue
     fi
+    cg2_after=$([ -n "$cg2" ] && findmnt -n -o FS-OPTIONS "$cg2" || true)
+    check "cgroup2 $mode: the checkpoint kept the host's cgroup2 options ($cg2_before -> $cg2_after)" [ "$cg2_before" = "$cg2_after" ]
     markers=$(grep -l '^CRIU-TMPFS-INLINE-v1$' "$img"/tmpfs-dev-*.img 2>/dev/null | wc -l)
     tarballs=$(for f in "$img"/tmpfs-dev-*.img; do gzip -t "$f" 2>/dev/null && echo "$f"; done | wc -l)
     echo "   $mode: dump wrote $markers tmpfs listings and $tarballs tarballs"
