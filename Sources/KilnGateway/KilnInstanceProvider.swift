@@ -169,17 +169,16 @@ public final class KilnInstanceProvider: InstanceProvider {
                 return
             }
         }
-        let answeredAlready = unsavedRecords.withLock { table -> Bool in
-            if case .due = table[record.id] {
-                table[record.id] = nil
-                return true
+        unsavedRecords.withLock { table in
+            guard case .due = table[record.id] else {
+                table[record.id] = .waiting(record)
+                return
             }
-            table[record.id] = .waiting(record)
-            return false
+            // Its request came back before this ran (a fast answer to a copy thawed by
+            // ``thaw(_:)``): nothing left to wait for. Saved under the lock, as below.
+            table[record.id] = nil
+            save(record)
         }
-        // Its request came back before this ran (a fast answer to a copy thawed by
-        // ``thaw(_:)``): nothing left to wait for.
-        if answeredAlready { save(record) }
     }
 
     /// Saves a thawed copy's record as running, its first request over; or notes that it is
