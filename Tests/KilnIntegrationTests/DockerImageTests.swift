@@ -45,6 +45,11 @@ extension Integration {
         /// with the narrow flags, and with --privileged where this host allows it. Everything
         /// docker made is removed and checked for at the end.
         @Test(.timeLimit(.minutes(10))) func bakesAndRestoresTheSpringSampleInsideTheImage() async throws {
+            // Containers of this dockerd mount cgroup2 in the initial cgroup namespace, which
+            // sets the host's cgroup2 options anew (turning `make setup`'s favordynmods off): the
+            // test puts back what it found, as it removes everything else docker made.
+            let cgroup2Before = CgroupMount.current().filter { $0.type == "cgroup2" }
+            defer { restoreCgroup2Options(cgroup2Before) }
             let docker = try await PrivateDocker.start()
             do {
                 let tag = "kiln:test-\(getpid())"
@@ -262,5 +267,18 @@ struct PrivateDocker: Sendable {
             let commandLine = raw.replacingOccurrences(of: "\0", with: " ")
             return commandLine.contains(base) || commandLine.contains(execRoot) ? (pid, commandLine) : nil
         }
+    }
+}
+
+/// Remounts each cgroup2 mount of `before` that has lost some of its options since, adding them
+/// back (util-linux's remount keeps the options a mount has).
+func restoreCgroup2Options(_ before: [CgroupMount]) {
+    let now = CgroupMount.current()
+    for mount in before {
+        guard let current = now.first(where: { $0.path == mount.path }) else { continue }
+        let lost = mount.superOptions.filter { !current.superOptions.contains($0) }
+        guard !lost.isEmpty else { continue }
+        let result = try? Subprocess.run("/bin/mount", ["-o", (["remount"] + lost).joined(separator: ","), mount.path], stdin: .null)
+        if result?.status.isSuccess != true { print("could not give \(mount.path) back its options \(lost): \(result?.stderr ?? "")") }
     }
 }
