@@ -383,13 +383,8 @@ package enum CheckpointPreflight {
         text.split(separator: "\n").compactMap { line in
             let fields = line.split(separator: " ")
             guard fields.count >= 9, let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count else { return nil }
-            return (unescape(String(fields[4])), String(fields[dash + 1]))
+            return (HostMounts.decode(String(fields[4])), String(fields[dash + 1]))
         }
-    }
-
-    static func unescape(_ path: String) -> String {
-        path.replacingOccurrences(of: "\\040", with: " ").replacingOccurrences(of: "\\011", with: "\t").replacingOccurrences(of: "\\012", with: "\n")
-            .replacingOccurrences(of: "\\134", with: "\\")
     }
 
     /// The filesystem type of the mount that holds `path` (the last, longest match wins, as the

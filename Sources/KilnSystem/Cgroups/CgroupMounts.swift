@@ -26,31 +26,12 @@ package struct CgroupMount: Equatable, Sendable {
             let type = String(fields[separator + 1])
             guard type == "cgroup" || type == "cgroup2" else { return nil }
             return CgroupMount(
-                path: unescape(fields[4]), type: type, superOptions: fields[separator + 3].split(separator: ",").map(String.init))
+                path: HostMounts.decode(String(fields[4])), type: type, superOptions: fields[separator + 3].split(separator: ",").map(String.init))
         }
     }
 
     /// The host's cgroup mounts (empty when `/proc/self/mountinfo` cannot be read).
     package static func current() -> [CgroupMount] {
-        parse(mountInfo: (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? "")
-    }
-
-    private static func unescape(_ field: Substring) -> String {
-        guard field.contains("\\") else { return String(field) }
-        var bytes: [UInt8] = []
-        var index = field.utf8.startIndex
-        let utf8 = field.utf8
-        while index < utf8.endIndex {
-            let byte = utf8[index]
-            let digits = utf8[utf8.index(after: index)...].prefix(3)
-            if byte == UInt8(ascii: "\\"), digits.count == 3, let value = UInt8(String(decoding: digits, as: UTF8.self), radix: 8) {
-                bytes.append(value)
-                index = utf8.index(index, offsetBy: 4)
-            } else {
-                bytes.append(byte)
-                index = utf8.index(after: index)
-            }
-        }
-        return String(decoding: bytes, as: UTF8.self)
+        parse(mountInfo: ProcFile.text("/proc/self/mountinfo") ?? "")
     }
 }

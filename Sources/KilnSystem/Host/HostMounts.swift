@@ -42,7 +42,7 @@ package enum HostMounts {
     }
 
     /// mountinfo writes space, tab, newline and backslash as `\040`-style octal escapes.
-    static func decode(_ field: String) -> String {
+    package static func decode(_ field: String) -> String {
         guard field.contains("\\") else { return field }
         var bytes: [UInt8] = []
         var utf8 = Array(field.utf8)[...]
