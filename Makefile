@@ -39,7 +39,7 @@ test: samples lint   ## run every test (unit and integration; integration needs 
 fuzz:             ## the parser and routing fuzzers at full length (~180,000 inputs, ~20 s in a debug build)
 	KILN_FUZZ_LONG=1 $(SWIFT) test --filter Fuzz
 
-test-criu-patch: setup   ## patches/criu/test.sh: the patched CRIU's --mmap-page-images with a C program and a JVM (root)
+test-criu-patch: setup   ## patches/criu/test.sh: the patched CRIU's options (mapped pages, tmpfs listings, cgroup2 options, no breakpoints) with a C program, runc and a JVM (root)
 	./patches/criu/test.sh $${CRIU:-/usr/local/sbin/criu}
 
 bench-memory: samples build   ## 8 restored copies sharing pages vs cold starts; snapshot size with and without compaction

@@ -162,6 +162,9 @@ else
   # 0002: the dump option kiln's bake configuration turns on.
   "$src/criu/criu" --help 2>&1 | grep -q -- '--tmpfs-inline' \
     || die "the CRIU just built has no --tmpfs-inline: were patches/criu/*.patch applied?"
+  # 0005: the option every dump and restore of kiln's gets (no hardware breakpoints).
+  "$src/criu/criu" --help 2>&1 | grep -q -- '--no-breakpoints' \
+    || die "the CRIU just built has no --no-breakpoints: were patches/criu/*.patch applied?"
   rm -f "$CRIU_MARKER"
   install -D -m 0755 "$src/criu/criu" "$CRIU_BIN"
   printf 'version %s\nbuild %s\nsha256 %s\n' "$CRIU_VERSION" "$CRIU_BUILD_ID" \

@@ -54,7 +54,7 @@ public struct KilnPaths: Sendable, Equatable {
     public var criuConfig: String { "\(state)/criu-runc.conf" }
     /// The CRIU configuration of a bake's checkpoint (``CRIUConfiguration/dumpContents``).
     public var criuDumpConfig: String { "\(state)/criu-runc-dump.conf" }
-    /// The CRIU configuration of a standby copy's restore (``CRIUConfiguration/standbyRestoreContents(mapPageImages:)``).
+    /// The CRIU configuration of a standby copy's restore (``CRIUConfiguration/standbyRestoreContents(for:)``).
     public var criuStandbyConfig: String { "\(state)/criu-runc-standby.conf" }
 }
 
@@ -97,10 +97,9 @@ public struct Kiln: Sendable {
         var runtime = Runc(
             binary: runcBinary, stateRoot: paths.runcRoot, criuPath: criu.path, logDirectory: paths.logs, shimPath: shim, logger: logger)
         runtime.probes = probes
-        try CRIUConfiguration.write(to: paths.criuConfig, contents: CRIUConfiguration.restoreContents(mapPageImages: criu.mapsPageImages))
-        try CRIUConfiguration.write(to: paths.criuDumpConfig, contents: CRIUConfiguration.dumpContents(inlineTmpfs: criu.inlinesTmpfs))
-        try CRIUConfiguration.write(
-            to: paths.criuStandbyConfig, contents: CRIUConfiguration.standbyRestoreContents(mapPageImages: criu.mapsPageImages))
+        try CRIUConfiguration.write(to: paths.criuConfig, contents: CRIUConfiguration.restoreContents(for: criu))
+        try CRIUConfiguration.write(to: paths.criuDumpConfig, contents: CRIUConfiguration.dumpContents(for: criu))
+        try CRIUConfiguration.write(to: paths.criuStandbyConfig, contents: CRIUConfiguration.standbyRestoreContents(for: criu))
         var store = SnapshotStore(root: paths.store)
         store.verificationRecords = VerificationRecords(directory: paths.verificationRecords)
         try store.prepare()

@@ -10,17 +10,37 @@ struct CRIUConfigurationTests {
         contents.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty && !$0.hasPrefix("#") }
     }
 
+    /// A CRIU with the given patches' options (`criu --help` decides these in ``CRIU/locate(environment:probes:)``).
+    func criu(mapsPageImages: Bool = false, inlinesTmpfs: Bool = false, avoidsBreakpoints: Bool = false) -> CRIU {
+        CRIU(
+            path: "/usr/local/sbin/criu", version: SemanticVersion(4, 2, 1), mapsPageImages: mapsPageImages, inlinesTmpfs: inlinesTmpfs,
+            avoidsBreakpoints: avoidsBreakpoints)
+    }
+
     @Test func aBakeListsTmpfsInlineOnlyWithACRIUThatCan() {
-        #expect(options(CRIUConfiguration.dumpContents(inlineTmpfs: false)) == ["network-lock skip"])
-        #expect(options(CRIUConfiguration.dumpContents(inlineTmpfs: true)) == ["network-lock skip", "tmpfs-inline"])
+        #expect(options(CRIUConfiguration.dumpContents(for: criu())) == ["network-lock skip"])
+        #expect(options(CRIUConfiguration.dumpContents(for: criu(inlinesTmpfs: true))) == ["network-lock skip", "tmpfs-inline"])
         // A restore never gets the dump-only option: listings are recognised whatever the options.
-        #expect(!options(CRIUConfiguration.restoreContents(mapPageImages: true)).contains("tmpfs-inline"))
+        #expect(!options(CRIUConfiguration.restoreContents(for: criu(mapsPageImages: true, inlinesTmpfs: true))).contains("tmpfs-inline"))
+    }
+
+    @Test func everyDumpAndRestoreAvoidsBreakpointsOnlyWithACRIUThatCan() {
+        for avoids in [false, true] {
+            let criu = criu(mapsPageImages: true, inlinesTmpfs: true, avoidsBreakpoints: avoids)
+            for contents in [
+                CRIUConfiguration.dumpContents(for: criu), CRIUConfiguration.restoreContents(for: criu),
+                CRIUConfiguration.standbyRestoreContents(for: criu),
+            ] {
+                #expect(options(contents).contains("no-breakpoints") == avoids)
+            }
+        }
     }
 
     @Test func onlyAStandbyCopyIsLeftStopped() {
         for mapped in [false, true] {
-            let restore = options(CRIUConfiguration.restoreContents(mapPageImages: mapped))
-            let standby = options(CRIUConfiguration.standbyRestoreContents(mapPageImages: mapped))
+            let criu = criu(mapsPageImages: mapped, avoidsBreakpoints: true)
+            let restore = options(CRIUConfiguration.restoreContents(for: criu))
+            let standby = options(CRIUConfiguration.standbyRestoreContents(for: criu))
             #expect(!restore.contains("leave-stopped"))
             #expect(standby == restore + ["leave-stopped"])
             #expect(standby.contains("mmap-page-images") == mapped)

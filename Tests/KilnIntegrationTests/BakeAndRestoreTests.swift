@@ -60,6 +60,14 @@ extension Integration {
                     #expect((id?["requests"] as? Int ?? 0) > 20 + settleRequests)
                 }
                 #expect(hostnames.count == 2)
+                // kiln's CRIU patch 0005: each restore caught the copy's threads leaving the
+                // restorer by tracing their system calls, not with hardware breakpoints (perf
+                // events, the first of which after a quiet second waits for an RCU grace period).
+                #expect(host.kiln.criu.avoidsBreakpoints, "make setup installs kiln's CRIU with patch 0005 (--no-breakpoints)")
+                for copy in copies {
+                    let log = try String(contentsOfFile: "\(host.kiln.paths.instances)/\(copy.id)/work/restore.log", encoding: .utf8)
+                    #expect(log.contains("Force no-breakpoints restore"), "\(copy.id)'s restore should not set breakpoints")
+                }
                 #expect(
                     CgroupMount.current().filter { $0.type == "cgroup2" } == cgroup2Before,
                     "a bake and a restore leave the host's cgroup2 options as they were")

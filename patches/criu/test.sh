@@ -51,6 +51,7 @@ echo "criu: $criu ($("$criu" --version | head -1)); work dir $work"
 
 check "criu knows --mmap-page-images" bash -c "'$criu' --help 2>&1 | grep -q -- '--mmap-page-images'"
 check "criu knows --tmpfs-inline" bash -c "'$criu' --help 2>&1 | grep -q -- '--tmpfs-inline'"
+check "criu knows --no-breakpoints" bash -c "'$criu' --help 2>&1 | grep -q -- '--no-breakpoints'"
 if [ "$failed" != 0 ]; then finish; fi
 
 gcc -O2 -Wall -o "$work/memtest" "$here/memtest.c" || { fail "build memtest"; finish; }
@@ -74,9 +75,11 @@ wait_grep() { # PATTERN FILE SECONDS
   return 1
 }
 
-# Starts "$@" in its own session, waits for RESULT.ready, dumps it into DIR. Sets PID.
+# Starts "$@" in its own session, waits for RESULT.ready, dumps it into DIR (with the options in
+# $DUMP_OPTS). Sets PID.
 start_and_dump() { # RESULT DIR CMD...
-  local result=$1 dir=$2
+  local result=$1 dir=$2 extra=()
+  read -ra extra <<<"${DUMP_OPTS:-}"
   shift 2
   rm -f "$result" "$result.ready" "$result.go"
   mkdir -p "$dir"
@@ -87,7 +90,7 @@ start_and_dump() { # RESULT DIR CMD...
   fi
   PID=$(awk '{print $2}' "$result.ready")
   pids+=("$PID")
-  if ! "$criu" dump -t "$PID" -D "$dir" --shell-job -o dump.log; then
+  if ! "$criu" dump -t "$PID" -D "$dir" --shell-job -o dump.log "${extra[@]}"; then
     fail "dump $1 (see $dir/dump.log)"; tail -5 "$dir/dump.log"; return 1
   fi
   wait_gone "$PID" 10
@@ -153,9 +156,11 @@ if start_and_dump "$res" "$img" "$work/memtest" "$res"; then
     check "mmap: budget ran out on the sparse region (budget left 0)" grep -q 'budget left 0$' "$img/restore-mmap.log"
     check "mmap: mappings stay within half of vm.max_map_count ($maps <= $((max_map_count / 2)))" [ "$maps" -le $((max_map_count / 2)) ]
     check "mmap: anonymous memory after restore < 1/4 of reading's" [ "${mmap_anon:-0}" -lt $((${read_anon:-0} / 4)) ]
+    check "mmap: without the option the restore catches the task with a breakpoint" bash -c "! grep -q 'Force no-breakpoints' '$img/restore-mmap.log'"
     memtest_checks mmap "$res" image image
   fi
   check "page image unchanged by the mapped restore and its writes" [ "$(cat "$img"/pages-*.img | sha256sum)" = "$pages_sum" ]
+
 
   echo "== memtest: images on a noexec mount (mmap of the rwx region refused, read instead)"
   noexec=$work/noexec
@@ -184,6 +189,21 @@ if start_and_dump "$res" "$img" "$work/memtest" "$res"; then
     memtest_checks auto-dedup "$res" zero copy
   fi
   rm -rf "$dedup"
+
+  # 0005: the dump's parasite and the restorer hand the task back without a hardware breakpoint.
+  # Last: a new dump, a new PID.
+  echo "== memtest: dump and restore with --no-breakpoints"
+  nobp=$work/memtest-nobp-img
+  rm -f "$res"
+  if DUMP_OPTS="-v4 --no-breakpoints" start_and_dump "$res" "$nobp" "$work/memtest" "$res"; then
+    check "no-breakpoints: the dump caught the task leaving the parasite by its syscalls" grep -q 'Force no-breakpoints' "$nobp/dump.log"
+    rm -f "$res"
+    if restore "$nobp" restore-nobp.log --mmap-page-images --no-breakpoints; then
+      check "no-breakpoints: the restore caught the task leaving the restorer by its syscalls" grep -q 'Force no-breakpoints' "$nobp/restore-nobp.log"
+      memtest_checks no-breakpoints "$res" image image
+    fi
+  fi
+  rm -rf "$nobp"
 fi
 
 # 0002: a runc container (the way kiln runs services: runc's /dev, /dev/shm, /sys/fs/cgroup and the
@@ -280,7 +300,7 @@ else
 fi
 
 # The JVM's mapped restore turns the option on the way kiln does: a line in a CRIU config file.
-printf '# as in kiln'"'"'s criu-runc.conf\nmmap-page-images\n' >"$work/criu.conf"
+printf '# as in kiln'"'"'s criu-runc.conf\nmmap-page-images\nno-breakpoints\n' >"$work/criu.conf"
 
 jvm_test() { # JAVA_HOME LABEL
   local jh=$1 label=$2 mode n line
@@ -296,6 +316,8 @@ jvm_test() { # JAVA_HOME LABEL
     echo "   $mode: $(wc -l <"/proc/$PID/maps") mappings, $n from the page image, Pss_Anon $(anon_kb "$PID") kB"
     if [ "$mode" = mmap ]; then
       check "jvm $label mmap: page image mapped" [ "${n:-0}" -gt 0 ]
+      check "jvm $label mmap: every thread caught without a breakpoint" \
+        [ "$(grep -c 'Force no-breakpoints' "$jimg/restore-$mode.log")" -ge "$(ls "/proc/$PID/task" | wc -l)" ]
     else
       check "jvm $label read: no page image mapped" [ "$n" = 0 ]
     fi

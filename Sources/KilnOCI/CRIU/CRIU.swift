@@ -20,6 +20,12 @@ public struct CRIU: Sendable {
     /// (kiln's patch 0002): runc's /dev, /dev/shm, /sys/fs/cgroup, the masked paths and an unused /tmp
     /// no longer cost a tar + gzip each per restore. `KILN_TMPFS_INLINE=0` turns it off.
     public var inlinesTmpfs = false
+    /// Whether this CRIU can catch the tasks it dumps and restores by tracing their system calls
+    /// instead of with hardware breakpoints (kiln's patch 0005). A ptrace breakpoint is a perf
+    /// event, and the first one after a second without any waits for an RCU grace period (5-17 ms
+    /// here): a restore on demand, which nearly always follows a quiet second, paid it every time.
+    /// `KILN_NO_BREAKPOINTS=0` turns it off.
+    public var avoidsBreakpoints = false
 
     /// Finds CRIU (`$KILN_CRIU`, else the first `criu` on PATH, /usr/local/sbin and /usr/sbin
     /// included) and checks its version; `probes` keeps CRIU's answers about itself between
@@ -66,6 +72,7 @@ public struct CRIU: Sendable {
             let options = help.stdout + help.stderr
             criu.mapsPageImages = environment["KILN_MAP_PAGE_IMAGES"] != "0" && options.contains("--mmap-page-images")
             criu.inlinesTmpfs = environment["KILN_TMPFS_INLINE"] != "0" && options.contains("--tmpfs-inline")
+            criu.avoidsBreakpoints = environment["KILN_NO_BREAKPOINTS"] != "0" && options.contains("--no-breakpoints")
         }
         return criu
     }

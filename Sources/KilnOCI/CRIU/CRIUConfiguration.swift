@@ -22,28 +22,42 @@ public enum CRIUConfiguration {
 
         """
 
-    /// What every restore gets: ``contents``, and with `mapPageImages` the option of kiln's CRIU
-    /// patch that maps the page images copy-on-write instead of reading them (patches/criu: the
-    /// restorer's `preadv` of the pages was ~half of a restore; mapped, copies of one snapshot
-    /// share every page they have not written, through the page cache).
-    public static func restoreContents(mapPageImages: Bool) -> String {
-        guard mapPageImages else { return contents }
-        return contents + """
-            # kiln's CRIU patch 0001 (patches/criu): map pages-*.img MAP_PRIVATE over the restored
-            # process's private anonymous memory instead of reading it. The image files are never
-            # rewritten while copies run (kiln unlinks and renames, never writes in place).
-            mmap-page-images
+    /// What every restore gets: ``contents`` and the options of kiln's CRIU patches that `criu`
+    /// has: 0001's mapping of the page images copy-on-write instead of reading them (patches/criu:
+    /// the restorer's `preadv` of the pages was ~half of a restore; mapped, copies of one snapshot
+    /// share every page they have not written, through the page cache) and 0005's catch of the
+    /// restored threads without hardware breakpoints.
+    public static func restoreContents(for criu: CRIU) -> String {
+        var text = contents
+        if criu.mapsPageImages {
+            text += """
+                # kiln's CRIU patch 0001 (patches/criu): map pages-*.img MAP_PRIVATE over the restored
+                # process's private anonymous memory instead of reading it. The image files are never
+                # rewritten while copies run (kiln unlinks and renames, never writes in place).
+                mmap-page-images
 
-            """
+                """
+        }
+        if criu.avoidsBreakpoints { text += noBreakpoints }
+        return text
     }
 
-    /// What a standby copy's restore gets: ``restoreContents(mapPageImages:)`` and CRIU's
+    /// kiln's CRIU patch 0005, for dumps and restores alike.
+    static let noBreakpoints = """
+        # kiln's CRIU patch 0005 (patches/criu): catch each thread leaving the restorer (or the
+        # parasite) by tracing its system calls. A hardware breakpoint is a perf event, and the
+        # first one after a second without any waits for an RCU grace period (5-17 ms).
+        no-breakpoints
+
+        """
+
+    /// What a standby copy's restore gets: ``restoreContents(for:)`` and CRIU's
     /// `leave-stopped`. CRIU resumes a restored task, so the copy ran for as long as runc took to
     /// return and kiln to freeze it (0.2-5 ms): Spring sample standby copies then held 1-48 MiB of
     /// the snapshot's pages (the kernel maps 16 pages around each page read) and did work in the
     /// bake's identity. Left stopped, they run nothing until their thaw.
-    public static func standbyRestoreContents(mapPageImages: Bool) -> String {
-        restoreContents(mapPageImages: mapPageImages) + """
+    public static func standbyRestoreContents(for criu: CRIU) -> String {
+        restoreContents(for: criu) + """
             # A standby copy: CRIU leaves its processes stopped (SIGSTOP); kiln freezes its cgroup,
             # then continues them into the freezer. Nothing of the copy runs before its thaw.
             leave-stopped
@@ -64,18 +78,23 @@ public enum CRIUConfiguration {
 
         """
 
-    /// What a bake's checkpoint gets: ``dumpContents``, and with `inlineTmpfs` the option of kiln's
-    /// CRIU patch 0002 that records each tmpfs mount without regular files as a listing its restore
-    /// makes in-process, without tar (the Spring sample's 6 tmpfs mounts, a tar + gzip of 4-7 ms each
-    /// per restore on a quiet VM). Such images need a CRIU with the patch to restore (Podman's cannot).
-    public static func dumpContents(inlineTmpfs: Bool) -> String {
-        guard inlineTmpfs else { return dumpContents }
-        return dumpContents + """
-            # kiln's CRIU patch 0002 (patches/criu): a tmpfs mount without regular files (/dev,
-            # /dev/shm, ...) is dumped as a listing its restore makes without tar; others as before.
-            tmpfs-inline
+    /// What a bake's checkpoint gets: ``dumpContents`` and the options of kiln's CRIU patches that
+    /// `criu` has: 0002's record of each tmpfs mount without regular files as a listing its restore
+    /// makes in-process, without tar (the Spring sample's 6 tmpfs mounts, a tar + gzip of 4-7 ms
+    /// each per restore on a quiet VM; such images need a CRIU with the patch to restore, Podman's
+    /// cannot), and 0005's catch of the threads leaving the parasite without hardware breakpoints.
+    public static func dumpContents(for criu: CRIU) -> String {
+        var text = dumpContents
+        if criu.inlinesTmpfs {
+            text += """
+                # kiln's CRIU patch 0002 (patches/criu): a tmpfs mount without regular files (/dev,
+                # /dev/shm, ...) is dumped as a listing its restore makes without tar; others as before.
+                tmpfs-inline
 
-            """
+                """
+        }
+        if criu.avoidsBreakpoints { text += noBreakpoints }
+        return text
     }
 
     /// Writes the file if it is missing or different.
