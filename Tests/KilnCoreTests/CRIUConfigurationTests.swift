@@ -36,6 +36,14 @@ struct CRIUConfigurationTests {
         }
     }
 
+    @Test func theDoctorNamesEachPatchOptionNotInUse() {
+        #expect(criu(mapsPageImages: true, inlinesTmpfs: true, avoidsBreakpoints: true).optionsNotInUse.isEmpty)
+        #expect(criu().optionsNotInUse.map(\.option) == ["mmap-page-images", "tmpfs-inline", "no-breakpoints"])
+        let missing = criu(mapsPageImages: true, inlinesTmpfs: true).optionsNotInUse
+        #expect(missing.map(\.option) == ["no-breakpoints"])
+        #expect(missing.first?.cost.contains("KILN_NO_BREAKPOINTS") == true)
+    }
+
     @Test func onlyAStandbyCopyIsLeftStopped() {
         for mapped in [false, true] {
             let criu = criu(mapsPageImages: mapped, avoidsBreakpoints: true)

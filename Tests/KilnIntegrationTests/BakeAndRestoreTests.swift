@@ -12,7 +12,8 @@ extension Integration {
     struct BakeAndRestoreTests {
         /// `make setup` (which every test run follows) leaves a cgroup mount with favordynmods,
         /// and `kiln doctor` sees it: without it each restore waits an RCU grace period when runc
-        /// moves CRIU into the container's cgroups.
+        /// moves CRIU into the container's cgroups. It also installs kiln's CRIU, whose patches'
+        /// options the doctor finds in use.
         @Test func theSetupLeavesCgroupMovesFastAndDoctorSaysSo() async throws {
             try await withTestHost { host in
                 let doctor = try runKiln(["doctor", "--json"], environment: host.environment)
@@ -21,6 +22,9 @@ extension Integration {
                 let moves = try #require(checks.first { $0["name"] as? String == "cgroup moves" }, "\(checks)")
                 #expect(moves["status"] as? String == "ok", "\(moves)")
                 #expect(CgroupMount.current().contains { $0.favorsDynamicModifications })
+                // And its CRIU is kiln's, every patch's option in use.
+                let options = try #require(checks.first { $0["name"] as? String == "criu options" }, "\(checks)")
+                #expect(options["status"] as? String == "ok", "\(options)")
             }
         }
 

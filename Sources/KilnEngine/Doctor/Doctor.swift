@@ -41,6 +41,14 @@ public enum Doctor {
         do {
             let criu = try CRIU.locate()
             add("criu", .ok, "CRIU \(criu.version) at \(criu.path)")
+            let notInUse = criu.optionsNotInUse
+            add(
+                "criu options", notInUse.isEmpty ? .ok : .warning,
+                notInUse.isEmpty
+                    ? "kiln's patches in use: mapped page images, tmpfs listings, no breakpoints"
+                    : notInUse.map { "without --\($0.option): \($0.cost)" }.joined(separator: "; "),
+                fix: notInUse.isEmpty ? nil : "run 'make setup' as root (it builds CRIU 4.2.1 with patches/criu), and leave the variables named unset"
+            )
             if geteuid() == 0 {
                 let check = criu.check()
                 add(

@@ -27,6 +27,17 @@ public struct CRIU: Sendable {
     /// `KILN_NO_BREAKPOINTS=0` turns it off.
     public var avoidsBreakpoints = false
 
+    /// The options of kiln's CRIU patches (patches/criu) this CRIU lacks or the environment turned
+    /// off, each with what a restore pays without it: `kiln doctor` warns about them, since kiln
+    /// still works with a plain CRIU 4.2, only slower.
+    public var optionsNotInUse: [(option: String, cost: String)] {
+        [
+            ("mmap-page-images", mapsPageImages, "each restore reads every page of the snapshot instead of mapping it (KILN_MAP_PAGE_IMAGES)"),
+            ("tmpfs-inline", inlinesTmpfs, "each restore untars every tmpfs mount of the sandbox (KILN_TMPFS_INLINE)"),
+            ("no-breakpoints", avoidsBreakpoints, "a restore after a quiet second waits 5-17 ms for its first breakpoint (KILN_NO_BREAKPOINTS)"),
+        ].filter { !$0.1 }.map { ($0.0, $0.2) }
+    }
+
     /// Finds CRIU (`$KILN_CRIU`, else the first `criu` on PATH, /usr/local/sbin and /usr/sbin
     /// included) and checks its version; `probes` keeps CRIU's answers about itself between
     /// commands (nil: ask it every time).
