@@ -266,7 +266,7 @@ public struct CNINetwork: SandboxNetwork {
     func cacheResult(_ result: Data, id: String, namespacePath: String, tag: String) throws {
         try FileManager.default.createDirectory(atPath: resultsDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let data = try JSONEncoder().encode(CachedAttachment(id: id, namespacePath: namespacePath, tag: tag, result: result, network: name))
-        try data.write(to: URL(fileURLWithPath: resultPath(id: id)), options: .atomic)
+        try RuntimeFile.replace(resultPath(id: id), with: data)
     }
 
     func removeCachedResult(id: String) {

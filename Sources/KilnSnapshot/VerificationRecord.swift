@@ -81,9 +81,7 @@ package struct VerificationRecords: Sendable {
         guard DumpCache.isInMemory((directory as NSString).deletingLastPathComponent) || DumpCache.isInMemory(directory) else { return }
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         guard let data = try? JSONEncoder().encode(record) else { return }
-        let temporary = "\(path(of: name)).\(getpid()).tmp"
-        guard FileManager.default.createFile(atPath: temporary, contents: data, attributes: [.posixPermissions: 0o600]) else { return }
-        if rename(temporary, path(of: name)) != 0 { unlink(temporary) }
+        try? RuntimeFile.replace(path(of: name), with: data, permissions: 0o600)
     }
 
     /// Forgets snapshot `name` (removed or re-baked).

@@ -75,7 +75,7 @@ extension Kiln {
                 atPath: paths.firstWrites, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             let stored = StoredFirstWrites(snapshotVersion: Self.snapshotVersion(of: manifest), writes: writes)
             // Atomic (a temporary file renamed): copies restored side by side may all learn.
-            try Data(stored.text.utf8).write(to: URL(fileURLWithPath: firstWritesPath(of: manifest.name)), options: .atomic)
+            try RuntimeFile.replace(firstWritesPath(of: manifest.name), with: Data(stored.text.utf8))
             logger.debug(
                 "\(manifest.name): its copies write \(writes.pageCount) image pages first (\(writes.ranges.count) ranges; learned in \(String(format: "%.1f", start.duration(to: .now).milliseconds)) ms)"
             )

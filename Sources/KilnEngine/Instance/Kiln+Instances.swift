@@ -432,7 +432,7 @@ extension Kiln {
 
     package func save(_ record: InstanceRecord) throws {
         let data = try SnapshotManifest.encoder.encode(record)
-        try data.write(to: URL(fileURLWithPath: "\(instanceDirectory(record.id))/instance.json"), options: .atomic)
+        try RuntimeFile.replace("\(instanceDirectory(record.id))/instance.json", with: data)
     }
 
     /// Every instance kiln has a valid record of (``KilnStoreAccess/instanceRecords()``).

@@ -200,7 +200,7 @@ extension SandboxLifecycle {
     private func writeFile(_ name: String, _ content: String, step: Step) throws {
         let temporary = "\(agentDirectory)/.\(name).tmp-\(getpid())"
         do {
-            try content.write(toFile: temporary, atomically: false, encoding: .utf8)
+            try RuntimeFile.write(content, to: temporary)
             guard rename(temporary, "\(agentDirectory)/\(name)") == 0 else { throw KilnError.systemCall("rename", errno: errno, name) }
         } catch {
             unlink(temporary)

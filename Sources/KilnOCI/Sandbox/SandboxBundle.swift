@@ -44,7 +44,7 @@ public enum SandboxBundle {
                 try extraBinds(spec, instance: instance, root: rootPath, kilnBinds: binds)
                 + agentBinds(spec, instance: instance, root: rootPath)
             let config = OCIConfig(spec: spec, instance: instance, rootPath: rootPath, binds: binds, extraMounts: extra)
-            try KilnJSON.prettyEncoder().encode(config).write(to: URL(fileURLWithPath: "\(bundle)/config.json"))
+            try RuntimeFile.write(KilnJSON.prettyEncoder().encode(config), to: "\(bundle)/config.json")
         } catch let error as KilnError {
             throw error
         } catch {
@@ -63,7 +63,7 @@ public enum SandboxBundle {
         let path = resolvConfPath(of: instance)
         guard let text = instance.resolvConf, FileManager.default.fileExists(atPath: path) else { return }
         do {
-            try text.write(toFile: path, atomically: false, encoding: .utf8)
+            try RuntimeFile.write(text, to: path)
         } catch {
             throw KilnError(.systemCall, "could not write the sandbox's resolv.conf at \(path): \(error)")
         }
@@ -93,7 +93,7 @@ public enum SandboxBundle {
                         case "/etc/hosts": hostsFile(hostname: instance.id)
                         default: ""
                         }
-                    try content.write(toFile: source, atomically: false, encoding: .utf8)
+                    try RuntimeFile.write(content, to: source)
                 }
             }
             if generatedRoot {
@@ -102,7 +102,7 @@ public enum SandboxBundle {
                 if bind.isDirectory {
                     try fileManager.createDirectory(atPath: target, withIntermediateDirectories: true)
                 } else if !fileManager.fileExists(atPath: target) {
-                    _ = fileManager.createFile(atPath: target, contents: nil)
+                    try? RuntimeFile.write(Data(), to: target)
                 }
             }
             mounts.append(
@@ -117,11 +117,11 @@ public enum SandboxBundle {
             !(spec.binds ?? []).contains(where: { $0.destination == "/etc/resolv.conf" })
         {
             let source = resolvConfPath(of: instance)
-            try resolvConf.write(toFile: source, atomically: false, encoding: .utf8)
+            try RuntimeFile.write(resolvConf, to: source)
             let target = root + "/etc/resolv.conf"
             if !fileManager.fileExists(atPath: target) {
                 try? fileManager.createDirectory(atPath: root + "/etc", withIntermediateDirectories: true)
-                _ = fileManager.createFile(atPath: target, contents: nil)
+                try? RuntimeFile.write(Data(), to: target)
             }
             mounts.append(.init(destination: "/etc/resolv.conf", type: "bind", source: source, options: ["rbind", "ro", "nosuid", "nodev"]))
         }
@@ -169,7 +169,7 @@ public enum SandboxBundle {
             try fileManager.createDirectory(atPath: root + CRaCAgent.controlInSandbox, withIntermediateDirectories: true)
             let jarTarget = root + CRaCAgent.jarInSandbox
             try fileManager.createDirectory(atPath: (jarTarget as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            if !fileManager.fileExists(atPath: jarTarget) { _ = fileManager.createFile(atPath: jarTarget, contents: nil) }
+            if !fileManager.fileExists(atPath: jarTarget) { try? RuntimeFile.write(Data(), to: jarTarget) }
         }
         return [
             .init(destination: CRaCAgent.jarInSandbox, type: "bind", source: agent.jarPath, options: ["rbind", "ro", "nosuid", "nodev"]),
@@ -208,7 +208,7 @@ public enum SandboxBundle {
             "resolv.conf": "",
         ]
         for (name, content) in files {
-            try content.write(toFile: "\(root)/etc/\(name)", atomically: false, encoding: .utf8)
+            try RuntimeFile.write(content, to: "\(root)/etc/\(name)")
         }
     }
 

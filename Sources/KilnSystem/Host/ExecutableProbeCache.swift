@@ -66,8 +66,6 @@ public struct ExecutableProbeCache: Sendable {
 
     private func save(_ answers: [String: Answer]) {
         guard let data = try? JSONEncoder().encode(answers) else { return }
-        let temporary = "\(file).tmp-\(getpid())"
-        guard FileManager.default.createFile(atPath: temporary, contents: data, attributes: [.posixPermissions: 0o600]) else { return }
-        if rename(temporary, file) != 0 { unlink(temporary) }
+        try? RuntimeFile.replace(file, with: data, permissions: 0o600)
     }
 }
