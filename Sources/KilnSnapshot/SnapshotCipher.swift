@@ -286,17 +286,7 @@ struct RawFile {
 
     func write(_ data: some DataProtocol) throws {
         for region in data.regions {
-            try region.withUnsafeBytes { bytes in
-                var done = 0
-                while done < bytes.count {
-                    let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
-                    if n < 0 {
-                        if errno == EINTR { continue }
-                        throw KilnError.systemCall("write", errno: errno, path)
-                    }
-                    done += n
-                }
-            }
+            try region.withUnsafeBytes { try Descriptor.writeAll($0, to: fd, path: path) }
         }
     }
 

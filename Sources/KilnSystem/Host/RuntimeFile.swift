@@ -1,7 +1,7 @@
 import Foundation
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #endif
 
 /// The files kiln writes for running sandboxes and its own bookkeeping (OCI bundles, instance
@@ -22,17 +22,7 @@ public enum RuntimeFile {
         let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, permissions)
         guard descriptor >= 0 else { throw KilnError.systemCall("open", errno: errno, path) }
         defer { close(descriptor) }
-        try data.withUnsafeBytes { buffer in
-            var offset = 0
-            while offset < buffer.count {
-                let written = Glibc.write(descriptor, buffer.baseAddress! + offset, buffer.count - offset)
-                if written < 0 {
-                    if errno == EINTR { continue }
-                    throw KilnError.systemCall("write", errno: errno, path)
-                }
-                offset += written
-            }
-        }
+        try data.withUnsafeBytes { try Descriptor.writeAll($0, to: descriptor, path: path) }
     }
 
     /// Writes `text` (UTF-8) to `path`, as the `Data` variant does.
