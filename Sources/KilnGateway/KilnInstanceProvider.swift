@@ -29,8 +29,8 @@ public final class KilnInstanceProvider: InstanceProvider {
     public let standbyMode: StandbyMode
     private let manifests = Mutex<[String: SnapshotManifest]>([:])
     private let pools = Mutex<[String: PreparedNamespacePool]>([:])
-    /// Thawed copies whose records are not saved yet, by instance id.
-    private let unsavedRecords = Mutex<[String: UnsavedRecord]>([:])
+    /// Thawed copies whose records are not saved yet.
+    private let unsavedRecords = Mutex(ThawedRecords())
     private let logger: Logger
 
     /// - Parameter logger: where verification and fallback are logged (default: kiln's own).
@@ -148,11 +148,14 @@ public final class KilnInstanceProvider: InstanceProvider {
         // sent after the unfreeze took 2-7 ms (the first after a freeze), the record's save
         // after it 2.5-8 ms (Spring sample, kiln bench standby).
         if record.standbyMode == .ready {
-            return LaunchReport(instance: Self.instance(try kiln.handOutFrozen(record), .thawed))
+            let handedOut = try kiln.handOutFrozen(record)
+            unsavedRecords.withLock { $0.thawed(handedOut.id) }
+            return LaunchReport(instance: Self.instance(handedOut, .thawed))
         }
         // Any other copy is thawed into its identity and answers first; its record is saved
-        // beside the request (``handedOut(_:)``).
+        // once its first request is over (``recordThawed(_:)``).
         let thawed = try await kiln.thaw(record, manifest: manifest, readinessTimeout: readinessTimeout, savingRecord: false)
+        unsavedRecords.withLock { $0.thawed(thawed.id) }
         return LaunchReport(instance: Self.instance(thawed, .thawed))
     }
 
@@ -166,18 +169,14 @@ public final class KilnInstanceProvider: InstanceProvider {
                 record = try kiln.unfreezeHandedOut(record)
             } catch {
                 logger.warning("could not unfreeze handed-out copy \(record.id): \(error)")
+                unsavedRecords.withLock { $0.forget(record.id) }
                 return
             }
         }
         unsavedRecords.withLock { table in
-            guard case .due = table[record.id] else {
-                table[record.id] = .waiting(record)
-                return
-            }
-            // Its request came back before this ran (a fast answer to a copy thawed by
-            // ``thaw(_:)``): nothing left to wait for. Saved under the lock, as below.
-            table[record.id] = nil
-            save(record)
+            // Saved now if its request came back before this ran (a fast answer to a copy thawed
+            // by ``thaw(_:)``); under the lock, as below.
+            if let due = table.handedOut(record) { save(due) }
         }
     }
 
@@ -185,14 +184,9 @@ public final class KilnInstanceProvider: InstanceProvider {
     /// due, when that request came back before ``handedOut(_:)`` ran.
     public func recordThawed(_ thawed: GatewayInstance) {
         unsavedRecords.withLock { table in
-            guard case .waiting(let record) = table[thawed.id] else {
-                table[thawed.id] = .due
-                return
-            }
-            table[thawed.id] = nil
             // Under the lock: ``terminate(_:)`` takes it first, so a copy being stopped never
             // has its record written into a directory being removed.
-            save(record)
+            if let record = table.firstRequestOver(thawed.id) { save(record) }
         }
     }
 
@@ -220,7 +214,7 @@ public final class KilnInstanceProvider: InstanceProvider {
 
     public func terminate(_ instance: GatewayInstance) async {
         // Its record is removed with it: no late save.
-        unsavedRecords.withLock { $0[instance.id] = nil }
+        unsavedRecords.withLock { $0.forget(instance.id) }
         guard let record = instance.record else { return }
         // An instance that died (kill -9) may still be exiting: runc cannot remove a cgroup that
         // still holds a task, so give the shim a moment to reap it first.
@@ -268,12 +262,4 @@ public struct RemoteFunctions: Sendable {
         }
         self.init(references: references, access: access, trusted: trusted)
     }
-}
-
-/// A thawed copy's record between its thaw and its save (``KilnInstanceProvider/recordThawed(_:)``).
-private enum UnsavedRecord {
-    /// Handed out, its first request not over yet.
-    case waiting(InstanceRecord)
-    /// Its first request came back before the hand-out was done.
-    case due
 }
