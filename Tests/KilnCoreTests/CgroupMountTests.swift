@@ -35,3 +35,29 @@ import Testing
         #expect(CgroupMount.parse(mountInfo: "garbage\n\n- cgroup2 cgroup2 rw").isEmpty)
     }
 }
+
+/// A `mountinfo` line as the cgroup check, the checkpoint preflight and the teardown of runc's
+/// leftover mounts read it.
+@Suite struct MountInfoLineTests {
+    @Test func theTypeAndOptionsFollowTheSeparatorHoweverManyOptionalFieldsComeFirst() throws {
+        let none = try #require(MountInfoLine("600 500 0:50 / / ro,relatime - ext4 /dev/vda1 rw,errors=remount-ro"))
+        #expect(none.mountPoint == "/")
+        #expect(none.type == "ext4")
+        #expect(none.superOptions == ["rw", "errors=remount-ro"])
+        let two = try #require(MountInfoLine("27 26 0:25 / /sys/fs/cgroup/unified rw,nosuid shared:10 master:3 - cgroup2 cgroup2 rw,nsdelegate"))
+        #expect(two.mountPoint == "/sys/fs/cgroup/unified")
+        #expect(two.type == "cgroup2")
+        #expect(two.superOptions == ["rw", "nsdelegate"])
+    }
+
+    @Test func escapedMountPointsAreDecoded() {
+        #expect(MountInfoLine(#"90 1 0:60 / /run/kiln/a\040b\134c rw - tmpfs tmpfs rw"#)?.mountPoint == #"/run/kiln/a b\c"#)
+    }
+
+    @Test func linesWithoutTheSeparatorOrItsFieldsAreSkipped() {
+        #expect(MountInfoLine("600 500 0:50 / / ro,relatime ext4 /dev/vda1 rw") == nil)
+        #expect(MountInfoLine("600 500 0:50 / / ro,relatime - ext4 /dev/vda1") == nil)
+        #expect(MountInfoLine("600 500 - / / ro - ext4 /dev/vda1 rw") == nil, "a '-' before the sixth field is no separator")
+        #expect(MountInfoLine.parse("600 500 0:50 / / ro - ext4 /dev/vda1 rw\n\ngarbage\n").map(\.mountPoint) == ["/"])
+    }
+}

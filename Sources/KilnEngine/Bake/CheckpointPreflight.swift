@@ -380,11 +380,7 @@ package enum CheckpointPreflight {
 
     /// /proc/PID/mountinfo: (mount point, filesystem type), in order.
     static func parseMounts(_ text: String) -> [(point: String, type: String)] {
-        text.split(separator: "\n").compactMap { line in
-            let fields = line.split(separator: " ")
-            guard fields.count >= 9, let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count else { return nil }
-            return (HostMounts.decode(String(fields[4])), String(fields[dash + 1]))
-        }
+        MountInfoLine.parse(text).map { ($0.mountPoint, $0.type) }
     }
 
     /// The filesystem type of the mount that holds `path` (the last, longest match wins, as the

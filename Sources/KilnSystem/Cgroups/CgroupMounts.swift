@@ -14,19 +14,10 @@ package struct CgroupMount: Equatable, Sendable {
     /// shared by all hierarchies, so one mount with it is enough for all of them.
     package var favorsDynamicModifications: Bool { superOptions.contains("favordynmods") }
 
-    /// The cgroup mounts in a `mountinfo` text: `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS
-    /// [OPTIONAL...] - TYPE SOURCE SUPEROPTIONS` per line (proc(5)); octal escapes in the mount
-    /// point (`\040` for a space) are decoded.
+    /// The cgroup mounts in a `mountinfo` text (``MountInfoLine``).
     package static func parse(mountInfo text: String) -> [CgroupMount] {
-        text.split(separator: "\n").compactMap { line in
-            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
-            guard fields.count >= 7, let separator = fields.firstIndex(of: "-"), separator >= 6, fields.count >= separator + 4 else {
-                return nil
-            }
-            let type = String(fields[separator + 1])
-            guard type == "cgroup" || type == "cgroup2" else { return nil }
-            return CgroupMount(
-                path: HostMounts.decode(String(fields[4])), type: type, superOptions: fields[separator + 3].split(separator: ",").map(String.init))
+        MountInfoLine.parse(text).filter { $0.type == "cgroup" || $0.type == "cgroup2" }.map {
+            CgroupMount(path: $0.mountPoint, type: $0.type, superOptions: $0.superOptions)
         }
     }
 

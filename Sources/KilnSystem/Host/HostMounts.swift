@@ -10,11 +10,7 @@ import Glibc
 package enum HostMounts {
     /// Mount points of this process's mount namespace (octal escapes decoded).
     package static func mountPoints() -> [String] {
-        let table = stableMountTable()
-        return table.split(separator: "\n").compactMap { line in
-            let fields = line.split(separator: " ")
-            return fields.count > 4 ? decode(String(fields[4])) : nil
-        }
+        MountInfoLine.parse(stableMountTable()).map(\.mountPoint)
     }
 
     /// Lazily unmounts everything mounted at or below each of `directories`, deepest first;

@@ -1,0 +1,28 @@
+/// One line of a `mountinfo` file, the fields kiln reads: `ID PARENT MAJ:MIN ROOT MOUNTPOINT
+/// OPTIONS [OPTIONAL...] - TYPE SOURCE SUPEROPTIONS` (proc(5)). The optional fields vary in
+/// number, so the type and what follows are found after the `-` separator; octal escapes in the
+/// mount point (`\040` for a space) are decoded.
+package struct MountInfoLine: Equatable, Sendable {
+    /// Where it is mounted.
+    package var mountPoint: String
+    /// The filesystem type (`ext4`, `tmpfs`, `cgroup2`...).
+    package var type: String
+    /// The superblock's options (`rw,nsdelegate`, a v1 cgroup hierarchy's controllers...).
+    package var superOptions: [String]
+
+    /// Parses one line; nil for one without the fields and the separator every line has.
+    package init?(_ line: Substring) {
+        let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+        guard let separator = fields.firstIndex(of: "-"), separator >= 6, fields.count >= separator + 4 else {
+            return nil
+        }
+        mountPoint = HostMounts.decode(String(fields[4]))
+        type = String(fields[separator + 1])
+        superOptions = fields[separator + 3].split(separator: ",").map(String.init)
+    }
+
+    /// Every well-formed line of a `mountinfo` text.
+    package static func parse(_ text: String) -> [MountInfoLine] {
+        text.split(separator: "\n").compactMap(MountInfoLine.init)
+    }
+}
