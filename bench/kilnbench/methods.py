@@ -1028,6 +1028,9 @@ class Kiln(Method):
 
     def cleanup(self):
         self.stop_all()
+        # gc removes what the stops leave by design: the state's parent cgroups (kiln_run_...).
+        if os.path.isdir(self.state):
+            proc.run(self.kiln("gc"), env=self.env, check=False, timeout=120)
         shutil.rmtree(self.store, ignore_errors=True)
         shutil.rmtree(self.state, ignore_errors=True)
 
