@@ -109,6 +109,18 @@ public enum Doctor {
                 ?? "no cgroup mount has favordynmods: each restore waits for an RCU grace period (~10 ms) when runc moves CRIU into the container's cgroups",
             fix: favoring == nil ? "mount -o remount,favordynmods \(remountTarget) (make setup does; until the next boot)" : nil)
 
+        // A host that pages out idle memory drops a function's pages after that long without a
+        // start: the next restore or thaw reads them from disk (docs/restore-path.md).
+        if let pageOut = IdlePageOut.current().first {
+            let after = pageOut.minimumIdle.map { "after \(Int($0.components.seconds)) s idle" } ?? "after a while idle"
+            add(
+                "idle page-out", .warning,
+                "DAMON (\(pageOut.kdamond)) pages out memory \(after), file pages too: a restore or a standby copy's thaw after that long reads the snapshot and the JDK from disk again (a thaw 3.5 -> 17 ms here)",
+                fix: "if the host can spare the memory, give the scheme a longer minimum age or turn the kdamond off; kiln does not change it")
+        } else {
+            add("idle page-out", .ok, "no DAMON page-out of idle memory")
+        }
+
         var storeInfo = stat()
         if stat(paths.store, &storeInfo) == 0 {
             let mode = storeInfo.st_mode & 0o777
