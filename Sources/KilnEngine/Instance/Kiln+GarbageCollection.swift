@@ -26,7 +26,8 @@ package enum OwnerMark {
     static let fileName = "owner"
 
     package static func write(into directory: String) throws {
-        try "\(getpid()) \(startTime(of: getpid()) ?? "?")".write(toFile: "\(directory)/\(fileName)", atomically: true, encoding: .utf8)
+        // A runtime file (on the path of every restore a gateway makes): no fsync.
+        try RuntimeFile.replace("\(directory)/\(fileName)", with: Data("\(getpid()) \(startTime(of: getpid()) ?? "?")".utf8))
     }
 
     static func isMarked(_ directory: String) -> Bool {

@@ -32,17 +32,11 @@ package struct IdlePageOut: Equatable, Sendable {
                 let schemes = "\(context)/schemes"
                 for s in 0..<count(schemes, "nr_schemes") where read("\(schemes)/\(s)/action") == "pageout" {
                     let age = read("\(schemes)/\(s)/access_pattern/age/min").flatMap { Int64($0) }
-                    let idle = both(age, interval).map { age, interval in Duration.microseconds(age * interval) }
+                    let idle: Duration? = if let age, let interval { .microseconds(age * interval) } else { nil }
                     found.append(IdlePageOut(kdamond: kdamond, minimumIdle: idle))
                 }
             }
         }
         return found
     }
-}
-
-/// Both values, when there are both.
-private func both<A, B>(_ a: A?, _ b: B?) -> (A, B)? {
-    guard let a, let b else { return nil }
-    return (a, b)
 }
