@@ -172,7 +172,7 @@ extension Kiln {
     /// PSS of one cold-started instance after the snapshot's warmup, read after 3 s of rest.
     func measureColdInstance(_ manifest: SnapshotManifest) async throws -> MemoryUsage {
         try await withColdInstance(manifest) { cold, _ in
-            _ = try await warmUp(cold.endpoint, steps: manifest.warmup, logPath: cold.logPath, keptLogPath: cold.logPath)
+            _ = try await warmUp(cold.endpoint, function: manifest.name, steps: manifest.warmup, logPath: cold.logPath, keptLogPath: cold.logPath)
             try await Task.sleep(for: .seconds(3))
             return MemoryUsage.of(pids: ProcessInspector.pids(inCgroup: cold.cgroupPath))
         }

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 
+@testable import KilnEngine
 @testable import KilnSystem
 
 /// When a bake's warm-up may stop: the JIT compilers idle (at most 1% of a CPU) for a whole
@@ -51,6 +52,21 @@ struct CompilerSettlingTests {
         _ = settling.sample(cpuNanoseconds: cpu(500), at: at(0))
         #expect(settling.sample(cpuNanoseconds: cpu(100), at: at(1000)) == .goOn)
         #expect(settling.sample(cpuNanoseconds: cpu(101), at: at(2000)) == .settled)
+    }
+
+    /// A ready standby copy waits before its freeze with a shorter window and a looser share
+    /// (``Kiln/waitForIdleCompilers(inCgroup:)``): 200 ms with at most 4 ms of compiling.
+    @Test func aReadyStandbyCopysSettlingTakesAShortWindow() {
+        func settling() -> CompilerSettling {
+            CompilerSettling(window: Kiln.readyStandbySettleWindow, quietShare: 0.02, limit: Kiln.readyStandbySettleLimit)
+        }
+        var quiet = settling()
+        _ = quiet.sample(cpuNanoseconds: cpu(100), at: at(0))
+        #expect(quiet.sample(cpuNanoseconds: cpu(103), at: at(220)) == .settled)
+        var busy = settling()
+        _ = busy.sample(cpuNanoseconds: cpu(100), at: at(0))
+        #expect(busy.sample(cpuNanoseconds: cpu(106), at: at(220)) == .goOn)
+        #expect(busy.sample(cpuNanoseconds: cpu(300), at: at(2000)) == .gaveUp)
     }
 
     @Test func compilerThreadsAreKnownByTheirNames() {

@@ -25,6 +25,8 @@ final class FakeService: Sendable {
     private struct State {
         var connections = 0
         var requests = 0
+        /// Each request's header fields, in order.
+        var headers: [[(String, String)]] = []
         var held: [@Sendable () -> Void] = []
         var released = false
         var gateway: Gateway?
@@ -60,6 +62,8 @@ final class FakeService: Sendable {
 
     var connections: Int { state.withLock { $0.connections } }
     var requests: Int { state.withLock { $0.requests } }
+    /// The header fields of every request so far, in the order they came.
+    var requestHeaders: [[(String, String)]] { state.withLock { $0.headers } }
     var held: Int { state.withLock { $0.held.count } }
     /// The gateway in front (for tests that look at its queue).
     var gateway: Gateway? {
@@ -67,7 +71,12 @@ final class FakeService: Sendable {
         set { state.withLock { $0.gateway = newValue } }
     }
 
-    fileprivate func counted() { state.withLock { $0.requests += 1 } }
+    fileprivate func counted(_ head: HTTPRequestHead) {
+        state.withLock {
+            $0.requests += 1
+            $0.headers.append(head.headers.map { ($0.name, $0.value) })
+        }
+    }
 
     /// Body bytes handed to the kernel for `/huge` so far.
     var bytesWritten: Int { state.withLock { $0.bytesWritten } }
@@ -133,7 +142,7 @@ final class FakeServiceHandler: ChannelInboundHandler {
             body += String(buffer: part)
         case .end:
             guard let head else { return }
-            box.service?.counted()
+            box.service?.counted(head)
             answer(head, context: context)
         }
     }

@@ -161,7 +161,7 @@ struct SandboxLifecycleTests {
             default: return .ready
             }
         }
-        func sendRequests(_ paths: [String], to endpoint: ServiceEndpoint, perConnection: Int) async throws -> [Int] {
+        func sendRequests(_ paths: [String], to endpoint: ServiceEndpoint, perConnection: Int, shapes: [RequestShape]) async throws -> [Int] {
             world.record("requests \(paths.count)")
             return paths.map { _ in world.failAt == .warmUp ? 500 : 200 }
         }

@@ -17,7 +17,7 @@ struct WarmupConnectionTests {
     static func warmUp(_ service: FakeService, _ steps: [WarmupStep]) async throws -> Int {
         let (kiln, root) = try SandboxLifecycleTests.makeKiln(SandboxLifecycleTests.World(failAt: nil))
         defer { try? FileManager.default.removeItem(atPath: root) }
-        return try await kiln.warmUp(Self.endpoint(service), steps: steps, logPath: "/nonexistent", keptLogPath: "/nonexistent")
+        return try await kiln.warmUp(Self.endpoint(service), function: "fn", steps: steps, logPath: "/nonexistent", keptLogPath: "/nonexistent")
     }
 
     @Test func warmupRequestsShareKeepAliveConnections() async throws {
@@ -55,9 +55,35 @@ struct WarmupConnectionTests {
         let service = try await FakeService.start()
         defer { Task { await service.stop() } }
         let statuses = try await LinuxSandboxHost().sendRequests(
-            ["/echo", "/echo", "/no-such-path", "/echo", "/echo", "/echo", "/echo"], to: Self.endpoint(service), perConnection: 3)
+            ["/echo", "/echo", "/no-such-path", "/echo", "/echo", "/echo", "/echo"], to: Self.endpoint(service), perConnection: 3, shapes: [.kiln])
         #expect(statuses == [200, 200, 404, 200, 200, 200, 200])
         #expect(service.connections == 3, "7 requests over connections of 3, 3 and 1")
+    }
+
+    /// The bake's warm-up sends kiln's own requests, the ones `kiln serve` forwards and a
+    /// library client's in turn (``RequestShape/warmUp(function:)``), so a snapshot's compiled
+    /// request path has the branches each of them takes.
+    @Test func warmupRequestsComeInEachShapeInTurn() async throws {
+        let service = try await FakeService.start()
+        defer { Task { await service.stop() } }
+        #expect(try await Self.warmUp(service, [WarmupStep(count: 9, path: "/echo")]) == 9)
+        let requests = service.requestHeaders
+        func field(_ name: String, _ index: Int) -> String? { requests[index].first { $0.0.lowercased() == name.lowercased() }?.1 }
+        let hosts = requests.indices.map { field("Host", $0) ?? "-" }
+        let kiln = "localhost:\(service.port)"
+        let forwarded = "127.0.0.1:\(service.port)"
+        // Shifted by one on each connection of three: every shape on a new, a kept and a closing one.
+        #expect(
+            hosts == [kiln, forwarded, "localhost", forwarded, "localhost", kiln, "localhost", kiln, forwarded], "\(hosts)")
+        for index in requests.indices where hosts[index] == forwarded {
+            #expect(field("X-Forwarded-Prefix", index) == "/fn" && field("X-Forwarded-Proto", index) == "http" && field("Accept", index) == "*/*")
+        }
+        for index in requests.indices where hosts[index] == "localhost" {
+            #expect(field("Accept", index)?.hasPrefix("application/json") == true && field("X-Forwarded-For", index) == "127.0.0.1")
+        }
+        // The last of each connection asks to close it, whatever its shape.
+        #expect([2, 5, 8].allSatisfy { field("Connection", $0) == "close" }, "\(requests)")
+        #expect(service.connections == 3)
     }
 
     @Test func aSingleRequestAsksToCloseItsConnection() async throws {

@@ -201,7 +201,9 @@ extension Kiln {
             progress(.ready(coldStartMs: timings.coldStartMs))
 
             let warmupStart = ContinuousClock.now
-            let requests = try await warmUp(endpoint, steps: request.warmup, logPath: consoleLog, keptLogPath: keptLog) { progress(.warmingUp($0)) }
+            let requests = try await warmUp(endpoint, function: request.name, steps: request.warmup, logPath: consoleLog, keptLogPath: keptLog) {
+                progress(.warmingUp($0))
+            }
             timings.warmupMs = warmupStart.duration(to: .now).milliseconds
             if !request.warmup.isEmpty { progress(.warmedUp(ms: timings.warmupMs, requests: requests)) }
             if !request.warmup.isEmpty, request.warmupSettleLimit > .zero {
@@ -280,7 +282,8 @@ extension Kiln {
         // One connection per path (``warmupRequestsPerConnection`` requests): a new, a kept and a
         // closing one through the restarted service.
         _ = try await warmUp(
-            endpoint, steps: request.warmup.map { WarmupStep(count: Self.warmupRequestsPerConnection, path: $0.path) }, logPath: logPath,
+            endpoint, function: request.name, steps: request.warmup.map { WarmupStep(count: Self.warmupRequestsPerConnection, path: $0.path) },
+            logPath: logPath,
             keptLogPath: keptLogPath)
         // What the afterRestore resumed may still be opening connections on its own threads (a
         // pool refilling): one opened after the next beforeCheckpoint suspended its pool would be
@@ -456,16 +459,19 @@ extension Kiln {
     /// Each step's requests go over keep-alive connections of ``warmupRequestsPerConnection``
     /// requests, the last of each asking to close it: the service then runs its paths for a new
     /// connection, a kept one and a closing one, as its clients (kiln's gateway keeps them, its
-    /// probes close them) will, each a third of the time.
+    /// probes close them) will, each a third of the time; in the shapes of request of a service
+    /// served as `function` (``RequestShape/warmUp(function:)``), in turn.
     package func warmUp(
-        _ endpoint: ServiceEndpoint, steps: [WarmupStep], logPath: String, keptLogPath: String, starting: (WarmupStep) -> Void = { _ in }
+        _ endpoint: ServiceEndpoint, function: String, steps: [WarmupStep], logPath: String, keptLogPath: String,
+        starting: (WarmupStep) -> Void = { _ in }
     ) async throws -> Int {
         var requests = 0
         for step in steps {
             starting(step)
             do {
                 try await InstanceHTTPClient.sendKeepingAlive(
-                    repeatElement(step.path, count: step.count), to: endpoint, perConnection: Self.warmupRequestsPerConnection, timeout: .seconds(30)
+                    repeatElement(step.path, count: step.count), to: endpoint, perConnection: Self.warmupRequestsPerConnection,
+                    shapes: RequestShape.warmUp(function: function), timeout: .seconds(30)
                 ) { reply in
                     guard (200..<400).contains(reply.status) else {
                         throw KilnError(
@@ -512,7 +518,7 @@ extension Kiln {
         var requests = 0
         var sampled = start
         while verdict == .goOn {
-            requests += try await warmUp(endpoint, steps: round, logPath: logPath, keptLogPath: keptLogPath)
+            requests += try await warmUp(endpoint, function: request.name, steps: round, logPath: logPath, keptLogPath: keptLogPath)
             // A few /proc reads per sample: every 100 ms is plenty for a one-second window.
             let now = ContinuousClock.now
             guard sampled.duration(to: now) >= .milliseconds(100) else { continue }

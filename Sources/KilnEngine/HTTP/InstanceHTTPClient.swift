@@ -69,7 +69,7 @@ public enum InstanceHTTPClient {
     ) async throws -> HTTPReply {
         let channel = try await open(endpoint)
         defer { channel.close(promise: nil) }
-        let request = Request(method: method, path: path, port: endpoint.port, body: body, headers: extraHeaders, closing: true)
+        let request = Request(method: method, path: path, port: endpoint.port, shape: .kiln, body: body, headers: extraHeaders, closing: true)
         return try await exchange(request, on: channel, timeout: timeout).reply
     }
 
@@ -80,10 +80,11 @@ public enum InstanceHTTPClient {
     /// requests go this way: a service's keep-alive path is code a copy runs for every client
     /// that keeps its connection (the gateway does), and a snapshot warmed up only with
     /// `Connection: close` left it unrun (hello-jdk: a thawed copy's first kept-alive request
-    /// took 7 ms, a closing one 1.5 ms).
+    /// took 7 ms, a closing one 1.5 ms). The requests take `shapes` in turn
+    /// (``RequestShape/shape(at:of:perConnection:)``).
     public static func sendKeepingAlive(
-        _ paths: some Collection<String>, to endpoint: ServiceEndpoint, perConnection: Int = .max, timeout: Duration = .seconds(10),
-        each: (HTTPReply) throws -> Void
+        _ paths: some Collection<String>, to endpoint: ServiceEndpoint, perConnection: Int = .max, shapes: [RequestShape] = [.kiln],
+        timeout: Duration = .seconds(10), each: (HTTPReply) throws -> Void
     ) async throws {
         precondition(perConnection >= 1, "a connection carries at least one request")
         var channel: Channel?
@@ -91,7 +92,8 @@ public enum InstanceHTTPClient {
         for (index, path) in paths.enumerated() {
             if channel == nil { channel = try await open(endpoint) }
             let closing = index == paths.count - 1 || index % perConnection == perConnection - 1
-            let request = Request(method: .GET, path: path, port: endpoint.port, body: nil, headers: [], closing: closing)
+            let shape = RequestShape.shape(at: index, of: shapes, perConnection: perConnection)
+            let request = Request(method: .GET, path: path, port: endpoint.port, shape: shape, body: nil, headers: [], closing: closing)
             let (reply, reusable) = try await exchange(request, on: channel!, timeout: timeout)
             if !reusable {
                 channel?.close(promise: nil)
@@ -106,6 +108,7 @@ public enum InstanceHTTPClient {
         var method: HTTPMethod
         var path: String
         var port: Int
+        var shape: RequestShape
         var body: [UInt8]?
         var headers: [(String, String)]
         /// Whether it asks the service to close the connection after replying.
@@ -154,9 +157,7 @@ public enum InstanceHTTPClient {
                 return
             }
             var head = HTTPRequestHead(version: .http1_1, method: request.method, uri: request.path)
-            head.headers.add(name: "Host", value: "localhost:\(request.port)")
-            head.headers.add(name: "Connection", value: request.closing ? "close" : "keep-alive")
-            head.headers.add(name: "User-Agent", value: "kiln")
+            for field in request.shape.fields(port: request.port, closing: request.closing) { head.headers.add(name: field.name, value: field.value) }
             for (name, value) in request.headers { head.headers.add(name: name, value: value) }
             if let body = request.body { head.headers.add(name: "Content-Length", value: String(body.count)) }
             channel.write(HTTPClientRequestPart.head(head), promise: nil)

@@ -164,15 +164,22 @@ extension Kiln {
                 // requests on its other paths are still slow (the Spring sample's first two
                 // /greet after a restore: 12.5 and 9.3 ms, then 2 ms: Tomcat's restarted worker
                 // threads and the path's pages are cold), so a ready copy takes a few of each
-                // warm-up path before its freeze; then it is frozen ready to answer.
+                // warm-up path, in the bake's shapes of request, and waits for its compilers to
+                // go quiet; then it is frozen ready to answer.
                 let paths = (manifest.warmup.isEmpty ? [manifest.readiness.path] : manifest.warmup.map(\.path)).flatMap {
                     Array(repeating: $0, count: Self.readyStandbyRequestsPerPath)
                 }
-                try await sandbox.warmUp(paths: paths, port: manifest.sandbox.port, perConnection: Self.warmupRequestsPerConnection)
+                try await sandbox.warmUp(
+                    paths: paths, port: manifest.sandbox.port, perConnection: Self.warmupRequestsPerConnection,
+                    shapes: RequestShape.warmUp(function: manifest.name))
+                let settling = try await waitForIdleCompilers(inCgroup: sandbox.instance.cgroupPath)
                 try sandbox.freeze()
                 record.standby = true
                 record.standbyMode = .ready
                 record.frozenAfterMs = restored.duration(to: .now).milliseconds
+                logger.debug(
+                    "\(id): ready standby copy frozen \(String(format: "%.1f", record.frozenAfterMs ?? 0)) ms after runc returned; its JIT compilers \(settling.settled ? "went quiet" : "were still busy") after \(String(format: "%.0f", settling.ms)) ms"
+                )
             }
             logger.debug(
                 "\(id): sandbox prepared in \(start.duration(to: prepared).milliseconds) ms, runc restore took \(prepared.duration(to: restored).milliseconds) ms, first response \(restored.duration(to: answered).milliseconds) ms later (afterRestore \(activation.afterRestoreMs.map { String(format: "%.1f", $0) } ?? "-") ms)"
@@ -315,6 +322,35 @@ extension Kiln {
     /// their first request at zero was no faster (`kiln bench standby boot --standby-mode ready`,
     /// one bake, 10 runs each).
     static let readyStandbyRequestsPerPath = warmupRequestsPerConnection
+
+    /// How long a ready standby copy waits after its warm-up requests for its JVM's JIT compilers
+    /// to go quiet, before its freeze: a copy frozen while they still compiled what its restore
+    /// and warm-up set off goes on compiling at its thaw, beside its first request (a trace of
+    /// one: C1 and C2 busy on both CPUs for 8 ms after the unfreeze, the request's thread waiting
+    /// behind them). Waiting until they used at most 2% of a CPU for 200 ms took 206-415 ms per
+    /// copy, off any request's path; the Spring sample's first request through `kiln serve` at
+    /// zero went from 7.2 and 9.4 ms to 4.8 and 4.7 ms (`kiln bench standby boot --standby-mode
+    /// ready`, two runs each, interleaved). At most ``readyStandbySettleLimit``, then it is
+    /// frozen anyway.
+    static let readyStandbySettleWindow = Duration.milliseconds(200)
+    static let readyStandbySettleLimit = Duration.seconds(2)
+
+    /// Waits until the JIT compilers of the processes in `cgroupPath` have been (nearly) idle for
+    /// ``readyStandbySettleWindow``, at most ``readyStandbySettleLimit``. Returns how long it
+    /// waited and whether they went quiet; a service without compiler threads (no JVM) returns
+    /// at once.
+    func waitForIdleCompilers(inCgroup cgroupPath: String) async throws -> (ms: Double, settled: Bool) {
+        let start = ContinuousClock.now
+        var settling = CompilerSettling(window: Self.readyStandbySettleWindow, quietShare: 0.02, limit: Self.readyStandbySettleLimit)
+        while let cpu = CompilerActivity.cpuNanoseconds(ofProcesses: ProcessInspector.pids(inCgroup: cgroupPath)) {
+            switch settling.sample(cpuNanoseconds: cpu, at: .now) {
+            case .goOn: try await Task.sleep(for: .milliseconds(20))
+            case .settled: return (start.duration(to: .now).milliseconds, true)
+            case .gaveUp: return (start.duration(to: .now).milliseconds, false)
+            }
+        }
+        return (start.duration(to: .now).milliseconds, true)
+    }
 
     /// The claim file that makes one caller the owner of a standby copy it thaws.
     static let thawClaimFile = "thaw.claim"

@@ -33,7 +33,7 @@ package protocol SandboxHost: Sendable {
     func waitUntilReady(_ probe: ReadinessProbe) async -> ReadinessProbe.Outcome
     /// Sends `GET` of each of `paths` in turn over kept-alive connections of `perConnection`
     /// requests each, and returns each reply's HTTP status.
-    func sendRequests(_ paths: [String], to endpoint: ServiceEndpoint, perConnection: Int) async throws -> [Int]
+    func sendRequests(_ paths: [String], to endpoint: ServiceEndpoint, perConnection: Int, shapes: [RequestShape]) async throws -> [Int]
     /// The ports process `pid` listens on (to explain a service that never answered).
     func listeningPorts(ofProcess pid: Int32) -> [Int]
     /// Kills whatever is left in the cgroup `cgroupPath` and removes it, unmounts what is mounted
@@ -100,9 +100,9 @@ package struct LinuxSandboxHost: SandboxHost {
         await probe.wait()
     }
 
-    package func sendRequests(_ paths: [String], to endpoint: ServiceEndpoint, perConnection: Int) async throws -> [Int] {
+    package func sendRequests(_ paths: [String], to endpoint: ServiceEndpoint, perConnection: Int, shapes: [RequestShape]) async throws -> [Int] {
         var statuses: [Int] = []
-        try await InstanceHTTPClient.sendKeepingAlive(paths, to: endpoint, perConnection: perConnection, timeout: .seconds(30)) {
+        try await InstanceHTTPClient.sendKeepingAlive(paths, to: endpoint, perConnection: perConnection, shapes: shapes, timeout: .seconds(30)) {
             statuses.append($0.status)
         }
         return statuses

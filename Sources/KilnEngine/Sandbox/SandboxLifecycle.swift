@@ -324,12 +324,12 @@ package struct SandboxLifecycle {
     }
 
     /// Sends `GET` of `paths` to the service on `port` (kept-alive connections of
-    /// `perConnection` requests); an answer that is no success (2xx or 3xx) fails the step with
-    /// the service's last output.
-    package func warmUp(paths: [String], port: Int, perConnection: Int) async throws {
+    /// `perConnection` requests, `shapes` in turn); an answer that is no success (2xx or 3xx)
+    /// fails the step with the service's last output.
+    package func warmUp(paths: [String], port: Int, perConnection: Int, shapes: [RequestShape]) async throws {
         guard container != nil else { throw notRunning(.warmUp) }
         try await step(.warmUp) { [host, endpoint = endpoint(port: port), logPath] in
-            let statuses = try await host.sendRequests(paths, to: endpoint, perConnection: perConnection)
+            let statuses = try await host.sendRequests(paths, to: endpoint, perConnection: perConnection, shapes: shapes)
             if let failed = zip(paths, statuses).first(where: { !(200..<400).contains($0.1) }) {
                 throw KilnError(
                     .restoreFailed, "GET \(failed.0) answered HTTP \(failed.1)", details: ProcessInspector.lastLines(ofFile: logPath, count: 15),
