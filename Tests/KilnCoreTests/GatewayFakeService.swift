@@ -173,6 +173,10 @@ final class FakeServiceHandler: ChannelInboundHandler {
         case "/head":
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: ["Content-Length": "1234"]))), promise: nil)
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        case "/localhost-only":
+            // A service that checks its Host: only `localhost` names, with a port or without.
+            let host = request.headers.first(name: "Host") ?? ""
+            respond(context, host.hasPrefix("localhost") ? .ok : .badRequest, body: host.hasPrefix("localhost") ? "ok" : "unknown host \(host)")
         case "/no-content":
             respond(context, .noContent, body: "")
         case "/close":

@@ -86,6 +86,22 @@ struct WarmupConnectionTests {
         #expect(service.connections == 3)
     }
 
+    /// A service that answers kiln's own requests but refuses the gateway's shape is told so,
+    /// with that shape's fields, not just "HTTP 400".
+    @Test func aRefusedShapeIsNamedInTheError() async throws {
+        let service = try await FakeService.start()
+        defer { Task { await service.stop() } }
+        do {
+            _ = try await Self.warmUp(service, [WarmupStep(count: 3, path: "/localhost-only")])
+            Issue.record("a warm-up whose second request was refused went on")
+        } catch let error as KilnError {
+            #expect(error.code == .warmupFailed && error.message.contains("HTTP 400"), "\(error)")
+            #expect(error.message.contains("as kiln serve forwards it") && error.message.contains("Host: 127.0.0.1:PORT"), "\(error)")
+            #expect(error.hint?.contains("unknown host 127.0.0.1:\(service.port)") == true, "\(error.hint ?? "")")
+        }
+        #expect(service.requests == 2, "the first (kiln's own) was answered, the second refused")
+    }
+
     @Test func aSingleRequestAsksToCloseItsConnection() async throws {
         let service = try await FakeService.start()
         defer { Task { await service.stop() } }

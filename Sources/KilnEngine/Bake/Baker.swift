@@ -472,11 +472,17 @@ extension Kiln {
                 try await InstanceHTTPClient.sendKeepingAlive(
                     repeatElement(step.path, count: step.count), to: endpoint, perConnection: Self.warmupRequestsPerConnection,
                     shapes: RequestShape.warmUp(function: function), timeout: .seconds(30)
-                ) { reply in
+                ) { reply, shape in
                     guard (200..<400).contains(reply.status) else {
+                        // A service that answers kiln's own requests but refuses another shape
+                        // (one that checks its Host, say) would refuse those clients as well.
+                        let refused = shape == .kiln ? "" : ", to \(shape.summary)"
                         throw KilnError(
-                            .warmupFailed, "warmup request GET \(step.path) answered HTTP \(reply.status)",
-                            hint: "warm up with paths that succeed; the reply was: \(reply.bodyText.prefix(200))")
+                            .warmupFailed, "warmup request GET \(step.path) answered HTTP \(reply.status)\(refused)",
+                            hint: shape == .kiln
+                                ? "warm up with paths that succeed; the reply was: \(reply.bodyText.prefix(200))"
+                                : "kiln warms a service up with the requests its clients and kiln serve send, so that they find its code compiled; let the service answer this one (the reply was: \(reply.bodyText.prefix(200)))"
+                        )
                     }
                     requests += 1
                 }

@@ -76,7 +76,7 @@ public enum InstanceHTTPClient {
     /// Sends `GET` of each of `paths` in turn over keep-alive connections of at most
     /// `perConnection` requests, the last of each asking to close it, as a browser or kiln's
     /// gateway would; a new connection is opened after that, or when the service closes one.
-    /// `each` sees every reply as it comes and may throw to stop. Warm-up
+    /// `each` sees every reply as it comes, with the shape of its request, and may throw to stop. Warm-up
     /// requests go this way: a service's keep-alive path is code a copy runs for every client
     /// that keeps its connection (the gateway does), and a snapshot warmed up only with
     /// `Connection: close` left it unrun (hello-jdk: a thawed copy's first kept-alive request
@@ -84,7 +84,7 @@ public enum InstanceHTTPClient {
     /// (``RequestShape/shape(at:of:perConnection:)``).
     public static func sendKeepingAlive(
         _ paths: some Collection<String>, to endpoint: ServiceEndpoint, perConnection: Int = .max, shapes: [RequestShape] = [.kiln],
-        timeout: Duration = .seconds(10), each: (HTTPReply) throws -> Void
+        timeout: Duration = .seconds(10), each: (HTTPReply, RequestShape) throws -> Void
     ) async throws {
         precondition(perConnection >= 1, "a connection carries at least one request")
         var channel: Channel?
@@ -99,7 +99,7 @@ public enum InstanceHTTPClient {
                 channel?.close(promise: nil)
                 channel = nil
             }
-            try each(reply)
+            try each(reply, shape)
         }
     }
 

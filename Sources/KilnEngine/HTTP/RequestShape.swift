@@ -25,6 +25,19 @@ public enum RequestShape: Sendable, Equatable {
     /// `X-Forwarded-For` of a proxy in front.
     case client
 
+    /// What a request of this shape is, and its fields, in words (for an error about one).
+    public var summary: String {
+        switch self {
+        case .kiln: "kiln's own request (Host: localhost:PORT, User-Agent: kiln)"
+        case .forwarded(let prefix):
+            "a request as kiln serve forwards it (Host: 127.0.0.1:PORT, User-Agent: curl/7.88.1, Accept: */*, "
+                + (prefix.map { "X-Forwarded-Prefix: \($0), " } ?? "") + "X-Forwarded-Proto: http)"
+        case .client:
+            "a library client's request (Host: localhost, Accept: application/json, text/plain, */*, Accept-Encoding: gzip, deflate, "
+                + "Accept-Language, X-Forwarded-For: 127.0.0.1)"
+        }
+    }
+
     /// The shapes a warm-up sends in turn, for a service served as `function` (nil: no route).
     public static func warmUp(function: String?) -> [RequestShape] {
         [.kiln, .forwarded(prefix: function.map { "/\($0)" }), .client]

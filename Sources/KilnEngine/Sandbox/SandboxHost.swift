@@ -103,7 +103,8 @@ package struct LinuxSandboxHost: SandboxHost {
     package func sendRequests(_ paths: [String], to endpoint: ServiceEndpoint, perConnection: Int, shapes: [RequestShape]) async throws -> [Int] {
         var statuses: [Int] = []
         try await InstanceHTTPClient.sendKeepingAlive(paths, to: endpoint, perConnection: perConnection, shapes: shapes, timeout: .seconds(30)) {
-            statuses.append($0.status)
+            reply, _ in
+            statuses.append(reply.status)
         }
         return statuses
     }
