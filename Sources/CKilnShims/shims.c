@@ -128,6 +128,11 @@ int kiln_is_nsfs(const char *path) {
     return info.f_type == 0x6e736673 /* NSFS_MAGIC */;
 }
 
+int kiln_mlock_on_fault(void *addr, unsigned long len) {
+    // glibc 2.36 has mlock2, but its header hides it from Swift's importer; 1 is MLOCK_ONFAULT.
+    return (int)syscall(SYS_mlock2, addr, len, 1);
+}
+
 int kiln_is_in_memory(const char *path) {
     struct statfs info;
     if (statfs(path, &info) != 0) return -1;

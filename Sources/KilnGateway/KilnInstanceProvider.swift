@@ -31,6 +31,12 @@ public final class KilnInstanceProvider: InstanceProvider {
     private let pools = Mutex<[String: PreparedNamespacePool]>([:])
     /// Thawed copies whose records are not saved yet.
     private let unsavedRecords = Mutex(ThawedRecords())
+    /// Per function, the page cache pages its latest standby copy's files had resident, held
+    /// against a host that pages idle memory out (``PageCachePin``); nil: never pinned.
+    private let standbyPins = Mutex<[String: PageCachePin]>([:])
+    /// Whether the host pages out idle memory (``IdlePageOut``): standby copies' files are
+    /// pinned only then.
+    private let hostPagesOutIdleMemory: Bool
     private let logger: Logger
 
     /// - Parameter logger: where verification and fallback are logged (default: kiln's own).
@@ -46,6 +52,10 @@ public final class KilnInstanceProvider: InstanceProvider {
         self.coldStartFallback = coldStartFallback
         self.remote = remote
         self.logger = logger ?? kiln.logger
+        hostPagesOutIdleMemory = !IdlePageOut.current().isEmpty
+        // The gateway's own code too: what a request at zero runs (the thaw, the connect) may
+        // not have run for minutes.
+        if hostPagesOutIdleMemory { PageCachePin.lockOwnExecutableOnFault() }
     }
 
     public func functionExists(_ function: String) -> Bool {
@@ -131,7 +141,26 @@ public final class KilnInstanceProvider: InstanceProvider {
         let duration = started.duration(to: .now)
         let pids = ProcessInspector.pids(inCgroup: record.cgroupPath)
         let memory = MemoryUsage.of(pids: pids.isEmpty ? [record.pid] : pids)
+        if hostPagesOutIdleMemory { pinFiles(of: record, function: function) }
         return StandbyReport(instance: Self.instance(record, .restored), duration: duration, memoryBytes: Int(memory.pssBytes))
+    }
+
+    /// Holds the page cache pages of the files a new standby copy maps (its page images, the
+    /// JDK's) against the host's idle page-out, for as long as the gateway runs: a copy thawed
+    /// after minutes would otherwise read back from disk what its first request needs and it
+    /// had not mapped itself (``PageCachePin``). The pages are resident already (only those are
+    /// pinned), so this holds memory the copies use rather than adding any; each new standby
+    /// copy's pin replaces its function's previous one (a replaced snapshot's images included).
+    private func pinFiles(of record: InstanceRecord, function: String) {
+        do {
+            let pin = try PageCachePin.pinning(filesMappedBy: record.pid)
+            standbyPins.withLock { $0[function] = pin }
+            logger.debug(
+                "holding the standby copies' file pages against the host's idle page-out",
+                metadata: ["function": "\(function)", "files": "\(pin.files)", "locked_mib": "\(pin.lockedBytes >> 20)"])
+        } catch {
+            logger.warning("could not pin a standby copy's file pages", metadata: ["function": "\(function)", "error": "\(error)"])
+        }
     }
 
     /// Thaws a ``StandbyMode/thaw`` standby copy: identity, afterRestore, readiness
@@ -206,6 +235,10 @@ public final class KilnInstanceProvider: InstanceProvider {
         }
         for pool in all { await pool.drain() }
         kiln.removePoolNamespaceDirectory()
+        for pin in standbyPins.withLock({ pins in
+            defer { pins = [:] }
+            return Array(pins.values)
+        }) { pin.release() }
     }
 
     public func isAlive(_ instance: GatewayInstance) -> Bool {

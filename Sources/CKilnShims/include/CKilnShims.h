@@ -44,6 +44,10 @@ int kiln_pipe_cloexec(int fds[2]);
 /// Whether `path` is a pinned namespace (an nsfs mount). Returns 1, 0, or -1 with errno.
 int kiln_is_nsfs(const char *path);
 
+/// mlock2(addr, len, MLOCK_ONFAULT): the pages of the range already mapped are locked, and
+/// every page faulted into it later. Returns 0, or -1 with errno.
+int kiln_mlock_on_fault(void *addr, unsigned long len);
+
 /// Whether `path` is on tmpfs or ramfs, i.e. in memory, never written to a disk (statfs(2)).
 /// Returns 1, 0, or -1 with errno.
 int kiln_is_in_memory(const char *path);

@@ -1,0 +1,109 @@
+import Foundation
+import Testing
+
+@testable import KilnSystem
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Holding a file's resident page cache pages (``PageCachePin``): what is resident is locked,
+/// what is not stays out, and a release unlocks everything.
+@Suite("page cache pins", .serialized)
+struct PageCachePinTests {
+    /// The locked bytes (`Locked:` of /proc/self/smaps) of the mapping that starts at `address`;
+    /// nil when there is none. Per mapping, not the process's `VmLck`: other suites' gateways
+    /// pin their standby copies' files in this process too.
+    static func lockedBytes(at address: UInt) -> Int? {
+        let smaps = ProcFile.text("/proc/self/smaps") ?? ""
+        let start = String(address, radix: 16)
+        var inside = false
+        for line in smaps.split(separator: "\n") {
+            // A mapping's first line starts with its range (hex-hex); its fields' lines with a name and a colon.
+            if let range = line.split(separator: " ").first, let dash = range.firstIndex(of: "-"), range[..<dash].allSatisfy(\.isHexDigit) {
+                inside = range[..<dash] == start
+                continue
+            }
+            if inside, line.hasPrefix("Locked:") {
+                return line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { Int($0) }.map { $0 * 1024 }
+            }
+        }
+        return nil
+    }
+
+    /// A file of `mib` MiB under /var/tmp (a disk, not tmpfs: its clean pages can leave the
+    /// page cache), written and synced so every page is resident and clean.
+    static func makeFile(mib: Int) throws -> String {
+        let path = "/var/tmp/kiln-pin-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        #expect(fd >= 0)
+        defer { close(fd) }
+        let chunk = [UInt8](repeating: 0x5a, count: 1 << 20)
+        for _ in 0..<mib { try chunk.withUnsafeBytes { try Descriptor.writeAll($0, to: fd, path: path) } }
+        #expect(fsync(fd) == 0)
+        return path
+    }
+
+    @Test func theResidentPagesOfAFileAreLockedAndReleased() throws {
+        let path = try Self.makeFile(mib: 4)
+        defer { unlink(path) }
+        let pin = try #require(PageCachePin.pinning(file: path))
+        #expect(pin.files == 1)
+        #expect(pin.lockedBytes == 4 << 20)
+        let address = try #require(pin.mappedAddresses.first)
+        #expect(Self.lockedBytes(at: address) == 4 << 20)
+        pin.release()
+        #expect(Self.lockedBytes(at: address) == nil, "unmapped")
+        #expect(pin.mappedAddresses.isEmpty)
+        pin.release()
+    }
+
+    @Test func pagesThatAreNotResidentAreLeftOut() throws {
+        let path = try Self.makeFile(mib: 4)
+        defer { unlink(path) }
+        // The second half leaves the page cache (clean pages: the kernel drops them at once).
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        #expect(posix_fadvise(fd, 2 << 20, 2 << 20, POSIX_FADV_DONTNEED) == 0)
+        close(fd)
+        let pin = try #require(PageCachePin.pinning(file: path))
+        defer { pin.release() }
+        #expect(pin.lockedBytes == 2 << 20, "locked \(pin.lockedBytes) bytes of a file half in the page cache")
+        #expect(Self.lockedBytes(at: try #require(pin.mappedAddresses.first)) == 2 << 20)
+    }
+
+    /// The gateway keeps the code it runs (``PageCachePin/lockOwnExecutableOnFault()``): its
+    /// executable's mappings are marked lock-on-fault (`lf` in smaps' VmFlags). Tried on the
+    /// test runner itself, whose text it then keeps while it runs.
+    @Test func theOwnExecutablesMappingsAreLockedOnFault() throws {
+        #expect(PageCachePin.lockOwnExecutableOnFault() > 0)
+        let executable = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+        let smaps = ProcFile.text("/proc/self/smaps") ?? ""
+        var inExecutable = false
+        var flagged = 0
+        for line in smaps.split(separator: "\n") {
+            if let range = line.split(separator: " ").first, let dash = range.firstIndex(of: "-"), range[..<dash].allSatisfy(\.isHexDigit) {
+                inExecutable = line.hasSuffix(executable)
+            } else if inExecutable, line.hasPrefix("VmFlags:") {
+                #expect(line.split(separator: " ").contains("lf"), "\(line)")
+                flagged += 1
+            }
+        }
+        #expect(flagged >= 2, "the executable's text and data mappings")
+    }
+
+    @Test func aProcessesMappedFilesArePinnedOnceEach() throws {
+        // The test runner maps its own binary and libraries (some more than once).
+        let pin = try PageCachePin.pinning(filesMappedBy: getpid())
+        defer { pin.release() }
+        let maps = ProcFile.text("/proc/self/maps") ?? ""
+        let files = Set(
+            maps.split(separator: "\n").compactMap { line -> String? in
+                let fields = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
+                return fields.count == 6 && fields[4] != "0" && fields[5].trimmingCharacters(in: .whitespaces).hasPrefix("/")
+                    ? "\(fields[3]):\(fields[4])" : nil
+            })
+        #expect(pin.files >= 1 && pin.files <= files.count, "\(pin.files) pinned of \(files.count) mapped files")
+        #expect(pin.lockedBytes > 0)
+        #expect(throws: KilnError.self) { try PageCachePin.pinning(filesMappedBy: Int32.max) }
+    }
+}
