@@ -141,7 +141,9 @@ public final class KilnInstanceProvider: InstanceProvider {
         let duration = started.duration(to: .now)
         let pids = ProcessInspector.pids(inCgroup: record.cgroupPath)
         let memory = MemoryUsage.of(pids: pids.isEmpty ? [record.pid] : pids)
-        if hostPagesOutIdleMemory { pinFiles(of: record, function: function) }
+        // In the background: locking a copy's ~200 MiB of resident pages takes a while, and the
+        // copy is ready for a request as soon as the pool has it.
+        if hostPagesOutIdleMemory { Task.detached(priority: .background) { self.pinFiles(of: record, function: function) } }
         return StandbyReport(instance: Self.instance(record, .restored), duration: duration, memoryBytes: Int(memory.pssBytes))
     }
 

@@ -172,6 +172,7 @@ extension Integration {
                 let gateway = try Self.serve(host, ["--standby", "crac=1", "--standby-mode", "ready"])
                 let waiting = try await Self.waitForStandbys(host, count: 1)
                 #expect(waiting.allSatisfy { $0.standbyMode == .ready && $0.afterRestoreMs != nil })
+                try await Self.waitForGatewayStandby(admin: gateway.admin, function: "crac")
                 let curl = try await Subprocess.run(
                     "curl", ["-s", "-D", "-", "-o", "/dev/null", "--max-time", "60", "http://127.0.0.1:\(gateway.port)/crac/state"])
                 #expect(curl.stdout.lowercased().hasPrefix("http/1.1 200"), "\(curl.stdout)")
@@ -195,12 +196,29 @@ extension Integration {
         }
 
         /// `kiln serve` as a separate process with `args`; its pid and public port.
-        static func serve(_ host: TestHost, _ args: [String]) throws -> (pid: Int32, port: Int) {
-            let port = Int.random(in: 20000...40000)
+        static func serve(_ host: TestHost, _ args: [String]) throws -> (pid: Int32, port: Int, admin: Int) {
+            let port = Int.random(in: 20000...30000)
+            let admin = Int.random(in: 30001...40000)
             let pid = try Subprocess.spawn(
-                kilnBinary, ["serve", "--listen", "127.0.0.1:\(port)", "--admin", "127.0.0.1:0"] + args,
+                kilnBinary, ["serve", "--listen", "127.0.0.1:\(port)", "--admin", "127.0.0.1:\(admin)"] + args,
                 environment: host.environment, stdout: .null, stderr: .null)
-            return (pid, port)
+            return (pid, port, admin)
+        }
+
+        /// Waits until the gateway on `admin` counts a standby copy of `function` ready (its admin
+        /// API): a copy's record says standby before the gateway's pool has taken it in.
+        static func waitForGatewayStandby(admin: Int, function: String, timeout: Duration = .seconds(90)) async throws {
+            let deadline = ContinuousClock.now + timeout
+            while ContinuousClock.now < deadline {
+                let reply = try await Subprocess.run("curl", ["-s", "--max-time", "5", "http://127.0.0.1:\(admin)/functions/\(function)"])
+                if let document = try? JSONSerialization.jsonObject(with: Data(reply.stdout.utf8)) as? [String: Any],
+                    let standby = document["standby"] as? [String: Any], (standby["ready"] as? Int ?? 0) >= 1
+                {
+                    return
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            Issue.record("the gateway counted no standby copy of \(function) within \(timeout)")
         }
 
         /// Waits until `count` standby copies of the host are frozen (or the time is up).
@@ -253,6 +271,7 @@ extension Integration {
                 // A gateway with one standby copy answers its first request at zero from it, labelled so; SIGTERM leaves nothing.
                 let gateway = try Self.serve(host, ["--standby", "crac=1"])
                 _ = try await Self.waitForStandbys(host, count: 1)
+                try await Self.waitForGatewayStandby(admin: gateway.admin, function: "crac")
                 let curl = try await Subprocess.run(
                     "curl", ["-s", "-D", "-", "-o", "/dev/null", "--max-time", "60", "http://127.0.0.1:\(gateway.port)/crac/state"])
                 let headers = curl.stdout.lowercased()
