@@ -96,14 +96,30 @@ struct PageCachePinTests {
         let pin = try PageCachePin.pinning(filesMappedBy: getpid())
         defer { pin.release() }
         let maps = ProcFile.text("/proc/self/maps") ?? ""
-        let files = Set(
-            maps.split(separator: "\n").compactMap { line -> String? in
-                let fields = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
-                return fields.count == 6 && fields[4] != "0" && fields[5].trimmingCharacters(in: .whitespaces).hasPrefix("/")
-                    ? "\(fields[3]):\(fields[4])" : nil
-            })
+        let files = Set(MapsLine.parse(maps).filter { $0.path != nil }.map(\.fileIdentity))
         #expect(pin.files >= 1 && pin.files <= files.count, "\(pin.files) pinned of \(files.count) mapped files")
         #expect(pin.lockedBytes > 0)
         #expect(throws: KilnError.self) { try PageCachePin.pinning(filesMappedBy: Int32.max) }
+    }
+}
+
+/// `/proc/PID/maps` lines as the kernel writes them (``MapsLine``).
+@Suite struct MapsLineTests {
+    @Test func aFileMappingHasItsRangeIdentityAndPath() throws {
+        let line = try #require(
+            MapsLine("7f2a71000000-7f2a73000000 rw-p 00001000 fe:00 1098928                    /var/lib/kiln/snapshots/boot/images/pages-1.img"))
+        #expect(line.range == 0x7f2a_7100_0000..<0x7f2a_7300_0000)
+        #expect(line.rangeText == "7f2a71000000-7f2a73000000")
+        #expect(line.fileIdentity == "fe:00:1098928")
+        #expect(line.path == "/var/lib/kiln/snapshots/boot/images/pages-1.img")
+    }
+
+    @Test func memoryThatMapsNoFileHasNoPath() throws {
+        #expect(try #require(MapsLine("7f2a584fe000-7f2a5853a000 rw-p 00000000 00:00 0 ")).path == nil)
+        #expect(try #require(MapsLine("55d1c5e4e000-55d1c5e6f000 rw-p 00000000 00:00 0                          [heap]")).path == nil)
+        #expect(try #require(MapsLine("7ffd1c3f2000-7ffd1c3f4000 r-xp 00000000 00:00 0                          [vdso]")).path == nil)
+        #expect(MapsLine("not a mapping") == nil)
+        #expect(MapsLine("7f00-7e00 r--p 00000000 00:00 0") == nil, "an end before its start")
+        #expect(MapsLine.parse("7f00-7f10 r--p 0 00:00 0\n\ngarbage\n8000-9000 r--p 0 fe:00 12 /a b").map(\.path) == [nil, "/a b"])
     }
 }

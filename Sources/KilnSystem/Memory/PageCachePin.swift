@@ -51,12 +51,8 @@ public final class PageCachePin: Sendable {
         var seen: Set<String> = []
         var regions: [Region] = []
         var locked = 0
-        for line in maps.split(separator: "\n") {
-            let fields = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
-            // address perms offset dev inode path: only mappings of a file (inode not 0, a path).
-            guard fields.count == 6, fields[4] != "0", fields[5].trimmingCharacters(in: .whitespaces).hasPrefix("/") else { continue }
-            guard seen.insert("\(fields[3]):\(fields[4])").inserted else { continue }
-            guard let region = pin("/proc/\(pid)/map_files/\(fields[0])") else { continue }
+        for mapping in MapsLine.parse(maps) where mapping.path != nil && seen.insert(mapping.fileIdentity).inserted {
+            guard let region = pin("/proc/\(pid)/map_files/\(mapping.rangeText)") else { continue }
             regions.append(region.region)
             locked += region.locked
         }
@@ -81,13 +77,9 @@ public final class PageCachePin: Sendable {
             let executable = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
         else { return 0 }
         var marked = 0
-        for line in maps.split(separator: "\n") {
-            let fields = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
-            guard fields.count == 6, fields[5].trimmingCharacters(in: .whitespaces) == executable else { continue }
-            let bounds = fields[0].split(separator: "-").compactMap { UInt($0, radix: 16) }
-            guard bounds.count == 2, bounds[1] > bounds[0] else { continue }
-            if kiln_mlock_on_fault(UnsafeMutableRawPointer(bitPattern: bounds[0]), UInt(bounds[1] - bounds[0])) == 0 {
-                marked += Int(bounds[1] - bounds[0])
+        for mapping in MapsLine.parse(maps) where mapping.path == executable {
+            if kiln_mlock_on_fault(UnsafeMutableRawPointer(bitPattern: mapping.range.lowerBound), UInt(mapping.range.count)) == 0 {
+                marked += mapping.range.count
             }
         }
         return marked
