@@ -3,6 +3,7 @@ import KilnOCI
 import KilnSnapshot
 import KilnSystem
 import Logging
+import NIOPosix
 import Synchronization
 
 /// Work a pool asks the gateway's run loop to do, so that every restore and every stop runs as a
@@ -189,7 +190,13 @@ public final class FunctionPool: Sendable {
             case .fail(let handler, let failure): handler(.failure(failure))
             case .launch(let verifyFirst): environment.commands.yield(.launch(self, verifyFirst: verifyFirst))
             case .launchStandby(let verifyFirst): environment.commands.yield(.launchStandby(self, verifyFirst: verifyFirst))
-            case .thaw(let instance): environment.commands.yield(.thaw(self, instance))
+            case .thaw(let instance):
+                let start = ContinuousClock.now
+                if let report = environment.provider.handOutAtOnce(instance) {
+                    handedOutAtOnce(report, duration: start.duration(to: .now))
+                } else {
+                    environment.commands.yield(.thaw(self, instance))
+                }
             case .stop(let instance): environment.commands.yield(.terminate(self, instance))
             case .recordThawed(let instance): environment.commands.yield(.recordThawed(instance))
             case .wake(let instant): environment.commands.yield(.maintain(self, at: instant))
@@ -203,6 +210,22 @@ public final class FunctionPool: Sendable {
             case .metric(let metric): record(metric)
             case .gauges(let gauges, let generation): record(gauges, generation: generation)
             }
+        }
+    }
+
+    /// A standby copy the provider handed out without a thaw step (a ready copy, still
+    /// frozen) takes its waiting requests now, and the provider finishes the hand-out (kiln:
+    /// the unfreeze) once they are on their way. On an event loop (the request's, usually) that
+    /// comes after the requests' own work there, which the grants queued on it: the request is
+    /// written before the copy wakes, with no other thread woken for either.
+    private func handedOutAtOnce(_ report: LaunchReport, duration: Duration) {
+        thawed(report, duration: duration)
+        let provider = environment.provider
+        let instance = report.instance
+        if let loop = MultiThreadedEventLoopGroup.currentEventLoop {
+            loop.execute { provider.handedOut(instance) }
+        } else {
+            provider.handedOut(instance)
         }
     }
 

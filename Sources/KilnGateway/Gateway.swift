@@ -24,6 +24,9 @@ public final class Gateway: Service, Sendable {
     let logger: Logger
     private let pools = Mutex<[String: FunctionPool]>([:])
     private let isClosed = Mutex(false)
+    /// The event loops requests come in on (the public listener's), for connections made ahead
+    /// of a request (``InstanceTransport/connectAhead(to:on:)``); none until a server says.
+    private let requestLoops = Mutex<[any EventLoop]>([])
     private let commands: AsyncStream<PoolCommand>
     private let commandSink: AsyncStream<PoolCommand>.Continuation
 
@@ -126,7 +129,11 @@ public final class Gateway: Service, Sendable {
                 }
             }
             do {
-                pool.standbyLaunched(try await provider.launchStandby(pool.function))
+                let report = try await provider.launchStandby(pool.function)
+                if report.acceptsConnectionsWhileFrozen {
+                    transport.connectAhead(to: report.instance, on: requestLoops.withLock { $0 })
+                }
+                pool.standbyLaunched(report)
             } catch {
                 pool.standbyLaunchFailed(error)
             }
@@ -150,6 +157,13 @@ public final class Gateway: Service, Sendable {
             guard (try? await Task.sleep(until: instant, clock: .continuous)) != nil else { return }
             pool.maintain()
         }
+    }
+
+    /// Tells the gateway which event loops its requests come in on (``GatewayServer`` passes
+    /// its public listener's), so it can have connections to standby copies made on them ahead
+    /// of their first request.
+    public func takeRequests(on loops: any EventLoopGroup) {
+        requestLoops.withLock { $0 = Array(loops.makeIterator()) }
     }
 
     /// The pool of a function, made on first use; nil for a name that is no function.

@@ -44,6 +44,7 @@ public final class GatewayServer: Sendable {
         // Set below, once `self` exists; the listeners report their ports through it.
         let reporter = PortReporter()
         listenerLoops = MultiThreadedEventLoopGroup(numberOfThreads: configuration.listenerThreads)
+        gateway.takeRequests(on: listenerLoops)
         let publicListener = PublicListener(gateway: gateway, address: configuration.listen, group: listenerLoops, logger: logger) { port in
             reporter.report(listen: port)
         }

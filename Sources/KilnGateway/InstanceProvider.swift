@@ -60,11 +60,17 @@ public struct StandbyReport: Sendable {
     public var duration: Duration
     /// Its memory (PSS) once frozen, if it could be measured.
     public var memoryBytes: Int?
+    /// Its service's listening socket is open while it is frozen (kiln: a ``StandbyMode/ready``
+    /// copy, frozen after its warm-up): connections to it can be made ahead of its first
+    /// request. The kernel completes their handshakes and queues them until the service accepts
+    /// them after its unfreeze, so none of the service's idle timeouts runs on them meanwhile.
+    public var acceptsConnectionsWhileFrozen: Bool
 
-    public init(instance: GatewayInstance, duration: Duration, memoryBytes: Int?) {
+    public init(instance: GatewayInstance, duration: Duration, memoryBytes: Int?, acceptsConnectionsWhileFrozen: Bool = false) {
         self.instance = instance
         self.duration = duration
         self.memoryBytes = memoryBytes
+        self.acceptsConnectionsWhileFrozen = acceptsConnectionsWhileFrozen
     }
 }
 
@@ -112,6 +118,12 @@ public protocol InstanceProvider: Sendable {
     /// Thaws a standby copy, gives it its identity and returns once it answers; on failure the
     /// copy is gone.
     func thaw(_ standby: GatewayInstance) async throws -> LaunchReport
+    /// Hands out a standby copy that needs nothing done before it takes requests, at once and
+    /// without blocking (kiln: a ``StandbyMode/ready`` copy, still frozen: its requests are
+    /// queued by the kernel until ``handedOut(_:)`` unfreezes it); nil for a copy that needs
+    /// ``thaw(_:)``. Called where the pool found the copy needed, usually on the event loop of
+    /// the request it is for, so that request goes out without waiting for another thread.
+    func handOutAtOnce(_ standby: GatewayInstance) -> LaunchReport?
     /// Called once the requests waiting for a thawed copy were handed to it (their forwarding
     /// under way): what ``thaw(_:)`` left for later (kiln: a ready copy's unfreeze).
     func handedOut(_ thawed: GatewayInstance)
@@ -131,6 +143,8 @@ extension InstanceProvider {
     public func thaw(_ standby: GatewayInstance) async throws -> LaunchReport {
         throw LaunchFailure(restoreError: "this provider keeps no standby copies", coldStartError: nil)
     }
+
+    public func handOutAtOnce(_ standby: GatewayInstance) -> LaunchReport? { nil }
 
     public func handedOut(_ thawed: GatewayInstance) {}
 

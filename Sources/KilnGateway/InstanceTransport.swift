@@ -78,8 +78,17 @@ public protocol InstanceTransport: Sendable {
     func send(
         _ request: ForwardedRequest, to instance: GatewayInstance, timeout: Duration, on loop: any EventLoop, receiver: any ResponseReceiver
     ) -> any ResponseReading
+    /// Makes connections to `instance` ahead of its first request, one for each of `loops`
+    /// (the loops requests come in on), for an instance that does not run yet but takes
+    /// connections (``StandbyReport/acceptsConnectionsWhileFrozen``). Transports that keep no
+    /// connections ignore it.
+    func connectAhead(to instance: GatewayInstance, on loops: [any EventLoop])
     /// Drops whatever is kept for an instance that is going away (idle connections).
     func forget(_ instance: GatewayInstance)
     /// Closes everything (at gateway shutdown).
     func shutdown()
+}
+
+extension InstanceTransport {
+    public func connectAhead(to instance: GatewayInstance, on loops: [any EventLoop]) {}
 }

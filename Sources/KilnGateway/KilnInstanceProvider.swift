@@ -144,16 +144,26 @@ public final class KilnInstanceProvider: InstanceProvider {
         // In the background: locking a copy's ~200 MiB of resident pages takes a while, and the
         // copy is ready for a request as soon as the pool has it.
         if hostPagesOutIdleMemory { Task.detached(priority: .background) { self.pinFiles(of: record, function: function) } }
-        return StandbyReport(instance: Self.instance(record, .restored), duration: duration, memoryBytes: Int(memory.pssBytes))
+        return StandbyReport(
+            instance: Self.instance(record, .restored), duration: duration, memoryBytes: Int(memory.pssBytes),
+            acceptsConnectionsWhileFrozen: record.standbyMode == .ready)
     }
 
     /// Holds the page cache pages of the files a new standby copy maps (its page images, the
     /// JDK's) against the host's idle page-out, for as long as the gateway runs: a copy thawed
     /// after minutes would otherwise read back from disk what its first request needs and it
     /// had not mapped itself (``PageCachePin``). The pages are resident already (only those are
-    /// pinned), so this holds memory the copies use rather than adding any; each new standby
-    /// copy's pin replaces its function's previous one (a replaced snapshot's images included).
+    /// pinned), so this holds memory the copies use rather than adding any. A copy that maps
+    /// only files its function's pin holds already (every replacement of a thawed copy of the
+    /// same snapshot) needs none: locking ~200 MiB again each time took the CPU from the
+    /// requests the thawed copy was answering meanwhile. One that maps others (a replaced
+    /// snapshot's images) gets a pin of its own, which replaces the function's previous one.
     private func pinFiles(of record: InstanceRecord, function: String) {
+        if let mapped = PageCachePin.fileIdentities(mappedBy: record.pid),
+            let held = standbyPins.withLock({ $0[function]?.fileIdentities }), mapped.isSubset(of: held)
+        {
+            return
+        }
         do {
             let pin = try PageCachePin.pinning(filesMappedBy: record.pid)
             standbyPins.withLock { $0[function] = pin }
@@ -178,16 +188,20 @@ public final class KilnInstanceProvider: InstanceProvider {
         // CPUs) then no longer stands between kiln and the request: the readiness request kiln
         // sent after the unfreeze took 2-7 ms (the first after a freeze), the record's save
         // after it 2.5-8 ms (Spring sample, kiln bench standby).
-        if record.standbyMode == .ready {
-            let handedOut = try kiln.handOutFrozen(record)
-            unsavedRecords.withLock { $0.thawed(handedOut.id) }
-            return LaunchReport(instance: Self.instance(handedOut, .thawed))
-        }
+        if record.standbyMode == .ready, let report = handOutAtOnce(standby) { return report }
         // Any other copy is thawed into its identity and answers first; its record is saved
         // once its first request is over (``recordThawed(_:)``).
         let thawed = try await kiln.thaw(record, manifest: manifest, readinessTimeout: readinessTimeout, savingRecord: false)
         unsavedRecords.withLock { $0.thawed(thawed.id) }
         return LaunchReport(instance: Self.instance(thawed, .thawed))
+    }
+
+    /// Hands out a ``StandbyMode/ready`` copy still frozen (``Kiln/handOutFrozen(_:)``), from
+    /// the request's own thread; nil for any other copy.
+    public func handOutAtOnce(_ standby: GatewayInstance) -> LaunchReport? {
+        guard let record = standby.record, record.standbyMode == .ready, let handedOut = try? kiln.handOutFrozen(record) else { return nil }
+        unsavedRecords.withLock { $0.thawed(handedOut.id) }
+        return LaunchReport(instance: Self.instance(handedOut, .thawed))
     }
 
     /// A thawed copy's requests are on their way: a ready copy handed out frozen is unfrozen

@@ -23,7 +23,10 @@ import Synchronization
 public final class PooledInstanceTransport: InstanceTransport {
     private struct Idle {
         var connection: InstanceConnection
-        var since: ContinuousClock.Instant
+        /// Since when the service has had it idle; nil for a connection made ahead to a frozen
+        /// instance (``connectAhead(to:on:)``), which the service has not accepted yet and so
+        /// cannot time out: its clock starts when the instance takes its first request.
+        var since: ContinuousClock.Instant?
     }
 
     /// Idle connections kept per instance; more are closed after use.
@@ -76,8 +79,23 @@ public final class PooledInstanceTransport: InstanceTransport {
         return exchange
     }
 
+    /// Connects to a frozen instance ahead of its first request, one connection per loop, and
+    /// keeps them idle. A request at zero then finds its connection made: no namespace switch,
+    /// no handshake and no new channel between the thaw and the request (and Tomcat's acceptor
+    /// takes the connection as the copy wakes, while the request is already queued on it).
+    /// Failures are left to the first request, which connects as usual.
+    public func connectAhead(to instance: GatewayInstance, on loops: [any EventLoop]) {
+        let instanceID = instance.id
+        for loop in loops {
+            guard let socket = try? connect(instance) else { return }
+            InstanceConnection.open(socket: socket, on: loop) { connection in self.checkIn(connection, for: instanceID) }
+                .whenSuccess { connection in self.checkIn(connection, for: instanceID, idleSince: nil) }
+        }
+    }
+
     /// The most recently used live idle connection on `loop` (the warmest); dead or stale ones
-    /// are dropped on the way.
+    /// are dropped on the way. Taking one wakes the instance (its first request, or a later
+    /// one): its connections made ahead start their idle clocks now.
     private func checkOut(_ id: String, on loop: any EventLoop) -> InstanceConnection? {
         let now = ContinuousClock.now
         var discarded: [InstanceConnection] = []
@@ -89,22 +107,32 @@ public final class PooledInstanceTransport: InstanceTransport {
             while index > 0 {
                 index -= 1
                 let entry = table[id]![index]
-                guard entry.connection.channel.isActive, entry.since.duration(to: now) < maxIdleTime else {
+                guard entry.connection.channel.isActive, entry.since.map({ $0.duration(to: now) < maxIdleTime }) ?? true else {
                     discarded.append(table[id]!.remove(at: index).connection)
                     continue
                 }
                 if entry.connection.channel.eventLoop === loop {
-                    return table[id]!.remove(at: index).connection
+                    let found = table[id]!.remove(at: index).connection
+                    for other in table[id]!.indices where table[id]![other].since == nil { table[id]![other].since = now }
+                    return found
                 }
             }
             return nil
         }
     }
 
-    private func checkIn(_ connection: InstanceConnection, for id: String) {
+    /// Keeps an idle connection: idle since now, or (`idleSince` nil) made ahead and not
+    /// accepted yet. A connection made ahead to an instance that went away before it was kept
+    /// here would stay for good (no request looks for it, and ``forget(_:)`` has run): each
+    /// such check-in first sweeps out every closed connection.
+    private func checkIn(_ connection: InstanceConnection, for id: String, idleSince since: ContinuousClock.Instant? = .now) {
         let kept = idle.withLock { table -> Bool in
+            if since == nil {
+                for key in table.keys { table[key]!.removeAll { !$0.connection.channel.isActive } }
+                table = table.filter { !$0.value.isEmpty }
+            }
             guard table[id, default: []].count < maxIdlePerInstance else { return false }
-            table[id, default: []].append(Idle(connection: connection, since: .now))
+            table[id, default: []].append(Idle(connection: connection, since: since))
             return true
         }
         if !kept { connection.close() }

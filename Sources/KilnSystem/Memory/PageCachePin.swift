@@ -31,11 +31,21 @@ public final class PageCachePin: Sendable {
     public let lockedBytes: Int
     /// How many distinct files are held.
     public let files: Int
+    /// The files looked at (device and inode, as `/proc/PID/maps` gives them), held or not:
+    /// a later copy mapping no others needs no pin of its own (``fileIdentities(mappedBy:)``).
+    public let fileIdentities: Set<String>
 
-    private init(regions: [Region], lockedBytes: Int, files: Int) {
+    private init(regions: [Region], lockedBytes: Int, files: Int, fileIdentities: Set<String> = []) {
         self.regions = Mutex(regions)
         self.lockedBytes = lockedBytes
         self.files = files
+        self.fileIdentities = fileIdentities
+    }
+
+    /// The files process `pid` maps, by device and inode; nil once it is gone.
+    public static func fileIdentities(mappedBy pid: Int32) -> Set<String>? {
+        guard let maps = ProcFile.text("/proc/\(pid)/maps") else { return nil }
+        return Set(MapsLine.parse(maps).filter { $0.path != nil }.map(\.fileIdentity))
     }
 
     deinit { release() }
@@ -56,7 +66,7 @@ public final class PageCachePin: Sendable {
             regions.append(region.region)
             locked += region.locked
         }
-        return PageCachePin(regions: regions, lockedBytes: locked, files: regions.count)
+        return PageCachePin(regions: regions, lockedBytes: locked, files: regions.count, fileIdentities: seen)
     }
 
     /// Pins the resident pages of the file at `path` (any path `open` takes).
