@@ -79,7 +79,7 @@ public struct StandbyBenchmarkReport: Codable, Sendable {
             lines.append(
                 "  kiln serve, first request at zero with 1 standby: p50 \(ms(atZero.p50)) (served by \(Set(atZeroServedBy).sorted().joined(separator: ", ")))"
             )
-            lines.append("  kiln serve, request to the warm instance:        p50 \(ms(warm.p50)) (right after another)")
+            lines.append("  kiln serve, request to the warm instance:        p50 \(ms(warm.p50)) (compiled, right after another)")
             if let idle = gatewayIdleWarm {
                 lines.append(
                     "  kiln serve, request to the warm instance idle:   p50 \(ms(idle.p50)) (after \(Int(Kiln.standbyWait.milliseconds)) ms without a request, as long as the standby copy waited)"
@@ -175,9 +175,9 @@ extension Kiln {
     /// An in-process gateway keeping one standby copy and no running instance: each round waits
     /// until the standby copy is frozen and nothing runs, sends one request (which thaws it),
     /// waits until the replacement standby copy is frozen (its restore would otherwise compete
-    /// with the warm requests for the CPU), sends a few to the now warm instance, each on a new
-    /// connection, and one more after the instance sat idle as long as the standby copy waited,
-    /// and drains back to zero.
+    /// with the warm requests for the CPU) and the thawed copy's JIT compilers are quiet, sends a
+    /// few to the now warm instance, each on a new connection, and one more after the instance
+    /// sat idle as long as the standby copy waited, and drains back to zero.
     private func measureGatewayAtZero(
         _ manifest: SnapshotManifest, runs: Int, path: String, mode: StandbyMode, progress: @escaping @Sendable (String) -> Void
     ) async throws -> (atZero: [Double], warm: [Double], idleWarm: [Double], servedBy: [String]) {
@@ -207,6 +207,11 @@ extension Kiln {
                     atZero.append(elapsed)
                     servedBy.append(way)
                     try await waitForReplacement(gateway, manifest.name)
+                    // Warm means compiled: the thawed copy's first requests set off compilations,
+                    // which would otherwise slow the requests it is compared with.
+                    if let id = try? gateway.function(manifest.name).instances.first?.id, let record = try? instance(id) {
+                        _ = try await waitForIdleCompilers(inCgroup: record.cgroupPath)
+                    }
                     for _ in 0..<3 { warm.append(try await timedRequest(port: port, path: target).ms) }
                     try await Task.sleep(for: Self.standbyWait)
                     idleWarm.append(try await timedRequest(port: port, path: target).ms)

@@ -83,6 +83,34 @@ struct CompilerSettlingTests {
         #expect(CompilerActivity.cpuNanoseconds(ofProcesses: [Int32.max]) == nil)
         #expect(CompilerActivity.cpuNanoseconds(ofProcesses: []) == nil)
     }
+
+    /// A process named like a C2 compiler thread stands in for a JVM's: its scheduling goes to
+    /// SCHED_IDLE and back; a process with no such thread is left alone.
+    @Test func compilerThreadsWaitAtIdlePriorityAndComeBack() throws {
+        // A process's name is its program's file name, cut to 15 characters: `sleep` run as
+        // `C2 CompilerThread0` shows what HotSpot's compiler thread shows. (Another process's
+        // `comm` cannot be written.)
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kiln-compiler-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try FileManager.default.createSymbolicLink(atPath: "\(directory)/C2 CompilerThread0", withDestinationPath: "/bin/sleep")
+        let compiler = try Subprocess.spawn("\(directory)/C2 CompilerThread0", ["30"])
+        let other = try Subprocess.spawn("/bin/sleep", ["30"])
+        defer {
+            for pid in [compiler, other] {
+                kill(pid, SIGKILL)
+                _ = Subprocess.wait(pid)
+            }
+        }
+        #expect(CompilerActivity.compilerThreads(ofProcesses: [compiler, other]).map(\.tid) == [compiler])
+
+        #expect(CompilerScheduling.yieldToRequests(ofProcesses: [compiler, other]) == 1)
+        #expect(CompilerScheduling.isIdle(compiler))
+        #expect(!CompilerScheduling.isIdle(other))
+        #expect(CompilerScheduling.restore(ofProcesses: [compiler, other]) == 1)
+        #expect(!CompilerScheduling.isIdle(compiler))
+        #expect(CompilerScheduling.restore(ofProcesses: [compiler, other]) == 0, "nothing left to put back")
+    }
 }
 
 /// /proc files say they are empty and come a page at a time: read whole, they are all there.

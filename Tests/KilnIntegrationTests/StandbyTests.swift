@@ -140,6 +140,8 @@ extension Integration {
                     #expect(CgroupFreezer(path: copy.cgroupPath).isFrozen, "\(copy.id) should be frozen")
                     #expect(copy.afterRestoreMs != nil, "\(copy.id) should have run its afterRestore before its freeze")
                     #expect(FileManager.default.fileExists(atPath: "\(host.kiln.instanceDirectory(copy.id))/agent/control/restore.done"))
+                    let compilers = Self.compilerThreads(copy)
+                    #expect(!compilers.isEmpty && compilers.allSatisfy(CompilerScheduling.isIdle), "\(copy.id)'s compilers wait at SCHED_IDLE")
                 }
                 let before = standbys.map(Self.cpuUsage)
                 try await Task.sleep(for: .seconds(1))
@@ -155,6 +157,7 @@ extension Integration {
                     let claimed = try #require(host.kiln.claimStandby(of: "crac"))
                     let copy = try await host.kiln.thaw(claimed, manifest: manifest)
                     #expect(copy.standby == nil && copy.thawMs != nil)
+                    #expect(!Self.compilerThreads(copy).contains(where: CompilerScheduling.isIdle), "its compilers are back to normal once thawed")
                     let state = try await CRaCAgentTests.state(host, copy)
                     #expect(state["instance"] == copy.id && state["host"] == copy.id, "identity of \(copy.id): \(state)")
                     #expect(state["after"] == "2", "afterRestore ran once, at the restore, not again at the thaw: \(state)")
@@ -187,12 +190,20 @@ extension Integration {
                 }
                 #expect(record.standby == nil && record.thawedAt != nil && record.thawMs != nil, "\(record)")
                 #expect(!CgroupFreezer(path: record.cgroupPath).isFrozen)
+                let compilers = Self.compilerThreads(record)
+                #expect(
+                    !compilers.isEmpty && !compilers.contains(where: CompilerScheduling.isIdle), "compilers back to normal after the first request")
                 kill(gateway.pid, SIGTERM)
                 #expect(Subprocess.wait(gateway.pid) == .exited(0))
                 #expect(host.kiln.instanceRecords().isEmpty)
                 #expect(Self.frozenCgroups(host).isEmpty)
                 try await expectNoLeftovers(host)
             }
+        }
+
+        /// The thread ids of a copy's JIT compiler threads.
+        static func compilerThreads(_ copy: InstanceRecord) -> [Int32] {
+            CompilerActivity.compilerThreads(ofProcesses: ProcessInspector.pids(inCgroup: copy.cgroupPath)).map(\.tid)
         }
 
         /// `kiln serve` as a separate process with `args`; its pid and public port.

@@ -173,6 +173,10 @@ extension Kiln {
                     paths: paths, port: manifest.sandbox.port, perConnection: Self.warmupRequestsPerConnection,
                     shapes: RequestShape.warmUp(function: manifest.name))
                 let settling = try await waitForIdleCompilers(inCgroup: sandbox.instance.cgroupPath)
+                // Its compilers wait at SCHED_IDLE until its first request after the thaw is
+                // over (``recordThawed(_:)``): what that request sets off to compile no longer
+                // takes the CPU from it.
+                CompilerScheduling.yieldToRequests(ofProcesses: ProcessInspector.pids(inCgroup: sandbox.instance.cgroupPath))
                 try sandbox.freeze()
                 record.standby = true
                 record.standbyMode = .ready
@@ -282,7 +286,11 @@ extension Kiln {
     /// Saves the record of a copy ``thaw(_:manifest:readinessTimeout:pollInterval:savingRecord:)``
     /// thawed without saving it, or ``unfreezeHandedOut(_:)`` unfroze (the gateway: its request
     /// goes first), and drops its thaw claim. Creates nothing when the copy's directory is gone.
+    /// A ``StandbyMode/ready`` copy's JIT compilers, kept at `SCHED_IDLE` since its freeze so
+    /// that its first request had the CPU, get their ordinary scheduling back.
     public func recordThawed(_ record: InstanceRecord) throws {
+        // A ready copy's compilers waited at SCHED_IDLE for this (``CompilerScheduling``).
+        if record.standbyMode == .ready { CompilerScheduling.restore(ofProcesses: ProcessInspector.pids(inCgroup: record.cgroupPath)) }
         try save(record)
         try? FileManager.default.removeItem(atPath: "\(instanceDirectory(record.id))/\(Self.thawClaimFile)")
     }
@@ -339,7 +347,7 @@ extension Kiln {
     /// ``readyStandbySettleWindow``, at most ``readyStandbySettleLimit``. Returns how long it
     /// waited and whether they went quiet; a service without compiler threads (no JVM) returns
     /// at once.
-    func waitForIdleCompilers(inCgroup cgroupPath: String) async throws -> (ms: Double, settled: Bool) {
+    package func waitForIdleCompilers(inCgroup cgroupPath: String) async throws -> (ms: Double, settled: Bool) {
         let start = ContinuousClock.now
         var settling = CompilerSettling(window: Self.readyStandbySettleWindow, quietShare: 0.02, limit: Self.readyStandbySettleLimit)
         while let cpu = CompilerActivity.cpuNanoseconds(ofProcesses: ProcessInspector.pids(inCgroup: cgroupPath)) {

@@ -11,20 +11,28 @@ public enum CompilerActivity {
     public static func cpuNanoseconds(ofProcesses pids: [Int32]) -> UInt64? {
         var total: UInt64 = 0
         var found = false
-        for pid in pids {
-            guard let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task") else { continue }
-            for tid in tasks {
-                let directory = "/proc/\(pid)/task/\(tid)"
-                guard let comm = ProcFile.text("\(directory)/comm"), isCompilerThread(comm) else { continue }
-                // A thread that ended between the listing and this read simply counts no more.
-                guard let stat = ProcFile.text("\(directory)/schedstat"),
-                    let first = stat.split(separator: " ").first, let nanoseconds = UInt64(first)
-                else { continue }
-                total += nanoseconds
-                found = true
-            }
+        for (pid, tid) in compilerThreads(ofProcesses: pids) {
+            // A thread that ended between the listing and this read simply counts no more.
+            guard let stat = ProcFile.text("/proc/\(pid)/task/\(tid)/schedstat"),
+                let first = stat.split(separator: " ").first, let nanoseconds = UInt64(first)
+            else { continue }
+            total += nanoseconds
+            found = true
         }
         return found ? total : nil
+    }
+
+    /// The compiler threads of `pids`: each one's process and thread id.
+    public static func compilerThreads(ofProcesses pids: [Int32]) -> [(pid: Int32, tid: Int32)] {
+        var threads: [(pid: Int32, tid: Int32)] = []
+        for pid in pids {
+            guard let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task") else { continue }
+            for task in tasks {
+                guard let tid = Int32(task), let comm = ProcFile.text("/proc/\(pid)/task/\(task)/comm"), isCompilerThread(comm) else { continue }
+                threads.append((pid, tid))
+            }
+        }
+        return threads
     }
 
     /// Whether a thread's `comm` names a JIT compiler thread (HotSpot's C1/C2, OpenJ9's).
