@@ -77,9 +77,11 @@ public struct StandbyBenchmarkReport: Codable, Sendable {
         }
         if let atZero = gatewayAtZero, let warm = gatewayWarm, let ratio = atZeroOverWarm {
             lines.append(
-                "  kiln serve, first request at zero with 1 standby: p50 \(ms(atZero.p50)) (served by \(Set(atZeroServedBy).sorted().joined(separator: ", ")))"
+                "  kiln serve, first request at zero with 1 standby: p50 \(ms(atZero.p50)) (min \(ms(atZero.min)), p90 \(ms(atZero.p90)), n=\(atZero.count); served by \(Set(atZeroServedBy).sorted().joined(separator: ", ")))"
             )
-            lines.append("  kiln serve, request to the warm instance:        p50 \(ms(warm.p50)) (compiled, right after another)")
+            lines.append(
+                "  kiln serve, request to the warm instance:        p50 \(ms(warm.p50)) (min \(ms(warm.min)), p90 \(ms(warm.p90)), n=\(warm.count); compiled, right after another)"
+            )
             if let idle = gatewayIdleWarm {
                 lines.append(
                     "  kiln serve, request to the warm instance idle:   p50 \(ms(idle.p50)) (after \(Int(Kiln.standbyWait.milliseconds)) ms without a request, as long as the standby copy waited)"

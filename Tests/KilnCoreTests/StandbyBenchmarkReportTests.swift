@@ -28,6 +28,14 @@ import Testing
         #expect(text.contains("request to the warm instance idle:   p50 4.0 ms (after 500 ms without a request"), "\(text)")
     }
 
+    /// Warm requests spread widely on a shared machine: the report shows how widely.
+    @Test func theSpreadOfTheRequestsAtZeroAndOfTheWarmOnesIsShown() {
+        let text = Self.report(atZero: [4, 5, 9], warm: [1, 2, 8], idleWarm: nil).summary
+        #expect(text.contains("first request at zero with 1 standby: p50 5.0 ms (min 4.0 ms, p90 "), "\(text)")
+        #expect(text.contains("request to the warm instance:        p50 2.0 ms (min 1.0 ms, p90 "), "\(text)")
+        #expect(text.contains("n=3; compiled, right after another)"), "\(text)")
+    }
+
     @Test func aReportFromBeforeTheIdleBaselineStillDecodesAndSaysNothingOfIt() throws {
         var fields = try #require(
             JSONSerialization.jsonObject(with: JSONEncoder().encode(Self.report(atZero: [6], warm: [2], idleWarm: [4]))) as? [String: Any])
