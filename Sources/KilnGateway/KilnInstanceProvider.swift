@@ -183,12 +183,9 @@ public final class KilnInstanceProvider: InstanceProvider {
         guard let record = standby.record, let manifest = manifests.withLock({ $0[standby.function] }) else {
             throw LaunchFailure(restoreError: "standby copy \(standby.id) has no record or verified snapshot", coldStartError: nil)
         }
-        // A ready copy is handed out still frozen: its request is sent first and queued by the
-        // kernel, and ``handedOut(_:)`` unfreezes it. Its wake (40 JVM threads at once, on both
-        // CPUs) then no longer stands between kiln and the request: the readiness request kiln
-        // sent after the unfreeze took 2-7 ms (the first after a freeze), the record's save
-        // after it 2.5-8 ms (Spring sample, kiln bench standby).
-        if record.standbyMode == .ready, let report = handOutAtOnce(standby) { return report }
+        // The pool hands a ready copy out itself (``handOutAtOnce(_:)``); one that comes here
+        // anyway is handed out the same way.
+        if let report = handOutAtOnce(standby) { return report }
         // Any other copy is thawed into its identity and answers first; its record is saved
         // once its first request is over (``recordThawed(_:)``).
         let thawed = try await kiln.thaw(record, manifest: manifest, readinessTimeout: readinessTimeout, savingRecord: false)
@@ -197,7 +194,11 @@ public final class KilnInstanceProvider: InstanceProvider {
     }
 
     /// Hands out a ``StandbyMode/ready`` copy still frozen (``Kiln/handOutFrozen(_:)``), from
-    /// the request's own thread; nil for any other copy.
+    /// the request's own thread; nil for any other copy. Its request is sent first and queued by
+    /// the kernel, and ``handedOut(_:)`` unfreezes it: its wake (40 JVM threads at once, on both
+    /// CPUs) no longer stands between kiln and the request (the readiness request kiln once sent
+    /// after the unfreeze took 2-7 ms, the record's save after it 2.5-8 ms; Spring sample,
+    /// `kiln bench standby`).
     public func handOutAtOnce(_ standby: GatewayInstance) -> LaunchReport? {
         guard let record = standby.record, record.standbyMode == .ready, let handedOut = try? kiln.handOutFrozen(record) else { return nil }
         unsavedRecords.withLock { $0.thawed(handedOut.id) }

@@ -94,8 +94,8 @@ public final class PooledInstanceTransport: InstanceTransport {
     }
 
     /// The most recently used live idle connection on `loop` (the warmest); dead or stale ones
-    /// are dropped on the way. Taking one wakes the instance (its first request, or a later
-    /// one): its connections made ahead start their idle clocks now.
+    /// are dropped on the way. Taking one made ahead wakes its instance: its other connections
+    /// made ahead start their idle clocks now.
     private func checkOut(_ id: String, on loop: any EventLoop) -> InstanceConnection? {
         let now = ContinuousClock.now
         var discarded: [InstanceConnection] = []
@@ -112,9 +112,12 @@ public final class PooledInstanceTransport: InstanceTransport {
                     continue
                 }
                 if entry.connection.channel.eventLoop === loop {
-                    let found = table[id]!.remove(at: index).connection
-                    for other in table[id]!.indices where table[id]![other].since == nil { table[id]![other].since = now }
-                    return found
+                    // The first connection taken from a frozen instance is one made ahead (one
+                    // waits on every loop): only then do the others need their clocks started.
+                    if entry.since == nil {
+                        for other in table[id]!.indices where table[id]![other].since == nil { table[id]![other].since = now }
+                    }
+                    return table[id]!.remove(at: index).connection
                 }
             }
             return nil

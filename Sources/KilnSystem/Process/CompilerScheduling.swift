@@ -28,7 +28,7 @@ public enum CompilerScheduling {
     public static func restore(ofProcesses pids: [Int32]) -> Int {
         var parameters = sched_param(sched_priority: 0)
         return CompilerActivity.compilerThreads(ofProcesses: pids).filter {
-            sched_getscheduler($0.tid) == schedIdle && sched_setscheduler($0.tid, Int32(SCHED_OTHER), &parameters) == 0
+            isIdle($0.tid) && sched_setscheduler($0.tid, Int32(SCHED_OTHER), &parameters) == 0
         }.count
     }
 
