@@ -32,7 +32,7 @@ $J17/bin/javac --release 17 -d "$work/launcher" "$here"/test/launcher/*.java || 
 # next to crac-1.5.0.jar; SPRING_LIB to point elsewhere).
 SPRING_LIB=${SPRING_LIB:-$(dirname "$CRAC_JAR")}
 spring_cp=""
-scenarios="order order-child weak fail block app identity io-stacks"
+scenarios="order order-child weak fail block app identity io-stacks trim"
 if ls "$SPRING_LIB"/spring-context-6*.jar >/dev/null 2>&1; then
   spring_jars=$(ls "$SPRING_LIB"/spring-{core,beans,context,aop,expression,jcl}-6*.jar "$SPRING_LIB"/micrometer-{observation,commons}-*.jar 2>/dev/null | tr '\n' ':')
   mkdir -p "$work/spring-classes"

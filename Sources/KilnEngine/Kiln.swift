@@ -83,6 +83,9 @@ public struct Kiln: Sendable {
     public var hostCheck = HostCheckPolicy()
     /// Opens a network by name instead of kiln's CNI networks (a fake in tests).
     package var openNetwork: (@Sendable (String) throws -> any SandboxNetwork)?
+    /// How long a ``StandbyMode/ready`` copy waits before its native heap trim (HotSpot's
+    /// chunk-pool cleaner first; none in tests with a fake agent).
+    package var readyStandbyTrimWait = JVMCompactor.chunkPoolCleanupWait
 
     public static func open(paths: KilnPaths = .fromEnvironment(), logger: Logger = Logger(label: "kiln"), toDo action: String) throws -> Kiln {
         try HostPrivileges.requireRoot(toDo: action)

@@ -209,6 +209,19 @@ extension SandboxLifecycleTests {
         #expect(old.deliveryMs(clockOffsetNanos: 0) == nil)
     }
 
+    /// HotSpot's report of `System.trim_native_heap`: a whole number and a unit in parentheses,
+    /// `-` for memory given back.
+    @Test func aTrimReportGivesTheBytesReturned() {
+        func returned(_ report: String) -> Int64? { NativeHeapTrim(report: report, elapsedMs: 1).returnedBytes }
+        #expect(returned("Trim native heap: RSS+Swap: 129M->124M (-4656K)") == Int64(4656) << 10)
+        #expect(returned("Trim native heap: RSS+Swap: 64480K->64480K (+0B)") == 0)
+        #expect(returned("Trim native heap: RSS+Swap: 1G->3G (+2G)") == -(Int64(2) << 30))
+        #expect(returned("Trim native heap: RSS+Swap: 10M->9M (-1M)") == Int64(1) << 20)
+        #expect(returned("Trim native heap: not supported") == nil)
+        #expect(returned("(-12Q)") == nil)
+        #expect(returned("") == nil)
+    }
+
     @Test func aProcessInTheHostsTimeNamespaceHasNoOffsetAndAMissingOneNone() {
         #expect(ProcessInspector.monotonicOffsetNanos(of: getpid()) == 0)
         #expect(ProcessInspector.monotonicOffsetNanos(of: Int32.max) == nil)

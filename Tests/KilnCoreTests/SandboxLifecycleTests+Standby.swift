@@ -51,23 +51,41 @@ extension SandboxLifecycleTests {
         #expect(
             world.calls == [
                 "mkdir \(standby.id)", "mkdir work", "netns create", "bundle", "restore", "hostname", "signal", "ready?",
-                "requests \(Kiln.readyStandbyRequestsPerPath * max(manifest.warmup.count, 1))", "freeze",
+                "requests \(Kiln.readyStandbyRequestsPerPath * max(manifest.warmup.count, 1))", "signal", "freeze",
             ],
-            "no 'continue': CRIU did not leave it stopped")
-        #expect(world.state.withLock { $0.agentRequests } == ["instance=\(standby.id)\nhostname=\(standby.id)\n"])
+            "no 'continue': CRIU did not leave it stopped; the second wake asks for the trim")
+        #expect(world.state.withLock { $0.agentRequests } == ["instance=\(standby.id)\nhostname=\(standby.id)\n", "trim"])
         #expect(standby.standby == true && standby.standbyMode == .ready && standby.afterRestoreMs != nil)
+        #expect(standby.nativeHeapTrimmedBytes == Int64(3072) << 10, "what the JVM reported it gave back")
         #expect(try kiln.instance(standby.id).standbyMode == .ready, "the record keeps the mode for the thaw")
 
         let claimed = try #require(kiln.claimStandby(of: "svc"))
         let before = world.calls.count
         let running = try await kiln.thaw(claimed, manifest: manifest)
         #expect(Array(world.calls.dropFirst(before)) == ["thaw", "ready?"])
-        #expect(world.state.withLock { $0.agentRequests }.count == 1, "its afterRestore ran once, at its restore")
+        #expect(world.state.withLock { $0.agentRequests }.count == 2, "its afterRestore ran once, at its restore (then its trim)")
         #expect(running.standby == nil && running.thawMs != nil && running.firstResponseMs == standby.firstResponseMs)
 
         try await kiln.stop(running)
         Self.expectNothingLeft(world, kiln)
         #expect(world.state.withLock { $0.frozen }.isEmpty)
+    }
+
+    /// A snapshot whose agent predates `trim.request` (no `trim=1` in its restore.done): its
+    /// ready copies are frozen untrimmed, without a request it would leave unanswered.
+    @Test func aReadyStandbyCopyOfAnOlderAgentIsFrozenWithoutATrim() async throws {
+        let world = World(failAt: nil)
+        world.state.withLock { $0.agentAnswersTrim = false }
+        let (kiln, root) = try Self.makeKiln(world)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let standby = try await kiln.restoreOne(Self.agentManifest(), shareMemory: false, standby: .ready)
+        #expect(world.calls.filter { $0 == "signal" }.count == 1, "\(world.calls)")
+        #expect(world.calls.last == "freeze")
+        #expect(standby.nativeHeapTrimmedBytes == nil)
+        let directory = "\(kiln.instanceDirectory(standby.id))/agent/control"
+        #expect(!FileManager.default.fileExists(atPath: "\(directory)/trim.request"), "no request left for an agent that ignores it")
+        try await kiln.stop(standby)
+        Self.expectNothingLeft(world, kiln)
     }
 
     @Test func aReadyStandbyCopyWhoseWarmUpFailsLeavesNothingAndSaysWhichStep() async throws {

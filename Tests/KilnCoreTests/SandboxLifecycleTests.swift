@@ -55,6 +55,9 @@ struct SandboxLifecycleTests {
             var preflight = PreflightSnapshot(processes: [], tcp: "", udp: "", unix: "", mounts: "")
             /// The service is no JVM: its agent never writes agent.ready.
             var noJVM = false
+            /// The agent answers trim.request (and says so in restore.done), as kiln's agent
+            /// since it has; false: an older agent's.
+            var agentAnswersTrim = true
         }
         let state = Mutex(State())
         let failAt: FailurePoint?
@@ -130,8 +133,13 @@ struct SandboxLifecycleTests {
                 if world.failAt == .afterRestore {
                     try write("restore.failed", failure("afterRestore", "no restore today"))
                 } else {
-                    try write("restore.done", "pid=1\ninstance=x\nresources=2\nelapsed_us=300\nidentity_us=100\n")
+                    let trim = world.state.withLock { $0.agentAnswersTrim } ? "trim=1\n" : ""
+                    try write("restore.done", "pid=1\ninstance=x\nresources=2\nelapsed_us=300\nidentity_us=100\n\(trim)")
                 }
+            } else if fileManager.fileExists(atPath: "\(directory)/trim.request"), world.state.withLock({ $0.agentAnswersTrim }) {
+                try fileManager.removeItem(atPath: "\(directory)/trim.request")
+                world.state.withLock { $0.agentRequests.append("trim") }
+                try write("trim.done", "result=Trim native heap: RSS+Swap: 134M->131M (-3072K)\nelapsed_us=900\n")
             }
             return
         }
@@ -243,6 +251,7 @@ struct SandboxLifecycleTests {
             paths: paths, store: store, runtime: FakeRuntime(world: world), criu: CRIU(path: "/nonexistent/criu", version: SemanticVersion(4, 2, 1)),
             logger: Logger(label: "test"))
         kiln.host = FakeHost(world: world)
+        kiln.readyStandbyTrimWait = .zero
         return (kiln, root)
     }
 

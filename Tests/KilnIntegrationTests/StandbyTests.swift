@@ -142,6 +142,9 @@ extension Integration {
                     #expect(FileManager.default.fileExists(atPath: "\(host.kiln.instanceDirectory(copy.id))/agent/control/restore.done"))
                     let compilers = Self.compilerThreads(copy)
                     #expect(!compilers.isEmpty && compilers.allSatisfy(CompilerScheduling.isIdle), "\(copy.id)'s compilers wait at SCHED_IDLE")
+                    // Its agent answered trim.request: the JVM reported what it gave back.
+                    #expect(copy.nativeHeapTrimmedBytes != nil, "\(copy.id)'s native heap was not trimmed before its freeze")
+                    #expect(!FileManager.default.fileExists(atPath: "\(host.kiln.instanceDirectory(copy.id))/agent/control/trim.request"))
                 }
                 let before = standbys.map(Self.cpuUsage)
                 try await Task.sleep(for: .seconds(1))

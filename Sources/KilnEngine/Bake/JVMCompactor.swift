@@ -21,7 +21,12 @@ struct JVMCompactor {
     var runtime: any ContainerRuntime
     var logger: Logger
     /// How long to let the chunk-pool cleaner run between the GC and the trim.
-    var arenaCleanupWait: Duration = .milliseconds(5500)
+    var arenaCleanupWait: Duration = Self.chunkPoolCleanupWait
+
+    /// HotSpot's chunk-pool cleaner hands the arenas' pooled chunks (the JIT compilers' scratch
+    /// memory) back to malloc every 5 s: waiting this long after the compilers' last work, a
+    /// trim finds them free. Also the wait of a ``StandbyMode/ready`` copy before its trim.
+    package static let chunkPoolCleanupWait = Duration.milliseconds(5500)
 
     struct Result {
         var didRun: Bool

@@ -45,6 +45,9 @@ public struct InstanceRecord: Codable, Sendable, Equatable {
     /// Pages of a ``StandbyMode/thaw`` standby copy copied on write while it was frozen: those
     /// an earlier copy of the snapshot wrote first (``FirstWrites``), taken off its thaw.
     public var copiedAheadPages: Int? = nil
+    /// Bytes of free malloc memory a ``StandbyMode/ready`` standby copy's JVM gave back to the
+    /// kernel before its freeze (nil: not trimmed, e.g. without kiln's agent).
+    public var nativeHeapTrimmedBytes: Int64? = nil
     /// When a standby copy was thawed, and from the thaw to its first response (ms).
     public var thawedAt: Date? = nil
     public var thawMs: Double? = nil

@@ -19,5 +19,5 @@ public enum StandbyMode: String, Codable, Sendable, CaseIterable {
 
     /// The help text of the options that choose it.
     public static let help =
-        "When standby copies run their afterRestore: 'thaw' (default: at the thaw, so a copy gets its identity when it is handed out; the thaw costs the service's afterRestore) or 'ready' (at their restore, followed by a few requests to the warm-up paths, then frozen ready to answer: a thaw costs a few milliseconds and each copy holds more memory; the identity, still each copy's own, is assigned at the restore)."
+        "When standby copies run their afterRestore: 'thaw' (default: at the thaw, so a copy gets its identity when it is handed out; the thaw costs the service's afterRestore) or 'ready' (at their restore, followed by a few requests to the warm-up paths and, with kiln's agent, a trim of the JVM's free native memory ~6 s later, then frozen ready to answer: a thaw costs a few milliseconds and each copy holds more memory; the identity, still each copy's own, is assigned at the restore)."
 }

@@ -16,6 +16,8 @@ package enum AgentFile {
     package static let restoreRequest = "restore.request"
     package static let restoreDone = "restore.done"
     package static let restoreFailed = "restore.failed"
+    package static let trimRequest = "trim.request"
+    package static let trimDone = "trim.done"
 
     /// `key=value` lines (unknown keys kept, blank and `#` lines skipped).
     package static func properties(_ text: String) -> [String: String] {
@@ -82,6 +84,29 @@ package struct AgentRestore: Sendable, Equatable {
     }
     /// `warning.N` lines (e.g. the kernel's hostname is not the one asked for).
     package var warnings: [String]
+    /// The copy's agent answers `trim.request` (`trim=1`; agents older than it do not say).
+    package var answersTrim: Bool = false
+}
+
+/// What the agent reported for a native heap trim (`trim.done`).
+package struct NativeHeapTrim: Sendable, Equatable {
+    /// The JVM's own line, e.g. `Trim native heap: RSS+Swap: 129M->124M (-4656K)`.
+    package var report: String
+    /// From writing `trim.request` to reading `trim.done`, as kiln saw it.
+    package var elapsedMs: Double
+
+    /// What the trim gave back, in bytes, from the report's change in parentheses (HotSpot prints
+    /// a whole number and a unit, B, K, M or G); nil when the report has none.
+    package var returnedBytes: Int64? {
+        guard let open = report.lastIndex(of: "("), let close = report.lastIndex(of: ")"), open < close else { return nil }
+        var change = report[report.index(after: open)..<close].trimmingCharacters(in: .whitespaces)
+        guard let sign = change.first, sign == "-" || sign == "+" else { return nil }
+        change.removeFirst()
+        let digits = change.prefix { $0.isASCII && $0.isNumber }
+        let units: [String: Int64] = ["B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
+        guard let value = Int64(digits), let unit = units[String(change.dropFirst(digits.count))] else { return nil }
+        return sign == "-" ? value * unit : -value * unit
+    }
 }
 
 extension SandboxLifecycle {
@@ -187,7 +212,29 @@ extension SandboxLifecycle {
             agentMs: fields["elapsed_us"].flatMap { Double($0) }.map { $0 / 1000 },
             handledNanos: fields["signal_ns"].flatMap { Int64($0) },
             signalledNanos: Int64(signalled.tv_sec) * 1_000_000_000 + Int64(signalled.tv_nsec),
-            warnings: warnings)
+            warnings: warnings, answersTrim: fields["trim"] == "1")
+    }
+
+    /// Asks the agent in JVM `namespacePid` to give the JVM's free malloc memory back to the
+    /// kernel (`trim.request`, answered with `trim.done`; see the agent's `NativeHeap`). Only for
+    /// a copy whose ``AgentRestore/answersTrim`` said so.
+    package func trimNativeHeap(namespacePid: Int32, timeout: Duration, interval: Duration = .milliseconds(1)) async throws -> NativeHeapTrim {
+        guard let container else { throw notRunning(.trimNativeHeap) }
+        remove(AgentFile.trimDone)
+        try writeFile(AgentFile.trimRequest, "", step: .trimNativeHeap)
+        let start = ContinuousClock.now
+        try wake(namespacePid, step: .trimNativeHeap)
+        let (_, text) = try await awaitFile(
+            [AgentFile.trimDone], step: .trimNativeHeap, timeout: timeout, interval: interval, watching: container.pid,
+            missing: "the JVM's agent did not answer \(AgentFile.trimRequest) within \(timeout.seconds) s",
+            hint: "see the service's output; the copy is frozen untrimmed")
+        let elapsed = start.duration(to: .now).milliseconds
+        remove(AgentFile.trimDone)
+        let fields = AgentFile.properties(text)
+        if let error = fields["error"] {
+            throw KilnError(.runtimeFailed, "the JVM could not trim its native heap: \(error)", logPath: logPath).during(action(.trimNativeHeap))
+        }
+        return NativeHeapTrim(report: fields["result"] ?? "", elapsedMs: elapsed)
     }
 
     // MARK: - The control directory
@@ -240,7 +287,7 @@ extension SandboxLifecycle {
             let died = pid.map { !ProcessInspector.isAlive($0) && !host.isFake } ?? false
             if died || ContinuousClock.now >= deadline {
                 throw KilnError(
-                    step == .afterRestore ? .restoreFailed : .checkpointFailed,
+                    step == .afterRestore || step == .trimNativeHeap ? .restoreFailed : .checkpointFailed,
                     died ? "the service exited while kiln waited for \(names.joined(separator: " or "))" : missing,
                     hint: hint, details: ProcessInspector.lastLines(ofFile: logPath, count: 15), logPath: logPath
                 ).during(action(step))

@@ -32,7 +32,7 @@ package struct SandboxLifecycle {
     /// A step of the life, named in errors ("... (while restoring the container)").
     package enum Step: String, Sendable, CaseIterable, CustomStringConvertible {
         case directory, networkNamespace, network, bundle, start, restore, identity, readiness, beforeCheckpoint, preflight, checkpoint, afterRestore,
-            freeze, thaw, warmUp
+            freeze, thaw, warmUp, trimNativeHeap
 
         package var description: String {
             switch self {
@@ -51,6 +51,7 @@ package struct SandboxLifecycle {
             case .freeze: "freezing the standby copy"
             case .thaw: "thawing the standby copy"
             case .warmUp: "warming up the standby copy before its freeze"
+            case .trimNativeHeap: "returning the standby copy's free native memory before its freeze"
             }
         }
     }

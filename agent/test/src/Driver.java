@@ -192,6 +192,7 @@ public class Driver {
                     case "spring" -> spring();
                     case "order-child" -> orderChild();
                     case "io-stacks" -> ioStacks();
+                    case "trim" -> trim();
                     default -> throw new IllegalArgumentException(s);
                 }
             } catch (Exception e) {
@@ -249,6 +250,30 @@ public class Driver {
             String r2 = j.restore("instance=copy-2\n");
             check(tag + "second cycle", "checkpoint.ready".equals(r) && "restore.done".equals(r2)
                 && callbacks(j.events(), "after").size() == 10, j.events());
+        }
+    }
+
+    /** kiln's trim.request in a restored JVM: the JVM's System.trim_native_heap, in process. */
+    static void trim() throws Exception {
+        try (Jvm j = new Jvm("trim", List.of(), List.of(), "order")) {
+            String r = j.checkpoint();
+            check("trim: checkpoint.ready", "checkpoint.ready".equals(r), r);
+            r = j.restore("instance=copy-1\n");
+            check("trim: restore.done", "restore.done".equals(r), r);
+            Map<String, String> done = props(j.read("restore.done"));
+            check("trim: restore.done says trim.request is answered", "1".equals(done.get("trim")), done);
+            for (int round = 1; round <= 2; round++) {
+                Files.deleteIfExists(j.dir.resolve("trim.done"));
+                j.write("trim.request", "");
+                j.signal();
+                r = j.file(10_000, "trim.done");
+                Map<String, String> trimmed = r == null ? Map.of() : props(j.read("trim.done"));
+                check("trim: trim.done carries the JVM's report (round " + round + ")",
+                    trimmed.getOrDefault("result", "").startsWith("Trim native heap:") && !trimmed.containsKey("error"), trimmed);
+                check("trim: trim.request consumed (round " + round + ")", !Files.exists(j.dir.resolve("trim.request")), j.dir);
+            }
+            r = j.checkpoint();
+            check("trim: a checkpoint after a trim", "checkpoint.ready".equals(r), r);
         }
     }
 

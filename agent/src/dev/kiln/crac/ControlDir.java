@@ -26,6 +26,8 @@ final class ControlDir {
     static final String RESTORE_DONE = "restore.done";
     static final String RESTORE_FAILED = "restore.failed";
     static final String IO_STACKS = "io-stacks.json";
+    static final String TRIM_REQUEST = "trim.request";
+    static final String TRIM_DONE = "trim.done";
     /** The FIFO kiln writes a byte into to wake the agent (made by kiln; held open by the JVM). */
     static final String WAKE = "wake";
 

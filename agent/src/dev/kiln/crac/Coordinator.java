@@ -160,6 +160,8 @@ final class Coordinator {
                     } catch (CheckpointException | RestoreException e) {
                         Log.debug("kiln checkpoint: " + e + " " + List.of(e.getSuppressed()));
                     }
+                } else if (dir.remove(ControlDir.TRIM_REQUEST)) {
+                    trimNativeHeap();
                 } else if (dir.exists(ControlDir.RESTORE_REQUEST) && !cycleActive) {
                     Log.warn("restore.request without a checkpoint in progress: ignored");
                 }
@@ -236,6 +238,8 @@ final class Coordinator {
                 Log.warn("io-stacks: " + t);
             }
         }
+        // In the snapshot, so a copy's trim.request loads and links nothing.
+        NativeHeap.prepare();
         // The last thing before the dump: the copies' restore path, rehearsed in the state the
         // copies will have (the random generators the application has created by now, ...).
         rehearseRestore();
@@ -333,6 +337,7 @@ final class Coordinator {
         done.put("identity_us", (identityNanos - restoreStart) / 1000);
         done.put("request_us", (requestRead - restoreStart) / 1000);
         done.put("signal_ns", restoreStart); // CLOCK_MONOTONIC, as kiln's clock: kiln tells the delivery time
+        done.put("trim", NativeHeap.prepare() ? 1 : 0); // trim.request is answered
         for (int i = 0; i < warnings.size(); i++) {
             done.put("warning." + (i + 1), warnings.get(i));
         }
@@ -434,6 +439,19 @@ final class Coordinator {
         } catch (Throwable t) {
             Log.debug("restore rehearsal: " + t);
         }
+    }
+
+    /** kiln's trim.request: the JVM's free malloc memory back to the kernel; the result in trim.done. */
+    private void trimNativeHeap() {
+        long start = System.nanoTime();
+        Map<String, Object> done = new LinkedHashMap<>();
+        try {
+            done.put("result", NativeHeap.trim());
+        } catch (Throwable t) {
+            done.put("error", String.valueOf(t));
+        }
+        done.put("elapsed_us", (System.nanoTime() - start) / 1000);
+        writeQuietly(ControlDir.TRIM_DONE, ControlDir.properties(done));
     }
 
     private void writeQuietly(String name, String content) {

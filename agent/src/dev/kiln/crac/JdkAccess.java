@@ -24,7 +24,10 @@ import java.util.Set;
  */
 final class JdkAccess {
     static final String[] OPENED = {"java.net", "sun.security.provider"};
+    /** Of {@code jdk.management}: the diagnostic command entry point ({@link NativeHeap}). */
+    static final String MANAGEMENT_INTERNAL = "com.sun.management.internal";
     private static volatile boolean opened;
+    private static volatile boolean managementOpened;
 
     private JdkAccess() {
     }
@@ -39,6 +42,11 @@ final class JdkAccess {
         // jdk.internal.misc: Unsafe.shouldBeInitialized, to leave alone what the JDK has not set up yet
         inst.redefineModule(base, Set.of(), Map.of("jdk.internal.misc", Set.of(me)), opens, Set.of(), Map.of());
         opened = true;
+        // Absent from a runtime image linked without it: NativeHeap then says so.
+        ModuleLayer.boot().findModule("jdk.management").ifPresent(management -> {
+            inst.redefineModule(management, Set.of(), Map.of(), Map.of(MANAGEMENT_INTERNAL, Set.of(me)), Set.of(), Map.of());
+            managementOpened = true;
+        });
     }
 
     /** Unsafe.shouldBeInitialized bound to the Unsafe instance: (Class) boolean. */
@@ -72,6 +80,10 @@ final class JdkAccess {
 
     static boolean isOpened() {
         return opened;
+    }
+
+    static boolean isManagementOpened() {
+        return managementOpened;
     }
 
     static Field field(Class<?> c, String name) throws ReflectiveOperationException {
