@@ -397,9 +397,10 @@ extension Kiln {
     /// freeze, and returns how many bytes its JVM reported (nil when the trim failed: the copy
     /// is frozen as it is, with a warning). The compilers' scratch memory from the copy's restart
     /// and warm-up sits in HotSpot's chunk pool until its cleaner hands it to malloc (every 5 s),
-    /// so the trim waits for that first: on the Spring sample, 3 MiB less per frozen copy
-    /// against 1.5 MiB when trimmed at once (docs/restore-path.md). The copy is not yet a
-    /// standby meanwhile: its replacement takes that much longer, its thaw nothing more.
+    /// so the trim waits for that first: on the Spring sample 0.7-3 MiB less per frozen copy,
+    /// depending on the bake, 2-3 times what a trim at once finds (docs/restore-path.md). The
+    /// copy is not yet a standby meanwhile: its replacement takes that much longer, its thaw
+    /// nothing more.
     private func trimNativeHeap(of sandbox: SandboxLifecycle, jvm: Int32) async throws -> Int64? {
         try await Task.sleep(for: readyStandbyTrimWait)
         do {

@@ -224,10 +224,18 @@ extension SandboxLifecycle {
         try writeFile(AgentFile.trimRequest, "", step: .trimNativeHeap)
         let start = ContinuousClock.now
         try wake(namespacePid, step: .trimNativeHeap)
-        let (_, text) = try await awaitFile(
-            [AgentFile.trimDone], step: .trimNativeHeap, timeout: timeout, interval: interval, watching: container.pid,
-            missing: "the JVM's agent did not answer \(AgentFile.trimRequest) within \(timeout.seconds) s",
-            hint: "see the service's output; the copy is frozen untrimmed")
+        let text: String
+        do {
+            text = try await awaitFile(
+                [AgentFile.trimDone], step: .trimNativeHeap, timeout: timeout, interval: interval, watching: container.pid,
+                missing: "the JVM's agent did not answer \(AgentFile.trimRequest) within \(timeout.seconds) s",
+                hint: "see the service's output; the copy is frozen untrimmed"
+            ).text
+        } catch {
+            // Not left for the agent's next wake, whenever that comes.
+            remove(AgentFile.trimRequest)
+            throw error
+        }
         let elapsed = start.duration(to: .now).milliseconds
         remove(AgentFile.trimDone)
         let fields = AgentFile.properties(text)

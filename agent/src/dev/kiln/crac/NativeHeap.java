@@ -52,8 +52,9 @@ final class NativeHeap {
                 throw new IllegalStateException("this JVM runs no diagnostic commands from Java");
             }
             MethodHandle handle = JdkAccess.handle(impl.getDeclaredMethod("executeDiagnosticCommand", String.class)).bindTo(instance);
+            // An unknown command's help is "Help unavailable : 'NAME' : No such command".
             String help = (String) handle.invoke("help " + COMMAND);
-            if (help == null || !help.contains(COMMAND)) {
+            if (help == null || !help.contains(COMMAND) || help.contains("No such command")) {
                 throw new IllegalStateException("this JVM has no " + COMMAND + " (JDK 17.0.9 or later has)");
             }
             execute = handle;
