@@ -42,11 +42,16 @@ final class JdkAccess {
         // jdk.internal.misc: Unsafe.shouldBeInitialized, to leave alone what the JDK has not set up yet
         inst.redefineModule(base, Set.of(), Map.of("jdk.internal.misc", Set.of(me)), opens, Set.of(), Map.of());
         opened = true;
-        // Absent from a runtime image linked without it: NativeHeap then says so.
-        ModuleLayer.boot().findModule("jdk.management").ifPresent(management -> {
-            inst.redefineModule(management, Set.of(), Map.of(), Map.of(MANAGEMENT_INTERNAL, Set.of(me)), Set.of(), Map.of());
-            managementOpened = true;
-        });
+        // Absent from a runtime image linked without it: NativeHeap then says so. Its own try:
+        // java.base's packages are open whatever happens here.
+        try {
+            ModuleLayer.boot().findModule("jdk.management").ifPresent(management -> {
+                inst.redefineModule(management, Set.of(), Map.of(), Map.of(MANAGEMENT_INTERNAL, Set.of(me)), Set.of(), Map.of());
+                managementOpened = true;
+            });
+        } catch (RuntimeException e) {
+            Log.debug("cannot open jdk.management's internals, no native heap trim: " + e);
+        }
     }
 
     /** Unsafe.shouldBeInitialized bound to the Unsafe instance: (Class) boolean. */

@@ -11,8 +11,9 @@ import java.lang.reflect.Method;
  * <p>Why kiln asks for it (PROTOCOL.md, {@code trim.request}): a {@code ready} standby copy runs
  * its afterRestore and a few requests before it is frozen, and the JIT compiles what they set
  * off. The compilers' scratch memory goes back to malloc's free lists a few seconds later
- * (HotSpot's chunk-pool cleaner runs every 5 s), where it stays dirty, the copy's own: ~3 MiB of
- * the Spring sample's ~16 MiB per frozen copy. Trimmed, those pages are gone before the freeze.
+ * (HotSpot's chunk-pool cleaner runs every 5 s), where it stays dirty, the copy's own: 0.7-3 MiB
+ * of the Spring sample's 12-16 MiB per frozen copy, with the bake. Trimmed, those pages are gone
+ * before the freeze.
  * glibc does not rely on the content of what it trims (free chunks' interiors; a later calloc
  * clears them), so in a copy whose heap is mapped from page images a trimmed page that comes
  * back with the image's bytes instead of zeros is as good (patches/criu/test.sh checks it).
