@@ -290,7 +290,11 @@ public class Driver {
 
     /** -Dkiln.agent.io-stacks=true: the stack of the first I/O of each socket and file, at the checkpoint. */
     static void ioStacks() throws Exception {
-        try (Jvm j = new Jvm("io-stacks", List.of(), List.of("-Dkiln.agent.io-stacks=true"), "io")) {
+        // JFR's repository in the test's work directory: by default an empty /tmp/DATE_PID stays behind.
+        Path repository = WORK.resolve("io-stacks-jfr");
+        Files.createDirectories(repository);
+        try (Jvm j = new Jvm("io-stacks", List.of(), List.of("-Dkiln.agent.io-stacks=true",
+            "-XX:FlightRecorderOptions:repository=" + repository), "io")) {
             String portLine = j.event("io-port=", 20_000);
             String fileLine = j.event("io-file=", 1_000);
             check("io-stacks: the app opened its sockets and file", portLine != null && fileLine != null, j.events());
