@@ -61,10 +61,14 @@ public struct StandbyBenchmarkReport: Codable, Sendable {
     public var summary: String {
         func ms(_ value: Double) -> String { String(format: "%.1f ms", value) }
         func mib(_ bytes: Int64) -> String { String(format: "%.1f MiB", Double(bytes) / 1_048_576) }
+        /// "p50 X (min Y, p90 Z, n=N[; note])": a machine this noisy needs the spread beside the median.
+        func spread(_ sample: SampleSummary, _ note: String? = nil) -> String {
+            "p50 \(ms(sample.p50)) (min \(ms(sample.min)), p90 \(ms(sample.p90)), n=\(sample.count)\(note.map { "; \($0)" } ?? ""))"
+        }
         var lines = [
             "standby copies of '\(snapshot)', afterRestore \(standbyMode == .ready ? "ahead (--standby-mode ready)" : "at the thaw") (load average at start: \(loadAverage); a shared machine)",
-            "  thaw -> first response:    p50 \(ms(thaw.p50)) (min \(ms(thaw.min)), p90 \(ms(thaw.p90)), n=\(thaw.count))",
-            "  restore -> first response: p50 \(ms(restore.p50)) (min \(ms(restore.min)), p90 \(ms(restore.p90)), n=\(restore.count))",
+            "  thaw -> first response:    \(spread(thaw))",
+            "  restore -> first response: \(spread(restore))",
             String(
                 format: "  restore / thaw: %.1fx; a standby copy ran %.2f ms (p50) between runc restore and its freeze", restoreOverThaw,
                 frozenAfter.p50),
@@ -77,11 +81,9 @@ public struct StandbyBenchmarkReport: Codable, Sendable {
         }
         if let atZero = gatewayAtZero, let warm = gatewayWarm, let ratio = atZeroOverWarm {
             lines.append(
-                "  kiln serve, first request at zero with 1 standby: p50 \(ms(atZero.p50)) (min \(ms(atZero.min)), p90 \(ms(atZero.p90)), n=\(atZero.count); served by \(Set(atZeroServedBy).sorted().joined(separator: ", ")))"
+                "  kiln serve, first request at zero with 1 standby: \(spread(atZero, "served by \(Set(atZeroServedBy).sorted().joined(separator: ", "))"))"
             )
-            lines.append(
-                "  kiln serve, request to the warm instance:        p50 \(ms(warm.p50)) (min \(ms(warm.min)), p90 \(ms(warm.p90)), n=\(warm.count); compiled, right after another)"
-            )
+            lines.append("  kiln serve, request to the warm instance:        \(spread(warm, "compiled, right after another"))")
             if let idle = gatewayIdleWarm {
                 lines.append(
                     "  kiln serve, request to the warm instance idle:   p50 \(ms(idle.p50)) (after \(Int(Kiln.standbyWait.milliseconds)) ms without a request, as long as the standby copy waited)"
