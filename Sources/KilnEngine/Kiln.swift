@@ -86,6 +86,9 @@ public struct Kiln: Sendable {
     /// How long a ``StandbyMode/ready`` copy waits before its native heap trim (HotSpot's
     /// chunk-pool cleaner first; none in tests with a fake agent).
     package var readyStandbyTrimWait = JVMCompactor.chunkPoolCleanupWait
+    /// How long a ``StandbyMode/ready`` copy's agent may take to answer its trim (1.2-1.5 ms
+    /// measured); one that does not is frozen untrimmed (shorter in tests).
+    package var readyStandbyTrimTimeout = Duration.seconds(10)
 
     public static func open(paths: KilnPaths = .fromEnvironment(), logger: Logger = Logger(label: "kiln"), toDo action: String) throws -> Kiln {
         try HostPrivileges.requireRoot(toDo: action)

@@ -88,6 +88,29 @@ extension SandboxLifecycleTests {
         Self.expectNothingLeft(world, kiln)
     }
 
+    /// A trim the agent does not answer in time, or answers with the JVM's refusal, costs the
+    /// copy nothing but the memory: it is frozen untrimmed, and no request is left for the
+    /// agent's next wake.
+    @Test(arguments: [World.TrimFault.silent, .error])
+    func aReadyStandbyCopyWhoseTrimFailsIsFrozenUntrimmed(fault: World.TrimFault) async throws {
+        let world = World(failAt: nil)
+        world.state.withLock { $0.trimFault = fault }
+        let (kiln, root) = try Self.makeKiln(world)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let standby = try await kiln.restoreOne(Self.agentManifest(), shareMemory: false, standby: .ready)
+        #expect(world.calls.suffix(2) == ["signal", "freeze"], "asked for the trim, then frozen: \(world.calls)")
+        #expect(standby.standby == true && standby.nativeHeapTrimmedBytes == nil)
+        let directory = "\(kiln.instanceDirectory(standby.id))/agent/control"
+        for name in ["trim.request", "trim.done"] {
+            #expect(!FileManager.default.fileExists(atPath: "\(directory)/\(name)"), "\(name) left behind")
+        }
+        let claimed = try #require(kiln.claimStandby(of: "svc"))
+        let running = try await kiln.thaw(claimed, manifest: Self.agentManifest())
+        #expect(running.standby == nil)
+        try await kiln.stop(running)
+        Self.expectNothingLeft(world, kiln)
+    }
+
     @Test func aReadyStandbyCopyWhoseWarmUpFailsLeavesNothingAndSaysWhichStep() async throws {
         let world = World(failAt: .warmUp)
         let (kiln, root) = try Self.makeKiln(world)

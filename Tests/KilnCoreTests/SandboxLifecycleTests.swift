@@ -58,7 +58,11 @@ struct SandboxLifecycleTests {
             /// The agent answers trim.request (and says so in restore.done), as kiln's agent
             /// since it has; false: an older agent's.
             var agentAnswersTrim = true
+            /// How an agent that offers the trim answers a trim.request: nil as kiln's agent
+            /// does; `.silent` never; `.error` with the JVM's refusal.
+            var trimFault: TrimFault?
         }
+        enum TrimFault { case silent, error }
         let state = Mutex(State())
         let failAt: FailurePoint?
 
@@ -137,9 +141,15 @@ struct SandboxLifecycleTests {
                     try write("restore.done", "pid=1\ninstance=x\nresources=2\nelapsed_us=300\nidentity_us=100\n\(trim)")
                 }
             } else if fileManager.fileExists(atPath: "\(directory)/trim.request"), world.state.withLock({ $0.agentAnswersTrim }) {
+                let fault = world.state.withLock { $0.trimFault }
+                if fault == .silent { return }
                 try fileManager.removeItem(atPath: "\(directory)/trim.request")
                 world.state.withLock { $0.agentRequests.append("trim") }
-                try write("trim.done", "result=Trim native heap: RSS+Swap: 134M->131M (-3072K)\nelapsed_us=900\n")
+                if fault == .error {
+                    try write("trim.done", "error=java.lang.IllegalArgumentException: Unknown diagnostic command\nelapsed_us=900\n")
+                } else {
+                    try write("trim.done", "result=Trim native heap: RSS+Swap: 134M->131M (-3072K)\nelapsed_us=900\n")
+                }
             }
             return
         }
@@ -252,6 +262,7 @@ struct SandboxLifecycleTests {
             logger: Logger(label: "test"))
         kiln.host = FakeHost(world: world)
         kiln.readyStandbyTrimWait = .zero
+        kiln.readyStandbyTrimTimeout = .milliseconds(200)
         return (kiln, root)
     }
 

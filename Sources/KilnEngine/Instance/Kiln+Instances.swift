@@ -404,11 +404,12 @@ extension Kiln {
     private func trimNativeHeap(of sandbox: SandboxLifecycle, jvm: Int32) async throws -> Int64? {
         try await Task.sleep(for: readyStandbyTrimWait)
         do {
-            let trim = try await sandbox.trimNativeHeap(namespacePid: jvm, timeout: .seconds(10))
+            let trim = try await sandbox.trimNativeHeap(namespacePid: jvm, timeout: readyStandbyTrimTimeout)
             logger.debug("\(sandbox.id): \(trim.report) (\(String(format: "%.1f", trim.elapsedMs)) ms)")
             return trim.returnedBytes ?? 0
         } catch {
-            logger.warning("\(sandbox.id): \(error); frozen untrimmed")
+            // Each of the trim's errors says the copy is frozen untrimmed (its hint).
+            logger.warning("\(sandbox.id): \(error)")
             return nil
         }
     }

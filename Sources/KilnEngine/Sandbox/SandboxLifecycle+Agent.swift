@@ -228,7 +228,7 @@ extension SandboxLifecycle {
         do {
             text = try await awaitFile(
                 [AgentFile.trimDone], step: .trimNativeHeap, timeout: timeout, interval: interval, watching: container.pid,
-                missing: "the JVM's agent did not answer \(AgentFile.trimRequest) within \(timeout.seconds) s",
+                missing: "the JVM's agent did not answer \(AgentFile.trimRequest) within \(String(format: "%g", timeout.milliseconds / 1000)) s",
                 hint: "see the service's output; the copy is frozen untrimmed"
             ).text
         } catch {
@@ -240,7 +240,9 @@ extension SandboxLifecycle {
         remove(AgentFile.trimDone)
         let fields = AgentFile.properties(text)
         if let error = fields["error"] {
-            throw KilnError(.runtimeFailed, "the JVM could not trim its native heap: \(error)", logPath: logPath).during(action(.trimNativeHeap))
+            throw KilnError(
+                .runtimeFailed, "the JVM could not trim its native heap: \(error)", hint: "the copy is frozen untrimmed", logPath: logPath
+            ).during(action(.trimNativeHeap))
         }
         return NativeHeapTrim(report: fields["result"] ?? "", elapsedMs: elapsed)
     }
