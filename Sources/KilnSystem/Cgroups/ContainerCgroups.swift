@@ -109,8 +109,9 @@ package struct CgroupFreezer: Sendable {
 package enum CgroupHierarchy {
     package static let mountPoint = "/sys/fs/cgroup"
 
-    /// Whether the host runs cgroup v2 (one unified hierarchy).
-    package static var isUnified: Bool { FileManager.default.fileExists(atPath: "\(mountPoint)/cgroup.controllers") }
+    /// Whether the host runs cgroup v2 (one unified hierarchy). Looked up once: a thaw at zero
+    /// writes the freezer on the request's path, and the hierarchy does not change under kiln.
+    package static let isUnified: Bool = FileManager.default.fileExists(atPath: "\(mountPoint)/cgroup.controllers")
 
     /// The root of every hierarchy: each v1 controller's directory, and the mount point itself
     /// (the v2 root, or nothing under v1, where paths below it do not exist).
