@@ -1,4 +1,5 @@
 import Foundation
+import KilnBench
 import KilnEngine
 import KilnOCI
 import KilnSnapshot
@@ -173,6 +174,14 @@ extension Integration {
                 // The mode belongs to standby copies only.
                 let misuse = try runKiln(["run", "crac", "--standby-mode", "ready"], environment: host.environment)
                 #expect(misuse.status != .exited(0) && misuse.stderr.contains("--standby-mode"), "\(misuse.stderr)")
+                // `kiln run --standby` says what each ready copy's trim gave back.
+                let cli = try runKiln(["run", "crac", "--standby", "1", "--standby-mode", "ready"], environment: host.environment)
+                #expect(cli.status == .exited(0), "\(cli.stderr)")
+                #expect(cli.stdout.contains("NATIVE HEAP TRIMMED"), "\(cli.stdout)")
+                let trimmed = try #require(host.kiln.instanceRecords().first { $0.standby == true })
+                let shown = trimmed.nativeHeapTrimmedBytes.map(ReportText.bytes) ?? "-"
+                #expect(cli.stdout.contains("\(trimmed.id) ") && cli.stdout.contains(" \(shown)"), "\(shown) for \(trimmed.id):\n\(cli.stdout)")
+                #expect(try runKiln(["stop", trimmed.id], environment: host.environment).status == .exited(0))
 
                 // kiln serve --standby-mode ready: the request at zero is answered by the ready copy.
                 let gateway = try Self.serve(host, ["--standby", "crac=1", "--standby-mode", "ready"])

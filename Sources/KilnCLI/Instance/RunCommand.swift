@@ -82,13 +82,16 @@ struct Run: AsyncParsableCommand, ReportingCommand {
         if common.json {
             Output.printJSON(Report(snapshot: name, verifyMs: verifyMs, verifyTrusted: trusted, wallMs: wallMs, instances: records))
         } else if standby != nil {
+            // What kiln did to each copy's memory before its freeze: a thaw-mode copy had its
+            // first writes copied ahead, a ready one gave its JVM's free native memory back.
+            let ready = standbyMode == .ready
             print(
                 Output.table(
-                    ["INSTANCE", "PID", "ADDRESS", "STATE", "RESTORE", "FROZEN AFTER", "COPIED AHEAD"],
+                    ["INSTANCE", "PID", "ADDRESS", "STATE", "RESTORE", "FROZEN AFTER", ready ? "NATIVE HEAP TRIMMED" : "COPIED AHEAD"],
                     records.map {
                         [
                             $0.id, String($0.pid), $0.address ?? "-", "standby", Output.ms($0.restoreMs), $0.frozenAfterMs.map(Output.ms) ?? "-",
-                            $0.copiedAheadPages.map { "\($0) pages" } ?? "-",
+                            ready ? $0.nativeHeapTrimmedBytes.map(Output.bytes) ?? "-" : $0.copiedAheadPages.map { "\($0) pages" } ?? "-",
                         ]
                     }))
             Output.progress(
