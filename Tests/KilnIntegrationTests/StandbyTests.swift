@@ -179,7 +179,7 @@ extension Integration {
                 #expect(cli.status == .exited(0), "\(cli.stderr)")
                 #expect(cli.stdout.contains("NATIVE HEAP TRIMMED"), "\(cli.stdout)")
                 let trimmed = try #require(host.kiln.instanceRecords().first { $0.standby == true })
-                let shown = trimmed.nativeHeapTrimmedBytes.map(ReportText.bytes) ?? "-"
+                let shown = ReportText.bytes(try #require(trimmed.nativeHeapTrimmedBytes, "\(trimmed.id) was frozen untrimmed"))
                 #expect(cli.stdout.contains("\(trimmed.id) ") && cli.stdout.contains(" \(shown)"), "\(shown) for \(trimmed.id):\n\(cli.stdout)")
                 #expect(try runKiln(["stop", trimmed.id], environment: host.environment).status == .exited(0))
 
