@@ -228,7 +228,7 @@ extension SandboxLifecycle {
         do {
             text = try await awaitFile(
                 [AgentFile.trimDone], step: .trimNativeHeap, timeout: timeout, interval: interval, watching: container.pid,
-                missing: "the JVM's agent did not answer \(AgentFile.trimRequest) within \(String(format: "%g", timeout.milliseconds / 1000)) s",
+                missing: "the JVM's agent did not answer \(AgentFile.trimRequest) within \(timeout.seconds) s",
                 hint: "see the service's output; the copy is frozen untrimmed"
             ).text
         } catch {
@@ -318,8 +318,8 @@ extension SandboxHost {
 }
 
 extension Duration {
-    /// Whole seconds, for messages.
-    var seconds: Int64 { components.seconds }
+    /// Seconds, for messages: "30" for whole seconds, "0.2" for a shorter wait (never "0").
+    var seconds: String { String(format: "%g", milliseconds / 1000) }
 }
 
 extension SandboxLifecycle {
