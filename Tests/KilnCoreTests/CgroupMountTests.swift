@@ -60,4 +60,22 @@ import Testing
         #expect(MountInfoLine("600 500 - / / ro - ext4 /dev/vda1 rw") == nil, "a '-' before the sixth field is no separator")
         #expect(MountInfoLine.parse("600 500 0:50 / / ro - ext4 /dev/vda1 rw\n\ngarbage\n").map(\.mountPoint) == ["/"])
     }
+
+    /// `kiln doctor`'s "state directory": which filesystem holds kiln's run-time state.
+    @Test func thePathIsHeldByTheDeepestMountOfWholeComponentsTheLaterOfTwoAtOnePoint() throws {
+        let table = MountInfoLine.parse(
+            """
+            20 1 254:0 / / rw,relatime - ext4 /dev/vda rw
+            21 20 0:22 / /run rw - ext4 /dev/vda rw
+            22 21 0:40 / /run/kiln rw - tmpfs kiln-state rw,size=4915200k,mode=700
+            23 20 0:41 / /dev/shm rw - tmpfs shm rw
+            24 23 0:42 / /dev/shm rw - ramfs none rw
+            """)
+        #expect(MountInfoLine.holding("/run/kiln", in: table)?.type == "tmpfs")
+        #expect(MountInfoLine.holding("/run/kiln/instances/a-1/bundle", in: table)?.type == "tmpfs")
+        #expect(MountInfoLine.holding("/run/kiln-test", in: table)?.mountPoint == "/run", "/run/kiln is no leading component of /run/kiln-test")
+        #expect(MountInfoLine.holding("/var/lib/kiln", in: table)?.mountPoint == "/")
+        #expect(MountInfoLine.holding("/dev/shm/kiln-images", in: table)?.type == "ramfs", "the later mount at one point hides the earlier")
+        #expect(MountInfoLine.holding("/anything", in: []) == nil)
+    }
 }

@@ -13,8 +13,8 @@ extension Integration {
         /// `make setup` (which every test run follows) leaves a cgroup mount with favordynmods,
         /// and `kiln doctor` sees it: without it each restore waits an RCU grace period when runc
         /// moves CRIU into the container's cgroups. It also installs kiln's CRIU, whose patches'
-        /// options the doctor finds in use.
-        @Test func theSetupLeavesCgroupMovesFastAndDoctorSaysSo() async throws {
+        /// options the doctor finds in use, and leaves kiln's default state directory on tmpfs.
+        @Test func theSetupLeavesRestoresFastAndDoctorSaysSo() async throws {
             try await withTestHost { host in
                 let doctor = try runKiln(["doctor", "--json"], environment: host.environment)
                 let report = try JSONSerialization.jsonObject(with: Data(doctor.stdout.utf8)) as? [String: Any]
@@ -25,6 +25,24 @@ extension Integration {
                 // And its CRIU is kiln's, every patch's option in use.
                 let options = try #require(checks.first { $0["name"] as? String == "criu options" }, "\(checks)")
                 #expect(options["status"] as? String == "ok", "\(options)")
+
+                // The default state directory is on tmpfs (make setup mounts one where /run is on
+                // a disk), and the doctor tells a state directory on tmpfs from one that is not:
+                // this test's own, under /tmp, is on whatever /tmp is.
+                #expect(
+                    DumpCache.isInMemory("/run/kiln"),
+                    "make setup mounts a tmpfs over an empty /run/kiln; if it warned that /run/kiln holds state, stop kiln's instances, remove it and run make setup again"
+                )
+                var defaultState = host.environment
+                defaultState["KILN_STATE"] = nil
+                for (environment, directory) in [(defaultState, "/run/kiln"), (host.environment, host.paths.state)] {
+                    let report = try runKiln(["doctor", "--json"], environment: environment)
+                    let checks = try #require(
+                        (try JSONSerialization.jsonObject(with: Data(report.stdout.utf8)) as? [String: Any])?["checks"] as? [[String: Any]])
+                    let state = try #require(checks.first { $0["name"] as? String == "state directory" }, "\(checks)")
+                    #expect(state["status"] as? String == (DumpCache.isInMemory(directory) ? "ok" : "warning"), "\(directory): \(state)")
+                    #expect((state["detail"] as? String)?.hasPrefix(directory) == true, "\(state)")
+                }
             }
         }
 

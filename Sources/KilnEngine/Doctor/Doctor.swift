@@ -121,6 +121,24 @@ public enum Doctor {
             add("idle page-out", .ok, "no DAMON page-out of idle memory")
         }
 
+        // A restore's scratch space is kiln's state directory: the sandbox's bundle and root
+        // layout, runc's state, CRIU's log and statistics, the namespace pin. On tmpfs (`/run` on
+        // most hosts) that is memory work; on a disk filesystem every restore's directories and
+        // files go through it. kiln's test VM has `/run` on an ext4 root without a journal, whose
+        // inode allocator steps over every inode deleted in the last half minute, so the more
+        // copies come and go, the slower the next one's (docs/restore-path.md).
+        let stateFilesystem = Self.filesystemType(holding: paths.state)
+        let stateInMemory = stateFilesystem == "tmpfs" || stateFilesystem == "ramfs"
+        add(
+            "state directory", stateInMemory ? .ok : .warning,
+            stateInMemory
+                ? "\(paths.state) is on \(stateFilesystem ?? "tmpfs")"
+                : "\(paths.state) is on \(stateFilesystem ?? "a filesystem kiln could not find in /proc/self/mountinfo"), not tmpfs: each restore lays out its sandbox, runc's state and CRIU's log on it (`kiln run` of the Spring sample on kiln's test VM, whose /run is on ext4: sandbox prepared in 4.5-9.8 ms, the more copies had come and gone the slower; 2.1-2.2 ms on tmpfs) and the state outlives a reboot",
+            fix: stateInMemory
+                ? nil
+                : "with no instance running, mount -t tmpfs -o mode=0700,size=20% kiln-state \(paths.state) ('make setup' does for the default /run/kiln), or set KILN_STATE to a directory on tmpfs"
+        )
+
         var storeInfo = stat()
         if stat(paths.store, &storeInfo) == 0 {
             let mode = storeInfo.st_mode & 0o777
@@ -133,5 +151,17 @@ public enum Doctor {
         let ksm = (try? String(contentsOfFile: "/sys/kernel/mm/ksm/run", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
         add("ksm", ksm == nil ? .warning : .ok, ksm == nil ? "KSM not available: copies will not share memory" : "KSM available (run=\(ksm!))")
         return checks
+    }
+
+    /// The filesystem type of the mount holding `path`, or the one that will hold it once it is
+    /// created (that of its nearest existing parent); nil if it cannot be told.
+    static func filesystemType(holding path: String) -> String? {
+        var existing = path
+        while !existing.isEmpty, existing != "/", !FileManager.default.fileExists(atPath: existing) {
+            existing = (existing as NSString).deletingLastPathComponent
+        }
+        guard let resolved = realpath(existing, nil) else { return nil }
+        defer { free(resolved) }
+        return MountInfoLine.holding(String(cString: resolved), in: MountInfoLine.parse(ProcFile.text("/proc/self/mountinfo") ?? ""))?.type
     }
 }

@@ -25,4 +25,18 @@ package struct MountInfoLine: Equatable, Sendable {
     package static func parse(_ text: String) -> [MountInfoLine] {
         text.split(separator: "\n").compactMap(MountInfoLine.init)
     }
+
+    /// The mount that holds the absolute, symlink-free `path`: the one whose mount point is its
+    /// longest leading run of whole path components; of two at the same point, the later (a
+    /// mount hides what was mounted there before it, and mountinfo lists in mount order).
+    package static func holding(_ path: String, in mounts: [MountInfoLine]) -> MountInfoLine? {
+        func covers(_ point: String) -> Bool {
+            point == "/" || path == point || path.hasPrefix(point.hasSuffix("/") ? point : point + "/")
+        }
+        var found: MountInfoLine?
+        for mount in mounts where covers(mount.mountPoint) && mount.mountPoint.count >= (found?.mountPoint.count ?? 0) {
+            found = mount
+        }
+        return found
+    }
 }
