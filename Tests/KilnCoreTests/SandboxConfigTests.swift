@@ -85,6 +85,10 @@ struct SandboxConfigTests {
         #expect(options.hasPrefix("-Xmx64m -XX:+UsePerfData "))
         #expect(!options.contains("-XX:-UsePerfData"), "the user's own choice of a flag wins")
         #expect(options.contains("-XX:ArchiveRelocationMode=0"))
+        #expect(options.contains("-XX:SweeperThreshold=10"))
+        custom.environment["JAVA_TOOL_OPTIONS"] = "-XX:SweeperThreshold=2"
+        let sweeper = (custom.processEnvironment["JAVA_TOOL_OPTIONS"] ?? "").split(separator: " ").filter { $0.contains("SweeperThreshold") }
+        #expect(sweeper == ["-XX:SweeperThreshold=2"], "the user's own sweeper threshold wins")
     }
 
     @Test func hostRootHasSymlinksAndAMinimalEtc() throws {

@@ -82,6 +82,14 @@ extension Integration {
                     #expect((id?["requests"] as? Int ?? 0) > 20 + settleRequests)
                 }
                 #expect(hostnames.count == 2)
+                // The JVM options kiln adds reached the baked JVM and live on in its copies: the
+                // code cache sweeper's threshold, which a restore's deoptimizations must not cross.
+                let jvm = try #require(copies.first)
+                let jcmd =
+                    (try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(jvm.pid)/exe") as NSString)
+                    .deletingLastPathComponent + "/jcmd"
+                let flags = try await Subprocess.run(jcmd, [String(jvm.pid), "VM.flags"])
+                #expect(flags.stdout.contains("-XX:SweeperThreshold=10"), "\(flags.stdout)\n\(flags.stderr)")
                 // kiln's CRIU patch 0005: each restore caught the copy's threads leaving the
                 // restorer by tracing their system calls, not with hardware breakpoints (perf
                 // events, the first of which after a quiet second waits for an RCU grace period).

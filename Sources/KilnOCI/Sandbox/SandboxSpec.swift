@@ -165,8 +165,18 @@ public struct SandboxSpec: Codable, Sendable, Equatable {
     ///   the same memory layout anyway. Mapped unmodified, the archive is read from the page cache
     ///   that all copies share. (A diagnostic flag; `IgnoreUnrecognizedVMOptions` keeps JVMs
     ///   without it starting.)
+    /// - `-XX:SweeperThreshold=10` (JDK 15-19; the code cache sweeper is gone since JDK 20, which
+    ///   ignores the flag silently): the sweeper walks every compiled method, writing to each,
+    ///   once the methods made not entrant since its last walk add up to this percentage of the
+    ///   code cache (0.5 % by default: 1.2 MB of 240 MB). Each copy's restore makes a few methods
+    ///   not entrant (5-13 in the Spring sample), so in a bake whose count was left just short,
+    ///   every copy walked the code cache right after its restore: 14 MiB of shared code-cache
+    ///   pages copied in each (8 copies' PSS 2.28x one copy's), ~4,000 more page faults and the
+    ///   walk competing with afterRestore (docs/restore-path.md). At 10 % (24 MB) a restore's
+    ///   few cannot cross it; the sweeper still runs when the code cache fills.
     public static let jvmOptions = [
         "-XX:-UsePerfData", "-XX:+UnlockDiagnosticVMOptions", "-XX:+IgnoreUnrecognizedVMOptions", "-XX:ArchiveRelocationMode=0",
+        "-XX:SweeperThreshold=10",
     ]
 
     /// The environment the process starts with: a plain PATH and locale, the user's variables,
