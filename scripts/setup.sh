@@ -212,11 +212,11 @@ state_fs=$(findmnt -n -o FSTYPE -T "$state")
 if [ "$state_fs" = tmpfs ] || [ "$state_fs" = ramfs ]; then
   :
 elif [ -n "$(ls -A "$state")" ]; then
-  log "warning: $state is on $state_fs, not tmpfs, and holds kiln's state: each restore spends ~5-10 ms more there; with no instance running ('kiln stop --all', 'kiln gc'), remove it and run make setup again"
+  log "warning: $state is on $state_fs, not tmpfs, and holds kiln's state: each restore spends ~2-8 ms more there; with no instance running ('kiln stop --all', 'kiln gc'), remove it and run make setup again"
 elif mount -t tmpfs -o mode=0700,size=20% kiln-state "$state"; then
   log "$state mounted as tmpfs (it was on $state_fs)"
 else
-  log "warning: could not mount a tmpfs at $state: each restore spends ~5-10 ms more on $state_fs"
+  log "warning: could not mount a tmpfs at $state: each restore spends ~2-8 ms more on $state_fs"
 fi
 
 log "done"
