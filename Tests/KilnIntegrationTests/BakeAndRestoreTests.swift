@@ -35,10 +35,10 @@ extension Integration {
                 )
                 var defaultState = host.environment
                 defaultState["KILN_STATE"] = nil
-                for (environment, directory) in [(defaultState, "/run/kiln"), (host.environment, host.paths.state)] {
-                    let report = try runKiln(["doctor", "--json"], environment: environment)
-                    let checks = try #require(
-                        (try JSONSerialization.jsonObject(with: Data(report.stdout.utf8)) as? [String: Any])?["checks"] as? [[String: Any]])
+                let defaultReport = try runKiln(["doctor", "--json"], environment: defaultState)
+                let defaultChecks = try #require(
+                    (try JSONSerialization.jsonObject(with: Data(defaultReport.stdout.utf8)) as? [String: Any])?["checks"] as? [[String: Any]])
+                for (checks, directory) in [(defaultChecks, "/run/kiln"), (checks, host.paths.state)] {
                     let state = try #require(checks.first { $0["name"] as? String == "state directory" }, "\(checks)")
                     #expect(state["status"] as? String == (DumpCache.isInMemory(directory) ? "ok" : "warning"), "\(directory): \(state)")
                     #expect((state["detail"] as? String)?.hasPrefix(directory) == true, "\(state)")

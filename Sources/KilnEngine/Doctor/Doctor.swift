@@ -127,8 +127,11 @@ public enum Doctor {
         // files go through it. kiln's test VM has `/run` on an ext4 root without a journal, whose
         // inode allocator steps over every inode deleted in the last half minute, so the more
         // copies come and go, the slower the next one's (docs/restore-path.md).
-        let stateFilesystem = Self.filesystemType(holding: paths.state)
-        let stateInMemory = stateFilesystem == "tmpfs" || stateFilesystem == "ramfs"
+        // Told by the same test as the dump cache's and the verification records' (statfs); the
+        // mount table only names the filesystem for the message.
+        let stateHolder = Self.nearestExisting(paths.state)
+        let stateInMemory = DumpCache.isInMemory(stateHolder)
+        let stateFilesystem = Self.filesystemType(holding: stateHolder)
         add(
             "state directory", stateInMemory ? .ok : .warning,
             stateInMemory
@@ -153,14 +156,18 @@ public enum Doctor {
         return checks
     }
 
-    /// The filesystem type of the mount holding `path`, or the one that will hold it once it is
-    /// created (that of its nearest existing parent); nil if it cannot be told.
-    static func filesystemType(holding path: String) -> String? {
+    /// `path` if it exists, else its nearest existing parent: where it will be once created.
+    static func nearestExisting(_ path: String) -> String {
         var existing = path
         while !existing.isEmpty, existing != "/", !FileManager.default.fileExists(atPath: existing) {
             existing = (existing as NSString).deletingLastPathComponent
         }
-        guard let resolved = realpath(existing, nil) else { return nil }
+        return existing
+    }
+
+    /// The filesystem type of the mount holding the existing `path`; nil if it cannot be told.
+    static func filesystemType(holding path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
         defer { free(resolved) }
         return MountInfoLine.holding(String(cString: resolved), in: MountInfoLine.parse(ProcFile.text("/proc/self/mountinfo") ?? ""))?.type
     }
