@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the kiln Docker image (docker/Dockerfile) without pulling anything: the image is
 # `FROM scratch` plus one root filesystem assembled here from what `make setup` installed on this
-# host: kiln and kiln-shim with the Swift runtime libraries they link, CRIU 4.2.1 (/usr/local/sbin)
+# host: kiln with the Swift runtime libraries it links, kiln-shim (static), CRIU 4.2.1 (/usr/local/sbin)
 # and runc with their shared-library closures, Debian's JDK 17 runtime (+ jcmd, which kiln uses to
 # compact a JVM before the dump), bash/coreutils/sed for the sample's launcher, zstd for
 # `--compress`, tini as PID 1, and the Spring sample (its compiled classes and the Debian jars on

@@ -104,6 +104,9 @@ extension Integration {
                 let manifest = try await host.kiln.bake(try CRaCAgentTests.request(host, mode: "ok", name: "crac"))
                 #expect(host.kiln.knownFirstWrites(of: manifest) == nil)
                 let first = try await host.kiln.restoreOne(manifest)
+                // A copy's compilers wait at SCHED_IDLE only until its first response.
+                let firstCompilers = Self.compilerThreads(first)
+                #expect(!firstCompilers.isEmpty && !firstCompilers.contains(where: CompilerScheduling.isIdle), "compilers of a running copy")
                 let learned = try #require(host.kiln.knownFirstWrites(of: manifest), "the first copy to answer should teach what copies write first")
                 #expect(learned.pageCount > 0)
                 try await host.kiln.stop(first)
@@ -112,11 +115,14 @@ extension Integration {
                 let copied = standby.copiedAheadPages ?? 0
                 #expect(copied > 0 && copied <= learned.pageCount, "copied \(copied) of \(learned.pageCount) pages ahead")
                 #expect(CgroupFreezer(path: standby.cgroupPath).isFrozen)
+                let waiting = Self.compilerThreads(standby)
+                #expect(!waiting.isEmpty && waiting.allSatisfy(CompilerScheduling.isIdle), "a frozen copy's compilers wait at SCHED_IDLE")
                 #expect(try FirstWrites.read(ofProcess: standby.pid).pageCount >= copied, "the copied pages should be the frozen copy's own")
                 #expect(!FileManager.default.fileExists(atPath: "\(host.kiln.instanceDirectory(standby.id))/agent/control/restore.done"))
 
                 let claimed = try #require(host.kiln.claimStandby(of: "crac"))
                 let copy = try await host.kiln.thaw(claimed, manifest: manifest)
+                #expect(!Self.compilerThreads(copy).contains(where: CompilerScheduling.isIdle), "its compilers are back to normal once thawed")
                 let state = try await CRaCAgentTests.state(host, copy)
                 #expect(state["instance"] == copy.id && state["host"] == copy.id, "identity of \(copy.id): \(state)")
                 #expect(state["after"] == "2", "afterRestore ran once, at the thaw: \(state)")

@@ -129,6 +129,12 @@ extension Kiln {
                 throw RestoreAddressCheck.explain(error, attachment: sandbox.attachment)
             }
             let restored = ContinuousClock.now
+            // The copy's JIT compilers wait at SCHED_IDLE until its first response (a standby
+            // copy's: until its first response after the thaw, ``recordThawed(_:)``). Some bakes
+            // leave a method to compile the moment a copy runs; on two CPUs that compile took
+            // the CPU from the copy's afterRestore (docs/restore-path.md, stop 28).
+            let copyProcesses = ProcessInspector.pids(inCgroup: sandbox.instance.cgroupPath)
+            CompilerScheduling.yieldToRequests(ofProcesses: copyProcesses)
             let criu = try? CRIURestoreStatistics.read(fromWorkDirectory: sandbox.workDirectory)
             var record = InstanceRecord(
                 id: id, snapshot: manifest.name, pid: container.pid, shimPid: container.shimPid, port: manifest.sandbox.port,
@@ -158,6 +164,7 @@ extension Kiln {
             }
             let activation = try await activate(&sandbox, container: container, manifest: manifest, timeout: readinessTimeout, interval: pollInterval)
             let answered = ContinuousClock.now
+            CompilerScheduling.restore(ofProcesses: copyProcesses)
             learnFirstWrites(of: manifest, fromProcess: container.pid)
             if standby == .ready {
                 // Identity, afterRestore, readiness and restore hook done. A restored copy's first
@@ -289,11 +296,12 @@ extension Kiln {
     /// Saves the record of a copy ``thaw(_:manifest:readinessTimeout:pollInterval:savingRecord:)``
     /// thawed without saving it, or ``unfreezeHandedOut(_:)`` unfroze (the gateway: its request
     /// goes first), and drops its thaw claim. Creates nothing when the copy's directory is gone.
-    /// A ``StandbyMode/ready`` copy's JIT compilers, kept at `SCHED_IDLE` since its freeze so
-    /// that its first request had the CPU, get their ordinary scheduling back.
+    /// The copy's JIT compilers, kept at `SCHED_IDLE` since its restore (a ``StandbyMode/thaw``
+    /// copy) or its freeze (a ``StandbyMode/ready`` one) so that its afterRestore and first
+    /// request had the CPU, get their ordinary scheduling back.
     public func recordThawed(_ record: InstanceRecord) throws {
-        // A ready copy's compilers waited at SCHED_IDLE for this (``CompilerScheduling``).
-        if record.standbyMode == .ready { CompilerScheduling.restore(ofProcesses: ProcessInspector.pids(inCgroup: record.cgroupPath)) }
+        // Its compilers waited at SCHED_IDLE for this (``CompilerScheduling``).
+        CompilerScheduling.restore(ofProcesses: ProcessInspector.pids(inCgroup: record.cgroupPath))
         try save(record)
         try? FileManager.default.removeItem(atPath: "\(instanceDirectory(record.id))/\(Self.thawClaimFile)")
     }
