@@ -28,7 +28,10 @@ public enum CompilerActivity {
         for pid in pids {
             guard let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task") else { continue }
             for task in tasks {
-                guard let tid = Int32(task), let comm = ProcFile.text("/proc/\(pid)/task/\(task)/comm"), isCompilerThread(comm) else { continue }
+                // A thread name is at most 16 bytes: no 64 KiB buffer to clear for each of ~40 threads.
+                guard let tid = Int32(task), let comm = ProcFile.text("/proc/\(pid)/task/\(task)/comm", chunk: 64), isCompilerThread(comm) else {
+                    continue
+                }
                 threads.append((pid, tid))
             }
         }
