@@ -14,6 +14,12 @@ import Glibc
 /// 5.8 and 7.2 ms (medians of two runs of 10 interleaved pairs, Spring sample). The compilers
 /// go back to normal once that request is over: a copy whose compilers never got the CPU
 /// would stay slow on a busy host.
+///
+/// Every restored copy's compilers wait the same way from the moment `runc restore` returns until
+/// its first response: some bakes leave a method that C2 compiles as soon as a copy runs (in the
+/// Spring sample, ~3,000 page faults of fresh compiler arenas and 30 ms of CPU), which took a
+/// CPU from the copy's afterRestore: the slowest of eight bakes answered in 73.2 instead of
+/// 81.7 ms (docs/restore-path.md).
 public enum CompilerScheduling {
     /// Sets every compiler thread of `pids` to `SCHED_IDLE`. Returns how many it set.
     @discardableResult
