@@ -42,6 +42,7 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 PACKAGES=(
   runc iptables iproute2 procps curl xz-utils zstd ca-certificates dpkg-dev make gcc pkgconf patch
   skopeo umoci
+  libc6-dev  # C headers for CRIU's build, and libc.a: kiln-shim is linked static (Package.swift)
   # `kiln bench serve` loads the gateway with wrk (a lean client in its own process) and measures
   # nginx beside it as the reference proxy (no daemon is started: see policy-rc.d below).
   wrk nginx-light
