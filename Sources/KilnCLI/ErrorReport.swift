@@ -111,6 +111,8 @@ extension KilnError {
         switch code {
         case .invalidArgument, .snapshotNotFound, .instanceNotFound, .snapshotExists, .commandNotFound, .keyRequired, .keyMismatch, .imageNotFound: 2
         case .notRoot, .missingCapability, .criuMissing, .criuTooOld, .runtimeMissing, .toolMissing: 3
+        // A shell's status for a command stopped by SIGINT (128 + 2), whichever signal it was.
+        case .interrupted: 130
         default: 1
         }
     }

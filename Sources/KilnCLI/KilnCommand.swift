@@ -44,7 +44,14 @@ public struct KilnCommand: AsyncParsableCommand {
         }
         do {
             if var asynchronous = command as? AsyncParsableCommand {
-                try await asynchronous.run()
+                if command is HandlesStopSignals {
+                    try await asynchronous.run()
+                } else {
+                    let running = RunningCommand(command: asynchronous)
+                    try await StopSignals.cancelling(what: commandPath(arguments)) {
+                        try await running.run()
+                    }
+                }
             } else {
                 var synchronous = command
                 try synchronous.run()
@@ -58,6 +65,35 @@ public struct KilnCommand: AsyncParsableCommand {
             }
             return ErrorReport.report(error, json: own.common.json, parsing: false, parser: self)
         }
+    }
+}
+
+extension KilnCommand {
+    /// The command `arguments` name, as typed ("kiln bench startup"), for messages.
+    static func commandPath(_ arguments: [String]) -> String {
+        var path = ["kiln"]
+        var level = configuration.subcommands
+        for argument in arguments {
+            guard let next = level.first(where: { $0.configuration.commandName == argument }) else { break }
+            path.append(argument)
+            level = next.configuration.subcommands
+        }
+        return path.joined(separator: " ")
+    }
+}
+
+/// A command that stops on SIGINT and SIGTERM in its own way (`kiln serve`: it drains), rather
+/// than through ``StopSignals``.
+protocol HandlesStopSignals {}
+
+/// A command handed to the task that runs it. Unchecked: the command is used by that one task
+/// only, once it has been handed over.
+private struct RunningCommand: @unchecked Sendable {
+    var command: AsyncParsableCommand
+
+    func run() async throws {
+        var command = command
+        try await command.run()
     }
 }
 

@@ -189,6 +189,58 @@ struct BinaryTests {
 
     /// A real snapshot and a real restored instance, then `ls`, `ps`, `request` and `rm` on a
     /// host where CRIU, runc and kiln-shim cannot be found; `run` there fails as it must.
+    /// Ctrl-C (SIGINT) or SIGTERM during a bake stops it the way a failure would: an
+    /// `interrupted` error, exit status 130, and nothing of the bake left (its container and
+    /// service, cgroups, network namespace, scratch directory), without `kiln gc`.
+    @Test(arguments: [SIGINT, SIGTERM])
+    func aSignalStopsABakeAndLeavesNothingBehind(_ number: Int32) async throws {
+        let host = CLIHost()
+        defer { host.cleanUp() }
+        try FileManager.default.createDirectory(atPath: host.base, withIntermediateDirectories: true)
+        let output = "\(host.base)/bake.json"
+        let file = open(output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        try #require(file >= 0)
+        // A service that never answers: the bake waits for its readiness until the signal.
+        let marker = "kiln-interrupt-\(getpid())-\(number)"
+        let pid = try Subprocess.spawn(
+            kilnBinary,
+            [
+                "bake", "silent", "--port", "8080", "--ready", "/", "--ready-timeout", "120", "--no-compact", "--json", "--", "/bin/sh", "-c",
+                "while :; do sleep 1; done", marker,
+            ],
+            environment: host.environment, stdout: .descriptor(file), stderr: .null)
+        close(file)
+        var exited: TerminationStatus?
+        defer { if exited == nil { kill(pid, SIGKILL) } }
+
+        // Its service runs in the bake's cgroup: the bake is under way.
+        let started = await eventually(timeout: .seconds(60)) { !serviceProcesses(marker).isEmpty }
+        try #require(started, "the bake's service never started")
+        kill(pid, number)
+        exited = try await onDedicatedThread { Subprocess.wait(pid) }
+        #expect(exited == .exited(130), "kiln bake ended with \(String(describing: exited))")
+        let document = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: output))) as? [String: Any]
+        let error = try #require(document?["error"] as? [String: Any], "not an error document: \(String(describing: document))")
+        #expect(error["code"] as? String == "interrupted", "\(error)")
+
+        #expect(serviceProcesses(marker).isEmpty, "the bake's service still runs")
+        let parent = "/sys/fs/cgroup/memory\(host.cgroupParent)"
+        let cgroups = ((try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? []).filter {
+            var isDirectory: ObjCBool = false
+            return FileManager.default.fileExists(atPath: "\(parent)/\($0)", isDirectory: &isDirectory) && isDirectory.boolValue
+        }
+        #expect(cgroups.isEmpty, "cgroups left: \(cgroups)")
+        for directory in ["bakes", "netns", "runc"] {
+            let left = (try? FileManager.default.contentsOfDirectory(atPath: "\(host.state)/\(directory)"))?.filter { !$0.hasPrefix(".") } ?? []
+            #expect(left.isEmpty, "\(directory) left: \(left)")
+        }
+        let garbage = try jsonObject(try host.kiln(["gc", "--json"]))
+        #expect(
+            ["instances", "containers", "networkNamespaces", "directories", "cgroups", "network"].allSatisfy {
+                (garbage[$0] as? [Any])?.isEmpty ?? true
+            }, "kiln gc found leftovers: \(garbage)")
+    }
+
     @Test func storeCommandsWorkWithoutCRIUAndRunc() throws {
         let host = CLIHost()
         defer { host.cleanUp() }
@@ -259,4 +311,24 @@ struct BinaryTests {
         #expect((try jsonObject(empty)["snapshots"] as? [Any])?.isEmpty == true)
         #expect(!FileManager.default.fileExists(atPath: "\(host.store)/snapshots/clihttp"))
     }
+}
+
+/// The pids of the shells named `marker` (their `$0`): a test's service.
+private func serviceProcesses(_ marker: String) -> [Int32] {
+    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+    return entries.compactMap(Int32.init).filter { pid in
+        guard let command = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline")) else { return false }
+        let arguments = command.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+        return arguments.first == "/bin/sh" && arguments.last == marker
+    }
+}
+
+/// Polls `condition` every 50 ms until it holds or `timeout` passes.
+private func eventually(timeout: Duration, _ condition: () -> Bool) async -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if condition() { return true }
+        try? await Task.sleep(for: .milliseconds(50))
+    }
+    return condition()
 }

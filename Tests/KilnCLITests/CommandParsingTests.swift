@@ -35,6 +35,24 @@ struct CommandParsingTests {
         visit(KilnCommand.self, path: "")
     }
 
+    /// What a stop signal's message calls the command: its path as typed, not its arguments.
+    @Test func aCommandIsNamedByItsPath() {
+        #expect(KilnCommand.commandPath(["bench", "startup", "hello", "--runs", "3"]) == "kiln bench startup")
+        #expect(KilnCommand.commandPath(["run", "hello", "--count", "2"]) == "kiln run")
+        #expect(KilnCommand.commandPath(["-v", "run", "hello"]) == "kiln")
+    }
+
+    /// Every command but `kiln serve` (which drains on SIGTERM and SIGINT itself) stops through
+    /// `StopSignals`: a signal cancels it and what it started is removed.
+    @Test func onlyServeHandlesItsOwnStopSignals() {
+        func visit(_ command: any ParsableCommand.Type) -> [String] {
+            let configuration = command.configuration
+            let own = command is any HandlesStopSignals.Type ? [configuration.commandName ?? "?"] : []
+            return own + configuration.subcommands.flatMap(visit)
+        }
+        #expect(visit(KilnCommand.self) == ["serve"])
+    }
+
     @Test func bakeDefaults() throws {
         let bake: Bake = try parse(["bake", "hello", "--port", "8080", "--", "java", "-jar", "app.jar"])
         #expect(bake.name == "hello")

@@ -171,7 +171,7 @@ struct SandboxLifecycleTests {
             world.record("hostname")
             try world.fail(.identity)
         }
-        func waitUntilReady(_ probe: ReadinessProbe) async -> ReadinessProbe.Outcome {
+        func waitUntilReady(_ probe: ReadinessProbe) async throws -> ReadinessProbe.Outcome {
             world.record("ready?")
             switch world.failAt {
             case .readinessExited: return .exited

@@ -42,6 +42,22 @@ struct SubprocessTests {
         #expect(output.stdout == "closed\n")
     }
 
+    /// While a command waits for SIGINT and SIGTERM it ignores them (KilnCLI's `StopSignals`),
+    /// and an ignored signal stays ignored across exec: a child must still get both at their
+    /// defaults, or a service kiln started would not stop on SIGTERM.
+    @Test func aChildGetsSIGINTAndSIGTERMAtTheirDefaultsWhateverKilnIgnores() async throws {
+        let previous = (signal(SIGINT, SIG_IGN), signal(SIGTERM, SIG_IGN))
+        defer {
+            signal(SIGINT, previous.0)
+            signal(SIGTERM, previous.1)
+        }
+        let output = try await Subprocess.run("/bin/cat", ["/proc/self/status"])
+        let line = try #require(output.stdout.split(separator: "\n").first { $0.hasPrefix("SigIgn:") })
+        let ignored = try #require(UInt64(line.dropFirst("SigIgn:".count).trimmingCharacters(in: .whitespaces), radix: 16))
+        #expect(ignored & (1 << UInt64(SIGINT - 1)) == 0, "SIGINT ignored in the child: \(line)")
+        #expect(ignored & (1 << UInt64(SIGTERM - 1)) == 0, "SIGTERM ignored in the child: \(line)")
+    }
+
     @Test func missingExecutableIsNamed() async {
         let error = await #expect(throws: KilnError.self) { _ = try await Subprocess.run("/nonexistent/tool", []) }
         #expect(error?.code == .commandNotFound)

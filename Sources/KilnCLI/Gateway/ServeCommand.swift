@@ -7,7 +7,7 @@ import Logging
 
 /// `kiln serve`: the HTTP gateway. It restores functions (snapshots) on demand, scales them out
 /// under load and to zero when idle, and serves the admin API and /metrics.
-struct Serve: AsyncParsableCommand, ReportingCommand {
+struct Serve: AsyncParsableCommand, ReportingCommand, HandlesStopSignals {
     static let configuration = CommandConfiguration(
         commandName: "serve",
         abstract: "Run the HTTP gateway: restore functions (snapshots) on demand, scale them out, scale them to zero.",

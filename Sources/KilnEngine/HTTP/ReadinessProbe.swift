@@ -38,7 +38,9 @@ public struct ReadinessProbe: Sendable {
     /// (``InstanceHTTPClient/quickStatus(_:to:within:)``) before it asks again without blocking.
     static let quickBudget: Duration = .milliseconds(20)
 
-    public func wait() async -> Outcome {
+    /// Throws only `CancellationError`: a cancelled caller (a command stopped by SIGINT) stops
+    /// waiting at once rather than at the timeout.
+    public func wait() async throws -> Outcome {
         let deadline = ContinuousClock.now + timeout
         var lastSeen = "no attempt yet"
         while true {
@@ -58,7 +60,7 @@ public struct ReadinessProbe: Sendable {
             }
             if !ProcessInspector.isAlive(pid) { return .exited }
             if ContinuousClock.now >= deadline { return .timedOut(lastSeen: lastSeen) }
-            try? await Task.sleep(for: interval)
+            try await Task.sleep(for: interval)
         }
     }
 }

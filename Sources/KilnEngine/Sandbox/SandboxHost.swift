@@ -30,7 +30,7 @@ package protocol SandboxHost: Sendable {
     /// Sets the hostname in the UTS namespace of process `pid`.
     func setHostname(_ name: String, ofProcess pid: Int32) throws
     /// Polls the service until it answers, dies or runs out of time.
-    func waitUntilReady(_ probe: ReadinessProbe) async -> ReadinessProbe.Outcome
+    func waitUntilReady(_ probe: ReadinessProbe) async throws -> ReadinessProbe.Outcome
     /// Sends `GET` of each of `paths` in turn over kept-alive connections of `perConnection`
     /// requests each, and returns each reply's HTTP status.
     func sendRequests(_ paths: [String], to endpoint: ServiceEndpoint, perConnection: Int, shapes: [RequestShape]) async throws -> [Int]
@@ -96,8 +96,8 @@ package struct LinuxSandboxHost: SandboxHost {
         }
     }
 
-    package func waitUntilReady(_ probe: ReadinessProbe) async -> ReadinessProbe.Outcome {
-        await probe.wait()
+    package func waitUntilReady(_ probe: ReadinessProbe) async throws -> ReadinessProbe.Outcome {
+        try await probe.wait()
     }
 
     package func sendRequests(_ paths: [String], to endpoint: ServiceEndpoint, perConnection: Int, shapes: [RequestShape]) async throws -> [Int] {

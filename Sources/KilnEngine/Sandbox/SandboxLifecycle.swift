@@ -321,7 +321,7 @@ package struct SandboxLifecycle {
     package func probe(port: Int, path: String, timeout: Duration, interval: Duration) async throws -> ReadinessProbe.Outcome {
         guard let container else { throw notRunning(.readiness) }
         let probe = ReadinessProbe(endpoint: endpoint(port: port), path: path, pid: container.pid, timeout: timeout, interval: interval)
-        return await host.waitUntilReady(probe)
+        return try await host.waitUntilReady(probe)
     }
 
     /// Sends `GET` of `paths` to the service on `port` (kept-alive connections of

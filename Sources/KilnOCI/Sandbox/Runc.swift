@@ -227,10 +227,26 @@ public struct Runc: ContainerRuntime {
 
     public func list() async throws -> [ContainerState] {
         guard FileManager.default.fileExists(atPath: stateRoot) else { return [] }
-        let output = try await runCaptured("list", id: "all", arguments: ["list", "--format", "json"])
+        let output = try await listing()
         let text = output.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         guard !text.isEmpty, text != "null" else { return [] }
         return try JSONDecoder().decode([ContainerState].self, from: Data(text.utf8))
+    }
+
+    /// `runc list`, asked again (up to three times) when a container went away while runc read
+    /// it: runc reads the state directory, then each container's state, and one deleted in
+    /// between (another copy being stopped) fails the whole listing with "no such file or
+    /// directory" (seen in `kiln bench standby`: a gateway's stop of one copy reported failed
+    /// because its check listed the containers as another copy's delete finished).
+    private func listing() async throws -> CommandOutput {
+        var attempt = 1
+        while true {
+            do {
+                return try await runCaptured("list", id: "all", arguments: ["list", "--format", "json"])
+            } catch let error as KilnError where attempt < 3 && error.details.contains(where: { $0.contains("no such file or directory") }) {
+                attempt += 1
+            }
+        }
     }
 
     public func versionDescription() -> String { "runc \(version())" }

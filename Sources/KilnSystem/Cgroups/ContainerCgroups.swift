@@ -35,7 +35,9 @@ package struct ContainerCgroups {
             for directory in existingDirectories { rmdir(directory) }
             let left = existingDirectories
             if left.isEmpty || ContinuousClock.now >= deadline { return left }
-            try? await Task.sleep(for: .milliseconds(20))
+            // Cleanup runs on a cancelled task too (a command stopped by SIGINT): there the
+            // sleep throws at once, and the loop must still wait rather than spin.
+            if (try? await Task.sleep(for: .milliseconds(20))) == nil { usleep(20_000) }
         }
     }
 }

@@ -77,13 +77,15 @@ public enum Subprocess {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
-        // A child must not inherit kiln's signal mask or a SIGPIPE disposition set by NIO.
+        // A child must not inherit kiln's signal mask, a SIGPIPE disposition set by NIO, or
+        // SIGINT and SIGTERM ignored while a command waits for them (`StopSignals` in KilnCLI):
+        // an ignored signal stays ignored across exec, and a service would not stop on SIGTERM.
         var noSignals = sigset_t()
         sigemptyset(&noSignals)
         posix_spawnattr_setsigmask(&attributes, &noSignals)
         var defaults = sigset_t()
         sigemptyset(&defaults)
-        sigaddset(&defaults, SIGPIPE)
+        for number in [SIGPIPE, SIGINT, SIGTERM] { sigaddset(&defaults, number) }
         posix_spawnattr_setsigdefault(&attributes, &defaults)
         var flags = Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)
         if newSession { flags |= kiln_posix_spawn_setsid_flag() }
