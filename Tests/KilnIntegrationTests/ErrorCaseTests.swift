@@ -246,12 +246,36 @@ extension Integration {
     /// keeps what is still running.
     @Suite("crashed kiln", .serialized)
     struct CrashRecoveryTests {
+        /// A copy a live kiln is still making (its directory marked as that process's, no
+        /// record yet: a gateway's ready standby copy takes ~6 s to its record) is not a half-made
+        /// restore for `kiln gc` to remove; one whose kiln died is.
+        @Test func gcLeavesARestoreInProgressAlone() async throws {
+            try await withTestHost { host in
+                let inProgress = host.kiln.instanceDirectory("svc-inprogress")
+                let abandoned = host.kiln.instanceDirectory("svc-abandoned")
+                for directory in [inProgress, abandoned] {
+                    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                }
+                try OwnerMark.write(into: inProgress)
+                // The mark of a process that is gone (no such pid).
+                try "4194303 1".write(toFile: "\(abandoned)/owner", atomically: true, encoding: .utf8)
+                let report = try await host.kiln.collectGarbage()
+                #expect(FileManager.default.fileExists(atPath: inProgress), "gc removed a restore in progress: \(report)")
+                #expect(!FileManager.default.fileExists(atPath: abandoned))
+                #expect(report.directories == [abandoned], "\(report)")
+                try FileManager.default.removeItem(atPath: inProgress)
+            }
+        }
+
         @Test func gcCleansUpAfterAKilledBakeAndKeepsRunningInstances() async throws {
             try await withTestHost { host in
                 // A running instance that gc must keep.
                 let manifest = try await host.kiln.bake(
                     BakeRequest(name: "keeper", sandbox: host.sandbox([helloJdk]), readiness: ReadinessCheck(path: "/health")))
                 let keeper = try await host.kiln.restoreOne(manifest)
+                // Marked as this process's while it was made, then handed over: `kiln run`'s
+                // copies outlive the command.
+                #expect(!OwnerMark.isMarked(host.kiln.instanceDirectory(keeper.id)))
 
                 // A bake killed with SIGKILL while it waits for a service that never gets ready.
                 let pid = try Subprocess.spawn(

@@ -5,7 +5,8 @@ import KilnEngine
 /// namespaces and directories of instances that are gone, and bakes that are no longer running.
 struct GC: AsyncParsableCommand, ReportingCommand {
     static let configuration = CommandConfiguration(
-        commandName: "gc", abstract: "Remove what a crashed or killed kiln left behind (running instances and bakes in progress are kept).")
+        commandName: "gc",
+        abstract: "Remove what a crashed or killed kiln left behind (running instances, and bakes and restores in progress, are kept).")
 
     @OptionGroup var common: CommonOptions
 

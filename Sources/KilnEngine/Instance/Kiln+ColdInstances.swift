@@ -18,7 +18,8 @@ extension Kiln {
         let keptLog = "\(paths.logs)/\(id)-console.log"
         do {
             try await sandbox.prepare(
-                sandboxToColdStart(manifest), ownerMark: ownsInstances,
+                // Marked as this process's while it is made (``handOver(_:)``).
+                sandboxToColdStart(manifest), ownerMark: true,
                 network: try networkPlan(network ?? manifest.network, snapshot: manifest.name))
             let started = ContinuousClock.now
             let container = try await sandbox.start()
@@ -31,6 +32,7 @@ extension Kiln {
                 logPath: sandbox.logPath, restoreMs: coldStartMs, firstResponseMs: coldStartMs, sharesMemory: false,
                 network: sandbox.attachment)
             try save(record)
+            handOver(id)
             return record
         } catch {
             _ = sandbox.keep(sandbox.logPath, at: keptLog)

@@ -30,7 +30,13 @@ package enum OwnerMark {
         try RuntimeFile.replace("\(directory)/\(fileName)", with: Data("\(getpid()) \(startTime(of: getpid()) ?? "?")".utf8))
     }
 
-    static func isMarked(_ directory: String) -> Bool {
+    /// Takes the mark away: the directory's instance no longer lives only as long as the
+    /// process that made it (``Kiln/handOver(_:)``).
+    static func remove(from directory: String) {
+        unlink("\(directory)/\(fileName)")
+    }
+
+    package static func isMarked(_ directory: String) -> Bool {
         FileManager.default.fileExists(atPath: "\(directory)/\(fileName)")
     }
 
@@ -50,10 +56,19 @@ package enum OwnerMark {
 }
 
 extension Kiln {
+    /// Called once a copy's record is saved: a copy is marked as this process's while it is
+    /// made (so `kiln gc` leaves a restore in progress alone), and keeps the mark only if this
+    /// process owns its instances (``ownsInstances``: a gateway's die with it). `kiln run`'s
+    /// copies outlive the command.
+    package func handOver(_ id: String) {
+        if !ownsInstances { OwnerMark.remove(from: instanceDirectory(id)) }
+    }
+
     /// Removes what a crashed or killed kiln left behind: records of instances whose process is
     /// gone, instances of a gateway that is gone, containers and network namespaces nothing
     /// owns, scratch directories of bakes whose kiln is dead, half-written snapshots, and empty
-    /// cgroups. Running instances and bakes in progress (their kiln is alive) are left alone.
+    /// cgroups. Running instances, and bakes and restores in progress (their kiln is alive), are
+    /// left alone.
     public func collectGarbage() async throws -> GarbageReport {
         var report = GarbageReport()
         let containers = try await runtime.list()
@@ -74,9 +89,15 @@ extension Kiln {
                 report.instances.append(record.id)
             }
         }
-        // Instance directories without a readable record are half-made restores.
+        // Instance directories without a readable record are half-made restores: a killed
+        // kiln's, or one still being made by a live kiln (marked as its own until its record is
+        // saved, ``Kiln/handOver(_:)``), which is kept.
         for id in (try? FileManager.default.contentsOfDirectory(atPath: paths.instances)) ?? []
         where !keep.contains(id) && !report.instances.contains(id) {
+            if OwnerMark.ownerIsAlive(instanceDirectory(id)) {
+                keep.insert(id)
+                continue
+            }
             var sandbox = adoptSandbox(id: id, directory: instanceDirectory(id))
             await sandbox.tearDown()
             report.directories.append(instanceDirectory(id))

@@ -117,7 +117,8 @@ extension Kiln {
             if manifest.network != nil { sandbox.keepResolvConfMount() } else { sandbox.mountsNetworkResolvConf = false }
             let (spec, dump) = try sandboxToRun(manifest)
             try await sandbox.prepare(
-                spec, ownerMark: ownsInstances, network: try networkPlan(network ?? manifest.network, snapshot: manifest.name, pool: pool),
+                // Marked as this process's while it is made (``handOver(_:)``).
+                spec, ownerMark: true, network: try networkPlan(network ?? manifest.network, snapshot: manifest.name, pool: pool),
                 // A standby copy is frozen the moment runc returns, not after a network still
                 // being attached: it runs no longer than it must with the bake's identity.
                 attachDuringRestore: standby != .thaw)
@@ -160,6 +161,7 @@ extension Kiln {
                     "\(id): standby copy restored in \(record.restoreMs) ms, frozen \(String(format: "%.2f", record.frozenAfterMs ?? 0)) ms after runc returned, \(record.copiedAheadPages ?? 0) pages copied ahead in \(String(format: "%.1f", copying.duration(to: .now).milliseconds)) ms"
                 )
                 try save(record)
+                handOver(id)
                 return record
             }
             let activation = try await activate(&sandbox, container: container, manifest: manifest, timeout: readinessTimeout, interval: pollInterval)
@@ -204,6 +206,7 @@ extension Kiln {
             record.phases?.afterRestoreMs = activation.afterRestoreMs
             record.phases?.firstResponseMs = activation.firstResponseMs
             try save(record)
+            handOver(id)
             return record
         } catch {
             throw await failed(&sandbox, error, id: id)
