@@ -20,8 +20,9 @@ import Glibc
 /// `kiln run --count N` had restored: they are instances like any other).
 enum StopSignals {
     /// Runs `body` in a task that the first SIGINT or SIGTERM cancels, and throws an
-    /// ``KilnError/Code/interrupted`` error (the body's own as its cause) when one came. The
-    /// signals' default actions are back when this returns.
+    /// ``KilnError/Code/interrupted`` error when one came and the body failed (the body's error
+    /// as its cause, unless it was the cancellation itself). The signals' default actions are
+    /// back when this returns.
     static func cancelling(what command: String, _ body: @escaping @Sendable () async throws -> Void) async throws {
         let received = ReceivedSignal()
         let work = Task { try await body() }
