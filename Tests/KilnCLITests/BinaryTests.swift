@@ -187,8 +187,6 @@ struct BinaryTests {
         #expect(elf.range(of: Data("swift_retain".utf8)) == nil, "kiln-shim carries Swift's runtime")
     }
 
-    /// A real snapshot and a real restored instance, then `ls`, `ps`, `request` and `rm` on a
-    /// host where CRIU, runc and kiln-shim cannot be found; `run` there fails as it must.
     /// Ctrl-C (SIGINT) or SIGTERM during a bake stops it the way a failure would: an
     /// `interrupted` error, exit status 130, and nothing of the bake left (its container and
     /// service, cgroups, network namespace, scratch directory), without `kiln gc`.
@@ -241,6 +239,8 @@ struct BinaryTests {
             }, "kiln gc found leftovers: \(garbage)")
     }
 
+    /// A real snapshot and a real restored instance, then `ls`, `ps`, `request` and `rm` on a
+    /// host where CRIU, runc and kiln-shim cannot be found; `run` there fails as it must.
     @Test func storeCommandsWorkWithoutCRIUAndRunc() throws {
         let host = CLIHost()
         defer { host.cleanUp() }

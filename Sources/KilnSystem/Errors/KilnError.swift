@@ -73,7 +73,7 @@ public struct KilnError: Error, CustomStringConvertible, Sendable {
         case instanceTimeout = "instance-timeout"
         /// The instance could not be reached, or its response broke off.
         case instanceFailed = "instance-failed"
-        /// SIGINT (Ctrl-C) or SIGTERM stopped the command; what it had started was removed.
+        /// SIGINT (Ctrl-C) or SIGTERM stopped the command; what it had half done was undone.
         case interrupted = "interrupted"
         /// A failure that is not one of the above: an error from below kiln (Foundation, the
         /// standard library) that reached the command line as it was.
