@@ -92,19 +92,26 @@ extension Kiln {
         // ksmd needs two passes over a page to merge it (one to see it unchanged, one to merge):
         // only a reading after two more full scans can be "settled".
         let scansAtStart = PageMerging.stats().fullScans
-        while start.duration(to: .now) < .seconds(180) {
-            try await Task.sleep(for: .seconds(1))
-            let usage = MemoryUsage.of(pids: pids())
-            let seconds = start.duration(to: .now).milliseconds / 1000
-            samples.append(.init(seconds: seconds, pssBytes: usage.pssBytes, mergedBytes: usage.mergedBytes))
-            // Settled: the last 3 readings within 1% of each other, after merging began.
-            let recent = samples.suffix(4).map(\.pssBytes)
-            if PageMerging.stats().fullScans >= scansAtStart + 2, samples.count >= 4, let high = recent.max(), let low = recent.min(),
-                Double(high - low) < 0.01 * Double(high)
-            {
-                convergence = samples[samples.count - 4].seconds
-                break
+        // The copies are the benchmark's: stopped whether it goes on or is stopped (Ctrl-C ends
+        // the sleep below with an error).
+        do {
+            while start.duration(to: .now) < .seconds(180) {
+                try await Task.sleep(for: .seconds(1))
+                let usage = MemoryUsage.of(pids: pids())
+                let seconds = start.duration(to: .now).milliseconds / 1000
+                samples.append(.init(seconds: seconds, pssBytes: usage.pssBytes, mergedBytes: usage.mergedBytes))
+                // Settled: the last 3 readings within 1% of each other, after merging began.
+                let recent = samples.suffix(4).map(\.pssBytes)
+                if PageMerging.stats().fullScans >= scansAtStart + 2, samples.count >= 4, let high = recent.max(), let low = recent.min(),
+                    Double(high - low) < 0.01 * Double(high)
+                {
+                    convergence = samples[samples.count - 4].seconds
+                    break
+                }
             }
+        } catch {
+            for record in records { try? await stop(record) }
+            throw error
         }
         let settled = MemoryUsage.of(pids: pids())
         let ksmdSeconds = Self.ksmdCPUSeconds() - ksmdBefore
@@ -125,10 +132,16 @@ extension Kiln {
                     name: name, sandbox: manifest.sandbox, readiness: manifest.readiness, warmup: manifest.warmup, compact: compact,
                     replace: true, shareMemory: manifest.shareMemory, compress: compress, encryptionKey: key))
             var restoreTimes: [Double] = []
-            for _ in 0..<restoreRuns {
-                let record = try await restoreOne(variant, pollInterval: .milliseconds(5))
-                restoreTimes.append(record.firstResponseMs)
-                try await stop(record)
+            do {
+                for _ in 0..<restoreRuns {
+                    let record = try await restoreOne(variant, pollInterval: .milliseconds(5))
+                    restoreTimes.append(record.firstResponseMs)
+                    try await stop(record)
+                }
+            } catch {
+                // A variant is the benchmark's own snapshot: it does not outlive a failed run.
+                try? removeSnapshot(name)
+                throw error
             }
             try? removeSnapshot(name)
             variants.append(

@@ -133,6 +133,8 @@ extension Kiln {
         var firstResponses: [Double] = []
         let cyclesStart = ContinuousClock.now
         for cycle in 0..<cycles {
+            // Stopped (Ctrl-C): each cycle would only fail at once and count as a failure.
+            try Task.checkCancellation()
             do {
                 let record = try await restoreOne(manifest)
                 firstResponses.append(record.firstResponseMs)
@@ -219,12 +221,16 @@ extension Kiln {
                     kill(victim.pid, SIGKILL)
                 }
             }
+            defer { killer.cancel() }
             var load = SoakReport.Load(
                 seconds: 0, connections: connections, requests: 0, ok: 0, failedInFlightToKilled: 0, failedOther: 0, otherErrors: [], kills: 0,
                 launches: 0, coldStartFallbacks: 0)
             let started = ContinuousClock.now
             // Slices of 10 s keep the samples held at once small over a long run.
             while ContinuousClock.now < end {
+                // Stopped (Ctrl-C): the load would only fail until the end. Throwing cancels the
+                // gateway, which stops its instances on the way out.
+                try Task.checkCancellation()
                 let slice = min(10, ContinuousClock.now.duration(to: end).seconds)
                 let result = await LoadGenerator.run(target, path: "/\(function)\(path)", connections: connections, duration: .seconds(slice))
                 let killedSoFar = killed.withLock { $0 }
@@ -244,7 +250,6 @@ extension Kiln {
                         started.duration(to: .now).seconds, seconds, load.requests, load.ok, load.failedInFlightToKilled, load.failedOther,
                         killed.withLock { $0.count }))
             }
-            killer.cancel()
             load.seconds = started.duration(to: .now).seconds
             load.kills = killed.withLock { $0.count }
             if let status = try? gateway.function(function) {

@@ -186,9 +186,11 @@ extension Kiln {
         _ manifest: SnapshotManifest, runs: Int, path: String, mode: StandbyMode, progress: @escaping @Sendable (String) -> Void
     ) async throws -> (atZero: [Double], warm: [Double], idleWarm: [Double], servedBy: [String]) {
         let policy = ScalingPolicy(minInstances: 0, maxInstances: 1, concurrency: 8, keepAliveSeconds: 3600, standby: 1)
+        // The standby policy for the measured function only: as the default policy it would have
+        // the gateway keep a standby copy of every snapshot in the store from its start.
         let configuration = GatewayConfiguration(
             listen: ListenAddress(host: "127.0.0.1", port: 0), admin: ListenAddress(host: "127.0.0.1", port: 0),
-            defaultPolicy: policy, policies: [manifest.name: policy], maintenanceInterval: .milliseconds(20), standbyMode: mode)
+            policies: [manifest.name: policy], maintenanceInterval: .milliseconds(20), standbyMode: mode)
         let server = buildGateway(kiln: self, configuration: configuration, stopsOnSignals: false, logger: logger)
         let gateway = server.gateway
         return try await withThrowingTaskGroup(of: (atZero: [Double], warm: [Double], idleWarm: [Double], servedBy: [String])?.self) { group in

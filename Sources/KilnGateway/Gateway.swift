@@ -44,9 +44,25 @@ public final class Gateway: Service, Sendable {
 
     // MARK: Running
 
-    /// Runs launches, stops and maintenance until graceful shutdown (a `ServiceGroup` signal) or
-    /// ``shutdown()``; then stops every instance it started and returns once all are gone.
+    /// Runs launches, stops and maintenance until graceful shutdown (a `ServiceGroup` signal),
+    /// ``shutdown()`` or cancellation; then stops every instance it started and returns once all
+    /// are gone.
+    ///
+    /// Cancellation shuts down like ``shutdown()`` rather than abandoning the instances: a
+    /// gateway inside a command that Ctrl-C cancels (`kiln bench serve`, `soak`, `standby`)
+    /// would otherwise leave its copies running, with their containers, cgroups and addresses.
+    /// So the work runs in a task of its own, which the cancellation does not reach (the stops
+    /// must not fail on it), and the cancellation only starts the shutdown.
     public func run() async throws {
+        let work = Task { await self.runUntilClosed() }
+        await withTaskCancellationHandler {
+            await work.value
+        } onCancel: {
+            Task { await self.shutdown() }
+        }
+    }
+
+    private func runUntilClosed() async {
         // Functions to keep warm from the start: those with a minimum of their own, and with a
         // default minimum, every function there is.
         var warm = configuration.policies.filter { $0.value.minInstances > 0 || $0.value.standby > 0 }
@@ -64,8 +80,8 @@ public final class Gateway: Service, Sendable {
         await withDiscardingTaskGroup { group in
             group.addTask { await self.maintainUntilClosed() }
             group.addTask {
-                // Graceful shutdown (SIGTERM through the ServiceGroup) starts the drain; a
-                // plain cancellation ends this task without one.
+                // Graceful shutdown (SIGTERM through the ServiceGroup) starts the drain
+                // (cancellation does too, through ``run()``).
                 if (try? await gracefulShutdown()) != nil { await self.shutdown() }
             }
             for await command in commands {

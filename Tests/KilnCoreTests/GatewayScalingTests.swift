@@ -1,5 +1,6 @@
 import Foundation
 import HTTPTypes
+import Logging
 import NIOCore
 import Testing
 
@@ -294,6 +295,30 @@ struct GatewayScalingTests {
             #expect(provider.running.isEmpty)
             #expect(Set(provider.terminated) == ["hello-1", "other-2"])
         }
+    }
+
+    /// A gateway inside a command that Ctrl-C cancels (`kiln bench serve`) stops what it
+    /// started: the instance that was running and the one whose restore was under way.
+    @Test(arguments: [Duration.milliseconds(0), .milliseconds(300)])
+    func cancellationStopsEveryInstanceTheGatewayStarted(secondLaunchDelay: Duration) async throws {
+        let provider = FakeProvider()
+        var logger = Logger(label: "gateway-test")
+        logger.logLevel = .critical
+        let gateway = Gateway(
+            configuration: GatewayConfiguration(
+                defaultPolicy: ScalingPolicy(minInstances: 1, maxInstances: 2, concurrency: 1, keepAliveSeconds: 3600),
+                maintenanceInterval: .milliseconds(10)),
+            provider: provider, transport: FakeTransport(), logger: logger)
+        let running = Task { try await gateway.run() }
+        #expect(await eventually { provider.running.count == 1 })
+        // A second instance on its way when the cancellation comes (or already up).
+        provider.state.withLock { $0.launchDelay = secondLaunchDelay }
+        _ = try gateway.scale("hello", ScalingPolicyUpdate(min: 2, max: 2))
+        #expect(await eventually { provider.launches == 2 })
+        running.cancel()
+        try await running.value
+        #expect(provider.running.isEmpty, "left running: \(provider.running)")
+        #expect(Set(provider.terminated).count == provider.launches)
     }
 
     @Test func adminViewAndScalingPolicyValidation() async throws {
