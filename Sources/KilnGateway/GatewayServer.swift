@@ -62,9 +62,17 @@ public final class GatewayServer: Sendable {
     }
 
     /// Runs until shut down; every instance the gateway started is stopped when this returns.
+    /// Cancellation (a `kiln bench` stopped by Ctrl-C) shuts down gracefully, as SIGTERM does:
+    /// cancelled outright, the listeners would drop their connections and log errors about it.
     public func run() async throws {
+        let group = group
+        let running = Task { try await group.run() }
         do {
-            try await group.run()
+            try await withTaskCancellationHandler {
+                try await running.value
+            } onCancel: {
+                Task { await group.triggerGracefulShutdown() }
+            }
         } catch {
             try? await listenerLoops.shutdownGracefully()
             throw error

@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Logging
 import NIOCore
+import Synchronization
 import Testing
 
 @testable import KilnBench
@@ -13,6 +14,35 @@ import Testing
 
 @Suite("gateway listeners over loopback (fake instances)")
 struct GatewayServerTests {
+    /// A gateway server in a command that Ctrl-C cancels (`kiln bench serve`) shuts down as on
+    /// SIGTERM: the request in flight is answered, the instance it started is stopped, it
+    /// returns without an error, and its listeners log none (cancelled outright, they logged
+    /// "Waiting on child channel: CancellationError()" and "Server shutdown error").
+    @Test func cancellationShutsTheServerDownGracefully() async throws {
+        let provider = FakeProvider()
+        let transport = FakeTransport(delay: .milliseconds(300))
+        let errors = ErrorLogs()
+        var logger = Logger(label: "gateway-server-test") { _ in errors }
+        logger.logLevel = .error
+        let gateway = Gateway(
+            configuration: GatewayConfiguration(
+                listen: ListenAddress(host: "127.0.0.1", port: 0), admin: ListenAddress(host: "127.0.0.1", port: 0),
+                maintenanceInterval: .milliseconds(10)),
+            provider: provider, transport: transport, logger: logger)
+        let server = GatewayServer(gateway: gateway, signals: [], logger: logger)
+        let running = Task { try await server.run() }
+        let client = KeepAliveClient(.loopback(port: await server.boundPorts().listen))
+        defer { client.close() }
+        let inFlight = Task { try await client.send(.get, "/hello/greet").status }
+        #expect(await eventually { transport.requests.count == 1 })
+        running.cancel()
+        #expect(try await inFlight.value == .ok)
+        try await running.value
+        #expect(provider.running.isEmpty)
+        #expect(provider.terminated == ["hello-1"])
+        #expect(errors.messages.isEmpty)
+    }
+
     @Test func publicAndAdminListenersServeTheirOwnRoutesOnly() async throws {
         let provider = FakeProvider()
         var logger = Logger(label: "gateway-server-test")
@@ -74,5 +104,25 @@ struct GatewayServerTests {
             try await group.waitForAll()
         }
         #expect(provider.running.isEmpty)
+    }
+}
+
+/// Keeps the messages logged at error level or above.
+private struct ErrorLogs: LogHandler {
+    private final class Store: Sendable {
+        let messages = Mutex<[String]>([])
+    }
+    private let store = Store()
+    var messages: [String] { store.messages.withLock { $0 } }
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .error
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        if event.level >= .error { store.messages.withLock { $0.append("\(event.message)") } }
     }
 }
