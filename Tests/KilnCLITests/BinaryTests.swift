@@ -222,6 +222,55 @@ struct BinaryTests {
         #expect(error["code"] as? String == "interrupted", "\(error)")
 
         #expect(serviceProcesses(marker).isEmpty, "the bake's service still runs")
+        try expectNothingLeft(on: host)
+    }
+
+    /// A benchmark stopped by Ctrl-C stops what it made for itself: `kiln bench serve`
+    /// interrupted while its in-process gateway keeps an instance up (the warm-up under load)
+    /// ends with `interrupted` and leaves no instance, container, cgroup or namespace, without
+    /// `kiln gc`. (Cancelled, the gateway used to return without stopping its instances.)
+    @Test func aSignalStopsABenchmarkAndLeavesNothingBehind() async throws {
+        let host = CLIHost()
+        defer { host.cleanUp() }
+        let app = "\(host.base)/app"
+        try FileManager.default.createDirectory(atPath: app, withIntermediateDirectories: true)
+        try "kiln-cli-test\n".write(toFile: "\(app)/index.html", atomically: true, encoding: .utf8)
+        let bake = try host.kiln([
+            "bake", "benchhttp", "--port", "8080", "--ready", "/", "--ready-timeout", "30", "--no-compact", "--app", app, "--json",
+            "--", "/usr/bin/python3", "-m", "http.server", "8080",
+        ])
+        try #require(bake.status == .exited(0), "bake failed: \(bake.stderr)\(bake.stdout)")
+
+        let output = "\(host.base)/bench.out"
+        let file = open(output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        try #require(file >= 0)
+        let pid = try Subprocess.spawn(
+            kilnBinary,
+            [
+                "bench", "serve", "benchhttp", "--trials", "1", "--path", "/", "--seconds", "30", "--rounds", "1", "--no-reference", "--placement",
+                "shared",
+            ],
+            environment: host.environment, stdout: .descriptor(file), stderr: .descriptor(file))
+        close(file)
+        var exited: TerminationStatus?
+        defer { if exited == nil { kill(pid, SIGKILL) } }
+
+        let printed = { (try? String(contentsOfFile: output, encoding: .utf8)) ?? "" }
+        let warming = await eventually(timeout: .seconds(120)) { printed().contains("warming up") }
+        try #require(warming, "the benchmark never reached its warm-up: \(printed())")
+        let instances = { (try? FileManager.default.contentsOfDirectory(atPath: "\(host.state)/instances")) ?? [] }
+        #expect(!instances().isEmpty, "no instance under load")
+        kill(pid, SIGINT)
+        exited = try await onDedicatedThread { Subprocess.wait(pid) }
+        #expect(exited == .exited(130), "kiln bench serve ended with \(String(describing: exited)): \(printed())")
+        #expect(printed().contains("interrupted") || printed().contains("stopped by SIGINT"), "\(printed())")
+        #expect(instances().isEmpty, "instances left: \(instances())")
+        try expectNothingLeft(on: host)
+    }
+
+    /// No cgroup under the test's parent, nothing in the state's bakes, netns and runc
+    /// directories, and nothing for `kiln gc` to find.
+    private func expectNothingLeft(on host: CLIHost) throws {
         let parent = "/sys/fs/cgroup/memory\(host.cgroupParent)"
         let cgroups = ((try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? []).filter {
             var isDirectory: ObjCBool = false
