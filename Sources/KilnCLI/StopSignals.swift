@@ -55,11 +55,18 @@ enum StopSignals {
         } catch {
             guard let number = received.number.withLock({ $0 }) else { throw error }
             throw KilnError(
-                .interrupted, "\(command) was stopped by \(name(of: number))",
-                hint:
-                    "what it had half done was undone; instances it had finished keep running ('kiln ps'); 'kiln gc' removes what a second signal left behind",
+                .interrupted, "\(command) was stopped by \(name(of: number))", hint: hint(for: command),
                 cause: error is CancellationError ? nil : error)
         }
+    }
+
+    /// What the `interrupted` error tells the user is left: a benchmark's instances, gateway
+    /// and snapshot variants are its own and go with it; another command's finished instances
+    /// (`kiln run --count N`'s first copies) are the user's and stay.
+    static func hint(for command: String) -> String {
+        command.hasPrefix("kiln bench")
+            ? "what it had started for the measurement was stopped and removed; 'kiln gc' removes what a second signal left behind"
+            : "what it had half done was undone; instances it had finished keep running ('kiln ps'); 'kiln gc' removes what a second signal left behind"
     }
 
     /// The first stop signal that came, shared with the signal handlers.

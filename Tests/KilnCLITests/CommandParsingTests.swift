@@ -42,6 +42,14 @@ struct CommandParsingTests {
         #expect(KilnCommand.commandPath(["-v", "run", "hello"]) == "kiln")
     }
 
+    /// A stopped benchmark says its own instances are gone; another command that its finished
+    /// instances stay.
+    @Test func theInterruptedHintSaysWhatIsLeft() {
+        #expect(StopSignals.hint(for: "kiln bench serve").contains("stopped and removed"))
+        #expect(!StopSignals.hint(for: "kiln bench serve").contains("keep running"))
+        #expect(StopSignals.hint(for: "kiln run").contains("keep running"))
+    }
+
     /// Every command but `kiln serve` (which drains on SIGTERM and SIGINT itself) stops through
     /// `StopSignals`: a signal cancels it and what it started is removed.
     @Test func onlyServeHandlesItsOwnStopSignals() {
