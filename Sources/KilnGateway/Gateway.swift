@@ -48,11 +48,13 @@ public final class Gateway: Service, Sendable {
     /// ``shutdown()`` or cancellation; then stops every instance it started and returns once all
     /// are gone.
     ///
-    /// Cancellation shuts down like ``shutdown()`` rather than abandoning the instances: a
-    /// gateway inside a command that Ctrl-C cancels (`kiln bench serve`, `soak`, `standby`)
-    /// would otherwise leave its copies running, with their containers, cgroups and addresses.
-    /// So the work runs in a task of its own, which the cancellation does not reach (the stops
-    /// must not fail on it), and the cancellation only starts the shutdown.
+    /// Cancellation shuts down like ``shutdown()`` rather than abandoning the instances, which
+    /// would otherwise keep running with their containers, cgroups and addresses: a
+    /// `ServiceGroup` cancels its services when one of them fails (a listener that cannot bind),
+    /// and a caller may cancel `run()` itself (``GatewayServer`` turns its own cancellation, a
+    /// `kiln bench` stopped by Ctrl-C, into a graceful shutdown first). So the work runs in a
+    /// task of its own, which the cancellation does not reach (the stops must not fail on it),
+    /// and the cancellation only starts the shutdown.
     public func run() async throws {
         let work = Task { await self.runUntilClosed() }
         await withTaskCancellationHandler {
