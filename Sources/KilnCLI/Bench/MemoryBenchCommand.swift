@@ -8,7 +8,9 @@ extension Bench {
     struct Memory: AsyncParsableCommand, ReportingCommand {
         static let configuration = CommandConfiguration(
             commandName: "memory",
-            abstract: "Memory of N restored copies (with KSM) against one cold-started instance, and snapshot size with and without compaction.")
+            abstract:
+                "Memory of N restored copies sharing only their mapped pages against one copy, then with KSM against one cold-started instance; snapshot size and restore time with and without compaction."
+        )
 
         @Argument(help: "Snapshot name.")
         var name: String
