@@ -17,6 +17,7 @@ struct RequestShapeTests {
     @Test func aForwardedRequestHasTheGatewaysFieldsAndNoConnectionFieldUntilItCloses() {
         let kept = RequestShape.forwarded(prefix: "/boot").fields(port: 9000, closing: false)
         #expect(kept.first { $0.name == "Host" }?.value == "127.0.0.1:9000")
+        #expect(kept.first { $0.name == "X-Forwarded-Host" }?.value == "127.0.0.1:9000")
         #expect(kept.first { $0.name == "X-Forwarded-Prefix" }?.value == "/boot")
         #expect(kept.first { $0.name == "X-Forwarded-Proto" }?.value == "http")
         #expect(!Self.names(kept).contains("Connection"))

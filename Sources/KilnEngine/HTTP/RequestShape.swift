@@ -30,7 +30,7 @@ public enum RequestShape: Sendable, Equatable {
         switch self {
         case .kiln: "kiln's own request (Host: localhost:PORT, User-Agent: kiln)"
         case .forwarded(let prefix):
-            "a request as kiln serve forwards it (Host: 127.0.0.1:PORT, User-Agent: curl/7.88.1, Accept: */*, "
+            "a request as kiln serve forwards it (Host: 127.0.0.1:PORT, User-Agent: curl/7.88.1, Accept: */*, X-Forwarded-Host: 127.0.0.1:PORT, "
                 + (prefix.map { "X-Forwarded-Prefix: \($0), " } ?? "") + "X-Forwarded-Proto: http)"
         case .client:
             "a library client's request (Host: localhost, Accept: application/json, text/plain, */*, Accept-Encoding: gzip, deflate, "
@@ -50,7 +50,10 @@ public enum RequestShape: Sendable, Equatable {
         case .kiln:
             return [("Host", "localhost:\(port)"), ("Connection", closing ? "close" : "keep-alive"), ("User-Agent", "kiln")]
         case .forwarded(let prefix):
-            var fields: [(name: String, value: String)] = [("Host", "127.0.0.1:\(port)"), ("User-Agent", "curl/7.88.1"), ("Accept", "*/*")]
+            // The gateway keeps the client's Host and names it again in X-Forwarded-Host.
+            var fields: [(name: String, value: String)] = [
+                ("Host", "127.0.0.1:\(port)"), ("User-Agent", "curl/7.88.1"), ("Accept", "*/*"), ("X-Forwarded-Host", "127.0.0.1:\(port)"),
+            ]
             if let prefix { fields.append(("X-Forwarded-Prefix", prefix)) }
             fields.append(("X-Forwarded-Proto", "http"))
             if closing { fields.append(("Connection", "close")) }
