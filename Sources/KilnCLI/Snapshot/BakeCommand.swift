@@ -12,8 +12,8 @@ struct Bake: AsyncParsableCommand, ReportingCommand {
         commandName: "bake",
         abstract: "Cold-start a service in a sandbox, warm it up, and checkpoint it into a snapshot.",
         usage: """
-            kiln bake <name> --port <port> --ready <path> [--warmup COUNT:PATH ...] -- <command> [args...]
-              kiln bake <name> --image <ref> [--port <port>] --ready <path> [...] [-- <args replacing the image's CMD>]
+            kiln bake <name> --port <port> [--ready <path>] [--warmup COUNT:PATH ...] -- <command> [args...]
+              kiln bake <name> --image <ref> [--port <port>] [--ready <path>] [...] [-- <args replacing the image's CMD>]
             """)
 
     @Argument(help: "Snapshot name (lowercase letters, digits, '-', '_').")
