@@ -27,8 +27,9 @@ release: setup    ## the release build of kiln and kiln-shim (.build/release), a
 demo: samples build   ## bake the Spring sample, restore it, print cold start vs restore
 	@./scripts/demo.sh
 
-lint:             ## check the Swift sources' formatting (swift format, .swift-format); `swift format -i -r -p Package.swift Sources Tests` fixes it
+lint:             ## check the Swift sources' formatting (swift format, .swift-format; `swift format -i -r -p Package.swift Sources Tests` fixes it) and that each target imports only what Package.swift lists for it
 	$(SWIFT) format lint --strict -r -p Package.swift Sources Tests
+	SWIFT=$(SWIFT) /usr/bin/python3 scripts/check-imports.py
 
 test: samples lint   ## run every test (unit and integration; integration needs root)
 	/usr/bin/python3 -m unittest discover -s bench/tests

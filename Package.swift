@@ -12,7 +12,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),  // LogHandler.log(event:) (a test handler)
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
-        // kiln serve (Sources/KilnCore/Gateway): HTTP listeners, lifecycle, metrics.
+        // kiln serve (Sources/KilnGateway): HTTP listeners, lifecycle, metrics.
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
@@ -21,23 +21,25 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.0"),
     ],
     targets: [
-        // The layers, lowest first. Each may import only the layers above it in this list (the
-        // compiler enforces it: a target sees only the modules it depends on). See
-        // docs/architecture.md for what each owns.
+        // The layers, lowest first. Each may import only the layers above it in this list, and
+        // lists every module it imports: SwiftPM builds all modules into one search path, so the
+        // compiler alone would accept an import another target happens to bring in;
+        // scripts/check-imports.py (`make lint`) refuses it. See docs/architecture.md for what
+        // each owns.
 
         // Linux calls Swift's Glibc module does not expose cleanly (setns, prctl, SIOCSIFFLAGS).
         .target(name: "CKilnShims"),
         // The host: errors, subprocesses, /proc, cgroups, mounts, namespaces, privileges, memory.
         .target(
             name: "KilnSystem",
-            dependencies: ["CKilnShims", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["CKilnShims"]
         ),
         // OCI: sandbox spec, typed runtime config and seccomp, bundles, the runtime client
         // behind ContainerRuntime (runc), CRIU, container image configs, references and digests.
         .target(
             name: "KilnOCI",
             dependencies: [
-                "KilnSystem",
+                "CKilnShims", "KilnSystem",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -46,16 +48,15 @@ let package = Package(
         .target(
             name: "KilnSnapshot",
             dependencies: [
-                "KilnSystem", "KilnOCI",
+                "CKilnShims", "KilnSystem", "KilnOCI",
                 .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // Networks for sandboxes: CNI plugins (ADD/DEL/CHECK), kiln's network and its iptables
         // firewall, the pool of prepared namespaces, network garbage collection.
         .target(
             name: "KilnNetwork",
-            dependencies: ["KilnSystem", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["KilnSystem"]
         ),
         // The engine: one sandbox lifecycle, bake, restore, instances, gc, image import, export.
         // No HTTP server, no metrics library, no benchmark code.
@@ -63,6 +64,7 @@ let package = Package(
             name: "KilnEngine",
             dependencies: [
                 "CKilnShims", "KilnSystem", "KilnOCI", "KilnSnapshot", "KilnNetwork",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -74,7 +76,7 @@ let package = Package(
         .target(
             name: "KilnGateway",
             dependencies: [
-                "KilnSystem", "KilnOCI", "KilnSnapshot", "KilnEngine",
+                "KilnSystem", "KilnOCI", "KilnSnapshot", "KilnNetwork", "KilnEngine",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -93,11 +95,12 @@ let package = Package(
         .target(
             name: "KilnBench",
             dependencies: [
-                "CKilnShims", "KilnSystem", "KilnOCI", "KilnSnapshot", "KilnEngine", "KilnGateway",
+                "CKilnShims", "KilnSystem", "KilnOCI", "KilnSnapshot", "KilnNetwork", "KilnEngine", "KilnGateway",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
             ]
         ),
         // The commands, one per file, grouped by noun; output and the JSON error document.
@@ -117,7 +120,14 @@ let package = Package(
         .executableTarget(name: "kiln-shim", linkerSettings: [.unsafeFlags(["-nostartfiles", "-static-executable"])]),
         .testTarget(
             name: "KilnCoreTests",
-            dependencies: ["KilnSystem", "KilnOCI", "KilnSnapshot", "KilnEngine", "KilnGateway", "KilnBench", "KilnNetwork"],
+            dependencies: [
+                "KilnSystem", "KilnOCI", "KilnSnapshot", "KilnNetwork", "KilnEngine", "KilnGateway", "KilnBench",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+            ],
             // The fuzz tests' seed corpus and the captured CRIU files, read through #filePath (not resources).
             exclude: ["FuzzCorpus", "Fixtures"]
         ),
@@ -125,11 +135,17 @@ let package = Package(
         // built `kiln` binary (with CRIU and runc hidden for the commands that must not need them).
         .testTarget(
             name: "KilnCLITests",
-            dependencies: ["KilnCLI", "KilnSystem", "KilnSnapshot", "KilnEngine", "KilnGateway", "KilnBench"]
+            dependencies: [
+                "KilnCLI", "KilnSystem", "KilnSnapshot", "KilnEngine", "KilnGateway", "KilnBench",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
         ),
         .testTarget(
             name: "KilnIntegrationTests",
-            dependencies: ["KilnSystem", "KilnOCI", "KilnSnapshot", "KilnEngine", "KilnGateway", "KilnBench", "KilnNetwork"],
+            dependencies: [
+                "KilnSystem", "KilnOCI", "KilnSnapshot", "KilnNetwork", "KilnEngine", "KilnGateway", "KilnBench",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             // The script that builds the --image tests' OCI image, run through #filePath.
             exclude: ["Fixtures"]
         ),
