@@ -1,6 +1,13 @@
 // swift-tools-version: 6.0
 import PackageDescription
 
+/// SwiftNIO's core, its sockets and its HTTP/1 codec: four targets import the three together.
+let nioHTTP1: [Target.Dependency] = [
+    .product(name: "NIOCore", package: "swift-nio"),
+    .product(name: "NIOPosix", package: "swift-nio"),
+    .product(name: "NIOHTTP1", package: "swift-nio"),
+]
+
 let package = Package(
     name: "kiln",
     platforms: [.macOS(.v15)],
@@ -66,10 +73,7 @@ let package = Package(
                 "CKilnShims", "KilnSystem", "KilnOCI", "KilnSnapshot", "KilnNetwork",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-            ]
+            ] + nioHTTP1
         ),
         // kiln serve: routing, scaling from zero, the function pools, metrics, the admin API.
         // The only target that imports Hummingbird and Prometheus.
@@ -78,9 +82,6 @@ let package = Package(
             dependencies: [
                 "KilnSystem", "KilnOCI", "KilnSnapshot", "KilnNetwork", "KilnEngine",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -89,7 +90,7 @@ let package = Package(
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
-            ]
+            ] + nioHTTP1
         ),
         // Every benchmark, the load generator and the soak: never part of the product's engine.
         .target(
@@ -97,11 +98,8 @@ let package = Package(
             dependencies: [
                 "CKilnShims", "KilnSystem", "KilnOCI", "KilnSnapshot", "KilnNetwork", "KilnEngine", "KilnGateway",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
-            ]
+            ] + nioHTTP1
         ),
         // The commands, one per file, grouped by noun; output and the JSON error document.
         .target(
@@ -123,11 +121,8 @@ let package = Package(
             dependencies: [
                 "KilnSystem", "KilnOCI", "KilnSnapshot", "KilnNetwork", "KilnEngine", "KilnGateway", "KilnBench",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
-            ],
+            ] + nioHTTP1,
             // The fuzz tests' seed corpus and the captured CRIU files, read through #filePath (not resources).
             exclude: ["FuzzCorpus", "Fixtures"]
         ),
