@@ -48,7 +48,7 @@ public struct KilnCommand: AsyncParsableCommand {
                     try await asynchronous.run()
                 } else {
                     let running = RunningCommand(command: asynchronous)
-                    try await StopSignals.cancelling(what: commandPath(arguments)) {
+                    try await StopSignals.cancelling(what: commandPath(arguments), removesFinished: command is OwnsWhatItStarts) {
                         try await running.run()
                     }
                 }
@@ -85,6 +85,11 @@ extension KilnCommand {
 /// A command that stops on SIGINT and SIGTERM in its own way (`kiln serve`: it drains), rather
 /// than through ``StopSignals``.
 protocol HandlesStopSignals {}
+
+/// A command whose instances, gateway and snapshot variants are all its own (a benchmark's, made
+/// for the measurement): stopped by a signal, it removes them, finished ones too, where another
+/// command's finished instances (`kiln run --count N`'s first copies) are the user's and stay.
+protocol OwnsWhatItStarts {}
 
 /// A command handed to the task that runs it. Unchecked: the command is used by that one task
 /// only, once it has been handed over.

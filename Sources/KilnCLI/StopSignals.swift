@@ -23,7 +23,7 @@ enum StopSignals {
     /// ``KilnError/Code/interrupted`` error when one came and the body failed (the body's error
     /// as its cause, unless it was the cancellation itself). The signals' default actions are
     /// back when this returns.
-    static func cancelling(what command: String, _ body: @escaping @Sendable () async throws -> Void) async throws {
+    static func cancelling(what command: String, removesFinished: Bool, _ body: @escaping @Sendable () async throws -> Void) async throws {
         let received = ReceivedSignal()
         let work = Task { try await body() }
         let signals = [SIGINT, SIGTERM]
@@ -55,16 +55,15 @@ enum StopSignals {
         } catch {
             guard let number = received.number.withLock({ $0 }) else { throw error }
             throw KilnError(
-                .interrupted, "\(command) was stopped by \(name(of: number))", hint: hint(for: command),
+                .interrupted, "\(command) was stopped by \(name(of: number))", hint: hint(removesFinished: removesFinished),
                 cause: error is CancellationError ? nil : error)
         }
     }
 
-    /// What the `interrupted` error tells the user is left: a benchmark's instances, gateway
-    /// and snapshot variants are its own and go with it; another command's finished instances
-    /// (`kiln run --count N`'s first copies) are the user's and stay.
-    static func hint(for command: String) -> String {
-        command.hasPrefix("kiln bench")
+    /// What the `interrupted` error tells the user is left: nothing of a command that
+    /// ``OwnsWhatItStarts``; another command's finished instances.
+    static func hint(removesFinished: Bool) -> String {
+        removesFinished
             ? "what it had started for the measurement was stopped and removed; 'kiln gc' removes what a second signal left behind"
             : "what it had half done was undone; instances it had finished keep running ('kiln ps'); 'kiln gc' removes what a second signal left behind"
     }

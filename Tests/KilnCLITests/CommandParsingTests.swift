@@ -43,11 +43,19 @@ struct CommandParsingTests {
     }
 
     /// A stopped benchmark says its own instances are gone; another command that its finished
-    /// instances stay.
+    /// instances stay. The benchmarks, and only they, own what they start.
     @Test func theInterruptedHintSaysWhatIsLeft() {
-        #expect(StopSignals.hint(for: "kiln bench serve").contains("stopped and removed"))
-        #expect(!StopSignals.hint(for: "kiln bench serve").contains("keep running"))
-        #expect(StopSignals.hint(for: "kiln run").contains("keep running"))
+        #expect(StopSignals.hint(removesFinished: true).contains("stopped and removed"))
+        #expect(!StopSignals.hint(removesFinished: true).contains("keep running"))
+        #expect(StopSignals.hint(removesFinished: false).contains("keep running"))
+        func visit(_ command: any ParsableCommand.Type, path: String) -> [String] {
+            let here = "\(path) \(command.configuration.commandName ?? "?")"
+            let own = command is any OwnsWhatItStarts.Type ? [here] : []
+            return own + command.configuration.subcommands.flatMap { visit($0, path: here) }
+        }
+        #expect(
+            visit(KilnCommand.self, path: "").sorted()
+                == ["kiln bench memory", "kiln bench serve", "kiln bench soak", "kiln bench standby", "kiln bench startup"].map { " \($0)" })
     }
 
     /// Every command but `kiln serve` (which drains on SIGTERM and SIGINT itself) stops through

@@ -5,7 +5,7 @@ import KilnEngine
 extension Bench {
     /// `kiln bench memory`: the memory of N restored copies sharing pages against cold-started
     /// instances, and the snapshot's size and restore time with and without compaction.
-    struct Memory: AsyncParsableCommand, ReportingCommand {
+    struct Memory: AsyncParsableCommand, ReportingCommand, OwnsWhatItStarts {
         static let configuration = CommandConfiguration(
             commandName: "memory",
             abstract:

@@ -5,7 +5,7 @@ import KilnEngine
 extension Bench {
     /// `kiln bench serve`: the gateway's cost: first request at zero instances against a bare
     /// restore, and throughput through kiln (and nginx) against straight into the instance.
-    struct ServeBenchmark: AsyncParsableCommand, ReportingCommand {
+    struct ServeBenchmark: AsyncParsableCommand, ReportingCommand, OwnsWhatItStarts {
         static let configuration = CommandConfiguration(
             commandName: "serve",
             abstract: "The gateway's cost: first request at zero instances vs a bare restore, and throughput through it vs direct.")

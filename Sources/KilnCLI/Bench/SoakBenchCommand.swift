@@ -6,7 +6,7 @@ import KilnSystem
 extension Bench {
     /// `kiln bench soak`: the reliability soak: restore/request/stop cycles, then gateway load while
     /// instances are killed at random; fails on failed requests or leaked resources.
-    struct Soak: AsyncParsableCommand, ReportingCommand {
+    struct Soak: AsyncParsableCommand, ReportingCommand, OwnsWhatItStarts {
         static let configuration = CommandConfiguration(
             commandName: "soak",
             abstract: "Reliability soak: restore/stop cycles, then gateway load with instances killed at random; failures and leaks.")

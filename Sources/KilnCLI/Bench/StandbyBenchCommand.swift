@@ -4,7 +4,7 @@ import KilnEngine
 
 extension Bench {
     /// `kiln bench standby`: standby copies against restores, through the gateway, and in memory.
-    struct Standby: AsyncParsableCommand, ReportingCommand {
+    struct Standby: AsyncParsableCommand, ReportingCommand, OwnsWhatItStarts {
         static let configuration = CommandConfiguration(
             commandName: "standby",
             abstract:

@@ -5,7 +5,7 @@ import KilnEngine
 extension Bench {
     /// `kiln bench startup`: cold start against restore of one snapshot's service, interleaved, each
     /// timed to its first response.
-    struct Startup: AsyncParsableCommand, ReportingCommand {
+    struct Startup: AsyncParsableCommand, ReportingCommand, OwnsWhatItStarts {
         static let configuration = CommandConfiguration(
             commandName: "startup",
             abstract: "Cold start vs restore of a snapshot's service, interleaved, timed to first response.")
