@@ -71,14 +71,20 @@ public struct KilnCommand: AsyncParsableCommand {
 extension KilnCommand {
     /// The command `arguments` name, as typed ("kiln bench startup"), for messages.
     static func commandPath(_ arguments: [String]) -> String {
+        subcommand(named: arguments).path
+    }
+
+    /// The command the leading words of `words` name (the longest run of subcommand names), and
+    /// its path as typed; `KilnCommand` itself, "kiln", when the first word names none.
+    static func subcommand(named words: [String]) -> (command: any ParsableCommand.Type, path: String) {
+        var command: any ParsableCommand.Type = self
         var path = ["kiln"]
-        var level = configuration.subcommands
-        for argument in arguments {
-            guard let next = level.first(where: { $0.configuration.commandName == argument }) else { break }
-            path.append(argument)
-            level = next.configuration.subcommands
+        for word in words {
+            guard let next = command.configuration.subcommands.first(where: { $0.configuration.commandName == word }) else { break }
+            command = next
+            path.append(word)
         }
-        return path.joined(separator: " ")
+        return (command, path.joined(separator: " "))
     }
 }
 

@@ -26,13 +26,7 @@ struct ReadmeCommandTableTests {
     /// The command a line names (its longest run of subcommand names after `kiln`) and the long
     /// options it shows.
     static func resolve(_ line: String) -> (command: any ParsableCommand.Type, path: String, options: [String]) {
-        var command: any ParsableCommand.Type = KilnCommand.self
-        var path = "kiln"
-        for word in line.split(separator: " ").dropFirst() {
-            guard let child = command.configuration.subcommands.first(where: { $0.configuration.commandName == String(word) }) else { break }
-            command = child
-            path += " \(word)"
-        }
+        let (command, path) = KilnCommand.subcommand(named: line.split(separator: " ").dropFirst().map(String.init))
         let options = line.matches(of: /--[a-z][a-z-]*/).map { String($0.output) }
         return (command, path, options)
     }
