@@ -45,6 +45,10 @@ public struct StandbyBenchmarkReport: Codable, Sendable {
     public var gatewayIdleWarm: SampleSummary?
     /// gatewayAtZero p50 / gatewayIdleWarm p50.
     public var atZeroOverIdleWarm: Double?
+    /// How far ``atZeroOverWarm`` and ``atZeroOverIdleWarm`` can be trusted from this run's
+    /// samples: whether the run decides the target (nil in reports older than the intervals).
+    public var atZeroOverWarmInterval: RatioInterval? = nil
+    public var atZeroOverIdleWarmInterval: RatioInterval? = nil
     /// How the gateway said each request at zero was answered (`X-Kiln-Served-By`).
     public var atZeroServedBy: [String]
     /// One cold-started instance after the snapshot's warmup, settled.
@@ -56,6 +60,9 @@ public struct StandbyBenchmarkReport: Codable, Sendable {
     public var standbyPssOverCold: Double
     /// The load average when the run began: the machine is shared.
     public var loadAverage: String
+
+    /// The standby issue's target for ``atZeroOverWarm``: at most this.
+    public static let atZeroOverWarmTarget = 2.0
 
     /// The report as text.
     public var summary: String {
@@ -92,6 +99,13 @@ public struct StandbyBenchmarkReport: Codable, Sendable {
             var ratios = String(format: "  at zero / warm: %.2fx (target <= 2)", ratio)
             if let idleRatio = atZeroOverIdleWarm { ratios += String(format: "; at zero / warm after the same idle: %.2fx", idleRatio) }
             lines.append(ratios)
+            if let interval = atZeroOverWarmInterval {
+                var trust =
+                    "  resampling the runs (\(interval.levelPercent) intervals): at zero / warm \(interval.range), "
+                    + RatioInterval.words(interval.verdict(atMost: Self.atZeroOverWarmTarget))
+                if let idle = atZeroOverIdleWarmInterval { trust += "; after the same idle \(idle.range)" }
+                lines.append(trust)
+            }
         }
         let mean = standbyCopies.isEmpty ? 0 : standbyCopies.reduce(Int64(0)) { $0 + $1.pssBytes } / Int64(standbyCopies.count)
         lines.append(
@@ -167,7 +181,9 @@ extension Kiln {
             gatewayAtZero: atZeroSummary, gatewayWarmMs: warm, gatewayWarm: warmSummary,
             atZeroOverWarm: atZeroSummary.flatMap { zero in warmSummary.map { zero.p50 / max($0.p50, 0.001) } },
             gatewayIdleWarmMs: idleWarm, gatewayIdleWarm: idleWarmSummary,
-            atZeroOverIdleWarm: atZeroSummary.flatMap { zero in idleWarmSummary.map { zero.p50 / max($0.p50, 0.001) } }, atZeroServedBy: servedBy,
+            atZeroOverIdleWarm: atZeroSummary.flatMap { zero in idleWarmSummary.map { zero.p50 / max($0.p50, 0.001) } },
+            atZeroOverWarmInterval: RatioInterval(numerator: atZero, denominator: warm),
+            atZeroOverIdleWarmInterval: RatioInterval(numerator: atZero, denominator: idleWarm), atZeroServedBy: servedBy,
             coldInstance: cold, copies: copies, standbyCopies: usages, standbyPssOverCold: meanPss / Double(max(cold.pssBytes, 1)),
             loadAverage: load)
     }

@@ -25,6 +25,8 @@ public struct StartupComparison: Codable, Sendable {
     public var restore: SampleSummary
     /// Median cold start over median restore.
     public var speedup: Double
+    /// How far ``speedup`` can be trusted from this run's samples (nil in older reports).
+    public var speedupInterval: RatioInterval? = nil
     /// The network the restores of ``restoreMs`` ran on (a namespace from the snapshot's pool
     /// of prepared namespaces each), or nil for a loopback-only snapshot.
     public var network: String?
@@ -162,6 +164,7 @@ extension Kiln {
             snapshot: manifest.name, command: manifest.sandbox.command, coldStartMs: cold, restoreMs: restored,
             cold: coldSummary, restore: restoreSummary,
             speedup: restoreSummary.median > 0 ? coldSummary.median / restoreSummary.median : 0,
+            speedupInterval: RatioInterval(numerator: cold, denominator: restored, center: { SampleSummary($0).median }),
             network: pool == nil ? nil : manifest.network, restoreLoopbackMs: pool == nil ? nil : loopback, restoreLoopback: loopbackSummary,
             networkCostMs: loopbackSummary.map { restoreSummary.median - $0.median },
             versus: other?.name, restoreVersusMs: other == nil ? nil : versus, restoreVersus: versusSummary,

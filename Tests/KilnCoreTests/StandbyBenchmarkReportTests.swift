@@ -36,6 +36,22 @@ import Testing
         #expect(text.contains("n=3; compiled, right after another)"), "\(text)")
     }
 
+    /// One run's ratio near 2 does not decide the target; the report says whether it does.
+    @Test func theReportSaysWhetherTheRunDecidesTheTarget() {
+        var report = Self.report(atZero: [6, 6, 6], warm: [2, 2, 2], idleWarm: [4, 4, 4])
+        report.atZeroOverWarmInterval = RatioInterval(numerator: report.gatewayAtZeroMs, denominator: report.gatewayWarmMs)
+        report.atZeroOverIdleWarmInterval = RatioInterval(numerator: report.gatewayAtZeroMs, denominator: report.gatewayIdleWarmMs ?? [])
+        #expect(
+            report.summary.contains(
+                "resampling the runs (95% intervals): at zero / warm 3.00-3.00x, missed in this run; after the same idle 1.50-1.50x"),
+            "\(report.summary)")
+        let near = Self.report(atZero: [3.5, 4, 4.5, 5, 6, 4.2, 5.5], warm: [1.5, 2, 2.5, 3, 2.2, 1.8, 2.7, 2.4], idleWarm: nil)
+        var decided = near
+        decided.atZeroOverWarmInterval = RatioInterval(numerator: near.gatewayAtZeroMs, denominator: near.gatewayWarmMs)
+        #expect(decided.summary.contains(", this run does not decide it\n"), "\(decided.summary)")
+        #expect(!near.summary.contains("resampling"), "a report without intervals (older) prints none")
+    }
+
     @Test func aReportFromBeforeTheIdleBaselineStillDecodesAndSaysNothingOfIt() throws {
         var fields = try #require(
             JSONSerialization.jsonObject(with: JSONEncoder().encode(Self.report(atZero: [6], warm: [2], idleWarm: [4]))) as? [String: Any])

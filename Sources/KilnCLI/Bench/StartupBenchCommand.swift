@@ -84,7 +84,9 @@ extension Bench {
             if let cost = result.networkCostMs, let network = result.network {
                 print(String(format: "network cost (median --network %@ - median --network none): %+.1f ms", network, cost))
             }
-            print(String(format: "speed-up (median cold / median restore): %.1fx", result.speedup))
+            print(
+                String(format: "speed-up (median cold / median restore): %.1fx", result.speedup)
+                    + (result.speedupInterval.map { " (\($0.levelPercent) interval \($0.range), resampling the runs)" } ?? ""))
             print("snapshot: \(Output.bytes(manifest.sizeBytes)), verified in \(Output.ms(verifyMs)) before the restores; \(result.notes)")
         }
     }
