@@ -77,14 +77,14 @@ public struct RatioInterval: Codable, Sendable, Equatable {
     }
 }
 
-/// Steele, Lea and Flood's SplitMix64: small, seedable and good enough to resample with.
-/// Swift's own generator cannot be seeded.
-struct SplitMix64: RandomNumberGenerator {
+/// Steele, Lea and Flood's SplitMix64 (2014): small, seedable and good enough to resample with
+/// (and, in the tests, to seed the fuzzers). Swift's own generator cannot be seeded.
+package struct SplitMix64: RandomNumberGenerator {
     private var state: UInt64
 
-    init(seed: UInt64) { state = seed }
+    package init(seed: UInt64) { state = seed }
 
-    mutating func next() -> UInt64 {
+    package mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9

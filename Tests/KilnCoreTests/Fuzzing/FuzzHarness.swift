@@ -1,4 +1,5 @@
 import Foundation
+import KilnBench
 import Testing
 
 /// A small deterministic fuzzer for kiln's parsers: seeded inputs (corpus mutations and
@@ -71,7 +72,7 @@ struct Fuzzer {
     /// tracing, since a crash leaves no other trace of the input that caused it.
     private func inputSeeds() -> some Sequence<(Int, UInt64)> {
         print("fuzz \(target): \(iterations) inputs from seed \(Self.hex(seed))")
-        var stream = SplitMix64(state: seed)
+        var stream = SplitMix64(seed: seed)
         return (0..<iterations).lazy.map { [trace, target] iteration in
             let inputSeed = iteration == 0 ? seed : stream.next()
             if trace { print("fuzz \(target): input \(iteration), seed \(Self.hex(inputSeed))") }
@@ -116,26 +117,13 @@ func invariant(_ condition: Bool, _ message: @autoclosure () -> String) throws {
     if !condition { throw InvariantViolation(description: message()) }
 }
 
-/// SplitMix64 (Steele, Lea, Flood 2014): seeds ``FuzzRandom`` and derives per-input seeds.
-struct SplitMix64 {
-    var state: UInt64
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
-}
-
 /// xoshiro256** (Blackman, Vigna 2018): fast, small, and the same sequence on every platform
 /// for a seed, unlike `SystemRandomNumberGenerator`.
 struct FuzzRandom: RandomNumberGenerator {
     private var s0, s1, s2, s3: UInt64
 
     init(seed: UInt64) {
-        var mix = SplitMix64(state: seed)
+        var mix = SplitMix64(seed: seed)
         (s0, s1, s2, s3) = (mix.next(), mix.next(), mix.next(), mix.next())
     }
 
