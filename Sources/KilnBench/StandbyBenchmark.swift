@@ -96,7 +96,7 @@ public struct StandbyBenchmarkReport: Codable, Sendable {
                     "  kiln serve, request to the warm instance idle:   p50 \(ms(idle.p50)) (after \(Int(Kiln.standbyWait.milliseconds)) ms without a request, as long as the standby copy waited)"
                 )
             }
-            var ratios = String(format: "  at zero / warm: %.2fx (target <= 2)", ratio)
+            var ratios = String(format: "  at zero / warm: %.2fx (target <= %g)", ratio, Self.atZeroOverWarmTarget)
             if let idleRatio = atZeroOverIdleWarm { ratios += String(format: "; at zero / warm after the same idle: %.2fx", idleRatio) }
             lines.append(ratios)
             if let interval = atZeroOverWarmInterval {
