@@ -1,6 +1,7 @@
 """Summary statistics. Pure Python (no numpy) so the report generator and its tests run anywhere."""
 
 import math
+import random
 
 
 def summary(samples):
@@ -58,3 +59,17 @@ def paired_ratios(samples_by_round, baseline_by_round):
         if value is not None and base:
             ratios.append(value / base)
     return ratios
+
+
+def median_interval(samples, level=0.95, resamples=2000, seed=0x6B696C6E):
+    """Percentile bootstrap interval of the median: the samples resampled with replacement
+    `resamples` times (seeded: the same samples always give the same interval), the middle
+    `level` of the resampled medians kept. `kiln bench` prints the same kind of interval for its
+    ratios (KilnBench/RatioInterval.swift). (None, None) without samples."""
+    values = [v for v in samples if v is not None]
+    if not values:
+        return None, None
+    generator = random.Random(seed)
+    medians = sorted(median([generator.choice(values) for _ in values]) for _ in range(resamples))
+    tail = (1 - level) / 2 * 100
+    return percentile(medians, tail), percentile(medians, 100 - tail)

@@ -182,6 +182,15 @@ class StatsTests(unittest.TestCase):
     def test_paired_ratios_skip_rounds_without_a_baseline(self):
         self.assertEqual(stats.paired_ratios({1: 10, 2: 20, 3: 30}, {1: 100, 3: 60}), [0.1, 0.5])
 
+    def test_median_interval_is_seeded_and_holds_the_median(self):
+        samples = [0.83, 0.92, 0.94, 0.94, 0.97, 1.01, 1.07, 1.09, 1.09, 1.12]
+        low, high = stats.median_interval(samples)
+        self.assertEqual((low, high), stats.median_interval(samples))
+        self.assertLess(low, stats.median(samples))
+        self.assertLess(stats.median(samples), high)
+        self.assertEqual(stats.median_interval([2.0, 2.0, 2.0]), (2.0, 2.0))
+        self.assertEqual(stats.median_interval([]), (None, None))
+
 
 if __name__ == "__main__":
     unittest.main()

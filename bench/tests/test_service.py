@@ -218,11 +218,26 @@ class KilnAgainstBareCRIUTests(unittest.TestCase):
         self.assertEqual(versus["pairs"], 3)
         text = report.kiln_vs_criu_markdown(self.results([(400, 200), (150, 300), (300, 200)]))
         self.assertIn("kiln run / criu restore = **1.50**", text)
-        self.assertIn("target not met", text)
+        self.assertIn("its median misses the target: kiln takes 1.50× as long", text)
+        # Three rounds this far apart (0.5 to 2) decide nothing.
+        self.assertIn("95% interval of that median 0.50–2.00, resampling the rounds: the run does not decide the target", text)
 
     def test_met_when_kiln_is_faster(self):
         text = report.kiln_vs_criu_markdown(self.results([(100, 200), (90, 180)]))
-        self.assertIn("target met: kiln is 2.00× as fast", text)
+        self.assertIn("its median meets the target: kiln is 2.00× as fast", text)
+        self.assertIn("the run shows the target met", text)
+
+    def test_a_run_at_par_does_not_decide_the_target_though_its_median_meets_it(self):
+        # bench/latest's rounds at stop 28: a median of 0.99, from 0.83 to 1.12.
+        rounds = [(83, 100), (92, 100), (94, 100), (94, 100), (97, 100), (101, 100), (107, 100), (109, 100), (109, 100), (112, 100)]
+        text = report.kiln_vs_criu_markdown(self.results(rounds))
+        self.assertIn("its median meets the target", text)
+        self.assertIn("resampling the rounds: the run does not decide the target", text)
+
+    def test_a_run_clearly_over_bare_criu_shows_the_target_missed(self):
+        text = report.kiln_vs_criu_markdown(self.results([(130, 100), (128, 99), (131, 101), (135, 100)]))
+        self.assertIn("its median misses the target", text)
+        self.assertIn("the run shows the target missed", text)
 
     def test_absent_without_both_methods(self):
         results = self.results([(100, 200)])
