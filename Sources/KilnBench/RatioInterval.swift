@@ -18,8 +18,17 @@ public struct RatioInterval: Codable, Sendable, Equatable {
     public var resamples: Int
 
     /// What the interval says of a target: the run shows it met, shows it missed, or cannot tell.
-    public enum Verdict: String, Sendable {
+    public enum Verdict: Sendable {
         case met, missed, undecided
+
+        /// What a report says after the interval.
+        public var words: String {
+            switch self {
+            case .met: "met in this run"
+            case .missed: "missed in this run"
+            case .undecided: "this run does not decide it"
+            }
+        }
     }
 
     /// The interval of `center(numerator) / center(denominator)`; nil when either side has no
@@ -66,15 +75,6 @@ public struct RatioInterval: Codable, Sendable, Equatable {
 
     /// "95%".
     public var levelPercent: String { "\(Int((level * 100).rounded()))%" }
-
-    /// What a report says after the interval for a verdict.
-    public static func words(_ verdict: Verdict) -> String {
-        switch verdict {
-        case .met: "met in this run"
-        case .missed: "missed in this run"
-        case .undecided: "this run does not decide it"
-        }
-    }
 }
 
 /// Steele, Lea and Flood's SplitMix64 (2014): small, seedable and good enough to resample with

@@ -102,7 +102,7 @@ public struct StandbyBenchmarkReport: Codable, Sendable {
             if let interval = atZeroOverWarmInterval {
                 var trust =
                     "  resampling the runs (\(interval.levelPercent) intervals): at zero / warm \(interval.range), "
-                    + RatioInterval.words(interval.verdict(atMost: Self.atZeroOverWarmTarget))
+                    + interval.verdict(atMost: Self.atZeroOverWarmTarget).words
                 if let idle = atZeroOverIdleWarmInterval { trust += "; after the same idle \(idle.range)" }
                 lines.append(trust)
             }

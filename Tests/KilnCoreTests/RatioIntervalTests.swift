@@ -39,7 +39,7 @@ import Testing
         #expect(above.verdict(atMost: 2) == .missed, "\(above)")
         #expect(above.verdict(atLeast: 3) == .met)
         #expect(below.verdict(atLeast: 3) == .missed)
-        #expect(RatioInterval.words(.undecided) == "this run does not decide it")
+        #expect(RatioInterval.Verdict.undecided.words == "this run does not decide it")
     }
 
     @Test func moreRunsOfTheSameSpreadNarrowTheInterval() throws {
