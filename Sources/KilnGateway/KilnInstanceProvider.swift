@@ -31,11 +31,9 @@ public final class KilnInstanceProvider: InstanceProvider {
     private let pools = Mutex<[String: PreparedNamespacePool]>([:])
     /// Thawed copies whose records are not saved yet.
     private let unsavedRecords = Mutex(ThawedRecords())
-    /// Per function, the page cache pages its latest standby copy's files had resident, held
-    /// against a host that pages idle memory out (``PageCachePin``); nil: never pinned.
-    private let standbyPins = Mutex<[String: PageCachePin]>([:])
-    /// Whether the host pages out idle memory (``IdlePageOut``): standby copies' files are
-    /// pinned only then.
+    /// What the gateway holds against a host that pages idle memory out (``PageCachePin``).
+    private let heldPages = Mutex(HeldPages())
+    /// Whether the host pages out idle memory (``IdlePageOut``): files are pinned only then.
     private let hostPagesOutIdleMemory: Bool
     private let logger: Logger
 
@@ -111,6 +109,7 @@ public final class KilnInstanceProvider: InstanceProvider {
         do {
             let pool = pools.withLock { $0[function] }
             let record = try await kiln.restoreOne(manifest, readinessTimeout: readinessTimeout, network: network, pool: pool)
+            if hostPagesOutIdleMemory { holdPages(of: record, function: function, manifest: manifest, after: Self.restoredCopyPinDelay) }
             return LaunchReport(instance: Self.instance(record, .restored), restoreDuration: started.duration(to: .now))
         } catch {
             restoreError = error
@@ -143,37 +142,74 @@ public final class KilnInstanceProvider: InstanceProvider {
         let memory = MemoryUsage.of(pids: pids.isEmpty ? [record.pid] : pids)
         // In the background: locking a copy's ~200 MiB of resident pages takes a while, and the
         // copy is ready for a request as soon as the pool has it.
-        if hostPagesOutIdleMemory { Task.detached(priority: .background) { self.pinFiles(of: record, function: function) } }
+        if hostPagesOutIdleMemory { holdPages(of: record, function: function, manifest: manifest, after: .zero) }
         return StandbyReport(
             instance: Self.instance(record, .restored), duration: duration, memoryBytes: Int(memory.pssBytes),
             acceptsConnectionsWhileFrozen: record.standbyMode == .ready)
     }
 
-    /// Holds the page cache pages of the files a new standby copy maps (its page images, the
-    /// JDK's) against the host's idle page-out, for as long as the gateway runs: a copy thawed
-    /// after minutes would otherwise read back from disk what its first request needs and it
-    /// had not mapped itself (``PageCachePin``). The pages are resident already (only those are
-    /// pinned), so this holds memory the copies use rather than adding any. A copy that maps
-    /// only files its function's pin holds already (every replacement of a thawed copy of the
-    /// same snapshot) needs none: locking ~200 MiB again each time took the CPU from the
-    /// requests the thawed copy was answering meanwhile. One that maps others (a replaced
-    /// snapshot's images) gets a pin of its own, which replaces the function's previous one.
-    private func pinFiles(of record: InstanceRecord, function: String) {
-        if let mapped = PageCachePin.fileIdentities(mappedBy: record.pid),
-            let held = standbyPins.withLock({ $0[function]?.fileIdentities }), mapped.isSubset(of: held)
-        {
-            return
-        }
-        do {
-            let pin = try PageCachePin.pinning(filesMappedBy: record.pid)
-            standbyPins.withLock { $0[function] = pin }
-            logger.debug(
-                "holding the standby copies' file pages against the host's idle page-out",
-                metadata: ["function": "\(function)", "files": "\(pin.files)", "locked_mib": "\(pin.lockedBytes >> 20)"])
-        } catch {
-            logger.warning("could not pin a standby copy's file pages", metadata: ["function": "\(function)", "error": "\(error)"])
+    /// How long after a restore its files are pinned: not beside the request the copy was
+    /// restored for (locking ~200 MiB of pages takes the CPU for tens of milliseconds), and long
+    /// before a quiet minute would drop them.
+    static let restoredCopyPinDelay = Duration.seconds(2)
+
+    /// Holds, in the background after `delay`, the page cache pages a restore of `function`
+    /// needs against the host's idle page-out, for as long as the gateway runs: the files the new
+    /// copy maps (its page images, the JDK's), the snapshot's image files CRIU reads, and the
+    /// programs a restore runs. Without them a restore or thaw after a quiet minute reads them
+    /// back from disk (``PageCachePin``; docs/restore-path.md).
+    private func holdPages(of record: InstanceRecord, function: String, manifest: SnapshotManifest, after delay: Duration) {
+        Task.detached(priority: .background) {
+            if delay > .zero { try? await Task.sleep(for: delay) }
+            self.pinFiles(of: record, function: function, manifest: manifest)
+            self.pinPrograms()
         }
     }
+
+    /// Pins what a copy of `function` maps and its snapshot's image files (a compressed or
+    /// encrypted snapshot's are restored from tmpfs, which the page-out leaves alone). The pages
+    /// were resident already (only those are pinned), so this holds memory the copies use rather
+    /// than adding any. A copy that maps only files its function's pin holds already (every
+    /// later copy of the same snapshot) needs none: locking ~200 MiB again each time took the
+    /// CPU from the requests the copies were answering meanwhile. One that maps others (a
+    /// replaced snapshot's images) gets a pin of its own, which replaces the function's previous
+    /// one. A copy already gone by now is left for the next.
+    private func pinFiles(of record: InstanceRecord, function: String, manifest: SnapshotManifest) {
+        let images =
+            manifest.compression == nil && manifest.encryption == nil
+            ? manifest.files.map { "\(kiln.store.dumpDirectory(of: manifest.name))/\($0.path)" } : []
+        guard let mapped = PageCachePin.fileIdentities(mappedBy: record.pid) else { return }
+        let needed = mapped.union(images.compactMap(PageCachePin.fileIdentity(ofFileAt:)))
+        if let held = heldPages.withLock({ $0.functions[function]?.fileIdentities }), needed.isSubset(of: held) { return }
+        do {
+            let pin = try PageCachePin.pinning(filesMappedBy: record.pid, and: images)
+            guard heldPages.withLock({ $0.keep(pin, for: function) }) else { return }
+            logger.debug(
+                "holding the function's file pages against the host's idle page-out",
+                metadata: ["function": "\(function)", "files": "\(pin.files)", "locked_mib": "\(pin.lockedBytes >> 20)"])
+        } catch {
+            logger.warning("could not pin a copy's file pages", metadata: ["function": "\(function)", "error": "\(error)"])
+        }
+    }
+
+    /// Pins the programs a restore runs, once: the pages of them the first restores used.
+    private func pinPrograms() {
+        let programs = kiln.runtime.programs
+        guard !programs.isEmpty, heldPages.withLock({ $0.programs == nil }) else { return }
+        let pin = PageCachePin.pinning(files: programs)
+        guard heldPages.withLock({ $0.keep(programs: pin) }) else { return }
+        logger.debug(
+            "holding the restore's programs against the host's idle page-out",
+            metadata: ["programs": "\(programs.joined(separator: " "))", "locked_mib": "\(pin.lockedBytes >> 20)"])
+    }
+
+    /// The files held for `function` (device and inode, ``PageCachePin/fileIdentities``); nil
+    /// when nothing is.
+    package func heldFiles(of function: String) -> Set<String>? { heldPages.withLock { $0.functions[function]?.fileIdentities } }
+
+    /// The programs held (``ContainerRuntime/programs``), by device and inode; nil before a
+    /// restore has run them.
+    package var heldPrograms: Set<String>? { heldPages.withLock { $0.programs?.fileIdentities } }
 
     /// Thaws a ``StandbyMode/thaw`` standby copy: identity, afterRestore, readiness
     /// (``Kiln/thaw(_:manifest:readinessTimeout:pollInterval:savingRecord:)``); hands a
@@ -252,10 +288,7 @@ public final class KilnInstanceProvider: InstanceProvider {
         }
         for pool in all { await pool.drain() }
         kiln.removePoolNamespaceDirectory()
-        for pin in standbyPins.withLock({ pins in
-            defer { pins = [:] }
-            return Array(pins.values)
-        }) { pin.release() }
+        for pin in heldPages.withLock({ $0.releaseAll() }) { pin.release() }
     }
 
     public func isAlive(_ instance: GatewayInstance) -> Bool {
@@ -311,5 +344,47 @@ public struct RemoteFunctions: Sendable {
             references[name] = try RegistryReference(parsing: String(argument[argument.index(after: equals)...]))
         }
         self.init(references: references, access: access, trusted: trusted)
+    }
+}
+
+/// The pins a ``KilnInstanceProvider`` holds against a host's idle page-out.
+private struct HeldPages {
+    /// Per function: what its latest restored or standby copy maps and its snapshot's image
+    /// files had resident.
+    var functions: [String: PageCachePin] = [:]
+    /// The programs every restore runs (runc, CRIU, kiln-shim), once one has run them.
+    var programs: PageCachePin?
+    /// Set at the gateway's end: a pin made after it (a delayed one) is let go at once.
+    var ended = false
+
+    /// Keeps `pin` as `function`'s (the pin it replaces goes with its last reference); false,
+    /// with `pin` released, once the gateway has ended.
+    mutating func keep(_ pin: PageCachePin, for function: String) -> Bool {
+        guard !ended else {
+            pin.release()
+            return false
+        }
+        functions[function] = pin
+        return true
+    }
+
+    /// Keeps `pin` as the programs' unless they are held already or the gateway has ended.
+    mutating func keep(programs pin: PageCachePin) -> Bool {
+        guard !ended, programs == nil else {
+            pin.release()
+            return false
+        }
+        programs = pin
+        return true
+    }
+
+    /// Every pin, for the caller to release; nothing is kept from now on.
+    mutating func releaseAll() -> [PageCachePin] {
+        defer {
+            functions = [:]
+            programs = nil
+            ended = true
+        }
+        return Array(functions.values) + (programs.map { [$0] } ?? [])
     }
 }

@@ -101,6 +101,51 @@ struct PageCachePinTests {
         #expect(pin.lockedBytes > 0)
         #expect(throws: KilnError.self) { try PageCachePin.pinning(filesMappedBy: Int32.max) }
     }
+
+    /// A file's identity from `stat` is the one `/proc/PID/maps` gives its mappings: the pin's
+    /// "already held" check compares the two kinds.
+    @Test func aFilesIdentityIsTheOneItsMappingsHave() throws {
+        let path = try Self.makeFile(mib: 1)
+        defer { unlink(path) }
+        let pin = try #require(PageCachePin.pinning(file: path))
+        defer { pin.release() }
+        let address = try #require(pin.mappedAddresses.first)
+        let mapping = try #require(MapsLine.parse(ProcFile.text("/proc/self/maps") ?? "").first { $0.range.lowerBound == address })
+        #expect(PageCachePin.fileIdentity(ofFileAt: path) == mapping.fileIdentity)
+        #expect(PageCachePin.fileIdentity(ofFileAt: "/nonexistent/kiln-pin") == nil)
+    }
+
+    /// What a restore reads rather than maps (CRIU's metadata images) is pinned beside what the
+    /// copy maps, once: a file the process maps already is not pinned a second time.
+    @Test func filesAProcessReadsArePinnedBesideTheOnesItMaps() throws {
+        let read = try Self.makeFile(mib: 2)
+        defer { unlink(read) }
+        let alone = try PageCachePin.pinning(filesMappedBy: getpid())
+        alone.release()
+        let executable = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+        let pin = try PageCachePin.pinning(filesMappedBy: getpid(), and: [read, executable, read, "/nonexistent/kiln-pin"])
+        defer { pin.release() }
+        #expect(pin.files == alone.files + 1, "the read file once; the mapped executable not again; a missing file skipped")
+        #expect(pin.fileIdentities.contains(try #require(PageCachePin.fileIdentity(ofFileAt: read))))
+        #expect(pin.lockedBytes >= 2 << 20)
+    }
+
+    /// The programs a restore runs are pinned by path, each that exists.
+    @Test func programsArePinnedByPath() throws {
+        let first = try Self.makeFile(mib: 1)
+        let second = try Self.makeFile(mib: 2)
+        defer {
+            unlink(first)
+            unlink(second)
+        }
+        let pin = PageCachePin.pinning(files: [first, second, "/nonexistent/kiln-pin"])
+        defer { pin.release() }
+        #expect(pin.files == 2)
+        #expect(pin.lockedBytes == 3 << 20)
+        #expect(pin.fileIdentities.count == 2)
+        pin.release()
+        #expect(pin.mappedAddresses.isEmpty)
+    }
 }
 
 /// `/proc/PID/maps` lines as the kernel writes them (``MapsLine``).

@@ -45,4 +45,12 @@ public protocol ContainerRuntime: Sendable {
     func delete(id: String) async throws
     /// Every container the runtime knows.
     func list() async throws -> [ContainerState]
+    /// The executables each restore runs, by absolute path (the runtime, CRIU, the supervisor):
+    /// what a host that pages idle memory out must keep resident for a restore after a quiet
+    /// minute to read nothing back from disk. Empty for a runtime that runs none.
+    var programs: [String] { get }
+}
+
+extension ContainerRuntime {
+    public var programs: [String] { [] }
 }

@@ -251,6 +251,9 @@ public struct Runc: ContainerRuntime {
 
     public func versionDescription() -> String { "runc \(version())" }
 
+    /// runc, the CRIU it runs and kiln-shim: every restore executes each of them.
+    public var programs: [String] { [binary, criuPath, shimPath].filter { $0.hasPrefix("/") } }
+
     /// runc's version line, e.g. "1.1.5+ds1".
     public func version() -> String {
         let output = try? (probes?.output(of: binary, ["--version"]) ?? Subprocess.run(binary, ["--version"]))

@@ -7,18 +7,19 @@ import Glibc
 #endif
 
 /// Holds in memory the page cache pages of the files a process maps, as they are now: its
-/// snapshot's page images, the JDK's libraries and class-data archive. Each file is mapped
+/// snapshot's page images, the JDK's libraries and class-data archive (and of any other files
+/// named: the image files CRIU reads, the programs a restore runs). Each file is mapped
 /// read-only and shared, and the ranges of it that are resident (`mincore`) are locked
 /// (`mlock`): the kernel then reclaims none of those pages, whatever its policy, while the pin
 /// lives; unmapping them (``release()``, or the pin's end) lets it again.
 ///
-/// Why: a frozen standby copy waits for minutes. On a host that pages out idle memory (this VM's
-/// DAMON `pageout` scheme drops pages idle for 60 s, ``IdlePageOut``), the pages its first
-/// request needs and the copy had not mapped itself (the page images an earlier copy or the bake
-/// read, the JVM's class-data archive) are gone by then: an ftrace of a request at zero after
-/// 100 s idle counted 526 pages of the image and 356 of `classes.jsa` read back from disk, and
-/// the request took 12.1-12.9 ms against 4.8-8.8 ms after 1 s (`kiln serve`, Spring sample).
-/// Pages that are not resident at the pin are left alone: a copy did not need them so far.
+/// Why: a frozen standby copy waits for minutes, and so does a function at zero for its next
+/// restore. On a host that pages out idle memory (this VM's DAMON `pageout` scheme drops pages
+/// idle for 60 s, ``IdlePageOut``), the pages they need are gone by then: an ftrace of a request
+/// at zero after 100 s idle counted 526 pages of the image and 356 of `classes.jsa` read back
+/// from disk, and the request took 12.1-12.9 ms against 4.8-8.8 ms after 1 s (`kiln serve`,
+/// Spring sample, a standby copy); a restore at zero took 77-94 ms against 51-54 ms.
+/// Pages that are not resident at the pin are left alone: no copy needed them so far.
 public final class PageCachePin: Sendable {
     /// A mapping this pin holds (its address as an integer: the pin only unmaps it).
     private struct Region: Sendable {
@@ -52,27 +53,59 @@ public final class PageCachePin: Sendable {
 
     /// Pins the resident pages of every regular file process `pid` maps, once per file (by device
     /// and inode; opened through `/proc/PID/map_files`, so a file inside the process's own mount
-    /// namespace is reached as it maps it). A file that cannot be opened or mapped is skipped;
-    /// only a process whose maps cannot be read is an error.
-    public static func pinning(filesMappedBy pid: Int32) throws -> PageCachePin {
+    /// namespace is reached as it maps it), and of each file in `paths` it does not map (any
+    /// path `open` takes: what a process reads rather than maps, like the metadata files CRIU
+    /// reads at each restore). A file that cannot be opened or mapped is skipped; only a process
+    /// whose maps cannot be read is an error.
+    public static func pinning(filesMappedBy pid: Int32, and paths: [String] = []) throws -> PageCachePin {
         guard let maps = ProcFile.text("/proc/\(pid)/maps") else {
             throw KilnError(.systemCall, "could not read /proc/\(pid)/maps to pin the files it maps: the process is gone")
         }
         var seen: Set<String> = []
-        var regions: [Region] = []
-        var locked = 0
+        var opened: [String] = []
         for mapping in MapsLine.parse(maps) where mapping.path != nil && seen.insert(mapping.fileIdentity).inserted {
-            guard let region = pin("/proc/\(pid)/map_files/\(mapping.rangeText)") else { continue }
-            regions.append(region.region)
-            locked += region.locked
+            opened.append("/proc/\(pid)/map_files/\(mapping.rangeText)")
         }
-        return PageCachePin(regions: regions, lockedBytes: locked, files: regions.count, fileIdentities: seen)
+        for path in paths {
+            guard let identity = fileIdentity(ofFileAt: path), seen.insert(identity).inserted else { continue }
+            opened.append(path)
+        }
+        return pinning(opened, identities: seen)
+    }
+
+    /// Pins the resident pages of each file in `paths` (any path `open` takes).
+    public static func pinning(files paths: [String]) -> PageCachePin {
+        pinning(paths, identities: Set(paths.compactMap(fileIdentity(ofFileAt:))))
     }
 
     /// Pins the resident pages of the file at `path` (any path `open` takes).
     public static func pinning(file path: String) -> PageCachePin? {
         guard let region = pin(path) else { return nil }
         return PageCachePin(regions: [region.region], lockedBytes: region.locked, files: 1)
+    }
+
+    /// The file at `path` by device and inode, written as `/proc/PID/maps` writes a mapping's
+    /// (``MapsLine/fileIdentity``: `MAJ:MIN:INODE`, the device's numbers in hex); nil when it
+    /// cannot be looked at.
+    public static func fileIdentity(ofFileAt path: String) -> String? {
+        var status = stat()
+        guard stat(path, &status) == 0 else { return nil }
+        // glibc's gnu_dev_major and gnu_dev_minor, which Swift does not import.
+        let device = UInt64(status.st_dev)
+        let major = ((device >> 8) & 0xfff) | ((device >> 32) & ~UInt64(0xfff))
+        let minor = (device & 0xff) | ((device >> 12) & ~UInt64(0xff))
+        return String(format: "%02llx:%02llx:", major, minor) + String(status.st_ino)
+    }
+
+    private static func pinning(_ paths: [String], identities: Set<String>) -> PageCachePin {
+        var regions: [Region] = []
+        var locked = 0
+        for path in paths {
+            guard let region = pin(path) else { continue }
+            regions.append(region.region)
+            locked += region.locked
+        }
+        return PageCachePin(regions: regions, lockedBytes: locked, files: regions.count, fileIdentities: identities)
     }
 
     /// Keeps the pages of this process's own executable that it runs resident from now on:
