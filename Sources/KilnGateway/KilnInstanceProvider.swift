@@ -155,9 +155,10 @@ public final class KilnInstanceProvider: InstanceProvider {
 
     /// Holds, in the background after `delay`, the page cache pages a restore of `function`
     /// needs against the host's idle page-out, for as long as the gateway runs: the files the new
-    /// copy maps (its page images, the JDK's), the snapshot's image files CRIU reads, and the
-    /// programs a restore runs. Without them a restore or thaw after a quiet minute reads them
-    /// back from disk (``PageCachePin``; docs/restore-path.md).
+    /// copy maps (its page images, the JDK's libraries whole), the snapshot's image files CRIU
+    /// reads, and the programs a restore runs. Without them a restore at zero after 100 s quiet
+    /// took 90-125 ms instead of 52-53 ms (the Spring sample; ``PageCachePin``,
+    /// docs/restore-path.md).
     private func holdPages(of record: InstanceRecord, function: String, manifest: SnapshotManifest, after delay: Duration) {
         Task.detached(priority: .background) {
             if delay > .zero { try? await Task.sleep(for: delay) }
@@ -188,15 +189,16 @@ public final class KilnInstanceProvider: InstanceProvider {
                 "holding the function's file pages against the host's idle page-out",
                 metadata: ["function": "\(function)", "files": "\(pin.files)", "locked_mib": "\(pin.lockedBytes >> 20)"])
         } catch {
-            logger.warning("could not pin a copy's file pages", metadata: ["function": "\(function)", "error": "\(error)"])
+            // The copy was stopped meanwhile (scaled down): the next one is pinned instead.
+            logger.debug("could not pin a copy's file pages", metadata: ["function": "\(function)", "error": "\(error)"])
         }
     }
 
-    /// Pins the programs a restore runs, once: the pages of them the first restores used.
+    /// Pins the programs a restore runs, once, whole (runc and CRIU: ~15 MB).
     private func pinPrograms() {
         let programs = kiln.runtime.programs
         guard !programs.isEmpty, heldPages.withLock({ $0.programs == nil }) else { return }
-        let pin = PageCachePin.pinning(files: programs)
+        let pin = PageCachePin.pinning(files: programs, whole: true)
         guard heldPages.withLock({ $0.keep(programs: pin) }) else { return }
         logger.debug(
             "holding the restore's programs against the host's idle page-out",

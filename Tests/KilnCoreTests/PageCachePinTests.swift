@@ -130,6 +130,50 @@ struct PageCachePinTests {
         #expect(pin.lockedBytes >= 2 << 20)
     }
 
+    /// A library the process runs code from is held whole, read in where it was not resident
+    /// (a later copy may run code this one has not); any other file only as far as it is
+    /// resident, even one mapped executable (CRIU maps the JIT's code cache from a page image so).
+    @Test func theLibrariesAProcessRunsAreHeldWhole() throws {
+        func mapAsCode(_ path: String, elf: Bool) throws -> UnsafeMutableRawPointer {
+            let fd = open(path, O_RDWR | O_CLOEXEC)
+            defer { close(fd) }
+            if elf { #expect(pwrite(fd, [0x7f, 0x45, 0x4c, 0x46] as [UInt8], 4, 0) == 4) }
+            #expect(fsync(fd) == 0)
+            let address = try #require(mmap(nil, 4 << 20, PROT_READ | PROT_EXEC, MAP_PRIVATE, fd, 0))
+            #expect(address != MAP_FAILED)
+            // Nothing of it is touched, so all of it can leave the page cache.
+            #expect(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0)
+            return address
+        }
+        let library = try Self.makeFile(mib: 4)
+        let image = try Self.makeFile(mib: 4)
+        let libraryCode = try mapAsCode(library, elf: true)
+        let imageCode = try mapAsCode(image, elf: false)
+        defer {
+            munmap(libraryCode, 4 << 20)
+            munmap(imageCode, 4 << 20)
+            unlink(library)
+            unlink(image)
+        }
+        let pin = try PageCachePin.pinning(filesMappedBy: getpid())
+        defer { pin.release() }
+        func locked(_ path: String) throws -> Int? {
+            let identity = try #require(PageCachePin.fileIdentity(ofFileAt: path))
+            let maps = MapsLine.parse(ProcFile.text("/proc/self/maps") ?? "")
+            return pin.mappedAddresses.first { address in maps.contains { $0.range.lowerBound == address && $0.fileIdentity == identity } }
+                .flatMap(Self.lockedBytes(at:))
+        }
+        #expect(try locked(library) == 4 << 20, "the ELF file mapped as code: whole")
+        #expect(try locked(image) ?? 0 < 4 << 20, "a data file mapped as code: what is resident")
+    }
+
+    /// Which mappings are code (``MapsLine/executable``).
+    @Test func aMappingsPermissionsSayWhetherItIsCode() throws {
+        #expect(try #require(MapsLine("7f00-7f10 r-xp 00000000 fe:00 12 /usr/lib/libjvm.so")).executable)
+        #expect(try #require(MapsLine("7f00-7f10 r--p 00000000 fe:00 12 /usr/lib/libjvm.so")).executable == false)
+        #expect(try #require(MapsLine("7f00-7f10 rwxp 00000000 fe:00 13 /var/lib/kiln/snapshots/a/images/pages-1.img")).executable)
+    }
+
     /// The programs a restore runs are pinned by path, each that exists.
     @Test func programsArePinnedByPath() throws {
         let first = try Self.makeFile(mib: 1)
@@ -145,6 +189,13 @@ struct PageCachePinTests {
         #expect(pin.fileIdentities.count == 2)
         pin.release()
         #expect(pin.mappedAddresses.isEmpty)
+        // Whole: every page, whether resident or not.
+        let fd = open(second, O_RDONLY | O_CLOEXEC)
+        #expect(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0)
+        close(fd)
+        let whole = PageCachePin.pinning(files: [second], whole: true)
+        defer { whole.release() }
+        #expect(whole.lockedBytes == 2 << 20)
     }
 }
 

@@ -18,7 +18,7 @@ import Glibc
 /// idle for 60 s, ``IdlePageOut``), the pages they need are gone by then: an ftrace of a request
 /// at zero after 100 s idle counted 526 pages of the image and 356 of `classes.jsa` read back
 /// from disk, and the request took 12.1-12.9 ms against 4.8-8.8 ms after 1 s (`kiln serve`,
-/// Spring sample, a standby copy); a restore at zero took 77-94 ms against 51-54 ms.
+/// Spring sample, a standby copy); a restore at zero took 90-125 ms against 52-53 ms held.
 /// Pages that are not resident at the pin are left alone: no copy needed them so far.
 public final class PageCachePin: Sendable {
     /// A mapping this pin holds (its address as an integer: the pin only unmaps it).
@@ -55,32 +55,57 @@ public final class PageCachePin: Sendable {
     /// and inode; opened through `/proc/PID/map_files`, so a file inside the process's own mount
     /// namespace is reached as it maps it), and of each file in `paths` it does not map (any
     /// path `open` takes: what a process reads rather than maps, like the metadata files CRIU
-    /// reads at each restore). A file that cannot be opened or mapped is skipped; only a process
-    /// whose maps cannot be read is an error.
+    /// reads at each restore). An ELF file the process maps as code (a library) is pinned whole,
+    /// read in where it is not resident: a later copy of the process may run code this one has
+    /// not run yet (a compile, a new path), and a library is small beside the data files. A file
+    /// that cannot be opened or mapped is skipped; only a process whose maps cannot be read is an
+    /// error, and so is one that ended before its files were all pinned (nothing is held then).
     public static func pinning(filesMappedBy pid: Int32, and paths: [String] = []) throws -> PageCachePin {
         guard let maps = ProcFile.text("/proc/\(pid)/maps") else {
             throw KilnError(.systemCall, "could not read /proc/\(pid)/maps to pin the files it maps: the process is gone")
         }
+        let mappings = MapsLine.parse(maps).filter { $0.path != nil }
+        let code = Set(mappings.filter(\.executable).map(\.fileIdentity))
         var seen: Set<String> = []
-        var opened: [String] = []
-        for mapping in MapsLine.parse(maps) where mapping.path != nil && seen.insert(mapping.fileIdentity).inserted {
-            opened.append("/proc/\(pid)/map_files/\(mapping.rangeText)")
+        var files: [(path: String, whole: Bool)] = []
+        for mapping in mappings where seen.insert(mapping.fileIdentity).inserted {
+            let path = "/proc/\(pid)/map_files/\(mapping.rangeText)"
+            // Code from an ELF file: a library or program. Not the page images, which CRIU maps
+            // with each memory area's protection, the JIT's code cache included.
+            files.append((path, code.contains(mapping.fileIdentity) && isELF(path)))
         }
         for path in paths {
             guard let identity = fileIdentity(ofFileAt: path), seen.insert(identity).inserted else { continue }
-            opened.append(path)
+            files.append((path, false))
         }
-        return pinning(opened, identities: seen)
+        let pin = pinning(files, identities: seen)
+        // A process that ended meanwhile left its files unopened: a pin that says it holds them
+        // would keep the next copy from pinning them.
+        guard let after = ProcFile.text("/proc/\(pid)/maps"), !after.isEmpty else {
+            pin.release()
+            throw KilnError(.systemCall, "process \(pid) ended while its mapped files were pinned")
+        }
+        return pin
     }
 
-    /// Pins the resident pages of each file in `paths` (any path `open` takes).
-    public static func pinning(files paths: [String]) -> PageCachePin {
-        pinning(paths, identities: Set(paths.compactMap(fileIdentity(ofFileAt:))))
+    /// Whether the file at `path` starts with ELF's magic number.
+    private static func isELF(_ path: String) -> Bool {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var magic: (UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0)
+        return read(fd, &magic, 4) == 4 && magic == (0x7f, 0x45, 0x4c, 0x46)
+    }
+
+    /// Pins each file in `paths` (any path `open` takes): its resident pages, or with `whole`,
+    /// all of them, reading in those that are not resident.
+    public static func pinning(files paths: [String], whole: Bool = false) -> PageCachePin {
+        pinning(paths.map { ($0, whole) }, identities: Set(paths.compactMap(fileIdentity(ofFileAt:))))
     }
 
     /// Pins the resident pages of the file at `path` (any path `open` takes).
     public static func pinning(file path: String) -> PageCachePin? {
-        guard let region = pin(path) else { return nil }
+        guard let region = pin(path, whole: false) else { return nil }
         return PageCachePin(regions: [region.region], lockedBytes: region.locked, files: 1)
     }
 
@@ -97,11 +122,11 @@ public final class PageCachePin: Sendable {
         return String(format: "%02llx:%02llx:", major, minor) + String(status.st_ino)
     }
 
-    private static func pinning(_ paths: [String], identities: Set<String>) -> PageCachePin {
+    private static func pinning(_ files: [(path: String, whole: Bool)], identities: Set<String>) -> PageCachePin {
         var regions: [Region] = []
         var locked = 0
-        for path in paths {
-            guard let region = pin(path) else { continue }
+        for file in files {
+            guard let region = pin(file.path, whole: file.whole) else { continue }
             regions.append(region.region)
             locked += region.locked
         }
@@ -140,8 +165,9 @@ public final class PageCachePin: Sendable {
         for region in all { munmap(UnsafeMutableRawPointer(bitPattern: region.address), region.length) }
     }
 
-    /// Maps `path` whole (read-only, shared) and locks the runs of its pages that are resident.
-    private static func pin(_ path: String) -> (region: Region, locked: Int)? {
+    /// Maps `path` whole (read-only, shared) and locks the runs of its pages that are resident,
+    /// or with `whole` every page (`mlock` reads in what is not resident).
+    private static func pin(_ path: String, whole: Bool) -> (region: Region, locked: Int)? {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
@@ -149,6 +175,10 @@ public final class PageCachePin: Sendable {
         guard fstat(fd, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG, status.st_size > 0 else { return nil }
         let length = Int(status.st_size)
         guard let address = mmap(nil, length, PROT_READ, MAP_SHARED, fd, 0), address != MAP_FAILED else { return nil }
+        if whole {
+            // A file that cannot be locked whole (a limit) stays mapped unlocked: no worse than before.
+            return (Region(address: UInt(bitPattern: address), length: length), mlock(address, length) == 0 ? length : 0)
+        }
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
         let pages = (length + page - 1) / page
         var resident = [UInt8](repeating: 0, count: pages)

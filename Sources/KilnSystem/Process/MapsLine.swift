@@ -7,6 +7,8 @@ package struct MapsLine: Equatable, Sendable {
     package var range: Range<UInt>
     /// `START-END` as written: the name of the mapping's entry in `/proc/PID/map_files`.
     package var rangeText: Substring
+    /// Whether the mapping may be executed (`x` in its permissions): code.
+    package var executable: Bool
     /// The mapped file's device and inode (`MAJ:MIN:INODE`): the same for every mapping of one file.
     package var fileIdentity: String
     /// The mapped file's path; nil for memory that maps no file (anonymous memory, `[heap]`,
@@ -21,6 +23,7 @@ package struct MapsLine: Equatable, Sendable {
         guard bounds.count == 2, bounds[0] < bounds[1] else { return nil }
         range = bounds[0]..<bounds[1]
         rangeText = fields[0]
+        executable = fields[1].contains("x")
         fileIdentity = "\(fields[3]):\(fields[4])"
         let named = fields.count == 6 ? fields[5].trimmingCharacters(in: .whitespaces) : ""
         path = fields[4] != "0" && named.hasPrefix("/") ? named : nil
