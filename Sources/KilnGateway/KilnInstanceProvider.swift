@@ -169,12 +169,12 @@ public final class KilnInstanceProvider: InstanceProvider {
 
     /// Pins what a copy of `function` maps and its snapshot's image files (a compressed or
     /// encrypted snapshot's are restored from tmpfs, which the page-out leaves alone). The pages
-    /// were resident already (only those are pinned), so this holds memory the copies use rather
-    /// than adding any. A copy that maps only files its function's pin holds already (every
-    /// later copy of the same snapshot) needs none: locking ~200 MiB again each time took the
-    /// CPU from the requests the copies were answering meanwhile. One that maps others (a
-    /// replaced snapshot's images) gets a pin of its own, which replaces the function's previous
-    /// one. A copy already gone by now is left for the next.
+    /// were resident already (only those are pinned, but for the libraries, held whole), so this
+    /// holds memory the copies use rather than adding any. A copy that maps only files its
+    /// function's pin holds already (every later copy of the same snapshot) needs none: locking
+    /// ~200 MiB again each time took the CPU from the requests the copies were answering
+    /// meanwhile. One that maps others (a replaced snapshot's images) gets a pin of its own,
+    /// which replaces the function's previous one. A copy already gone by now is left for the next.
     private func pinFiles(of record: InstanceRecord, function: String, manifest: SnapshotManifest) {
         let images =
             manifest.compression == nil && manifest.encryption == nil

@@ -6,8 +6,8 @@ import Foundation
 /// snapshot's page images, also those a frozen standby copy maps. A restore or a thaw after that
 /// long reads them from disk again (here: a ready standby copy's thaw 3.5 ms after 1 s frozen,
 /// 17.2 ms after 101 s; docs/restore-path.md). kiln reports it (`kiln doctor`) and does not change
-/// the host's policy; `kiln serve` holds its standby copies' file pages and its own code against
-/// it (``PageCachePin``).
+/// the host's policy; `kiln serve` holds what its restores and standby copies use (the snapshots'
+/// files, the JDK's, runc, CRIU, kiln-shim) and its own code against it (``PageCachePin``).
 package struct IdlePageOut: Equatable, Sendable {
     /// The kdamond's directory.
     package var kdamond: String
