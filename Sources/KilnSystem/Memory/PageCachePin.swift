@@ -103,10 +103,11 @@ public final class PageCachePin: Sendable {
         pinning(paths.map { ($0, whole) }, identities: Set(paths.compactMap(fileIdentity(ofFileAt:))))
     }
 
-    /// Pins the resident pages of the file at `path` (any path `open` takes).
+    /// Pins the resident pages of the file at `path` (any path `open` takes); nil when it cannot
+    /// be opened or mapped.
     public static func pinning(file path: String) -> PageCachePin? {
-        guard let region = pin(path, whole: false) else { return nil }
-        return PageCachePin(regions: [region.region], lockedBytes: region.locked, files: 1)
+        let pin = pinning(files: [path])
+        return pin.files == 1 ? pin : nil
     }
 
     /// The file at `path` by device and inode, written as `/proc/PID/maps` writes a mapping's
