@@ -24,7 +24,7 @@ public func buildGateway(
 ) -> GatewayServer {
     let provider = KilnInstanceProvider(
         kiln: kiln, readinessTimeout: configuration.readinessTimeout, coldStartFallback: coldStartFallback, remote: remote, logger: logger,
-        network: network, standbyMode: configuration.standbyMode)
+        network: network, standbyMode: configuration.standbyMode, pageHoldBudgetBytes: configuration.pageHoldBudgetBytes)
     let transport = idleConnectionsPerInstance.map { PooledInstanceTransport(maxIdlePerInstance: $0) } ?? PooledInstanceTransport()
     let gateway = Gateway(configuration: configuration, provider: provider, transport: transport, logger: logger)
     return stopsOnSignals ? GatewayServer(gateway: gateway, logger: logger) : GatewayServer(gateway: gateway, signals: [], logger: logger)

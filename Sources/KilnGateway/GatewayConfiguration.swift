@@ -185,6 +185,11 @@ public struct GatewayConfiguration: Sendable {
     /// Threads (event loops) of the public listener; each request and its exchange with the
     /// instance stay on one of them. See ``defaultListenerThreads``.
     public var listenerThreads: Int
+    /// Most memory the gateway locks in the page cache, on a host that pages idle memory out, so
+    /// that restores and thaws after a quiet minute do not read their files back from disk
+    /// (`kiln serve --hold-pages`; 0: nothing is held; nil:
+    /// ``KilnInstanceProvider/defaultPageHoldBudgetBytes``).
+    public var pageHoldBudgetBytes: Int?
 
     /// A quarter of the cores, at least one. The gateway shares its machine with the instances
     /// it runs, and a few loops batch more work per wake-up than many: measured on 2 cores
@@ -200,8 +205,10 @@ public struct GatewayConfiguration: Sendable {
         requestTimeout: Duration = .seconds(60), maxAttempts: Int = 3, maxBodyBytes: Int = 8 << 20,
         maintenanceInterval: Duration = .milliseconds(100), launchFailureBackoff: Duration = .seconds(5),
         verificationRetry: Duration = .seconds(30), quarantine: Duration = .milliseconds(500), readinessTimeout: Duration = .seconds(30),
-        listenerThreads: Int = GatewayConfiguration.defaultListenerThreads, standbyMode: StandbyMode = .thaw
+        listenerThreads: Int = GatewayConfiguration.defaultListenerThreads, standbyMode: StandbyMode = .thaw,
+        pageHoldBudgetBytes: Int? = nil
     ) {
+        self.pageHoldBudgetBytes = pageHoldBudgetBytes
         self.standbyMode = standbyMode
         self.listen = listen
         self.admin = admin
@@ -241,6 +248,11 @@ public struct GatewayConfiguration: Sendable {
                 .invalidArgument, "the listener needs 1-\(Self.maximumListenerThreads) threads (got \(listenerThreads))",
                 hint: "e.g. --threads \(Self.defaultListenerThreads) (this machine's default)")
         }
+        if let pageHoldBudgetBytes, pageHoldBudgetBytes < 0 {
+            throw KilnError(
+                .invalidArgument, "the held pages' budget must be 0 or more MiB (got \(pageHoldBudgetBytes >> 20))",
+                hint: "e.g. --hold-pages 2048, or --hold-pages 0 to hold nothing")
+        }
         guard requestTimeout > .zero, requestTimeout <= .seconds(InputValidation.maximumSeconds) else {
             throw KilnError(
                 .invalidArgument, "the request timeout must be positive and at most a year (got \(requestTimeout))", hint: "e.g. --request-timeout 60"
@@ -253,7 +265,7 @@ public struct GatewayConfiguration: Sendable {
     /// max raised to N if need be), seconds as the CLI takes them.
     public static func parsing(
         listen: String, admin: String, defaultPolicy: ScalingPolicy, warm: [String] = [], standby: [String] = [],
-        requestTimeoutSeconds: Double = 60, listenerThreads: Int? = nil, standbyMode: StandbyMode = .thaw
+        requestTimeoutSeconds: Double = 60, listenerThreads: Int? = nil, standbyMode: StandbyMode = .thaw, holdPagesMiB: Int? = nil
     ) throws -> GatewayConfiguration {
         var policies: [String: ScalingPolicy] = [:]
         for entry in warm {
@@ -275,7 +287,16 @@ public struct GatewayConfiguration: Sendable {
         let configuration = GatewayConfiguration(
             listen: try ListenAddress(parsing: listen), admin: try ListenAddress(parsing: admin), defaultPolicy: defaultPolicy,
             policies: policies, requestTimeout: .seconds(requestTimeoutSeconds), listenerThreads: listenerThreads ?? Self.defaultListenerThreads,
-            standbyMode: standbyMode)
+            standbyMode: standbyMode,
+            pageHoldBudgetBytes: try holdPagesMiB.map { mib in
+                // Checked here, before the shift: a typo's huge number must not wrap around.
+                guard (0...(1 << 40)).contains(mib) else {
+                    throw KilnError(
+                        .invalidArgument, "--hold-pages must be 0 to \(1 << 40) MiB (got \(mib))",
+                        hint: "e.g. --hold-pages 2048, or --hold-pages 0 to hold nothing")
+                }
+                return mib << 20
+            })
         try configuration.validate()
         return configuration
     }

@@ -31,8 +31,14 @@ public final class KilnInstanceProvider: InstanceProvider {
     private let pools = Mutex<[String: PreparedNamespacePool]>([:])
     /// Thawed copies whose records are not saved yet.
     private let unsavedRecords = Mutex(ThawedRecords())
-    /// What the gateway holds against a host that pages idle memory out (``PageCachePin``).
-    private let heldPages = Mutex(HeldPages())
+    /// What the gateway holds against a host that pages idle memory out (``PageCachePin``),
+    /// within ``pageHoldBudgetBytes``.
+    private let heldPages: Mutex<HeldPages<PageCachePin>>
+    /// Most memory the gateway locks in the page cache against the host's idle page-out
+    /// (`kiln serve --hold-pages`; 0: nothing is held).
+    public let pageHoldBudgetBytes: Int
+    /// Lets go of the pins of snapshots removed or baked again, every ``stalePinCheckInterval``.
+    private let stalePinCheck = Mutex<Task<Void, Never>?>(nil)
     /// Whether the host pages out idle memory (``IdlePageOut``): files are pinned only then.
     private let hostPagesOutIdleMemory: Bool
     private let logger: Logger
@@ -40,9 +46,13 @@ public final class KilnInstanceProvider: InstanceProvider {
     /// - Parameter logger: where verification and fallback are logged (default: kiln's own).
     public init(
         kiln: Kiln, readinessTimeout: Duration = .seconds(30), coldStartFallback: Bool = true, remote: RemoteFunctions = RemoteFunctions(),
-        logger: Logger? = nil, network: String? = nil, preparedNamespaces: Int = 2, standbyMode: StandbyMode = .thaw
+        logger: Logger? = nil, network: String? = nil, preparedNamespaces: Int = 2, standbyMode: StandbyMode = .thaw,
+        pageHoldBudgetBytes: Int? = nil
     ) {
         self.kiln = kiln
+        let budget = pageHoldBudgetBytes ?? Self.defaultPageHoldBudgetBytes
+        self.pageHoldBudgetBytes = budget
+        heldPages = Mutex(HeldPages(budgetBytes: budget))
         self.standbyMode = standbyMode
         self.network = network
         self.preparedNamespaces = preparedNamespaces
@@ -50,7 +60,7 @@ public final class KilnInstanceProvider: InstanceProvider {
         self.coldStartFallback = coldStartFallback
         self.remote = remote
         self.logger = logger ?? kiln.logger
-        hostPagesOutIdleMemory = !IdlePageOut.current().isEmpty
+        hostPagesOutIdleMemory = budget > 0 && !IdlePageOut.current().isEmpty
         // The gateway's own code too: what a request at zero runs (the thaw, the connect) may
         // not have run for minutes.
         if hostPagesOutIdleMemory { PageCachePin.lockOwnExecutableOnFault() }
@@ -109,7 +119,10 @@ public final class KilnInstanceProvider: InstanceProvider {
         do {
             let pool = pools.withLock { $0[function] }
             let record = try await kiln.restoreOne(manifest, readinessTimeout: readinessTimeout, network: network, pool: pool)
-            if hostPagesOutIdleMemory { holdPages(of: record, function: function, manifest: manifest, after: Self.restoredCopyPinDelay) }
+            if hostPagesOutIdleMemory {
+                heldPages.withLock { $0.used(function, at: .now) }
+                holdPages(of: record, function: function, manifest: manifest, after: Self.restoredCopyPinDelay)
+            }
             return LaunchReport(instance: Self.instance(record, .restored), restoreDuration: started.duration(to: .now))
         } catch {
             restoreError = error
@@ -153,13 +166,21 @@ public final class KilnInstanceProvider: InstanceProvider {
     /// before a quiet minute would drop them.
     static let restoredCopyPinDelay = Duration.seconds(2)
 
+    /// How often the pins are checked against the store (``releaseStalePins()``).
+    static let stalePinCheckInterval = Duration.seconds(30)
+
+    /// A quarter of the host's memory: room for ~20 Spring functions' pins on a 24 GiB host,
+    /// and three quarters left to what locked pages would otherwise crowd out.
+    public static var defaultPageHoldBudgetBytes: Int { Int(ProcessInfo.processInfo.physicalMemory / 4) }
+
     /// Holds, in the background after `delay`, the page cache pages a restore of `function`
-    /// needs against the host's idle page-out, for as long as the gateway runs: the files the new
-    /// copy maps (its page images, the JDK's libraries whole), the snapshot's image files CRIU
-    /// reads, and the programs a restore runs. Without them a restore at zero after 100 s quiet
-    /// took 90-125 ms instead of 52-53 ms (the Spring sample; ``PageCachePin``,
-    /// docs/restore-path.md).
+    /// needs against the host's idle page-out, while the gateway runs and the budget allows
+    /// (``HeldPages``): the files the new copy maps (its page images, the JDK's libraries
+    /// whole), the snapshot's image files CRIU reads, and the programs a restore runs. Without
+    /// them a restore at zero after 100 s quiet took 90-125 ms instead of 52-53 ms (the Spring
+    /// sample; ``PageCachePin``, docs/restore-path.md).
     private func holdPages(of record: InstanceRecord, function: String, manifest: SnapshotManifest, after delay: Duration) {
+        startStalePinCheck()
         Task.detached(priority: .background) {
             if delay > .zero { try? await Task.sleep(for: delay) }
             self.pinFiles(of: record, function: function, manifest: manifest)
@@ -176,21 +197,45 @@ public final class KilnInstanceProvider: InstanceProvider {
     /// meanwhile. One that maps others (a replaced snapshot's images) gets a pin of its own,
     /// which replaces the function's previous one. A copy already gone by now is left for the next.
     private func pinFiles(of record: InstanceRecord, function: String, manifest: SnapshotManifest) {
+        let version = Kiln.snapshotVersion(of: manifest)
         let images =
             manifest.compression == nil && manifest.encryption == nil
             ? manifest.files.map { "\(kiln.store.dumpDirectory(of: manifest.name))/\($0.path)" } : []
-        guard let mapped = PageCachePin.fileIdentities(mappedBy: record.pid) else { return }
+        guard !heldPages.withLock({ $0.refuses(function, snapshotVersion: version) }),
+            let mapped = PageCachePin.fileIdentities(mappedBy: record.pid)
+        else { return }
         let needed = mapped.union(images.compactMap(PageCachePin.fileIdentity(ofFileAt:)))
-        if let held = heldPages.withLock({ $0.functions[function]?.fileIdentities }), needed.isSubset(of: held) { return }
+        if let held = heldPages.withLock({ $0.functions[function]?.pin.fileIdentities }), needed.isSubset(of: held) { return }
+        let pin: PageCachePin
         do {
-            let pin = try PageCachePin.pinning(filesMappedBy: record.pid, and: images)
-            guard heldPages.withLock({ $0.keep(pin, for: function) }) else { return }
-            logger.debug(
-                "holding the function's file pages against the host's idle page-out",
-                metadata: ["function": "\(function)", "files": "\(pin.files)", "locked_mib": "\(pin.lockedBytes >> 20)"])
+            pin = try PageCachePin.pinning(filesMappedBy: record.pid, and: images)
         } catch {
             // The copy was stopped meanwhile (scaled down): the next one is pinned instead.
             logger.debug("could not pin a copy's file pages", metadata: ["function": "\(function)", "error": "\(error)"])
+            return
+        }
+        let (outcome, release) = heldPages.withLock { $0.keep(pin, for: function, snapshotVersion: version, at: .now) }
+        for released in release { released.release() }
+        let mib = "\(pin.lockedBytes >> 20)"
+        switch outcome {
+        case .kept(let evicted):
+            logger.debug(
+                "holding the function's file pages against the host's idle page-out",
+                metadata: ["function": "\(function)", "files": "\(pin.files)", "locked_mib": "\(mib)"])
+            if !evicted.isEmpty {
+                logger.info(
+                    "let go of the held pages of the functions restored longest ago, to stay within --hold-pages",
+                    metadata: [
+                        "function": "\(function)", "released": "\(evicted.joined(separator: ","))",
+                        "budget_mib": "\(pageHoldBudgetBytes >> 20)",
+                    ])
+            }
+        case .overBudget:
+            logger.notice(
+                "not holding the function's pages against the host's idle page-out: they alone exceed --hold-pages; its restores after a quiet minute read them from disk (raise --hold-pages to hold them)",
+                metadata: ["function": "\(function)", "locked_mib": "\(mib)", "budget_mib": "\(pageHoldBudgetBytes >> 20)"])
+        case .ended:
+            break
         }
     }
 
@@ -199,15 +244,49 @@ public final class KilnInstanceProvider: InstanceProvider {
         let programs = kiln.runtime.programs
         guard !programs.isEmpty, heldPages.withLock({ $0.programs == nil }) else { return }
         let pin = PageCachePin.pinning(files: programs, whole: true)
-        guard heldPages.withLock({ $0.keep(programs: pin) }) else { return }
+        guard heldPages.withLock({ $0.keep(programs: pin) }) else {
+            pin.release()
+            return
+        }
         logger.debug(
             "holding the restore's programs against the host's idle page-out",
             metadata: ["programs": "\(programs.joined(separator: " "))", "locked_mib": "\(pin.lockedBytes >> 20)"])
     }
 
+    /// Starts, once, the background check that lets go of stale pins.
+    private func startStalePinCheck() {
+        stalePinCheck.withLock { task in
+            guard task == nil else { return }
+            task = Task.detached(priority: .background) { [weak self] in
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: Self.stalePinCheckInterval)
+                    guard let self, !Task.isCancelled else { return }
+                    self.releaseStalePins()
+                }
+            }
+        }
+    }
+
+    /// Lets go of the pins of functions whose snapshot was removed (`kiln rm`) or baked again
+    /// since: the files they hold are no restore's any more, and a removed file's pages would
+    /// stay in memory as long as they are locked. Returns the functions let go.
+    @discardableResult
+    package func releaseStalePins() -> [String] {
+        let store = kiln.store
+        let (stale, release) = heldPages.withLock { held in
+            held.keepOnly { function in (try? store.load(function)).map(Kiln.snapshotVersion(of:)) }
+        }
+        for pin in release { pin.release() }
+        if !stale.isEmpty {
+            logger.info(
+                "let go of held pages of snapshots removed or baked again", metadata: ["functions": "\(stale.joined(separator: ","))"])
+        }
+        return stale
+    }
+
     /// The files held for `function` (device and inode, ``PageCachePin/fileIdentities``); nil
     /// when nothing is.
-    package func heldFiles(of function: String) -> Set<String>? { heldPages.withLock { $0.functions[function]?.fileIdentities } }
+    package func heldFiles(of function: String) -> Set<String>? { heldPages.withLock { $0.functions[function]?.pin.fileIdentities } }
 
     /// The programs held (``ContainerRuntime/programs``), by device and inode; nil before a
     /// restore has run them.
@@ -257,6 +336,7 @@ public final class KilnInstanceProvider: InstanceProvider {
                 return
             }
         }
+        if hostPagesOutIdleMemory { heldPages.withLock { $0.used(thawed.function, at: .now) } }
         unsavedRecords.withLock { table in
             // Saved now if its request came back before this ran (a fast answer to a copy thawed
             // by ``thaw(_:)``); under the lock, as below.
@@ -290,6 +370,7 @@ public final class KilnInstanceProvider: InstanceProvider {
         }
         for pool in all { await pool.drain() }
         kiln.removePoolNamespaceDirectory()
+        stalePinCheck.withLock { $0?.cancel() }
         for pin in heldPages.withLock({ $0.releaseAll() }) { pin.release() }
     }
 
@@ -346,47 +427,5 @@ public struct RemoteFunctions: Sendable {
             references[name] = try RegistryReference(parsing: String(argument[argument.index(after: equals)...]))
         }
         self.init(references: references, access: access, trusted: trusted)
-    }
-}
-
-/// The pins a ``KilnInstanceProvider`` holds against a host's idle page-out.
-private struct HeldPages {
-    /// Per function: what its latest restored or standby copy maps and its snapshot's image
-    /// files had resident.
-    var functions: [String: PageCachePin] = [:]
-    /// The programs every restore runs (runc, CRIU, kiln-shim), once one has run them.
-    var programs: PageCachePin?
-    /// Set at the gateway's end: a pin made after it (a delayed one) is let go at once.
-    var ended = false
-
-    /// Keeps `pin` as `function`'s (the pin it replaces goes with its last reference); false,
-    /// with `pin` released, once the gateway has ended.
-    mutating func keep(_ pin: PageCachePin, for function: String) -> Bool {
-        guard !ended else {
-            pin.release()
-            return false
-        }
-        functions[function] = pin
-        return true
-    }
-
-    /// Keeps `pin` as the programs' unless they are held already or the gateway has ended.
-    mutating func keep(programs pin: PageCachePin) -> Bool {
-        guard !ended, programs == nil else {
-            pin.release()
-            return false
-        }
-        programs = pin
-        return true
-    }
-
-    /// Every pin, for the caller to release; nothing is kept from now on.
-    mutating func releaseAll() -> [PageCachePin] {
-        defer {
-            functions = [:]
-            programs = nil
-            ended = true
-        }
-        return Array(functions.values) + (programs.map { [$0] } ?? [])
     }
 }

@@ -118,6 +118,24 @@ struct CommandParsingTests {
         #expect(configuration.defaultPolicy.concurrency == 8)
         #expect(configuration.requestTimeout == .seconds(60))
         #expect(configuration.standbyMode == .thaw)
+        #expect(configuration.pageHoldBudgetBytes == nil, "the provider's default: a quarter of the host's memory")
+    }
+
+    /// `--hold-pages` reaches the gateway in bytes; a negative or absurd budget is refused with
+    /// the option's name and an example.
+    @Test func holdPagesIsABudgetInMiB() throws {
+        let serve: Serve = try parse(["serve", "--hold-pages", "512"])
+        #expect(try serve.makeConfiguration().pageHoldBudgetBytes == 512 << 20)
+        let none: Serve = try parse(["serve", "--hold-pages", "0"])
+        #expect(try none.makeConfiguration().pageHoldBudgetBytes == 0)
+        for bad in ["-1", "\(Int.max)"] {
+            let serve: Serve = try parse(["serve", "--hold-pages=\(bad)"])
+            #expect {
+                try serve.makeConfiguration()
+            } throws: { error in
+                "\(error)".contains("--hold-pages must be 0 to") && "\(error)".contains("--hold-pages 0 to hold nothing")
+            }
+        }
     }
 
     /// `--standby-mode` reaches the gateway's configuration and the CLI's restore; a value it does

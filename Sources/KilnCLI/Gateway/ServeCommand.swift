@@ -61,6 +61,12 @@ struct Serve: AsyncParsableCommand, ReportingCommand, HandlesStopSignals {
     @Option(help: ArgumentHelp(StandbyMode.help, valueName: "mode"))
     var standbyMode: StandbyMode = .thaw
 
+    @Option(
+        help: ArgumentHelp(
+            "Most memory, in MiB, the gateway locks in the page cache on a host that pages idle memory out (kiln doctor says whether it does), so restores and thaws after a quiet minute need no disk reads; the functions restored longest ago are let go first (default: a quarter of the host's memory; 0: hold nothing).",
+            valueName: "mib"))
+    var holdPages: Int?
+
     @Option(help: "Threads forwarding requests (default: a quarter of the cores, at least 1; the instances need the rest).")
     var threads: Int?
 
@@ -137,6 +143,6 @@ struct Serve: AsyncParsableCommand, ReportingCommand, HandlesStopSignals {
             queueLimit: queueLimit, queueTimeoutSeconds: queueTimeout, standbyMemoryBytes: standbyMemory.map { $0 << 20 })
         return try GatewayConfiguration.parsing(
             listen: listen, admin: admin, defaultPolicy: policy, warm: warm, standby: standby, requestTimeoutSeconds: requestTimeout,
-            listenerThreads: threads, standbyMode: standbyMode)
+            listenerThreads: threads, standbyMode: standbyMode, holdPagesMiB: holdPages)
     }
 }

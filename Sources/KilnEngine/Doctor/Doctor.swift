@@ -115,7 +115,7 @@ public enum Doctor {
             let after = pageOut.minimumIdle.map { "after \(Int($0.components.seconds)) s idle" } ?? "after a while idle"
             add(
                 "idle page-out", .warning,
-                "DAMON (\(pageOut.kdamond)) pages out memory \(after), file pages too: a restore or a `kiln thaw` after that long reads the snapshot and the JDK from disk again (on kiln's 2-CPU test VM a standby copy's thaw went from 3.5 to 17 ms); kiln serve holds what its restores and standby copies use (the snapshots' files, the JDK's, runc, CRIU) and its own code against it; kiln run and kiln thaw cannot",
+                "DAMON (\(pageOut.kdamond)) pages out memory \(after), file pages too: a restore or a `kiln thaw` after that long reads the snapshot and the JDK from disk again (on kiln's 2-CPU test VM a standby copy's thaw went from 3.5 to 17 ms); kiln serve holds what its restores and standby copies use (the snapshots' files, the JDK's, runc, CRIU) and its own code against it, within --hold-pages (default a quarter of memory); kiln run and kiln thaw cannot",
                 fix: "if the host can spare the memory, give the scheme a longer minimum age or turn the kdamond off; kiln does not change it")
         } else {
             add("idle page-out", .ok, "no DAMON page-out of idle memory")

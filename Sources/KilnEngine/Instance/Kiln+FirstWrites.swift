@@ -40,7 +40,7 @@ extension Kiln {
 
     /// Tells one bake of a snapshot from another: a re-bake under the same name writes first
     /// elsewhere.
-    static func snapshotVersion(of manifest: SnapshotManifest) -> String {
+    package static func snapshotVersion(of manifest: SnapshotManifest) -> String {
         "\(manifest.createdAt.timeIntervalSince1970)-\(manifest.sizeBytes)"
     }
 
