@@ -183,11 +183,19 @@ public final class FunctionPool: Sendable {
         state.withLock { body(&$0.machine) }
     }
 
+    /// Carries out `effects`: the waiting requests' first (each granted an instance or failed,
+    /// on its own loop), then the rest in order.
     private func run(_ effects: [Machine.Effect]) {
         for effect in effects {
             switch effect {
             case .grant(let handler, let lease): handler(.success(lease))
             case .fail(let handler, let failure): handler(.failure(failure))
+            default: continue
+            }
+        }
+        for effect in effects {
+            switch effect {
+            case .grant, .fail: continue
             case .launch(let verifyFirst): environment.commands.yield(.launch(self, verifyFirst: verifyFirst))
             case .launchStandby(let verifyFirst): environment.commands.yield(.launchStandby(self, verifyFirst: verifyFirst))
             case .thaw(let instance):
@@ -206,7 +214,16 @@ public final class FunctionPool: Sendable {
                     return locked.emptyWaiters
                 }
                 for waiter in waiters { waiter.resume() }
-            case .log(let level, let message, let metadata): logger.log(level: level, message, metadata: metadata)
+            case .log(let level, let message, let metadata):
+                // On an event loop (a request's), the line is written after the work queued
+                // there: a request at zero handed a standby copy is sent first, not after its
+                // "standby copy thawed" line is formatted and written to stderr.
+                if let loop = MultiThreadedEventLoopGroup.currentEventLoop, logger.logLevel <= level {
+                    let logger = logger
+                    loop.execute { logger.log(level: level, message, metadata: metadata) }
+                } else {
+                    logger.log(level: level, message, metadata: metadata)
+                }
             case .metric(let metric): record(metric)
             case .gauges(let gauges, let generation): record(gauges, generation: generation)
             }

@@ -51,14 +51,14 @@ struct ConnectAheadTests {
 
     /// The pool finds a ready copy for a request at zero: the provider hands it out on the
     /// request's loop (no thaw command, no other thread), the request is sent, and only then is
-    /// the copy unfrozen. Its connection was asked for when the copy came.
+    /// the copy unfrozen and the hand-out logged. Its connection was asked for when the copy came.
     @Test func aReadyCopyIsHandedOutOnTheRequestsLoopAndUnfrozenAfterTheRequestWentOut() async throws {
         let events = EventLog()
         let provider = ReadyStandbyProvider(events: events)
         let transport = AnsweringTransport(events: events)
         let policy = ScalingPolicy(minInstances: 0, maxInstances: 1, concurrency: 4, keepAliveSeconds: 3600, standby: 1)
-        var logger = Logger(label: "connect-ahead-test")
-        logger.logLevel = .critical
+        var logger = Logger(label: "connect-ahead-test") { _ in EventLogHandler(events: events) }
+        logger.logLevel = .info
         let gateway = Gateway(
             configuration: GatewayConfiguration(defaultPolicy: policy, maintenanceInterval: .milliseconds(10)), provider: provider,
             transport: transport, logger: logger)
@@ -81,7 +81,21 @@ struct ConnectAheadTests {
         let sent = try #require(log.firstIndex(of: "send hello-1 /greet"), "\(log)")
         let unfrozen = try #require(log.firstIndex(of: "unfreeze hello-1"), "\(log)")
         #expect(handOut < sent && sent < unfrozen, "\(log)")
+        let logged = try #require(log.firstIndex(of: "log standby copy thawed"), "\(log)")
+        #expect(sent < logged, "the request goes out before the hand-out's log line is written: \(log)")
     }
+}
+
+/// Records each log message in the fakes' event log, as `log MESSAGE`.
+private struct EventLogHandler: LogHandler {
+    let events: EventLog
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .info
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+    func log(event: LogEvent) { events.add("log \(event.message)") }
 }
 
 /// Sends one request through `transport` on `loop` and returns the response's status (0 for a
