@@ -391,6 +391,13 @@ public final class Gateway: Service, Sendable {
 
     // MARK: Admin
 
+    /// `/metrics`: every metric in Prometheus' text format, with what the provider holds against
+    /// the host's idle page-out read now.
+    public func metricsExposition() -> [UInt8] {
+        if let usage = provider.heldPageUsage() { metrics.record(usage) }
+        return metrics.exposition()
+    }
+
     /// Every function: those the gateway has run (with their instances) and those it could.
     public func functions() -> [FunctionStatus] {
         var statuses: [String: FunctionStatus] = [:]

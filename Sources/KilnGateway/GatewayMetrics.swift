@@ -37,6 +37,8 @@ public final class GatewayMetrics: Sendable {
     private let factory: PrometheusMetricsFactory
     private let perFunction = Mutex<[String: FunctionMetrics]>([:])
     let unknownFunctionRequests: CoreMetrics.Counter
+    private let heldProgramBytes: CoreMetrics.Gauge
+    private let heldPageBudgetBytes: CoreMetrics.Gauge
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
@@ -57,6 +59,18 @@ public final class GatewayMetrics: Sendable {
         ]
         self.factory = factory
         unknownFunctionRequests = CoreMetrics.Counter(label: "kiln_gateway_unknown_function_requests_total", factory: factory)
+        heldProgramBytes = CoreMetrics.Gauge(label: "kiln_gateway_held_program_bytes", factory: factory)
+        heldPageBudgetBytes = CoreMetrics.Gauge(label: "kiln_gateway_held_page_budget_bytes", factory: factory)
+    }
+
+    /// Records what the provider holds against the host's idle page-out (at each scrape: pins
+    /// come and go in the background). A function whose pin was let go shows 0.
+    func record(_ usage: HeldPageUsage) {
+        for name in Set(usage.functions.keys).union(perFunction.withLock { Array($0.keys) }) {
+            function(name).heldPages.record(usage.functions[name] ?? 0)
+        }
+        heldProgramBytes.record(usage.programs)
+        heldPageBudgetBytes.record(usage.budget)
     }
 
     /// The metrics of one function, made once and reused (a lookup in the registry per request
@@ -100,6 +114,9 @@ final class FunctionMetrics: Sendable {
     let standbyCopies: [StandbyGauge: CoreMetrics.Gauge]
     /// The standby copies' memory (PSS measured once each was frozen), together.
     let standbyMemory: CoreMetrics.Gauge
+    /// Page cache pages held (locked) for the function's restores against the host's idle
+    /// page-out (``HeldPageUsage``).
+    let heldPages: CoreMetrics.Gauge
 
     /// The states of the `kiln_gateway_standby_copies` gauge.
     enum StandbyGauge: String, CaseIterable {
@@ -153,6 +170,7 @@ final class FunctionMetrics: Sendable {
         }
         standbyCopies = copies
         standbyMemory = CoreMetrics.Gauge(label: "kiln_gateway_standby_memory_bytes", dimensions: label, factory: factory)
+        heldPages = CoreMetrics.Gauge(label: "kiln_gateway_held_page_bytes", dimensions: label, factory: factory)
     }
 
     func recordRequest(_ outcome: GatewayMetrics.Outcome, _ duration: Duration) {

@@ -151,7 +151,7 @@ enum AdminAPI {
         router.get("metrics") { _, _ in
             Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                body: .init(byteBuffer: ByteBuffer(bytes: gateway.metrics.exposition())))
+                body: .init(byteBuffer: ByteBuffer(bytes: gateway.metricsExposition())))
         }
         router.get("functions") { _, _ in json(["functions": gateway.functions()]) }
         router.get("functions/:name") { _, context in

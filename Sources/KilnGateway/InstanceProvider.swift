@@ -131,6 +131,27 @@ public protocol InstanceProvider: Sendable {
     /// its process is gone: bookkeeping kept off that request (kiln: the copy's record, saved
     /// as running). Must not fail: it logs instead.
     func recordThawed(_ thawed: GatewayInstance)
+    /// What the provider holds in memory against the host's idle page-out (kiln: pinned page
+    /// cache pages, ``HeldPages``), for `/metrics`; nil when it holds nothing of the kind.
+    func heldPageUsage() -> HeldPageUsage?
+}
+
+/// Memory a provider locks against a host's idle page-out, as `/metrics` shows it
+/// (`kiln_gateway_held_page_bytes`, `kiln_gateway_held_program_bytes`,
+/// `kiln_gateway_held_page_budget_bytes`).
+public struct HeldPageUsage: Sendable, Equatable {
+    /// Bytes locked per function (what its copies map and its snapshot's image files).
+    public var functions: [String: Int]
+    /// Bytes locked for the programs every restore runs.
+    public var programs: Int
+    /// The most all of it may lock together (`kiln serve --hold-pages`).
+    public var budget: Int
+
+    public init(functions: [String: Int], programs: Int, budget: Int) {
+        self.functions = functions
+        self.programs = programs
+        self.budget = budget
+    }
 }
 
 extension InstanceProvider {
@@ -145,6 +166,8 @@ extension InstanceProvider {
     }
 
     public func handOutAtOnce(_ standby: GatewayInstance) -> LaunchReport? { nil }
+
+    public func heldPageUsage() -> HeldPageUsage? { nil }
 
     public func handedOut(_ thawed: GatewayInstance) {}
 

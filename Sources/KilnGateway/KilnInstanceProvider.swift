@@ -288,6 +288,17 @@ public final class KilnInstanceProvider: InstanceProvider {
     /// when nothing is.
     package func heldFiles(of function: String) -> Set<String>? { heldPages.withLock { $0.functions[function]?.pin.fileIdentities } }
 
+    /// What is held now, within ``pageHoldBudgetBytes``; nil on a host that pages nothing out
+    /// (or with a budget of 0), where nothing is.
+    public func heldPageUsage() -> HeldPageUsage? {
+        guard hostPagesOutIdleMemory else { return nil }
+        return heldPages.withLock { held in
+            HeldPageUsage(
+                functions: held.functions.mapValues(\.pin.lockedBytes), programs: held.programs?.lockedBytes ?? 0,
+                budget: held.budgetBytes)
+        }
+    }
+
     /// The programs held (``ContainerRuntime/programs``), by device and inode; nil before a
     /// restore has run them.
     package var heldPrograms: Set<String>? { heldPages.withLock { $0.programs?.fileIdentities } }

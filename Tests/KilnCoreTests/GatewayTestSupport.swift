@@ -27,6 +27,8 @@ final class FakeProvider: InstanceProvider {
         /// The restore fails; with `coldStartWorks` a cold start stands in, else the launch fails.
         var failRestore = false
         var coldStartWorks = true
+        /// What ``heldPageUsage()`` reports.
+        var heldPages: HeldPageUsage?
     }
 
     let state: Mutex<State>
@@ -81,6 +83,8 @@ final class FakeProvider: InstanceProvider {
 
     /// Makes an instance "die" (as kill -9 would).
     func kill(_ id: String) { state.withLock { _ = $0.alive.remove(id) } }
+
+    func heldPageUsage() -> HeldPageUsage? { state.withLock { $0.heldPages } }
 }
 
 /// A fake ``InstanceTransport``: answers 200 with `{"instance", "path"}` after `delay`,

@@ -1,3 +1,4 @@
+import HTTPTypes
 import Testing
 
 @testable import KilnGateway
@@ -109,5 +110,25 @@ import Testing
         let programs = held.keep(programs: FakePin(10))
         #expect(!programs)
         #expect(held.lockedBytes == 0)
+    }
+
+    /// `/metrics` shows what the provider holds, read at each scrape: a function whose pin was
+    /// let go drops to 0, and the programs and the budget have series of their own.
+    @Test func metricsShowWhatIsHeldAtEachScrape() async throws {
+        let provider = FakeProvider()
+        provider.state.withLock { $0.heldPages = HeldPageUsage(functions: ["hello": 300 << 20], programs: 14 << 20, budget: 6 << 30) }
+        try await withFakeGateway(provider: provider) { gateway, provider, _ in
+            // A request makes hello's pool and its metrics.
+            let response = await gateway.handle(
+                GatewayRequest(head: HTTPRequest(method: .get, scheme: nil, authority: "x", path: "/hello/"), body: nil))
+            #expect(response.head.status == .ok)
+            var text = String(decoding: gateway.metricsExposition(), as: UTF8.self)
+            #expect(metricValue(text, #"kiln_gateway_held_page_bytes{function="hello"}"#) == Double(300 << 20))
+            #expect(metricValue(text, "kiln_gateway_held_program_bytes") == Double(14 << 20))
+            #expect(metricValue(text, "kiln_gateway_held_page_budget_bytes") == Double(6 << 30))
+            provider.state.withLock { $0.heldPages?.functions = [:] }
+            text = String(decoding: gateway.metricsExposition(), as: UTF8.self)
+            #expect(metricValue(text, #"kiln_gateway_held_page_bytes{function="hello"}"#) == 0, "let go: 0, not the last value")
+        }
     }
 }

@@ -85,6 +85,13 @@ extension Integration {
                         #expect(images.compactMap(PageCachePin.fileIdentity(ofFileAt:)).allSatisfy(held.contains))
                         let programs = try #require(provider.heldPrograms)
                         #expect(host.kiln.runtime.programs.compactMap(PageCachePin.fileIdentity(ofFileAt:)).allSatisfy(programs.contains))
+                        // /metrics shows the pin: at least half the image files' size (just written, so resident).
+                        let exposition = String(decoding: gateway.metricsExposition(), as: UTF8.self)
+                        let series = #"kiln_gateway_held_page_bytes{function="spring"} "#
+                        let heldBytes = exposition.split(separator: "\n").first { $0.hasPrefix(series) }.flatMap {
+                            Double($0.dropFirst(series.count))
+                        }
+                        #expect((heldBytes ?? 0) >= Double(manifest.sizeBytes) / 2, "\(heldBytes ?? -1) bytes held of \(manifest.sizeBytes)")
                     }
 
                     // 4. Two warm instances, load, and kill -9 one of them mid-load.
