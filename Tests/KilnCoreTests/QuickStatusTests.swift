@@ -127,4 +127,18 @@ struct QuickStatusTests {
         #expect(InstanceHTTPClient.ReplyHead(partial)?.isComplete(partial) == false)
         #expect(InstanceHTTPClient.ReplyHead(Array("SSH-2.0-OpenSSH\r\n\r\n".utf8)) == nil)
     }
+
+    /// What `kiln bench standby` times its requests through the gateway with: the reply's
+    /// header fields come back by lowercased name (its `X-Kiln-Served-By`).
+    @Test func anExchangeGivesTheReplysFields() throws {
+        let server = try CannedServer(reply: "HTTP/1.1 200 OK\r\nX-Kiln-Served-By: standby\r\nContent-Length: 2\r\n\r\nok", closing: false)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        defer { close(fd) }
+        _ = try InstanceHTTPClient.connectLoopback(fd, port: server.port)
+        let reply = try InstanceHTTPClient.quickExchange(
+            Array("GET /hello/ HTTP/1.1\r\nHost: localhost\r\n\r\n".utf8), on: fd, until: .now + .seconds(2))
+        #expect(reply?.status == 200)
+        #expect(reply?.fields["x-kiln-served-by"] == "standby")
+        #expect(server.firstRequest.hasPrefix("GET /hello/ HTTP/1.1\r\n"))
+    }
 }

@@ -20,6 +20,15 @@ extension InstanceHTTPClient {
         let fd = try connectedSocket(to: endpoint)
         defer { close(fd) }
         let request = Array("GET \(path) HTTP/1.1\r\nHost: localhost:\(endpoint.port)\r\nConnection: close\r\nUser-Agent: kiln\r\n\r\n".utf8)
+        return try quickExchange(request, on: fd, until: deadline)?.status
+    }
+
+    /// Sends `request` on the connected socket `fd` and reads the reply on the calling thread
+    /// until its framing says it is whole (or the service closes the connection), for at most
+    /// until `deadline`: its head, or nil when no whole reply head came by then. The caller
+    /// closes `fd`. (What ``quickStatus(_:to:within:)`` asks with; `kiln bench standby` times
+    /// its requests through the gateway with it, as a client in a process of its own would.)
+    package static func quickExchange(_ request: [UInt8], on fd: Int32, until deadline: ContinuousClock.Instant) throws -> ReplyHead? {
         var sent = 0
         while sent < request.count {
             let n = request.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + sent, request.count - sent, Int32(MSG_NOSIGNAL)) }
@@ -32,7 +41,7 @@ extension InstanceHTTPClient {
         var received: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
         while true {
-            if let head = ReplyHead(received), head.isComplete(received) { return head.status }
+            if let head = ReplyHead(received), head.isComplete(received) { return head }
             let left = ContinuousClock.now.duration(to: deadline)
             guard left > .zero else { return nil }
             var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
@@ -45,23 +54,25 @@ extension InstanceHTTPClient {
             if n < 0, errno == EINTR { continue }
             guard n > 0 else {
                 // The service closed the connection: what it sent is all there is.
-                if let head = ReplyHead(received) { return head.status }
+                if let head = ReplyHead(received) { return head }
                 throw Failure.connection(n == 0 ? "the service closed the connection without a reply" : "recv: \(String(cString: strerror(errno)))")
             }
             received += buffer[0..<n]
         }
     }
 
-    /// The status line and framing of a reply read so far.
-    struct ReplyHead {
-        var status: Int
+    /// The status line, header fields and framing of a reply read so far.
+    package struct ReplyHead {
+        package var status: Int
+        /// Each header field, its name lowercased (the last of a repeated one).
+        package var fields: [String: String] = [:]
         /// Where the body starts.
         var bodyStart: Int
         var contentLength: Int?
         var chunked: Bool
 
         /// Nil until the whole head (up to the blank line) is there.
-        init?(_ bytes: [UInt8]) {
+        package init?(_ bytes: [UInt8]) {
             let blank: [UInt8] = Array("\r\n\r\n".utf8)
             guard let end = bytes.indices.dropLast(3).first(where: { bytes[$0..<$0 + 4].elementsEqual(blank) }) else { return nil }
             let head = String(decoding: bytes[..<end], as: UTF8.self)
@@ -77,6 +88,7 @@ extension InstanceHTTPClient {
                 guard parts.count == 2 else { continue }
                 let name = parts[0].lowercased()
                 let value = parts[1].trimmingCharacters(in: .whitespaces)
+                fields[name] = value
                 if name == "content-length" { contentLength = Int(value) }
                 if name == "transfer-encoding", value.lowercased().contains("chunked") { chunked = true }
             }
