@@ -297,6 +297,6 @@ extension Kiln {
         guard (200..<300).contains(reply.status) else {
             throw KilnError(.requestFailed, "GET \(path) through the gateway answered \(reply.status)")
         }
-        return (elapsed, reply.fields[Gateway.servedByHeader.rawName.lowercased()] ?? "?")
+        return (elapsed, reply.fields[Gateway.servedByHeader.canonicalName] ?? "?")
     }
 }
