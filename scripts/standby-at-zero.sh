@@ -24,14 +24,24 @@ trap 'kill -TERM $gateway 2>/dev/null; wait $gateway 2>/dev/null; rm -f "$times"
 for _ in $(seq 150); do curl -s -o /dev/null http://127.0.0.1:18081/functions && break; sleep 0.2; done
 
 # zero: no instance and one ready standby copy; replaced: an instance and a ready replacement.
-state() {
-  curl -s "http://127.0.0.1:18081/functions/$function" | /usr/bin/python3 -c '
-import json, sys
-d = json.load(sys.stdin); s = d["standby"]
-settled = s["ready"] == 1 and s["starting"] == 0 and d["starting"] == 0 and d["stopping"] == 0
-print("zero" if settled and not d["instances"] else "replaced" if settled else "busy")'
+# One python3 per wait, polling the admin API every 50 ms (a python3 per poll started an
+# interpreter every 50 ms beside the gateway restoring the replacement).
+wait_for() {
+  /usr/bin/python3 - "$1" "$function" <<'PY' || exit 1
+import json, sys, time, urllib.request
+wanted, function = sys.argv[1], sys.argv[2]
+for _ in range(1200):
+    with urllib.request.urlopen(f"http://127.0.0.1:18081/functions/{function}") as reply:
+        d = json.load(reply)
+    s = d["standby"]
+    settled = s["ready"] == 1 and s["starting"] == 0 and d["starting"] == 0 and d["stopping"] == 0
+    if ("zero" if settled and not d["instances"] else "replaced" if settled else "busy") == wanted:
+        sys.exit(0)
+    time.sleep(0.05)
+print(f"no '{wanted}' state within 60 s", file=sys.stderr)
+sys.exit(1)
+PY
 }
-wait_for() { for _ in $(seq 1200); do [ "$(state)" = "$1" ] && return; sleep 0.05; done; echo "no '$1' state within 60 s" >&2; exit 1; }
 timed() { echo "$1 $(curl -s -o /dev/null -w '%{time_total}' "http://127.0.0.1:18080/$function$path")" >>"$times"; }
 
 for round in $(seq "$rounds"); do

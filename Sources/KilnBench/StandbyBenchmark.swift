@@ -28,6 +28,10 @@ public struct StandbyBenchmarkReport: Codable, Sendable {
     public var restoreOverThaw: Double
     /// How long a standby copy ran between the end of `runc restore` and its freeze (ms).
     public var frozenAfter: SampleSummary
+    /// Of ``frozenAfter``, the wait of a ``StandbyMode/ready`` copy for HotSpot's chunk-pool
+    /// cleaner before its native-heap trim (ms), when its agent trimmed; nil otherwise (and in
+    /// reports older than it). Off every request's path: it delays the replacement, not a thaw.
+    public var trimWaitMs: Double? = nil
     /// Through `kiln serve`: the first request at zero running instances with one standby copy,
     /// and a request to the warm instance, each on a new connection (ms).
     public var gatewayAtZeroMs: [Double]
@@ -72,13 +76,19 @@ public struct StandbyBenchmarkReport: Codable, Sendable {
         func spread(_ sample: SampleSummary, _ note: String? = nil) -> String {
             "p50 \(ms(sample.p50)) (min \(ms(sample.min)), p90 \(ms(sample.p90)), n=\(sample.count)\(note.map { "; \($0)" } ?? ""))"
         }
+        var ranBeforeFreeze = String(
+            format: "  restore / thaw: %.1fx; a standby copy ran %.2f ms (p50) between runc restore and its freeze", restoreOverThaw,
+            frozenAfter.p50)
+        if let trimWaitMs {
+            ranBeforeFreeze +=
+                " (its afterRestore, warm-up requests and compilers settling, then "
+                + String(format: "%.0f ms for HotSpot's chunk-pool cleaner before the native-heap trim)", trimWaitMs)
+        }
         var lines = [
             "standby copies of '\(snapshot)', afterRestore \(standbyMode == .ready ? "ahead (--standby-mode ready)" : "at the thaw") (load average at start: \(loadAverage); a shared machine)",
             "  thaw -> first response:    \(spread(thaw))",
             "  restore -> first response: \(spread(restore))",
-            String(
-                format: "  restore / thaw: %.1fx; a standby copy ran %.2f ms (p50) between runc restore and its freeze", restoreOverThaw,
-                frozenAfter.p50),
+            ranBeforeFreeze,
         ]
         if let copied = copiedAheadPages, copied.contains(where: { $0 > 0 }) {
             let ahead = copied.filter { $0 > 0 }
@@ -131,11 +141,13 @@ extension Kiln {
         var thawMs: [Double] = []
         var restoreMs: [Double] = []
         var frozenAfter: [Double] = []
+        var trimmed = false
         var copiedAhead: [Int] = []
         progress("\(runs) thaws and \(runs) restores, alternating...")
         for _ in 0..<runs {
             let standby = try await restoreOne(manifest, shareMemory: false, standby: mode)
             frozenAfter.append(standby.frozenAfterMs ?? 0)
+            trimmed = trimmed || standby.nativeHeapTrimmedBytes != nil
             copiedAhead.append(standby.copiedAheadPages ?? 0)
             do {
                 // A standby copy waits for its request; it is not thawed the moment it froze.
@@ -177,7 +189,8 @@ extension Kiln {
         return StandbyBenchmarkReport(
             snapshot: manifest.name, standbyMode: mode, thawMs: thawMs, thaw: thaw, copiedAheadPages: copiedAhead, restoreMs: restoreMs,
             restore: restore,
-            restoreOverThaw: restore.p50 / max(thaw.p50, 0.001), frozenAfter: SampleSummary(frozenAfter), gatewayAtZeroMs: atZero,
+            restoreOverThaw: restore.p50 / max(thaw.p50, 0.001), frozenAfter: SampleSummary(frozenAfter),
+            trimWaitMs: trimmed ? readyStandbyTrimWait.milliseconds : nil, gatewayAtZeroMs: atZero,
             gatewayAtZero: atZeroSummary, gatewayWarmMs: warm, gatewayWarm: warmSummary,
             atZeroOverWarm: atZeroSummary.flatMap { zero in warmSummary.map { zero.p50 / max($0.p50, 0.001) } },
             gatewayIdleWarmMs: idleWarm, gatewayIdleWarm: idleWarmSummary,

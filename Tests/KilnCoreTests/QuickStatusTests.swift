@@ -21,7 +21,9 @@ struct QuickStatusTests {
         private(set) var requests: [String] = []
         private let lock = NSLock()
 
-        init(reply: String?, closing: Bool = true, connections: Int = 1) throws {
+        /// `rest`, when given, follows `reply` 50 ms later on the same connection (a reply that
+        /// comes in two reads).
+        init(reply: String?, rest: String? = nil, closing: Bool = true, connections: Int = 1) throws {
             let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             var address = sockaddr_in()
             address.sin_family = sa_family_t(AF_INET)
@@ -34,10 +36,10 @@ struct QuickStatusTests {
             _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) } }
             fd = listener
             port = Int(UInt16(bigEndian: address.sin_port))
-            start(reply: reply, closing: closing, connections: connections)
+            start(reply: reply, rest: rest, closing: closing, connections: connections)
         }
 
-        private func start(reply: String?, closing: Bool, connections: Int) {
+        private func start(reply: String?, rest: String?, closing: Bool, connections: Int) {
             let listener = fd
             thread = Thread { [self] in
                 for _ in 0..<connections {
@@ -46,8 +48,10 @@ struct QuickStatusTests {
                     var buffer = [UInt8](repeating: 0, count: 4096)
                     let n = buffer.withUnsafeMutableBytes { recv(client, $0.baseAddress, $0.count, 0) }
                     lock.withLock { requests.append(String(decoding: buffer[0..<max(n, 0)], as: UTF8.self)) }
-                    if let reply {
-                        let bytes = Array(reply.utf8)
+                    for (index, piece) in [reply, rest].enumerated() {
+                        guard let piece else { continue }
+                        if index > 0 { usleep(50_000) }
+                        let bytes = Array(piece.utf8)
                         _ = bytes.withUnsafeBytes { Glibc.send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
                     }
                     if closing {
@@ -140,5 +144,21 @@ struct QuickStatusTests {
         #expect(reply?.status == 200)
         #expect(reply?.fields["x-kiln-served-by"] == "standby")
         #expect(server.firstRequest.hasPrefix("GET /hello/ HTTP/1.1\r\n"))
+    }
+
+    /// A head read whole before its body has come (parsed once; later reads only add to the
+    /// body): the exchange waits for the body its length promises, without the close.
+    @Test func aBodyThatComesAfterItsHeadIsWaitedFor() throws {
+        let server = try CannedServer(
+            reply: "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Kiln-Served-By: instance\r\n\r\nab", rest: "cde", closing: false)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        defer { close(fd) }
+        _ = try InstanceHTTPClient.connectLoopback(fd, port: server.port)
+        let start = ContinuousClock.now
+        let reply = try InstanceHTTPClient.quickExchange(Array("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".utf8), on: fd, until: .now + .seconds(2))
+        let elapsed = start.duration(to: .now)
+        #expect(reply?.status == 200 && reply?.fields["x-kiln-served-by"] == "instance")
+        #expect(elapsed >= .milliseconds(40), "returned after \(elapsed), before the body's last 3 bytes were sent")
+        #expect(elapsed < .milliseconds(400), "waited \(elapsed): for the close (500 ms), not for the body")
     }
 }

@@ -61,4 +61,15 @@ import Testing
         #expect(!old.summary.contains("idle"), "\(old.summary)")
         #expect(old.summary.contains("at zero / warm: 3.00x (target <= 2)\n"))
     }
+
+    /// A ready copy's seconds before its freeze are mostly the trim's wait: the line says so.
+    @Test func theTrimWaitIsNamedInTheTimeBeforeTheFreeze() {
+        var report = Self.report(atZero: [6], warm: [2], idleWarm: nil)
+        #expect(report.summary.contains("ran 45.00 ms (p50) between runc restore and its freeze\n"), "\(report.summary)")
+        report.trimWaitMs = 5500
+        #expect(
+            report.summary.contains(
+                "ran 45.00 ms (p50) between runc restore and its freeze (its afterRestore, warm-up requests and compilers settling, then 5500 ms for HotSpot's chunk-pool cleaner before the native-heap trim)\n"
+            ), "\(report.summary)")
+    }
 }

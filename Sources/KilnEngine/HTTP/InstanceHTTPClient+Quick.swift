@@ -40,8 +40,11 @@ extension InstanceHTTPClient {
         }
         var received: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
+        // Parsed once, when its blank line has come; later reads only add to the body.
+        var head: ReplyHead?
         while true {
-            if let head = ReplyHead(received), head.isComplete(received) { return head }
+            if head == nil { head = ReplyHead(received) }
+            if let head, head.isComplete(received) { return head }
             let left = ContinuousClock.now.duration(to: deadline)
             guard left > .zero else { return nil }
             var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
@@ -54,7 +57,7 @@ extension InstanceHTTPClient {
             if n < 0, errno == EINTR { continue }
             guard n > 0 else {
                 // The service closed the connection: what it sent is all there is.
-                if let head = ReplyHead(received) { return head }
+                if let head { return head }
                 throw Failure.connection(n == 0 ? "the service closed the connection without a reply" : "recv: \(String(cString: strerror(errno)))")
             }
             received += buffer[0..<n]
