@@ -31,8 +31,12 @@ wait_for() {
 import json, sys, time, urllib.request
 wanted, function = sys.argv[1], sys.argv[2]
 for _ in range(1200):
-    with urllib.request.urlopen(f"http://127.0.0.1:18081/functions/{function}") as reply:
-        d = json.load(reply)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:18081/functions/{function}", timeout=5) as reply:
+            d = json.load(reply)
+    except OSError:  # the admin API busy or restarting: ask again
+        time.sleep(0.05)
+        continue
     s = d["standby"]
     settled = s["ready"] == 1 and s["starting"] == 0 and d["starting"] == 0 and d["stopping"] == 0
     if ("zero" if settled and not d["instances"] else "replaced" if settled else "busy") == wanted:
