@@ -133,7 +133,8 @@ public struct Kiln: Sendable {
 
     /// A new container id: the snapshot name and 6 random hex digits, e.g. `hello-3fa9c1`.
     package func makeInstanceID(for name: String) -> String {
-        "\(name)-\(String(format: "%06x", UInt32.random(in: 0..<0x100_0000)))"
+        let digits = String(UInt32.random(in: 0..<0x100_0000), radix: 16)
+        return "\(name)-\(String(repeating: "0", count: 6 - digits.count))\(digits)"
     }
 
     /// The lifecycle of a new sandbox `id` in `directory`, doing `purpose` (the action its errors

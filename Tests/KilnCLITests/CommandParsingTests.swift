@@ -81,7 +81,7 @@ struct CommandParsingTests {
         #expect(bake.encrypt == nil && bake.onRestore == nil && bake.image == nil && bake.rootfs == nil && bake.app == nil)
         #expect(bake.command == ["java", "-jar", "app.jar"])
         #expect(!bake.common.json && !bake.common.verbose)
-        #expect(bake.warmupSettle == 30)
+        #expect(bake.warmupSettle == 90)
 
         // With --image the port may come from the image: no default is filled in.
         let image: Bake = try parse(["bake", "hello", "--image", "oci:/images/hello", "--ready-timeout", "90", "--json"])

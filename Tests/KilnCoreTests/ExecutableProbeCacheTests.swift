@@ -49,6 +49,27 @@ struct ExecutableProbeCacheTests {
         #expect((attributes[.posixPermissions] as? Int) == 0o600)
     }
 
+    @Test func theFileIsReadOnceAndKeepsOnlyTheAnswersOfBinariesInUse() throws {
+        let tool = try CountingTool()
+        defer { tool.remove() }
+        let gone = try CountingTool()
+        defer { gone.remove() }
+        let file = "\(tool.directory)/probes.json"
+        _ = try ExecutableProbeCache(file: file).output(of: gone.path, ["--version"])
+
+        let cache = ExecutableProbeCache(file: file)
+        #expect(try cache.output(of: gone.path, ["--version"]).stdout == "answer --version\n")
+        unlink(file)
+        let copy = cache
+        #expect(try copy.output(of: gone.path, ["--version"]).stdout == "answer --version\n")
+        #expect(gone.runs == 1, "the file is read once; copies of the cache share what was read")
+
+        gone.remove()
+        _ = try cache.output(of: tool.path, ["--version"])
+        let written = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: file))) as? [String: Any]
+        #expect(written.map { Array($0.keys) } == ["\(tool.path)\u{1F}--version"], "the answer of a binary that is gone is dropped")
+    }
+
     @Test func failuresAndUnreadableCachesCostAProbeNotAnError() throws {
         let failing = try CountingTool(exitStatus: 3)
         defer { failing.remove() }

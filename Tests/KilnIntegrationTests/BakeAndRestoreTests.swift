@@ -61,10 +61,10 @@ extension Integration {
                 #expect(manifest.files.contains { $0.path.hasPrefix("pages-") })
                 #expect(manifest.host.criuVersion == "4.2.1")
                 // The warm-up went on past its 20 requests until the JIT compilers were idle
-                // (BakeRequest.warmupSettleLimit, 30 s by default: hello-jdk's settle in ~7 s).
+                // (BakeRequest.warmupSettleLimit, 90 s by default: hello-jdk's settle in ~7 s).
                 let settleRequests = try #require(manifest.timings.jitSettleRequests, "a JVM's warm-up should settle its JIT compilers")
                 #expect(settleRequests > 0)
-                #expect(manifest.timings.jitSettled == true, "hello-jdk's compilers should be idle within 30 s")
+                #expect(manifest.timings.jitSettled == true, "hello-jdk's compilers should be idle within the default 90 s")
 
                 let (verified, _) = try host.kiln.loadVerified("jdk")
                 let copies = try await host.kiln.restore(verified, count: 2)

@@ -98,7 +98,7 @@ struct Bake: AsyncParsableCommand, ReportingCommand {
         help: ArgumentHelp(
             "After the warm-up steps, go on sending their paths until the JVM's JIT compilers have been idle for a second, at most this long (0: stop after the steps). Copies then run compiled code, not code still being profiled.",
             valueName: "SECONDS"))
-    var warmupSettle: Double = 30
+    var warmupSettle: Double = 90
 
     @Option(
         help: ArgumentHelp(
@@ -157,7 +157,7 @@ struct Bake: AsyncParsableCommand, ReportingCommand {
         guard InputValidation.isSeconds(warmupSettle, allowZero: true) else {
             throw KilnError(
                 .invalidArgument, "--warmup-settle \(warmupSettle) is out of range",
-                hint: "pass seconds, e.g. --warmup-settle 30, or 0 to stop warming up after the --warmup steps")
+                hint: "pass seconds, e.g. --warmup-settle 90, or 0 to stop warming up after the --warmup steps")
         }
         let kiln = try common.openKiln(toDo: "bake a snapshot")
         let appDirectory = app.map { URL(fileURLWithPath: $0, relativeTo: URL(fileURLWithPath: current)).standardizedFileURL.path }

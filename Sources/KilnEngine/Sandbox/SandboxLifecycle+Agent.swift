@@ -282,7 +282,8 @@ extension SandboxLifecycle {
     /// every millisecond cost up to a millisecond per wait, and a tighter one took CPU from the
     /// copy it waited for.
     private func awaitFile(
-        _ names: [String], step: Step, timeout: Duration, interval: Duration, watching pid: Int32? = nil, missing: String, hint: String
+        _ names: [String], step: Step, timeout: Duration, interval: Duration, watching pid: Int32? = nil, missing: @autoclosure () -> String,
+        hint: String
     ) async throws -> (name: String, text: String) {
         let deadline = ContinuousClock.now + timeout
         // Before the first look: whatever arrives after it is reported.
@@ -298,7 +299,7 @@ extension SandboxLifecycle {
             if died || ContinuousClock.now >= deadline {
                 throw KilnError(
                     step == .afterRestore || step == .trimNativeHeap ? .restoreFailed : .checkpointFailed,
-                    died ? "the service exited while kiln waited for \(names.joined(separator: " or "))" : missing,
+                    died ? "the service exited while kiln waited for \(names.joined(separator: " or "))" : missing(),
                     hint: hint, details: ProcessInspector.lastLines(ofFile: logPath, count: 15), logPath: logPath
                 ).during(action(step))
             }

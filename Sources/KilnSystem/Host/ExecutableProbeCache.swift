@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -17,29 +18,68 @@ import Glibc
 /// Only successful answers are kept. The file is root-only like the state directory that holds
 /// it, and is written whole under a temporary name and renamed, so concurrent commands at worst
 /// both run the probe; a file that cannot be read or written costs a probe, never an error.
+///
+/// The file is read once per cache value (copies share what was read): `kiln run` asks three
+/// questions before its restore, and decoding the file three times cost it ~2 ms on kiln's 2-CPU
+/// test VM. Answers for binaries that are gone or have changed are dropped whenever the file is
+/// written, so it holds what is in use (test runs had left it 27 KB of fakes' answers).
 public struct ExecutableProbeCache: Sendable {
     /// The JSON file of answers (in the state directory, e.g. `/run/kiln/executable-probes.json`).
     public var file: String
+    /// The file's answers once read, with what this process added since.
+    private let shared: Shared
 
     public init(file: String) {
         self.file = file
+        shared = Shared()
     }
 
     /// What `executable arguments` prints on stdout and stderr together, from the cache while
     /// the executable is the file it was, else by running it (and remembering a success).
     public func output(of executable: String, _ arguments: [String]) throws -> CommandOutput {
         guard let identity = Self.identity(of: executable) else { return try Subprocess.run(executable, arguments) }
-        let key = ([executable] + arguments).joined(separator: "\u{1F}")
-        var answers = load()
-        if let answer = answers[key], answer.identity == identity {
+        let key = ([executable] + arguments).joined(separator: String(Shared.separator))
+        if let answer = shared.answers(loading: load)[key], answer.identity == identity {
             return CommandOutput(status: .exited(0), stdout: answer.stdout, stderr: answer.stderr)
         }
         let output = try Subprocess.run(executable, arguments)
         if output.status.isSuccess {
-            answers[key] = Answer(identity: identity, stdout: output.stdout, stderr: output.stderr)
+            let answers = shared.remember(Answer(identity: identity, stdout: output.stdout, stderr: output.stderr), for: key, loading: load)
             save(answers)
         }
         return output
+    }
+
+    /// What every copy of one cache value shares: the answers read from its file.
+    private final class Shared: Sendable {
+        private let answers = Mutex<[String: Answer]?>(nil)
+
+        func answers(loading load: () -> [String: Answer]) -> [String: Answer] {
+            answers.withLock { known in
+                if let known { return known }
+                let loaded = load()
+                known = loaded
+                return loaded
+            }
+        }
+
+        /// Adds an answer and returns all of them, less those of binaries gone or changed.
+        func remember(_ answer: Answer, for key: String, loading load: () -> [String: Answer]) -> [String: Answer] {
+            answers.withLock { known in
+                var all = known ?? load()
+                all[key] = answer
+                var identities: [Substring: String?] = [:]
+                all = all.filter { key, answer in
+                    let executable = key.prefix { $0 != Self.separator }
+                    if identities[executable] == nil { identities[executable] = .some(ExecutableProbeCache.identity(of: String(executable))) }
+                    return identities[executable] == .some(answer.identity)
+                }
+                known = all
+                return all
+            }
+        }
+
+        static let separator: Character = "\u{1F}"
     }
 
     struct Answer: Codable, Equatable {
