@@ -47,8 +47,9 @@ public struct BakeRequest: Sendable {
     /// (`--warmup-settle SECONDS`). Code a copy runs that is still profiled or compiled after
     /// its restore costs every copy (docs/restore-path.md). 90 s because the limit only costs a
     /// bake whose compilers are still busy, which is where settling pays: the Spring sample
-    /// settles in ~17 s on a fast VM and ~44 s on one twice as slow, whose copies restored 8 ms
-    /// sooner from a settled bake than from one cut off at the former 30 s (docs/snapshot-safe.md).
+    /// settles in ~17 s on a fast VM and in 37-50 s on one twice as slow, whose copies answered
+    /// 7-8 ms sooner from a settled bake than from one cut off at the former 30 s
+    /// (docs/snapshot-safe.md).
     public var warmupSettleLimit: Duration = .seconds(90)
     /// Kinds of preflight finding (``CheckpointPreflight/Kind``) accepted (`--allow KIND`).
     package var allow: Set<CheckpointPreflight.Kind> = []
