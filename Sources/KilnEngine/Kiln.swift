@@ -133,8 +133,7 @@ public struct Kiln: Sendable {
 
     /// A new container id: the snapshot name and 6 random hex digits, e.g. `hello-3fa9c1`.
     package func makeInstanceID(for name: String) -> String {
-        let digits = String(UInt32.random(in: 0..<0x100_0000), radix: 16)
-        return "\(name)-\(String(repeating: "0", count: 6 - digits.count))\(digits)"
+        "\(name)-\((0..<3).map { _ in UInt8.random(in: .min ... .max) }.hexDigits)"
     }
 
     /// The lifecycle of a new sandbox `id` in `directory`, doing `purpose` (the action its errors

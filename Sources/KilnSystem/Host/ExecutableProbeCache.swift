@@ -44,7 +44,7 @@ public struct ExecutableProbeCache: Sendable {
         }
         let output = try Subprocess.run(executable, arguments)
         if output.status.isSuccess {
-            let answers = shared.remember(Answer(identity: identity, stdout: output.stdout, stderr: output.stderr), for: key, loading: load)
+            let answers = shared.remember(Answer(identity: identity, stdout: output.stdout, stderr: output.stderr), for: key)
             save(answers)
         }
         return output
@@ -63,21 +63,24 @@ public struct ExecutableProbeCache: Sendable {
             }
         }
 
-        /// Adds an answer and returns all of them, less those of binaries gone or changed.
-        func remember(_ answer: Answer, for key: String, loading load: () -> [String: Answer]) -> [String: Answer] {
+        /// Adds an answer to those read (``answers(loading:)`` comes first) and returns all of
+        /// them, less those of binaries gone or changed.
+        func remember(_ answer: Answer, for key: String) -> [String: Answer] {
             answers.withLock { known in
-                var all = known ?? load()
+                var all = known ?? [:]
                 all[key] = answer
-                var identities: [Substring: String?] = [:]
-                all = all.filter { key, answer in
-                    let executable = key.prefix { $0 != Self.separator }
-                    if identities[executable] == nil { identities[executable] = .some(ExecutableProbeCache.identity(of: String(executable))) }
-                    return identities[executable] == .some(answer.identity)
-                }
+                let executables = Set(all.keys.map(Self.executable(ofKey:)))
+                let identities = Dictionary(
+                    uniqueKeysWithValues: executables.compactMap { executable in
+                        ExecutableProbeCache.identity(of: executable).map { (executable, $0) }
+                    })
+                all = all.filter { key, answer in identities[Self.executable(ofKey: key)] == answer.identity }
                 known = all
                 return all
             }
         }
+
+        static func executable(ofKey key: String) -> String { String(key.prefix { $0 != separator }) }
 
         static let separator: Character = "\u{1F}"
     }
