@@ -122,6 +122,9 @@ int kiln_effective_caps(unsigned long long *mask) {
 
 int kiln_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
+/* pidfd descriptors are always close-on-exec. */
+int kiln_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+
 int kiln_is_nsfs(const char *path) {
     struct statfs info;
     if (statfs(path, &info) != 0) return -1;

@@ -130,13 +130,15 @@ public struct CNINetwork: SandboxNetwork {
         let action = "attaching '\(id)' to the network '\(name)'"
         do {
             try Self.validateID(id)
-            if let firewall { try await firewall.ensureBase() }
+            let chainsSeen = try await firewall?.ensureBase()
             let result = try await add(id: id, namespacePath: namespacePath)
             try cacheResult(result, id: id, namespacePath: namespacePath, tag: tag)
             let attachment: NetworkAttachment
             do {
                 attachment = try makeAttachment(result: result, id: id, namespacePath: namespacePath, tag: tag)
-                if let firewall, tag != NetworkAttachment.sharedTag { try await firewall.add(id: id, address: attachment.ip, tag: tag) }
+                if let firewall, tag != NetworkAttachment.sharedTag {
+                    try await firewall.add(id: id, address: attachment.ip, tag: tag, chainsSeen: chainsSeen)
+                }
             } catch {
                 try? await del(id: id, namespacePath: namespacePath, result: result)
                 try? await firewall?.remove(id: id)
@@ -230,7 +232,7 @@ public struct CNINetwork: SandboxNetwork {
     }
 
     static func validateID(_ id: String) throws {
-        guard id.range(of: #"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"#, options: .regularExpression) != nil else {
+        guard InputValidation.isASCIIName(id, punctuation: "_.-", alphanumericFirst: true) else {
             throw KilnError(.invalidArgument, "'\(id)' is not a valid CNI container id (letters, digits, '_', '.', '-')")
         }
     }

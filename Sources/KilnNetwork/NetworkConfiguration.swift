@@ -89,13 +89,13 @@ public struct NetworkConfiguration: Codable, Sendable, Equatable {
     /// Checks every field kiln passes on to the plugins and iptables.
     public func validate() throws {
         _ = try parsedSubnet()
-        guard name.range(of: #"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"#, options: .regularExpression) != nil else {
+        guard InputValidation.isASCIIName(name, punctuation: "_.-", alphanumericFirst: true) else {
             throw KilnError(.invalidArgument, "'\(name)' is not a valid CNI network name (letters, digits, '_', '.', '-')")
         }
-        guard bridge.count <= 15, bridge.range(of: #"^[A-Za-z0-9_\-]+$"#, options: .regularExpression) != nil else {
+        guard InputValidation.isASCIIName(bridge, punctuation: "_-", maxLength: 15) else {
             throw KilnError(.invalidArgument, "'\(bridge)' is not a valid bridge name (at most 15 letters, digits, '_' or '-')")
         }
-        guard interface.count <= 15, interface.range(of: #"^[A-Za-z0-9_\-]+$"#, options: .regularExpression) != nil else {
+        guard InputValidation.isASCIIName(interface, punctuation: "_-", maxLength: 15) else {
             throw KilnError(.invalidArgument, "'\(interface)' is not a valid interface name")
         }
         if let gateway, IPv4.parse(gateway) == nil {
@@ -109,25 +109,48 @@ public struct NetworkConfiguration: Codable, Sendable, Equatable {
     /// their namespace, not through published ports.
     public func conflist(ipamDirectory: String) throws -> CNIConfigurationList {
         try validate()
-        var bridgePlugin: [String: Any] = [
-            "type": "bridge",
-            "bridge": bridge,
-            "isGateway": true,
-            "ipMasq": false,
-            "hairpinMode": false,
-            "ipam": [
-                "type": "host-local",
-                "dataDir": ipamDirectory,
-                "ranges": [[["subnet": subnet, "gateway": try gatewayAddress()]]],
-                "routes": [["dst": "0.0.0.0/0"]],
-            ] as [String: Any],
-        ]
-        if let mtu { bridgePlugin["mtu"] = mtu }
-        if !dns.nameservers.isEmpty || !dns.search.isEmpty {
-            bridgePlugin["dns"] = ["nameservers": dns.nameservers, "search": dns.search, "options": dns.options]
+        let hasDNS = !dns.nameservers.isEmpty || !dns.search.isEmpty
+        let bridgePlugin = BridgePlugin(
+            bridge: bridge, mtu: mtu,
+            ipam: .init(dataDir: ipamDirectory, ranges: [[.init(subnet: subnet, gateway: try gatewayAddress())]]),
+            dns: hasDNS ? dns : nil)
+        // Codable rather than JSONSerialization: its first use costs ~2.5 ms here, on the way of
+        // every restore on a network. Not read back: the document is the one
+        // ``CNIConfigurationList/init(json:)`` would make of it (its keys in another order).
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let json = try encoder.encode(List(name: name, plugins: [bridgePlugin]))
+        return CNIConfigurationList(name: name, cniVersion: List.version, pluginTypes: [bridgePlugin.type], json: json)
+    }
+
+    /// The conflist's shape for kiln's own network.
+    private struct List: Encodable {
+        static let version = "1.0.0"
+        var cniVersion = version
+        var name: String
+        var plugins: [BridgePlugin]
+    }
+
+    private struct BridgePlugin: Encodable {
+        struct IPAM: Encodable {
+            struct Range: Encodable {
+                var subnet: String
+                var gateway: String
+            }
+            struct Route: Encodable { var dst = "0.0.0.0/0" }
+            var type = "host-local"
+            var dataDir: String
+            var ranges: [[Range]]
+            var routes = [Route()]
         }
-        let list: [String: Any] = ["cniVersion": "1.0.0", "name": name, "plugins": [bridgePlugin]]
-        return try CNIConfigurationList(json: JSONSerialization.data(withJSONObject: list, options: [.sortedKeys, .prettyPrinted]))
+        var type = "bridge"
+        var bridge: String
+        var isGateway = true
+        var ipMasq = false
+        var hairpinMode = false
+        var mtu: Int?
+        var ipam: IPAM
+        var dns: DNSConfiguration?
     }
 }
 
@@ -180,6 +203,15 @@ public struct CNIConfigurationList: Sendable, Equatable {
     public var pluginTypes: [String]
     /// The whole list as JSON, as read or written.
     public var json: Data
+
+    /// A list kiln made itself (its own network), `json` kept as it is: the document
+    /// ``init(json:)`` would make of it, its keys perhaps in another order.
+    init(name: String, cniVersion: String, pluginTypes: [String], json: Data) {
+        self.name = name
+        self.cniVersion = cniVersion
+        self.pluginTypes = pluginTypes
+        self.json = json
+    }
 
     public init(json: Data) throws {
         guard let object = try? JSONSerialization.jsonObject(with: json) as? [String: Any] else {

@@ -80,16 +80,21 @@ public struct NetworkFirewall: Sendable {
     /// only when they differ from what kiln last wrote, recorded as a digest of the base chains'
     /// lines as iptables printed them back (``baseFingerprint(ipv4:ipv6:)``). Any change to those
     /// lines by anyone, a flush, a reboot, shows as a different digest and kiln writes them again.
-    public func ensureBase() async throws {
-        guard !Self.ensured.contains(key) else { return }
+    ///
+    /// Returns the chains the rules had when they were read (nil when this process had already
+    /// checked): ``add(id:address:tag:chainsSeen:)`` takes them as a hint.
+    @discardableResult
+    public func ensureBase() async throws -> Set<String>? {
+        guard !Self.ensured.contains(key) else { return nil }
         try enableBridgeFiltering()
-        try await locked {
+        let chains = try await locked { () async throws -> Set<String> in
             let tables = try await save(table: nil)
             let filter6 = try await save(table: "filter", ipv6: true)
+            let chains = Set(Self.chains(in: tables))
             if let recorded = try? String(contentsOfFile: fingerprintPath, encoding: .utf8),
                 recorded == baseFingerprint(ipv4: tables, ipv6: filter6)
             {
-                return
+                return chains
             }
             var filterBatch = ["*filter"]
             // Declared chains are flushed and written again: they hold only network-wide rules.
@@ -110,10 +115,13 @@ public struct NetworkFirewall: Sendable {
             if !filter6.contains("-A INPUT -i \(bridge) -j \(inputChain)\n") { batch6.append("-I INPUT 1 -i \(bridge) -j \(inputChain)") }
             if !filter6.contains("-A FORWARD -j \(forwardChain)\n") { batch6.append("-I FORWARD 1 -j \(forwardChain)") }
             try await restore(batch6 + ["COMMIT"], ipv6: true)
-            let written = baseFingerprint(ipv4: try await save(table: nil), ipv6: try await save(table: "filter", ipv6: true))
-            try? written.write(toFile: fingerprintPath, atomically: true, encoding: .utf8)
+            let written = try await save(table: nil)
+            try? baseFingerprint(ipv4: written, ipv6: try await save(table: "filter", ipv6: true))
+                .write(toFile: fingerprintPath, atomically: true, encoding: .utf8)
+            return Set(Self.chains(in: written))
         }
         Self.ensured.insert(key)
+        return chains
     }
 
     /// Where ``ensureBase()`` records the digest of the base rules it wrote (beside the lock).
@@ -224,20 +232,32 @@ public struct NetworkFirewall: Sendable {
         ]
     }
 
-    /// Adds sandbox `id`'s isolation rules (creating its tag's chain on first use).
-    public func add(id: String, address: String, tag: String) async throws {
-        let batch = ["*filter"] + sandboxRules(id: id, address: address, tag: tag) + ["COMMIT"]
+    /// Adds sandbox `id`'s isolation rules (creating its tag's chain on first use), in one
+    /// `iptables-restore` when `chainsSeen` (the chains of a recent read of the rules, from
+    /// ``ensureBase()``) is right about the tag's chain, in two when not.
+    ///
+    /// Either batch fails as a whole if it does not fit (`-N` of a chain that exists, a rule for
+    /// one that does not), so trying one and then the other needs no read of the rules; the lock
+    /// keeps every other kiln out between the two.
+    public func add(id: String, address: String, tag: String, chainsSeen: Set<String>? = nil) async throws {
+        let chain = tagChain(tag)
+        let rules = sandboxRules(id: id, address: address, tag: tag)
+        let joining = ["*filter"] + rules + ["COMMIT"]
+        // Made, closed with its DROP and given the sandbox's rules in one batch.
+        let creating = ["*filter", "-N \(chain)", "-A \(chain) -j DROP"] + rules + ["COMMIT"]
+        // A snapshot's first sandbox (every one-shot `kiln run`'s) finds no chain for its tag.
+        let chainIsNew = chainsSeen.map { !$0.contains(chain) } ?? false
         try await locked {
             do {
-                try await restore(batch)
-            } catch {
-                // Most likely the tag's first sandbox: make its chain (ending in DROP) and retry.
-                let chain = tagChain(tag)
-                let filter = try await save(table: "filter")
-                guard !Self.chains(in: filter).contains(chain) else { throw error }
-                // Made, closed with its DROP and given the sandbox's rules in one batch.
-                let rules = sandboxRules(id: id, address: address, tag: tag)
-                try await restore(["*filter", ":\(chain) - [0:0]", "-A \(chain) -j DROP"] + rules + ["COMMIT"])
+                try await restore(chainIsNew ? creating : joining)
+            } catch let first {
+                do {
+                    try await restore(chainIsNew ? joining : creating)
+                } catch let second {
+                    // Both failed: the error that counts is the one of the batch that fit the chain.
+                    let exists = Self.chains(in: try await save(table: "filter")).contains(chain)
+                    throw exists == chainIsNew ? second : first
+                }
             }
         }
     }

@@ -18,6 +18,8 @@ struct NetworkConfigurationTests {
         #expect(list.pluginTypes == ["bridge"])
         #expect(list.bridge == "kiln0")
         #expect(list.ipamDirectory == "/state/cni/ipam")
+        // Made without reading its JSON back: what a reader of the written file gets is the same.
+        #expect(try sameList(CNIConfigurationList(json: list.json), list))
         let plugin = try #require(JSONSerialization.jsonObject(with: list.pluginConfiguration(0, previousResult: nil)) as? [String: Any])
         #expect(plugin["name"] as? String == "kiln")
         #expect(plugin["cniVersion"] as? String == "1.0.0")
@@ -28,6 +30,28 @@ struct NetworkConfigurationTests {
         #expect(ipam["type"] as? String == "host-local")
         let ranges = try #require(ipam["ranges"] as? [[[String: String]]])
         #expect(ranges == [[["subnet": "10.213.0.0/16", "gateway": "10.213.0.1"]]])
+        #expect(plugin["dns"] == nil && plugin["mtu"] == nil)
+
+        // With every optional field: the same as read back, and each where a plugin looks.
+        let full = NetworkConfiguration(
+            name: "lab", bridge: "lab0", subnet: "10.9.0.0/24", gateway: "10.9.0.254",
+            dns: DNSConfiguration(nameservers: ["10.9.0.53"], search: ["lab.test"], options: ["ndots:1"]), mtu: 1400)
+        let fullList = try full.conflist(ipamDirectory: "/state/cni/ipam")
+        #expect(try sameList(CNIConfigurationList(json: fullList.json), fullList))
+        let fullPlugin = try #require(JSONSerialization.jsonObject(with: fullList.pluginConfiguration(0, previousResult: nil)) as? [String: Any])
+        #expect(fullPlugin["mtu"] as? Int == 1400)
+        #expect(fullPlugin["bridge"] as? String == "lab0")
+        let dns = try #require(fullPlugin["dns"] as? [String: [String]])
+        #expect(dns == ["nameservers": ["10.9.0.53"], "search": ["lab.test"], "options": ["ndots:1"]])
+        let fullRanges = (fullPlugin["ipam"] as? [String: Any])?["ranges"] as? [[[String: String]]]
+        #expect(fullRanges == [[["subnet": "10.9.0.0/24", "gateway": "10.9.0.254"]]])
+    }
+
+    /// The same list: name, version, plugin types and the same JSON document (keys in any order).
+    func sameList(_ read: CNIConfigurationList, _ made: CNIConfigurationList) throws -> Bool {
+        let documents = try [read.json, made.json].map { try JSONSerialization.jsonObject(with: $0) as? NSDictionary }
+        return read.name == made.name && read.cniVersion == made.cniVersion && read.pluginTypes == made.pluginTypes
+            && documents[0] != nil && documents[0] == documents[1]
     }
 
     @Test func environmentOverridesSubnetBridgeAndDNS() throws {
@@ -47,6 +71,19 @@ struct NetworkConfigurationTests {
         #expect(throws: KilnError.self) { try NetworkConfiguration(bridge: "a-bridge-name-too-long").validate() }
         #expect(throws: KilnError.self) { try NetworkConfiguration(name: "../etc").validate() }
         #expect(throws: KilnError.self) { try CNINetwork.validateID("a/b") }
+        for bad in ["", "-leading-dash", ".hidden", "tab\there", "naïve", "a b"] {
+            #expect(throws: KilnError.self, "\(bad)") { try NetworkConfiguration(name: bad).validate() }
+            #expect(throws: KilnError.self, "\(bad)") { try CNINetwork.validateID(bad) }
+        }
+        for bad in ["", "br.0", "br0123456789abcd", "brü"] {
+            #expect(throws: KilnError.self, "\(bad)") { try NetworkConfiguration(bridge: bad).validate() }
+            #expect(throws: KilnError.self, "\(bad)") { try NetworkConfiguration(interface: bad).validate() }
+        }
+        // The longest names Linux takes, and every character each field allows.
+        #expect(throws: Never.self) {
+            try NetworkConfiguration(name: "Kiln_net.2-b", bridge: "br0123456789abc", interface: "Eth_0-x").validate()
+        }
+        #expect(throws: Never.self) { try CNINetwork.validateID("9Hello_copy.1-ab") }
     }
 
     @Test func hostLoopbackNameServersAreLeftOut() {

@@ -58,6 +58,38 @@ struct SubprocessTests {
         #expect(ignored & (1 << UInt64(SIGTERM - 1)) == 0, "SIGTERM ignored in the child: \(line)")
     }
 
+    /// A time limit stops the child's whole process group: SIGTERM first, SIGKILL two seconds
+    /// later for what ignores it (the plugin timeout of ``CNIPluginCall``).
+    @Test func aTimeLimitStopsTheChildAndWhatItStarted() async throws {
+        let pidFile = FileManager.default.temporaryDirectory.appendingPathComponent("kiln-subprocess-\(getpid())").path
+        defer { unlink(pidFile) }
+        let start = ContinuousClock.now
+        let stubborn = try await Subprocess.run(
+            "/bin/sh", ["-c", "trap '' TERM; sleep 60 & echo $! > \(pidFile); wait"], timeLimit: .milliseconds(300))
+        let took = start.duration(to: .now)
+        #expect(stubborn.timedOut)
+        #expect(stubborn.status == .signaled(SIGKILL))
+        #expect(took >= .seconds(2) && took < .seconds(10), "took \(took)")
+        let sleeper = try #require(pid_t(String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        // Killed with its group; reaped by init once orphaned, so wait briefly for that.
+        var gone = false
+        for _ in 0..<100 where !gone {
+            gone = kill(sleeper, 0) != 0 || (try? String(contentsOfFile: "/proc/\(sleeper)/stat", encoding: .utf8))?.contains(") Z ") == true
+            if !gone { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(gone, "the child's own child \(sleeper) outlived the limit")
+
+        // Output closed early does not end the limit's watch: the child still runs until stopped.
+        let quiet = try await Subprocess.run("/bin/sh", ["-c", "exec >/dev/null 2>&1; sleep 60"], timeLimit: .milliseconds(300))
+        #expect(quiet.timedOut)
+        #expect(quiet.status == .signaled(SIGTERM))
+
+        let quick = try await Subprocess.run("/bin/sh", ["-c", "echo done"], timeLimit: .seconds(30))
+        #expect(!quick.timedOut)
+        #expect(quick.status == .exited(0))
+        #expect(quick.stdout == "done\n")
+    }
+
     @Test func missingExecutableIsNamed() async {
         let error = await #expect(throws: KilnError.self) { _ = try await Subprocess.run("/nonexistent/tool", []) }
         #expect(error?.code == .commandNotFound)

@@ -41,6 +41,10 @@ int kiln_effective_caps(unsigned long long *mask);
 /// pipe2(fds, O_CLOEXEC). Returns 0, or -1 with errno.
 int kiln_pipe_cloexec(int fds[2]);
 
+/// pidfd_open(2) with close-on-exec (glibc has no wrapper Swift can import): a descriptor that
+/// polls readable when the process `pid` has ended. Returns the fd, or -1 with errno.
+int kiln_pidfd_open(pid_t pid);
+
 /// Whether `path` is a pinned namespace (an nsfs mount). Returns 1, 0, or -1 with errno.
 int kiln_is_nsfs(const char *path);
 

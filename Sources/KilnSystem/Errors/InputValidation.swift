@@ -53,6 +53,20 @@ package enum InputValidation {
         return name.utf8.allSatisfy { isAlphanumeric($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") }
     }
 
+    /// Whether `name` is 1 to `maxLength` ASCII letters (either case), digits and bytes of
+    /// `punctuation`; with `alphanumericFirst`, starting with a letter or digit. The shape of CNI
+    /// network names and container ids (`_.-`) and of Linux interface names (`_-`, at most 15).
+    /// (A loop over the bytes, not a regular expression: ICU's first use costs milliseconds, and
+    /// this check runs before every restore on a network.)
+    package static func isASCIIName(_ name: String, punctuation: String, alphanumericFirst: Bool = false, maxLength: Int = .max) -> Bool {
+        func isAlphanumeric(_ byte: UInt8) -> Bool {
+            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
+                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
+        }
+        guard let first = name.utf8.first, name.utf8.count <= maxLength, !alphanumericFirst || isAlphanumeric(first) else { return false }
+        return name.utf8.allSatisfy { isAlphanumeric($0) || punctuation.utf8.contains($0) }
+    }
+
     static func isControl(_ byte: UInt8) -> Bool { byte < 0x20 || byte == 0x7F }
     package static func isSpaceOrControl(_ byte: UInt8) -> Bool { byte <= 0x20 || byte == 0x7F }
 }

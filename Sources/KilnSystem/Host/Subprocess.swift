@@ -34,6 +34,8 @@ public struct CommandOutput: Sendable {
     public var status: TerminationStatus
     public var stdout: String
     public var stderr: String
+    /// Whether the command ran past its time limit and was killed (``Subprocess/run(_:_:environment:stdin:timeLimit:)``).
+    public var timedOut = false
 }
 
 /// Spawning and reaping child processes with `posix_spawn`.
@@ -54,7 +56,7 @@ public enum Subprocess {
     public static func spawn(
         _ executable: String, _ arguments: [String], environment: [String: String]? = nil,
         stdin: Stream = .null, stdout: Stream = .inherit, stderr: Stream = .inherit,
-        extraDescriptors: [(source: Int32, target: Int32)] = [], newSession: Bool = false
+        extraDescriptors: [(source: Int32, target: Int32)] = [], newSession: Bool = false, newProcessGroup: Bool = false
     ) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -89,6 +91,10 @@ public enum Subprocess {
         posix_spawnattr_setsigdefault(&attributes, &defaults)
         var flags = Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)
         if newSession { flags |= kiln_posix_spawn_setsid_flag() }
+        if newProcessGroup {
+            posix_spawnattr_setpgroup(&attributes, 0)
+            flags |= Int16(POSIX_SPAWN_SETPGROUP)
+        }
         posix_spawnattr_setflags(&attributes, flags)
 
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
@@ -121,9 +127,14 @@ public enum Subprocess {
     /// Both pipes are drained while the child runs, so a chatty child cannot block on a full pipe.
     /// Never use this for a command that leaves a process behind holding its stdout (runc
     /// `run -d`): the read would wait for that process to end.
+    ///
+    /// With a `timeLimit`, the child runs in a process group of its own, which gets SIGTERM when
+    /// the limit passes and SIGKILL two seconds later (what coreutils' `timeout --kill-after=2`
+    /// does, without a `timeout` process started for every command); the output says
+    /// ``CommandOutput/timedOut``.
     public static func run(
         _ executable: String, _ arguments: [String], environment: [String: String]? = nil,
-        stdin: Stream = .null
+        stdin: Stream = .null, timeLimit: Duration? = nil
     ) throws -> CommandOutput {
         let out = try ClosingPipe.make()
         let err = try ClosingPipe.make()
@@ -131,7 +142,7 @@ public enum Subprocess {
         do {
             pid = try spawn(
                 executable, arguments, environment: environment, stdin: stdin,
-                stdout: .descriptor(out.write), stderr: .descriptor(err.write))
+                stdout: .descriptor(out.write), stderr: .descriptor(err.write), newProcessGroup: timeLimit != nil)
         } catch {
             out.closeBoth()
             err.closeBoth()
@@ -139,37 +150,92 @@ public enum Subprocess {
         }
         close(out.write)
         close(err.write)
-        let (stdout, stderr) = drain(out.read, err.read)
+        var deadline = timeLimit.map { TimeLimit(group: pid, limit: $0) }
+        let (stdout, stderr) = drain(out.read, err.read, deadline: &deadline)
         close(out.read)
         close(err.read)
-        return CommandOutput(status: wait(pid), stdout: stdout, stderr: stderr)
+        if var limit = deadline {
+            // A child that closed its output may still run: the limit holds until it exits.
+            limit.awaitExit(of: pid)
+            deadline = limit
+        }
+        let status = wait(pid)
+        return CommandOutput(status: status, stdout: stdout, stderr: stderr, timedOut: deadline?.fired ?? false)
     }
 
-    /// ``run(_:_:environment:stdin:)`` on a dedicated thread, so an async caller never blocks
+    /// A child's time limit: SIGTERM to its process group when it passes, SIGKILL after a grace.
+    struct TimeLimit {
+        let group: pid_t
+        private var nextSignal: (at: ContinuousClock.Instant, signal: Int32)?
+        private(set) var fired = false
+        static let grace = Duration.seconds(2)
+
+        init(group: pid_t, limit: Duration) {
+            self.group = group
+            nextSignal = (.now + limit, SIGTERM)
+        }
+
+        /// How long `poll` may wait before the next signal is due, in milliseconds (-1: no limit).
+        var pollTimeout: Int32 {
+            guard let nextSignal else { return -1 }
+            let left = ContinuousClock.now.duration(to: nextSignal.at)
+            guard left > .zero else { return 0 }
+            let (seconds, attoseconds) = left.components
+            return Int32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000 + 1)
+        }
+
+        /// Returns once `pid` has ended (not reaped), signalling it as its limit falls due.
+        mutating func awaitExit(of pid: pid_t) {
+            let pidfd = kiln_pidfd_open(pid)
+            guard pidfd >= 0 else { return }  // it is already gone or reaped: waitpid decides
+            defer { close(pidfd) }
+            var exited = [pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)]
+            while true {
+                let ready = poll(&exited, 1, pollTimeout)
+                if ready > 0 || (ready < 0 && errno != EINTR) { return }
+                if ready == 0 { signalIfDue() }
+            }
+        }
+
+        /// Sends the signal that is due, if one is.
+        mutating func signalIfDue() {
+            guard let due = nextSignal, ContinuousClock.now >= due.at else { return }
+            fired = true
+            kill(-group, due.signal)
+            nextSignal = due.signal == SIGTERM ? (.now + Self.grace, SIGKILL) : nil
+        }
+    }
+
+    /// ``run(_:_:environment:stdin:timeLimit:)`` on a dedicated thread, so an async caller never blocks
     /// one of the few cooperative threads (there are 2 on a 2-core machine).
     public static func run(
-        _ executable: String, _ arguments: [String], environment: [String: String]? = nil, input: String? = nil
+        _ executable: String, _ arguments: [String], environment: [String: String]? = nil, input: String? = nil, timeLimit: Duration? = nil
     ) async throws -> CommandOutput {
         try await onDedicatedThread {
-            guard let input else { return try run(executable, arguments, environment: environment, stdin: .null) }
+            guard let input else { return try run(executable, arguments, environment: environment, stdin: .null, timeLimit: timeLimit) }
             // Small inputs only: the whole text must fit the pipe buffer (64 KiB) before the child reads.
             let pipe = try ClosingPipe.make()
             defer { close(pipe.read) }
             _ = input.utf8CString.withUnsafeBufferPointer { write(pipe.write, $0.baseAddress, $0.count - 1) }
             close(pipe.write)
-            return try run(executable, arguments, environment: environment, stdin: .descriptor(pipe.read))
+            return try run(executable, arguments, environment: environment, stdin: .descriptor(pipe.read), timeLimit: timeLimit)
         }
     }
 
-    /// Reads two descriptors to end-of-file at once.
-    private static func drain(_ first: Int32, _ second: Int32) -> (String, String) {
+    /// Reads two descriptors to end-of-file at once, signalling the child when its time limit is due.
+    private static func drain(_ first: Int32, _ second: Int32, deadline: inout TimeLimit?) -> (String, String) {
         var buffers = [Data(), Data()]
         var fds = [pollfd(fd: first, events: Int16(POLLIN), revents: 0), pollfd(fd: second, events: Int16(POLLIN), revents: 0)]
         var chunk = [UInt8](repeating: 0, count: 65536)
         while fds.contains(where: { $0.fd >= 0 }) {
-            if poll(&fds, nfds_t(fds.count), -1) < 0 {
+            let ready = poll(&fds, nfds_t(fds.count), deadline?.pollTimeout ?? -1)
+            if ready < 0 {
                 if errno == EINTR { continue }
                 break
+            }
+            if ready == 0 {
+                deadline?.signalIfDue()
+                continue
             }
             for index in fds.indices where fds[index].fd >= 0 && fds[index].revents != 0 {
                 let count = read(fds[index].fd, &chunk, chunk.count)
