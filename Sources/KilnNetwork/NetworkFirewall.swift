@@ -62,7 +62,7 @@ public struct NetworkFirewall: Sendable {
     static func hash(_ text: String) -> String {
         var value: UInt32 = 2_166_136_261
         for byte in text.utf8 { value = (value ^ UInt32(byte)) &* 16_777_619 }
-        return String(format: "%08x", value)
+        return value.hexDigits
     }
 
     // MARK: network-wide rules

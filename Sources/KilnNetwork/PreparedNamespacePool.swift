@@ -163,7 +163,7 @@ public actor PreparedNamespacePool {
     }
 
     private func prepare() async throws -> NetworkAttachment {
-        let id = idPrefix + String(format: "%012llx", UInt64.random(in: 0...(1 << 48 - 1)))
+        let id = idPrefix + (0..<6).map { _ in UInt8.random(in: .min ... .max) }.hexDigits
         let path = "\(namespaceDirectory)/\(id)"
         preparing.insert(id)
         defer { preparing.remove(id) }

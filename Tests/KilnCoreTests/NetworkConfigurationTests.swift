@@ -331,6 +331,10 @@ struct NetworkConfigurationTests {
         let firewall = NetworkFirewall(bridge: "kiln0", subnet: "10.213.0.0/16", masquerade: true, lockPath: "/tmp/x")
         #expect(NetworkFirewall.hash("kiln0") == NetworkFirewall.hash("kiln0"))
         #expect(NetworkFirewall.hash("a") != NetworkFirewall.hash("b"))
+        // FNV-1a's published values: chains named by an older kiln keep their names.
+        #expect(NetworkFirewall.hash("") == "811c9dc5")
+        #expect(NetworkFirewall.hash("a") == "e40c292c")
+        #expect(NetworkFirewall.hash("kiln0") == "54054f79")
         #expect(firewall.tagChain("hello").hasPrefix(firewall.tagChainPrefix))
         #expect(firewall.tagChain("hello").count <= 28)
         #expect(firewall.tagChain("hello") != firewall.tagChain("other"))

@@ -96,6 +96,20 @@ struct SubprocessTests {
     }
 }
 
+@Suite("hex digits")
+struct HexDigitsTests {
+    /// What `String(format:)` printed where kiln now writes hex digits itself (`%02x` per byte,
+    /// `%08x` of a UInt32, `%016llx` of a UInt64): ids and chain names stay as they were.
+    @Test func bytesAndIntegersAreWrittenAsZeroPaddedLowercaseHex() {
+        #expect([UInt8]([0x00, 0x0f, 0xa0, 0xff]).hexDigits == "000fa0ff")
+        #expect([UInt8]().hexDigits == "")
+        #expect(UInt32(0xabc).hexDigits == "00000abc")
+        #expect(UInt32.max.hexDigits == "ffffffff")
+        #expect(UInt64(0x1234_5678_9abc_def0).hexDigits == "123456789abcdef0")
+        #expect(UInt64(1).hexDigits == "0000000000000001")
+    }
+}
+
 @Suite("host mounts")
 struct HostMountsTests {
     @Test func mountinfoEscapesAreDecoded() {

@@ -375,7 +375,7 @@ extension Kiln {
         var encryption: SnapshotEncryption?
         if let key = request.encryptionKey {
             progress(.encrypting(keyID: key.id))
-            let bake = String(format: "%08x%08x", UInt32.random(in: 0...UInt32.max), UInt32.random(in: 0...UInt32.max))
+            let bake = UInt64.random(in: .min ... .max).hexDigits
             let record = SnapshotEncryption(keyID: key.id, bakeID: bake)
             try await onDedicatedThread {
                 for path in SnapshotStore.relativeFiles(under: dump) {

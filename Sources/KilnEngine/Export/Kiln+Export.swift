@@ -146,7 +146,7 @@ extension Kiln {
         try PodmanArchive.encoder.encode(spec).write(to: URL(fileURLWithPath: "\(directory)/\(PodmanArchive.specDump)"))
 
         let config = PodmanArchive.ContainerConfig(
-            id: (0..<4).map { _ in String(format: "%016llx", UInt64.random(in: 0...UInt64.max)) }.joined(),
+            id: (0..<32).map { _ in UInt8.random(in: .min ... .max) }.hexDigits,
             name: manifest.name, spec: spec, command: sandbox.command, createdTime: manifest.createdAt)
         try PodmanArchive.encoder.encode(config).write(to: URL(fileURLWithPath: "\(directory)/\(PodmanArchive.configDump)"))
 

@@ -44,9 +44,9 @@ public struct CRIURestoreStatistics: Codable, Equatable, Sendable {
     public init(parsing data: Data) throws {
         var reader = ProtobufReader(bytes: [UInt8](data))
         let magic = try reader.fixed32()
-        guard magic == Self.serviceMagic else { throw Self.corrupt(String(format: "magic %08x is not CRIU's service image magic", magic)) }
+        guard magic == Self.serviceMagic else { throw Self.corrupt("magic \(magic.hexDigits) is not CRIU's service image magic") }
         let kind = try reader.fixed32()
-        guard kind == Self.statsMagic else { throw Self.corrupt(String(format: "image magic %08x is not the stats magic", kind)) }
+        guard kind == Self.statsMagic else { throw Self.corrupt("image magic \(kind.hexDigits) is not the stats magic") }
         var entry = ProtobufReader(bytes: try reader.bytes(Int(try reader.fixed32())))
         var restore: [UInt8]?
         while !entry.atEnd {

@@ -56,18 +56,3 @@ package enum FileDigest {
         return hasher.finalize().hexDigits
     }
 }
-
-extension Sequence<UInt8> {
-    /// Two lowercase hex digits per byte: how kiln writes digests, key ids and keys. Not with
-    /// `String(format:)`, whose first use in a process cost `kiln run` ~0.4 ms of Swift's
-    /// runtime looking up `CVarArg` conformances (it hashes a manifest before every restore).
-    package var hexDigits: String {
-        let digits = Array("0123456789abcdef".utf8)
-        var text: [UInt8] = []
-        for byte in self {
-            text.append(digits[Int(byte >> 4)])
-            text.append(digits[Int(byte & 0x0f)])
-        }
-        return String(decoding: text, as: UTF8.self)
-    }
-}
