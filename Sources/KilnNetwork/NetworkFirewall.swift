@@ -90,11 +90,10 @@ public struct NetworkFirewall: Sendable {
         let chains = try await locked { () async throws -> Set<String> in
             let tables = try await save(table: nil)
             let filter6 = try await save(table: "filter", ipv6: true)
-            let chains = Set(Self.chains(in: tables))
             if let recorded = try? String(contentsOfFile: fingerprintPath, encoding: .utf8),
                 recorded == baseFingerprint(ipv4: tables, ipv6: filter6)
             {
-                return chains
+                return Set(Self.chains(in: tables))
             }
             var filterBatch = ["*filter"]
             // Declared chains are flushed and written again: they hold only network-wide rules.

@@ -110,6 +110,19 @@ struct HexDigitsTests {
     }
 }
 
+@Suite("poll timeouts")
+struct PollTimeoutTests {
+    /// What a deadline's remainder gives `poll(2)`: rounded up, so a poll never ends before the
+    /// deadline it waits for, and held to Int32 (a year's readiness timeout would trap otherwise).
+    @Test func durationsBecomeWholeMillisecondsRoundedUpAndHeldToInt32() {
+        #expect(Duration.microseconds(1).pollMilliseconds == 1)
+        #expect(Duration.milliseconds(5).pollMilliseconds == 6)
+        #expect(Duration.seconds(2).pollMilliseconds == 2001)
+        #expect(Duration.seconds(365 * 86_400).pollMilliseconds == Int32.max)
+        #expect(Duration.seconds(Int64.max).pollMilliseconds == Int32.max)
+    }
+}
+
 @Suite("host mounts")
 struct HostMountsTests {
     @Test func mountinfoEscapesAreDecoded() {

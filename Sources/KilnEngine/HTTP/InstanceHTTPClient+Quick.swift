@@ -48,9 +48,7 @@ extension InstanceHTTPClient {
             let left = ContinuousClock.now.duration(to: deadline)
             guard left > .zero else { return nil }
             var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            // Rounded up: a poll that ends before the deadline just goes round again.
-            let milliseconds = Int32(left.components.seconds * 1000 + Int64(left.components.attoseconds / 1_000_000_000_000_000) + 1)
-            let ready = poll(&poller, 1, milliseconds)
+            let ready = poll(&poller, 1, left.pollMilliseconds)
             if ready < 0, errno == EINTR { continue }
             guard ready > 0 else { continue }
             let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }

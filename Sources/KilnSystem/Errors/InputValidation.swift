@@ -46,11 +46,8 @@ package enum InputValidation {
     /// Whether `name` is 1 to `maxLength` lowercase ASCII letters, digits, `-` and `_`, starting
     /// with a letter or digit: the shape of snapshot names and of the instance ids made from them.
     package static func isIdentifier(_ name: String, maxLength: Int) -> Bool {
-        func isAlphanumeric(_ byte: UInt8) -> Bool {
-            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
-        }
-        guard let first = name.utf8.first, isAlphanumeric(first), name.utf8.count <= maxLength else { return false }
-        return name.utf8.allSatisfy { isAlphanumeric($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") }
+        guard let first = name.utf8.first, isLowercaseAlphanumeric(first), name.utf8.count <= maxLength else { return false }
+        return name.utf8.allSatisfy { isLowercaseAlphanumeric($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") }
     }
 
     /// Whether `name` is 1 to `maxLength` ASCII letters (either case), digits and bytes of
@@ -59,12 +56,13 @@ package enum InputValidation {
     /// (A loop over the bytes, not a regular expression: ICU's first use costs milliseconds, and
     /// this check runs before every restore on a network.)
     package static func isASCIIName(_ name: String, punctuation: String, alphanumericFirst: Bool = false, maxLength: Int = .max) -> Bool {
-        func isAlphanumeric(_ byte: UInt8) -> Bool {
-            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
-                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
-        }
+        func isAlphanumeric(_ byte: UInt8) -> Bool { isLowercaseAlphanumeric(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) }
         guard let first = name.utf8.first, name.utf8.count <= maxLength, !alphanumericFirst || isAlphanumeric(first) else { return false }
         return name.utf8.allSatisfy { isAlphanumeric($0) || punctuation.utf8.contains($0) }
+    }
+
+    static func isLowercaseAlphanumeric(_ byte: UInt8) -> Bool {
+        (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
     }
 
     static func isControl(_ byte: UInt8) -> Bool { byte < 0x20 || byte == 0x7F }

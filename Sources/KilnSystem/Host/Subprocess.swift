@@ -179,9 +179,7 @@ public enum Subprocess {
         var pollTimeout: Int32 {
             guard let nextSignal else { return -1 }
             let left = ContinuousClock.now.duration(to: nextSignal.at)
-            guard left > .zero else { return 0 }
-            let (seconds, attoseconds) = left.components
-            return Int32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000 + 1)
+            return left > .zero ? left.pollMilliseconds : 0
         }
 
         /// Returns once `pid` has ended (not reaped), signalling it as its limit falls due.
