@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
 """Two arms of one-shot `kiln run SNAPSHOT --json`, interleaved, compared pair by pair.
 
-An arm is a kiln binary, optionally followed by VAR=VALUE settings for its environment
-(`/tmp/old/kiln`, `.build/release/kiln GOGC=off`); a binary copied elsewhere needs its kiln-shim
-beside it. Each round runs every arm once (the order alternating), stops the copy and waits a
+An arm is a kiln binary, optionally followed by VAR=VALUE settings for its environment and then
+options of its own for `kiln run` (`/tmp/old/kiln`, `.build/release/kiln GOGC=off`,
+`.build/release/kiln --network none`); a binary copied elsewhere needs its kiln-shim beside it.
+Options after `--` go to both arms. Each round runs every arm once (the order alternating), stops the copy and waits a
 second; the first round is discarded. Prints each arm's medians of the `phases` kiln reports, the
 restore to first response and the command's wall time, then the paired differences (first arm
 minus second) with 95% intervals of their median (a percentile bootstrap resampling the pairs).
 
     scripts/kiln-run-pairs.py hello 20 /tmp/old/kiln .build/release/kiln
     scripts/kiln-run-pairs.py hello 16 .build/release/kiln ".build/release/kiln GOGC=off" -- --network none
+    scripts/kiln-run-pairs.py hello 10 ".build/release/kiln --network none" ".build/release/kiln --network kiln"
 
 How stop 38 measured its network change and runc with GOGC=off (docs/restore-path.md).
 """
@@ -23,10 +25,11 @@ import time
 
 
 def run_once(arm, snapshot, extra):
-    binary, *settings = arm.split()
-    env = dict(os.environ, **dict(setting.split("=", 1) for setting in settings))
+    binary, *rest = arm.split()
+    options = next((index for index, word in enumerate(rest) if word.startswith("-")), len(rest))
+    env = dict(os.environ, **dict(setting.split("=", 1) for setting in rest[:options]))
     start = time.monotonic()
-    done = subprocess.run([binary, "run", snapshot, "--json", *extra], capture_output=True, text=True, env=env)
+    done = subprocess.run([binary, "run", snapshot, "--json", *rest[options:], *extra], capture_output=True, text=True, env=env)
     wall = (time.monotonic() - start) * 1000
     if done.returncode != 0:
         sys.exit(f"{arm}: kiln run failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
